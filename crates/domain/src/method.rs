@@ -1,0 +1,44 @@
+//! The ways a user proves who they are.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// A code sent to a verified email address.
+    Email,
+    /// A code sent by text message to a verified mobile number.
+    Sms,
+    /// Answers to registered security questions.
+    Questions,
+    /// A code from an authenticator app (TOTP, RFC 6238).
+    Totp,
+}
+
+impl Method {
+    pub const ALL: [Method; 4] = [Method::Email, Method::Sms, Method::Questions, Method::Totp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Email => "email",
+            Method::Sms => "sms",
+            Method::Questions => "questions",
+            Method::Totp => "totp",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// Methods where sspr sends a one-time code to a destination.
+    pub fn sends_code(self) -> bool {
+        matches!(self, Method::Email | Method::Sms)
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,255 @@
+//! The self-service policy an administrator sets: who may reset, with which methods, how many.
+
+use serde::{Deserialize, Serialize};
+
+use crate::method::Method;
+use crate::password::PasswordRules;
+use crate::questions;
+
+/// Who self-service is enabled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    None,
+    /// Members of any group in [`Policy::groups`].
+    Groups,
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomQuestion {
+    /// Stable identifier, `c1`, `c2`…, referenced by users' answers.
+    pub id: String,
+    /// Shown as entered, in every language (as in Azure AD).
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    pub scope: Scope,
+    /// Groups enabled when `scope = "groups"`; several are allowed.
+    pub groups: Vec<String>,
+    /// Methods users may register and use.
+    pub methods: Vec<Method>,
+    /// Different methods a user must pass to reset or unlock: 1 or 2.
+    pub methods_required: u8,
+    /// Security questions a user registers (3–5).
+    pub questions_to_register: u8,
+    /// Security questions drawn at reset (1 up to the number registered).
+    pub questions_to_answer: u8,
+    /// Questions the admin adds to the predefined set.
+    pub custom_questions: Vec<CustomQuestion>,
+    /// Ask users to register when they sign in to the registration portal.
+    pub require_registration: bool,
+    /// Ask users to re-confirm their methods after this many days (0 = never, at most 730).
+    pub reconfirm_days: u16,
+    /// Tell the user by email of every reset, unlock and change to their security info.
+    pub notify_user: bool,
+    /// Tell the addresses in `admin_notify` when an account in a privileged group is reset.
+    pub notify_admins_on_admin_reset: bool,
+    pub admin_notify: Vec<String>,
+    /// Let users unlock their account without changing the password.
+    pub allow_unlock: bool,
+    /// Members of these groups need 2 methods and may never use security questions.
+    pub privileged_groups: Vec<String>,
+    pub password: PasswordRules,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            scope: Scope::All,
+            groups: Vec::new(),
+            methods: vec![Method::Email, Method::Sms, Method::Totp, Method::Questions],
+            methods_required: 1,
+            questions_to_register: 3,
+            questions_to_answer: 3,
+            custom_questions: Vec::new(),
+            require_registration: true,
+            reconfirm_days: 180,
+            notify_user: true,
+            notify_admins_on_admin_reset: true,
+            admin_notify: Vec::new(),
+            allow_unlock: true,
+            privileged_groups: vec!["admins".into(), "domain admins".into()],
+            password: PasswordRules::default(),
+        }
+    }
+}
+
+/// What the policy asks of one particular user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRequirement {
+    pub methods: Vec<Method>,
+    pub required: u8,
+    pub privileged: bool,
+}
+
+impl Policy {
+    /// Every problem with this policy, in words that say what to change.
+    pub fn validate(&self) -> Vec<String> {
+        let mut e = Vec::new();
+        if self.scope == Scope::Groups && self.groups.iter().all(|g| g.trim().is_empty()) {
+            e.push("scope is \"groups\" but no group is listed: add at least one to groups".into());
+        }
+        if self.methods.is_empty() {
+            e.push("methods is empty: enable at least one of email, sms, questions, totp".into());
+        }
+        let mut seen = self.methods.clone();
+        seen.sort();
+        seen.dedup();
+        if seen.len() != self.methods.len() {
+            e.push("methods lists a method twice".into());
+        }
+        if !(1..=2).contains(&self.methods_required) {
+            e.push("methods_required must be 1 or 2".into());
+        } else if (self.methods_required as usize) > seen.len() {
+            e.push(format!(
+                "methods_required is {} but only {} method(s) are enabled: enable more methods or require fewer",
+                self.methods_required,
+                seen.len()
+            ));
+        }
+        if self.methods == [Method::Questions] {
+            e.push(
+                "security questions cannot be the only method (NIST SP 800-63B): enable email, sms or totp too".into(),
+            );
+        }
+        if !(3..=5).contains(&self.questions_to_register) {
+            e.push("questions_to_register must be between 3 and 5".into());
+        }
+        if self.questions_to_answer == 0 || self.questions_to_answer > self.questions_to_register {
+            e.push(format!(
+                "questions_to_answer must be between 1 and questions_to_register ({})",
+                self.questions_to_register
+            ));
+        }
+        if self.custom_questions.len() > 20 {
+            e.push("at most 20 custom_questions are allowed".into());
+        }
+        let mut ids = std::collections::HashSet::new();
+        for q in &self.custom_questions {
+            let len = q.text.trim().chars().count();
+            if !(3..=200).contains(&len) {
+                e.push(format!("custom question {:?} must be 3–200 characters long", q.id));
+            }
+            if !q.id.starts_with('c') || q.id.len() < 2 || !q.id[1..].bytes().all(|b| b.is_ascii_digit()) {
+                e.push(format!("custom question id {:?} must look like c1, c2, …", q.id));
+            }
+            if !ids.insert(q.id.as_str()) {
+                e.push(format!("custom question id {:?} is used twice", q.id));
+            }
+        }
+        if self.reconfirm_days > 730 {
+            e.push("reconfirm_days must be between 0 (never) and 730".into());
+        }
+        if self.notify_admins_on_admin_reset && self.admin_notify.iter().any(|a| !a.contains('@')) {
+            e.push("admin_notify must hold email addresses".into());
+        }
+        e.extend(self.password.validate());
+        e
+    }
+
+    /// Whether self-service is enabled for a user in `groups`.
+    pub fn in_scope(&self, groups: &[String]) -> bool {
+        match self.scope {
+            Scope::None => false,
+            Scope::All => true,
+            Scope::Groups => groups
+                .iter()
+                .any(|g| self.groups.iter().any(|p| p.eq_ignore_ascii_case(g))),
+        }
+    }
+
+    pub fn is_privileged(&self, groups: &[String]) -> bool {
+        groups
+            .iter()
+            .any(|g| self.privileged_groups.iter().any(|p| p.eq_ignore_ascii_case(g)))
+    }
+
+    /// Methods and count for a user: privileged accounts need 2 and never questions.
+    pub fn requirement_for(&self, groups: &[String]) -> UserRequirement {
+        let privileged = self.is_privileged(groups);
+        let mut methods = self.methods.clone();
+        let mut required = self.methods_required;
+        if privileged {
+            methods.retain(|m| *m != Method::Questions);
+            required = 2;
+        }
+        UserRequirement { methods, required, privileged }
+    }
+
+    /// The question ids a user may choose from: predefined plus the admin's own.
+    pub fn question_ids(&self) -> Vec<String> {
+        questions::PREDEFINED
+            .iter()
+            .map(|q| q.id.to_string())
+            .chain(self.custom_questions.iter().map(|q| q.id.clone()))
+            .collect()
+    }
+
+    pub fn question_text(&self, id: &str, lang: &str) -> Option<String> {
+        if let Some(q) = questions::PREDEFINED.iter().find(|q| q.id == id) {
+            return Some(q.text(lang).to_string());
+        }
+        self.custom_questions.iter().find(|q| q.id == id).map(|q| q.text.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert_eq!(Policy::default().validate(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn bad_values_are_each_named() {
+        let p = Policy {
+            scope: Scope::Groups,
+            methods: vec![Method::Questions],
+            methods_required: 3,
+            questions_to_register: 6,
+            questions_to_answer: 0,
+            reconfirm_days: 800,
+            ..Policy::default()
+        };
+        let e = p.validate();
+        assert!(e.iter().any(|m| m.contains("no group")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("methods_required must be 1 or 2")));
+        assert!(e.iter().any(|m| m.contains("cannot be the only method")));
+        assert!(e.iter().any(|m| m.contains("questions_to_register")));
+        assert!(e.iter().any(|m| m.contains("questions_to_answer")));
+        assert!(e.iter().any(|m| m.contains("reconfirm_days")));
+    }
+
+    #[test]
+    fn two_methods_need_two_enabled() {
+        let p = Policy { methods: vec![Method::Email], methods_required: 2, ..Policy::default() };
+        assert!(p.validate().iter().any(|m| m.contains("only 1 method")));
+    }
+
+    #[test]
+    fn scope_by_any_of_several_groups() {
+        let p = Policy { scope: Scope::Groups, groups: vec!["staff".into(), "Students".into()], ..Policy::default() };
+        assert!(p.in_scope(&["students".into()]));
+        assert!(!p.in_scope(&["guests".into()]));
+        assert!(!Policy { scope: Scope::None, ..Policy::default() }.in_scope(&["staff".into()]));
+    }
+
+    #[test]
+    fn privileged_users_need_two_methods_without_questions() {
+        let p = Policy::default();
+        let r = p.requirement_for(&["Admins".into()]);
+        assert!(r.privileged);
+        assert_eq!(r.required, 2);
+        assert!(!r.methods.contains(&Method::Questions));
+        let r = p.requirement_for(&["staff".into()]);
+        assert_eq!(r.required, 1);
+        assert!(r.methods.contains(&Method::Questions));
+    }
+}
