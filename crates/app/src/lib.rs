@@ -1,1 +1,19 @@
+//! sspr's application layer: the reset, unlock, registration and admin services, written
+//! against small traits ([`ports::Store`], [`ports::Directory`]) that the edges implement.
+//!
+//! Reading order for a newcomer: `ports` (what the outside world must provide), `app` (the
+//! wiring), then `reset` and `register` (the flows), `admin`.
 
+pub mod admin;
+pub mod app;
+pub mod crypto;
+pub mod error;
+pub mod messages;
+pub mod ports;
+pub mod register;
+pub mod reset;
+pub mod totp;
+
+pub use app::{App, RequestCtx, Settings};
+pub use error::{AppError, ErrorKind};
+pub use messages::Lang;

@@ -1,1 +1,252 @@
+//! The JSON shapes of sspr's HTTP API (`/api/v1`). The server produces them; the logon agent,
+//! the CLI and the web portal consume them. Nothing here knows how a request is handled.
+//!
+//! Unknown fields are refused (`deny_unknown_fields`) so that a typo in a client is an error
+//! that says so, not a silently ignored field.
 
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Sent by clients to say who they are; recorded in the audit log.
+/// Values: `logon_screen`, `browser`, `cli`, `api`.
+pub const CLIENT_TYPE_HEADER: &str = "x-sspr-client";
+
+/// Every error. `support_code` finds the matching audit event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiError {
+    /// Stable machine-readable code, e.g. `invalid_request`, `wrong_code`, `password_rejected`.
+    pub error: String,
+    /// What happened and what to do, in the requested language.
+    pub message: String,
+    /// Give this to the helpdesk; it finds the audit event.
+    pub support_code: String,
+    /// Further reasons, one sentence each (e.g. every password rule that failed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reset and unlock flows
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// The user ID: login name as the directory knows it.
+    pub user: String,
+    /// `reset` (default) or `unlock`.
+    #[serde(default)]
+    pub kind: Option<String>,
+}
+
+/// The state of a flow, returned by every flow call.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct FlowResponse {
+    /// Bearer token for the next calls of this flow (`Authorization: Bearer …`). Keep it secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_token: Option<String>,
+    /// `choose_method`, `registration_required`, `set_password`, `ready_to_unlock`, `completed`.
+    pub status: String,
+    pub kind: String,
+    /// What to tell the user now.
+    pub message: String,
+    /// Where to register security info, when registration is what is needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register_url: Option<String>,
+    /// Methods the user may still use, with masked destinations.
+    pub methods: Vec<MethodOption>,
+    /// Methods to pass in total, and those passed so far.
+    pub required: u8,
+    pub verified: Vec<String>,
+    /// Seconds until the flow expires.
+    pub expires_in: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct MethodOption {
+    /// `email`, `sms`, `questions` or `totp`.
+    pub method: String,
+    /// A label for the user, e.g. "Email a code to a•••e@e•••.com".
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    pub method: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ChallengeResponse {
+    pub method: String,
+    pub message: String,
+    /// Masked destination a code was queued for (email, sms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_to: Option<String>,
+    /// Questions to answer (questions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub questions: Vec<QuestionText>,
+    /// Seconds the code stays valid (email, sms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct QuestionText {
+    pub id: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    pub method: String,
+    /// The code (email, sms, totp).
+    #[serde(default)]
+    pub code: Option<String>,
+    /// The answers (questions).
+    #[serde(default)]
+    pub answers: Option<Vec<Answer>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    pub question_id: String,
+    pub answer: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPasswordRequest {
+    pub new_password: String,
+}
+
+/// The password rules, to show before the user types.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PasswordPolicyResponse {
+    pub min_length: usize,
+    pub max_length: usize,
+    /// The rules in words.
+    pub rules: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registration
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignInRequest {
+    pub user: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionResponse {
+    /// Bearer token for `/api/v1/me/...`. Keep it secret.
+    pub session_token: String,
+    pub expires_in: i64,
+    pub registration: RegistrationStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegistrationStatus {
+    pub user: String,
+    /// Holds as many usable methods as the policy requires.
+    pub registered: bool,
+    pub required: u8,
+    /// The methods this user may register.
+    pub available_methods: Vec<String>,
+    pub questions_to_register: u8,
+    pub methods: Vec<RegisteredMethod>,
+    /// The policy asks the user to look over their methods again.
+    pub reconfirm_due: bool,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegisteredMethod {
+    pub method: String,
+    /// `active` or `pending` (a code was sent and not yet entered).
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactRequest {
+    /// An email address, or a mobile number in international form (`+49 151 12345678`).
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRequest {
+    pub code: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionsRequest {
+    pub answers: Vec<Answer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QuestionList {
+    pub questions: Vec<QuestionText>,
+    pub to_register: u8,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TotpEnrolment {
+    /// Base32 secret, for apps that cannot scan.
+    pub secret: String,
+    pub otpauth_uri: String,
+    /// The same URI as an SVG QR code.
+    pub qr_svg: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Message {
+    pub message: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Administration
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEventDto {
+    pub id: i64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub activity: String,
+    pub actor: String,
+    pub target: String,
+    pub client_ip: String,
+    pub client_type: String,
+    pub result: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub support_code: Option<String>,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserSummary {
+    pub login: String,
+    pub display_name: String,
+    pub enabled: bool,
+    pub locked: bool,
+    pub groups: Vec<String>,
+    pub registered: bool,
+    pub methods: Vec<String>,
+}

@@ -1,0 +1,162 @@
+//! The application: the services wired to their ports. One `App` serves every client.
+
+use std::sync::Arc;
+
+use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
+use sspr_domain::clock::UnixTime;
+use sspr_domain::random::support_code;
+use sspr_domain::{Clock, Limits, Policy, Random};
+
+use crate::crypto::{HashPool, ServerKey};
+use crate::error::{AppError, ErrorKind};
+use crate::messages::{Lang, Msg, t};
+use crate::ports::{Channel, Directory, OutboxMessage, Store};
+
+/// Who is asking: taken from the connection by the HTTP layer, or set by the CLI.
+#[derive(Debug, Clone)]
+pub struct RequestCtx {
+    pub ip: String,
+    pub client_type: ClientType,
+    pub lang: Lang,
+}
+
+impl RequestCtx {
+    pub fn new(ip: impl Into<String>, client_type: ClientType, lang: Lang) -> Self {
+        Self { ip: ip.into(), client_type, lang }
+    }
+    pub fn t(&self, m: Msg) -> String {
+        t(self.lang, m).to_string()
+    }
+}
+
+/// Settings that come from the server's configuration rather than the admin's policy.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The public HTTPS base URL; every link sspr sends is built from it, never from a request.
+    pub public_url: String,
+    pub organisation: String,
+    pub limits: Limits,
+    /// Which channels can deliver (SMS needs a gateway).
+    pub email_enabled: bool,
+    pub sms_enabled: bool,
+    /// Count the directory's `mail` / `mobile` as registered methods (as Azure AD allows).
+    pub trust_directory_contacts: bool,
+}
+
+impl Settings {
+    pub fn register_url(&self) -> String {
+        format!("{}/register", self.public_url.trim_end_matches('/'))
+    }
+}
+
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub directory: Arc<dyn Directory>,
+    pub clock: Arc<dyn Clock>,
+    pub rng: Arc<dyn Random>,
+    pub hasher: HashPool,
+    pub key: ServerKey,
+    pub settings: Settings,
+}
+
+impl App {
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    /// The admin's policy, or the default until one is saved.
+    pub async fn policy(&self) -> Result<Policy, AppError> {
+        Ok(self.store.load_policy().await?.unwrap_or_default())
+    }
+
+    pub fn event(&self, ctx: &RequestCtx, activity: Activity, outcome: Outcome) -> AuditEvent {
+        let mut e = AuditEvent::new(self.now(), activity, outcome);
+        e.client_ip = ctx.ip.clone();
+        e.client_type = ctx.client_type;
+        e.actor = "anonymous".into();
+        e
+    }
+
+    /// Writes the event. An audit write that fails is logged loudly but does not turn a
+    /// user's finished reset into an error.
+    pub async fn record(&self, event: AuditEvent) {
+        if let Err(e) = self.store.audit(&event).await {
+            tracing::error!(activity = event.activity.as_str(), error = %e, "audit write failed");
+        }
+    }
+
+    /// Records a failure and returns the error the user sees, carrying the event's support code.
+    pub async fn fail(&self, mut event: AuditEvent, err: AppError) -> AppError {
+        let code = support_code(self.rng.as_ref());
+        event.outcome = Outcome::Failure;
+        event.support_code = Some(code.clone());
+        if !err.log.is_empty() {
+            tracing::warn!(activity = event.activity.as_str(), support_code = %code, cause = %err.log, "request failed");
+        }
+        self.record(event).await;
+        err.with_support_code(code)
+    }
+
+    pub fn new_support_code(&self) -> String {
+        support_code(self.rng.as_ref())
+    }
+
+    /// `Err` when `key` has `window.max` hits within the window.
+    pub async fn within(&self, key: &str, window: sspr_domain::Window) -> Result<bool, AppError> {
+        let n = self.store.hits_since(key, self.now() - window.secs).await?;
+        Ok(n < window.max)
+    }
+
+    /// Too-many error in the user's language with a retry hint.
+    pub fn too_many(&self, ctx: &RequestCtx, m: Msg, retry_after: i64) -> AppError {
+        AppError::new(ErrorKind::TooMany, ctx.t(m)).with_retry_after(retry_after)
+    }
+
+    /// Queues an email notice about an account change to the user's addresses.
+    pub async fn notify(&self, ctx: &RequestCtx, recipients: &[String], what_en: &str, what_zh: &str, target: &str) {
+        let now = self.now();
+        let when = sspr_domain::clock::rfc3339(now);
+        for r in recipients {
+            let what = if ctx.lang == Lang::Zh { what_zh } else { what_en };
+            let (subject, body) = crate::messages::notice(ctx.lang, &self.settings.organisation, what, &when, &ctx.ip);
+            let mut m = OutboxMessage::new(Channel::Email, r, &subject, &body, now);
+            m.target = target.into();
+            if let Err(e) = self.store.enqueue(&m).await {
+                tracing::error!(error = %e, "could not queue a notification");
+            }
+        }
+    }
+}
+
+/// Keys of the durable throttle counters. One place, so that clearing them on success
+/// cannot miss one.
+pub mod keys {
+    pub fn ip_starts(ip: &str) -> String {
+        format!("ip-start:{ip}")
+    }
+    pub fn ip_failures(ip: &str) -> String {
+        format!("ip-fail:{ip}")
+    }
+    pub fn ip_block(ip: &str) -> String {
+        format!("ip-block:{ip}")
+    }
+    /// Keyed by the login as entered, whether or not it exists, so limits reveal nothing.
+    pub fn login_starts(login: &str) -> String {
+        format!("login-start:{login}")
+    }
+    pub fn login_failures(login: &str) -> String {
+        format!("login-fail:{login}")
+    }
+    pub fn account_failures(user_id: &str) -> String {
+        format!("acct-fail:{user_id}")
+    }
+    pub fn account_codes(user_id: &str) -> String {
+        format!("acct-code:{user_id}")
+    }
+    pub fn account_block(user_id: &str) -> String {
+        format!("acct-block:{user_id}")
+    }
+    pub fn destination(dest: &str) -> String {
+        format!("dest:{}", dest.to_lowercase())
+    }
+}

@@ -1,0 +1,259 @@
+//! Hashing and keys: Argon2id on a bounded pool, HMAC for short codes, AEAD for TOTP secrets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use sspr_domain::Random;
+use sspr_domain::random::hex;
+use tokio::sync::Semaphore;
+
+use crate::error::AppError;
+
+/// OWASP Password Storage Cheat Sheet: Argon2id, m = 19 MiB, t = 2, p = 1.
+pub const ARGON2_M_KIB: u32 = 19_456;
+pub const ARGON2_T: u32 = 2;
+pub const ARGON2_P: u32 = 1;
+
+/// Runs Argon2 on the blocking pool, at most `permits` at a time, so that memory stays at
+/// `permits × 19 MiB` however many requests arrive. A caller that cannot get a slot in time is
+/// told the server is busy rather than queued without end.
+#[derive(Clone)]
+pub struct HashPool {
+    slots: Arc<Semaphore>,
+    wait: Duration,
+    params: Params,
+    /// Verified against when a user does not exist, so that the miss costs what a hit costs.
+    dummy: Arc<String>,
+}
+
+impl HashPool {
+    pub fn new(permits: usize, wait: Duration) -> Result<Self, AppError> {
+        Self::with_params(permits, wait, ARGON2_M_KIB, ARGON2_T)
+    }
+
+    pub fn with_params(permits: usize, wait: Duration, m_kib: u32, t: u32) -> Result<Self, AppError> {
+        let params = Params::new(m_kib, t, ARGON2_P, None).map_err(|e| AppError::internal(format!("argon2 params: {e}")))?;
+        let mut pool = Self { slots: Arc::new(Semaphore::new(permits.max(1))), wait, params, dummy: Arc::new(String::new()) };
+        pool.dummy = Arc::new(pool.hash_blocking("sspr-timing-equaliser", b"dummysaltdummysalt")?);
+        Ok(pool)
+    }
+
+    fn argon(&self) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    }
+
+    fn hash_blocking(&self, secret: &str, salt: &[u8]) -> Result<String, AppError> {
+        let salt = SaltString::encode_b64(salt).map_err(|e| AppError::internal(format!("salt: {e}")))?;
+        self.argon()
+            .hash_password(secret.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| AppError::internal(format!("argon2: {e}")))
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce(Argon2<'static>) -> T + Send + 'static) -> Result<T, AppError> {
+        let permit = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| AppError::busy())?
+            .map_err(|_| AppError::busy())?;
+        let argon = self.argon();
+        let out = tokio::task::spawn_blocking(move || {
+            let r = f(argon);
+            drop(permit);
+            r
+        })
+        .await
+        .map_err(|e| AppError::internal(format!("hash task: {e}")))?;
+        Ok(out)
+    }
+
+    /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) with a fresh 16-byte salt.
+    pub async fn hash(&self, secret: &str, rng: &dyn Random) -> Result<String, AppError> {
+        let mut salt = [0u8; 16];
+        rng.fill(&mut salt);
+        let secret = secret.to_owned();
+        self.run(move |a| {
+            let salt = SaltString::encode_b64(&salt).map_err(|e| AppError::internal(format!("salt: {e}")))?;
+            a.hash_password(secret.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| AppError::internal(format!("argon2: {e}")))
+        })
+        .await?
+    }
+
+    /// Whether `secret` matches `phc`. A malformed stored hash never matches.
+    pub async fn verify(&self, secret: &str, phc: &str) -> Result<bool, AppError> {
+        let secret = secret.to_owned();
+        let phc = phc.to_owned();
+        self.run(move |a| match PasswordHash::new(&phc) {
+            Ok(h) => a.verify_password(secret.as_bytes(), &h).is_ok(),
+            Err(_) => false,
+        })
+        .await
+    }
+
+    /// Burns the time of one verification; used when there is nothing to verify against.
+    pub async fn verify_dummy(&self, secret: &str) -> Result<bool, AppError> {
+        let d = self.dummy.as_ref().clone();
+        self.verify(secret, &d).await.map(|_| false)
+    }
+}
+
+/// SHA-256 of a bearer token, as stored. Tokens carry 128 random bits, so a plain hash is
+/// enough (ASVS 6.5.2); the token itself is never stored.
+pub fn token_hash(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// The server's secret key: binds short codes to their owner (HMAC) and seals TOTP secrets.
+/// Every instance of one installation must share it (`secret_key_file`).
+#[derive(Clone)]
+pub struct ServerKey(Arc<[u8; 32]>);
+
+impl std::fmt::Debug for ServerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerKey(…)")
+    }
+}
+
+impl ServerKey {
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        Self(Arc::new(b))
+    }
+
+    /// Parses 64 hex characters.
+    pub fn from_hex(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.len() != 64 {
+            return Err(format!("the secret key must be 64 hex characters (32 bytes), found {}", s.len()));
+        }
+        let mut b = [0u8; 32];
+        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+            let pair = std::str::from_utf8(chunk).map_err(|_| "the secret key is not hex".to_string())?;
+            b[i] = u8::from_str_radix(pair, 16).map_err(|_| "the secret key is not hex".to_string())?;
+        }
+        Ok(Self::from_bytes(b))
+    }
+
+    pub fn generate(rng: &dyn Random) -> Self {
+        let mut b = [0u8; 32];
+        rng.fill(&mut b);
+        Self::from_bytes(b)
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex(self.0.as_ref())
+    }
+
+    /// HMAC-SHA256 over `owner` and `code`, hex.
+    pub fn code_mac(&self, owner: &str, code: &str) -> String {
+        match <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref()) {
+            Ok(mut m) => {
+                m.update(owner.as_bytes());
+                m.update(b"\0");
+                m.update(code.as_bytes());
+                hex(&m.finalize().into_bytes())
+            }
+            // HMAC takes keys of any length; this branch cannot run.
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Constant-time comparison of a code against its stored MAC.
+    pub fn code_matches(&self, owner: &str, code: &str, mac: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let want = self.code_mac(owner, code);
+        !want.is_empty() && want.as_bytes().ct_eq(mac.as_bytes()).into()
+    }
+
+    /// Encrypts with ChaCha20-Poly1305 under a key derived for `purpose`; hex(nonce ‖ ct).
+    pub fn seal(&self, purpose: &str, plaintext: &[u8], rng: &dyn Random) -> Result<String, AppError> {
+        let cipher = ChaCha20Poly1305::new_from_slice(&self.derive(purpose)).map_err(|_| AppError::internal("aead key"))?;
+        let mut nonce = [0u8; 12];
+        rng.fill(&mut nonce);
+        let ct = cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .map_err(|_| AppError::internal("aead seal"))?;
+        Ok(format!("{}{}", hex(&nonce), hex(&ct)))
+    }
+
+    pub fn open(&self, purpose: &str, sealed: &str) -> Result<Vec<u8>, AppError> {
+        let raw = unhex(sealed).ok_or_else(|| AppError::internal("sealed value is not hex"))?;
+        if raw.len() < 12 + 16 {
+            return Err(AppError::internal("sealed value too short"));
+        }
+        let cipher = ChaCha20Poly1305::new_from_slice(&self.derive(purpose)).map_err(|_| AppError::internal("aead key"))?;
+        cipher
+            .decrypt(Nonce::from_slice(&raw[..12]), &raw[12..])
+            .map_err(|_| AppError::internal("sealed value does not open under this server key (was secret_key changed?)"))
+    }
+
+    fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mac = self.code_mac("sspr-derive", purpose);
+        let mut out = [0u8; 32];
+        if let Some(b) = unhex(&mac) {
+            out.copy_from_slice(&b[..32]);
+        }
+        out
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sspr_domain::OsRandom;
+
+    #[tokio::test]
+    async fn hashes_are_owasp_argon2id_and_verify() {
+        let pool = HashPool::new(2, Duration::from_secs(5)).map_err(|e| e.to_string());
+        let Ok(pool) = pool else { return assert!(false, "{pool:?}") };
+        let h = pool.hash("correct horse", &OsRandom).await.unwrap_or_default();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        assert_eq!(pool.verify("correct horse", &h).await.ok(), Some(true));
+        assert_eq!(pool.verify("wrong horse", &h).await.ok(), Some(false));
+        assert_eq!(pool.verify("x", "not a hash").await.ok(), Some(false));
+    }
+
+    #[tokio::test]
+    async fn pool_refuses_when_every_slot_stays_busy() {
+        let Ok(pool) = HashPool::new(1, Duration::from_millis(1)) else { return };
+        let held = pool.slots.clone().acquire_owned().await;
+        assert!(held.is_ok());
+        assert!(matches!(pool.verify("x", "y").await, Err(e) if e.kind == crate::error::ErrorKind::Busy));
+    }
+
+    #[test]
+    fn codes_are_bound_to_their_owner() {
+        let k = ServerKey::generate(&OsRandom);
+        let mac = k.code_mac("flow-a", "123456");
+        assert!(k.code_matches("flow-a", "123456", &mac));
+        assert!(!k.code_matches("flow-b", "123456", &mac));
+        assert!(!k.code_matches("flow-a", "123457", &mac));
+        assert!(!mac.contains("123456"));
+    }
+
+    #[test]
+    fn sealing_round_trips_and_detects_the_wrong_key() {
+        let k = ServerKey::generate(&OsRandom);
+        let s = k.seal("totp", b"JBSWY3DPEHPK3PXP", &OsRandom).unwrap_or_default();
+        assert_eq!(k.open("totp", &s).ok(), Some(b"JBSWY3DPEHPK3PXP".to_vec()));
+        assert!(k.open("other", &s).is_err());
+        assert!(ServerKey::generate(&OsRandom).open("totp", &s).is_err());
+        assert_eq!(ServerKey::from_hex(&k.to_hex()).map(|x| x.to_hex()).ok(), Some(k.to_hex()));
+    }
+}

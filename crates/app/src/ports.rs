@@ -1,0 +1,288 @@
+//! The seams between the application and the outside world. The store, the directory and the
+//! outbox worker implement these; the services only ever see the traits.
+
+use async_trait::async_trait;
+use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
+use sspr_domain::clock::UnixTime;
+use sspr_domain::{FlowKind, FlowState, Method, Policy};
+
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One reset or unlock flow. `id` is the SHA-256 of the bearer token the client holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowRecord {
+    pub id: String,
+    pub kind: FlowKind,
+    pub state: FlowState,
+    /// The directory's stable id of the user; empty for an ineligible flow.
+    pub user_id: String,
+    /// The canonical login as entered.
+    pub login: String,
+    pub display_name: String,
+    pub privileged: bool,
+    pub required: u8,
+    /// Methods this flow may use (registered ∩ allowed).
+    pub usable: Vec<Method>,
+    pub verified: Vec<Method>,
+    /// Question ids drawn for the current questions challenge.
+    pub questions: Vec<String>,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub client_type: ClientType,
+    pub client_ip: String,
+}
+
+/// A one-time code: email or SMS at reset, or confirming a new address at registration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeRecord {
+    pub id: i64,
+    /// Flow id, or `reg:<user id>` at registration.
+    pub owner: String,
+    /// `email` or `sms`.
+    pub purpose: String,
+    /// HMAC of owner and code under the server key; the code itself is never stored.
+    pub code_mac: String,
+    pub destination: String,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub attempts: u32,
+    pub used: bool,
+    pub delivery_failed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodStatus {
+    Pending,
+    Active,
+}
+
+impl MethodStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+        }
+    }
+}
+
+/// One registered method. `value` holds the address or number, or the sealed TOTP secret;
+/// questions keep their hashed answers in a table of their own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodRecord {
+    pub user_id: String,
+    pub method: Method,
+    pub status: MethodStatus,
+    pub value: String,
+    pub created_at: UnixTime,
+    pub verified_at: Option<UnixTime>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    /// SHA-256 of the bearer token.
+    pub id: String,
+    pub user_id: String,
+    pub login: String,
+    pub display_name: String,
+    pub groups: Vec<String>,
+    pub expires_at: UnixTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Email,
+    Sms,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Sms => "sms",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "email" => Some(Self::Email),
+            "sms" => Some(Self::Sms),
+            _ => None,
+        }
+    }
+}
+
+/// A message waiting in (or gone from) the durable outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub channel: Channel,
+    pub recipient: String,
+    pub subject: String,
+    /// Cleared once sent (it may hold a code), except in the dev outbox.
+    pub body: String,
+    pub status: String,
+    pub attempts: u32,
+    pub created_at: UnixTime,
+    pub next_attempt_at: UnixTime,
+    pub last_error: String,
+    /// The code this message carries, so a failed delivery can retire it.
+    pub code_id: Option<i64>,
+    pub flow_id: Option<String>,
+    /// For the audit event of a failed delivery.
+    pub target: String,
+}
+
+impl OutboxMessage {
+    pub fn new(channel: Channel, recipient: &str, subject: &str, body: &str, now: UnixTime) -> Self {
+        Self {
+            id: 0,
+            channel,
+            recipient: recipient.into(),
+            subject: subject.into(),
+            body: body.into(),
+            status: "queued".into(),
+            attempts: 0,
+            created_at: now,
+            next_attempt_at: now,
+            last_error: String::new(),
+            code_id: None,
+            flow_id: None,
+            target: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub since: Option<UnixTime>,
+    pub until: Option<UnixTime>,
+    pub user: Option<String>,
+    pub activity: Option<Activity>,
+    pub outcome: Option<Outcome>,
+    pub client_type: Option<ClientType>,
+    pub client_ip: Option<String>,
+    pub support_code: Option<String>,
+    pub limit: u32,
+}
+
+/// Everything sspr keeps. SQLite and PostgreSQL implement it and pass the same tests.
+///
+/// Methods that guard a security property are conditional updates that report whether they
+/// applied (`consume_code`, `flow_transition`, `totp_use_step`): exactly one of several
+/// concurrent callers gets `true`.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn load_policy(&self) -> StoreResult<Option<Policy>>;
+    async fn save_policy(&self, policy: &Policy, now: UnixTime) -> StoreResult<()>;
+
+    async fn insert_flow(&self, flow: &FlowRecord) -> StoreResult<()>;
+    async fn flow(&self, id: &str) -> StoreResult<Option<FlowRecord>>;
+    /// Records one more verified method, if `verified` is still what the caller read.
+    async fn flow_verified(&self, id: &str, before: &[Method], after: &[Method], state: FlowState) -> StoreResult<bool>;
+    async fn flow_questions(&self, id: &str, questions: &[String]) -> StoreResult<()>;
+    async fn flow_transition(&self, id: &str, from: FlowState, to: FlowState) -> StoreResult<bool>;
+    /// Ends every other open flow of the user (a success revokes the rest).
+    async fn close_other_flows(&self, user_id: &str, keep: &str) -> StoreResult<()>;
+
+    /// Retires the owner's earlier codes for `purpose`, stores the new one and queues its
+    /// message, all in one transaction: a code is never live without its message, nor queued
+    /// without its code.
+    async fn issue_code(&self, code: &CodeRecord, message: &OutboxMessage) -> StoreResult<i64>;
+    /// The newest code of the owner for `purpose`, live or not.
+    async fn latest_code(&self, owner: &str, purpose: &str) -> StoreResult<Option<CodeRecord>>;
+    /// Marks the code used if it is unused, unexpired and has attempts left. Exactly once.
+    async fn consume_code(&self, id: i64, now: UnixTime, max_attempts: u32) -> StoreResult<bool>;
+    async fn code_attempt_failed(&self, id: i64) -> StoreResult<()>;
+    async fn code_delivery_failed(&self, id: i64) -> StoreResult<()>;
+
+    async fn hit(&self, key: &str, now: UnixTime) -> StoreResult<()>;
+    async fn hits_since(&self, key: &str, since: UnixTime) -> StoreResult<u32>;
+    async fn block(&self, key: &str, until: UnixTime) -> StoreResult<()>;
+    async fn blocked_until(&self, key: &str, now: UnixTime) -> StoreResult<Option<UnixTime>>;
+    async fn clear_throttle(&self, keys: &[String]) -> StoreResult<()>;
+
+    async fn methods(&self, user_id: &str) -> StoreResult<Vec<MethodRecord>>;
+    async fn put_method(&self, method: &MethodRecord) -> StoreResult<()>;
+    async fn activate_method(&self, user_id: &str, method: Method, now: UnixTime) -> StoreResult<bool>;
+    async fn delete_method(&self, user_id: &str, method: Method) -> StoreResult<bool>;
+    /// `(question id, Argon2 hash of the normalised answer)`.
+    async fn answers(&self, user_id: &str) -> StoreResult<Vec<(String, String)>>;
+    /// Replaces the user's answers and marks the questions method active.
+    async fn put_answers(&self, user_id: &str, answers: &[(String, String)], now: UnixTime) -> StoreResult<()>;
+    /// Accepts a TOTP time step only if it is later than the last one used (no replay).
+    async fn totp_use_step(&self, user_id: &str, step: i64) -> StoreResult<bool>;
+    async fn confirmed_at(&self, user_id: &str) -> StoreResult<Option<UnixTime>>;
+    async fn confirm(&self, user_id: &str, now: UnixTime) -> StoreResult<()>;
+
+    async fn insert_session(&self, session: &SessionRecord) -> StoreResult<()>;
+    async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
+    async fn delete_session(&self, id: &str) -> StoreResult<()>;
+
+    async fn enqueue(&self, message: &OutboxMessage) -> StoreResult<i64>;
+    /// Leases up to `limit` due messages to this worker for `lease` seconds. A message whose
+    /// worker died is leased again once its lease runs out.
+    async fn claim_outbox(&self, now: UnixTime, lease: i64, limit: u32) -> StoreResult<Vec<OutboxMessage>>;
+    async fn outbox_sent(&self, id: i64, keep_body: bool) -> StoreResult<()>;
+    /// `retry_at: None` gives up for good.
+    async fn outbox_failed(&self, id: i64, retry_at: Option<UnixTime>, error: &str) -> StoreResult<()>;
+    async fn outbox_list(&self, limit: u32) -> StoreResult<Vec<OutboxMessage>>;
+
+    async fn audit(&self, event: &AuditEvent) -> StoreResult<()>;
+    async fn audit_query(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
+
+    async fn insert_admin_token(&self, name: &str, token_hash: &str, now: UnixTime) -> StoreResult<()>;
+    async fn admin_token(&self, token_hash: &str) -> StoreResult<Option<String>>;
+
+    /// Deletes expired flows, sessions, codes and old throttle hits. Returns rows removed.
+    async fn purge_expired(&self, now: UnixTime) -> StoreResult<u64>;
+}
+
+/// A user as the directory knows them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirUser {
+    /// Stable id: the login for the built-in directory, entryUUID / objectGUID for LDAP / AD.
+    pub id: String,
+    pub login: String,
+    pub display_name: String,
+    pub enabled: bool,
+    pub locked: bool,
+    pub groups: Vec<String>,
+    pub email: Option<String>,
+    pub mobile: Option<String>,
+}
+
+/// What went wrong in the directory. `detail` is for the log; the user sees words chosen by
+/// the service.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DirError {
+    /// The directory refused the new password under its own policy.
+    #[error("directory rejected the password: {0:?}")]
+    Rejected(Vec<sspr_domain::Rejection>),
+    #[error("directory unavailable: {0}")]
+    Unavailable(String),
+    #[error("directory denied the operation: {0}")]
+    Permission(String),
+    #[error("directory error: {0}")]
+    Other(String),
+}
+
+/// Where accounts live: sspr's built-in directory, OpenLDAP or Active Directory.
+#[async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// Exactly one user for the login, or none.
+    async fn find_user(&self, login: &str) -> Result<Option<DirUser>, DirError>;
+    /// Checks the current password (registration sign-in). Never called with an empty one.
+    async fn check_password(&self, user: &DirUser, password: &str) -> Result<bool, DirError>;
+    /// Sets a new password with reset semantics (no old password) and unlocks the account.
+    async fn reset_password(&self, user: &DirUser, new_password: &str) -> Result<(), DirError>;
+    async fn unlock(&self, user: &DirUser) -> Result<(), DirError>;
+    /// The directory's own password rules, in words, to show before the user types.
+    async fn password_rules(&self) -> Result<Vec<String>, DirError>;
+    /// Whether the directory is reachable (readiness).
+    async fn ping(&self) -> Result<(), DirError>;
+}
