@@ -1,0 +1,799 @@
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, Sqlite, Transaction};
+use sspr_app::ports::{
+    AuditFilter, Channel, CodeRecord, FlowRecord, MethodRecord, MethodStatus, OutboxMessage, SessionRecord, Store, StoreError,
+    StoreResult,
+};
+use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
+use sspr_domain::clock::UnixTime;
+use sspr_domain::{FlowKind, FlowState, Method, Policy};
+
+/// Versioned migrations, applied in order, each once, each in its own transaction.
+const MIGRATIONS: &[(i64, &'static str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn err(e: sqlx::Error) -> StoreError {
+    StoreError(e.to_string())
+}
+
+fn join<T: AsRef<str>>(v: &[T]) -> String {
+    v.iter().map(|s| s.as_ref()).collect::<Vec<_>>().join(",")
+}
+
+fn methods_csv(v: &[Method]) -> String {
+    v.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn parse_methods(s: &str) -> Vec<Method> {
+    s.split(',').filter_map(Method::parse).collect()
+}
+
+fn split(s: &str) -> Vec<String> {
+    s.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file in WAL mode and applies migrations.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode NORMAL survives any process crash; only a power loss can lose the
+            // last commits. It avoids an fsync per transaction (see README, Performance).
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(err)?;
+        let store = Self { pool };
+        store.migrate().await?;
+        restrict_permissions(path);
+        Ok(store)
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        for (version, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await.map_err(err)?;
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err)?;
+            if done.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(err)?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, strftime('%s','now'))")
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            tx.commit().await.map_err(err)?;
+            tracing::info!(version, "applied migration");
+        }
+        Ok(())
+    }
+
+    pub async fn schema_version(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)
+    }
+}
+
+/// The database holds hashes and sealed values only, but still: owner-only.
+fn restrict_permissions(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for p in [path.to_path_buf(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
+            if p.exists() {
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
+}
+
+fn flow_from(r: &SqliteRow) -> StoreResult<FlowRecord> {
+    let g = |c: &str| r.try_get::<String, _>(c).map_err(err);
+    Ok(FlowRecord {
+        id: g("id")?,
+        kind: FlowKind::parse(&g("kind")?).ok_or_else(|| StoreError("bad flow kind".into()))?,
+        state: FlowState::parse(&g("state")?).ok_or_else(|| StoreError("bad flow state".into()))?,
+        user_id: g("user_id")?,
+        login: g("login")?,
+        display_name: g("display_name")?,
+        privileged: r.try_get::<i64, _>("privileged").map_err(err)? != 0,
+        required: r.try_get::<i64, _>("required").map_err(err)? as u8,
+        usable: parse_methods(&g("usable")?),
+        verified: parse_methods(&g("verified")?),
+        questions: split(&g("questions")?),
+        created_at: r.try_get("created_at").map_err(err)?,
+        expires_at: r.try_get("expires_at").map_err(err)?,
+        client_type: ClientType::parse(&g("client_type")?).unwrap_or_default(),
+        client_ip: g("client_ip")?,
+    })
+}
+
+fn code_from(r: &SqliteRow) -> StoreResult<CodeRecord> {
+    Ok(CodeRecord {
+        id: r.try_get("id").map_err(err)?,
+        owner: r.try_get("owner").map_err(err)?,
+        purpose: r.try_get("purpose").map_err(err)?,
+        code_mac: r.try_get("code_mac").map_err(err)?,
+        destination: r.try_get("destination").map_err(err)?,
+        created_at: r.try_get("created_at").map_err(err)?,
+        expires_at: r.try_get("expires_at").map_err(err)?,
+        attempts: r.try_get::<i64, _>("attempts").map_err(err)? as u32,
+        used: r.try_get::<i64, _>("used").map_err(err)? != 0,
+        delivery_failed: r.try_get::<i64, _>("delivery_failed").map_err(err)? != 0,
+    })
+}
+
+fn outbox_from(r: &SqliteRow) -> StoreResult<OutboxMessage> {
+    Ok(OutboxMessage {
+        id: r.try_get("id").map_err(err)?,
+        channel: Channel::parse(&r.try_get::<String, _>("channel").map_err(err)?).unwrap_or(Channel::Email),
+        recipient: r.try_get("recipient").map_err(err)?,
+        subject: r.try_get("subject").map_err(err)?,
+        body: r.try_get("body").map_err(err)?,
+        status: r.try_get("status").map_err(err)?,
+        attempts: r.try_get::<i64, _>("attempts").map_err(err)? as u32,
+        created_at: r.try_get("created_at").map_err(err)?,
+        next_attempt_at: r.try_get("next_attempt_at").map_err(err)?,
+        last_error: r.try_get("last_error").map_err(err)?,
+        code_id: r.try_get("code_id").map_err(err)?,
+        flow_id: r.try_get("flow_id").map_err(err)?,
+        target: r.try_get("target").map_err(err)?,
+    })
+}
+
+fn audit_from(r: &SqliteRow) -> StoreResult<AuditEvent> {
+    let details: String = r.try_get("details").map_err(err)?;
+    Ok(AuditEvent {
+        id: r.try_get("id").map_err(err)?,
+        at: r.try_get("at").map_err(err)?,
+        activity: Activity::parse(&r.try_get::<String, _>("activity").map_err(err)?)
+            .ok_or_else(|| StoreError("unknown activity in audit row".into()))?,
+        actor: r.try_get("actor").map_err(err)?,
+        target: r.try_get("target").map_err(err)?,
+        client_ip: r.try_get("client_ip").map_err(err)?,
+        client_type: ClientType::parse(&r.try_get::<String, _>("client_type").map_err(err)?).unwrap_or_default(),
+        outcome: Outcome::parse(&r.try_get::<String, _>("outcome").map_err(err)?).unwrap_or(Outcome::Failure),
+        reason: r.try_get("reason").map_err(err)?,
+        flow_id: r.try_get("flow_id").map_err(err)?,
+        support_code: r.try_get("support_code").map_err(err)?,
+        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+async fn ensure_registration(tx: &mut Transaction<'_, Sqlite>, user_id: &str) -> StoreResult<()> {
+    sqlx::query("INSERT INTO registrations (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(err).map(|_| ())
+    }
+
+    async fn load_policy(&self) -> StoreResult<Option<Policy>> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM policy WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        match body {
+            None => Ok(None),
+            Some(b) => serde_json::from_str(&b).map(Some).map_err(|e| StoreError(format!("stored policy does not parse: {e}"))),
+        }
+    }
+
+    async fn save_policy(&self, policy: &Policy, now: UnixTime) -> StoreResult<()> {
+        let body = serde_json::to_string(policy).map_err(|e| StoreError(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO policy (id, body, updated_at) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+        )
+        .bind(body)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn insert_flow(&self, f: &FlowRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO flows (id, kind, state, user_id, login, display_name, privileged, required, usable, verified,
+                                questions, created_at, expires_at, client_type, client_ip)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(&f.id)
+        .bind(f.kind.as_str())
+        .bind(f.state.as_str())
+        .bind(&f.user_id)
+        .bind(&f.login)
+        .bind(&f.display_name)
+        .bind(f.privileged as i64)
+        .bind(f.required as i64)
+        .bind(methods_csv(&f.usable))
+        .bind(methods_csv(&f.verified))
+        .bind(join(&f.questions))
+        .bind(f.created_at)
+        .bind(f.expires_at)
+        .bind(f.client_type.as_str())
+        .bind(&f.client_ip)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn flow(&self, id: &str) -> StoreResult<Option<FlowRecord>> {
+        let row = sqlx::query("SELECT * FROM flows WHERE id = $1").bind(id).fetch_optional(&self.pool).await.map_err(err)?;
+        row.as_ref().map(flow_from).transpose()
+    }
+
+    async fn flow_verified(&self, id: &str, before: &[Method], after: &[Method], state: FlowState) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE flows SET verified = $1, state = $2, questions = ''
+             WHERE id = $3 AND verified = $4 AND state = 'verifying'",
+        )
+        .bind(methods_csv(after))
+        .bind(state.as_str())
+        .bind(id)
+        .bind(methods_csv(before))
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn flow_questions(&self, id: &str, questions: &[String]) -> StoreResult<()> {
+        sqlx::query("UPDATE flows SET questions = $1 WHERE id = $2")
+            .bind(join(questions))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn flow_transition(&self, id: &str, from: FlowState, to: FlowState) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE flows SET state = $1 WHERE id = $2 AND state = $3")
+            .bind(to.as_str())
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn close_other_flows(&self, user_id: &str, keep: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE flows SET state = 'completed' WHERE user_id = $1 AND id <> $2 AND state IN ('verifying', 'verified')",
+        )
+        .bind(user_id)
+        .bind(keep)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn issue_code(&self, code: &CodeRecord, m: &OutboxMessage) -> StoreResult<i64> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        // Retire earlier codes first: only the newest code of an owner is ever live.
+        sqlx::query("UPDATE codes SET used = 1 WHERE owner = $1 AND purpose = $2 AND used = 0")
+            .bind(&code.owner)
+            .bind(&code.purpose)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO codes (owner, purpose, code_mac, destination, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&code.owner)
+        .bind(&code.purpose)
+        .bind(&code.code_mac)
+        .bind(&code.destination)
+        .bind(code.created_at)
+        .bind(code.expires_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
+        let mut m = m.clone();
+        m.code_id = Some(id);
+        insert_outbox(&mut tx, &m).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(id)
+    }
+
+    async fn latest_code(&self, owner: &str, purpose: &str) -> StoreResult<Option<CodeRecord>> {
+        let row = sqlx::query("SELECT * FROM codes WHERE owner = $1 AND purpose = $2 ORDER BY id DESC LIMIT 1")
+            .bind(owner)
+            .bind(purpose)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(code_from).transpose()
+    }
+
+    async fn consume_code(&self, id: i64, now: UnixTime, max_attempts: u32) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE codes SET used = 1
+             WHERE id = $1 AND used = 0 AND delivery_failed = 0 AND expires_at > $2 AND attempts < $3",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(max_attempts as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn code_attempt_failed(&self, id: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE codes SET attempts = attempts + 1 WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn code_delivery_failed(&self, id: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE codes SET delivery_failed = 1 WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn hit(&self, key: &str, now: UnixTime) -> StoreResult<()> {
+        sqlx::query("INSERT INTO throttle_hits (key, at) VALUES ($1, $2)")
+            .bind(key)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn hits_since(&self, key: &str, since: UnixTime) -> StoreResult<u32> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM throttle_hits WHERE key = $1 AND at > $2")
+            .bind(key)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(n as u32)
+    }
+
+    async fn block(&self, key: &str, until: UnixTime) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO throttle_blocks (key, until) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET until = MAX(throttle_blocks.until, excluded.until)",
+        )
+        .bind(key)
+        .bind(until)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn blocked_until(&self, key: &str, now: UnixTime) -> StoreResult<Option<UnixTime>> {
+        sqlx::query_scalar("SELECT until FROM throttle_blocks WHERE key = $1 AND until > $2")
+            .bind(key)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)
+    }
+
+    async fn clear_throttle(&self, keys: &[String]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        for k in keys {
+            sqlx::query("DELETE FROM throttle_hits WHERE key = $1").bind(k).execute(&mut *tx).await.map_err(err)?;
+            sqlx::query("DELETE FROM throttle_blocks WHERE key = $1").bind(k).execute(&mut *tx).await.map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    async fn methods(&self, user_id: &str) -> StoreResult<Vec<MethodRecord>> {
+        let rows = sqlx::query("SELECT * FROM methods WHERE user_id = $1 ORDER BY method, status")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                let method: String = r.try_get("method").map_err(err)?;
+                let status: String = r.try_get("status").map_err(err)?;
+                Ok(MethodRecord {
+                    user_id: r.try_get("user_id").map_err(err)?,
+                    method: Method::parse(&method).ok_or_else(|| StoreError(format!("unknown method {method}")))?,
+                    status: if status == "active" { MethodStatus::Active } else { MethodStatus::Pending },
+                    value: r.try_get("value").map_err(err)?,
+                    created_at: r.try_get("created_at").map_err(err)?,
+                    verified_at: r.try_get("verified_at").map_err(err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_method(&self, m: &MethodRecord) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        ensure_registration(&mut tx, &m.user_id).await?;
+        sqlx::query(
+            "INSERT INTO methods (user_id, method, status, value, created_at, verified_at) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (user_id, method, status) DO UPDATE SET value = excluded.value, created_at = excluded.created_at,
+                 verified_at = excluded.verified_at",
+        )
+        .bind(&m.user_id)
+        .bind(m.method.as_str())
+        .bind(m.status.as_str())
+        .bind(&m.value)
+        .bind(m.created_at)
+        .bind(m.verified_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn activate_method(&self, user_id: &str, method: Method, now: UnixTime) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM methods WHERE user_id = $1 AND method = $2 AND status = 'pending'")
+            .bind(user_id)
+            .bind(method.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err)?;
+        if pending == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM methods WHERE user_id = $1 AND method = $2 AND status = 'active'")
+            .bind(user_id)
+            .bind(method.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query("UPDATE methods SET status = 'active', verified_at = $3 WHERE user_id = $1 AND method = $2 AND status = 'pending'")
+            .bind(user_id)
+            .bind(method.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn delete_method(&self, user_id: &str, method: Method) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let r = sqlx::query("DELETE FROM methods WHERE user_id = $1 AND method = $2")
+            .bind(user_id)
+            .bind(method.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        if method == Method::Questions {
+            sqlx::query("DELETE FROM answers WHERE user_id = $1").bind(user_id).execute(&mut *tx).await.map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn answers(&self, user_id: &str) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT question_id, answer_hash FROM answers WHERE user_id = $1 ORDER BY question_id")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("question_id").map_err(err)?, r.try_get("answer_hash").map_err(err)?)))
+            .collect()
+    }
+
+    async fn put_answers(&self, user_id: &str, answers: &[(String, String)], now: UnixTime) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        ensure_registration(&mut tx, user_id).await?;
+        sqlx::query("DELETE FROM answers WHERE user_id = $1").bind(user_id).execute(&mut *tx).await.map_err(err)?;
+        for (q, h) in answers {
+            sqlx::query("INSERT INTO answers (user_id, question_id, answer_hash) VALUES ($1, $2, $3)")
+                .bind(user_id)
+                .bind(q)
+                .bind(h)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        sqlx::query(
+            "INSERT INTO methods (user_id, method, status, value, created_at, verified_at) VALUES ($1, 'questions', 'active', '', $2, $2)
+             ON CONFLICT (user_id, method, status) DO UPDATE SET verified_at = excluded.verified_at",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn totp_use_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        ensure_registration(&mut tx, user_id).await?;
+        let r = sqlx::query("UPDATE registrations SET totp_last_step = $1 WHERE user_id = $2 AND totp_last_step < $1")
+            .bind(step)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn confirmed_at(&self, user_id: &str) -> StoreResult<Option<UnixTime>> {
+        let v: Option<Option<i64>> = sqlx::query_scalar("SELECT confirmed_at FROM registrations WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(v.flatten())
+    }
+
+    async fn confirm(&self, user_id: &str, now: UnixTime) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO registrations (user_id, confirmed_at) VALUES ($1, $2)
+             ON CONFLICT (user_id) DO UPDATE SET confirmed_at = excluded.confirmed_at",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
+        sqlx::query("INSERT INTO sessions (id, user_id, login, display_name, groups, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&s.id)
+            .bind(&s.user_id)
+            .bind(&s.login)
+            .bind(&s.display_name)
+            .bind(serde_json::to_string(&s.groups).unwrap_or_else(|_| "[]".into()))
+            .bind(s.expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE id = $1").bind(id).fetch_optional(&self.pool).await.map_err(err)?;
+        let Some(r) = row else { return Ok(None) };
+        let groups: String = r.try_get("groups").map_err(err)?;
+        Ok(Some(SessionRecord {
+            id: r.try_get("id").map_err(err)?,
+            user_id: r.try_get("user_id").map_err(err)?,
+            login: r.try_get("login").map_err(err)?,
+            display_name: r.try_get("display_name").map_err(err)?,
+            groups: serde_json::from_str(&groups).unwrap_or_default(),
+            expires_at: r.try_get("expires_at").map_err(err)?,
+        }))
+    }
+
+    async fn delete_session(&self, id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE id = $1").bind(id).execute(&self.pool).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn enqueue(&self, m: &OutboxMessage) -> StoreResult<i64> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let id = insert_outbox(&mut tx, m).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(id)
+    }
+
+    async fn claim_outbox(&self, now: UnixTime, lease: i64, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
+        let rows = sqlx::query(
+            "UPDATE outbox SET status = 'sending', lease_until = $1, attempts = attempts + 1
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE (status = 'queued' AND next_attempt_at <= $2) OR (status = 'sending' AND lease_until <= $2)
+                          ORDER BY id LIMIT $3)
+             RETURNING *",
+        )
+        .bind(now + lease)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        let mut out: Vec<OutboxMessage> = rows.iter().map(outbox_from).collect::<StoreResult<_>>()?;
+        out.sort_by_key(|m| m.id);
+        Ok(out)
+    }
+
+    async fn outbox_sent(&self, id: i64, keep_body: bool) -> StoreResult<()> {
+        let sql = if keep_body {
+            "UPDATE outbox SET status = 'sent', last_error = '' WHERE id = $1"
+        } else {
+            // The body may hold a code: once delivered it has no business staying here.
+            "UPDATE outbox SET status = 'sent', last_error = '', body = '' WHERE id = $1"
+        };
+        sqlx::query(sql).bind(id).execute(&self.pool).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn outbox_failed(&self, id: i64, retry_at: Option<UnixTime>, error: &str) -> StoreResult<()> {
+        match retry_at {
+            Some(at) => sqlx::query("UPDATE outbox SET status = 'queued', next_attempt_at = $2, last_error = $3 WHERE id = $1")
+                .bind(id)
+                .bind(at)
+                .bind(error)
+                .execute(&self.pool)
+                .await
+                .map_err(err)?,
+            None => sqlx::query("UPDATE outbox SET status = 'failed', last_error = $2, body = '' WHERE id = $1")
+                .bind(id)
+                .bind(error)
+                .execute(&self.pool)
+                .await
+                .map_err(err)?,
+        };
+        Ok(())
+    }
+
+    async fn outbox_list(&self, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
+        let rows = sqlx::query("SELECT * FROM outbox ORDER BY id DESC LIMIT $1")
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        rows.iter().map(outbox_from).collect()
+    }
+
+    async fn audit(&self, e: &AuditEvent) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit (at, activity, actor, target, client_ip, client_type, outcome, reason, flow_id, support_code, details)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(e.at)
+        .bind(e.activity.as_str())
+        .bind(&e.actor)
+        .bind(&e.target)
+        .bind(&e.client_ip)
+        .bind(e.client_type.as_str())
+        .bind(e.outcome.as_str())
+        .bind(&e.reason)
+        .bind(&e.flow_id)
+        .bind(&e.support_code)
+        .bind(e.details.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn audit_query(&self, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new("SELECT * FROM audit WHERE 1 = 1");
+        if let Some(v) = f.since {
+            qb.push(" AND at >= ").push_bind(v);
+        }
+        if let Some(v) = f.until {
+            qb.push(" AND at < ").push_bind(v);
+        }
+        if let Some(v) = &f.user {
+            qb.push(" AND (target = ").push_bind(v.clone()).push(" OR actor = ").push_bind(v.clone()).push(")");
+        }
+        if let Some(v) = f.activity {
+            qb.push(" AND activity = ").push_bind(v.as_str());
+        }
+        if let Some(v) = f.outcome {
+            qb.push(" AND outcome = ").push_bind(v.as_str());
+        }
+        if let Some(v) = f.client_type {
+            qb.push(" AND client_type = ").push_bind(v.as_str());
+        }
+        if let Some(v) = &f.client_ip {
+            qb.push(" AND client_ip = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.support_code {
+            qb.push(" AND support_code = ").push_bind(v.clone());
+        }
+        let limit = if f.limit == 0 { 1000 } else { f.limit.min(100_000) };
+        qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64);
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(err)?;
+        let mut out: Vec<AuditEvent> = rows.iter().map(audit_from).collect::<StoreResult<_>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn insert_admin_token(&self, name: &str, token_hash: &str, now: UnixTime) -> StoreResult<()> {
+        sqlx::query("INSERT INTO admin_tokens (token_hash, name, created_at) VALUES ($1, $2, $3)")
+            .bind(token_hash)
+            .bind(name)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn admin_token(&self, token_hash: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT name FROM admin_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)
+    }
+
+    async fn purge_expired(&self, now: UnixTime) -> StoreResult<u64> {
+        let mut n = 0;
+        // Keep a day of history past expiry for the helpdesk; counters keep 8 days (the
+        // longest configurable block is 7).
+        for (sql, cutoff) in [
+            ("DELETE FROM flows WHERE expires_at < $1", now - 86_400),
+            ("DELETE FROM sessions WHERE expires_at < $1", now),
+            ("DELETE FROM codes WHERE expires_at < $1", now - 86_400),
+            ("DELETE FROM throttle_hits WHERE at < $1", now - 8 * 86_400),
+            ("DELETE FROM throttle_blocks WHERE until < $1", now),
+        ] {
+            n += sqlx::query(sql).bind(cutoff).execute(&self.pool).await.map_err(err)?.rows_affected();
+        }
+        Ok(n)
+    }
+}
+
+async fn insert_outbox(tx: &mut Transaction<'_, Sqlite>, m: &OutboxMessage) -> StoreResult<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO outbox (channel, recipient, subject, body, status, attempts, created_at, next_attempt_at, code_id, flow_id, target)
+         VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $8, $9) RETURNING id",
+    )
+    .bind(m.channel.as_str())
+    .bind(&m.recipient)
+    .bind(&m.subject)
+    .bind(&m.body)
+    .bind(m.created_at)
+    .bind(m.next_attempt_at)
+    .bind(m.code_id)
+    .bind(&m.flow_id)
+    .bind(&m.target)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(err)
+}
