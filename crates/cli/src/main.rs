@@ -1,1 +1,90 @@
-fn main() {}
+//! `sspr`: the self-service password reset server and its admin CLI.
+
+mod commands;
+mod config;
+mod runtime;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "sspr", version, about = "Self-service password reset: server and admin CLI", long_about = None)]
+struct Cli {
+    /// TOML configuration file. Without one, defaults run a demo in ./sspr-data.
+    #[arg(short, long, global = true, env = "SSPR_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the HTTPS server (API, health, OpenAPI) and the outbox worker.
+    Serve,
+    /// Validate or show the configuration.
+    #[command(subcommand)]
+    Config(commands::ConfigCmd),
+    /// Manage users of the built-in directory.
+    #[command(subcommand)]
+    Users(commands::UsersCmd),
+    /// Show, change or validate the self-service policy.
+    #[command(subcommand)]
+    Policy(commands::PolicyCmd),
+    /// Query the audit log.
+    Audit(commands::AuditArgs),
+    /// Show queued and sent messages (in dev mode: the codes that were "sent").
+    Outbox(commands::OutboxArgs),
+    /// Admin API tokens.
+    #[command(subcommand)]
+    Admin(commands::AdminCmd),
+    /// Generate a new server key (64 hex characters) on standard output.
+    Key,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sspr: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sspr: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let cfg = config::Config::load(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    match cli.command {
+        Command::Serve => {
+            serve::init_logging(&cfg);
+            serve::run(cfg).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Config(c) => commands::config(c, cfg),
+        Command::Key => {
+            println!("{}", sspr_app::crypto::ServerKey::generate(&sspr_domain::OsRandom).to_hex());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        other => {
+            serve::init_cli_logging();
+            let rt = runtime::build(cfg, std::sync::Arc::new(sspr_domain::SystemClock)).await?;
+            match other {
+                Command::Users(c) => commands::users(c, &rt).await,
+                Command::Policy(c) => commands::policy(c, &rt).await,
+                Command::Audit(a) => commands::audit(a, &rt).await,
+                Command::Outbox(a) => commands::outbox(a, &rt).await,
+                Command::Admin(c) => commands::admin(c, &rt).await,
+                Command::Serve | Command::Config(_) | Command::Key => Ok(std::process::ExitCode::SUCCESS),
+            }
+        }
+    }
+}

@@ -1,1 +1,134 @@
+//! sspr's HTTPS server: the JSON API under `/api/v1`, health endpoints and the OpenAPI
+//! document, on rustls with TLS 1.2 and 1.3 only.
+//!
+//! Every response carries strict security headers (HSTS, no-store, nosniff, no framing, no
+//! referrer); every request body is capped; shutdown drains in-flight requests.
 
+pub mod ctx;
+pub mod respond;
+pub mod routes;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::routing::{delete, get, post, put};
+use ipnet::IpNet;
+use sspr_app::App;
+use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa::OpenApi;
+
+/// Largest accepted request body. The biggest legitimate one (a policy) is a few KiB.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+pub struct State {
+    pub app: Arc<App>,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "sspr API", description = "Self-service password reset: reset and unlock flows, registration of security info, administration."),
+    paths(
+        routes::healthz, routes::readyz, routes::password_policy, routes::questions,
+        routes::flow_start, routes::flow_status, routes::flow_challenge, routes::flow_verify, routes::flow_password, routes::flow_unlock,
+        routes::sign_in, routes::sign_out, routes::me, routes::add_email, routes::verify_email, routes::add_phone, routes::verify_phone,
+        routes::set_questions, routes::enrol_totp, routes::verify_totp, routes::remove_method, routes::reconfirm,
+        routes::get_policy, routes::put_policy, routes::audit, routes::admin_user,
+    ),
+    modifiers(&BearerSchemes)
+)]
+pub struct ApiDoc;
+
+struct BearerSchemes;
+
+impl utoipa::Modify for BearerSchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let c = openapi.components.get_or_insert_with(Default::default);
+        for name in ["flow", "session", "admin"] {
+            c.add_security_scheme(name, SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        }
+    }
+}
+
+/// The OpenAPI document, as served at `/api/v1/openapi.json`.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|_| "{}".into())
+}
+
+pub fn router(state: Arc<State>) -> Router {
+    let api = Router::new()
+        .route("/password-policy", get(routes::password_policy))
+        .route("/questions", get(routes::questions))
+        .route("/flow/start", post(routes::flow_start))
+        .route("/flow", get(routes::flow_status))
+        .route("/flow/challenge", post(routes::flow_challenge))
+        .route("/flow/verify", post(routes::flow_verify))
+        .route("/flow/password", post(routes::flow_password))
+        .route("/flow/unlock", post(routes::flow_unlock))
+        .route("/session", post(routes::sign_in).delete(routes::sign_out))
+        .route("/me", get(routes::me))
+        .route("/me/email", post(routes::add_email))
+        .route("/me/email/verify", post(routes::verify_email))
+        .route("/me/phone", post(routes::add_phone))
+        .route("/me/phone/verify", post(routes::verify_phone))
+        .route("/me/questions", put(routes::set_questions))
+        .route("/me/totp", post(routes::enrol_totp))
+        .route("/me/totp/verify", post(routes::verify_totp))
+        .route("/me/methods/{method}", delete(routes::remove_method))
+        .route("/me/confirm", post(routes::reconfirm))
+        .route("/admin/policy", get(routes::get_policy).put(routes::put_policy))
+        .route("/admin/audit", get(routes::audit))
+        .route("/admin/users/{login}", get(routes::admin_user))
+        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }));
+
+    let h = |name: HeaderName, value: &'static str| SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value));
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(h(header::STRICT_TRANSPORT_SECURITY, "max-age=63072000; includeSubDomains"))
+        .layer(h(header::CACHE_CONTROL, "no-store"))
+        .layer(h(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(h(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(h(header::REFERRER_POLICY, "no-referrer"))
+        .layer(h(header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"))
+        .layer(h(HeaderName::from_static("cross-origin-opener-policy"), "same-origin"))
+        .layer(h(HeaderName::from_static("cross-origin-resource-policy"), "same-origin"))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .with_state(state)
+}
+
+async fn not_found(axum::extract::State(s): axum::extract::State<Arc<State>>, ctx::Ctx(ctx): ctx::Ctx) -> axum::response::Response {
+    let e = sspr_app::AppError::new(sspr_app::ErrorKind::Invalid, "No such endpoint. The API lives under /api/v1; see /api/v1/openapi.json.");
+    respond::error_with_status(&s, &ctx, e, Some(axum::http::StatusCode::NOT_FOUND)).await
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` resolves, then drains in-flight
+/// requests for up to 10 seconds.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        h.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    let mut server = axum_server::tls_rustls::from_tcp_rustls(listener, config)?.handle(handle);
+    // Slow or idle clients do not hold connections forever.
+    server.http_builder().http1().header_read_timeout(Duration::from_secs(10));
+    server.serve(router.into_make_service_with_connect_info::<SocketAddr>()).await
+}

@@ -1,0 +1,564 @@
+//! The admin CLI. It works on the same database as the server (SQLite allows both at once),
+//! through the same services, so its changes are validated and audited like the API's.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use sspr_app::{Lang, RequestCtx};
+use sspr_domain::audit::ClientType;
+use sspr_domain::clock::rfc3339;
+use sspr_domain::{Policy, PasswordContext};
+use sspr_store::{Flag, NewUser};
+
+use crate::config::Config;
+use crate::runtime::Runtime;
+
+fn cli_ctx() -> RequestCtx {
+    RequestCtx::new("local", ClientType::Cli, Lang::En)
+}
+
+fn actor() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Validate the configuration; every problem is listed with what to change.
+    Check,
+    /// Print the effective configuration (secrets are never printed).
+    Show,
+}
+
+pub fn config(c: ConfigCmd, cfg: Config) -> anyhow::Result<ExitCode> {
+    match c {
+        ConfigCmd::Check => {
+            let problems = cfg.check();
+            if problems.is_empty() {
+                println!("configuration OK");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for p in &problems {
+                    println!("error: {p}");
+                }
+                Ok(ExitCode::from(2))
+            }
+        }
+        ConfigCmd::Show => {
+            println!("{}", toml::to_string_pretty(&cfg)?);
+            if let Some(s) = &cfg.delivery.smtp {
+                println!("# delivery.smtp: {s:?}");
+            }
+            if let Some(s) = &cfg.delivery.sms {
+                println!("# delivery.sms: {s:?}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCmd {
+    /// Add a user to the built-in directory. The password is read from standard input.
+    Add {
+        login: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        mobile: Option<String>,
+        /// Group membership; repeat for several.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    /// Import users from CSV: login,display_name,email,mobile,groups(;-separated),password.
+    Import { file: std::path::PathBuf },
+    /// List users with their registration status.
+    List {
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// One user's account and registration.
+    Status { login: String },
+    Lock { login: String },
+    Unlock { login: String },
+    Disable { login: String },
+    Enable { login: String },
+}
+
+pub async fn users(c: UsersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
+    let dir = &rt.builtin;
+    match c {
+        UsersCmd::Add { login, name, email, mobile, groups } => {
+            let mut password = String::new();
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("Password for {login}: ");
+                let _ = std::io::stderr().flush();
+            }
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            let policy = rt.app.policy().await?;
+            let display = name.clone().unwrap_or_default();
+            let rejections = policy.password.check(&password, &PasswordContext { login: &login, display_name: &display });
+            if !rejections.is_empty() {
+                for r in rejections {
+                    eprintln!("password rejected: {}", r.message("en"));
+                }
+                return Ok(ExitCode::from(2));
+            }
+            dir.add_user(&NewUser { login: login.clone(), display_name: display, password, groups, email, mobile })
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            audit_user_change(rt, &login, "added").await;
+            println!("added {login}");
+            Ok(ExitCode::SUCCESS)
+        }
+        UsersCmd::Import { file } => import(rt, &file).await,
+        UsersCmd::List { format } => {
+            let users = dir.list().await.map_err(|e| anyhow::anyhow!(e))?;
+            let mut rows = Vec::new();
+            for u in users {
+                let (registered, methods) = rt.app.registration_of(&u.login, &u.groups).await?;
+                rows.push(sspr_proto::UserSummary {
+                    login: u.login,
+                    display_name: u.display_name,
+                    enabled: u.enabled,
+                    locked: u.locked,
+                    groups: u.groups,
+                    registered,
+                    methods: methods.iter().map(|m| m.as_str().to_string()).collect(),
+                });
+            }
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string_pretty(&rows)?),
+                "csv" => {
+                    println!("login,display_name,enabled,locked,groups,registered,methods");
+                    for r in rows {
+                        println!(
+                            "{},{},{},{},{},{},{}",
+                            r.login,
+                            r.display_name.replace(',', " "),
+                            r.enabled,
+                            r.locked,
+                            r.groups.join(";"),
+                            r.registered,
+                            r.methods.join(";")
+                        );
+                    }
+                }
+                _ => {
+                    println!("{:<20} {:<24} {:<8} {:<7} {:<11} {:<20} GROUPS", "LOGIN", "NAME", "ENABLED", "LOCKED", "REGISTERED", "METHODS");
+                    for r in rows {
+                        println!(
+                            "{:<20} {:<24} {:<8} {:<7} {:<11} {:<20} {}",
+                            r.login,
+                            r.display_name,
+                            r.enabled,
+                            r.locked,
+                            r.registered,
+                            r.methods.join(","),
+                            r.groups.join(",")
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        UsersCmd::Status { login } => {
+            let Some(u) = sspr_app::ports::Directory::find_user(dir, &login).await.map_err(|e| anyhow::anyhow!("{e}"))? else {
+                eprintln!("no user {login:?}");
+                return Ok(ExitCode::from(2));
+            };
+            let (registered, methods) = rt.app.registration_of(&u.id, &u.groups).await?;
+            let confirmed = sspr_app::ports::Store::confirmed_at(rt.store.as_ref(), &u.id).await?;
+            println!("login:       {}", u.login);
+            println!("name:        {}", u.display_name);
+            println!("enabled:     {}", u.enabled);
+            println!("locked:      {}", u.locked);
+            println!("groups:      {}", u.groups.join(", "));
+            println!("registered:  {registered}");
+            println!("methods:     {}", methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "));
+            println!("confirmed:   {}", confirmed.map(rfc3339).unwrap_or_else(|| "never".into()));
+            Ok(ExitCode::SUCCESS)
+        }
+        UsersCmd::Lock { login } => flag(rt, &login, Flag::Locked, true, "locked").await,
+        UsersCmd::Unlock { login } => flag(rt, &login, Flag::Locked, false, "unlocked").await,
+        UsersCmd::Disable { login } => flag(rt, &login, Flag::Enabled, false, "disabled").await,
+        UsersCmd::Enable { login } => flag(rt, &login, Flag::Enabled, true, "enabled").await,
+    }
+}
+
+async fn flag(rt: &Runtime, login: &str, f: Flag, v: bool, word: &str) -> anyhow::Result<ExitCode> {
+    if rt.builtin.set_flag(login, f, v).await.map_err(|e| anyhow::anyhow!(e))? {
+        audit_user_change(rt, login, word).await;
+        println!("{login} {word}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("no user {login:?}");
+        Ok(ExitCode::from(2))
+    }
+}
+
+async fn audit_user_change(rt: &Runtime, login: &str, what: &str) {
+    let mut ev = rt.app.event(&cli_ctx(), sspr_domain::Activity::AdminUserChanged, sspr_domain::Outcome::Success);
+    ev.actor = actor();
+    ev.target = sspr_domain::identity::canonical_login(login).unwrap_or_default();
+    ev.reason = what.into();
+    rt.app.record(ev).await;
+}
+
+/// Splits one CSV line, honouring double quotes.
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            (c, _) => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.into_iter().map(|s| s.trim().to_string()).collect()
+}
+
+async fn import(rt: &Runtime, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .filter(|(i, l)| !(*i == 0 && l.to_ascii_lowercase().starts_with("login")))
+        .collect();
+    let total = lines.len();
+    let policy = rt.app.policy().await?;
+    let (mut added, mut failed) = (0usize, 0usize);
+    for (n, (i, line)) in lines.into_iter().enumerate() {
+        let f = csv_fields(line);
+        let get = |k: usize| f.get(k).cloned().filter(|s| !s.is_empty());
+        let Some(login) = get(0) else {
+            eprintln!("line {}: the login (column 1) is empty", i + 1);
+            failed += 1;
+            continue;
+        };
+        let display = get(1).unwrap_or_default();
+        let password = match get(5) {
+            Some(p) => p,
+            None => {
+                eprintln!("line {}: {login}: the password (column 6) is empty", i + 1);
+                failed += 1;
+                continue;
+            }
+        };
+        let rejections = policy.password.check(&password, &PasswordContext { login: &login, display_name: &display });
+        if let Some(r) = rejections.first() {
+            eprintln!("line {}: {login}: {}", i + 1, r.message("en"));
+            failed += 1;
+            continue;
+        }
+        let groups = get(4).map(|g| g.split(';').map(str::to_string).collect()).unwrap_or_default();
+        let u = NewUser { login: login.clone(), display_name: display, password, groups, email: get(2), mobile: get(3) };
+        match rt.builtin.add_user(&u).await {
+            Ok(()) => added += 1,
+            Err(e) => {
+                eprintln!("line {}: {login}: {e}", i + 1);
+                failed += 1;
+            }
+        }
+        if (n + 1) % 25 == 0 || n + 1 == total {
+            eprintln!("imported {}/{total} ({added} added, {failed} failed)", n + 1);
+        }
+    }
+    println!("{added} added, {failed} failed");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Print the policy as TOML (or JSON with --json).
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change fields: `sspr policy set methods_required=2 methods=email,totp password.min_length=12`.
+    Set {
+        #[arg(required = true)]
+        assignments: Vec<String>,
+    },
+    /// Replace the policy with a TOML or JSON file.
+    Apply { file: std::path::PathBuf },
+    /// Check a TOML or JSON policy file without applying it.
+    Validate { file: std::path::PathBuf },
+}
+
+fn read_policy_file(file: &std::path::Path) -> anyhow::Result<Policy> {
+    let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    if file.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+    } else {
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+    }
+}
+
+/// Sets `a.b=value` in a JSON tree. The value is JSON if it parses, a comma list for array
+/// fields, else a string.
+fn assign(tree: &mut serde_json::Value, path: &str, raw: &str) -> Result<(), String> {
+    let mut node = tree;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, p) in parts.iter().enumerate() {
+        let obj = node.as_object_mut().ok_or(format!("{path}: {p} is not a section"))?;
+        if !obj.contains_key(*p) {
+            return Err(format!("the policy has no field {path:?} (see `sspr policy show`)"));
+        }
+        if i + 1 == parts.len() {
+            let current = &obj[*p];
+            let v = match serde_json::from_str::<serde_json::Value>(raw) {
+                Ok(v) if !(current.is_string() && !v.is_string()) => v,
+                _ if current.is_array() => serde_json::Value::Array(
+                    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| serde_json::Value::String(s.into())).collect(),
+                ),
+                _ => serde_json::Value::String(raw.into()),
+            };
+            obj.insert(p.to_string(), v);
+            return Ok(());
+        }
+        node = obj.get_mut(*p).ok_or(format!("no field {path:?}"))?;
+    }
+    Ok(())
+}
+
+pub async fn policy(c: PolicyCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
+    let ctx = cli_ctx();
+    let apply = |p: Policy| async move {
+        match rt.app.set_policy(&cli_ctx(), &actor(), p).await {
+            Ok(_) => {
+                println!("policy updated");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                for d in if e.details.is_empty() { vec![e.message.clone()] } else { e.details.clone() } {
+                    eprintln!("error: {d}");
+                }
+                Ok(ExitCode::from(2))
+            }
+        }
+    };
+    match c {
+        PolicyCmd::Show { json } => {
+            let p = rt.app.policy().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                println!("{}", toml::to_string_pretty(&p)?);
+            }
+            let _ = ctx;
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCmd::Set { assignments } => {
+            let mut tree = serde_json::to_value(rt.app.policy().await?)?;
+            for a in &assignments {
+                let Some((k, v)) = a.split_once('=') else {
+                    eprintln!("error: {a:?} is not KEY=VALUE");
+                    return Ok(ExitCode::from(2));
+                };
+                if let Err(e) = assign(&mut tree, k.trim(), v.trim()) {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+            match serde_json::from_value::<Policy>(tree) {
+                Ok(p) => apply(p).await,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        PolicyCmd::Apply { file } => apply(read_policy_file(&file)?).await,
+        PolicyCmd::Validate { file } => {
+            let problems = read_policy_file(&file)?.validate();
+            if problems.is_empty() {
+                println!("policy OK");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for p in problems {
+                    println!("error: {p}");
+                }
+                Ok(ExitCode::from(2))
+            }
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// From (UTC): 2026-11-24 or 2026-11-24T09:00:00Z.
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    until: Option<String>,
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    activity: Option<String>,
+    /// success or failure.
+    #[arg(long)]
+    result: Option<String>,
+    /// logon_screen, browser, cli or api.
+    #[arg(long)]
+    client_type: Option<String>,
+    #[arg(long)]
+    ip: Option<String>,
+    #[arg(long)]
+    support_code: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// table, json or csv.
+    #[arg(long, default_value = "table")]
+    format: String,
+}
+
+pub async fn audit(a: AuditArgs, rt: &Runtime) -> anyhow::Result<ExitCode> {
+    let params = sspr_server::routes::AuditParams {
+        since: a.since,
+        until: a.until,
+        user: a.user,
+        activity: a.activity,
+        result: a.result,
+        client_type: a.client_type,
+        ip: a.ip,
+        support_code: a.support_code,
+        limit: Some(a.limit),
+        format: None,
+        lang: None,
+    };
+    let filter = match sspr_server::routes::audit_filter(&params) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let events: Vec<_> = rt.app.audit_events(&filter).await?.into_iter().map(sspr_server::routes::event_dto).collect();
+    match a.format.as_str() {
+        "json" => println!("{}", serde_json::to_string_pretty(&events)?),
+        "csv" => print!("{}", sspr_server::routes::events_csv(&events)),
+        _ => {
+            println!("{:<20} {:<24} {:<7} {:<16} {:<15} {:<12} {:<22} SUPPORT", "TIME", "ACTIVITY", "RESULT", "USER", "IP", "CLIENT", "REASON");
+            for e in events {
+                println!(
+                    "{:<20} {:<24} {:<7} {:<16} {:<15} {:<12} {:<22} {}",
+                    e.time,
+                    e.activity,
+                    e.result,
+                    e.target,
+                    e.client_ip,
+                    e.client_type,
+                    e.reason,
+                    e.support_code.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct OutboxArgs {
+    #[arg(long, default_value_t = 10)]
+    limit: u32,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn outbox(a: OutboxArgs, rt: &Runtime) -> anyhow::Result<ExitCode> {
+    let msgs = sspr_app::ports::Store::outbox_list(rt.store.as_ref(), a.limit).await?;
+    if a.json {
+        let v: Vec<_> = msgs
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": m.id, "time": rfc3339(m.created_at), "channel": m.channel.as_str(), "to": m.recipient,
+                    "subject": m.subject, "body": m.body, "status": m.status, "attempts": m.attempts, "last_error": m.last_error,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if msgs.is_empty() {
+        println!("the outbox is empty");
+    }
+    for m in msgs.iter().rev() {
+        println!("#{} {} {} to {} [{}{}]", m.id, rfc3339(m.created_at), m.channel.as_str(), m.recipient, m.status,
+            if m.last_error.is_empty() { String::new() } else { format!(": {}", m.last_error) });
+        if !m.subject.is_empty() {
+            println!("  Subject: {}", m.subject);
+        }
+        for l in m.body.lines() {
+            println!("  {l}");
+        }
+        println!();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// Admin API tokens: `sspr admin token create NAME` prints a new token once.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    Create { name: String },
+}
+
+pub async fn admin(c: AdminCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
+    match c {
+        AdminCmd::Token(TokenCmd::Create { name }) => match rt.app.create_admin_token(&cli_ctx(), &name).await {
+            Ok(t) => {
+                println!("{t}");
+                eprintln!("This token is shown once. Send it as: Authorization: Bearer <token>");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {}", e.message);
+                Ok(ExitCode::from(2))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes() {
+        assert_eq!(csv_fields(r#"a,"b, c","d ""e""",,f"#), vec!["a", "b, c", "d \"e\"", "", "f"]);
+    }
+
+    #[test]
+    fn policy_assignment() {
+        let mut t = serde_json::to_value(Policy::default()).unwrap();
+        assign(&mut t, "methods_required", "2").unwrap();
+        assign(&mut t, "methods", "email,totp").unwrap();
+        assign(&mut t, "password.min_length", "12").unwrap();
+        assign(&mut t, "password.organisation", "Contoso").unwrap();
+        assert!(assign(&mut t, "nope", "1").is_err());
+        let p: Policy = serde_json::from_value(t).unwrap();
+        assert_eq!(p.methods_required, 2);
+        assert_eq!(p.methods, vec![sspr_domain::Method::Email, sspr_domain::Method::Totp]);
+        assert_eq!(p.password.min_length, 12);
+        assert_eq!(p.password.organisation, "Contoso");
+    }
+}

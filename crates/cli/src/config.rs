@@ -1,0 +1,280 @@
+//! The server's configuration: a TOML file, then `SSPR_…` environment variables over it
+//! (`SSPR_LISTEN`, `SSPR_DELIVERY__SMTP__HOST`, …), secrets read from files. With no file at
+//! all every value has a default that runs a complete demo on this machine.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use sspr_delivery::{SmsConfig, SmtpConfig};
+use sspr_domain::Limits;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the SQLite database, the generated TLS files and the secret key live.
+    pub data_dir: PathBuf,
+    /// Address to listen on. 8443 so that the demo needs no root; production uses 443.
+    pub listen: SocketAddr,
+    /// The HTTPS URL users reach sspr at; every link sspr sends is built from it.
+    pub public_url: String,
+    /// Shown in messages and in authenticator apps.
+    pub organisation: String,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDRs). Empty: the socket peer is the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// tracing filter, e.g. `info` or `sspr=debug,info`.
+    pub log_level: String,
+    pub tls: TlsConfig,
+    pub database: DatabaseConfig,
+    pub directory: DirectoryConfig,
+    /// File holding the 64-hex-character server key (HMAC of codes, sealing TOTP secrets).
+    /// Empty: `<data_dir>/secret.key`, generated on first start. Several instances must share it.
+    pub secret_key_file: Option<PathBuf>,
+    pub limits: Limits,
+    pub delivery: DeliveryConfig,
+    /// Create the demo user on first start when the built-in directory is empty.
+    pub demo: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain. Empty: a development CA and certificate are generated in
+    /// `<data_dir>/tls` (clients trust `<data_dir>/tls/ca.pem`).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Names for the generated certificate.
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite:///path/to/sspr.db`. Empty: `<data_dir>/sspr.db`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// `builtin` (LDAP and Active Directory come next).
+    pub kind: String,
+    /// Earlier passwords the built-in directory refuses at reset.
+    pub password_history: usize,
+    /// Let the directory's email and mobile attributes count as registered methods.
+    pub trust_contacts: bool,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self { kind: "builtin".into(), password_history: 3, trust_contacts: false }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// `dev`: nothing leaves the machine; messages are kept and shown by `sspr outbox`.
+    /// `live`: email through `[delivery.smtp]`, SMS through `[delivery.sms]` if configured.
+    pub mode: String,
+    #[serde(skip_serializing)]
+    pub smtp: Option<SmtpConfig>,
+    #[serde(skip_serializing)]
+    pub sms: Option<SmsConfig>,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self { mode: "dev".into(), smtp: None, sms: None }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("sspr-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            public_url: "https://localhost:8443".into(),
+            organisation: "sspr demo".into(),
+            trusted_proxies: Vec::new(),
+            log_format: "text".into(),
+            log_level: "info".into(),
+            tls: TlsConfig::default(),
+            database: DatabaseConfig::default(),
+            directory: DirectoryConfig::default(),
+            secret_key_file: None,
+            limits: Limits::default(),
+            delivery: DeliveryConfig::default(),
+            demo: true,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `SSPR_*` variables. Errors name the key.
+    pub fn load(file: Option<&Path>) -> Result<Config, String> {
+        let mut f = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(p) = file {
+            if !p.exists() {
+                return Err(format!("the config file {} does not exist", p.display()));
+            }
+            f = f.merge(Toml::file(p));
+        }
+        f = f.merge(Env::prefixed("SSPR_").split("__").ignore(&["config"]));
+        let mut cfg: Config = f.extract().map_err(|e| {
+            e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+        })?;
+        if let Some(s) = cfg.delivery.smtp.as_mut() {
+            s.load_secrets().map_err(|e| e.0)?;
+        }
+        if let Some(s) = cfg.delivery.sms.as_mut() {
+            s.load_secrets().map_err(|e| e.0)?;
+        }
+        Ok(cfg)
+    }
+
+    /// Every problem, each saying what to change. Empty when the configuration is usable.
+    pub fn check(&self) -> Vec<String> {
+        let mut e: Vec<String> = self.limits.validate();
+        if !self.public_url.starts_with("https://") {
+            e.push(format!("public_url must start with https:// (it is {:?}); links are never sent over plain HTTP", self.public_url));
+        }
+        if self.directory.kind != "builtin" {
+            e.push(format!("directory.kind {:?} is not supported yet; use \"builtin\"", self.directory.kind));
+        }
+        if self.directory.password_history > 24 {
+            e.push("directory.password_history must be between 0 and 24".into());
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(c), Some(k)) => {
+                if let Err(m) = sspr_server::tls::server_config(c, k) {
+                    e.push(format!("tls: {m}"));
+                }
+            }
+            (None, None) => {}
+            _ => e.push("tls.cert_file and tls.key_file go together: set both, or neither for a generated development certificate".into()),
+        }
+        if !self.database.url.is_empty() && !self.database.url.starts_with("sqlite://") {
+            e.push(format!("database.url {:?} is not supported yet; use sqlite:///path/to/sspr.db", self.database.url));
+        }
+        match self.delivery.mode.as_str() {
+            "dev" => {}
+            "live" => match &self.delivery.smtp {
+                None => e.push("delivery.mode is \"live\" but [delivery.smtp] is missing".into()),
+                Some(s) => {
+                    if let Err(m) = s.validate() {
+                        e.push(format!("delivery.smtp: {}", m.0));
+                    }
+                }
+            },
+            other => e.push(format!("delivery.mode must be \"dev\" or \"live\", not {other:?}")),
+        }
+        if let Some(s) = &self.delivery.sms {
+            if let Err(m) = s.validate() {
+                e.push(format!("delivery.sms: {}", m.0));
+            }
+        }
+        if let Some(p) = &self.secret_key_file {
+            match std::fs::read_to_string(p) {
+                Ok(s) => {
+                    if let Err(m) = sspr_app::crypto::ServerKey::from_hex(&s) {
+                        e.push(format!("secret_key_file {}: {m}", p.display()));
+                    }
+                    e.extend(permission_problem(p));
+                }
+                Err(err) => e.push(format!("secret_key_file {} cannot be read: {err}", p.display())),
+            }
+        }
+        if !["text", "json"].contains(&self.log_format.as_str()) {
+            e.push("log_format must be \"text\" or \"json\"".into());
+        }
+        e
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        match self.database.url.strip_prefix("sqlite://") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => self.data_dir.join("sspr.db"),
+        }
+    }
+
+    pub fn tls_names(&self) -> Vec<String> {
+        if !self.tls.names.is_empty() {
+            return self.tls.names.clone();
+        }
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let host = self
+            .public_url
+            .trim_start_matches("https://")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if !host.is_empty() && !names.contains(&host) {
+            names.push(host);
+        }
+        names
+    }
+}
+
+/// A secret readable by group or others is refused: say how to fix it.
+pub fn permission_problem(p: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(p) {
+            if m.permissions().mode() & 0o077 != 0 {
+                return Some(format!(
+                    "{} is readable by other users (mode {:o}); run: chmod 600 {}",
+                    p.display(),
+                    m.permissions().mode() & 0o777,
+                    p.display()
+                ));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_check_clean() {
+        assert_eq!(Config::default().check(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn file_and_environment_layer_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sspr.toml");
+        std::fs::write(&p, "listen = \"0.0.0.0:9443\"\n[limits]\ncode_digits = 8\n").unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.listen.port(), 9443);
+        assert_eq!(c.limits.code_digits, 8);
+        std::fs::write(&p, "listen = 5\n").unwrap();
+        let e = Config::load(Some(&p)).unwrap_err();
+        assert!(e.contains("listen"), "{e}");
+        std::fs::write(&p, "lisen = \"x\"\n").unwrap();
+        let e = Config::load(Some(&p)).unwrap_err();
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn check_says_what_to_fix() {
+        let c = Config {
+            public_url: "http://x".into(),
+            limits: Limits { code_ttl_secs: 3600, ..Limits::default() },
+            ..Config::default()
+        };
+        let e = c.check();
+        assert!(e.iter().any(|m| m.contains("https://")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("code_ttl_secs")), "{e:?}");
+    }
+}

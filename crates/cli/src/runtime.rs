@@ -1,0 +1,121 @@
+//! The composition root: opens the store, picks the directory, loads the key, and wires them
+//! into one [`App`]. `sspr serve` and every admin command build the same thing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sspr_app::crypto::{HashPool, ServerKey};
+use sspr_app::ports::{MethodRecord, MethodStatus, Store};
+use sspr_app::{App, Settings};
+use sspr_domain::{Clock, Method, OsRandom, Random};
+use sspr_store::{BuiltinDirectory, NewUser, SqliteStore};
+
+use crate::config::{Config, permission_problem};
+
+pub struct Runtime {
+    pub app: Arc<App>,
+    pub store: Arc<SqliteStore>,
+    pub builtin: BuiltinDirectory,
+    pub config: Config,
+}
+
+/// The demo account created on first start (printed in the banner and the README).
+pub const DEMO_USER: &str = "demo";
+pub const DEMO_PASSWORD: &str = "sspr-demo-initial-password";
+pub const DEMO_EMAIL: &str = "demo@example.test";
+pub const DEMO_ANSWERS: [(&str, &str); 3] = [("q3", "Rex"), ("q7", "Elm Street"), ("q12", "Sam")];
+
+pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runtime> {
+    let problems = config.check();
+    if !problems.is_empty() {
+        anyhow::bail!("the configuration has problems:\n  - {}\n(run `sspr config check` after fixing)", problems.join("\n  - "));
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", config.data_dir.display()))?;
+    let rng: Arc<dyn Random> = Arc::new(OsRandom);
+    let key = load_key(&config, rng.as_ref())?;
+    let limits = config.limits.clone();
+    let hasher = HashPool::new(limits.argon2_concurrency, Duration::from_millis(limits.argon2_queue_timeout_ms))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = Arc::new(
+        SqliteStore::open(&config.db_path())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", config.db_path().display()))?,
+    );
+    let builtin = BuiltinDirectory::new(&store, hasher.clone(), rng.clone(), clock.clone(), config.directory.password_history);
+    let live = config.delivery.mode == "live";
+    let settings = Settings {
+        public_url: config.public_url.clone(),
+        organisation: config.organisation.clone(),
+        limits,
+        email_enabled: !live || config.delivery.smtp.is_some(),
+        sms_enabled: !live || config.delivery.sms.is_some(),
+        trust_directory_contacts: config.directory.trust_contacts,
+    };
+    let app = Arc::new(App {
+        store: store.clone(),
+        directory: Arc::new(builtin.clone()),
+        clock,
+        rng,
+        hasher,
+        key,
+        settings,
+    });
+    Ok(Runtime { app, store, builtin, config })
+}
+
+fn load_key(config: &Config, rng: &dyn Random) -> anyhow::Result<ServerKey> {
+    let path = config.secret_key_file.clone().unwrap_or_else(|| config.data_dir.join("secret.key"));
+    if path.exists() {
+        if let Some(p) = permission_problem(&path) {
+            anyhow::bail!("{p}");
+        }
+        let s = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        return ServerKey::from_hex(&s).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+    }
+    if config.secret_key_file.is_some() {
+        anyhow::bail!("secret_key_file {} does not exist; create it with: sspr key generate > {}", path.display(), path.display());
+    }
+    let key = ServerKey::generate(rng);
+    sspr_server::tls::write_private(&path, format!("{}\n", key.to_hex()).as_bytes()).map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!(path = %path.display(), "generated a new server key");
+    Ok(key)
+}
+
+/// On first start of an empty built-in directory: the demo user with an email address and
+/// three security questions registered, so a reset can be tried at once.
+pub async fn seed_demo(rt: &Runtime) -> anyhow::Result<bool> {
+    if !rt.config.demo || !rt.builtin.list().await.map_err(|e| anyhow::anyhow!(e))?.is_empty() {
+        return Ok(false);
+    }
+    rt.builtin
+        .add_user(&NewUser {
+            login: DEMO_USER.into(),
+            display_name: "Demo User".into(),
+            password: DEMO_PASSWORD.into(),
+            groups: vec!["staff".into()],
+            email: Some(DEMO_EMAIL.into()),
+            mobile: None,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let now = rt.app.now();
+    rt.store
+        .put_method(&MethodRecord {
+            user_id: DEMO_USER.into(),
+            method: Method::Email,
+            status: MethodStatus::Active,
+            value: DEMO_EMAIL.into(),
+            created_at: now,
+            verified_at: Some(now),
+        })
+        .await?;
+    let mut answers = Vec::new();
+    for (q, a) in DEMO_ANSWERS {
+        let norm = sspr_domain::questions::normalise_answer(a);
+        answers.push((q.to_string(), rt.app.hasher.hash(&norm, rt.app.rng.as_ref()).await.map_err(|e| anyhow::anyhow!("{e}"))?));
+    }
+    rt.store.put_answers(DEMO_USER, &answers, now).await?;
+    rt.store.confirm(DEMO_USER, now).await?;
+    Ok(true)
+}

@@ -1,0 +1,144 @@
+//! `sspr serve`: TLS, the API, the outbox worker and housekeeping, until SIGINT or SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sspr_delivery::{DevSender, OutboxWorker, Sender, SmsSender, SmtpSender, WorkerConfig};
+use sspr_domain::{Clock, SystemClock};
+
+use crate::config::Config;
+use crate::runtime::{self, DEMO_ANSWERS, DEMO_EMAIL, DEMO_PASSWORD, DEMO_USER, Runtime};
+
+pub fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cfg.log_level.clone()));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cfg.log_format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+pub fn init_cli_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let rt = runtime::build(cfg, clock.clone()).await?;
+    let cfg = rt.config.clone();
+    let (cert, key, ca) = match (&cfg.tls.cert_file, &cfg.tls.key_file) {
+        (Some(c), Some(k)) => (c.clone(), k.clone(), None),
+        _ => {
+            let s = sspr_server::tls::ensure_self_signed(&cfg.data_dir.join("tls"), &cfg.tls_names()).map_err(|e| anyhow::anyhow!(e))?;
+            (s.cert, s.key, Some(s.ca))
+        }
+    };
+    let tls = sspr_server::tls::server_config(&cert, &key).map_err(|e| anyhow::anyhow!(e))?;
+    let listener = std::net::TcpListener::bind(cfg.listen).map_err(|e| {
+        anyhow::anyhow!("cannot listen on {}: {e} (set `listen` in the config or SSPR_LISTEN=127.0.0.1:PORT)", cfg.listen)
+    })?;
+    let seeded = runtime::seed_demo(&rt).await?;
+
+    let worker = build_worker(&rt, clock.clone())?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker_task = tokio::spawn(worker.run(stop_rx.clone()));
+    let housekeeping = tokio::spawn(housekeeping(rt.app.clone(), stop_rx));
+
+    banner(&rt, ca.as_deref(), seeded);
+    let state = Arc::new(sspr_server::State { app: rt.app.clone(), trusted_proxies: cfg.trusted_proxies.clone() });
+    let router = sspr_server::router(state);
+    tracing::info!(listen = %cfg.listen, public_url = %cfg.public_url, "sspr is listening");
+    sspr_server::serve(listener, tls, router, shutdown_signal()).await?;
+    tracing::info!("stopping: draining the outbox worker");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), worker_task).await;
+    let _ = housekeeping.await;
+    Ok(())
+}
+
+fn build_worker(rt: &Runtime, clock: Arc<dyn Clock>) -> anyhow::Result<OutboxWorker> {
+    let cfg = &rt.config;
+    let live = cfg.delivery.mode == "live";
+    let (email, sms): (Arc<dyn Sender>, Option<Arc<dyn Sender>>) = if live {
+        let smtp = cfg.delivery.smtp.as_ref().ok_or_else(|| anyhow::anyhow!("delivery.mode = \"live\" needs [delivery.smtp]"))?;
+        let email: Arc<dyn Sender> = Arc::new(SmtpSender::new(smtp).map_err(|e| anyhow::anyhow!("delivery.smtp: {}", e.0))?);
+        let sms: Option<Arc<dyn Sender>> = match &cfg.delivery.sms {
+            Some(s) => Some(Arc::new(SmsSender::new(s).map_err(|e| anyhow::anyhow!("delivery.sms: {}", e.0))?)),
+            None => None,
+        };
+        (email, sms)
+    } else {
+        (Arc::new(DevSender), Some(Arc::new(DevSender)))
+    };
+    let wc = WorkerConfig { keep_bodies: !live, ..WorkerConfig::default() };
+    Ok(OutboxWorker::new(rt.app.store.clone(), email, sms, clock, wc))
+}
+
+/// Expired flows, sessions, codes and counters are deleted every ten minutes.
+async fn housekeeping(app: Arc<sspr_app::App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        match app.store.purge_expired(app.now()).await {
+            Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired rows"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn banner(rt: &Runtime, ca: Option<&std::path::Path>, seeded: bool) {
+    let cfg = &rt.config;
+    let url = cfg.public_url.trim_end_matches('/');
+    let cacert = ca.map(|p| format!(" --cacert {}", p.display())).unwrap_or_default();
+    let mut s = format!("\nsspr is running at {url}  (data: {})\n", cfg.data_dir.display());
+    if cfg.delivery.mode == "dev" {
+        s.push_str("  DEV MODE: no email or SMS leaves this machine; read \"sent\" messages with `sspr outbox`.\n");
+    }
+    if let Some(ca) = ca {
+        s.push_str(&format!("  TLS: development certificate; clients trust {}\n", ca.display()));
+    }
+    if cfg.demo {
+        if seeded {
+            s.push_str("  Demo user created:\n");
+        } else {
+            s.push_str("  Demo user (if not changed since):\n");
+        }
+        s.push_str(&format!(
+            "    login {DEMO_USER}, password {DEMO_PASSWORD}, email {DEMO_EMAIL}, security answers {}\n",
+            DEMO_ANSWERS.iter().map(|(q, a)| format!("{q}={a}")).collect::<Vec<_>>().join(", ")
+        ));
+        s.push_str(&format!(
+            "  Try:  curl{cacert} -s {url}/api/v1/flow/start -H 'content-type: application/json' -d '{{\"user\":\"{DEMO_USER}\"}}'\n"
+        ));
+        s.push_str("  Walk-through: README.md, \"Try a reset in five minutes\".\n");
+    }
+    eprintln!("{s}");
+}

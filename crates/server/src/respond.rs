@@ -1,0 +1,63 @@
+//! Turning service results into HTTP responses. Every error carries a support code that finds
+//! its audit event; errors the services did not audit themselves are audited here.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use sspr_app::{AppError, ErrorKind, RequestCtx};
+use sspr_domain::audit::{Activity, Outcome};
+use sspr_proto::ApiError;
+
+use crate::State;
+
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Invalid | ErrorKind::VerificationFailed => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::TooMany => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::PasswordRejected => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Directory | ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+pub async fn reply<T: Serialize>(state: &State, ctx: &RequestCtx, r: Result<T, AppError>) -> Response {
+    match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => error(state, ctx, e).await,
+    }
+}
+
+pub async fn error(state: &State, ctx: &RequestCtx, e: AppError) -> Response {
+    error_with_status(state, ctx, e, None).await
+}
+
+pub async fn error_with_status(state: &State, ctx: &RequestCtx, e: AppError, status: Option<StatusCode>) -> Response {
+    let e = match e.support_code {
+        Some(_) => e,
+        None => {
+            let mut ev = state.app.event(ctx, Activity::RequestRejected, Outcome::Failure);
+            ev.reason = e.kind.code().into();
+            if e.kind == ErrorKind::Internal {
+                tracing::error!(cause = %e.log, "internal error");
+            }
+            state.app.fail(ev, e).await
+        }
+    };
+    let status = status.unwrap_or_else(|| status_of(e.kind));
+    let body = ApiError {
+        error: e.kind.code().into(),
+        message: e.message.clone(),
+        support_code: e.support_code.clone().unwrap_or_default(),
+        details: e.details.clone(),
+    };
+    let mut resp = (status, axum::Json(body)).into_response();
+    if let Some(secs) = e.retry_after.or((e.kind == ErrorKind::Busy).then_some(5)) {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+        }
+    }
+    resp
+}
