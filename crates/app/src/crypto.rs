@@ -220,9 +220,8 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_are_owasp_argon2id_and_verify() {
-        let pool = HashPool::new(2, Duration::from_secs(5)).map_err(|e| e.to_string());
-        let Ok(pool) = pool else { return assert!(false, "{pool:?}") };
-        let h = pool.hash("correct horse", &OsRandom).await.unwrap_or_default();
+        let pool = HashPool::new(2, Duration::from_secs(5)).unwrap();
+        let h = pool.hash("correct horse", &OsRandom).await.unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
         assert_eq!(pool.verify("correct horse", &h).await.ok(), Some(true));
         assert_eq!(pool.verify("wrong horse", &h).await.ok(), Some(false));
@@ -231,7 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn pool_refuses_when_every_slot_stays_busy() {
-        let Ok(pool) = HashPool::new(1, Duration::from_millis(1)) else { return };
+        let pool = HashPool::new(1, Duration::from_millis(1)).unwrap();
         let held = pool.slots.clone().acquire_owned().await;
         assert!(held.is_ok());
         assert!(matches!(pool.verify("x", "y").await, Err(e) if e.kind == crate::error::ErrorKind::Busy));

@@ -395,6 +395,7 @@ impl App {
         match m {
             Some(m) if open.contains(&m) && flow.state == FlowState::Verifying => Ok(m),
             _ => {
+                ev.activity = Activity::RequestRejected;
                 ev.reason = "method_not_offered".into();
                 Err(self.fail(ev.clone(), AppError::invalid(ctx.t(Msg::MethodNotOffered))).await)
             }
@@ -434,7 +435,9 @@ impl App {
             (_, Method::Questions) => Msg::WrongAnswers,
             _ => Msg::WrongCode,
         };
-        if matches!(miss, Miss::NoCode) {
+        // Only a wrong guess counts towards a block: a missing, spent or expired code is not
+        // evidence of guessing (and racing requests with the one right code must not block).
+        if !matches!(miss, Miss::Wrong) {
             return self.fail(ev, AppError::new(ErrorKind::VerificationFailed, ctx.t(msg))).await;
         }
         let counted = async {

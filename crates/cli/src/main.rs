@@ -1,11 +1,8 @@
 //! `sspr`: the self-service password reset server and its admin CLI.
 
-mod commands;
-mod config;
-mod runtime;
-mod serve;
-
 use std::path::PathBuf;
+
+use sspr::{commands, config, runtime, serve};
 
 use clap::{Parser, Subcommand};
 

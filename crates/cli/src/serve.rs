@@ -26,7 +26,19 @@ pub fn init_cli_logging() {
 }
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let listener = std::net::TcpListener::bind(cfg.listen).map_err(|e| {
+        anyhow::anyhow!("cannot listen on {}: {e} (set `listen` in the config or SSPR_LISTEN=127.0.0.1:PORT)", cfg.listen)
+    })?;
+    run_with(cfg, Arc::new(SystemClock), listener, shutdown_signal()).await
+}
+
+/// What `run` does, with the clock, the socket and the stop signal handed in (for tests).
+pub async fn run_with(
+    cfg: Config,
+    clock: Arc<dyn Clock>,
+    listener: std::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let rt = runtime::build(cfg, clock.clone()).await?;
     let cfg = rt.config.clone();
     let (cert, key, ca) = match (&cfg.tls.cert_file, &cfg.tls.key_file) {
@@ -37,9 +49,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     };
     let tls = sspr_server::tls::server_config(&cert, &key).map_err(|e| anyhow::anyhow!(e))?;
-    let listener = std::net::TcpListener::bind(cfg.listen).map_err(|e| {
-        anyhow::anyhow!("cannot listen on {}: {e} (set `listen` in the config or SSPR_LISTEN=127.0.0.1:PORT)", cfg.listen)
-    })?;
     let seeded = runtime::seed_demo(&rt).await?;
 
     let worker = build_worker(&rt, clock.clone())?;
@@ -51,7 +60,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let state = Arc::new(sspr_server::State { app: rt.app.clone(), trusted_proxies: cfg.trusted_proxies.clone() });
     let router = sspr_server::router(state);
     tracing::info!(listen = %cfg.listen, public_url = %cfg.public_url, "sspr is listening");
-    sspr_server::serve(listener, tls, router, shutdown_signal()).await?;
+    sspr_server::serve(listener, tls, router, shutdown).await?;
     tracing::info!("stopping: draining the outbox worker");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), worker_task).await;

@@ -1,0 +1,7 @@
+//! The `sspr` binary's library half: configuration, the composition root and the commands,
+//! so that integration tests start exactly what `sspr serve` starts.
+
+pub mod commands;
+pub mod config;
+pub mod runtime;
+pub mod serve;

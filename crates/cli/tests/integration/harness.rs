@@ -1,0 +1,420 @@
+//! Starts sspr in-process on a free port with real delivery, and gives tests a client.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::{Method as HttpMethod, StatusCode};
+use serde_json::{Value, json};
+use sspr::config::Config;
+use sspr::runtime::{self, Runtime};
+use sspr_app::ports::{MethodRecord, MethodStatus, Store};
+use sspr_delivery::{SmsConfig, SmtpConfig};
+use sspr_domain::{ManualClock, Method};
+use sspr_store::NewUser;
+
+pub const PASSWORD: &str = "initial-password-for-tests";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// An SMTP listener (Python's aiosmtpd) that stores every message in a maildir.
+pub struct SmtpSink {
+    child: Child,
+    pub port: u16,
+    pub maildir: PathBuf,
+}
+
+impl SmtpSink {
+    pub fn start(dir: &Path) -> SmtpSink {
+        let port = free_port();
+        let maildir = dir.join("maildir");
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd must be installed (see .ci/run)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        SmtpSink { child, port, maildir }
+    }
+
+    /// All messages received so far, as raw text.
+    pub fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(rd) = std::fs::read_dir(self.maildir.join(sub)) {
+                let mut files: Vec<_> = rd.flatten().collect();
+                files.sort_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
+                for f in files {
+                    if let Ok(s) = std::fs::read_to_string(f.path()) {
+                        out.push(s);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A local HTTP server standing in for the SMS gateway (generic JSON kind).
+pub struct SmsGateway {
+    pub port: u16,
+    pub received: Arc<Mutex<Vec<Value>>>,
+    /// When set, the gateway answers 500 (a failing provider).
+    pub failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SmsGateway {
+    pub async fn start() -> SmsGateway {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, f) = (received.clone(), failing.clone());
+        let app = axum::Router::new().route(
+            "/send",
+            axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+                let (r, f) = (r.clone(), f.clone());
+                async move {
+                    if f.load(std::sync::atomic::Ordering::SeqCst) {
+                        return StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    r.lock().unwrap().push(v);
+                    StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        SmsGateway { port, received, failing }
+    }
+
+    pub fn texts(&self) -> Vec<Value> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub clock: ManualClock,
+    pub rt: Runtime,
+    pub smtp: SmtpSink,
+    pub sms: SmsGateway,
+    pub http: reqwest::Client,
+    pub admin_token: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub fn client_for(ca: &Path) -> reqwest::Client {
+    let pem = std::fs::read(ca).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(cfg)
+        .https_only(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub struct Options {
+    pub tweak: Box<dyn FnOnce(&mut Config) + Send>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { tweak: Box::new(|_| {}) }
+    }
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config) + Send + 'static) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let smtp = SmtpSink::start(dir.path());
+        let sms = SmsGateway::start().await;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut cfg = Config {
+            data_dir: dir.path().join("data"),
+            listen: listener.local_addr().unwrap(),
+            public_url: format!("https://localhost:{port}"),
+            organisation: "Contoso".into(),
+            demo: false,
+            ..Config::default()
+        };
+        cfg.delivery.mode = "live".into();
+        let smtp_cfg: SmtpConfig = serde_json::from_value(json!({
+            "host": "127.0.0.1", "port": smtp.port, "tls": "none", "allow_insecure": true, "from": "sspr@contoso.test"
+        }))
+        .unwrap();
+        let token_file = dir.path().join("sms.token");
+        sspr_server::tls::write_private(&token_file, b"t0ken\n").unwrap();
+        let mut sms_cfg: SmsConfig = serde_json::from_value(json!({
+            "kind": "json", "url": format!("http://127.0.0.1:{}/send", sms.port), "allow_insecure": true, "token_file": token_file
+        }))
+        .unwrap();
+        sms_cfg.load_secrets().unwrap();
+        cfg.delivery.smtp = Some(smtp_cfg);
+        cfg.delivery.sms = Some(sms_cfg);
+        cfg.limits.argon2_concurrency = 4;
+        tweak(&mut cfg);
+        std::fs::create_dir_all(&cfg.data_dir).unwrap();
+
+        // Start the clock at a whole TOTP step, a fixed distance from the real time.
+        let start = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 / 30) * 30;
+        let clock = ManualClock::new(start);
+        let rt = runtime::build(cfg.clone(), Arc::new(clock.clone())).await.unwrap();
+        let admin_token = rt.app.create_admin_token(&ctx(), "tests").await.unwrap();
+
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(sspr::serve::run_with(cfg.clone(), Arc::new(clock.clone()), listener, async move {
+            let _ = stop_rx.await;
+        }));
+        let ca = cfg.data_dir.join("tls/ca.pem");
+        for _ in 0..200 {
+            if ca.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let http = client_for(&ca);
+        let url = format!("https://localhost:{port}");
+        for _ in 0..200 {
+            if http.get(format!("{url}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Server { dir, url, clock, rt, smtp, sms, http, admin_token, stop: Some(stop_tx), task: Some(task) }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let r = tokio::time::timeout(Duration::from_secs(20), t).await;
+            assert!(matches!(r, Ok(Ok(Ok(())))), "server did not stop cleanly: {r:?}");
+        }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.rt.config.data_dir.join("tls/ca.pem")
+    }
+
+    /// Adds a user to the built-in directory.
+    pub async fn user(&self, login: &str, groups: &[&str]) {
+        self.rt
+            .builtin
+            .add_user(&NewUser {
+                login: login.into(),
+                display_name: format!("{login} Tester"),
+                password: PASSWORD.into(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                email: None,
+                mobile: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Registers a verified method directly in the store (as an earlier registration would).
+    pub async fn registered(&self, login: &str, method: Method, value: &str) {
+        self.rt
+            .store
+            .put_method(&MethodRecord {
+                user_id: login.into(),
+                method,
+                status: MethodStatus::Active,
+                value: value.into(),
+                created_at: self.clock_now(),
+                verified_at: Some(self.clock_now()),
+            })
+            .await
+            .unwrap();
+    }
+
+    pub fn clock_now(&self) -> i64 {
+        use sspr_domain::Clock;
+        self.clock.now()
+    }
+
+    /// A user with email and phone registered.
+    pub async fn registered_user(&self, login: &str) {
+        self.user(login, &["staff"]).await;
+        self.registered(login, Method::Email, &format!("{login}@contoso.test")).await;
+        self.registered(login, Method::Sms, "+4915112345678").await;
+    }
+
+    pub async fn call(&self, method: HttpMethod, path: &str, bearer: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as(method, path, bearer, body, "logon_screen").await
+    }
+
+    pub async fn call_as(&self, method: HttpMethod, path: &str, bearer: Option<&str>, body: Option<Value>, client: &str) -> (StatusCode, Value) {
+        let mut rb = self.http.request(method, format!("{}{}", self.url, path)).header("x-sspr-client", client);
+        if let Some(b) = bearer {
+            rb = rb.bearer_auth(b);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call(HttpMethod::POST, path, bearer, Some(body)).await
+    }
+
+    pub async fn start_flow(&self, user: &str, kind: &str) -> (StatusCode, Value) {
+        self.post("/api/v1/flow/start", None, json!({ "user": user, "kind": kind })).await
+    }
+
+    /// Starts a reset and returns the flow token; panics unless methods are offered.
+    pub async fn flow(&self, user: &str) -> String {
+        let (s, v) = self.start_flow(user, "reset").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["status"], "choose_method", "{v}");
+        v["flow_token"].as_str().unwrap().to_string()
+    }
+
+    /// Sends an email code and reads it from the SMTP sink.
+    pub async fn email_code(&self, token: &str, to: &str) -> String {
+        let before = self.mail_count(to);
+        let (s, v) = self.post("/api/v1/flow/challenge", Some(token), json!({ "method": "email" })).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        self.wait_mail_code(to, before).await
+    }
+
+    pub fn mail_count(&self, to: &str) -> usize {
+        self.smtp.messages().iter().filter(|m| m.contains(&format!("To: {to}"))).count()
+    }
+
+    /// Waits for message number `before + 1` to `to` and returns the code in it.
+    pub async fn wait_mail_code(&self, to: &str, before: usize) -> String {
+        for _ in 0..200 {
+            let msgs: Vec<String> = self.smtp.messages().into_iter().filter(|m| m.contains(&format!("To: {to}"))).collect();
+            if msgs.len() > before {
+                return extract_code(&msgs[before]).unwrap_or_else(|| panic!("no code in {}", msgs[before]));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no mail to {to} arrived");
+    }
+
+    pub async fn sms_code(&self, token: &str) -> String {
+        let before = self.sms.texts().len();
+        let (s, v) = self.post("/api/v1/flow/challenge", Some(token), json!({ "method": "sms" })).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        self.wait_sms_code(before).await
+    }
+
+    pub async fn wait_sms_code(&self, before: usize) -> String {
+        for _ in 0..200 {
+            let t = self.sms.texts();
+            if t.len() > before {
+                return extract_code(t[before]["message"].as_str().unwrap()).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no text message arrived");
+    }
+
+    pub async fn verify(&self, token: &str, method: &str, code: &str) -> (StatusCode, Value) {
+        self.post("/api/v1/flow/verify", Some(token), json!({ "method": method, "code": code })).await
+    }
+
+    pub async fn set_password(&self, token: &str, pw: &str) -> (StatusCode, Value) {
+        self.post("/api/v1/flow/password", Some(token), json!({ "new_password": pw })).await
+    }
+
+    /// Whether the directory accepts this password (registration sign-in checks it there).
+    pub async fn password_works(&self, user: &str, pw: &str) -> bool {
+        let (s, _) = self.post("/api/v1/session", None, json!({ "user": user, "password": pw })).await;
+        s == StatusCode::OK
+    }
+
+    pub async fn audit(&self, query: &str) -> Vec<Value> {
+        let (s, v) = self.call(HttpMethod::GET, &format!("/api/v1/admin/audit?{query}"), Some(&self.admin_token.clone()), None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v.as_array().unwrap().clone()
+    }
+
+    pub async fn set_policy(&self, f: impl FnOnce(&mut Value)) {
+        let (s, mut p) = self.call(HttpMethod::GET, "/api/v1/admin/policy", Some(&self.admin_token.clone()), None).await;
+        assert_eq!(s, StatusCode::OK);
+        f(&mut p);
+        let (s, v) = self.call(HttpMethod::PUT, "/api/v1/admin/policy", Some(&self.admin_token.clone()), Some(p)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+}
+
+pub fn ctx() -> sspr_app::RequestCtx {
+    sspr_app::RequestCtx::new("local", sspr_domain::ClientType::Cli, sspr_app::Lang::En)
+}
+
+/// The first run of 6 to 8 digits in a message.
+pub fn extract_code(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let j = (i..b.len()).find(|&j| !b[j].is_ascii_digit()).unwrap_or(b.len());
+            if (6..=8).contains(&(j - i)) {
+                return Some(text[i..j].to_string());
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+/// A wrong code of the right shape.
+pub fn wrong(code: &str) -> String {
+    code.chars().map(|c| if c == '9' { '0' } else { char::from(c as u8 + 1) }).collect()
+}

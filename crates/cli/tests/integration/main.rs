@@ -1,0 +1,14 @@
+//! sspr end to end: the real server over real HTTPS, a real SQLite file, a real SMTP listener
+//! (aiosmtpd) and a real HTTP server standing in for the SMS gateway. Time is a manual clock
+//! shared with the server, so every expiry and window is tested at its boundary.
+
+mod harness;
+
+mod admin;
+mod binary;
+mod enumeration;
+mod input;
+mod limits;
+mod register;
+mod reset;
+mod transport;
