@@ -21,15 +21,28 @@ impl App {
             Some(n) => Ok(format!("admin:{n}")),
             None => {
                 let mut ev = self.event(ctx, Activity::AdminAuthFailed, Outcome::Failure);
-                ev.reason = if bearer.is_some() { "bad_token" } else { "no_token" }.into();
-                let err = AppError::new(ErrorKind::Unauthorized, "An admin token is required: send Authorization: Bearer <token> (create one with `sspr admin token create`).");
+                ev.reason = if bearer.is_some() {
+                    "bad_token"
+                } else {
+                    "no_token"
+                }
+                .into();
+                let err = AppError::new(
+                    ErrorKind::Unauthorized,
+                    "An admin token is required: send Authorization: Bearer <token> (create one with `sspr admin token create`).",
+                );
                 Err(self.fail(ev, err).await)
             }
         }
     }
 
     /// Validates and stores a policy; the audit event carries the old and new values.
-    pub async fn set_policy(&self, ctx: &RequestCtx, actor: &str, new: Policy) -> Result<Policy, AppError> {
+    pub async fn set_policy(
+        &self,
+        ctx: &RequestCtx,
+        actor: &str,
+        new: Policy,
+    ) -> Result<Policy, AppError> {
         let mut ev = self.event(ctx, Activity::PolicyChanged, Outcome::Success);
         ev.actor = actor.into();
         ev.target = "policy".into();
@@ -37,7 +50,9 @@ impl App {
         if !problems.is_empty() {
             ev.reason = "invalid_policy".into();
             ev.details = serde_json::json!({ "problems": problems });
-            let err = AppError::invalid(format!("The policy is not valid: {}", problems.join("; "))).with_details(problems);
+            let err =
+                AppError::invalid(format!("The policy is not valid: {}", problems.join("; ")))
+                    .with_details(problems);
             return Err(self.fail(ev, err).await);
         }
         let old = self.policy().await?;
@@ -52,13 +67,26 @@ impl App {
     }
 
     /// Creates an admin API token; only its hash is kept. Returns the token, shown once.
-    pub async fn create_admin_token(&self, ctx: &RequestCtx, name: &str) -> Result<String, AppError> {
+    pub async fn create_admin_token(
+        &self,
+        ctx: &RequestCtx,
+        name: &str,
+    ) -> Result<String, AppError> {
         let name = name.trim();
-        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_alphanumeric() || "-_.@".contains(c)) {
-            return Err(AppError::invalid("The token name must be 1–64 letters, digits, '-', '_', '.' or '@'."));
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_alphanumeric() || "-_.@".contains(c))
+        {
+            return Err(AppError::invalid(
+                "The token name must be 1–64 letters, digits, '-', '_', '.' or '@'.",
+            ));
         }
         let t = format!("{}{}", token(self.rng.as_ref()), token(self.rng.as_ref()));
-        self.store.insert_admin_token(name, &token_hash(&t), self.now()).await?;
+        self.store
+            .insert_admin_token(name, &token_hash(&t), self.now())
+            .await?;
         let mut ev = self.event(ctx, Activity::AdminTokenCreated, Outcome::Success);
         ev.actor = "local-cli".into();
         ev.target = name.into();
@@ -67,7 +95,11 @@ impl App {
     }
 
     /// A user's usable methods and whether they are registered, for admin listings.
-    pub async fn registration_of(&self, user_id: &str, groups: &[String]) -> Result<(bool, Vec<Method>), AppError> {
+    pub async fn registration_of(
+        &self,
+        user_id: &str,
+        groups: &[String],
+    ) -> Result<(bool, Vec<Method>), AppError> {
         let policy = self.policy().await?;
         let methods: Vec<Method> = self
             .store
@@ -77,13 +109,18 @@ impl App {
             .filter(|r| r.status == MethodStatus::Active)
             .map(|r| r.method)
             .collect();
-        Ok((sspr_domain::flow::is_registered(&policy, groups, &methods), methods))
+        Ok((
+            sspr_domain::flow::is_registered(&policy, groups, &methods),
+            methods,
+        ))
     }
 }
 
 /// `{field: {old, new}}` for every top-level field that changed.
 pub fn policy_diff(old: &Policy, new: &Policy) -> serde_json::Value {
-    let (Ok(serde_json::Value::Object(o)), Ok(serde_json::Value::Object(n))) = (serde_json::to_value(old), serde_json::to_value(new)) else {
+    let (Ok(serde_json::Value::Object(o)), Ok(serde_json::Value::Object(n))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
         return serde_json::Value::Null;
     };
     let mut out = serde_json::Map::new();

@@ -22,7 +22,11 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     pub fn new(ip: impl Into<String>, client_type: ClientType, lang: Lang) -> Self {
-        Self { ip: ip.into(), client_type, lang }
+        Self {
+            ip: ip.into(),
+            client_type,
+            lang,
+        }
     }
     pub fn t(&self, m: Msg) -> String {
         t(self.lang, m).to_string()
@@ -101,10 +105,48 @@ impl App {
         support_code(self.rng.as_ref())
     }
 
-    /// `Err` when `key` has `window.max` hits within the window.
+    /// Whether `key` has fewer than `window.max` hits within the window.
     pub async fn within(&self, key: &str, window: sspr_domain::Window) -> Result<bool, AppError> {
         let n = self.store.hits_since(key, self.now() - window.secs).await?;
         Ok(n < window.max)
+    }
+
+    /// The first of `checks` that is exhausted, as the seconds to wait before trying again:
+    /// a block's remaining time, or the full window of a spent limit (waiting that long is
+    /// always enough). `None` when every check passes.
+    pub async fn first_exceeded(
+        &self,
+        blocks: &[String],
+        windows: &[(String, sspr_domain::Window)],
+    ) -> Result<Option<i64>, AppError> {
+        let now = self.now();
+        for b in blocks {
+            if let Some(until) = self.store.blocked_until(b, now).await? {
+                return Ok(Some(until - now));
+            }
+        }
+        for (key, w) in windows {
+            if !self.within(key, *w).await? {
+                return Ok(Some(w.secs));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Counts a failure from the client's IP and blocks the IP once it has too many.
+    pub async fn ip_failure(&self, ip: &str) -> Result<(), AppError> {
+        let now = self.now();
+        let w = self.settings.limits.ip_failures;
+        self.store.hit(&keys::ip_failures(ip), now).await?;
+        if self
+            .store
+            .hits_since(&keys::ip_failures(ip), now - w.secs)
+            .await?
+            >= w.max
+        {
+            self.store.block(&keys::ip_block(ip), now + w.secs).await?;
+        }
+        Ok(())
     }
 
     /// Too-many error in the user's language with a retry hint.
@@ -113,12 +155,29 @@ impl App {
     }
 
     /// Queues an email notice about an account change to the user's addresses.
-    pub async fn notify(&self, ctx: &RequestCtx, recipients: &[String], what_en: &str, what_zh: &str, target: &str) {
+    pub async fn notify(
+        &self,
+        ctx: &RequestCtx,
+        recipients: &[String],
+        what_en: &str,
+        what_zh: &str,
+        target: &str,
+    ) {
         let now = self.now();
         let when = sspr_domain::clock::rfc3339(now);
         for r in recipients {
-            let what = if ctx.lang == Lang::Zh { what_zh } else { what_en };
-            let (subject, body) = crate::messages::notice(ctx.lang, &self.settings.organisation, what, &when, &ctx.ip);
+            let what = if ctx.lang == Lang::Zh {
+                what_zh
+            } else {
+                what_en
+            };
+            let (subject, body) = crate::messages::notice(
+                ctx.lang,
+                &self.settings.organisation,
+                what,
+                &when,
+                &ctx.ip,
+            );
             let mut m = OutboxMessage::new(Channel::Email, r, &subject, &body, now);
             m.target = target.into();
             if let Err(e) = self.store.enqueue(&m).await {

@@ -37,9 +37,20 @@ impl HashPool {
         Self::with_params(permits, wait, ARGON2_M_KIB, ARGON2_T)
     }
 
-    pub fn with_params(permits: usize, wait: Duration, m_kib: u32, t: u32) -> Result<Self, AppError> {
-        let params = Params::new(m_kib, t, ARGON2_P, None).map_err(|e| AppError::internal(format!("argon2 params: {e}")))?;
-        let mut pool = Self { slots: Arc::new(Semaphore::new(permits.max(1))), wait, params, dummy: Arc::new(String::new()) };
+    pub fn with_params(
+        permits: usize,
+        wait: Duration,
+        m_kib: u32,
+        t: u32,
+    ) -> Result<Self, AppError> {
+        let params = Params::new(m_kib, t, ARGON2_P, None)
+            .map_err(|e| AppError::internal(format!("argon2 params: {e}")))?;
+        let mut pool = Self {
+            slots: Arc::new(Semaphore::new(permits.max(1))),
+            wait,
+            params,
+            dummy: Arc::new(String::new()),
+        };
         pool.dummy = Arc::new(pool.hash_blocking("sspr-timing-equaliser", b"dummysaltdummysalt")?);
         Ok(pool)
     }
@@ -49,14 +60,18 @@ impl HashPool {
     }
 
     fn hash_blocking(&self, secret: &str, salt: &[u8]) -> Result<String, AppError> {
-        let salt = SaltString::encode_b64(salt).map_err(|e| AppError::internal(format!("salt: {e}")))?;
+        let salt =
+            SaltString::encode_b64(salt).map_err(|e| AppError::internal(format!("salt: {e}")))?;
         self.argon()
             .hash_password(secret.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| AppError::internal(format!("argon2: {e}")))
     }
 
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce(Argon2<'static>) -> T + Send + 'static) -> Result<T, AppError> {
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Argon2<'static>) -> T + Send + 'static,
+    ) -> Result<T, AppError> {
         let permit = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| AppError::busy())?
@@ -78,7 +93,8 @@ impl HashPool {
         rng.fill(&mut salt);
         let secret = secret.to_owned();
         self.run(move |a| {
-            let salt = SaltString::encode_b64(&salt).map_err(|e| AppError::internal(format!("salt: {e}")))?;
+            let salt = SaltString::encode_b64(&salt)
+                .map_err(|e| AppError::internal(format!("salt: {e}")))?;
             a.hash_password(secret.as_bytes(), &salt)
                 .map(|h| h.to_string())
                 .map_err(|e| AppError::internal(format!("argon2: {e}")))
@@ -130,12 +146,17 @@ impl ServerKey {
     pub fn from_hex(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if s.len() != 64 {
-            return Err(format!("the secret key must be 64 hex characters (32 bytes), found {}", s.len()));
+            return Err(format!(
+                "the secret key must be 64 hex characters (32 bytes), found {}",
+                s.len()
+            ));
         }
         let mut b = [0u8; 32];
         for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-            let pair = std::str::from_utf8(chunk).map_err(|_| "the secret key is not hex".to_string())?;
-            b[i] = u8::from_str_radix(pair, 16).map_err(|_| "the secret key is not hex".to_string())?;
+            let pair =
+                std::str::from_utf8(chunk).map_err(|_| "the secret key is not hex".to_string())?;
+            b[i] = u8::from_str_radix(pair, 16)
+                .map_err(|_| "the secret key is not hex".to_string())?;
         }
         Ok(Self::from_bytes(b))
     }
@@ -172,8 +193,14 @@ impl ServerKey {
     }
 
     /// Encrypts with ChaCha20-Poly1305 under a key derived for `purpose`; hex(nonce ‖ ct).
-    pub fn seal(&self, purpose: &str, plaintext: &[u8], rng: &dyn Random) -> Result<String, AppError> {
-        let cipher = ChaCha20Poly1305::new_from_slice(&self.derive(purpose)).map_err(|_| AppError::internal("aead key"))?;
+    pub fn seal(
+        &self,
+        purpose: &str,
+        plaintext: &[u8],
+        rng: &dyn Random,
+    ) -> Result<String, AppError> {
+        let cipher = ChaCha20Poly1305::new_from_slice(&self.derive(purpose))
+            .map_err(|_| AppError::internal("aead key"))?;
         let mut nonce = [0u8; 12];
         rng.fill(&mut nonce);
         let ct = cipher
@@ -187,10 +214,15 @@ impl ServerKey {
         if raw.len() < 12 + 16 {
             return Err(AppError::internal("sealed value too short"));
         }
-        let cipher = ChaCha20Poly1305::new_from_slice(&self.derive(purpose)).map_err(|_| AppError::internal("aead key"))?;
+        let cipher = ChaCha20Poly1305::new_from_slice(&self.derive(purpose))
+            .map_err(|_| AppError::internal("aead key"))?;
         cipher
             .decrypt(Nonce::from_slice(&raw[..12]), &raw[12..])
-            .map_err(|_| AppError::internal("sealed value does not open under this server key (was secret_key changed?)"))
+            .map_err(|_| {
+                AppError::internal(
+                    "sealed value does not open under this server key (was secret_key changed?)",
+                )
+            })
     }
 
     fn derive(&self, purpose: &str) -> [u8; 32] {
@@ -204,7 +236,7 @@ impl ServerKey {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -233,7 +265,9 @@ mod tests {
         let pool = HashPool::new(1, Duration::from_millis(1)).unwrap();
         let held = pool.slots.clone().acquire_owned().await;
         assert!(held.is_ok());
-        assert!(matches!(pool.verify("x", "y").await, Err(e) if e.kind == crate::error::ErrorKind::Busy));
+        assert!(
+            matches!(pool.verify("x", "y").await, Err(e) if e.kind == crate::error::ErrorKind::Busy)
+        );
     }
 
     #[test]
@@ -249,10 +283,15 @@ mod tests {
     #[test]
     fn sealing_round_trips_and_detects_the_wrong_key() {
         let k = ServerKey::generate(&OsRandom);
-        let s = k.seal("totp", b"JBSWY3DPEHPK3PXP", &OsRandom).unwrap_or_default();
+        let s = k
+            .seal("totp", b"JBSWY3DPEHPK3PXP", &OsRandom)
+            .unwrap_or_default();
         assert_eq!(k.open("totp", &s).ok(), Some(b"JBSWY3DPEHPK3PXP".to_vec()));
         assert!(k.open("other", &s).is_err());
         assert!(ServerKey::generate(&OsRandom).open("totp", &s).is_err());
-        assert_eq!(ServerKey::from_hex(&k.to_hex()).map(|x| x.to_hex()).ok(), Some(k.to_hex()));
+        assert_eq!(
+            ServerKey::from_hex(&k.to_hex()).map(|x| x.to_hex()).ok(),
+            Some(k.to_hex())
+        );
     }
 }

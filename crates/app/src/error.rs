@@ -59,7 +59,16 @@ pub struct AppError {
 
 impl std::fmt::Display for AppError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.kind.code(), if self.log.is_empty() { &self.message } else { &self.log })
+        write!(
+            f,
+            "{}: {}",
+            self.kind.code(),
+            if self.log.is_empty() {
+                &self.message
+            } else {
+                &self.log
+            }
+        )
     }
 }
 
@@ -67,18 +76,31 @@ impl std::error::Error for AppError {}
 
 impl AppError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), details: Vec::new(), support_code: None, log: String::new(), retry_after: None }
+        Self {
+            kind,
+            message: message.into(),
+            details: Vec::new(),
+            support_code: None,
+            log: String::new(),
+            retry_after: None,
+        }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Invalid, message)
     }
     pub fn internal(log: impl Into<String>) -> Self {
-        let mut e = Self::new(ErrorKind::Internal, "Something went wrong on our side. Try again later.");
+        let mut e = Self::new(
+            ErrorKind::Internal,
+            "Something went wrong on our side. Try again later.",
+        );
         e.log = log.into();
         e
     }
     pub fn busy() -> Self {
-        Self::new(ErrorKind::Busy, "The service is busy. Try again in a moment.")
+        Self::new(
+            ErrorKind::Busy,
+            "The service is busy. Try again in a moment.",
+        )
     }
     pub fn with_log(mut self, log: impl Into<String>) -> Self {
         self.log = log.into();

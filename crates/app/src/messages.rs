@@ -13,7 +13,12 @@ impl Lang {
     /// From an `Accept-Language` header or a `lang` value: `zh`, `zh-CN`, `zh-Hans` → Chinese.
     pub fn negotiate(header: &str) -> Lang {
         for part in header.split(',') {
-            let tag = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let tag = part
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if tag.starts_with("zh") {
                 return Lang::Zh;
             }
@@ -126,10 +131,14 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
         (Lang::En, RegistrationRequired) => {
             "More security info is needed before you can reset your password here. Register your security info, or contact your helpdesk."
         }
-        (Lang::Zh, RegistrationRequired) => "需要更多安全信息才能在这里重置密码。请先注册安全信息，或联系你的技术支持。",
+        (Lang::Zh, RegistrationRequired) => {
+            "需要更多安全信息才能在这里重置密码。请先注册安全信息，或联系你的技术支持。"
+        }
         (Lang::En, FlowInvalid) => "This reset session has expired or is not valid. Start again.",
         (Lang::Zh, FlowInvalid) => "此重置会话已过期或无效。请重新开始。",
-        (Lang::En, MethodNotOffered) => "That method is not available at this step. Choose one of the methods offered.",
+        (Lang::En, MethodNotOffered) => {
+            "That method is not available at this step. Choose one of the methods offered."
+        }
         (Lang::Zh, MethodNotOffered) => "此步骤不能使用该方式。请选择列出的方式之一。",
         (Lang::En, CodeSent) => "We sent a code. Enter it here. It expires in a few minutes.",
         (Lang::Zh, CodeSent) => "验证码已发送。请在此输入，几分钟后失效。",
@@ -137,31 +146,45 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
         (Lang::Zh, AnswerQuestions) => "请回答以下安全问题。",
         (Lang::En, EnterTotp) => "Enter the code shown in your authenticator app.",
         (Lang::Zh, EnterTotp) => "请输入身份验证器应用中显示的验证码。",
-        (Lang::En, WrongCode) => "That code is not right, or it has expired. Check it and try again, or ask for a new code.",
+        (Lang::En, WrongCode) => {
+            "That code is not right, or it has expired. Check it and try again, or ask for a new code."
+        }
         (Lang::Zh, WrongCode) => "验证码不正确或已过期。请检查后重试，或重新获取验证码。",
-        (Lang::En, WrongAnswers) => "One or more answers are not right. Try again with a new set of questions.",
+        (Lang::En, WrongAnswers) => {
+            "One or more answers are not right. Try again with a new set of questions."
+        }
         (Lang::Zh, WrongAnswers) => "有答案不正确。请重新获取一组问题再试。",
         (Lang::En, NoCodeWaiting) => "No code is waiting for this method. Ask for a code first.",
         (Lang::Zh, NoCodeWaiting) => "此方式没有待验证的验证码。请先获取验证码。",
-        (Lang::En, DeliveryFailed) => "We could not deliver the code. Choose another method, or try again later.",
+        (Lang::En, DeliveryFailed) => {
+            "We could not deliver the code. Choose another method, or try again later."
+        }
         (Lang::Zh, DeliveryFailed) => "验证码无法送达。请选择其他方式，或稍后再试。",
         (Lang::En, CodeFormat) => "Enter the code as digits only.",
         (Lang::Zh, CodeFormat) => "验证码只能包含数字。",
-        (Lang::En, TooManyCodes) => "Too many codes were requested. Wait a while, or choose another method.",
+        (Lang::En, TooManyCodes) => {
+            "Too many codes were requested. Wait a while, or choose another method."
+        }
         (Lang::Zh, TooManyCodes) => "请求验证码次数过多。请稍后再试，或选择其他方式。",
         (Lang::En, Blocked) => {
             "Your account is temporarily blocked from self-service password reset after too many attempts. Try again later or contact your helpdesk."
         }
-        (Lang::Zh, Blocked) => "尝试次数过多，你的账户暂时无法使用自助密码重置。请稍后再试或联系技术支持。",
+        (Lang::Zh, Blocked) => {
+            "尝试次数过多，你的账户暂时无法使用自助密码重置。请稍后再试或联系技术支持。"
+        }
         (Lang::En, TooManyRequests) => "Too many requests. Wait a while and try again.",
         (Lang::Zh, TooManyRequests) => "请求过多。请稍后再试。",
         (Lang::En, SetPassword) => "Verified. Now choose a new password.",
         (Lang::Zh, SetPassword) => "验证成功。请设置新密码。",
         (Lang::En, ReadyToUnlock) => "Verified. You can now unlock your account.",
         (Lang::Zh, ReadyToUnlock) => "验证成功。现在可以解锁你的账户。",
-        (Lang::En, PasswordChanged) => "Your password has been reset. You can sign in with the new password now.",
+        (Lang::En, PasswordChanged) => {
+            "Your password has been reset. You can sign in with the new password now."
+        }
         (Lang::Zh, PasswordChanged) => "密码已重置。现在可以使用新密码登录。",
-        (Lang::En, AccountUnlocked) => "Your account is unlocked. Sign in with your current password.",
+        (Lang::En, AccountUnlocked) => {
+            "Your account is unlocked. Sign in with your current password."
+        }
         (Lang::Zh, AccountUnlocked) => "账户已解锁。请使用当前密码登录。",
         (Lang::En, DirectoryDown) => {
             "We could not reach the account directory, so nothing was changed. Try again in a few minutes."
@@ -170,46 +193,68 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
         (Lang::En, DirectoryDenied) => {
             "The account directory did not allow this change. Nothing was changed. Contact your helpdesk and give them the support code."
         }
-        (Lang::Zh, DirectoryDenied) => "账户目录不允许此更改，未做任何更改。请联系技术支持并提供支持代码。",
+        (Lang::Zh, DirectoryDenied) => {
+            "账户目录不允许此更改，未做任何更改。请联系技术支持并提供支持代码。"
+        }
         (Lang::En, SignInFailed) => "The user ID or password is not correct.",
         (Lang::Zh, SignInFailed) => "用户 ID 或密码不正确。",
         (Lang::En, EnterPassword) => "Enter your current password.",
         (Lang::Zh, EnterPassword) => "请输入当前密码。",
         (Lang::En, SessionInvalid) => "Your sign-in has expired. Sign in again.",
         (Lang::Zh, SessionInvalid) => "登录已过期。请重新登录。",
-        (Lang::En, NotEnabledForYou) => "Self-service password reset is not enabled for your account. Contact your helpdesk.",
+        (Lang::En, NotEnabledForYou) => {
+            "Self-service password reset is not enabled for your account. Contact your helpdesk."
+        }
         (Lang::Zh, NotEnabledForYou) => "你的账户未启用自助密码重置。请联系技术支持。",
         (Lang::En, Registered) => "You are registered for self-service password reset.",
         (Lang::Zh, Registered) => "你已完成自助密码重置注册。",
-        (Lang::En, NotYetRegistered) => "Add more security info to be able to reset your password yourself.",
+        (Lang::En, NotYetRegistered) => {
+            "Add more security info to be able to reset your password yourself."
+        }
         (Lang::Zh, NotYetRegistered) => "请添加更多安全信息，以便自行重置密码。",
         (Lang::En, MethodDisabled) => "Your administrator has not enabled this method.",
         (Lang::Zh, MethodDisabled) => "管理员未启用此方式。",
         (Lang::En, BadEmail) => "Enter a valid email address, such as name@example.com.",
         (Lang::Zh, BadEmail) => "请输入有效的电子邮件地址，例如 name@example.com。",
-        (Lang::En, BadPhone) => "Enter the mobile number in international form, such as +49 151 12345678.",
+        (Lang::En, BadPhone) => {
+            "Enter the mobile number in international form, such as +49 151 12345678."
+        }
         (Lang::Zh, BadPhone) => "请以国际格式输入手机号码，例如 +86 138 0013 8000。",
-        (Lang::En, AddedPending) => "We sent a code to confirm it. Enter the code to finish adding it.",
+        (Lang::En, AddedPending) => {
+            "We sent a code to confirm it. Enter the code to finish adding it."
+        }
         (Lang::Zh, AddedPending) => "确认码已发送。输入确认码即可完成添加。",
         (Lang::En, Verified) => "Confirmed. This method can now be used to reset your password.",
         (Lang::Zh, Verified) => "已确认。现在可以用此方式重置密码。",
         (Lang::En, QuestionsSaved) => "Your security questions are saved.",
         (Lang::Zh, QuestionsSaved) => "安全问题已保存。",
-        (Lang::En, TotpScan) => "Scan the QR code with your authenticator app, then enter the code it shows.",
+        (Lang::En, TotpScan) => {
+            "Scan the QR code with your authenticator app, then enter the code it shows."
+        }
         (Lang::Zh, TotpScan) => "用身份验证器应用扫描二维码，然后输入显示的验证码。",
         (Lang::En, MethodRemoved) => "The method was removed.",
         (Lang::Zh, MethodRemoved) => "已删除该方式。",
         (Lang::En, Reviewed) => "Thank you. Your security info is confirmed as up to date.",
         (Lang::Zh, Reviewed) => "谢谢。你的安全信息已确认为最新。",
-        (Lang::En, NotSetPasswordStep) => "Verify your identity first; the password can be set only after that.",
+        (Lang::En, NotSetPasswordStep) => {
+            "Verify your identity first; the password can be set only after that."
+        }
         (Lang::Zh, NotSetPasswordStep) => "请先完成身份验证，然后才能设置密码。",
-        (Lang::En, AlreadyFinishing) => "This reset is already being completed. Wait a moment and check again.",
+        (Lang::En, AlreadyFinishing) => {
+            "This reset is already being completed. Wait a moment and check again."
+        }
         (Lang::Zh, AlreadyFinishing) => "此重置正在完成中。请稍候再查看。",
     }
 }
 
 /// Email and SMS texts.
-pub fn code_message(lang: Lang, org: &str, code: &str, minutes: i64, purpose_reset: bool) -> (String, String) {
+pub fn code_message(
+    lang: Lang,
+    org: &str,
+    code: &str,
+    minutes: i64,
+    purpose_reset: bool,
+) -> (String, String) {
     let org = if org.is_empty() { "sspr" } else { org };
     match (lang, purpose_reset) {
         (Lang::En, true) => (
@@ -224,9 +269,14 @@ pub fn code_message(lang: Lang, org: &str, code: &str, minutes: i64, purpose_res
         ),
         (Lang::Zh, true) => (
             format!("{org} 密码重置验证码"),
-            format!("你的 {org} 密码重置验证码是 {code}，{minutes} 分钟内有效。\n\n如果你没有申请重置密码，请忽略此消息并告知技术支持。"),
+            format!(
+                "你的 {org} 密码重置验证码是 {code}，{minutes} 分钟内有效。\n\n如果你没有申请重置密码，请忽略此消息并告知技术支持。"
+            ),
         ),
-        (Lang::Zh, false) => (format!("{org} 验证码"), format!("你的 {org} 验证码是 {code}，{minutes} 分钟内有效。")),
+        (Lang::Zh, false) => (
+            format!("{org} 验证码"),
+            format!("你的 {org} 验证码是 {code}，{minutes} 分钟内有效。"),
+        ),
     }
 }
 
@@ -241,7 +291,9 @@ pub fn notice(lang: Lang, org: &str, what: &str, when: &str, ip: &str) -> (Strin
         ),
         Lang::Zh => (
             format!("{org}：{what}"),
-            format!("{what}\n\n时间：{when}\n来源：{ip}\n\n如果这不是你本人操作，请立即联系技术支持。"),
+            format!(
+                "{what}\n\n时间：{when}\n来源：{ip}\n\n如果这不是你本人操作，请立即联系技术支持。"
+            ),
         ),
     }
 }

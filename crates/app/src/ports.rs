@@ -136,7 +136,13 @@ pub struct OutboxMessage {
 }
 
 impl OutboxMessage {
-    pub fn new(channel: Channel, recipient: &str, subject: &str, body: &str, now: UnixTime) -> Self {
+    pub fn new(
+        channel: Channel,
+        recipient: &str,
+        subject: &str,
+        body: &str,
+        now: UnixTime,
+    ) -> Self {
         Self {
             id: 0,
             channel,
@@ -183,7 +189,13 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_flow(&self, flow: &FlowRecord) -> StoreResult<()>;
     async fn flow(&self, id: &str) -> StoreResult<Option<FlowRecord>>;
     /// Records one more verified method, if `verified` is still what the caller read.
-    async fn flow_verified(&self, id: &str, before: &[Method], after: &[Method], state: FlowState) -> StoreResult<bool>;
+    async fn flow_verified(
+        &self,
+        id: &str,
+        before: &[Method],
+        after: &[Method],
+        state: FlowState,
+    ) -> StoreResult<bool>;
     async fn flow_questions(&self, id: &str, questions: &[String]) -> StoreResult<()>;
     async fn flow_transition(&self, id: &str, from: FlowState, to: FlowState) -> StoreResult<bool>;
     /// Ends every other open flow of the user (a success revokes the rest).
@@ -208,12 +220,22 @@ pub trait Store: Send + Sync + 'static {
 
     async fn methods(&self, user_id: &str) -> StoreResult<Vec<MethodRecord>>;
     async fn put_method(&self, method: &MethodRecord) -> StoreResult<()>;
-    async fn activate_method(&self, user_id: &str, method: Method, now: UnixTime) -> StoreResult<bool>;
+    async fn activate_method(
+        &self,
+        user_id: &str,
+        method: Method,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
     async fn delete_method(&self, user_id: &str, method: Method) -> StoreResult<bool>;
     /// `(question id, Argon2 hash of the normalised answer)`.
     async fn answers(&self, user_id: &str) -> StoreResult<Vec<(String, String)>>;
     /// Replaces the user's answers and marks the questions method active.
-    async fn put_answers(&self, user_id: &str, answers: &[(String, String)], now: UnixTime) -> StoreResult<()>;
+    async fn put_answers(
+        &self,
+        user_id: &str,
+        answers: &[(String, String)],
+        now: UnixTime,
+    ) -> StoreResult<()>;
     /// Accepts a TOTP time step only if it is later than the last one used (no replay).
     async fn totp_use_step(&self, user_id: &str, step: i64) -> StoreResult<bool>;
     async fn confirmed_at(&self, user_id: &str) -> StoreResult<Option<UnixTime>>;
@@ -226,16 +248,31 @@ pub trait Store: Send + Sync + 'static {
     async fn enqueue(&self, message: &OutboxMessage) -> StoreResult<i64>;
     /// Leases up to `limit` due messages to this worker for `lease` seconds. A message whose
     /// worker died is leased again once its lease runs out.
-    async fn claim_outbox(&self, now: UnixTime, lease: i64, limit: u32) -> StoreResult<Vec<OutboxMessage>>;
+    async fn claim_outbox(
+        &self,
+        now: UnixTime,
+        lease: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMessage>>;
     async fn outbox_sent(&self, id: i64, keep_body: bool) -> StoreResult<()>;
     /// `retry_at: None` gives up for good.
-    async fn outbox_failed(&self, id: i64, retry_at: Option<UnixTime>, error: &str) -> StoreResult<()>;
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        retry_at: Option<UnixTime>,
+        error: &str,
+    ) -> StoreResult<()>;
     async fn outbox_list(&self, limit: u32) -> StoreResult<Vec<OutboxMessage>>;
 
     async fn audit(&self, event: &AuditEvent) -> StoreResult<()>;
     async fn audit_query(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
 
-    async fn insert_admin_token(&self, name: &str, token_hash: &str, now: UnixTime) -> StoreResult<()>;
+    async fn insert_admin_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+        now: UnixTime,
+    ) -> StoreResult<()>;
     async fn admin_token(&self, token_hash: &str) -> StoreResult<Option<String>>;
 
     /// Deletes expired flows, sessions, codes and old throttle hits. Returns rows removed.

@@ -7,7 +7,10 @@ use sspr_domain::identity::canonical_login;
 use sspr_domain::questions::check_answer;
 use sspr_domain::random::token;
 use sspr_domain::{Method, Policy};
-use sspr_proto::{Answer, QuestionList, QuestionText, RegisteredMethod, RegistrationStatus, SessionResponse, TotpEnrolment};
+use sspr_proto::{
+    Answer, QuestionList, QuestionText, RegisteredMethod, RegistrationStatus, SessionResponse,
+    TotpEnrolment,
+};
 
 use crate::app::{App, RequestCtx, keys};
 use crate::crypto::token_hash;
@@ -19,28 +22,43 @@ use crate::reset::mask_destination;
 impl App {
     /// Signs in with the current password. Unknown users, disabled users and wrong passwords
     /// get one answer, after the same Argon2 work.
-    pub async fn sign_in(&self, ctx: &RequestCtx, user: &str, password: &str) -> Result<SessionResponse, AppError> {
+    pub async fn sign_in(
+        &self,
+        ctx: &RequestCtx,
+        user: &str,
+        password: &str,
+    ) -> Result<SessionResponse, AppError> {
         let mut ev = self.event(ctx, Activity::RegistrationSignIn, Outcome::Success);
         let Some(login) = canonical_login(user) else {
             ev.reason = "invalid_user_id".into();
-            return Err(self.fail(ev, AppError::invalid(ctx.t(Msg::EnterUserId))).await);
+            return Err(self
+                .fail(ev, AppError::invalid(ctx.t(Msg::EnterUserId)))
+                .await);
         };
         ev.actor = login.clone();
         ev.target = login.clone();
         // Never pass an empty password on: to LDAP it would be an unauthenticated bind.
         if password.trim().is_empty() || password.len() > sspr_domain::password::HARD_MAX_LEN * 4 {
             ev.reason = "empty_password".into();
-            return Err(self.fail(ev, AppError::invalid(ctx.t(Msg::EnterPassword))).await);
+            return Err(self
+                .fail(ev, AppError::invalid(ctx.t(Msg::EnterPassword)))
+                .await);
         }
         let limits = &self.settings.limits;
         let now = self.now();
-        if self.store.blocked_until(&keys::ip_block(&ctx.ip), now).await?.is_some()
-            || !self.within(&keys::ip_starts(&ctx.ip), limits.ip_starts).await?
-            || !self.within(&keys::login_failures(&login), limits.account_failures).await?
-        {
+        let wait = self
+            .first_exceeded(
+                &[keys::ip_block(&ctx.ip)],
+                &[
+                    (keys::ip_starts(&ctx.ip), limits.ip_starts),
+                    (keys::login_failures(&login), limits.account_failures),
+                ],
+            )
+            .await?;
+        if let Some(wait) = wait {
             ev.activity = Activity::RateLimited;
             ev.reason = "sign_in_rate".into();
-            let err = self.too_many(ctx, Msg::TooManyRequests, limits.ip_starts.secs);
+            let err = self.too_many(ctx, Msg::TooManyRequests, wait);
             return Err(self.fail(ev, err).await);
         }
         self.store.hit(&keys::ip_starts(&ctx.ip), now).await?;
@@ -60,20 +78,30 @@ impl App {
             (true, Some(u)) => u,
             (_, found) => {
                 self.store.hit(&keys::login_failures(&login), now).await?;
-                self.store.hit(&keys::ip_failures(&ctx.ip), now).await?;
+                self.ip_failure(&ctx.ip).await?;
                 ev.reason = match found {
                     None => "unknown_user",
                     Some(u) if !u.enabled => "disabled",
                     Some(_) => "wrong_password",
                 }
                 .into();
-                return Err(self.fail(ev, AppError::new(ErrorKind::Unauthorized, ctx.t(Msg::SignInFailed))).await);
+                return Err(self
+                    .fail(
+                        ev,
+                        AppError::new(ErrorKind::Unauthorized, ctx.t(Msg::SignInFailed)),
+                    )
+                    .await);
             }
         };
         let policy = self.policy().await?;
         if !policy.in_scope(&user.groups) {
             ev.reason = "out_of_scope".into();
-            return Err(self.fail(ev, AppError::new(ErrorKind::Forbidden, ctx.t(Msg::NotEnabledForYou))).await);
+            return Err(self
+                .fail(
+                    ev,
+                    AppError::new(ErrorKind::Forbidden, ctx.t(Msg::NotEnabledForYou)),
+                )
+                .await);
         }
         let session_token = token(self.rng.as_ref());
         let session = SessionRecord {
@@ -87,10 +115,18 @@ impl App {
         self.store.insert_session(&session).await?;
         self.record(ev).await;
         let registration = self.registration_status(ctx, &session, &policy).await?;
-        Ok(SessionResponse { session_token, expires_in: limits.session_ttl_secs, registration })
+        Ok(SessionResponse {
+            session_token,
+            expires_in: limits.session_ttl_secs,
+            registration,
+        })
     }
 
-    pub async fn session(&self, ctx: &RequestCtx, session_token: &str) -> Result<SessionRecord, AppError> {
+    pub async fn session(
+        &self,
+        ctx: &RequestCtx,
+        session_token: &str,
+    ) -> Result<SessionRecord, AppError> {
         let invalid = || AppError::new(ErrorKind::Unauthorized, ctx.t(Msg::SessionInvalid));
         if session_token.len() != 32 {
             return Err(invalid());
@@ -105,7 +141,11 @@ impl App {
         Ok(self.store.delete_session(&session.id).await?)
     }
 
-    pub async fn my_status(&self, ctx: &RequestCtx, s: &SessionRecord) -> Result<RegistrationStatus, AppError> {
+    pub async fn my_status(
+        &self,
+        ctx: &RequestCtx,
+        s: &SessionRecord,
+    ) -> Result<RegistrationStatus, AppError> {
         let policy = self.policy().await?;
         self.registration_status(ctx, s, &policy).await
     }
@@ -115,20 +155,39 @@ impl App {
         let questions = policy
             .question_ids()
             .into_iter()
-            .map(|id| QuestionText { text: policy.question_text(&id, ctx.lang.tag()).unwrap_or_default(), id })
+            .map(|id| QuestionText {
+                text: policy
+                    .question_text(&id, ctx.lang.tag())
+                    .unwrap_or_default(),
+                id,
+            })
             .collect();
-        Ok(QuestionList { questions, to_register: policy.questions_to_register })
+        Ok(QuestionList {
+            questions,
+            to_register: policy.questions_to_register,
+        })
     }
 
     /// Adds (or replaces) an email address or mobile number, pending until its code is entered.
-    pub async fn add_contact(&self, ctx: &RequestCtx, s: &SessionRecord, method: Method, value: &str) -> Result<RegistrationStatus, AppError> {
+    pub async fn add_contact(
+        &self,
+        ctx: &RequestCtx,
+        s: &SessionRecord,
+        method: Method,
+        value: &str,
+    ) -> Result<RegistrationStatus, AppError> {
         let mut ev = self.session_event(ctx, s, Activity::SecurityInfoAdded);
         ev.details = serde_json::json!({ "method": method });
         let policy = self.policy().await?;
-        self.require_method_allowed(ctx, s, &policy, method, &mut ev).await?;
+        self.require_method_allowed(ctx, s, &policy, method, &mut ev)
+            .await?;
         let value = match method {
-            Method::Email => normalise_email(value).ok_or_else(|| AppError::invalid(ctx.t(Msg::BadEmail))),
-            Method::Sms => normalise_phone(value).ok_or_else(|| AppError::invalid(ctx.t(Msg::BadPhone))),
+            Method::Email => {
+                normalise_email(value).ok_or_else(|| AppError::invalid(ctx.t(Msg::BadEmail)))
+            }
+            Method::Sms => {
+                normalise_phone(value).ok_or_else(|| AppError::invalid(ctx.t(Msg::BadPhone)))
+            }
             _ => Err(AppError::invalid(ctx.t(Msg::MethodDisabled))),
         };
         let value = match value {
@@ -139,26 +198,49 @@ impl App {
             }
         };
         let limits = &self.settings.limits;
-        if !self.within(&keys::account_codes(&s.user_id), limits.account_codes).await?
-            || !self.within(&keys::destination(&value), limits.destination_codes).await?
-        {
+        let windows = [
+            (keys::account_codes(&s.user_id), limits.account_codes),
+            (keys::destination(&value), limits.destination_codes),
+        ];
+        if let Some(wait) = self.first_exceeded(&[], &windows).await? {
             ev.activity = Activity::RateLimited;
             ev.reason = "code_rate".into();
-            let err = self.too_many(ctx, Msg::TooManyCodes, limits.account_codes.secs);
+            let err = self.too_many(ctx, Msg::TooManyCodes, wait);
             return Err(self.fail(ev, err).await);
         }
         let now = self.now();
         // A new address waits beside the active one (its own pending row) and replaces it only
         // once confirmed, so a typo never costs the user a working method.
         let existing = self.store.methods(&s.user_id).await?;
-        if existing.iter().any(|r| r.method == method && r.status == MethodStatus::Active && r.value == value) {
+        if existing
+            .iter()
+            .any(|r| r.method == method && r.status == MethodStatus::Active && r.value == value)
+        {
             return self.my_status(ctx, s).await;
         }
         self.store
-            .put_method(&MethodRecord { user_id: s.user_id.clone(), method, status: MethodStatus::Pending, value: value.clone(), created_at: now, verified_at: None })
+            .put_method(&MethodRecord {
+                user_id: s.user_id.clone(),
+                method,
+                status: MethodStatus::Pending,
+                value: value.clone(),
+                created_at: now,
+                verified_at: None,
+            })
             .await?;
-        self.send_code(ctx, &reg_owner(&s.user_id), method, &value, false, &s.login, None).await?;
-        self.store.hit(&keys::account_codes(&s.user_id), now).await?;
+        self.send_code(
+            ctx,
+            &reg_owner(&s.user_id),
+            method,
+            &value,
+            false,
+            &s.login,
+            None,
+        )
+        .await?;
+        self.store
+            .hit(&keys::account_codes(&s.user_id), now)
+            .await?;
         ev.details = serde_json::json!({ "method": method, "destination": mask_destination(method, &value) });
         self.record(ev).await;
         let mut st = self.my_status(ctx, s).await?;
@@ -167,43 +249,79 @@ impl App {
     }
 
     /// Confirms a pending email or phone with the code sent to it.
-    pub async fn confirm_contact(&self, ctx: &RequestCtx, s: &SessionRecord, method: Method, code: &str) -> Result<RegistrationStatus, AppError> {
+    pub async fn confirm_contact(
+        &self,
+        ctx: &RequestCtx,
+        s: &SessionRecord,
+        method: Method,
+        code: &str,
+    ) -> Result<RegistrationStatus, AppError> {
         let mut ev = self.session_event(ctx, s, Activity::SecurityInfoVerified);
         ev.details = serde_json::json!({ "method": method });
-        match self.check_code(ctx, &reg_owner(&s.user_id), method, Some(code)).await? {
+        match self
+            .check_code(ctx, &reg_owner(&s.user_id), method, Some(code))
+            .await?
+        {
             Ok(()) => {}
             Err(_) => {
-                self.store.hit(&keys::account_failures(&s.user_id), self.now()).await?;
+                self.store
+                    .hit(&keys::account_failures(&s.user_id), self.now())
+                    .await?;
                 ev.reason = "wrong_code".into();
-                return Err(self.fail(ev, AppError::new(ErrorKind::VerificationFailed, ctx.t(Msg::WrongCode))).await);
+                return Err(self
+                    .fail(
+                        ev,
+                        AppError::new(ErrorKind::VerificationFailed, ctx.t(Msg::WrongCode)),
+                    )
+                    .await);
             }
         }
-        self.store.activate_method(&s.user_id, method, self.now()).await?;
+        self.store
+            .activate_method(&s.user_id, method, self.now())
+            .await?;
         self.record(ev).await;
-        self.after_change(ctx, s, "Security info was added to your account", "你的账户添加了安全信息").await?;
+        self.after_change(
+            ctx,
+            s,
+            "Security info was added to your account",
+            "你的账户添加了安全信息",
+        )
+        .await?;
         let mut st = self.my_status(ctx, s).await?;
         st.message = ctx.t(Msg::Verified);
         Ok(st)
     }
 
-    pub async fn set_questions(&self, ctx: &RequestCtx, s: &SessionRecord, answers: &[Answer]) -> Result<RegistrationStatus, AppError> {
+    pub async fn set_questions(
+        &self,
+        ctx: &RequestCtx,
+        s: &SessionRecord,
+        answers: &[Answer],
+    ) -> Result<RegistrationStatus, AppError> {
         let mut ev = self.session_event(ctx, s, Activity::SecurityInfoAdded);
         ev.details = serde_json::json!({ "method": Method::Questions });
         let policy = self.policy().await?;
-        self.require_method_allowed(ctx, s, &policy, Method::Questions, &mut ev).await?;
+        self.require_method_allowed(ctx, s, &policy, Method::Questions, &mut ev)
+            .await?;
         let problem = |m: String| AppError::invalid(m);
         let want = policy.questions_to_register as usize;
         let checked: Result<Vec<(String, String)>, AppError> = (|| {
             if answers.len() != want {
-                return Err(problem(format!("Answer exactly {want} different questions.")));
+                return Err(problem(format!(
+                    "Answer exactly {want} different questions."
+                )));
             }
             let ids = policy.question_ids();
             let mut out: Vec<(String, String)> = Vec::new();
             for a in answers {
                 if !ids.contains(&a.question_id) {
-                    return Err(problem(format!("Unknown question {:?}; pick from GET /api/v1/questions.", a.question_id)));
+                    return Err(problem(format!(
+                        "Unknown question {:?}; pick from GET /api/v1/questions.",
+                        a.question_id
+                    )));
                 }
-                let norm = check_answer(&a.answer).map_err(|m| problem(format!("{}: {m}", a.question_id)))?;
+                let norm = check_answer(&a.answer)
+                    .map_err(|m| problem(format!("{}: {m}", a.question_id)))?;
                 if out.iter().any(|(q, _)| q == &a.question_id) {
                     return Err(problem("Each question can be chosen only once.".into()));
                 }
@@ -225,39 +343,75 @@ impl App {
         for (q, norm) in checked {
             hashed.push((q, self.hasher.hash(&norm, self.rng.as_ref()).await?));
         }
-        self.store.put_answers(&s.user_id, &hashed, self.now()).await?;
+        self.store
+            .put_answers(&s.user_id, &hashed, self.now())
+            .await?;
         self.record(ev).await;
-        self.after_change(ctx, s, "Your security questions were changed", "你的安全问题已更改").await?;
+        self.after_change(
+            ctx,
+            s,
+            "Your security questions were changed",
+            "你的安全问题已更改",
+        )
+        .await?;
         let mut st = self.my_status(ctx, s).await?;
         st.message = ctx.t(Msg::QuestionsSaved);
         Ok(st)
     }
 
     /// Starts authenticator enrolment: a new secret, pending until a code from it is entered.
-    pub async fn enrol_totp(&self, ctx: &RequestCtx, s: &SessionRecord) -> Result<TotpEnrolment, AppError> {
+    pub async fn enrol_totp(
+        &self,
+        ctx: &RequestCtx,
+        s: &SessionRecord,
+    ) -> Result<TotpEnrolment, AppError> {
         let mut ev = self.session_event(ctx, s, Activity::SecurityInfoAdded);
         ev.details = serde_json::json!({ "method": Method::Totp });
         let policy = self.policy().await?;
-        self.require_method_allowed(ctx, s, &policy, Method::Totp, &mut ev).await?;
+        self.require_method_allowed(ctx, s, &policy, Method::Totp, &mut ev)
+            .await?;
         let mut secret = [0u8; 20];
         self.rng.fill(&mut secret);
         let sealed = self.key.seal("totp", &secret, self.rng.as_ref())?;
         self.store
-            .put_method(&MethodRecord { user_id: s.user_id.clone(), method: Method::Totp, status: MethodStatus::Pending, value: sealed, created_at: self.now(), verified_at: None })
+            .put_method(&MethodRecord {
+                user_id: s.user_id.clone(),
+                method: Method::Totp,
+                status: MethodStatus::Pending,
+                value: sealed,
+                created_at: self.now(),
+                verified_at: None,
+            })
             .await?;
-        let issuer = if self.settings.organisation.is_empty() { "sspr" } else { &self.settings.organisation };
+        let issuer = if self.settings.organisation.is_empty() {
+            "sspr"
+        } else {
+            &self.settings.organisation
+        };
         let uri = crate::totp::otpauth_uri(&secret, issuer, &s.login);
         self.record(ev).await;
-        Ok(TotpEnrolment { secret: crate::totp::base32(&secret), qr_svg: crate::totp::qr_svg(&uri), otpauth_uri: uri, message: ctx.t(Msg::TotpScan) })
+        Ok(TotpEnrolment {
+            secret: crate::totp::base32(&secret),
+            qr_svg: crate::totp::qr_svg(&uri),
+            otpauth_uri: uri,
+            message: ctx.t(Msg::TotpScan),
+        })
     }
 
-    pub async fn confirm_totp(&self, ctx: &RequestCtx, s: &SessionRecord, code: &str) -> Result<RegistrationStatus, AppError> {
+    pub async fn confirm_totp(
+        &self,
+        ctx: &RequestCtx,
+        s: &SessionRecord,
+        code: &str,
+    ) -> Result<RegistrationStatus, AppError> {
         let mut ev = self.session_event(ctx, s, Activity::SecurityInfoVerified);
         ev.details = serde_json::json!({ "method": Method::Totp });
         let records = self.store.methods(&s.user_id).await?;
         let Some(rec) = records.iter().find(|r| r.method == Method::Totp) else {
             ev.reason = "no_enrolment".into();
-            return Err(self.fail(ev, AppError::invalid(ctx.t(Msg::NoCodeWaiting))).await);
+            return Err(self
+                .fail(ev, AppError::invalid(ctx.t(Msg::NoCodeWaiting)))
+                .await);
         };
         let secret = self.key.open("totp", &rec.value)?;
         let step = crate::totp::matching_step(&secret, code.trim(), self.now());
@@ -266,36 +420,69 @@ impl App {
             None => false,
         };
         if !accepted {
-            self.store.hit(&keys::account_failures(&s.user_id), self.now()).await?;
+            self.store
+                .hit(&keys::account_failures(&s.user_id), self.now())
+                .await?;
             ev.reason = "wrong_code".into();
-            return Err(self.fail(ev, AppError::new(ErrorKind::VerificationFailed, ctx.t(Msg::WrongCode))).await);
+            return Err(self
+                .fail(
+                    ev,
+                    AppError::new(ErrorKind::VerificationFailed, ctx.t(Msg::WrongCode)),
+                )
+                .await);
         }
-        self.store.activate_method(&s.user_id, Method::Totp, self.now()).await?;
+        self.store
+            .activate_method(&s.user_id, Method::Totp, self.now())
+            .await?;
         self.record(ev).await;
-        self.after_change(ctx, s, "An authenticator app was added to your account", "你的账户添加了身份验证器应用").await?;
+        self.after_change(
+            ctx,
+            s,
+            "An authenticator app was added to your account",
+            "你的账户添加了身份验证器应用",
+        )
+        .await?;
         let mut st = self.my_status(ctx, s).await?;
         st.message = ctx.t(Msg::Verified);
         Ok(st)
     }
 
-    pub async fn remove_method(&self, ctx: &RequestCtx, s: &SessionRecord, method: Method) -> Result<RegistrationStatus, AppError> {
+    pub async fn remove_method(
+        &self,
+        ctx: &RequestCtx,
+        s: &SessionRecord,
+        method: Method,
+    ) -> Result<RegistrationStatus, AppError> {
         let mut ev = self.session_event(ctx, s, Activity::SecurityInfoDeleted);
         ev.details = serde_json::json!({ "method": method });
         if !self.store.delete_method(&s.user_id, method).await? {
             ev.reason = "not_registered".into();
-            return Err(self.fail(ev, AppError::invalid(format!("{method} is not registered"))).await);
+            return Err(self
+                .fail(ev, AppError::invalid(format!("{method} is not registered")))
+                .await);
         }
         self.record(ev).await;
-        self.after_change(ctx, s, "Security info was removed from your account", "你的账户删除了安全信息").await?;
+        self.after_change(
+            ctx,
+            s,
+            "Security info was removed from your account",
+            "你的账户删除了安全信息",
+        )
+        .await?;
         let mut st = self.my_status(ctx, s).await?;
         st.message = ctx.t(Msg::MethodRemoved);
         Ok(st)
     }
 
     /// The user looked over their methods and says they are current (reconfirmation).
-    pub async fn reconfirm(&self, ctx: &RequestCtx, s: &SessionRecord) -> Result<RegistrationStatus, AppError> {
+    pub async fn reconfirm(
+        &self,
+        ctx: &RequestCtx,
+        s: &SessionRecord,
+    ) -> Result<RegistrationStatus, AppError> {
         self.store.confirm(&s.user_id, self.now()).await?;
-        self.record(self.session_event(ctx, s, Activity::SecurityInfoReviewed)).await;
+        self.record(self.session_event(ctx, s, Activity::SecurityInfoReviewed))
+            .await;
         let mut st = self.my_status(ctx, s).await?;
         st.message = ctx.t(Msg::Reviewed);
         Ok(st)
@@ -303,7 +490,12 @@ impl App {
 
     // -----------------------------------------------------------------------------------------
 
-    fn session_event(&self, ctx: &RequestCtx, s: &SessionRecord, a: Activity) -> sspr_domain::AuditEvent {
+    fn session_event(
+        &self,
+        ctx: &RequestCtx,
+        s: &SessionRecord,
+        a: Activity,
+    ) -> sspr_domain::AuditEvent {
         let mut ev = self.event(ctx, a, Outcome::Success);
         ev.actor = s.login.clone();
         ev.target = s.login.clone();
@@ -328,16 +520,31 @@ impl App {
             return Ok(());
         }
         ev.reason = "method_disabled".into();
-        Err(self.fail(ev.clone(), AppError::new(ErrorKind::Forbidden, ctx.t(Msg::MethodDisabled))).await)
+        Err(self
+            .fail(
+                ev.clone(),
+                AppError::new(ErrorKind::Forbidden, ctx.t(Msg::MethodDisabled)),
+            )
+            .await)
     }
 
     /// After any change: confirm the registration date, audit "registered all required" when
     /// this change completed it, and tell the user.
-    async fn after_change(&self, ctx: &RequestCtx, s: &SessionRecord, en: &str, zh: &str) -> Result<(), AppError> {
+    async fn after_change(
+        &self,
+        ctx: &RequestCtx,
+        s: &SessionRecord,
+        en: &str,
+        zh: &str,
+    ) -> Result<(), AppError> {
         self.store.confirm(&s.user_id, self.now()).await?;
         let policy = self.policy().await?;
         let records = self.store.methods(&s.user_id).await?;
-        let usable: Vec<Method> = records.iter().filter(|r| r.status == MethodStatus::Active).map(|r| r.method).collect();
+        let usable: Vec<Method> = records
+            .iter()
+            .filter(|r| r.status == MethodStatus::Active)
+            .map(|r| r.method)
+            .collect();
         if is_registered(&policy, &s.groups, &usable) {
             let mut ev = self.session_event(ctx, s, Activity::RegisteredAllRequired);
             ev.details = serde_json::json!({ "methods": usable });
@@ -354,21 +561,34 @@ impl App {
         Ok(())
     }
 
-    async fn registration_status(&self, ctx: &RequestCtx, s: &SessionRecord, policy: &Policy) -> Result<RegistrationStatus, AppError> {
+    async fn registration_status(
+        &self,
+        ctx: &RequestCtx,
+        s: &SessionRecord,
+        policy: &Policy,
+    ) -> Result<RegistrationStatus, AppError> {
         let records = self.store.methods(&s.user_id).await?;
         let req = policy.requirement_for(&s.groups);
-        let usable: Vec<Method> = records.iter().filter(|r| r.status == MethodStatus::Active).map(|r| r.method).collect();
+        let usable: Vec<Method> = records
+            .iter()
+            .filter(|r| r.status == MethodStatus::Active)
+            .map(|r| r.method)
+            .collect();
         let registered = is_registered(policy, &s.groups, &usable);
         let confirmed = self.store.confirmed_at(&s.user_id).await?;
         let reconfirm_due = policy.reconfirm_days > 0
             && registered
-            && confirmed.is_none_or(|c| self.now() >= c + i64::from(policy.reconfirm_days) * 86_400);
+            && confirmed
+                .is_none_or(|c| self.now() >= c + i64::from(policy.reconfirm_days) * 86_400);
         let methods = records
             .iter()
             .map(|r| RegisteredMethod {
                 method: r.method.as_str().into(),
                 status: r.status.as_str().into(),
-                destination: r.method.sends_code().then(|| mask_destination(r.method, &r.value)),
+                destination: r
+                    .method
+                    .sends_code()
+                    .then(|| mask_destination(r.method, &r.value)),
             })
             .collect();
         let available = req
@@ -389,7 +609,11 @@ impl App {
             questions_to_register: policy.questions_to_register,
             methods,
             reconfirm_due,
-            message: ctx.t(if registered { Msg::Registered } else { Msg::NotYetRegistered }),
+            message: ctx.t(if registered {
+                Msg::Registered
+            } else {
+                Msg::NotYetRegistered
+            }),
         })
     }
 }
@@ -408,7 +632,9 @@ pub fn normalise_email(raw: &str) -> Option<String> {
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && !s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;:\"()[]\\".contains(c))
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>,;:\"()[]\\".contains(c))
         && !domain.contains('@');
     ok.then(|| format!("{local}@{}", domain.to_ascii_lowercase()))
 }
@@ -418,7 +644,10 @@ pub fn normalise_email(raw: &str) -> Option<String> {
 pub fn normalise_phone(raw: &str) -> Option<String> {
     let s = raw.trim();
     let rest = s.strip_prefix('+')?;
-    if !rest.chars().all(|c| c.is_ascii_digit() || " .-()".contains(c)) {
+    if !rest
+        .chars()
+        .all(|c| c.is_ascii_digit() || " .-()".contains(c))
+    {
         return None;
     }
     let digits: String = rest.chars().filter(char::is_ascii_digit).collect();
@@ -431,15 +660,29 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(normalise_email(" Alice@Example.COM "), Some("Alice@example.com".into()));
-        for bad in ["a@b", "a b@c.d", "a@b.c\r\nBcc: x@y.z", "a@b.c,d@e.f", "<a@b.c>", "@b.c", "a@@b.c"] {
+        assert_eq!(
+            normalise_email(" Alice@Example.COM "),
+            Some("Alice@example.com".into())
+        );
+        for bad in [
+            "a@b",
+            "a b@c.d",
+            "a@b.c\r\nBcc: x@y.z",
+            "a@b.c,d@e.f",
+            "<a@b.c>",
+            "@b.c",
+            "a@@b.c",
+        ] {
             assert_eq!(normalise_email(bad), None, "{bad:?}");
         }
     }
 
     #[test]
     fn phones() {
-        assert_eq!(normalise_phone("+49 151 1234-5678"), Some("+4915112345678".into()));
+        assert_eq!(
+            normalise_phone("+49 151 1234-5678"),
+            Some("+4915112345678".into())
+        );
         assert_eq!(normalise_phone("0151 12345678"), None);
         assert_eq!(normalise_phone("+1"), None);
         assert_eq!(normalise_phone("+49 151 CALLME"), None);

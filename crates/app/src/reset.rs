@@ -12,7 +12,9 @@ use crate::app::{App, RequestCtx, keys};
 use crate::crypto::token_hash;
 use crate::error::{AppError, ErrorKind};
 use crate::messages::{Lang, Msg, code_message};
-use crate::ports::{Channel, CodeRecord, DirError, DirUser, FlowRecord, MethodRecord, MethodStatus, OutboxMessage};
+use crate::ports::{
+    Channel, CodeRecord, DirError, DirUser, FlowRecord, MethodRecord, MethodStatus, OutboxMessage,
+};
 
 /// Why a verification failed; recorded in the audit log as the reason.
 pub(crate) enum Miss {
@@ -25,7 +27,12 @@ impl App {
     /// Step 1. Every user ID that cannot reset (unknown, disabled, out of scope, unregistered)
     /// gets the same answer, and the same work is done for it, so the answer and its timing
     /// reveal nothing.
-    pub async fn start_flow(&self, ctx: &RequestCtx, user: &str, kind: FlowKind) -> Result<FlowResponse, AppError> {
+    pub async fn start_flow(
+        &self,
+        ctx: &RequestCtx,
+        user: &str,
+        kind: FlowKind,
+    ) -> Result<FlowResponse, AppError> {
         let activity = match kind {
             FlowKind::Reset => Activity::ResetStarted,
             FlowKind::Unlock => Activity::UnlockStarted,
@@ -33,20 +40,28 @@ impl App {
         let mut ev = self.event(ctx, activity, Outcome::Success);
         let Some(login) = canonical_login(user) else {
             ev.reason = "invalid_user_id".into();
-            return Err(self.fail(ev, AppError::invalid(ctx.t(Msg::EnterUserId))).await);
+            return Err(self
+                .fail(ev, AppError::invalid(ctx.t(Msg::EnterUserId)))
+                .await);
         };
         ev.target = login.clone();
         ev.actor = login.clone();
         let limits = &self.settings.limits;
         let now = self.now();
 
-        if self.store.blocked_until(&keys::ip_block(&ctx.ip), now).await?.is_some()
-            || !self.within(&keys::ip_starts(&ctx.ip), limits.ip_starts).await?
-            || !self.within(&keys::login_starts(&login), limits.account_starts).await?
-        {
+        let wait = self
+            .first_exceeded(
+                &[keys::ip_block(&ctx.ip)],
+                &[
+                    (keys::ip_starts(&ctx.ip), limits.ip_starts),
+                    (keys::login_starts(&login), limits.account_starts),
+                ],
+            )
+            .await?;
+        if let Some(wait) = wait {
             ev.activity = Activity::RateLimited;
             ev.reason = "start_rate".into();
-            let err = self.too_many(ctx, Msg::TooManyRequests, limits.ip_starts.secs);
+            let err = self.too_many(ctx, Msg::TooManyRequests, wait);
             return Err(self.fail(ev, err).await);
         }
         self.store.hit(&keys::ip_starts(&ctx.ip), now).await?;
@@ -58,9 +73,15 @@ impl App {
             Err(e) => return Err(self.directory_failure(ctx, ev, e).await),
         };
         // Read registrations whether or not the user exists: the same queries either way.
-        let id_for_lookup = found.as_ref().map(|u| u.id.clone()).unwrap_or_else(|| login.clone());
+        let id_for_lookup = found
+            .as_ref()
+            .map(|u| u.id.clone())
+            .unwrap_or_else(|| login.clone());
         let records = self.store.methods(&id_for_lookup).await?;
-        let blocked = self.store.blocked_until(&keys::account_block(&id_for_lookup), now).await?;
+        let blocked = self
+            .store
+            .blocked_until(&keys::account_block(&id_for_lookup), now)
+            .await?;
 
         let empty = Vec::new();
         let (exists, enabled, groups) = match &found {
@@ -71,7 +92,12 @@ impl App {
             Some(u) => self.usable_methods(u, &records),
             None => Vec::new(),
         };
-        let applicant = Applicant { exists, enabled, groups, registered: &usable };
+        let applicant = Applicant {
+            exists,
+            enabled,
+            groups,
+            registered: &usable,
+        };
         let verdict = eligibility(&policy, kind, &applicant);
 
         let flow_token = token(self.rng.as_ref());
@@ -127,7 +153,8 @@ impl App {
                     let err = self.too_many(ctx, Msg::Blocked, until - now);
                     return Err(self.fail(ev, err).await);
                 }
-                ev.details = serde_json::json!({ "methods": flow.usable, "required": flow.required });
+                ev.details =
+                    serde_json::json!({ "methods": flow.usable, "required": flow.required });
                 self.record(ev).await;
                 let mut r = self.flow_response(ctx, &flow, &records);
                 r.flow_token = Some(flow_token);
@@ -137,14 +164,23 @@ impl App {
     }
 
     /// The flow's current state.
-    pub async fn flow_status(&self, ctx: &RequestCtx, flow_token: &str) -> Result<FlowResponse, AppError> {
+    pub async fn flow_status(
+        &self,
+        ctx: &RequestCtx,
+        flow_token: &str,
+    ) -> Result<FlowResponse, AppError> {
         let flow = self.open_flow(ctx, flow_token).await?;
         let records = self.store.methods(&flow.user_id).await?;
         Ok(self.flow_response(ctx, &flow, &records))
     }
 
     /// Step 2: send a code, draw questions, or ask for the authenticator code.
-    pub async fn challenge(&self, ctx: &RequestCtx, flow_token: &str, method: &str) -> Result<ChallengeResponse, AppError> {
+    pub async fn challenge(
+        &self,
+        ctx: &RequestCtx,
+        flow_token: &str,
+        method: &str,
+    ) -> Result<ChallengeResponse, AppError> {
         let flow = self.open_flow(ctx, flow_token).await?;
         let mut ev = self.flow_event(ctx, &flow, Activity::CodeSent);
         let method = self.pick_method(ctx, &flow, method, &mut ev).await?;
@@ -156,17 +192,30 @@ impl App {
             Method::Email | Method::Sms => {
                 let records = self.store.methods(&flow.user_id).await?;
                 let dest = self.destination(&flow, &records, method).await?;
-                if !self.within(&keys::account_codes(&flow.user_id), limits.account_codes).await?
-                    || !self.within(&keys::destination(&dest), limits.destination_codes).await?
-                {
+                let windows = [
+                    (keys::account_codes(&flow.user_id), limits.account_codes),
+                    (keys::destination(&dest), limits.destination_codes),
+                ];
+                if let Some(wait) = self.first_exceeded(&[], &windows).await? {
                     ev.activity = Activity::RateLimited;
                     ev.reason = "code_rate".into();
-                    let err = self.too_many(ctx, Msg::TooManyCodes, limits.account_codes.secs);
+                    let err = self.too_many(ctx, Msg::TooManyCodes, wait);
                     return Err(self.fail(ev, err).await);
                 }
                 let masked = mask_destination(method, &dest);
-                self.send_code(ctx, &flow.id, method, &dest, true, &flow.login, Some(flow.id.clone())).await?;
-                self.store.hit(&keys::account_codes(&flow.user_id), now).await?;
+                self.send_code(
+                    ctx,
+                    &flow.id,
+                    method,
+                    &dest,
+                    true,
+                    &flow.login,
+                    Some(flow.id.clone()),
+                )
+                .await?;
+                self.store
+                    .hit(&keys::account_codes(&flow.user_id), now)
+                    .await?;
                 ev.details = serde_json::json!({ "method": method, "destination": masked });
                 self.record(ev).await;
                 Ok(ChallengeResponse {
@@ -179,7 +228,13 @@ impl App {
             }
             Method::Questions => {
                 let policy = self.policy().await?;
-                let mut ids: Vec<String> = self.store.answers(&flow.user_id).await?.into_iter().map(|(q, _)| q).collect();
+                let mut ids: Vec<String> = self
+                    .store
+                    .answers(&flow.user_id)
+                    .await?
+                    .into_iter()
+                    .map(|(q, _)| q)
+                    .collect();
                 shuffle(&mut ids, self.rng.as_ref());
                 ids.truncate(policy.questions_to_answer as usize);
                 self.store.flow_questions(&flow.id, &ids).await?;
@@ -211,7 +266,12 @@ impl App {
     }
 
     /// Step 3: check a code or the answers. Enough different methods → ready for step 4.
-    pub async fn verify(&self, ctx: &RequestCtx, flow_token: &str, req: &VerifyRequest) -> Result<FlowResponse, AppError> {
+    pub async fn verify(
+        &self,
+        ctx: &RequestCtx,
+        flow_token: &str,
+        req: &VerifyRequest,
+    ) -> Result<FlowResponse, AppError> {
         let flow = self.open_flow(ctx, flow_token).await?;
         let mut ev = self.flow_event(ctx, &flow, Activity::MethodVerified);
         let method = self.pick_method(ctx, &flow, &req.method, &mut ev).await?;
@@ -219,10 +279,18 @@ impl App {
         ev.details = serde_json::json!({ "method": method });
 
         let outcome = match method {
-            Method::Email | Method::Sms => self.check_code(ctx, &flow.id, method, req.code.as_deref()).await?,
-            Method::Totp => self.check_totp(ctx, &flow.user_id, req.code.as_deref()).await?,
+            Method::Email | Method::Sms => {
+                self.check_code(ctx, &flow.id, method, req.code.as_deref())
+                    .await?
+            }
+            Method::Totp => {
+                self.check_totp(ctx, &flow.user_id, req.code.as_deref())
+                    .await?
+            }
             Method::Questions => {
-                let r = self.check_answers(&flow, req.answers.as_deref().unwrap_or_default()).await?;
+                let r = self
+                    .check_answers(&flow, req.answers.as_deref().unwrap_or_default())
+                    .await?;
                 // A wrong answer restarts the selection, so nobody can hammer one question.
                 if r.is_err() {
                     self.store.flow_questions(&flow.id, &[]).await?;
@@ -236,28 +304,57 @@ impl App {
 
         let mut verified = flow.verified.clone();
         verified.push(method);
-        let state = if verified.len() >= flow.required as usize { FlowState::Verified } else { FlowState::Verifying };
-        if !self.store.flow_verified(&flow.id, &flow.verified, &verified, state).await? {
+        let state = if verified.len() >= flow.required as usize {
+            FlowState::Verified
+        } else {
+            FlowState::Verifying
+        };
+        if !self
+            .store
+            .flow_verified(&flow.id, &flow.verified, &verified, state)
+            .await?
+        {
             // A concurrent request changed the flow first; report where it stands now.
-            return Err(AppError::new(ErrorKind::Conflict, ctx.t(Msg::AlreadyFinishing)));
+            return Err(AppError::new(
+                ErrorKind::Conflict,
+                ctx.t(Msg::AlreadyFinishing),
+            ));
         }
         self.record(ev).await;
         let records = self.store.methods(&flow.user_id).await?;
-        let updated = FlowRecord { verified, state, questions: Vec::new(), ..flow };
+        let updated = FlowRecord {
+            verified,
+            state,
+            questions: Vec::new(),
+            ..flow
+        };
         Ok(self.flow_response(ctx, &updated, &records))
     }
 
     /// Step 4 (reset): check the new password against the policy, write it to the directory
     /// (which also unlocks the account), close the flow, tell the user.
-    pub async fn set_password(&self, ctx: &RequestCtx, flow_token: &str, new_password: &str) -> Result<FlowResponse, AppError> {
+    pub async fn set_password(
+        &self,
+        ctx: &RequestCtx,
+        flow_token: &str,
+        new_password: &str,
+    ) -> Result<FlowResponse, AppError> {
         let flow = self.open_flow(ctx, flow_token).await?;
         let mut ev = self.flow_event(ctx, &flow, Activity::ResetPassword);
         if flow.kind != FlowKind::Reset || flow.state != FlowState::Verified {
             ev.reason = "not_verified".into();
-            return Err(self.fail(ev, AppError::new(ErrorKind::Forbidden, ctx.t(Msg::NotSetPasswordStep))).await);
+            return Err(self
+                .fail(
+                    ev,
+                    AppError::new(ErrorKind::Forbidden, ctx.t(Msg::NotSetPasswordStep)),
+                )
+                .await);
         }
         let policy = self.policy().await?;
-        let ctxw = PasswordContext { login: &flow.login, display_name: &flow.display_name };
+        let ctxw = PasswordContext {
+            login: &flow.login,
+            display_name: &flow.display_name,
+        };
         let mut rules = policy.password.clone();
         if rules.organisation.is_empty() {
             rules.organisation = self.settings.organisation.clone();
@@ -265,19 +362,34 @@ impl App {
         let rejections = rules.check(new_password, &ctxw);
         if !rejections.is_empty() {
             ev.activity = Activity::PasswordRejected;
-            ev.reason = rejections.iter().map(|r| r.code()).collect::<Vec<_>>().join(",");
-            return Err(self.fail(ev, AppError::password(&rejections, ctx.lang.tag())).await);
+            ev.reason = rejections
+                .iter()
+                .map(|r| r.code())
+                .collect::<Vec<_>>()
+                .join(",");
+            return Err(self
+                .fail(ev, AppError::password(&rejections, ctx.lang.tag()))
+                .await);
         }
         self.finish(ctx, &flow, ev, Some(new_password)).await
     }
 
     /// Step 4 (unlock): unlock the account and keep the password.
-    pub async fn unlock(&self, ctx: &RequestCtx, flow_token: &str) -> Result<FlowResponse, AppError> {
+    pub async fn unlock(
+        &self,
+        ctx: &RequestCtx,
+        flow_token: &str,
+    ) -> Result<FlowResponse, AppError> {
         let flow = self.open_flow(ctx, flow_token).await?;
         let mut ev = self.flow_event(ctx, &flow, Activity::UnlockAccount);
         if flow.kind != FlowKind::Unlock || flow.state != FlowState::Verified {
             ev.reason = "not_verified".into();
-            return Err(self.fail(ev, AppError::new(ErrorKind::Forbidden, ctx.t(Msg::NotSetPasswordStep))).await);
+            return Err(self
+                .fail(
+                    ev,
+                    AppError::new(ErrorKind::Forbidden, ctx.t(Msg::NotSetPasswordStep)),
+                )
+                .await);
         }
         self.finish(ctx, &flow, ev, None).await
     }
@@ -290,35 +402,55 @@ impl App {
         new_password: Option<&str>,
     ) -> Result<FlowResponse, AppError> {
         // Only one request may write: Verified → Finishing is the gate.
-        if !self.store.flow_transition(&flow.id, FlowState::Verified, FlowState::Finishing).await? {
-            return Err(self.fail(ev, AppError::new(ErrorKind::Conflict, ctx.t(Msg::AlreadyFinishing))).await);
+        if !self
+            .store
+            .flow_transition(&flow.id, FlowState::Verified, FlowState::Finishing)
+            .await?
+        {
+            return Err(self
+                .fail(
+                    ev,
+                    AppError::new(ErrorKind::Conflict, ctx.t(Msg::AlreadyFinishing)),
+                )
+                .await);
         }
         let result = match self.directory.find_user(&flow.login).await {
             Ok(Some(user)) if user.id == flow.user_id => match new_password {
                 Some(p) => self.directory.reset_password(&user, p).await.map(|_| user),
                 None => self.directory.unlock(&user).await.map(|_| user),
             },
-            Ok(_) => Err(DirError::Other("the account changed or vanished during the flow".into())),
+            Ok(_) => Err(DirError::Other(
+                "the account changed or vanished during the flow".into(),
+            )),
             Err(e) => Err(e),
         };
         let user = match result {
             Ok(u) => u,
             Err(e) => {
                 // Nothing was changed: let the user try again within the flow's lifetime.
-                self.store.flow_transition(&flow.id, FlowState::Finishing, FlowState::Verified).await?;
+                self.store
+                    .flow_transition(&flow.id, FlowState::Finishing, FlowState::Verified)
+                    .await?;
                 return Err(match e {
                     DirError::Rejected(r) => {
                         let mut ev = ev;
                         ev.activity = sspr_domain::Activity::PasswordRejected;
-                        ev.reason = format!("directory:{}", r.iter().map(|x| x.code()).collect::<Vec<_>>().join(","));
+                        ev.reason = format!(
+                            "directory:{}",
+                            r.iter().map(|x| x.code()).collect::<Vec<_>>().join(",")
+                        );
                         self.fail(ev, AppError::password(&r, ctx.lang.tag())).await
                     }
                     other => self.directory_failure(ctx, ev, other).await,
                 });
             }
         };
-        self.store.flow_transition(&flow.id, FlowState::Finishing, FlowState::Completed).await?;
-        self.store.close_other_flows(&flow.user_id, &flow.id).await?;
+        self.store
+            .flow_transition(&flow.id, FlowState::Finishing, FlowState::Completed)
+            .await?;
+        self.store
+            .close_other_flows(&flow.user_id, &flow.id)
+            .await?;
         // A success clears the failure counters and any block (as in Azure AD).
         self.store
             .clear_throttle(&[
@@ -328,7 +460,8 @@ impl App {
             ])
             .await?;
         let mut ev = ev;
-        ev.details = serde_json::json!({ "verified": flow.verified, "privileged": flow.privileged });
+        ev.details =
+            serde_json::json!({ "verified": flow.verified, "privileged": flow.privileged });
         self.record(ev).await;
 
         let policy = self.policy().await?;
@@ -343,14 +476,29 @@ impl App {
             };
             self.notify(ctx, &to, en, zh, &flow.login).await;
         }
-        if reset && flow.privileged && policy.notify_admins_on_admin_reset && !policy.admin_notify.is_empty() {
-            let en = format!("The password of administrator {} was reset through self-service", flow.login);
+        if reset
+            && flow.privileged
+            && policy.notify_admins_on_admin_reset
+            && !policy.admin_notify.is_empty()
+        {
+            let en = format!(
+                "The password of administrator {} was reset through self-service",
+                flow.login
+            );
             let zh = format!("管理员 {} 通过自助服务重置了密码", flow.login);
-            self.notify(ctx, &policy.admin_notify, &en, &zh, &flow.login).await;
+            self.notify(ctx, &policy.admin_notify, &en, &zh, &flow.login)
+                .await;
         }
-        let done = FlowRecord { state: FlowState::Completed, ..flow.clone() };
+        let done = FlowRecord {
+            state: FlowState::Completed,
+            ..flow.clone()
+        };
         let mut r = self.flow_response(ctx, &done, &records);
-        r.message = ctx.t(if reset { Msg::PasswordChanged } else { Msg::AccountUnlocked });
+        r.message = ctx.t(if reset {
+            Msg::PasswordChanged
+        } else {
+            Msg::AccountUnlocked
+        });
         Ok(r)
     }
 
@@ -375,7 +523,12 @@ impl App {
         Ok(flow)
     }
 
-    fn flow_event(&self, ctx: &RequestCtx, flow: &FlowRecord, activity: Activity) -> sspr_domain::AuditEvent {
+    fn flow_event(
+        &self,
+        ctx: &RequestCtx,
+        flow: &FlowRecord,
+        activity: Activity,
+    ) -> sspr_domain::AuditEvent {
         let mut ev = self.event(ctx, activity, Outcome::Success);
         ev.actor = flow.login.clone();
         ev.target = flow.login.clone();
@@ -397,17 +550,38 @@ impl App {
             _ => {
                 ev.activity = Activity::RequestRejected;
                 ev.reason = "method_not_offered".into();
-                Err(self.fail(ev.clone(), AppError::invalid(ctx.t(Msg::MethodNotOffered))).await)
+                Err(self
+                    .fail(ev.clone(), AppError::invalid(ctx.t(Msg::MethodNotOffered)))
+                    .await)
             }
         }
     }
 
-    async fn check_not_blocked(&self, ctx: &RequestCtx, flow: &FlowRecord, mut ev: sspr_domain::AuditEvent) -> Result<(), AppError> {
+    async fn check_not_blocked(
+        &self,
+        ctx: &RequestCtx,
+        flow: &FlowRecord,
+        mut ev: sspr_domain::AuditEvent,
+    ) -> Result<(), AppError> {
         let now = self.now();
-        if let Some(until) = self.store.blocked_until(&keys::account_block(&flow.user_id), now).await? {
+        if let Some(until) = self
+            .store
+            .blocked_until(&keys::account_block(&flow.user_id), now)
+            .await?
+        {
             ev.activity = Activity::BlockedFromReset;
             ev.reason = "blocked".into();
             let err = self.too_many(ctx, Msg::Blocked, until - now);
+            return Err(self.fail(ev, err).await);
+        }
+        if let Some(until) = self
+            .store
+            .blocked_until(&keys::ip_block(&ctx.ip), now)
+            .await?
+        {
+            ev.activity = Activity::RateLimited;
+            ev.reason = "ip_blocked".into();
+            let err = self.too_many(ctx, Msg::TooManyRequests, until - now);
             return Err(self.fail(ev, err).await);
         }
         Ok(())
@@ -438,29 +612,38 @@ impl App {
         // Only a wrong guess counts towards a block: a missing, spent or expired code is not
         // evidence of guessing (and racing requests with the one right code must not block).
         if !matches!(miss, Miss::Wrong) {
-            return self.fail(ev, AppError::new(ErrorKind::VerificationFailed, ctx.t(msg))).await;
+            return self
+                .fail(ev, AppError::new(ErrorKind::VerificationFailed, ctx.t(msg)))
+                .await;
         }
         let counted = async {
-            self.store.hit(&keys::account_failures(&flow.user_id), now).await?;
-            self.store.hit(&keys::ip_failures(&ctx.ip), now).await?;
-            let n = self.store.hits_since(&keys::account_failures(&flow.user_id), now - limits.account_failures.secs).await?;
+            self.store
+                .hit(&keys::account_failures(&flow.user_id), now)
+                .await?;
+            self.ip_failure(&ctx.ip).await?;
+            let n = self
+                .store
+                .hits_since(
+                    &keys::account_failures(&flow.user_id),
+                    now - limits.account_failures.secs,
+                )
+                .await?;
             if n >= limits.account_failures.max {
-                self.store.block(&keys::account_block(&flow.user_id), now + limits.block_secs).await?;
+                self.store
+                    .block(&keys::account_block(&flow.user_id), now + limits.block_secs)
+                    .await?;
                 let mut b = ev.clone();
                 b.activity = Activity::BlockedFromReset;
                 b.reason = format!("{n} failed verifications");
                 self.record(b).await;
-            }
-            let ip_n = self.store.hits_since(&keys::ip_failures(&ctx.ip), now - limits.ip_failures.secs).await?;
-            if ip_n >= limits.ip_failures.max {
-                self.store.block(&keys::ip_block(&ctx.ip), now + limits.ip_failures.secs).await?;
             }
             Ok::<_, AppError>(())
         };
         if let Err(e) = counted.await {
             return e;
         }
-        self.fail(ev, AppError::new(ErrorKind::VerificationFailed, ctx.t(msg))).await
+        self.fail(ev, AppError::new(ErrorKind::VerificationFailed, ctx.t(msg)))
+            .await
     }
 
     /// Generates a code, keeps only its MAC, and queues its message, in one transaction.
@@ -490,8 +673,18 @@ impl App {
             used: false,
             delivery_failed: false,
         };
-        let (subject, body) = code_message(ctx.lang, &self.settings.organisation, &code, limits.code_ttl_secs / 60, for_reset);
-        let channel = if method == Method::Sms { Channel::Sms } else { Channel::Email };
+        let (subject, body) = code_message(
+            ctx.lang,
+            &self.settings.organisation,
+            &code,
+            limits.code_ttl_secs / 60,
+            for_reset,
+        );
+        let channel = if method == Method::Sms {
+            Channel::Sms
+        } else {
+            Channel::Email
+        };
         let mut msg = OutboxMessage::new(channel, dest, &subject, &body, now);
         msg.flow_id = flow_id;
         msg.target = target.into();
@@ -517,27 +710,42 @@ impl App {
             return Ok(Err(Miss::NoCode));
         };
         if rec.delivery_failed {
-            return Err(AppError::new(ErrorKind::VerificationFailed, ctx.t(Msg::DeliveryFailed)));
+            return Err(AppError::new(
+                ErrorKind::VerificationFailed,
+                ctx.t(Msg::DeliveryFailed),
+            ));
         }
         let limits = &self.settings.limits;
         if !self.key.code_matches(owner, code, &rec.code_mac) {
             self.store.code_attempt_failed(rec.id).await?;
             return Ok(Err(Miss::Wrong));
         }
-        if self.store.consume_code(rec.id, self.now(), limits.code_max_attempts).await? {
+        if self
+            .store
+            .consume_code(rec.id, self.now(), limits.code_max_attempts)
+            .await?
+        {
             Ok(Ok(()))
         } else {
             Ok(Err(Miss::Expired))
         }
     }
 
-    async fn check_totp(&self, ctx: &RequestCtx, user_id: &str, code: Option<&str>) -> Result<Result<(), Miss>, AppError> {
+    async fn check_totp(
+        &self,
+        ctx: &RequestCtx,
+        user_id: &str,
+        code: Option<&str>,
+    ) -> Result<Result<(), Miss>, AppError> {
         let code = code.unwrap_or("").trim();
         if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(AppError::invalid(ctx.t(Msg::CodeFormat)));
         }
         let records = self.store.methods(user_id).await?;
-        let Some(rec) = records.iter().find(|r| r.method == Method::Totp && r.status == MethodStatus::Active) else {
+        let Some(rec) = records
+            .iter()
+            .find(|r| r.method == Method::Totp && r.status == MethodStatus::Active)
+        else {
             return Ok(Err(Miss::NoCode));
         };
         let secret = self.key.open("totp", &rec.value)?;
@@ -549,7 +757,11 @@ impl App {
         }
     }
 
-    async fn check_answers(&self, flow: &FlowRecord, given: &[sspr_proto::Answer]) -> Result<Result<(), Miss>, AppError> {
+    async fn check_answers(
+        &self,
+        flow: &FlowRecord,
+        given: &[sspr_proto::Answer],
+    ) -> Result<Result<(), Miss>, AppError> {
         if flow.questions.is_empty() {
             return Ok(Err(Miss::NoCode));
         }
@@ -557,7 +769,11 @@ impl App {
         let mut all = true;
         // Check every drawn question even after a miss, so timing does not say which was wrong.
         for q in &flow.questions {
-            let answer = given.iter().find(|a| &a.question_id == q).map(|a| a.answer.as_str()).unwrap_or("");
+            let answer = given
+                .iter()
+                .find(|a| &a.question_id == q)
+                .map(|a| a.answer.as_str())
+                .unwrap_or("");
             let norm = sspr_domain::questions::normalise_answer(answer);
             let ok = match stored.iter().find(|(id, _)| id == q) {
                 Some((_, hash)) => self.hasher.verify(&norm, hash).await?,
@@ -581,7 +797,8 @@ impl App {
             .map(|r| r.method)
             .collect();
         if self.settings.trust_directory_contacts {
-            if user.email.is_some() && self.settings.email_enabled && !out.contains(&Method::Email) {
+            if user.email.is_some() && self.settings.email_enabled && !out.contains(&Method::Email)
+            {
                 out.push(Method::Email);
             }
             if user.mobile.is_some() && self.settings.sms_enabled && !out.contains(&Method::Sms) {
@@ -593,19 +810,32 @@ impl App {
         out
     }
 
-    async fn destination(&self, flow: &FlowRecord, records: &[MethodRecord], method: Method) -> Result<String, AppError> {
-        if let Some(r) = records.iter().find(|r| r.method == method && r.status == MethodStatus::Active) {
+    async fn destination(
+        &self,
+        flow: &FlowRecord,
+        records: &[MethodRecord],
+        method: Method,
+    ) -> Result<String, AppError> {
+        if let Some(r) = records
+            .iter()
+            .find(|r| r.method == method && r.status == MethodStatus::Active)
+        {
             return Ok(r.value.clone());
         }
-        if self.settings.trust_directory_contacts {
-            if let Ok(Some(u)) = self.directory.find_user(&flow.login).await {
-                let v = if method == Method::Email { u.email } else { u.mobile };
-                if let Some(v) = v {
-                    return Ok(v);
-                }
+        if self.settings.trust_directory_contacts
+            && let Ok(Some(u)) = self.directory.find_user(&flow.login).await
+            && let Some(v) = if method == Method::Email {
+                u.email
+            } else {
+                u.mobile
             }
+        {
+            return Ok(v);
         }
-        Err(AppError::internal(format!("no destination for {method} of {}", flow.login)))
+        Err(AppError::internal(format!(
+            "no destination for {method} of {}",
+            flow.login
+        )))
     }
 
     fn notice_addresses(&self, user: &DirUser, records: &[MethodRecord]) -> Vec<String> {
@@ -614,25 +844,36 @@ impl App {
             .filter(|r| r.method == Method::Email && r.status == MethodStatus::Active)
             .map(|r| r.value.clone())
             .collect();
-        if let Some(e) = &user.email {
-            if !to.iter().any(|x| x.eq_ignore_ascii_case(e)) {
-                to.push(e.clone());
-            }
+        if let Some(e) = &user.email
+            && !to.iter().any(|x| x.eq_ignore_ascii_case(e))
+        {
+            to.push(e.clone());
         }
         to
     }
 
-    fn flow_response(&self, ctx: &RequestCtx, flow: &FlowRecord, records: &[MethodRecord]) -> FlowResponse {
+    fn flow_response(
+        &self,
+        ctx: &RequestCtx,
+        flow: &FlowRecord,
+        records: &[MethodRecord],
+    ) -> FlowResponse {
         let open = remaining_methods(&flow.usable, &flow.verified);
         let (status, msg) = match (flow.state, flow.kind) {
             (FlowState::Completed, FlowKind::Reset) => ("completed", Msg::PasswordChanged),
             (FlowState::Completed, FlowKind::Unlock) => ("completed", Msg::AccountUnlocked),
-            (FlowState::Verified | FlowState::Finishing, FlowKind::Reset) => ("set_password", Msg::SetPassword),
-            (FlowState::Verified | FlowState::Finishing, FlowKind::Unlock) => ("ready_to_unlock", Msg::ReadyToUnlock),
+            (FlowState::Verified | FlowState::Finishing, FlowKind::Reset) => {
+                ("set_password", Msg::SetPassword)
+            }
+            (FlowState::Verified | FlowState::Finishing, FlowKind::Unlock) => {
+                ("ready_to_unlock", Msg::ReadyToUnlock)
+            }
             _ => ("choose_method", Msg::ChooseMethod),
         };
         let methods = if status == "choose_method" {
-            open.iter().map(|m| method_option(ctx.lang, *m, records)).collect()
+            open.iter()
+                .map(|m| method_option(ctx.lang, *m, records))
+                .collect()
         } else {
             Vec::new()
         };
@@ -644,12 +885,21 @@ impl App {
             register_url: None,
             methods,
             required: flow.required,
-            verified: flow.verified.iter().map(|m| m.as_str().to_string()).collect(),
+            verified: flow
+                .verified
+                .iter()
+                .map(|m| m.as_str().to_string())
+                .collect(),
             expires_in: (flow.expires_at - self.now()).max(0),
         }
     }
 
-    pub(crate) async fn directory_failure(&self, ctx: &RequestCtx, mut ev: sspr_domain::AuditEvent, e: DirError) -> AppError {
+    pub(crate) async fn directory_failure(
+        &self,
+        ctx: &RequestCtx,
+        mut ev: sspr_domain::AuditEvent,
+        e: DirError,
+    ) -> AppError {
         ev.activity = Activity::DirectoryError;
         let (reason, msg) = match &e {
             DirError::Unavailable(_) => ("directory_unavailable", Msg::DirectoryDown),
@@ -657,7 +907,11 @@ impl App {
             DirError::Rejected(_) | DirError::Other(_) => ("directory_error", Msg::DirectoryDenied),
         };
         ev.reason = reason.into();
-        self.fail(ev, AppError::new(ErrorKind::Directory, ctx.t(msg)).with_log(e.to_string())).await
+        self.fail(
+            ev,
+            AppError::new(ErrorKind::Directory, ctx.t(msg)).with_log(e.to_string()),
+        )
+        .await
     }
 }
 
@@ -681,11 +935,19 @@ fn method_option(lang: Lang, m: Method, records: &[MethodRecord]) -> MethodOptio
         (Method::Totp, _, false) => "Enter a code from my authenticator app".into(),
         (Method::Totp, _, true) => "输入身份验证器应用中的验证码".into(),
     };
-    MethodOption { method: m.as_str().into(), label, destination: dest }
+    MethodOption {
+        method: m.as_str().into(),
+        label,
+        destination: dest,
+    }
 }
 
 pub(crate) fn mask_destination(m: Method, v: &str) -> String {
-    if m == Method::Sms { mask::phone(v) } else { mask::email(v) }
+    if m == Method::Sms {
+        mask::phone(v)
+    } else {
+        mask::email(v)
+    }
 }
 
 /// The first 12 hex characters of a flow's id: enough to find it in the audit log, useless as

@@ -6,7 +6,15 @@ pub const STEP: u64 = 30;
 
 fn totp(secret: &[u8], issuer: &str, account: &str) -> Option<TOTP> {
     // `new_unchecked`: account names may hold `:` or `@`; the URI is escaped by the crate.
-    Some(TOTP::new_unchecked(Algorithm::SHA1, 6, 1, STEP, secret.to_vec(), Some(issuer.to_string()), account.to_string()))
+    Some(TOTP::new_unchecked(
+        Algorithm::SHA1,
+        6,
+        1,
+        STEP,
+        secret.to_vec(),
+        Some(issuer.to_string()),
+        account.to_string(),
+    ))
 }
 
 /// The time step the code belongs to (now, one before or one after), if any.
@@ -25,12 +33,16 @@ pub fn matching_step(secret: &[u8], code: &str, now: i64) -> Option<i64> {
 
 /// The code for `now` (for tests and the demo).
 pub fn code_at(secret: &[u8], now: i64) -> String {
-    totp(secret, "sspr", "user").map(|t| t.generate(u64::try_from(now).unwrap_or(0))).unwrap_or_default()
+    totp(secret, "sspr", "user")
+        .map(|t| t.generate(u64::try_from(now).unwrap_or(0)))
+        .unwrap_or_default()
 }
 
 /// `otpauth://totp/Issuer:account?secret=…&issuer=…` for the QR code.
 pub fn otpauth_uri(secret: &[u8], issuer: &str, account: &str) -> String {
-    totp(secret, issuer, account).map(|t| t.get_url()).unwrap_or_default()
+    totp(secret, issuer, account)
+        .map(|t| t.get_url())
+        .unwrap_or_default()
 }
 
 pub fn base32(secret: &[u8]) -> String {
@@ -68,15 +80,24 @@ mod tests {
         let now = 1_700_000_015;
         let step = now / 30;
         assert_eq!(matching_step(SEED, &code_at(SEED, now), now), Some(step));
-        assert_eq!(matching_step(SEED, &code_at(SEED, now - 30), now), Some(step - 1));
-        assert_eq!(matching_step(SEED, &code_at(SEED, now + 30), now), Some(step + 1));
+        assert_eq!(
+            matching_step(SEED, &code_at(SEED, now - 30), now),
+            Some(step - 1)
+        );
+        assert_eq!(
+            matching_step(SEED, &code_at(SEED, now + 30), now),
+            Some(step + 1)
+        );
         assert_eq!(matching_step(SEED, &code_at(SEED, now - 60), now), None);
     }
 
     #[test]
     fn uri_and_qr() {
         let uri = otpauth_uri(SEED, "Contoso", "alice@contoso.test");
-        assert!(uri.starts_with("otpauth://totp/Contoso:alice%40contoso.test?"), "{uri}");
+        assert!(
+            uri.starts_with("otpauth://totp/Contoso:alice%40contoso.test?"),
+            "{uri}"
+        );
         assert!(qr_svg(&uri).contains("<svg"));
     }
 }

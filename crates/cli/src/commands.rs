@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use sspr_app::{Lang, RequestCtx};
 use sspr_domain::audit::ClientType;
 use sspr_domain::clock::rfc3339;
-use sspr_domain::{Policy, PasswordContext};
+use sspr_domain::{PasswordContext, Policy};
 use sspr_store::{Flag, NewUser};
 
 use crate::config::Config;
@@ -19,7 +19,10 @@ fn cli_ctx() -> RequestCtx {
 }
 
 fn actor() -> String {
-    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,24 +76,42 @@ pub enum UsersCmd {
         groups: Vec<String>,
     },
     /// Import users from CSV: login,display_name,email,mobile,groups(;-separated),password.
-    Import { file: std::path::PathBuf },
+    Import {
+        file: std::path::PathBuf,
+    },
     /// List users with their registration status.
     List {
         #[arg(long, default_value = "table")]
         format: String,
     },
     /// One user's account and registration.
-    Status { login: String },
-    Lock { login: String },
-    Unlock { login: String },
-    Disable { login: String },
-    Enable { login: String },
+    Status {
+        login: String,
+    },
+    Lock {
+        login: String,
+    },
+    Unlock {
+        login: String,
+    },
+    Disable {
+        login: String,
+    },
+    Enable {
+        login: String,
+    },
 }
 
 pub async fn users(c: UsersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
     let dir = &rt.builtin;
     match c {
-        UsersCmd::Add { login, name, email, mobile, groups } => {
+        UsersCmd::Add {
+            login,
+            name,
+            email,
+            mobile,
+            groups,
+        } => {
             let mut password = String::new();
             if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
                 eprint!("Password for {login}: ");
@@ -100,16 +121,29 @@ pub async fn users(c: UsersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
             let password = password.trim_end_matches(['\n', '\r']).to_string();
             let policy = rt.app.policy().await?;
             let display = name.clone().unwrap_or_default();
-            let rejections = policy.password.check(&password, &PasswordContext { login: &login, display_name: &display });
+            let rejections = policy.password.check(
+                &password,
+                &PasswordContext {
+                    login: &login,
+                    display_name: &display,
+                },
+            );
             if !rejections.is_empty() {
                 for r in rejections {
                     eprintln!("password rejected: {}", r.message("en"));
                 }
                 return Ok(ExitCode::from(2));
             }
-            dir.add_user(&NewUser { login: login.clone(), display_name: display, password, groups, email, mobile })
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?;
+            dir.add_user(&NewUser {
+                login: login.clone(),
+                display_name: display,
+                password,
+                groups,
+                email,
+                mobile,
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
             audit_user_change(rt, &login, "added").await;
             println!("added {login}");
             Ok(ExitCode::SUCCESS)
@@ -148,7 +182,10 @@ pub async fn users(c: UsersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
                     }
                 }
                 _ => {
-                    println!("{:<20} {:<24} {:<8} {:<7} {:<11} {:<20} GROUPS", "LOGIN", "NAME", "ENABLED", "LOCKED", "REGISTERED", "METHODS");
+                    println!(
+                        "{:<20} {:<24} {:<8} {:<7} {:<11} {:<20} GROUPS",
+                        "LOGIN", "NAME", "ENABLED", "LOCKED", "REGISTERED", "METHODS"
+                    );
                     for r in rows {
                         println!(
                             "{:<20} {:<24} {:<8} {:<7} {:<11} {:<20} {}",
@@ -166,7 +203,10 @@ pub async fn users(c: UsersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         UsersCmd::Status { login } => {
-            let Some(u) = sspr_app::ports::Directory::find_user(dir, &login).await.map_err(|e| anyhow::anyhow!("{e}"))? else {
+            let Some(u) = sspr_app::ports::Directory::find_user(dir, &login)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            else {
                 eprintln!("no user {login:?}");
                 return Ok(ExitCode::from(2));
             };
@@ -178,8 +218,18 @@ pub async fn users(c: UsersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
             println!("locked:      {}", u.locked);
             println!("groups:      {}", u.groups.join(", "));
             println!("registered:  {registered}");
-            println!("methods:     {}", methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "));
-            println!("confirmed:   {}", confirmed.map(rfc3339).unwrap_or_else(|| "never".into()));
+            println!(
+                "methods:     {}",
+                methods
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!(
+                "confirmed:   {}",
+                confirmed.map(rfc3339).unwrap_or_else(|| "never".into())
+            );
             Ok(ExitCode::SUCCESS)
         }
         UsersCmd::Lock { login } => flag(rt, &login, Flag::Locked, true, "locked").await,
@@ -190,7 +240,12 @@ pub async fn users(c: UsersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
 }
 
 async fn flag(rt: &Runtime, login: &str, f: Flag, v: bool, word: &str) -> anyhow::Result<ExitCode> {
-    if rt.builtin.set_flag(login, f, v).await.map_err(|e| anyhow::anyhow!(e))? {
+    if rt
+        .builtin
+        .set_flag(login, f, v)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?
+    {
         audit_user_change(rt, login, word).await;
         println!("{login} {word}");
         Ok(ExitCode::SUCCESS)
@@ -201,7 +256,11 @@ async fn flag(rt: &Runtime, login: &str, f: Flag, v: bool, word: &str) -> anyhow
 }
 
 async fn audit_user_change(rt: &Runtime, login: &str, what: &str) {
-    let mut ev = rt.app.event(&cli_ctx(), sspr_domain::Activity::AdminUserChanged, sspr_domain::Outcome::Success);
+    let mut ev = rt.app.event(
+        &cli_ctx(),
+        sspr_domain::Activity::AdminUserChanged,
+        sspr_domain::Outcome::Success,
+    );
     ev.actor = actor();
     ev.target = sspr_domain::identity::canonical_login(login).unwrap_or_default();
     ev.reason = what.into();
@@ -230,7 +289,8 @@ fn csv_fields(line: &str) -> Vec<String> {
 }
 
 async fn import(rt: &Runtime, file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
     let lines: Vec<(usize, &str)> = text
         .lines()
         .enumerate()
@@ -241,43 +301,67 @@ async fn import(rt: &Runtime, file: &std::path::Path) -> anyhow::Result<ExitCode
     let policy = rt.app.policy().await?;
     let (mut added, mut failed) = (0usize, 0usize);
     for (n, (i, line)) in lines.into_iter().enumerate() {
-        let f = csv_fields(line);
-        let get = |k: usize| f.get(k).cloned().filter(|s| !s.is_empty());
-        let Some(login) = get(0) else {
-            eprintln!("line {}: the login (column 1) is empty", i + 1);
-            failed += 1;
-            continue;
-        };
-        let display = get(1).unwrap_or_default();
-        let password = match get(5) {
-            Some(p) => p,
-            None => {
-                eprintln!("line {}: {login}: the password (column 6) is empty", i + 1);
-                failed += 1;
-                continue;
-            }
-        };
-        let rejections = policy.password.check(&password, &PasswordContext { login: &login, display_name: &display });
-        if let Some(r) = rejections.first() {
-            eprintln!("line {}: {login}: {}", i + 1, r.message("en"));
-            failed += 1;
-            continue;
-        }
-        let groups = get(4).map(|g| g.split(';').map(str::to_string).collect()).unwrap_or_default();
-        let u = NewUser { login: login.clone(), display_name: display, password, groups, email: get(2), mobile: get(3) };
-        match rt.builtin.add_user(&u).await {
+        match import_line(rt, &policy, i + 1, line).await {
             Ok(()) => added += 1,
             Err(e) => {
-                eprintln!("line {}: {login}: {e}", i + 1);
+                eprintln!("{e}");
                 failed += 1;
             }
         }
         if (n + 1) % 25 == 0 || n + 1 == total {
-            eprintln!("imported {}/{total} ({added} added, {failed} failed)", n + 1);
+            eprintln!(
+                "imported {}/{total} ({added} added, {failed} failed)",
+                n + 1
+            );
         }
     }
     println!("{added} added, {failed} failed");
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// One CSV line; the error names the line and says what is wrong.
+async fn import_line(
+    rt: &Runtime,
+    policy: &Policy,
+    lineno: usize,
+    line: &str,
+) -> Result<(), String> {
+    let f = csv_fields(line);
+    let get = |k: usize| f.get(k).cloned().filter(|s| !s.is_empty());
+    let login = get(0).ok_or(format!("line {lineno}: the login (column 1) is empty"))?;
+    let display = get(1).unwrap_or_default();
+    let password = get(5).ok_or(format!(
+        "line {lineno}: {login}: the password (column 6) is empty"
+    ))?;
+    let rejections = policy.password.check(
+        &password,
+        &PasswordContext {
+            login: &login,
+            display_name: &display,
+        },
+    );
+    if let Some(r) = rejections.first() {
+        return Err(format!("line {lineno}: {login}: {}", r.message("en")));
+    }
+    let groups = get(4)
+        .map(|g| g.split(';').map(str::to_string).collect())
+        .unwrap_or_default();
+    let u = NewUser {
+        login: login.clone(),
+        display_name: display,
+        password,
+        groups,
+        email: get(2),
+        mobile: get(3),
+    };
+    rt.builtin
+        .add_user(&u)
+        .await
+        .map_err(|e| format!("line {lineno}: {login}: {e}"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -299,7 +383,8 @@ pub enum PolicyCmd {
 }
 
 fn read_policy_file(file: &std::path::Path) -> anyhow::Result<Policy> {
-    let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
     if file.extension().is_some_and(|e| e == "json") {
         serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
     } else {
@@ -313,16 +398,24 @@ fn assign(tree: &mut serde_json::Value, path: &str, raw: &str) -> Result<(), Str
     let mut node = tree;
     let parts: Vec<&str> = path.split('.').collect();
     for (i, p) in parts.iter().enumerate() {
-        let obj = node.as_object_mut().ok_or(format!("{path}: {p} is not a section"))?;
+        let obj = node
+            .as_object_mut()
+            .ok_or(format!("{path}: {p} is not a section"))?;
         if !obj.contains_key(*p) {
-            return Err(format!("the policy has no field {path:?} (see `sspr policy show`)"));
+            return Err(format!(
+                "the policy has no field {path:?} (see `sspr policy show`)"
+            ));
         }
         if i + 1 == parts.len() {
             let current = &obj[*p];
             let v = match serde_json::from_str::<serde_json::Value>(raw) {
-                Ok(v) if !(current.is_string() && !v.is_string()) => v,
+                Ok(v) if !current.is_string() || v.is_string() => v,
                 _ if current.is_array() => serde_json::Value::Array(
-                    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| serde_json::Value::String(s.into())).collect(),
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| serde_json::Value::String(s.into()))
+                        .collect(),
                 ),
                 _ => serde_json::Value::String(raw.into()),
             };
@@ -343,7 +436,11 @@ pub async fn policy(c: PolicyCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
-                for d in if e.details.is_empty() { vec![e.message.clone()] } else { e.details.clone() } {
+                for d in if e.details.is_empty() {
+                    vec![e.message.clone()]
+                } else {
+                    e.details.clone()
+                } {
                     eprintln!("error: {d}");
                 }
                 Ok(ExitCode::from(2))
@@ -446,12 +543,21 @@ pub async fn audit(a: AuditArgs, rt: &Runtime) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let events: Vec<_> = rt.app.audit_events(&filter).await?.into_iter().map(sspr_server::routes::event_dto).collect();
+    let events: Vec<_> = rt
+        .app
+        .audit_events(&filter)
+        .await?
+        .into_iter()
+        .map(sspr_server::routes::event_dto)
+        .collect();
     match a.format.as_str() {
         "json" => println!("{}", serde_json::to_string_pretty(&events)?),
         "csv" => print!("{}", sspr_server::routes::events_csv(&events)),
         _ => {
-            println!("{:<20} {:<24} {:<7} {:<16} {:<15} {:<12} {:<22} SUPPORT", "TIME", "ACTIVITY", "RESULT", "USER", "IP", "CLIENT", "REASON");
+            println!(
+                "{:<20} {:<24} {:<7} {:<16} {:<15} {:<12} {:<22} SUPPORT",
+                "TIME", "ACTIVITY", "RESULT", "USER", "IP", "CLIENT", "REASON"
+            );
             for e in events {
                 println!(
                     "{:<20} {:<24} {:<7} {:<16} {:<15} {:<12} {:<22} {}",
@@ -497,8 +603,19 @@ pub async fn outbox(a: OutboxArgs, rt: &Runtime) -> anyhow::Result<ExitCode> {
         println!("the outbox is empty");
     }
     for m in msgs.iter().rev() {
-        println!("#{} {} {} to {} [{}{}]", m.id, rfc3339(m.created_at), m.channel.as_str(), m.recipient, m.status,
-            if m.last_error.is_empty() { String::new() } else { format!(": {}", m.last_error) });
+        println!(
+            "#{} {} {} to {} [{}{}]",
+            m.id,
+            rfc3339(m.created_at),
+            m.channel.as_str(),
+            m.recipient,
+            m.status,
+            if m.last_error.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", m.last_error)
+            }
+        );
         if !m.subject.is_empty() {
             println!("  Subject: {}", m.subject);
         }
@@ -524,17 +641,21 @@ pub enum TokenCmd {
 
 pub async fn admin(c: AdminCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
     match c {
-        AdminCmd::Token(TokenCmd::Create { name }) => match rt.app.create_admin_token(&cli_ctx(), &name).await {
-            Ok(t) => {
-                println!("{t}");
-                eprintln!("This token is shown once. Send it as: Authorization: Bearer <token>");
-                Ok(ExitCode::SUCCESS)
+        AdminCmd::Token(TokenCmd::Create { name }) => {
+            match rt.app.create_admin_token(&cli_ctx(), &name).await {
+                Ok(t) => {
+                    println!("{t}");
+                    eprintln!(
+                        "This token is shown once. Send it as: Authorization: Bearer <token>"
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {}", e.message);
+                    Ok(ExitCode::from(2))
+                }
             }
-            Err(e) => {
-                eprintln!("error: {}", e.message);
-                Ok(ExitCode::from(2))
-            }
-        },
+        }
     }
 }
 
@@ -544,7 +665,10 @@ mod tests {
 
     #[test]
     fn csv_quotes() {
-        assert_eq!(csv_fields(r#"a,"b, c","d ""e""",,f"#), vec!["a", "b, c", "d \"e\"", "", "f"]);
+        assert_eq!(
+            csv_fields(r#"a,"b, c","d ""e""",,f"#),
+            vec!["a", "b, c", "d \"e\"", "", "f"]
+        );
     }
 
     #[test]
@@ -557,7 +681,10 @@ mod tests {
         assert!(assign(&mut t, "nope", "1").is_err());
         let p: Policy = serde_json::from_value(t).unwrap();
         assert_eq!(p.methods_required, 2);
-        assert_eq!(p.methods, vec![sspr_domain::Method::Email, sspr_domain::Method::Totp]);
+        assert_eq!(
+            p.methods,
+            vec![sspr_domain::Method::Email, sspr_domain::Method::Totp]
+        );
         assert_eq!(p.password.min_length, 12);
         assert_eq!(p.password.organisation, "Contoso");
     }

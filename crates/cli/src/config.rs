@@ -72,7 +72,11 @@ pub struct DirectoryConfig {
 
 impl Default for DirectoryConfig {
     fn default() -> Self {
-        Self { kind: "builtin".into(), password_history: 3, trust_contacts: false }
+        Self {
+            kind: "builtin".into(),
+            password_history: 3,
+            trust_contacts: false,
+        }
     }
 }
 
@@ -90,7 +94,11 @@ pub struct DeliveryConfig {
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
-        Self { mode: "dev".into(), smtp: None, sms: None }
+        Self {
+            mode: "dev".into(),
+            smtp: None,
+            sms: None,
+        }
     }
 }
 
@@ -127,7 +135,10 @@ impl Config {
         }
         f = f.merge(Env::prefixed("SSPR_").split("__").ignore(&["config"]));
         let mut cfg: Config = f.extract().map_err(|e| {
-            e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+            e.into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
         })?;
         if let Some(s) = cfg.delivery.smtp.as_mut() {
             s.load_secrets().map_err(|e| e.0)?;
@@ -145,7 +156,10 @@ impl Config {
             e.push(format!("public_url must start with https:// (it is {:?}); links are never sent over plain HTTP", self.public_url));
         }
         if self.directory.kind != "builtin" {
-            e.push(format!("directory.kind {:?} is not supported yet; use \"builtin\"", self.directory.kind));
+            e.push(format!(
+                "directory.kind {:?} is not supported yet; use \"builtin\"",
+                self.directory.kind
+            ));
         }
         if self.directory.password_history > 24 {
             e.push("directory.password_history must be between 0 and 24".into());
@@ -160,7 +174,10 @@ impl Config {
             _ => e.push("tls.cert_file and tls.key_file go together: set both, or neither for a generated development certificate".into()),
         }
         if !self.database.url.is_empty() && !self.database.url.starts_with("sqlite://") {
-            e.push(format!("database.url {:?} is not supported yet; use sqlite:///path/to/sspr.db", self.database.url));
+            e.push(format!(
+                "database.url {:?} is not supported yet; use sqlite:///path/to/sspr.db",
+                self.database.url
+            ));
         }
         match self.delivery.mode.as_str() {
             "dev" => {}
@@ -172,12 +189,14 @@ impl Config {
                     }
                 }
             },
-            other => e.push(format!("delivery.mode must be \"dev\" or \"live\", not {other:?}")),
+            other => e.push(format!(
+                "delivery.mode must be \"dev\" or \"live\", not {other:?}"
+            )),
         }
-        if let Some(s) = &self.delivery.sms {
-            if let Err(m) = s.validate() {
-                e.push(format!("delivery.sms: {}", m.0));
-            }
+        if let Some(s) = &self.delivery.sms
+            && let Err(m) = s.validate()
+        {
+            e.push(format!("delivery.sms: {}", m.0));
         }
         if let Some(p) = &self.secret_key_file {
             match std::fs::read_to_string(p) {
@@ -187,7 +206,10 @@ impl Config {
                     }
                     e.extend(permission_problem(p));
                 }
-                Err(err) => e.push(format!("secret_key_file {} cannot be read: {err}", p.display())),
+                Err(err) => e.push(format!(
+                    "secret_key_file {} cannot be read: {err}",
+                    p.display()
+                )),
             }
         }
         if !["text", "json"].contains(&self.log_format.as_str()) {
@@ -227,15 +249,15 @@ pub fn permission_problem(p: &Path) -> Option<String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(m) = std::fs::metadata(p) {
-            if m.permissions().mode() & 0o077 != 0 {
-                return Some(format!(
-                    "{} is readable by other users (mode {:o}); run: chmod 600 {}",
-                    p.display(),
-                    m.permissions().mode() & 0o777,
-                    p.display()
-                ));
-            }
+        if let Ok(m) = std::fs::metadata(p)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            return Some(format!(
+                "{} is readable by other users (mode {:o}); run: chmod 600 {}",
+                p.display(),
+                m.permissions().mode() & 0o777,
+                p.display()
+            ));
         }
     }
     None
@@ -270,7 +292,10 @@ mod tests {
     fn check_says_what_to_fix() {
         let c = Config {
             public_url: "http://x".into(),
-            limits: Limits { code_ttl_secs: 3600, ..Limits::default() },
+            limits: Limits {
+                code_ttl_secs: 3600,
+                ..Limits::default()
+            },
             ..Config::default()
         };
         let e = c.check();

@@ -42,7 +42,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sspr: cannot start the async runtime: {e}");
@@ -59,7 +62,8 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    let cfg = config::Config::load(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let cfg = config::Config::load(cli.config.as_deref())
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     match cli.command {
         Command::Serve => {
             serve::init_logging(&cfg);
@@ -68,7 +72,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Config(c) => commands::config(c, cfg),
         Command::Key => {
-            println!("{}", sspr_app::crypto::ServerKey::generate(&sspr_domain::OsRandom).to_hex());
+            println!(
+                "{}",
+                sspr_app::crypto::ServerKey::generate(&sspr_domain::OsRandom).to_hex()
+            );
             Ok(std::process::ExitCode::SUCCESS)
         }
         other => {
@@ -80,7 +87,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 Command::Audit(a) => commands::audit(a, &rt).await,
                 Command::Outbox(a) => commands::outbox(a, &rt).await,
                 Command::Admin(c) => commands::admin(c, &rt).await,
-                Command::Serve | Command::Config(_) | Command::Key => Ok(std::process::ExitCode::SUCCESS),
+                Command::Serve | Command::Config(_) | Command::Key => {
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
             }
         }
     }

@@ -28,21 +28,38 @@ pub const DEMO_ANSWERS: [(&str, &str); 3] = [("q3", "Rex"), ("q7", "Elm Street")
 pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runtime> {
     let problems = config.check();
     if !problems.is_empty() {
-        anyhow::bail!("the configuration has problems:\n  - {}\n(run `sspr config check` after fixing)", problems.join("\n  - "));
+        anyhow::bail!(
+            "the configuration has problems:\n  - {}\n(run `sspr config check` after fixing)",
+            problems.join("\n  - ")
+        );
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
     let rng: Arc<dyn Random> = Arc::new(OsRandom);
     let key = load_key(&config, rng.as_ref())?;
     let limits = config.limits.clone();
-    let hasher = HashPool::new(limits.argon2_concurrency, Duration::from_millis(limits.argon2_queue_timeout_ms))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = Arc::new(
-        SqliteStore::open(&config.db_path())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", config.db_path().display()))?,
+    let hasher = HashPool::new(
+        limits.argon2_concurrency,
+        Duration::from_millis(limits.argon2_queue_timeout_ms),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = Arc::new(SqliteStore::open(&config.db_path()).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the database {}: {e}",
+            config.db_path().display()
+        )
+    })?);
+    let builtin = BuiltinDirectory::new(
+        &store,
+        hasher.clone(),
+        rng.clone(),
+        clock.clone(),
+        config.directory.password_history,
     );
-    let builtin = BuiltinDirectory::new(&store, hasher.clone(), rng.clone(), clock.clone(), config.directory.password_history);
     let live = config.delivery.mode == "live";
     let settings = Settings {
         public_url: config.public_url.clone(),
@@ -61,23 +78,37 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runt
         key,
         settings,
     });
-    Ok(Runtime { app, store, builtin, config })
+    Ok(Runtime {
+        app,
+        store,
+        builtin,
+        config,
+    })
 }
 
 fn load_key(config: &Config, rng: &dyn Random) -> anyhow::Result<ServerKey> {
-    let path = config.secret_key_file.clone().unwrap_or_else(|| config.data_dir.join("secret.key"));
+    let path = config
+        .secret_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("secret.key"));
     if path.exists() {
         if let Some(p) = permission_problem(&path) {
             anyhow::bail!("{p}");
         }
-        let s = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let s = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         return ServerKey::from_hex(&s).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
     }
     if config.secret_key_file.is_some() {
-        anyhow::bail!("secret_key_file {} does not exist; create it with: sspr key generate > {}", path.display(), path.display());
+        anyhow::bail!(
+            "secret_key_file {} does not exist; create it with: sspr key generate > {}",
+            path.display(),
+            path.display()
+        );
     }
     let key = ServerKey::generate(rng);
-    sspr_server::tls::write_private(&path, format!("{}\n", key.to_hex()).as_bytes()).map_err(|e| anyhow::anyhow!(e))?;
+    sspr_server::tls::write_private(&path, format!("{}\n", key.to_hex()).as_bytes())
+        .map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!(path = %path.display(), "generated a new server key");
     Ok(key)
 }
@@ -85,7 +116,14 @@ fn load_key(config: &Config, rng: &dyn Random) -> anyhow::Result<ServerKey> {
 /// On first start of an empty built-in directory: the demo user with an email address and
 /// three security questions registered, so a reset can be tried at once.
 pub async fn seed_demo(rt: &Runtime) -> anyhow::Result<bool> {
-    if !rt.config.demo || !rt.builtin.list().await.map_err(|e| anyhow::anyhow!(e))?.is_empty() {
+    if !rt.config.demo
+        || !rt
+            .builtin
+            .list()
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?
+            .is_empty()
+    {
         return Ok(false);
     }
     rt.builtin
@@ -113,7 +151,14 @@ pub async fn seed_demo(rt: &Runtime) -> anyhow::Result<bool> {
     let mut answers = Vec::new();
     for (q, a) in DEMO_ANSWERS {
         let norm = sspr_domain::questions::normalise_answer(a);
-        answers.push((q.to_string(), rt.app.hasher.hash(&norm, rt.app.rng.as_ref()).await.map_err(|e| anyhow::anyhow!("{e}"))?));
+        answers.push((
+            q.to_string(),
+            rt.app
+                .hasher
+                .hash(&norm, rt.app.rng.as_ref())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ));
     }
     rt.store.put_answers(DEMO_USER, &answers, now).await?;
     rt.store.confirm(DEMO_USER, now).await?;

@@ -12,7 +12,9 @@ use crate::runtime::{self, DEMO_ANSWERS, DEMO_EMAIL, DEMO_PASSWORD, DEMO_USER, R
 pub fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cfg.log_level.clone()));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if cfg.log_format == "json" {
         b.json().init();
     } else {
@@ -21,13 +23,20 @@ pub fn init_logging(cfg: &Config) {
 }
 
 pub fn init_cli_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(cfg.listen).map_err(|e| {
-        anyhow::anyhow!("cannot listen on {}: {e} (set `listen` in the config or SSPR_LISTEN=127.0.0.1:PORT)", cfg.listen)
+        anyhow::anyhow!(
+            "cannot listen on {}: {e} (set `listen` in the config or SSPR_LISTEN=127.0.0.1:PORT)",
+            cfg.listen
+        )
     })?;
     run_with(cfg, Arc::new(SystemClock), listener, shutdown_signal()).await
 }
@@ -44,7 +53,9 @@ pub async fn run_with(
     let (cert, key, ca) = match (&cfg.tls.cert_file, &cfg.tls.key_file) {
         (Some(c), Some(k)) => (c.clone(), k.clone(), None),
         _ => {
-            let s = sspr_server::tls::ensure_self_signed(&cfg.data_dir.join("tls"), &cfg.tls_names()).map_err(|e| anyhow::anyhow!(e))?;
+            let s =
+                sspr_server::tls::ensure_self_signed(&cfg.data_dir.join("tls"), &cfg.tls_names())
+                    .map_err(|e| anyhow::anyhow!(e))?;
             (s.cert, s.key, Some(s.ca))
         }
     };
@@ -57,7 +68,10 @@ pub async fn run_with(
     let housekeeping = tokio::spawn(housekeeping(rt.app.clone(), stop_rx));
 
     banner(&rt, ca.as_deref(), seeded);
-    let state = Arc::new(sspr_server::State { app: rt.app.clone(), trusted_proxies: cfg.trusted_proxies.clone() });
+    let state = Arc::new(sspr_server::State {
+        app: rt.app.clone(),
+        trusted_proxies: cfg.trusted_proxies.clone(),
+    });
     let router = sspr_server::router(state);
     tracing::info!(listen = %cfg.listen, public_url = %cfg.public_url, "sspr is listening");
     sspr_server::serve(listener, tls, router, shutdown).await?;
@@ -72,18 +86,34 @@ fn build_worker(rt: &Runtime, clock: Arc<dyn Clock>) -> anyhow::Result<OutboxWor
     let cfg = &rt.config;
     let live = cfg.delivery.mode == "live";
     let (email, sms): (Arc<dyn Sender>, Option<Arc<dyn Sender>>) = if live {
-        let smtp = cfg.delivery.smtp.as_ref().ok_or_else(|| anyhow::anyhow!("delivery.mode = \"live\" needs [delivery.smtp]"))?;
-        let email: Arc<dyn Sender> = Arc::new(SmtpSender::new(smtp).map_err(|e| anyhow::anyhow!("delivery.smtp: {}", e.0))?);
+        let smtp = cfg
+            .delivery
+            .smtp
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("delivery.mode = \"live\" needs [delivery.smtp]"))?;
+        let email: Arc<dyn Sender> =
+            Arc::new(SmtpSender::new(smtp).map_err(|e| anyhow::anyhow!("delivery.smtp: {}", e.0))?);
         let sms: Option<Arc<dyn Sender>> = match &cfg.delivery.sms {
-            Some(s) => Some(Arc::new(SmsSender::new(s).map_err(|e| anyhow::anyhow!("delivery.sms: {}", e.0))?)),
+            Some(s) => Some(Arc::new(
+                SmsSender::new(s).map_err(|e| anyhow::anyhow!("delivery.sms: {}", e.0))?,
+            )),
             None => None,
         };
         (email, sms)
     } else {
         (Arc::new(DevSender), Some(Arc::new(DevSender)))
     };
-    let wc = WorkerConfig { keep_bodies: !live, ..WorkerConfig::default() };
-    Ok(OutboxWorker::new(rt.app.store.clone(), email, sms, clock, wc))
+    let wc = WorkerConfig {
+        keep_bodies: !live,
+        ..WorkerConfig::default()
+    };
+    Ok(OutboxWorker::new(
+        rt.app.store.clone(),
+        email,
+        sms,
+        clock,
+        wc,
+    ))
 }
 
 /// Expired flows, sessions, codes and counters are deleted every ten minutes.
@@ -126,13 +156,21 @@ async fn shutdown_signal() {
 fn banner(rt: &Runtime, ca: Option<&std::path::Path>, seeded: bool) {
     let cfg = &rt.config;
     let url = cfg.public_url.trim_end_matches('/');
-    let cacert = ca.map(|p| format!(" --cacert {}", p.display())).unwrap_or_default();
-    let mut s = format!("\nsspr is running at {url}  (data: {})\n", cfg.data_dir.display());
+    let cacert = ca
+        .map(|p| format!(" --cacert {}", p.display()))
+        .unwrap_or_default();
+    let mut s = format!(
+        "\nsspr is running at {url}  (data: {})\n",
+        cfg.data_dir.display()
+    );
     if cfg.delivery.mode == "dev" {
         s.push_str("  DEV MODE: no email or SMS leaves this machine; read \"sent\" messages with `sspr outbox`.\n");
     }
     if let Some(ca) = ca {
-        s.push_str(&format!("  TLS: development certificate; clients trust {}\n", ca.display()));
+        s.push_str(&format!(
+            "  TLS: development certificate; clients trust {}\n",
+            ca.display()
+        ));
     }
     if cfg.demo {
         if seeded {

@@ -215,7 +215,10 @@ mod tests {
         for c in ClientType::ALL {
             assert_eq!(ClientType::parse(c.as_str()), Some(c));
         }
-        assert_eq!(ClientType::parse("Logon-Screen"), Some(ClientType::LogonScreen));
+        assert_eq!(
+            ClientType::parse("Logon-Screen"),
+            Some(ClientType::LogonScreen)
+        );
         assert_eq!(ClientType::parse("toaster"), None);
     }
 }

@@ -77,7 +77,11 @@ pub fn parse_rfc3339(s: &str) -> Option<UnixTime> {
     let mut dp = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
     let (y, m, d) = (dp.next()??, dp.next()??, dp.next()??);
     let mut tp = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (tp.next()??, tp.next().flatten().unwrap_or(0), tp.next().flatten().unwrap_or(0));
+    let (hh, mm, ss) = (
+        tp.next()??,
+        tp.next().flatten().unwrap_or(0),
+        tp.next().flatten().unwrap_or(0),
+    );
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
         return None;
     }

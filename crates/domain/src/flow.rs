@@ -56,9 +56,15 @@ impl FlowState {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Verifying, Self::Verified, Self::Finishing, Self::Completed, Self::Ineligible]
-            .into_iter()
-            .find(|x| x.as_str() == s)
+        [
+            Self::Verifying,
+            Self::Verified,
+            Self::Finishing,
+            Self::Completed,
+            Self::Ineligible,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
     }
 }
 
@@ -96,7 +102,11 @@ pub struct Applicant<'a> {
 }
 
 /// Who may start, and with which methods.
-pub fn eligibility(policy: &Policy, kind: FlowKind, a: &Applicant<'_>) -> Result<UserRequirement, Ineligible> {
+pub fn eligibility(
+    policy: &Policy,
+    kind: FlowKind,
+    a: &Applicant<'_>,
+) -> Result<UserRequirement, Ineligible> {
     if !a.exists {
         return Err(Ineligible::UnknownUser);
     }
@@ -119,13 +129,21 @@ pub fn eligibility(policy: &Policy, kind: FlowKind, a: &Applicant<'_>) -> Result
 
 /// Methods still open to a user who has passed `verified`: each method counts once.
 pub fn remaining_methods(usable: &[Method], verified: &[Method]) -> Vec<Method> {
-    usable.iter().copied().filter(|m| !verified.contains(m)).collect()
+    usable
+        .iter()
+        .copied()
+        .filter(|m| !verified.contains(m))
+        .collect()
 }
 
 /// Whether a user is registered under a policy: holds as many usable methods as it requires.
 pub fn is_registered(policy: &Policy, groups: &[String], registered: &[Method]) -> bool {
     let req = policy.requirement_for(groups);
-    req.methods.iter().filter(|m| registered.contains(m)).count() >= req.required as usize
+    req.methods
+        .iter()
+        .filter(|m| registered.contains(m))
+        .count()
+        >= req.required as usize
 }
 
 #[cfg(test)]
@@ -140,31 +158,78 @@ mod tests {
     fn unknown_disabled_scope_and_unregistered_are_told_apart_only_internally() {
         let p = Policy::default();
         let g = staff();
-        let base = Applicant { exists: true, enabled: true, groups: &g, registered: &[Method::Email] };
+        let base = Applicant {
+            exists: true,
+            enabled: true,
+            groups: &g,
+            registered: &[Method::Email],
+        };
         assert!(eligibility(&p, FlowKind::Reset, &base).is_ok());
         assert_eq!(
-            eligibility(&p, FlowKind::Reset, &Applicant { exists: false, ..base.clone() }),
+            eligibility(
+                &p,
+                FlowKind::Reset,
+                &Applicant {
+                    exists: false,
+                    ..base.clone()
+                }
+            ),
             Err(Ineligible::UnknownUser)
         );
         assert_eq!(
-            eligibility(&p, FlowKind::Reset, &Applicant { enabled: false, ..base.clone() }),
+            eligibility(
+                &p,
+                FlowKind::Reset,
+                &Applicant {
+                    enabled: false,
+                    ..base.clone()
+                }
+            ),
             Err(Ineligible::Disabled)
         );
-        let scoped = Policy { scope: crate::Scope::Groups, groups: vec!["students".into()], ..Policy::default() };
-        assert_eq!(eligibility(&scoped, FlowKind::Reset, &base), Err(Ineligible::OutOfScope));
+        let scoped = Policy {
+            scope: crate::Scope::Groups,
+            groups: vec!["students".into()],
+            ..Policy::default()
+        };
         assert_eq!(
-            eligibility(&p, FlowKind::Reset, &Applicant { registered: &[], ..base.clone() }),
+            eligibility(&scoped, FlowKind::Reset, &base),
+            Err(Ineligible::OutOfScope)
+        );
+        assert_eq!(
+            eligibility(
+                &p,
+                FlowKind::Reset,
+                &Applicant {
+                    registered: &[],
+                    ..base.clone()
+                }
+            ),
             Err(Ineligible::NotRegistered)
         );
     }
 
     #[test]
     fn two_gate_policy_needs_two_registered_methods() {
-        let p = Policy { methods_required: 2, ..Policy::default() };
+        let p = Policy {
+            methods_required: 2,
+            ..Policy::default()
+        };
         let g = staff();
-        let one = Applicant { exists: true, enabled: true, groups: &g, registered: &[Method::Email] };
-        assert_eq!(eligibility(&p, FlowKind::Reset, &one), Err(Ineligible::NotRegistered));
-        let two = Applicant { registered: &[Method::Email, Method::Totp], ..one };
+        let one = Applicant {
+            exists: true,
+            enabled: true,
+            groups: &g,
+            registered: &[Method::Email],
+        };
+        assert_eq!(
+            eligibility(&p, FlowKind::Reset, &one),
+            Err(Ineligible::NotRegistered)
+        );
+        let two = Applicant {
+            registered: &[Method::Email, Method::Totp],
+            ..one
+        };
         let req = eligibility(&p, FlowKind::Reset, &two).map(|r| r.required);
         assert_eq!(req, Ok(2));
     }
@@ -173,24 +238,46 @@ mod tests {
     fn privileged_user_with_questions_and_email_is_not_registered() {
         let p = Policy::default();
         let g = vec!["admins".to_string()];
-        let a = Applicant { exists: true, enabled: true, groups: &g, registered: &[Method::Email, Method::Questions] };
-        assert_eq!(eligibility(&p, FlowKind::Reset, &a), Err(Ineligible::NotRegistered));
+        let a = Applicant {
+            exists: true,
+            enabled: true,
+            groups: &g,
+            registered: &[Method::Email, Method::Questions],
+        };
+        assert_eq!(
+            eligibility(&p, FlowKind::Reset, &a),
+            Err(Ineligible::NotRegistered)
+        );
         assert!(!is_registered(&p, &g, &[Method::Email, Method::Questions]));
         assert!(is_registered(&p, &g, &[Method::Email, Method::Totp]));
     }
 
     #[test]
     fn unlock_can_be_switched_off() {
-        let p = Policy { allow_unlock: false, ..Policy::default() };
+        let p = Policy {
+            allow_unlock: false,
+            ..Policy::default()
+        };
         let g = staff();
-        let a = Applicant { exists: true, enabled: true, groups: &g, registered: &[Method::Email] };
-        assert_eq!(eligibility(&p, FlowKind::Unlock, &a), Err(Ineligible::UnlockNotAllowed));
+        let a = Applicant {
+            exists: true,
+            enabled: true,
+            groups: &g,
+            registered: &[Method::Email],
+        };
+        assert_eq!(
+            eligibility(&p, FlowKind::Unlock, &a),
+            Err(Ineligible::UnlockNotAllowed)
+        );
     }
 
     #[test]
     fn each_method_counts_once() {
         let usable = [Method::Email, Method::Totp];
-        assert_eq!(remaining_methods(&usable, &[Method::Email]), vec![Method::Totp]);
+        assert_eq!(
+            remaining_methods(&usable, &[Method::Email]),
+            vec![Method::Totp]
+        );
         assert!(remaining_methods(&usable, &usable).is_empty());
     }
 }

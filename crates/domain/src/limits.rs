@@ -53,12 +53,21 @@ impl Default for Limits {
             code_ttl_secs: 5 * 60,
             code_digits: 6,
             code_max_attempts: 3,
-            account_failures: Window { max: 5, secs: 24 * 3600 },
+            account_failures: Window {
+                max: 5,
+                secs: 24 * 3600,
+            },
             account_codes: Window { max: 5, secs: 3600 },
             destination_codes: Window { max: 10, secs: 600 },
-            account_starts: Window { max: 20, secs: 3600 },
+            account_starts: Window {
+                max: 20,
+                secs: 3600,
+            },
             ip_starts: Window { max: 60, secs: 600 },
-            ip_failures: Window { max: 30, secs: 3600 },
+            ip_failures: Window {
+                max: 30,
+                secs: 3600,
+            },
             block_secs: 24 * 3600,
             argon2_concurrency: 2,
             argon2_queue_timeout_ms: 5_000,
@@ -107,7 +116,10 @@ impl Limits {
             e.push("limits.block_secs must be between 60 seconds and 7 days".into());
         }
         if !(1..=64).contains(&self.argon2_concurrency) {
-            e.push("limits.argon2_concurrency must be between 1 and 64 (each slot holds 19 MiB)".into());
+            e.push(
+                "limits.argon2_concurrency must be between 1 and 64 (each slot holds 19 MiB)"
+                    .into(),
+            );
         }
         e
     }
@@ -124,7 +136,11 @@ mod tests {
 
     #[test]
     fn codes_beyond_ten_minutes_are_refused() {
-        let l = Limits { code_ttl_secs: 601, code_digits: 5, ..Limits::default() };
+        let l = Limits {
+            code_ttl_secs: 601,
+            code_digits: 5,
+            ..Limits::default()
+        };
         let e = l.validate();
         assert_eq!(e.len(), 2, "{e:?}");
     }

@@ -7,7 +7,11 @@ pub fn email(addr: &str) -> String {
         return "•••".into();
     };
     let (host, tld) = domain.rsplit_once('.').unwrap_or((domain, ""));
-    let tld = if tld.is_empty() { String::new() } else { format!(".{tld}") };
+    let tld = if tld.is_empty() {
+        String::new()
+    } else {
+        format!(".{tld}")
+    };
     format!("{}@{}{}", keep_ends(local), keep_first(host), tld)
 }
 
@@ -15,7 +19,11 @@ pub fn email(addr: &str) -> String {
 pub fn phone(number: &str) -> String {
     let digits: Vec<char> = number.chars().filter(|c| c.is_ascii_digit()).collect();
     let tail: String = digits.iter().rev().take(2).rev().collect();
-    let plus = if number.trim_start().starts_with('+') { "+" } else { "" };
+    let plus = if number.trim_start().starts_with('+') {
+        "+"
+    } else {
+        ""
+    };
     format!("{plus}{}{tail}", "•".repeat(digits.len().saturating_sub(2)))
 }
 

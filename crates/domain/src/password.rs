@@ -54,17 +54,27 @@ impl Default for PasswordRules {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum Rejection {
-    TooShort { min: usize },
-    TooLong { max: usize },
+    TooShort {
+        min: usize,
+    },
+    TooLong {
+        max: usize,
+    },
     Blank,
     ControlCharacters,
     Common,
     Breached,
-    ContainsContext { word: String },
+    ContainsContext {
+        word: String,
+    },
     Banned,
-    TooFewClasses { min: u8 },
+    TooFewClasses {
+        min: u8,
+    },
     /// The directory refused it, with the directory's reason in words.
-    Directory { reason: String },
+    Directory {
+        reason: String,
+    },
     /// The directory remembers it as a recent password.
     History,
     Mismatch,
@@ -137,7 +147,13 @@ pub struct PasswordContext<'a> {
 
 fn common_set() -> &'static HashSet<&'static str> {
     static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
-    SET.get_or_init(|| COMMON.lines().map(str::trim).filter(|l| !l.is_empty()).collect())
+    SET.get_or_init(|| {
+        COMMON
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect()
+    })
 }
 
 /// Lowercase and undo the usual substitutions, so `P@ssw0rd` meets `password`.
@@ -163,7 +179,9 @@ impl PasswordRules {
             e.push("password.min_length must be at least 8 (NIST SP 800-63B)".into());
         }
         if !(256..=HARD_MAX_LEN).contains(&self.max_length) {
-            e.push(format!("password.max_length must be between 256 and {HARD_MAX_LEN}"));
+            e.push(format!(
+                "password.max_length must be between 256 and {HARD_MAX_LEN}"
+            ));
         }
         if self.min_length > self.max_length.min(HARD_MAX_LEN) {
             e.push("password.min_length cannot exceed password.max_length".into());
@@ -171,8 +189,14 @@ impl PasswordRules {
         if self.min_character_classes > 4 {
             e.push("password.min_character_classes must be between 0 and 4".into());
         }
-        if let Some(w) = self.banned_words.iter().find(|w| w.trim().chars().count() < 4) {
-            e.push(format!("banned word {w:?} is shorter than 4 characters; it would ban too much"));
+        if let Some(w) = self
+            .banned_words
+            .iter()
+            .find(|w| w.trim().chars().count() < 4)
+        {
+            e.push(format!(
+                "banned word {w:?} is shorter than 4 characters; it would ban too much"
+            ));
         }
         e
     }
@@ -189,10 +213,14 @@ impl PasswordRules {
             out.push(Rejection::ControlCharacters);
         }
         if len < self.min_length {
-            out.push(Rejection::TooShort { min: self.min_length });
+            out.push(Rejection::TooShort {
+                min: self.min_length,
+            });
         }
         if len > self.max_length.min(HARD_MAX_LEN) {
-            out.push(Rejection::TooLong { max: self.max_length.min(HARD_MAX_LEN) });
+            out.push(Rejection::TooLong {
+                max: self.max_length.min(HARD_MAX_LEN),
+            });
             return out;
         }
         if self.reject_common && is_common(password) {
@@ -214,7 +242,9 @@ impl PasswordRules {
             out.push(Rejection::Banned);
         }
         if self.min_character_classes > 0 && classes(password) < self.min_character_classes {
-            out.push(Rejection::TooFewClasses { min: self.min_character_classes });
+            out.push(Rejection::TooFewClasses {
+                min: self.min_character_classes,
+            });
         }
         out
     }
@@ -225,8 +255,15 @@ pub fn is_common(password: &str) -> bool {
     let set = common_set();
     let lower = password.to_lowercase();
     let stripped = lower.trim_matches(|c: char| !c.is_alphabetic());
-    let candidates = [lower.clone(), fold(&lower), stripped.to_string(), fold(stripped)];
-    candidates.iter().any(|c| c.chars().count() >= 4 && set.contains(c.as_str()))
+    let candidates = [
+        lower.clone(),
+        fold(&lower),
+        stripped.to_string(),
+        fold(stripped),
+    ];
+    candidates
+        .iter()
+        .any(|c| c.chars().count() >= 4 && set.contains(c.as_str()))
 }
 
 /// Words of at least 4 characters the user, or anyone who knows them, would try first.
@@ -257,26 +294,38 @@ mod tests {
     use super::*;
 
     fn ctx() -> PasswordContext<'static> {
-        PasswordContext { login: "alice", display_name: "Alice Liddell" }
+        PasswordContext {
+            login: "alice",
+            display_name: "Alice Liddell",
+        }
     }
 
     #[test]
     fn length_boundaries_count_code_points() {
         let r = PasswordRules::default();
         assert_eq!(r.check(&"q".repeat(14).replace('q', "qz"), &ctx()), vec![]);
-        assert!(r.check("tulip-kettle-9", &ctx()).contains(&Rejection::TooShort { min: 15 }));
+        assert!(
+            r.check("tulip-kettle-9", &ctx())
+                .contains(&Rejection::TooShort { min: 15 })
+        );
         assert_eq!(r.check("tulip-kettle-9x", &ctx()), vec![]);
         // 15 emoji are 15 characters (60 bytes) and pass.
         assert_eq!(r.check(&"🦀".repeat(15), &ctx()), vec![]);
         assert_eq!(r.check(&"ab".repeat(128), &ctx()), vec![]);
-        assert_eq!(r.check(&"ab".repeat(129), &ctx()), vec![Rejection::TooLong { max: 256 }]);
+        assert_eq!(
+            r.check(&"ab".repeat(129), &ctx()),
+            vec![Rejection::TooLong { max: 256 }]
+        );
     }
 
     #[test]
     fn no_composition_rules_by_default() {
         let r = PasswordRules::default();
         assert_eq!(r.check("quiet violet harbour lamps", &ctx()), vec![]);
-        let strict = PasswordRules { min_character_classes: 3, ..r };
+        let strict = PasswordRules {
+            min_character_classes: 3,
+            ..r
+        };
         assert_eq!(
             strict.check("quiet violet harbour lamps", &ctx()),
             vec![Rejection::TooFewClasses { min: 3 }]
@@ -285,8 +334,17 @@ mod tests {
 
     #[test]
     fn common_passwords_are_caught_through_disguises() {
-        let r = PasswordRules { min_length: 8, ..PasswordRules::default() };
-        for p in ["password", "Password123456", "P@ssw0rd", "iloveyou!!", "qwertyuiop"] {
+        let r = PasswordRules {
+            min_length: 8,
+            ..PasswordRules::default()
+        };
+        for p in [
+            "password",
+            "Password123456",
+            "P@ssw0rd",
+            "iloveyou!!",
+            "qwertyuiop",
+        ] {
             assert!(r.check(p, &ctx()).contains(&Rejection::Common), "{p}");
         }
         assert!(!is_common("harbour-lamps-violet"));
@@ -294,26 +352,48 @@ mod tests {
 
     #[test]
     fn context_words_are_refused_with_the_word() {
-        let r = PasswordRules { organisation: "Contoso Ltd".into(), ..PasswordRules::default() };
+        let r = PasswordRules {
+            organisation: "Contoso Ltd".into(),
+            ..PasswordRules::default()
+        };
         let e = r.check("my-name-is-ALICE-ok", &ctx());
-        assert!(e.contains(&Rejection::ContainsContext { word: "alice".into() }), "{e:?}");
+        assert!(
+            e.contains(&Rejection::ContainsContext {
+                word: "alice".into()
+            }),
+            "{e:?}"
+        );
         let e = r.check("liddell-family-rocks", &ctx());
         assert!(matches!(e[0], Rejection::ContainsContext { .. }));
         let e = r.check("c0nt0so-rocks-forever", &ctx());
-        assert_eq!(e, vec![Rejection::ContainsContext { word: "contoso".into() }]);
+        assert_eq!(
+            e,
+            vec![Rejection::ContainsContext {
+                word: "contoso".into()
+            }]
+        );
     }
 
     #[test]
     fn admin_banned_words() {
-        let r = PasswordRules { banned_words: vec!["Wonderland".into()], ..PasswordRules::default() };
-        assert_eq!(r.check("down-to-w0nderland-we-go", &ctx()), vec![Rejection::Banned]);
+        let r = PasswordRules {
+            banned_words: vec!["Wonderland".into()],
+            ..PasswordRules::default()
+        };
+        assert_eq!(
+            r.check("down-to-w0nderland-we-go", &ctx()),
+            vec![Rejection::Banned]
+        );
     }
 
     #[test]
     fn blank_and_control_characters() {
         let r = PasswordRules::default();
         assert_eq!(r.check("                 ", &ctx()), vec![Rejection::Blank]);
-        assert!(r.check("abcdefgh\u{7}ijklmnop", &ctx()).contains(&Rejection::ControlCharacters));
+        assert!(
+            r.check("abcdefgh\u{7}ijklmnop", &ctx())
+                .contains(&Rejection::ControlCharacters)
+        );
     }
 
     #[test]
@@ -341,7 +421,12 @@ mod tests {
     #[test]
     fn config_bounds() {
         assert!(PasswordRules::default().validate().is_empty());
-        let r = PasswordRules { min_length: 7, max_length: 100, banned_words: vec!["ab".into()], ..PasswordRules::default() };
+        let r = PasswordRules {
+            min_length: 7,
+            max_length: 100,
+            banned_words: vec!["ab".into()],
+            ..PasswordRules::default()
+        };
         assert_eq!(r.validate().len(), 3);
     }
 }

@@ -133,10 +133,19 @@ impl Policy {
         for q in &self.custom_questions {
             let len = q.text.trim().chars().count();
             if !(3..=200).contains(&len) {
-                e.push(format!("custom question {:?} must be 3–200 characters long", q.id));
+                e.push(format!(
+                    "custom question {:?} must be 3–200 characters long",
+                    q.id
+                ));
             }
-            if !q.id.starts_with('c') || q.id.len() < 2 || !q.id[1..].bytes().all(|b| b.is_ascii_digit()) {
-                e.push(format!("custom question id {:?} must look like c1, c2, …", q.id));
+            if !q.id.starts_with('c')
+                || q.id.len() < 2
+                || !q.id[1..].bytes().all(|b| b.is_ascii_digit())
+            {
+                e.push(format!(
+                    "custom question id {:?} must look like c1, c2, …",
+                    q.id
+                ));
             }
             if !ids.insert(q.id.as_str()) {
                 e.push(format!("custom question id {:?} is used twice", q.id));
@@ -164,9 +173,11 @@ impl Policy {
     }
 
     pub fn is_privileged(&self, groups: &[String]) -> bool {
-        groups
-            .iter()
-            .any(|g| self.privileged_groups.iter().any(|p| p.eq_ignore_ascii_case(g)))
+        groups.iter().any(|g| {
+            self.privileged_groups
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(g))
+        })
     }
 
     /// Methods and count for a user: privileged accounts need 2 and never questions.
@@ -178,7 +189,11 @@ impl Policy {
             methods.retain(|m| *m != Method::Questions);
             required = 2;
         }
-        UserRequirement { methods, required, privileged }
+        UserRequirement {
+            methods,
+            required,
+            privileged,
+        }
     }
 
     /// The question ids a user may choose from: predefined plus the admin's own.
@@ -194,7 +209,10 @@ impl Policy {
         if let Some(q) = questions::PREDEFINED.iter().find(|q| q.id == id) {
             return Some(q.text(lang).to_string());
         }
-        self.custom_questions.iter().find(|q| q.id == id).map(|q| q.text.clone())
+        self.custom_questions
+            .iter()
+            .find(|q| q.id == id)
+            .map(|q| q.text.clone())
     }
 }
 
@@ -220,7 +238,10 @@ mod tests {
         };
         let e = p.validate();
         assert!(e.iter().any(|m| m.contains("no group")), "{e:?}");
-        assert!(e.iter().any(|m| m.contains("methods_required must be 1 or 2")));
+        assert!(
+            e.iter()
+                .any(|m| m.contains("methods_required must be 1 or 2"))
+        );
         assert!(e.iter().any(|m| m.contains("cannot be the only method")));
         assert!(e.iter().any(|m| m.contains("questions_to_register")));
         assert!(e.iter().any(|m| m.contains("questions_to_answer")));
@@ -229,16 +250,30 @@ mod tests {
 
     #[test]
     fn two_methods_need_two_enabled() {
-        let p = Policy { methods: vec![Method::Email], methods_required: 2, ..Policy::default() };
+        let p = Policy {
+            methods: vec![Method::Email],
+            methods_required: 2,
+            ..Policy::default()
+        };
         assert!(p.validate().iter().any(|m| m.contains("only 1 method")));
     }
 
     #[test]
     fn scope_by_any_of_several_groups() {
-        let p = Policy { scope: Scope::Groups, groups: vec!["staff".into(), "Students".into()], ..Policy::default() };
+        let p = Policy {
+            scope: Scope::Groups,
+            groups: vec!["staff".into(), "Students".into()],
+            ..Policy::default()
+        };
         assert!(p.in_scope(&["students".into()]));
         assert!(!p.in_scope(&["guests".into()]));
-        assert!(!Policy { scope: Scope::None, ..Policy::default() }.in_scope(&["staff".into()]));
+        assert!(
+            !Policy {
+                scope: Scope::None,
+                ..Policy::default()
+            }
+            .in_scope(&["staff".into()])
+        );
     }
 
     #[test]

@@ -45,7 +45,10 @@ pub fn support_code(rng: &dyn Random) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut b = [0u8; 10];
     rng.fill(&mut b);
-    let s: String = b.iter().map(|x| char::from(ALPHABET[(*x as usize) % 32])).collect();
+    let s: String = b
+        .iter()
+        .map(|x| char::from(ALPHABET[(*x as usize) % 32]))
+        .collect();
     format!("{}-{}", &s[..5], &s[5..])
 }
 

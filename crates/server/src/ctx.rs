@@ -17,7 +17,9 @@ use crate::State;
 /// The client's address: the socket peer, or, when the peer is a configured trusted proxy,
 /// the right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
 pub fn client_ip(peer: Option<IpAddr>, xff: Option<&str>, trusted: &[IpNet]) -> String {
-    let Some(peer) = peer else { return "unknown".into() };
+    let Some(peer) = peer else {
+        return "unknown".into();
+    };
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer.to_string();
@@ -45,22 +47,31 @@ pub struct Ctx(pub RequestCtx);
 impl FromRequestParts<Arc<State>> for Ctx {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<State>,
+    ) -> Result<Self, Self::Rejection> {
         Ok(Ctx(ctx_from_parts(parts, state)))
     }
 }
 
 pub fn ctx_from_parts(parts: &Parts, state: &State) -> RequestCtx {
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
     let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
     let ip = client_ip(peer, header("x-forwarded-for"), &state.trusted_proxies);
-    let client_type = header(sspr_proto::CLIENT_TYPE_HEADER).and_then(ClientType::parse).unwrap_or(ClientType::Api);
+    let client_type = header(sspr_proto::CLIENT_TYPE_HEADER)
+        .and_then(ClientType::parse)
+        .unwrap_or(ClientType::Api);
     let query_lang = parts
         .uri
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("lang=")))
         .map(Lang::negotiate);
-    let lang = query_lang.unwrap_or_else(|| Lang::negotiate(header("accept-language").unwrap_or("")));
+    let lang =
+        query_lang.unwrap_or_else(|| Lang::negotiate(header("accept-language").unwrap_or("")));
     RequestCtx::new(ip, client_type, lang)
 }
 
@@ -75,7 +86,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(|t| t.trim().to_string());
         Ok(Bearer(token))
     }
@@ -100,7 +114,8 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<State>> for Body<T> {
                     J::MissingJsonContentType(_) => (
                         ErrorKind::Invalid,
                         axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "Send the body as JSON with the header Content-Type: application/json.".to_string(),
+                        "Send the body as JSON with the header Content-Type: application/json."
+                            .to_string(),
                     ),
                     J::JsonSyntaxError(e) => (
                         ErrorKind::Invalid,
@@ -110,14 +125,24 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<State>> for Body<T> {
                     J::JsonDataError(e) => (
                         ErrorKind::Invalid,
                         axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                        format!("The JSON does not have the expected fields and types: {}", inner(&e.body_text())),
+                        format!(
+                            "The JSON does not have the expected fields and types: {}",
+                            inner(&e.body_text())
+                        ),
                     ),
                     J::BytesRejection(_) => (
                         ErrorKind::Invalid,
                         axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("The request body is too large; the limit is {} bytes.", crate::BODY_LIMIT),
+                        format!(
+                            "The request body is too large; the limit is {} bytes.",
+                            crate::BODY_LIMIT
+                        ),
                     ),
-                    _ => (ErrorKind::Invalid, axum::http::StatusCode::BAD_REQUEST, rej.body_text()),
+                    _ => (
+                        ErrorKind::Invalid,
+                        axum::http::StatusCode::BAD_REQUEST,
+                        rej.body_text(),
+                    ),
                 };
                 let err = AppError::new(kind, msg);
                 Err(crate::respond::error_with_status(state, &ctx, err, Some(status)).await)
@@ -128,7 +153,9 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<State>> for Body<T> {
 
 /// serde's message without axum's prefix.
 fn inner(s: &str) -> String {
-    s.split_once(": ").map(|(_, r)| r.to_string()).unwrap_or_else(|| s.to_string())
+    s.split_once(": ")
+        .map(|(_, r)| r.to_string())
+        .unwrap_or_else(|| s.to_string())
 }
 
 #[cfg(test)]
@@ -142,14 +169,20 @@ mod tests {
     #[test]
     fn spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
         let peer = Some("203.0.113.9".parse().unwrap());
-        assert_eq!(client_ip(peer, Some("1.2.3.4"), &nets(&["10.0.0.0/8"])), "203.0.113.9");
+        assert_eq!(
+            client_ip(peer, Some("1.2.3.4"), &nets(&["10.0.0.0/8"])),
+            "203.0.113.9"
+        );
     }
 
     #[test]
     fn trusted_proxy_yields_the_rightmost_untrusted_hop() {
         let peer = Some("10.0.0.2".parse().unwrap());
         let t = nets(&["10.0.0.0/8"]);
-        assert_eq!(client_ip(peer, Some("6.6.6.6, 198.51.100.7, 10.0.0.5"), &t), "198.51.100.7");
+        assert_eq!(
+            client_ip(peer, Some("6.6.6.6, 198.51.100.7, 10.0.0.5"), &t),
+            "198.51.100.7"
+        );
         assert_eq!(client_ip(peer, None, &t), "10.0.0.2");
         assert_eq!(client_ip(peer, Some("junk"), &t), "10.0.0.2");
     }

@@ -51,14 +51,19 @@ impl utoipa::Modify for BearerSchemes {
         use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         let c = openapi.components.get_or_insert_with(Default::default);
         for name in ["flow", "session", "admin"] {
-            c.add_security_scheme(name, SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+            c.add_security_scheme(
+                name,
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
         }
     }
 }
 
 /// The OpenAPI document, as served at `/api/v1/openapi.json`.
 pub fn openapi_json() -> String {
-    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|_| "{}".into())
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".into())
 }
 
 pub fn router(state: Arc<State>) -> Router {
@@ -82,33 +87,80 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/me/totp/verify", post(routes::verify_totp))
         .route("/me/methods/{method}", delete(routes::remove_method))
         .route("/me/confirm", post(routes::reconfirm))
-        .route("/admin/policy", get(routes::get_policy).put(routes::put_policy))
+        .route(
+            "/admin/policy",
+            get(routes::get_policy).put(routes::put_policy),
+        )
         .route("/admin/audit", get(routes::audit))
         .route("/admin/users/{login}", get(routes::admin_user))
-        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }));
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }),
+        );
 
-    let h = |name: HeaderName, value: &'static str| SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value));
+    let h = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
+    };
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .nest("/api/v1", api)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(h(header::STRICT_TRANSPORT_SECURITY, "max-age=63072000; includeSubDomains"))
+        .layer(h(
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=63072000; includeSubDomains",
+        ))
         .layer(h(header::CACHE_CONTROL, "no-store"))
         .layer(h(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(h(header::X_FRAME_OPTIONS, "DENY"))
         .layer(h(header::REFERRER_POLICY, "no-referrer"))
-        .layer(h(header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"))
-        .layer(h(HeaderName::from_static("cross-origin-opener-policy"), "same-origin"))
-        .layer(h(HeaderName::from_static("cross-origin-resource-policy"), "same-origin"))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(h(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .layer(h(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ))
+        .layer(h(
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
         .with_state(state)
 }
 
-async fn not_found(axum::extract::State(s): axum::extract::State<Arc<State>>, ctx::Ctx(ctx): ctx::Ctx) -> axum::response::Response {
-    let e = sspr_app::AppError::new(sspr_app::ErrorKind::Invalid, "No such endpoint. The API lives under /api/v1; see /api/v1/openapi.json.");
+async fn not_found(
+    axum::extract::State(s): axum::extract::State<Arc<State>>,
+    ctx::Ctx(ctx): ctx::Ctx,
+) -> axum::response::Response {
+    let e = sspr_app::AppError::new(
+        sspr_app::ErrorKind::Invalid,
+        "No such endpoint. The API lives under /api/v1; see /api/v1/openapi.json.",
+    );
     respond::error_with_status(&s, &ctx, e, Some(axum::http::StatusCode::NOT_FOUND)).await
+}
+
+async fn method_not_allowed(
+    axum::extract::State(s): axum::extract::State<Arc<State>>,
+    ctx::Ctx(ctx): ctx::Ctx,
+) -> axum::response::Response {
+    let e = sspr_app::AppError::new(
+        sspr_app::ErrorKind::Invalid,
+        "This endpoint does not accept that HTTP method; see /api/v1/openapi.json.",
+    );
+    respond::error_with_status(
+        &s,
+        &ctx,
+        e,
+        Some(axum::http::StatusCode::METHOD_NOT_ALLOWED),
+    )
+    .await
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown` resolves, then drains in-flight
@@ -129,6 +181,11 @@ pub async fn serve(
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
     let mut server = axum_server::tls_rustls::from_tcp_rustls(listener, config)?.handle(handle);
     // Slow or idle clients do not hold connections forever.
-    server.http_builder().http1().header_read_timeout(Duration::from_secs(10));
-    server.serve(router.into_make_service_with_connect_info::<SocketAddr>()).await
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Duration::from_secs(10));
+    server
+        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+        .await
 }

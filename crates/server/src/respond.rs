@@ -23,7 +23,11 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
-pub async fn reply<T: Serialize>(state: &State, ctx: &RequestCtx, r: Result<T, AppError>) -> Response {
+pub async fn reply<T: Serialize>(
+    state: &State,
+    ctx: &RequestCtx,
+    r: Result<T, AppError>,
+) -> Response {
     match r {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => error(state, ctx, e).await,
@@ -34,11 +38,18 @@ pub async fn error(state: &State, ctx: &RequestCtx, e: AppError) -> Response {
     error_with_status(state, ctx, e, None).await
 }
 
-pub async fn error_with_status(state: &State, ctx: &RequestCtx, e: AppError, status: Option<StatusCode>) -> Response {
+pub async fn error_with_status(
+    state: &State,
+    ctx: &RequestCtx,
+    e: AppError,
+    status: Option<StatusCode>,
+) -> Response {
     let e = match e.support_code {
         Some(_) => e,
         None => {
-            let mut ev = state.app.event(ctx, Activity::RequestRejected, Outcome::Failure);
+            let mut ev = state
+                .app
+                .event(ctx, Activity::RequestRejected, Outcome::Failure);
             ev.reason = e.kind.code().into();
             if e.kind == ErrorKind::Internal {
                 tracing::error!(cause = %e.log, "internal error");
@@ -54,10 +65,11 @@ pub async fn error_with_status(state: &State, ctx: &RequestCtx, e: AppError, sta
         details: e.details.clone(),
     };
     let mut resp = (status, axum::Json(body)).into_response();
-    if let Some(secs) = e.retry_after.or((e.kind == ErrorKind::Busy).then_some(5)) {
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
-        }
+    if let Some(secs) = e.retry_after.or((e.kind == ErrorKind::Busy).then_some(5))
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        resp.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, v);
     }
     resp
 }

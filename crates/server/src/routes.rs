@@ -20,13 +20,20 @@ use crate::respond::{error, reply};
 type S = AxState<Arc<State>>;
 
 fn need_bearer(b: Bearer, what: &str) -> Result<String, AppError> {
-    b.0.ok_or_else(|| AppError::new(ErrorKind::Unauthorized, format!("Send the {what} as Authorization: Bearer <token>.")))
+    b.0.ok_or_else(|| {
+        AppError::new(
+            ErrorKind::Unauthorized,
+            format!("Send the {what} as Authorization: Bearer <token>."),
+        )
+    })
 }
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = Message)))]
 pub async fn healthz() -> axum::Json<Message> {
-    axum::Json(Message { message: "ok".into() })
+    axum::Json(Message {
+        message: "ok".into(),
+    })
 }
 
 /// Readiness: the database and the directory answer.
@@ -35,10 +42,18 @@ pub async fn readyz(AxState(s): S) -> Response {
     let db = s.app.store.ping().await;
     let dir = s.app.directory.ping().await;
     match (db, dir) {
-        (Ok(()), Ok(())) => axum::Json(Message { message: "ready".into() }).into_response(),
+        (Ok(()), Ok(())) => axum::Json(Message {
+            message: "ready".into(),
+        })
+        .into_response(),
         (db, dir) => {
             tracing::warn!(db = ?db.err(), directory = ?dir.err(), "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(Message { message: "not ready: database or directory unreachable".into() }))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(Message {
+                    message: "not ready: database or directory unreachable".into(),
+                }),
+            )
                 .into_response()
         }
     }
@@ -51,24 +66,47 @@ pub async fn password_policy(AxState(s): S, Ctx(ctx): Ctx) -> Response {
         let p = s.app.policy().await?.password;
         let zh = ctx.lang == sspr_app::Lang::Zh;
         let mut rules = vec![if zh {
-            format!("至少 {} 个字符，最多 {} 个；可以使用空格和任何字符。", p.min_length, p.max_length)
+            format!(
+                "至少 {} 个字符，最多 {} 个；可以使用空格和任何字符。",
+                p.min_length, p.max_length
+            )
         } else {
-            format!("At least {} and at most {} characters; spaces and any characters are allowed.", p.min_length, p.max_length)
+            format!(
+                "At least {} and at most {} characters; spaces and any characters are allowed.",
+                p.min_length, p.max_length
+            )
         }];
         if p.reject_common {
-            rules.push(if zh { "不能是常用或已泄露的密码。".into() } else { "Not a commonly used or breached password.".into() });
+            rules.push(if zh {
+                "不能是常用或已泄露的密码。".into()
+            } else {
+                "Not a commonly used or breached password.".into()
+            });
         }
         if p.reject_context {
-            rules.push(if zh { "不能包含你的用户名、姓名或机构名。".into() } else { "Not containing your user name, your name or the organisation's name.".into() });
+            rules.push(if zh {
+                "不能包含你的用户名、姓名或机构名。".into()
+            } else {
+                "Not containing your user name, your name or the organisation's name.".into()
+            });
         }
         if p.min_character_classes > 0 {
-            rules.push(sspr_domain::Rejection::TooFewClasses { min: p.min_character_classes }.message(ctx.lang.tag()));
+            rules.push(
+                sspr_domain::Rejection::TooFewClasses {
+                    min: p.min_character_classes,
+                }
+                .message(ctx.lang.tag()),
+            );
         }
         match s.app.directory.password_rules().await {
             Ok(extra) => rules.extend(extra),
             Err(e) => tracing::warn!(error = %e, "could not read the directory's password rules"),
         }
-        Ok(PasswordPolicyResponse { min_length: p.min_length, max_length: p.max_length, rules })
+        Ok(PasswordPolicyResponse {
+            min_length: p.min_length,
+            max_length: p.max_length,
+            rules,
+        })
     }
     .await;
     reply(&s, &ctx, r).await
@@ -110,7 +148,12 @@ pub async fn flow_status(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
 /// Sends a code (email, sms), draws questions, or asks for the authenticator code.
 #[utoipa::path(post, path = "/api/v1/flow/challenge", request_body = ChallengeRequest, security(("flow" = [])),
     responses((status = 200, body = ChallengeResponse), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 429, body = ApiError)))]
-pub async fn flow_challenge(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): Body<ChallengeRequest>) -> Response {
+pub async fn flow_challenge(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    b: Bearer,
+    Body(req): Body<ChallengeRequest>,
+) -> Response {
     let r = match need_bearer(b, "flow token") {
         Ok(t) => s.app.challenge(&ctx, &t, &req.method).await,
         Err(e) => Err(e),
@@ -121,7 +164,12 @@ pub async fn flow_challenge(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): 
 /// Checks a code or the answers.
 #[utoipa::path(post, path = "/api/v1/flow/verify", request_body = VerifyRequest, security(("flow" = [])),
     responses((status = 200, body = FlowResponse), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 429, body = ApiError)))]
-pub async fn flow_verify(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): Body<VerifyRequest>) -> Response {
+pub async fn flow_verify(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    b: Bearer,
+    Body(req): Body<VerifyRequest>,
+) -> Response {
     let r = match need_bearer(b, "flow token") {
         Ok(t) => s.app.verify(&ctx, &t, &req).await,
         Err(e) => Err(e),
@@ -132,7 +180,12 @@ pub async fn flow_verify(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): Bod
 /// Sets the new password once enough methods are verified.
 #[utoipa::path(post, path = "/api/v1/flow/password", request_body = NewPasswordRequest, security(("flow" = [])),
     responses((status = 200, body = FlowResponse), (status = 403, body = ApiError), (status = 422, body = ApiError), (status = 503, body = ApiError)))]
-pub async fn flow_password(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): Body<NewPasswordRequest>) -> Response {
+pub async fn flow_password(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    b: Bearer,
+    Body(req): Body<NewPasswordRequest>,
+) -> Response {
     let r = match need_bearer(b, "flow token") {
         Ok(t) => s.app.set_password(&ctx, &t, &req.new_password).await,
         Err(e) => Err(e),
@@ -159,7 +212,11 @@ pub async fn sign_in(AxState(s): S, Ctx(ctx): Ctx, Body(req): Body<SignInRequest
     reply(&s, &ctx, r).await
 }
 
-async fn session_of(s: &State, ctx: &sspr_app::RequestCtx, b: Bearer) -> Result<sspr_app::ports::SessionRecord, AppError> {
+async fn session_of(
+    s: &State,
+    ctx: &sspr_app::RequestCtx,
+    b: Bearer,
+) -> Result<sspr_app::ports::SessionRecord, AppError> {
     let t = need_bearer(b, "session token")?;
     s.app.session(ctx, &t).await
 }
@@ -168,7 +225,9 @@ async fn session_of(s: &State, ctx: &sspr_app::RequestCtx, b: Bearer) -> Result<
 #[utoipa::path(delete, path = "/api/v1/session", security(("session" = [])), responses((status = 200, body = Message)))]
 pub async fn sign_out(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
     let r = match session_of(&s, &ctx, b).await {
-        Ok(sess) => s.app.sign_out(&sess).await.map(|_| Message { message: "signed out".into() }),
+        Ok(sess) => s.app.sign_out(&sess).await.map(|_| Message {
+            message: "signed out".into(),
+        }),
         Err(e) => Err(e),
     };
     reply(&s, &ctx, r).await
@@ -187,9 +246,18 @@ pub async fn me(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
 /// Adds an email address; a code is sent there to confirm it.
 #[utoipa::path(post, path = "/api/v1/me/email", request_body = ContactRequest, security(("session" = [])),
     responses((status = 200, body = RegistrationStatus), (status = 400, body = ApiError)))]
-pub async fn add_email(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): Body<ContactRequest>) -> Response {
+pub async fn add_email(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    b: Bearer,
+    Body(req): Body<ContactRequest>,
+) -> Response {
     let r = match session_of(&s, &ctx, b).await {
-        Ok(sess) => s.app.add_contact(&ctx, &sess, Method::Email, &req.value).await,
+        Ok(sess) => {
+            s.app
+                .add_contact(&ctx, &sess, Method::Email, &req.value)
+                .await
+        }
         Err(e) => Err(e),
     };
     reply(&s, &ctx, r).await
@@ -198,9 +266,18 @@ pub async fn add_email(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): Body<
 /// Confirms the email address with the code sent to it.
 #[utoipa::path(post, path = "/api/v1/me/email/verify", request_body = CodeRequest, security(("session" = [])),
     responses((status = 200, body = RegistrationStatus), (status = 400, body = ApiError)))]
-pub async fn verify_email(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): Body<CodeRequest>) -> Response {
+pub async fn verify_email(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    b: Bearer,
+    Body(req): Body<CodeRequest>,
+) -> Response {
     let r = match session_of(&s, &ctx, b).await {
-        Ok(sess) => s.app.confirm_contact(&ctx, &sess, Method::Email, &req.code).await,
+        Ok(sess) => {
+            s.app
+                .confirm_contact(&ctx, &sess, Method::Email, &req.code)
+                .await
+        }
         Err(e) => Err(e),
     };
     reply(&s, &ctx, r).await
@@ -209,9 +286,18 @@ pub async fn verify_email(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): Bo
 /// Adds a mobile number; a code is texted there to confirm it.
 #[utoipa::path(post, path = "/api/v1/me/phone", request_body = ContactRequest, security(("session" = [])),
     responses((status = 200, body = RegistrationStatus), (status = 400, body = ApiError)))]
-pub async fn add_phone(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): Body<ContactRequest>) -> Response {
+pub async fn add_phone(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    b: Bearer,
+    Body(req): Body<ContactRequest>,
+) -> Response {
     let r = match session_of(&s, &ctx, b).await {
-        Ok(sess) => s.app.add_contact(&ctx, &sess, Method::Sms, &req.value).await,
+        Ok(sess) => {
+            s.app
+                .add_contact(&ctx, &sess, Method::Sms, &req.value)
+                .await
+        }
         Err(e) => Err(e),
     };
     reply(&s, &ctx, r).await
@@ -220,9 +306,18 @@ pub async fn add_phone(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): Body<
 /// Confirms the mobile number with the code texted to it.
 #[utoipa::path(post, path = "/api/v1/me/phone/verify", request_body = CodeRequest, security(("session" = [])),
     responses((status = 200, body = RegistrationStatus), (status = 400, body = ApiError)))]
-pub async fn verify_phone(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): Body<CodeRequest>) -> Response {
+pub async fn verify_phone(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    b: Bearer,
+    Body(req): Body<CodeRequest>,
+) -> Response {
     let r = match session_of(&s, &ctx, b).await {
-        Ok(sess) => s.app.confirm_contact(&ctx, &sess, Method::Sms, &req.code).await,
+        Ok(sess) => {
+            s.app
+                .confirm_contact(&ctx, &sess, Method::Sms, &req.code)
+                .await
+        }
         Err(e) => Err(e),
     };
     reply(&s, &ctx, r).await
@@ -231,7 +326,12 @@ pub async fn verify_phone(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): Bo
 /// Sets the security questions and answers (replacing earlier ones).
 #[utoipa::path(put, path = "/api/v1/me/questions", request_body = QuestionsRequest, security(("session" = [])),
     responses((status = 200, body = RegistrationStatus), (status = 400, body = ApiError)))]
-pub async fn set_questions(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): Body<QuestionsRequest>) -> Response {
+pub async fn set_questions(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    b: Bearer,
+    Body(req): Body<QuestionsRequest>,
+) -> Response {
     let r = match session_of(&s, &ctx, b).await {
         Ok(sess) => s.app.set_questions(&ctx, &sess, &req.answers).await,
         Err(e) => Err(e),
@@ -252,7 +352,12 @@ pub async fn enrol_totp(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
 /// Confirms the authenticator app with a code it shows.
 #[utoipa::path(post, path = "/api/v1/me/totp/verify", request_body = CodeRequest, security(("session" = [])),
     responses((status = 200, body = RegistrationStatus), (status = 400, body = ApiError)))]
-pub async fn verify_totp(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): Body<CodeRequest>) -> Response {
+pub async fn verify_totp(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    b: Bearer,
+    Body(req): Body<CodeRequest>,
+) -> Response {
     let r = match session_of(&s, &ctx, b).await {
         Ok(sess) => s.app.confirm_totp(&ctx, &sess, &req.code).await,
         Err(e) => Err(e),
@@ -263,11 +368,18 @@ pub async fn verify_totp(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(req): Bod
 /// Removes a method (`email`, `sms`, `questions`, `totp`).
 #[utoipa::path(delete, path = "/api/v1/me/methods/{method}", params(("method" = String, Path)), security(("session" = [])),
     responses((status = 200, body = RegistrationStatus), (status = 400, body = ApiError)))]
-pub async fn remove_method(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Path(method): Path<String>) -> Response {
+pub async fn remove_method(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    b: Bearer,
+    Path(method): Path<String>,
+) -> Response {
     let r = match (session_of(&s, &ctx, b).await, Method::parse(&method)) {
         (Ok(sess), Some(m)) => s.app.remove_method(&ctx, &sess, m).await,
         (Err(e), _) => Err(e),
-        (_, None) => Err(AppError::invalid("method must be one of email, sms, questions, totp")),
+        (_, None) => Err(AppError::invalid(
+            "method must be one of email, sms, questions, totp",
+        )),
     };
     reply(&s, &ctx, r).await
 }
@@ -300,7 +412,12 @@ pub async fn get_policy(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
 /// Replaces the policy after validating it; the change is audited with old and new values.
 #[utoipa::path(put, path = "/api/v1/admin/policy", request_body = Object, security(("admin" = [])),
     responses((status = 200, body = Object), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
-pub async fn put_policy(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Body(p): Body<Policy>) -> Response {
+pub async fn put_policy(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    b: Bearer,
+    Body(p): Body<Policy>,
+) -> Response {
     let r = async {
         let actor = s.app.admin(&ctx, b.0.as_deref()).await?;
         s.app.set_policy(&ctx, &actor, p).await
@@ -333,13 +450,20 @@ pub struct AuditParams {
 pub fn audit_filter(p: &AuditParams) -> Result<AuditFilter, String> {
     let time = |v: &Option<String>, name: &str| -> Result<Option<i64>, String> {
         v.as_deref()
-            .map(|s| parse_rfc3339(s).ok_or(format!("{name} must be a UTC time like 2026-11-24 or 2026-11-24T09:30:00Z")))
+            .map(|s| {
+                parse_rfc3339(s).ok_or(format!(
+                    "{name} must be a UTC time like 2026-11-24 or 2026-11-24T09:30:00Z"
+                ))
+            })
             .transpose()
     };
     Ok(AuditFilter {
         since: time(&p.since, "since")?,
         until: time(&p.until, "until")?,
-        user: p.user.as_deref().and_then(sspr_domain::identity::canonical_login),
+        user: p
+            .user
+            .as_deref()
+            .and_then(sspr_domain::identity::canonical_login),
         activity: p
             .activity
             .as_deref()
@@ -353,7 +477,10 @@ pub fn audit_filter(p: &AuditParams) -> Result<AuditFilter, String> {
         client_type: p
             .client_type
             .as_deref()
-            .map(|a| ClientType::parse(a).ok_or("client_type must be logon_screen, browser, cli or api".to_string()))
+            .map(|a| {
+                ClientType::parse(a)
+                    .ok_or("client_type must be logon_screen, browser, cli or api".to_string())
+            })
             .transpose()?,
         client_ip: p.ip.clone(),
         support_code: p.support_code.clone(),
@@ -381,10 +508,20 @@ pub fn event_dto(e: sspr_domain::AuditEvent) -> AuditEventDto {
 /// CSV with a header row; fields quoted when needed, and formula-looking cells defused.
 pub fn events_csv(events: &[AuditEventDto]) -> String {
     fn cell(s: &str) -> String {
-        let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
-        if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
+        let s = if s.starts_with(['=', '+', '-', '@']) {
+            format!("'{s}")
+        } else {
+            s.to_string()
+        };
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s
+        }
     }
-    let mut out = String::from("id,time,activity,actor,target,client_ip,client_type,result,reason,flow_id,support_code,details\n");
+    let mut out = String::from(
+        "id,time,activity,actor,target,client_ip,client_type,result,reason,flow_id,support_code,details\n",
+    );
     for e in events {
         let row = [
             e.id.to_string(),
@@ -398,7 +535,11 @@ pub fn events_csv(events: &[AuditEventDto]) -> String {
             e.reason.clone(),
             e.flow_id.clone().unwrap_or_default(),
             e.support_code.clone().unwrap_or_default(),
-            if e.details.is_null() { String::new() } else { e.details.to_string() },
+            if e.details.is_null() {
+                String::new()
+            } else {
+                e.details.to_string()
+            },
         ];
         out.push_str(&row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(","));
         out.push('\n');
@@ -409,17 +550,32 @@ pub fn events_csv(events: &[AuditEventDto]) -> String {
 /// The audit log, filtered; JSON or CSV.
 #[utoipa::path(get, path = "/api/v1/admin/audit", params(AuditParams), security(("admin" = [])),
     responses((status = 200, body = [AuditEventDto]), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
-pub async fn audit(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, q: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>) -> Response {
+pub async fn audit(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    b: Bearer,
+    q: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let r = async {
         s.app.admin(&ctx, b.0.as_deref()).await?;
         let Query(p) = q.map_err(|e| AppError::invalid(e.body_text()))?;
         let f = audit_filter(&p).map_err(AppError::invalid)?;
-        let events: Vec<AuditEventDto> = s.app.audit_events(&f).await?.into_iter().map(event_dto).collect();
+        let events: Vec<AuditEventDto> = s
+            .app
+            .audit_events(&f)
+            .await?
+            .into_iter()
+            .map(event_dto)
+            .collect();
         Ok((p.format.unwrap_or_default(), events))
     }
     .await;
     match r {
-        Ok((fmt, events)) if fmt == "csv" => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], events_csv(&events)).into_response(),
+        Ok((fmt, events)) if fmt == "csv" => (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            events_csv(&events),
+        )
+            .into_response(),
         Ok((_, events)) => axum::Json(events).into_response(),
         Err(e) => error(&s, &ctx, e).await,
     }
@@ -428,7 +584,12 @@ pub async fn audit(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, q: Result<Query<Audi
 /// One user's registration, for the helpdesk.
 #[utoipa::path(get, path = "/api/v1/admin/users/{login}", params(("login" = String, Path)), security(("admin" = [])),
     responses((status = 200, body = UserSummary), (status = 404, body = ApiError)))]
-pub async fn admin_user(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Path(login): Path<String>) -> Response {
+pub async fn admin_user(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    b: Bearer,
+    Path(login): Path<String>,
+) -> Response {
     let r = async {
         s.app.admin(&ctx, b.0.as_deref()).await?;
         let u = s
@@ -436,7 +597,10 @@ pub async fn admin_user(AxState(s): S, Ctx(ctx): Ctx, b: Bearer, Path(login): Pa
             .directory
             .find_user(&login)
             .await
-            .map_err(|e| AppError::new(ErrorKind::Directory, "The directory could not be reached.").with_log(e.to_string()))?
+            .map_err(|e| {
+                AppError::new(ErrorKind::Directory, "The directory could not be reached.")
+                    .with_log(e.to_string())
+            })?
             .ok_or_else(|| AppError::invalid(format!("no user {login:?} in the directory")))?;
         let (registered, methods) = s.app.registration_of(&u.id, &u.groups).await?;
         Ok(UserSummary {

@@ -16,27 +16,43 @@ pub fn server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<rustls::Serv
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("the certificate {} does not match its key {}: {e}", cert_pem.display(), key_pem.display()))?;
+        .map_err(|e| {
+            format!(
+                "the certificate {} does not match its key {}: {e}",
+                cert_pem.display(),
+                key_pem.display()
+            )
+        })?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
 
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read the certificate file {}: {e}", path.display()))?;
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("cannot read the certificate file {}: {e}", path.display()))?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{} is not a PEM certificate: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)", path.display()));
+        return Err(format!(
+            "{} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
     }
     Ok(certs)
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
     rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| format!("{} is not a PEM private key: {e}", path.display()))?
-        .ok_or_else(|| format!("{} holds no private key (expected -----BEGIN PRIVATE KEY-----)", path.display()))
+        .ok_or_else(|| {
+            format!(
+                "{} holds no private key (expected -----BEGIN PRIVATE KEY-----)",
+                path.display()
+            )
+        })
 }
 
 /// Paths of a generated development PKI.
@@ -51,11 +67,18 @@ pub struct SelfSigned {
 /// a self-signed certificate used directly as a server certificate, so this is a small CA and
 /// a leaf signed by it, with the names as subject alternative names. Clients trust `ca.pem`.
 pub fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<SelfSigned, String> {
-    let out = SelfSigned { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server.key") };
+    let out = SelfSigned {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
     if out.ca.exists() && out.cert.exists() && out.key.exists() {
         return Ok(out);
     }
-    use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose,
+    };
     let e = |e: rcgen::Error| format!("generating the development certificate: {e}");
     let ca_key = KeyPair::generate().map_err(e)?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
@@ -70,14 +93,19 @@ pub fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<SelfSigned, St
     let leaf_key = KeyPair::generate().map_err(e)?;
     let mut leaf = CertificateParams::new(names.to_vec()).map_err(e)?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, names.first().cloned().unwrap_or_else(|| "localhost".into()));
+    dn.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_else(|| "localhost".into()),
+    );
     leaf.distinguished_name = dn;
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(e)?;
 
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     write_private(&out.key, leaf_key.serialize_pem().as_bytes())?;
-    std::fs::write(&out.cert, leaf_cert.pem()).map_err(|e| format!("cannot write {}: {e}", out.cert.display()))?;
-    std::fs::write(&out.ca, ca_cert.pem()).map_err(|e| format!("cannot write {}: {e}", out.ca.display()))?;
+    std::fs::write(&out.cert, leaf_cert.pem())
+        .map_err(|e| format!("cannot write {}: {e}", out.cert.display()))?;
+    std::fs::write(&out.ca, ca_cert.pem())
+        .map_err(|e| format!("cannot write {}: {e}", out.ca.display()))?;
     Ok(out)
 }
 
@@ -90,6 +118,9 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     opts.mode(0o600);
-    let mut f = opts.open(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all(data).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(data)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

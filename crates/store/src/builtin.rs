@@ -51,8 +51,20 @@ fn derr(e: sqlx::Error) -> DirError {
 }
 
 impl BuiltinDirectory {
-    pub fn new(store: &SqliteStore, hasher: HashPool, rng: Arc<dyn Random>, clock: Arc<dyn Clock>, history: usize) -> Self {
-        Self { pool: store.pool().clone(), hasher, rng, clock, history }
+    pub fn new(
+        store: &SqliteStore,
+        hasher: HashPool,
+        rng: Arc<dyn Random>,
+        clock: Arc<dyn Clock>,
+        history: usize,
+    ) -> Self {
+        Self {
+            pool: store.pool().clone(),
+            hasher,
+            rng,
+            clock,
+            history,
+        }
     }
 
     /// Creates an account. The password must already satisfy the policy (the CLI checks).
@@ -61,7 +73,11 @@ impl BuiltinDirectory {
         if u.password.trim().is_empty() {
             return Err("the password cannot be empty".into());
         }
-        let hash = self.hasher.hash(&u.password, self.rng.as_ref()).await.map_err(|e| e.to_string())?;
+        let hash = self
+            .hasher
+            .hash(&u.password, self.rng.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
         let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
         let r = sqlx::query(
@@ -77,7 +93,11 @@ impl BuiltinDirectory {
         .execute(&mut *tx)
         .await;
         if let Err(e) = r {
-            return Err(if e.to_string().contains("UNIQUE") { format!("user {id} already exists") } else { e.to_string() });
+            return Err(if e.to_string().contains("UNIQUE") {
+                format!("user {id} already exists")
+            } else {
+                e.to_string()
+            });
         }
         for g in &u.groups {
             let g = g.trim().to_lowercase();
@@ -104,7 +124,10 @@ impl BuiltinDirectory {
     }
 
     pub async fn list(&self) -> Result<Vec<UserRow>, String> {
-        let rows = sqlx::query("SELECT * FROM dir_users ORDER BY id").fetch_all(&self.pool).await.map_err(|e| e.to_string())?;
+        let rows = sqlx::query("SELECT * FROM dir_users ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let id: String = r.try_get("id").map_err(|e| e.to_string())?;
@@ -129,7 +152,12 @@ impl BuiltinDirectory {
             Flag::Enabled => "UPDATE dir_users SET enabled = $1 WHERE id = $2",
             Flag::Locked => "UPDATE dir_users SET locked = $1 WHERE id = $2",
         };
-        let r = sqlx::query(sql).bind(value as i64).bind(id).execute(&self.pool).await.map_err(|e| e.to_string())?;
+        let r = sqlx::query(sql)
+            .bind(value as i64)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -146,8 +174,13 @@ impl BuiltinDirectory {
             .fetch_optional(&self.pool)
             .await
             .map_err(derr)?;
-        row.map(|r| Ok((r.try_get("password_hash").map_err(derr)?, r.try_get::<i64, _>("locked").map_err(derr)? != 0)))
-            .transpose()
+        row.map(|r| {
+            Ok((
+                r.try_get("password_hash").map_err(derr)?,
+                r.try_get::<i64, _>("locked").map_err(derr)? != 0,
+            ))
+        })
+        .transpose()
     }
 }
 
@@ -160,8 +193,14 @@ pub enum Flag {
 #[async_trait]
 impl Directory for BuiltinDirectory {
     async fn find_user(&self, login: &str) -> Result<Option<DirUser>, DirError> {
-        let Some(id) = canonical_login(login) else { return Ok(None) };
-        let row = sqlx::query("SELECT * FROM dir_users WHERE id = $1").bind(&id).fetch_optional(&self.pool).await.map_err(derr)?;
+        let Some(id) = canonical_login(login) else {
+            return Ok(None);
+        };
+        let row = sqlx::query("SELECT * FROM dir_users WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(derr)?;
         let Some(r) = row else { return Ok(None) };
         let groups = self.groups(&id).await.map_err(derr)?;
         Ok(Some(DirUser {
@@ -183,7 +222,11 @@ impl Directory for BuiltinDirectory {
         match self.password_hash(&user.id).await? {
             // A locked account does not sign in anywhere, registration included.
             Some((hash, locked)) => {
-                let ok = self.hasher.verify(password, &hash).await.map_err(|e| DirError::Other(e.to_string()))?;
+                let ok = self
+                    .hasher
+                    .verify(password, &hash)
+                    .await
+                    .map_err(|e| DirError::Other(e.to_string()))?;
                 Ok(ok && !locked)
             }
             None => Ok(false),
@@ -195,21 +238,31 @@ impl Directory for BuiltinDirectory {
             return Err(DirError::Other(format!("user {} vanished", user.id)));
         };
         if self.history > 0 {
-            let mut previous: Vec<String> =
-                sqlx::query_scalar("SELECT hash FROM dir_history WHERE user_id = $1 ORDER BY at DESC LIMIT $2")
-                    .bind(&user.id)
-                    .bind(self.history as i64 - 1)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(derr)?;
+            let mut previous: Vec<String> = sqlx::query_scalar(
+                "SELECT hash FROM dir_history WHERE user_id = $1 ORDER BY at DESC LIMIT $2",
+            )
+            .bind(&user.id)
+            .bind(self.history as i64 - 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(derr)?;
             previous.insert(0, current.clone());
             for h in &previous {
-                if self.hasher.verify(new_password, h).await.map_err(|e| DirError::Other(e.to_string()))? {
+                if self
+                    .hasher
+                    .verify(new_password, h)
+                    .await
+                    .map_err(|e| DirError::Other(e.to_string()))?
+                {
                     return Err(DirError::Rejected(vec![Rejection::History]));
                 }
             }
         }
-        let hash = self.hasher.hash(new_password, self.rng.as_ref()).await.map_err(|e| DirError::Other(e.to_string()))?;
+        let hash = self
+            .hasher
+            .hash(new_password, self.rng.as_ref())
+            .await
+            .map_err(|e| DirError::Other(e.to_string()))?;
         let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(derr)?;
         sqlx::query("UPDATE dir_users SET password_hash = $1, locked = 0, password_changed_at = $2 WHERE id = $3")
@@ -239,19 +292,30 @@ impl Directory for BuiltinDirectory {
     }
 
     async fn unlock(&self, user: &DirUser) -> Result<(), DirError> {
-        sqlx::query("UPDATE dir_users SET locked = 0 WHERE id = $1").bind(&user.id).execute(&self.pool).await.map_err(derr)?;
+        sqlx::query("UPDATE dir_users SET locked = 0 WHERE id = $1")
+            .bind(&user.id)
+            .execute(&self.pool)
+            .await
+            .map_err(derr)?;
         Ok(())
     }
 
     async fn password_rules(&self) -> Result<Vec<String>, DirError> {
         Ok(if self.history > 0 {
-            vec![format!("You cannot reuse any of your last {} passwords.", self.history)]
+            vec![format!(
+                "You cannot reuse any of your last {} passwords.",
+                self.history
+            )]
         } else {
             Vec::new()
         })
     }
 
     async fn ping(&self) -> Result<(), DirError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(derr).map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(derr)
+            .map(|_| ())
     }
 }

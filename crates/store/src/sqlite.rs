@@ -3,18 +3,21 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite, Transaction};
 use sspr_app::ports::{
-    AuditFilter, Channel, CodeRecord, FlowRecord, MethodRecord, MethodStatus, OutboxMessage, SessionRecord, Store, StoreError,
-    StoreResult,
+    AuditFilter, Channel, CodeRecord, FlowRecord, MethodRecord, MethodStatus, OutboxMessage,
+    SessionRecord, Store, StoreError, StoreResult,
 };
 use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
 use sspr_domain::clock::UnixTime;
 use sspr_domain::{FlowKind, FlowState, Method, Policy};
 
 /// Versioned migrations, applied in order, each once, each in its own transaction.
-const MIGRATIONS: &[(i64, &'static str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -38,7 +41,10 @@ fn parse_methods(s: &str) -> Vec<Method> {
 }
 
 fn split(s: &str) -> Vec<String> {
-    s.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect()
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 impl SqliteStore {
@@ -77,11 +83,12 @@ impl SqliteStore {
             .map_err(err)?;
         for (version, sql) in MIGRATIONS {
             let mut tx = self.pool.begin().await.map_err(err)?;
-            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(err)?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(err)?;
             if done.is_some() {
                 continue;
             }
@@ -110,7 +117,11 @@ fn restrict_permissions(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        for p in [path.to_path_buf(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
+        for p in [
+            path.to_path_buf(),
+            path.with_extension("db-wal"),
+            path.with_extension("db-shm"),
+        ] {
             if p.exists() {
                 let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
             }
@@ -157,7 +168,8 @@ fn code_from(r: &SqliteRow) -> StoreResult<CodeRecord> {
 fn outbox_from(r: &SqliteRow) -> StoreResult<OutboxMessage> {
     Ok(OutboxMessage {
         id: r.try_get("id").map_err(err)?,
-        channel: Channel::parse(&r.try_get::<String, _>("channel").map_err(err)?).unwrap_or(Channel::Email),
+        channel: Channel::parse(&r.try_get::<String, _>("channel").map_err(err)?)
+            .unwrap_or(Channel::Email),
         recipient: r.try_get("recipient").map_err(err)?,
         subject: r.try_get("subject").map_err(err)?,
         body: r.try_get("body").map_err(err)?,
@@ -182,8 +194,10 @@ fn audit_from(r: &SqliteRow) -> StoreResult<AuditEvent> {
         actor: r.try_get("actor").map_err(err)?,
         target: r.try_get("target").map_err(err)?,
         client_ip: r.try_get("client_ip").map_err(err)?,
-        client_type: ClientType::parse(&r.try_get::<String, _>("client_type").map_err(err)?).unwrap_or_default(),
-        outcome: Outcome::parse(&r.try_get::<String, _>("outcome").map_err(err)?).unwrap_or(Outcome::Failure),
+        client_type: ClientType::parse(&r.try_get::<String, _>("client_type").map_err(err)?)
+            .unwrap_or_default(),
+        outcome: Outcome::parse(&r.try_get::<String, _>("outcome").map_err(err)?)
+            .unwrap_or(Outcome::Failure),
         reason: r.try_get("reason").map_err(err)?,
         flow_id: r.try_get("flow_id").map_err(err)?,
         support_code: r.try_get("support_code").map_err(err)?,
@@ -203,7 +217,11 @@ async fn ensure_registration(tx: &mut Transaction<'_, Sqlite>, user_id: &str) ->
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(err).map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(err)
+            .map(|_| ())
     }
 
     async fn load_policy(&self) -> StoreResult<Option<Policy>> {
@@ -213,7 +231,9 @@ impl Store for SqliteStore {
             .map_err(err)?;
         match body {
             None => Ok(None),
-            Some(b) => serde_json::from_str(&b).map(Some).map_err(|e| StoreError(format!("stored policy does not parse: {e}"))),
+            Some(b) => serde_json::from_str(&b)
+                .map(Some)
+                .map_err(|e| StoreError(format!("stored policy does not parse: {e}"))),
         }
     }
 
@@ -259,11 +279,21 @@ impl Store for SqliteStore {
     }
 
     async fn flow(&self, id: &str) -> StoreResult<Option<FlowRecord>> {
-        let row = sqlx::query("SELECT * FROM flows WHERE id = $1").bind(id).fetch_optional(&self.pool).await.map_err(err)?;
+        let row = sqlx::query("SELECT * FROM flows WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
         row.as_ref().map(flow_from).transpose()
     }
 
-    async fn flow_verified(&self, id: &str, before: &[Method], after: &[Method], state: FlowState) -> StoreResult<bool> {
+    async fn flow_verified(
+        &self,
+        id: &str,
+        before: &[Method],
+        after: &[Method],
+        state: FlowState,
+    ) -> StoreResult<bool> {
         let r = sqlx::query(
             "UPDATE flows SET verified = $1, state = $2, questions = ''
              WHERE id = $3 AND verified = $4 AND state = 'verifying'",
@@ -341,12 +371,14 @@ impl Store for SqliteStore {
     }
 
     async fn latest_code(&self, owner: &str, purpose: &str) -> StoreResult<Option<CodeRecord>> {
-        let row = sqlx::query("SELECT * FROM codes WHERE owner = $1 AND purpose = $2 ORDER BY id DESC LIMIT 1")
-            .bind(owner)
-            .bind(purpose)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
+        let row = sqlx::query(
+            "SELECT * FROM codes WHERE owner = $1 AND purpose = $2 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(owner)
+        .bind(purpose)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
         row.as_ref().map(code_from).transpose()
     }
 
@@ -393,12 +425,13 @@ impl Store for SqliteStore {
     }
 
     async fn hits_since(&self, key: &str, since: UnixTime) -> StoreResult<u32> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM throttle_hits WHERE key = $1 AND at > $2")
-            .bind(key)
-            .bind(since)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(err)?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM throttle_hits WHERE key = $1 AND at > $2")
+                .bind(key)
+                .bind(since)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(err)?;
         Ok(n as u32)
     }
 
@@ -427,8 +460,16 @@ impl Store for SqliteStore {
     async fn clear_throttle(&self, keys: &[String]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         for k in keys {
-            sqlx::query("DELETE FROM throttle_hits WHERE key = $1").bind(k).execute(&mut *tx).await.map_err(err)?;
-            sqlx::query("DELETE FROM throttle_blocks WHERE key = $1").bind(k).execute(&mut *tx).await.map_err(err)?;
+            sqlx::query("DELETE FROM throttle_hits WHERE key = $1")
+                .bind(k)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            sqlx::query("DELETE FROM throttle_blocks WHERE key = $1")
+                .bind(k)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
         }
         tx.commit().await.map_err(err)
     }
@@ -445,8 +486,13 @@ impl Store for SqliteStore {
                 let status: String = r.try_get("status").map_err(err)?;
                 Ok(MethodRecord {
                     user_id: r.try_get("user_id").map_err(err)?,
-                    method: Method::parse(&method).ok_or_else(|| StoreError(format!("unknown method {method}")))?,
-                    status: if status == "active" { MethodStatus::Active } else { MethodStatus::Pending },
+                    method: Method::parse(&method)
+                        .ok_or_else(|| StoreError(format!("unknown method {method}")))?,
+                    status: if status == "active" {
+                        MethodStatus::Active
+                    } else {
+                        MethodStatus::Pending
+                    },
                     value: r.try_get("value").map_err(err)?,
                     created_at: r.try_get("created_at").map_err(err)?,
                     verified_at: r.try_get("verified_at").map_err(err)?,
@@ -475,7 +521,12 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(err)
     }
 
-    async fn activate_method(&self, user_id: &str, method: Method, now: UnixTime) -> StoreResult<bool> {
+    async fn activate_method(
+        &self,
+        user_id: &str,
+        method: Method,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM methods WHERE user_id = $1 AND method = $2 AND status = 'pending'")
             .bind(user_id)
@@ -512,35 +563,57 @@ impl Store for SqliteStore {
             .await
             .map_err(err)?;
         if method == Method::Questions {
-            sqlx::query("DELETE FROM answers WHERE user_id = $1").bind(user_id).execute(&mut *tx).await.map_err(err)?;
+            sqlx::query("DELETE FROM answers WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
         }
         tx.commit().await.map_err(err)?;
         Ok(r.rows_affected() > 0)
     }
 
     async fn answers(&self, user_id: &str) -> StoreResult<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT question_id, answer_hash FROM answers WHERE user_id = $1 ORDER BY question_id")
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
+        let rows = sqlx::query(
+            "SELECT question_id, answer_hash FROM answers WHERE user_id = $1 ORDER BY question_id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
         rows.iter()
-            .map(|r| Ok((r.try_get("question_id").map_err(err)?, r.try_get("answer_hash").map_err(err)?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("question_id").map_err(err)?,
+                    r.try_get("answer_hash").map_err(err)?,
+                ))
+            })
             .collect()
     }
 
-    async fn put_answers(&self, user_id: &str, answers: &[(String, String)], now: UnixTime) -> StoreResult<()> {
+    async fn put_answers(
+        &self,
+        user_id: &str,
+        answers: &[(String, String)],
+        now: UnixTime,
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         ensure_registration(&mut tx, user_id).await?;
-        sqlx::query("DELETE FROM answers WHERE user_id = $1").bind(user_id).execute(&mut *tx).await.map_err(err)?;
+        sqlx::query("DELETE FROM answers WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
         for (q, h) in answers {
-            sqlx::query("INSERT INTO answers (user_id, question_id, answer_hash) VALUES ($1, $2, $3)")
-                .bind(user_id)
-                .bind(q)
-                .bind(h)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
+            sqlx::query(
+                "INSERT INTO answers (user_id, question_id, answer_hash) VALUES ($1, $2, $3)",
+            )
+            .bind(user_id)
+            .bind(q)
+            .bind(h)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
         }
         sqlx::query(
             "INSERT INTO methods (user_id, method, status, value, created_at, verified_at) VALUES ($1, 'questions', 'active', '', $2, $2)
@@ -568,11 +641,12 @@ impl Store for SqliteStore {
     }
 
     async fn confirmed_at(&self, user_id: &str) -> StoreResult<Option<UnixTime>> {
-        let v: Option<Option<i64>> = sqlx::query_scalar("SELECT confirmed_at FROM registrations WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
+        let v: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT confirmed_at FROM registrations WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(err)?;
         Ok(v.flatten())
     }
 
@@ -604,7 +678,11 @@ impl Store for SqliteStore {
     }
 
     async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
-        let row = sqlx::query("SELECT * FROM sessions WHERE id = $1").bind(id).fetch_optional(&self.pool).await.map_err(err)?;
+        let row = sqlx::query("SELECT * FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
         let Some(r) = row else { return Ok(None) };
         let groups: String = r.try_get("groups").map_err(err)?;
         Ok(Some(SessionRecord {
@@ -618,7 +696,11 @@ impl Store for SqliteStore {
     }
 
     async fn delete_session(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM sessions WHERE id = $1").bind(id).execute(&self.pool).await.map_err(err)?;
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
         Ok(())
     }
 
@@ -629,7 +711,12 @@ impl Store for SqliteStore {
         Ok(id)
     }
 
-    async fn claim_outbox(&self, now: UnixTime, lease: i64, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
+    async fn claim_outbox(
+        &self,
+        now: UnixTime,
+        lease: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMessage>> {
         let rows = sqlx::query(
             "UPDATE outbox SET status = 'sending', lease_until = $1, attempts = attempts + 1
              WHERE id IN (SELECT id FROM outbox
@@ -643,7 +730,8 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
-        let mut out: Vec<OutboxMessage> = rows.iter().map(outbox_from).collect::<StoreResult<_>>()?;
+        let mut out: Vec<OutboxMessage> =
+            rows.iter().map(outbox_from).collect::<StoreResult<_>>()?;
         out.sort_by_key(|m| m.id);
         Ok(out)
     }
@@ -655,11 +743,20 @@ impl Store for SqliteStore {
             // The body may hold a code: once delivered it has no business staying here.
             "UPDATE outbox SET status = 'sent', last_error = '', body = '' WHERE id = $1"
         };
-        sqlx::query(sql).bind(id).execute(&self.pool).await.map_err(err)?;
+        sqlx::query(sql)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
         Ok(())
     }
 
-    async fn outbox_failed(&self, id: i64, retry_at: Option<UnixTime>, error: &str) -> StoreResult<()> {
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        retry_at: Option<UnixTime>,
+        error: &str,
+    ) -> StoreResult<()> {
         match retry_at {
             Some(at) => sqlx::query("UPDATE outbox SET status = 'queued', next_attempt_at = $2, last_error = $3 WHERE id = $1")
                 .bind(id)
@@ -718,7 +815,11 @@ impl Store for SqliteStore {
             qb.push(" AND at < ").push_bind(v);
         }
         if let Some(v) = &f.user {
-            qb.push(" AND (target = ").push_bind(v.clone()).push(" OR actor = ").push_bind(v.clone()).push(")");
+            qb.push(" AND (target = ")
+                .push_bind(v.clone())
+                .push(" OR actor = ")
+                .push_bind(v.clone())
+                .push(")");
         }
         if let Some(v) = f.activity {
             qb.push(" AND activity = ").push_bind(v.as_str());
@@ -735,7 +836,11 @@ impl Store for SqliteStore {
         if let Some(v) = &f.support_code {
             qb.push(" AND support_code = ").push_bind(v.clone());
         }
-        let limit = if f.limit == 0 { 1000 } else { f.limit.min(100_000) };
+        let limit = if f.limit == 0 {
+            1000
+        } else {
+            f.limit.min(100_000)
+        };
         qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64);
         let rows = qb.build().fetch_all(&self.pool).await.map_err(err)?;
         let mut out: Vec<AuditEvent> = rows.iter().map(audit_from).collect::<StoreResult<_>>()?;
@@ -743,7 +848,12 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn insert_admin_token(&self, name: &str, token_hash: &str, now: UnixTime) -> StoreResult<()> {
+    async fn insert_admin_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+        now: UnixTime,
+    ) -> StoreResult<()> {
         sqlx::query("INSERT INTO admin_tokens (token_hash, name, created_at) VALUES ($1, $2, $3)")
             .bind(token_hash)
             .bind(name)
@@ -773,7 +883,12 @@ impl Store for SqliteStore {
             ("DELETE FROM throttle_hits WHERE at < $1", now - 8 * 86_400),
             ("DELETE FROM throttle_blocks WHERE until < $1", now),
         ] {
-            n += sqlx::query(sql).bind(cutoff).execute(&self.pool).await.map_err(err)?.rows_affected();
+            n += sqlx::query(sql)
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await
+                .map_err(err)?
+                .rows_affected();
         }
         Ok(n)
     }

@@ -1,5 +1,7 @@
 //! The store's contract, against a real SQLite file. The PostgreSQL store must pass the same.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 
 use sspr_app::ports::{Channel, CodeRecord, MethodRecord, MethodStatus, OutboxMessage, Store};
@@ -50,8 +52,14 @@ async fn a_new_code_retires_the_old_and_queues_its_message() {
     let msg = OutboxMessage::new(Channel::Email, "a@b.c", "s", "b", 0);
     let first = s.issue_code(&code("f1", "m1", 1000), &msg).await.unwrap();
     let second = s.issue_code(&code("f1", "m2", 1000), &msg).await.unwrap();
-    assert!(!s.consume_code(first, 10, 3).await.unwrap(), "the first code must be dead");
-    assert_eq!(s.latest_code("f1", "email").await.unwrap().unwrap().id, second);
+    assert!(
+        !s.consume_code(first, 10, 3).await.unwrap(),
+        "the first code must be dead"
+    );
+    assert_eq!(
+        s.latest_code("f1", "email").await.unwrap().unwrap().id,
+        second
+    );
     let queued = s.outbox_list(10).await.unwrap();
     assert_eq!(queued.len(), 2);
     assert_eq!(queued[0].code_id, Some(second));
@@ -62,7 +70,10 @@ async fn expiry_boundary_and_attempts() {
     let (_d, s) = store().await;
     let msg = OutboxMessage::new(Channel::Email, "a@b.c", "s", "b", 0);
     let id = s.issue_code(&code("f1", "m", 600), &msg).await.unwrap();
-    assert!(!s.consume_code(id, 600, 3).await.unwrap(), "at expires_at the code is dead");
+    assert!(
+        !s.consume_code(id, 600, 3).await.unwrap(),
+        "at expires_at the code is dead"
+    );
     let id = s.issue_code(&code("f2", "m", 600), &msg).await.unwrap();
     for _ in 0..3 {
         s.code_attempt_failed(id).await.unwrap();
@@ -90,16 +101,31 @@ async fn throttle_windows_blocks_and_clearing() {
 #[tokio::test]
 async fn outbox_lease_expires_and_is_claimed_again() {
     let (_d, s) = store().await;
-    s.enqueue(&OutboxMessage::new(Channel::Sms, "+4915112345678", "", "hello", 0)).await.unwrap();
+    s.enqueue(&OutboxMessage::new(
+        Channel::Sms,
+        "+4915112345678",
+        "",
+        "hello",
+        0,
+    ))
+    .await
+    .unwrap();
     let first = s.claim_outbox(0, 60, 10).await.unwrap();
     assert_eq!(first.len(), 1);
-    assert!(s.claim_outbox(30, 60, 10).await.unwrap().is_empty(), "leased to the first worker");
+    assert!(
+        s.claim_outbox(30, 60, 10).await.unwrap().is_empty(),
+        "leased to the first worker"
+    );
     let again = s.claim_outbox(61, 60, 10).await.unwrap();
     assert_eq!(again.len(), 1, "a dead worker's lease runs out");
     assert_eq!(again[0].attempts, 2);
     s.outbox_sent(again[0].id, false).await.unwrap();
     assert!(s.claim_outbox(1000, 60, 10).await.unwrap().is_empty());
-    assert_eq!(s.outbox_list(1).await.unwrap()[0].body, "", "a sent body is erased");
+    assert_eq!(
+        s.outbox_list(1).await.unwrap()[0].body,
+        "",
+        "a sent body is erased"
+    );
 }
 
 #[tokio::test]
@@ -113,13 +139,20 @@ async fn pending_address_waits_beside_the_active_one() {
         created_at: 0,
         verified_at: None,
     };
-    s.put_method(&rec(MethodStatus::Active, "old@x.y")).await.unwrap();
-    s.put_method(&rec(MethodStatus::Pending, "new@x.y")).await.unwrap();
+    s.put_method(&rec(MethodStatus::Active, "old@x.y"))
+        .await
+        .unwrap();
+    s.put_method(&rec(MethodStatus::Pending, "new@x.y"))
+        .await
+        .unwrap();
     assert_eq!(s.methods("u").await.unwrap().len(), 2);
     assert!(s.activate_method("u", Method::Email, 5).await.unwrap());
     let m = s.methods("u").await.unwrap();
     assert_eq!(m.len(), 1);
-    assert_eq!((m[0].status, m[0].value.as_str()), (MethodStatus::Active, "new@x.y"));
+    assert_eq!(
+        (m[0].status, m[0].value.as_str()),
+        (MethodStatus::Active, "new@x.y")
+    );
 }
 
 #[tokio::test]
@@ -139,5 +172,8 @@ async fn migrations_are_idempotent_and_the_file_is_private() {
     let s = SqliteStore::open(&p).await.unwrap();
     assert_eq!(s.schema_version().await.unwrap(), 1);
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }

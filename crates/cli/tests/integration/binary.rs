@@ -1,1 +1,310 @@
-//! (being written)
+//! The real `sspr` binary: the zero-config quick start, the admin CLI, config errors.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{client_for, extract_code, free_port};
+
+fn sspr(dir: &std::path::Path, port: u16) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sspr"));
+    c.current_dir(dir)
+        .env("SSPR_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SSPR_PUBLIC_URL", format!("https://localhost:{port}"))
+        .env_remove("SSPR_CONFIG")
+        .env_remove("RUST_LOG");
+    c
+}
+
+#[tokio::test]
+async fn quick_start_runs_a_reset_with_no_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // The log goes to a file: a pipe nobody reads would fill up and stall the server.
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = sspr(dir.path(), port)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let ca = dir.path().join("sspr-data/tls/ca.pem");
+    for _ in 0..300 {
+        if ca.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let http = client_for(&ca);
+    let url = format!("https://localhost:{port}");
+    let start = http
+        .post(format!("{url}/api/v1/flow/start"))
+        .json(&json!({"user": "demo"}))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = start.json().await.unwrap();
+    assert_eq!(v["status"], "choose_method", "{v}");
+    let token = v["flow_token"].as_str().unwrap().to_string();
+    let r = http
+        .post(format!("{url}/api/v1/flow/challenge"))
+        .bearer_auth(&token)
+        .json(&json!({"method": "email"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The dev outbox shows the "sent" code.
+    let mut code = None;
+    for _ in 0..100 {
+        let out = sspr(dir.path(), port)
+            .args(["outbox", "--json"])
+            .output()
+            .unwrap();
+        let msgs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(json!([]));
+        if let Some(body) = msgs.get(0).and_then(|m| m["body"].as_str()) {
+            code = extract_code(body);
+            if code.is_some() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let code = code.expect("a code in the dev outbox");
+    let r = http
+        .post(format!("{url}/api/v1/flow/verify"))
+        .bearer_auth(&token)
+        .json(&json!({"method": "email", "code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .post(format!("{url}/api/v1/flow/password"))
+        .bearer_auth(&token)
+        .json(&json!({"new_password": "a brand new sunny passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The CLI reads the audit log of the running server's database.
+    let out = sspr(dir.path(), port)
+        .args(["audit", "--user", "demo", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let acts: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["activity"].as_str().unwrap())
+        .collect();
+    assert!(acts.contains(&"reset_password"), "{acts:?}");
+
+    // SIGTERM stops it cleanly, and the banner told the newcomer what to do.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let mut stopped = None;
+    for _ in 0..200 {
+        if let Some(st) = child.try_wait().unwrap() {
+            stopped = Some(st);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = stopped.expect("sspr did not stop on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let stderr = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        stderr.contains("DEV MODE")
+            && stderr.contains("sspr outbox")
+            && stderr.contains("password sspr-demo-initial-password"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn cli_admin_commands_work_on_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let run = |args: &[&str], stdin: &str| {
+        let mut c = sspr(dir.path(), port)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(c.stdin.as_mut().unwrap(), stdin.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (code, _, err) = run(
+        &[
+            "users",
+            "add",
+            "zoe",
+            "--name",
+            "Zoe Z",
+            "--email",
+            "zoe@x.test",
+            "--group",
+            "staff",
+        ],
+        "short\n",
+    );
+    assert_eq!(code, 2, "a weak password is refused");
+    assert!(err.contains("at least 15 characters"), "{err}");
+    let (code, out, err) = run(
+        &[
+            "users",
+            "add",
+            "zoe",
+            "--name",
+            "Zoe Z",
+            "--email",
+            "zoe@x.test",
+            "--group",
+            "staff",
+        ],
+        "a perfectly long passphrase\n",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let csv = dir.path().join("users.csv");
+    std::fs::write(&csv, "login,display_name,email,mobile,groups,password\nyan,Yan,yan@x.test,+4915100000001,staff;it,another long passphrase\nbad,,,,,short\n").unwrap();
+    let (code, out, err) = run(&["users", "import", csv.to_str().unwrap()], "");
+    assert_eq!(code, 2, "one line failed: {out}{err}");
+    assert!(out.contains("1 added, 1 failed"), "{out}");
+    assert!(
+        err.contains("line 3") && err.contains("imported 2/2"),
+        "{err}"
+    );
+    let (code, out, _) = run(&["users", "list", "--format", "json"], "");
+    assert_eq!(code, 0);
+    let users: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 2, "{out}");
+    for (cmd, want) in [
+        ("lock", "locked"),
+        ("unlock", "unlocked"),
+        ("disable", "disabled"),
+        ("enable", "enabled"),
+    ] {
+        let (code, out, _) = run(&["users", cmd, "zoe"], "");
+        assert_eq!((code, out.trim()), (0, format!("zoe {want}").as_str()));
+    }
+    let (code, _, _) = run(&["users", "lock", "nobody"], "");
+    assert_eq!(code, 2);
+
+    // Policy: a bad change is refused in words and nothing changes; a good one is audited.
+    let (code, _, err) = run(&["policy", "set", "methods_required=3"], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("methods_required must be 1 or 2"), "{err}");
+    let (code, out, err) = run(
+        &[
+            "policy",
+            "set",
+            "methods_required=2",
+            "password.min_length=12",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = run(&["policy", "show", "--json"], "");
+    let p: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            p["methods_required"].as_u64(),
+            p["password"]["min_length"].as_u64()
+        ),
+        (Some(2), Some(12))
+    );
+    let (_, out, _) = run(
+        &[
+            "audit",
+            "--activity",
+            "policy_changed",
+            "--result",
+            "success",
+            "--format",
+            "json",
+        ],
+        "",
+    );
+    let ev: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let changes = &ev[0]["details"]["changes"];
+    assert_eq!(changes["methods_required"]["old"], 1, "{ev}");
+    assert_eq!(changes["methods_required"]["new"], 2);
+    assert_eq!(ev[0]["client_type"], "cli");
+    let (_, out, _) = run(&["audit", "--format", "csv"], "");
+    assert!(
+        out.starts_with("id,time,activity,actor,target,client_ip,client_type,result,reason"),
+        "{out}"
+    );
+    let (code, _, err) = run(&["audit", "--since", "yesterday"], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("since must be a UTC time"), "{err}");
+
+    // An admin token is printed once and only its hash is stored.
+    let (code, token, _) = run(&["admin", "token", "create", "helpdesk"], "");
+    assert_eq!(code, 0);
+    assert_eq!(token.trim().len(), 64);
+    let db = std::fs::read(dir.path().join("sspr-data/sspr.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains(token.trim()));
+}
+
+#[test]
+fn config_check_names_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sspr.toml");
+    std::fs::write(
+        &cfg,
+        "public_url = \"http://example.test\"\n[limits]\ncode_ttl_secs = 3600\ncode_digits = 4\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .args(["config", "check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("public_url must start with https://"),
+        "{text}"
+    );
+    assert!(text.contains("code_ttl_secs"), "{text}");
+    assert!(text.contains("code_digits must be 6, 7 or 8"), "{text}");
+    std::fs::write(&cfg, "listen = \"not an address\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .args(["config", "check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listen"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .args(["config", "check"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "defaults are valid");
+}

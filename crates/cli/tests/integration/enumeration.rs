@@ -1,1 +1,319 @@
-//! (being written)
+//! No user enumeration: whoever cannot reset gets the same answer, in the same time.
+
+// Helpers fail loudly on purpose: a panic is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sspr_domain::Window;
+
+use crate::harness::{PASSWORD, Server};
+
+/// Status, header names (sorted), content-length and JSON body of a POST.
+struct Answer {
+    status: StatusCode,
+    headers: Vec<String>,
+    length: Option<String>,
+    body: Value,
+}
+
+async fn post_full(s: &Server, path: &str, body: Value) -> Answer {
+    let resp = s
+        .http
+        .post(format!("{}{}", s.url, path))
+        .header("x-sspr-client", "logon_screen")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let mut headers: Vec<String> = resp
+        .headers()
+        .keys()
+        .map(|k| k.as_str().to_string())
+        .collect();
+    headers.sort();
+    let length = resp
+        .headers()
+        .get("content-length")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    Answer {
+        status,
+        headers,
+        length,
+        body,
+    }
+}
+
+/// The four kinds of user ID that cannot reset; returns their logins with the expected reason.
+async fn four_classes(s: &Server) -> [(&'static str, &'static str); 4] {
+    s.set_policy(|p| {
+        p["scope"] = json!("groups");
+        p["groups"] = json!(["staff"]);
+    })
+    .await;
+    // Existing, in scope, nothing registered.
+    s.user("unreg", &["staff"]).await;
+    // Registered, then disabled in the directory.
+    s.registered_user("gone").await;
+    s.rt.builtin
+        .set_flag("gone", sspr_store::Flag::Enabled, false)
+        .await
+        .unwrap();
+    // Registered, but not in an enabled group.
+    s.user("contractor", &["contractors"]).await;
+    s.registered(
+        "contractor",
+        sspr_domain::Method::Email,
+        "contractor@contoso.test",
+    )
+    .await;
+    s.registered("contractor", sspr_domain::Method::Sms, "+4915112345679")
+        .await;
+    [
+        ("nosuchuser", "unknown_user"),
+        ("unreg", "not_registered"),
+        ("gone", "disabled"),
+        ("contractor", "out_of_scope"),
+    ]
+}
+
+#[tokio::test]
+async fn start_gives_one_answer_for_every_user_who_cannot_reset() {
+    let s = Server::start().await;
+    let classes = four_classes(&s).await;
+    // A control: a user who can reset gets a different answer, so the comparison means something.
+    s.registered_user("alice").await;
+    let ok = post_full(
+        &s,
+        "/api/v1/flow/start",
+        json!({ "user": "alice", "kind": "reset" }),
+    )
+    .await;
+    assert_eq!(ok.body["status"], "choose_method");
+
+    let mut answers = Vec::new();
+    for (login, _) in classes {
+        let mut a = post_full(
+            &s,
+            "/api/v1/flow/start",
+            json!({ "user": login, "kind": "reset" }),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{login}: {}", a.body);
+        assert_eq!(
+            a.body["status"], "registration_required",
+            "{login}: {}",
+            a.body
+        );
+        let token = a
+            .body
+            .as_object_mut()
+            .unwrap()
+            .remove("flow_token")
+            .expect("a flow token for every class");
+        assert_eq!(token.as_str().unwrap().len(), 32);
+        assert!(a.length.is_some(), "{login}: no content-length");
+        answers.push((login, a));
+    }
+    let (first_login, first) = &answers[0];
+    for (login, a) in &answers[1..] {
+        assert_eq!(a.status, first.status, "{login} vs {first_login}");
+        assert_eq!(a.body, first.body, "{login} vs {first_login}");
+        assert_eq!(a.headers, first.headers, "{login} vs {first_login}");
+        assert_eq!(a.length, first.length, "{login} vs {first_login}");
+    }
+    assert_ne!(ok.body["status"], first.body["status"]);
+
+    // The audit log tells the classes apart for the helpdesk.
+    for (login, reason) in classes {
+        let ev = s
+            .audit(&format!("user={login}&activity=reset_started"))
+            .await;
+        assert_eq!(ev.len(), 1, "{login}: {ev:?}");
+        assert_eq!(ev[0]["reason"], reason, "{login}: {:?}", ev[0]);
+        assert_eq!(ev[0]["result"], "failure");
+    }
+
+    // The same holds for unlock.
+    let mut bodies = Vec::new();
+    for (login, _) in classes {
+        let mut a = post_full(
+            &s,
+            "/api/v1/flow/start",
+            json!({ "user": login, "kind": "unlock" }),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{login}: {}", a.body);
+        a.body.as_object_mut().unwrap().remove("flow_token");
+        bodies.push((a.body, a.headers, a.length));
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
+    s.stop().await;
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::test]
+async fn start_takes_the_same_time_for_every_user_who_cannot_reset() {
+    let s = Server::start_with(|c| {
+        c.limits.ip_starts = Window {
+            max: 100_000,
+            secs: 600,
+        };
+        c.limits.account_starts = Window {
+            max: 100_000,
+            secs: 3600,
+        };
+    })
+    .await;
+    let classes = four_classes(&s).await;
+    // Warm up connections and caches.
+    for (login, _) in classes {
+        let (st, _) = s.start_flow(login, "reset").await;
+        assert_eq!(st, StatusCode::OK);
+    }
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); classes.len()];
+    for _ in 0..40 {
+        for (i, (login, _)) in classes.iter().enumerate() {
+            let t0 = Instant::now();
+            let (st, v) = s.start_flow(login, "reset").await;
+            times[i].push(t0.elapsed());
+            assert_eq!(st, StatusCode::OK, "{login}: {v}");
+            assert_eq!(v["status"], "registration_required");
+        }
+    }
+    let medians: Vec<Duration> = times.iter_mut().map(|t| median(t)).collect();
+    for (i, (login, _)) in classes.iter().enumerate() {
+        println!("flow/start median for {login}: {:.2} ms", ms(medians[i]));
+    }
+    for i in 0..medians.len() {
+        for j in i + 1..medians.len() {
+            let d = ms(medians[i].abs_diff(medians[j]));
+            assert!(
+                d < 15.0,
+                "{} vs {}: medians differ by {d:.2} ms ({medians:?})",
+                classes[i].0,
+                classes[j].0
+            );
+        }
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sign_in_gives_one_answer_in_the_same_time_for_unknown_users_and_wrong_passwords() {
+    let s = Server::start_with(|c| {
+        c.limits.ip_starts = Window {
+            max: 100_000,
+            secs: 600,
+        };
+        c.limits.account_failures = Window {
+            max: 100,
+            secs: 24 * 3600,
+        };
+        c.limits.ip_failures = Window {
+            max: 100_000,
+            secs: 3600,
+        };
+    })
+    .await;
+    s.user("alice", &["staff"]).await;
+    let unknown = json!({ "user": "nosuchuser", "password": "a wrong password here" });
+    let wrong_pw = json!({ "user": "alice", "password": "a wrong password here" });
+
+    let mut a = post_full(&s, "/api/v1/session", unknown.clone()).await;
+    let mut b = post_full(&s, "/api/v1/session", wrong_pw.clone()).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    assert_eq!(a.status, b.status);
+    assert_eq!(a.headers, b.headers);
+    assert_eq!(a.length, b.length);
+    for x in [&mut a.body, &mut b.body] {
+        let code = x.as_object_mut().unwrap().remove("support_code").unwrap();
+        assert_eq!(code.as_str().unwrap().len(), 11);
+    }
+    assert_eq!(a.body, b.body);
+    assert_eq!(a.body["error"], "unauthorized");
+    assert_eq!(
+        s.audit("user=nosuchuser&activity=registration_sign_in")
+            .await[0]["reason"],
+        "unknown_user"
+    );
+    assert_eq!(
+        s.audit("user=alice&activity=registration_sign_in").await[0]["reason"],
+        "wrong_password"
+    );
+
+    let (mut tu, mut tw) = (Vec::new(), Vec::new());
+    for _ in 0..15 {
+        for (body, out) in [(&unknown, &mut tu), (&wrong_pw, &mut tw)] {
+            let t0 = Instant::now();
+            let (st, v) = s.post("/api/v1/session", None, body.clone()).await;
+            out.push(t0.elapsed());
+            assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+        }
+    }
+    let (mu, mw) = (median(&mut tu), median(&mut tw));
+    println!(
+        "sign-in median: unknown user {:.2} ms, wrong password {:.2} ms",
+        ms(mu),
+        ms(mw)
+    );
+    let d = ms(mu.abs_diff(mw));
+    assert!(d < 25.0, "sign-in medians differ by {d:.2} ms");
+    // Argon2 really ran for both (a dummy hash for the unknown user), not a fast path.
+    assert!(
+        mu > Duration::from_millis(2),
+        "unknown-user sign-in took only {mu:?}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn requesting_resets_changes_nothing_on_the_account() {
+    let s = Server::start().await;
+    s.registered_user("alice").await;
+    for i in 0..20 {
+        let (st, v) = s.start_flow("alice", "reset").await;
+        assert_eq!(st, StatusCode::OK, "start {i}: {v}");
+        assert_eq!(v["status"], "choose_method");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        s.smtp.messages().is_empty(),
+        "starting a flow must not send anything: {:?}",
+        s.smtp.messages()
+    );
+    assert!(s.sms.texts().is_empty());
+    assert!(s.password_works("alice", PASSWORD).await);
+    let (st, v) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/admin/users/alice",
+            Some(&s.admin_token.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["enabled"], true);
+    assert_eq!(v["locked"], false);
+    assert_eq!(v["registered"], true);
+    assert_eq!(s.audit("user=alice&activity=reset_started").await.len(), 20);
+    assert!(
+        s.audit("user=alice&activity=blocked_from_reset")
+            .await
+            .is_empty()
+    );
+    s.stop().await;
+}

@@ -20,7 +20,10 @@ use sspr_store::NewUser;
 pub const PASSWORD: &str = "initial-password-for-tests";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// An SMTP listener (Python's aiosmtpd) that stores every message in a maildir.
@@ -35,7 +38,15 @@ impl SmtpSink {
         let port = free_port();
         let maildir = dir.join("maildir");
         let child = Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
             .arg(&maildir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -47,7 +58,11 @@ impl SmtpSink {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        SmtpSink { child, port, maildir }
+        SmtpSink {
+            child,
+            port,
+            maildir,
+        }
     }
 
     /// All messages received so far, as raw text.
@@ -106,7 +121,11 @@ impl SmsGateway {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        SmsGateway { port, received, failing }
+        SmsGateway {
+            port,
+            received,
+            failing,
+        }
     }
 
     pub fn texts(&self) -> Vec<Value> {
@@ -141,11 +160,13 @@ pub fn client_for(ca: &Path) -> reqwest::Client {
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     reqwest::Client::builder()
         .tls_backend_preconfigured(cfg)
         .https_only(true)
@@ -160,7 +181,9 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { tweak: Box::new(|_| {}) }
+        Options {
+            tweak: Box::new(|_| {}),
+        }
     }
 }
 
@@ -202,15 +225,27 @@ impl Server {
         std::fs::create_dir_all(&cfg.data_dir).unwrap();
 
         // Start the clock at a whole TOTP step, a fixed distance from the real time.
-        let start = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 / 30) * 30;
+        let start = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            / 30)
+            * 30;
         let clock = ManualClock::new(start);
-        let rt = runtime::build(cfg.clone(), Arc::new(clock.clone())).await.unwrap();
+        let rt = runtime::build(cfg.clone(), Arc::new(clock.clone()))
+            .await
+            .unwrap();
         let admin_token = rt.app.create_admin_token(&ctx(), "tests").await.unwrap();
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(sspr::serve::run_with(cfg.clone(), Arc::new(clock.clone()), listener, async move {
-            let _ = stop_rx.await;
-        }));
+        let task = tokio::spawn(sspr::serve::run_with(
+            cfg.clone(),
+            Arc::new(clock.clone()),
+            listener,
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
         let ca = cfg.data_dir.join("tls/ca.pem");
         for _ in 0..200 {
             if ca.exists() {
@@ -226,7 +261,18 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        Server { dir, url, clock, rt, smtp, sms, http, admin_token, stop: Some(stop_tx), task: Some(task) }
+        Server {
+            dir,
+            url,
+            clock,
+            rt,
+            smtp,
+            sms,
+            http,
+            admin_token,
+            stop: Some(stop_tx),
+            task: Some(task),
+        }
     }
 
     pub async fn stop(mut self) {
@@ -235,7 +281,10 @@ impl Server {
         }
         if let Some(t) = self.task.take() {
             let r = tokio::time::timeout(Duration::from_secs(20), t).await;
-            assert!(matches!(r, Ok(Ok(Ok(())))), "server did not stop cleanly: {r:?}");
+            assert!(
+                matches!(r, Ok(Ok(Ok(())))),
+                "server did not stop cleanly: {r:?}"
+            );
         }
     }
 
@@ -283,16 +332,34 @@ impl Server {
     /// A user with email and phone registered.
     pub async fn registered_user(&self, login: &str) {
         self.user(login, &["staff"]).await;
-        self.registered(login, Method::Email, &format!("{login}@contoso.test")).await;
+        self.registered(login, Method::Email, &format!("{login}@contoso.test"))
+            .await;
         self.registered(login, Method::Sms, "+4915112345678").await;
     }
 
-    pub async fn call(&self, method: HttpMethod, path: &str, bearer: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
-        self.call_as(method, path, bearer, body, "logon_screen").await
+    pub async fn call(
+        &self,
+        method: HttpMethod,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_as(method, path, bearer, body, "logon_screen")
+            .await
     }
 
-    pub async fn call_as(&self, method: HttpMethod, path: &str, bearer: Option<&str>, body: Option<Value>, client: &str) -> (StatusCode, Value) {
-        let mut rb = self.http.request(method, format!("{}{}", self.url, path)).header("x-sspr-client", client);
+    pub async fn call_as(
+        &self,
+        method: HttpMethod,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+        client: &str,
+    ) -> (StatusCode, Value) {
+        let mut rb = self
+            .http
+            .request(method, format!("{}{}", self.url, path))
+            .header("x-sspr-client", client);
         if let Some(b) = bearer {
             rb = rb.bearer_auth(b);
         }
@@ -302,7 +369,10 @@ impl Server {
         let resp = rb.send().await.unwrap();
         let status = resp.status();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> (StatusCode, Value) {
@@ -310,7 +380,12 @@ impl Server {
     }
 
     pub async fn start_flow(&self, user: &str, kind: &str) -> (StatusCode, Value) {
-        self.post("/api/v1/flow/start", None, json!({ "user": user, "kind": kind })).await
+        self.post(
+            "/api/v1/flow/start",
+            None,
+            json!({ "user": user, "kind": kind }),
+        )
+        .await
     }
 
     /// Starts a reset and returns the flow token; panics unless methods are offered.
@@ -324,21 +399,37 @@ impl Server {
     /// Sends an email code and reads it from the SMTP sink.
     pub async fn email_code(&self, token: &str, to: &str) -> String {
         let before = self.mail_count(to);
-        let (s, v) = self.post("/api/v1/flow/challenge", Some(token), json!({ "method": "email" })).await;
+        let (s, v) = self
+            .post(
+                "/api/v1/flow/challenge",
+                Some(token),
+                json!({ "method": "email" }),
+            )
+            .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         self.wait_mail_code(to, before).await
     }
 
     pub fn mail_count(&self, to: &str) -> usize {
-        self.smtp.messages().iter().filter(|m| m.contains(&format!("To: {to}"))).count()
+        self.smtp
+            .messages()
+            .iter()
+            .filter(|m| m.contains(&format!("To: {to}")))
+            .count()
     }
 
     /// Waits for message number `before + 1` to `to` and returns the code in it.
     pub async fn wait_mail_code(&self, to: &str, before: usize) -> String {
         for _ in 0..200 {
-            let msgs: Vec<String> = self.smtp.messages().into_iter().filter(|m| m.contains(&format!("To: {to}"))).collect();
-            if msgs.len() > before {
-                return extract_code(&msgs[before]).unwrap_or_else(|| panic!("no code in {}", msgs[before]));
+            let msgs: Vec<String> = self
+                .smtp
+                .messages()
+                .into_iter()
+                .filter(|m| m.contains(&format!("To: {to}")))
+                .collect();
+            // Notices (no code) may arrive in between; the code is in the first message with one.
+            if let Some(code) = msgs.iter().skip(before).find_map(|m| extract_code(m)) {
+                return code;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -347,7 +438,13 @@ impl Server {
 
     pub async fn sms_code(&self, token: &str) -> String {
         let before = self.sms.texts().len();
-        let (s, v) = self.post("/api/v1/flow/challenge", Some(token), json!({ "method": "sms" })).await;
+        let (s, v) = self
+            .post(
+                "/api/v1/flow/challenge",
+                Some(token),
+                json!({ "method": "sms" }),
+            )
+            .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         self.wait_sms_code(before).await
     }
@@ -364,30 +461,67 @@ impl Server {
     }
 
     pub async fn verify(&self, token: &str, method: &str, code: &str) -> (StatusCode, Value) {
-        self.post("/api/v1/flow/verify", Some(token), json!({ "method": method, "code": code })).await
+        self.post(
+            "/api/v1/flow/verify",
+            Some(token),
+            json!({ "method": method, "code": code }),
+        )
+        .await
     }
 
     pub async fn set_password(&self, token: &str, pw: &str) -> (StatusCode, Value) {
-        self.post("/api/v1/flow/password", Some(token), json!({ "new_password": pw })).await
+        self.post(
+            "/api/v1/flow/password",
+            Some(token),
+            json!({ "new_password": pw }),
+        )
+        .await
     }
 
     /// Whether the directory accepts this password (registration sign-in checks it there).
     pub async fn password_works(&self, user: &str, pw: &str) -> bool {
-        let (s, _) = self.post("/api/v1/session", None, json!({ "user": user, "password": pw })).await;
+        let (s, _) = self
+            .post(
+                "/api/v1/session",
+                None,
+                json!({ "user": user, "password": pw }),
+            )
+            .await;
         s == StatusCode::OK
     }
 
     pub async fn audit(&self, query: &str) -> Vec<Value> {
-        let (s, v) = self.call(HttpMethod::GET, &format!("/api/v1/admin/audit?{query}"), Some(&self.admin_token.clone()), None).await;
+        let (s, v) = self
+            .call(
+                HttpMethod::GET,
+                &format!("/api/v1/admin/audit?{query}"),
+                Some(&self.admin_token.clone()),
+                None,
+            )
+            .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         v.as_array().unwrap().clone()
     }
 
     pub async fn set_policy(&self, f: impl FnOnce(&mut Value)) {
-        let (s, mut p) = self.call(HttpMethod::GET, "/api/v1/admin/policy", Some(&self.admin_token.clone()), None).await;
+        let (s, mut p) = self
+            .call(
+                HttpMethod::GET,
+                "/api/v1/admin/policy",
+                Some(&self.admin_token.clone()),
+                None,
+            )
+            .await;
         assert_eq!(s, StatusCode::OK);
         f(&mut p);
-        let (s, v) = self.call(HttpMethod::PUT, "/api/v1/admin/policy", Some(&self.admin_token.clone()), Some(p)).await;
+        let (s, v) = self
+            .call(
+                HttpMethod::PUT,
+                "/api/v1/admin/policy",
+                Some(&self.admin_token.clone()),
+                Some(p),
+            )
+            .await;
         assert_eq!(s, StatusCode::OK, "{v}");
     }
 }
@@ -402,7 +536,9 @@ pub fn extract_code(text: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i].is_ascii_digit() {
-            let j = (i..b.len()).find(|&j| !b[j].is_ascii_digit()).unwrap_or(b.len());
+            let j = (i..b.len())
+                .find(|&j| !b[j].is_ascii_digit())
+                .unwrap_or(b.len());
             if (6..=8).contains(&(j - i)) {
                 return Some(text[i..j].to_string());
             }
@@ -416,5 +552,13 @@ pub fn extract_code(text: &str) -> Option<String> {
 
 /// A wrong code of the right shape.
 pub fn wrong(code: &str) -> String {
-    code.chars().map(|c| if c == '9' { '0' } else { char::from(c as u8 + 1) }).collect()
+    code.chars()
+        .map(|c| {
+            if c == '9' {
+                '0'
+            } else {
+                char::from(c as u8 + 1)
+            }
+        })
+        .collect()
 }

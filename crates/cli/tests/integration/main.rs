@@ -2,6 +2,8 @@
 //! (aiosmtpd) and a real HTTP server standing in for the SMS gateway. Time is a manual clock
 //! shared with the server, so every expiry and window is tested at its boundary.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod harness;
 
 mod admin;

@@ -25,13 +25,25 @@ async fn reset_with_one_method_changes_the_password_in_the_directory() {
 
     let (st, v) = s.set_password(&t, "short").await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    assert!(v["message"].as_str().unwrap().contains("at least 15 characters"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("at least 15 characters"),
+        "{v}"
+    );
     let (st, v) = s.set_password(&t, NEW).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "completed");
 
-    assert!(s.password_works("alice", NEW).await, "the new password must verify");
-    assert!(!s.password_works("alice", PASSWORD).await, "the old password must not");
+    assert!(
+        s.password_works("alice", NEW).await,
+        "the new password must verify"
+    );
+    assert!(
+        !s.password_works("alice", PASSWORD).await,
+        "the old password must not"
+    );
 
     // The flow is spent: replaying any step fails.
     let (st, _) = s.set_password(&t, "another fine passphrase").await;
@@ -39,8 +51,18 @@ async fn reset_with_one_method_changes_the_password_in_the_directory() {
 
     // Every step is audited with IP and client type; no secret is in the log.
     let events = s.audit("user=alice").await;
-    let acts: Vec<&str> = events.iter().map(|e| e["activity"].as_str().unwrap()).collect();
-    for a in ["reset_started", "code_sent", "verification_failed", "method_verified", "password_rejected", "reset_password"] {
+    let acts: Vec<&str> = events
+        .iter()
+        .map(|e| e["activity"].as_str().unwrap())
+        .collect();
+    for a in [
+        "reset_started",
+        "code_sent",
+        "verification_failed",
+        "method_verified",
+        "password_rejected",
+        "reset_password",
+    ] {
         assert!(acts.contains(&a), "{a} missing in {acts:?}");
     }
     for e in &events {
@@ -50,17 +72,37 @@ async fn reset_with_one_method_changes_the_password_in_the_directory() {
         }
     }
     let dump = serde_json::to_string(&events).unwrap();
-    assert!(!dump.contains(NEW) && !dump.contains(PASSWORD) && !dump.contains(&code) && !dump.contains(&t));
+    assert!(
+        !dump.contains(NEW)
+            && !dump.contains(PASSWORD)
+            && !dump.contains(&code)
+            && !dump.contains(&t)
+    );
 
     // The user is told.
-    let notices = s.smtp.messages().into_iter().filter(|m| m.contains("Your password was reset")).count();
+    let notices = s
+        .smtp
+        .messages()
+        .into_iter()
+        .filter(|m| m.contains("Your password was reset"))
+        .count();
     for _ in 0..100 {
-        if notices > 0 || s.smtp.messages().iter().any(|m| m.contains("Your password was reset")) {
+        if notices > 0
+            || s.smtp
+                .messages()
+                .iter()
+                .any(|m| m.contains("Your password was reset"))
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(s.smtp.messages().iter().any(|m| m.contains("Your password was reset")));
+    assert!(
+        s.smtp
+            .messages()
+            .iter()
+            .any(|m| m.contains("Your password was reset"))
+    );
     s.stop().await;
 }
 
@@ -80,7 +122,13 @@ async fn two_method_policy_needs_two_different_methods() {
     assert_eq!(v["status"], "choose_method");
     assert_eq!(v["verified"], json!(["email"]));
     // The same method cannot count twice.
-    let (st, _) = s.post("/api/v1/flow/challenge", Some(&t), json!({ "method": "email" })).await;
+    let (st, _) = s
+        .post(
+            "/api/v1/flow/challenge",
+            Some(&t),
+            json!({ "method": "email" }),
+        )
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     // The password cannot be set yet.
     let (st, _) = s.set_password(&t, NEW).await;
@@ -102,8 +150,14 @@ async fn two_method_policy_needs_two_different_methods() {
 async fn unlock_keeps_the_password_and_reset_also_unlocks() {
     let s = Server::start().await;
     s.registered_user("carol").await;
-    s.rt.builtin.set_flag("carol", sspr_store::Flag::Locked, true).await.unwrap();
-    assert!(!s.password_works("carol", PASSWORD).await, "locked accounts do not sign in");
+    s.rt.builtin
+        .set_flag("carol", sspr_store::Flag::Locked, true)
+        .await
+        .unwrap();
+    assert!(
+        !s.password_works("carol", PASSWORD).await,
+        "locked accounts do not sign in"
+    );
 
     let (st, v) = s.start_flow("carol", "unlock").await;
     assert_eq!(st, StatusCode::OK, "{v}");
@@ -113,12 +167,18 @@ async fn unlock_keeps_the_password_and_reset_also_unlocks() {
     assert_eq!(v["status"], "ready_to_unlock", "{v}");
     let (st, v) = s.post("/api/v1/flow/unlock", Some(&t), json!({})).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    assert!(s.password_works("carol", PASSWORD).await, "unlocked, same password");
+    assert!(
+        s.password_works("carol", PASSWORD).await,
+        "unlocked, same password"
+    );
     let ev = s.audit("user=carol&activity=unlock_account").await;
     assert_eq!(ev.len(), 1);
 
     // A reset unlocks too.
-    s.rt.builtin.set_flag("carol", sspr_store::Flag::Locked, true).await.unwrap();
+    s.rt.builtin
+        .set_flag("carol", sspr_store::Flag::Locked, true)
+        .await
+        .unwrap();
     let t = s.flow("carol").await;
     let code = s.email_code(&t, "carol@contoso.test").await;
     s.verify(&t, "email", &code).await;
@@ -138,7 +198,13 @@ async fn security_questions_and_authenticator_app() {
     let s = Server::start().await;
     s.user("dan", &["staff"]).await;
     // Register questions and an authenticator app through the API.
-    let (st, v) = s.post("/api/v1/session", None, json!({ "user": "dan", "password": PASSWORD })).await;
+    let (st, v) = s
+        .post(
+            "/api/v1/session",
+            None,
+            json!({ "user": "dan", "password": PASSWORD }),
+        )
+        .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let session = v["session_token"].as_str().unwrap().to_string();
     let answers = json!({ "answers": [
@@ -146,15 +212,46 @@ async fn security_questions_and_authenticator_app() {
         { "question_id": "q3", "answer": "Rex" },
         { "question_id": "q7", "answer": "  Elm   street " },
     ]});
-    let (st, v) = s.call(reqwest::Method::PUT, "/api/v1/me/questions", Some(&session), Some(answers)).await;
+    let (st, v) = s
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/me/questions",
+            Some(&session),
+            Some(answers),
+        )
+        .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["registered"], true);
     let (st, v) = s.post("/api/v1/me/totp", Some(&session), json!({})).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    assert!(v["qr_svg"].as_str().unwrap().starts_with("<?xml") || v["qr_svg"].as_str().unwrap().contains("<svg"));
-    let secret = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, v["secret"].as_str().unwrap()).unwrap();
-    let totp = |t: i64| totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, secret.clone(), None, String::new()).generate(t as u64);
-    let (st, v) = s.post("/api/v1/me/totp/verify", Some(&session), json!({ "code": totp(s.clock_now()) })).await;
+    assert!(
+        v["qr_svg"].as_str().unwrap().starts_with("<?xml")
+            || v["qr_svg"].as_str().unwrap().contains("<svg")
+    );
+    let secret = base32::decode(
+        base32::Alphabet::Rfc4648 { padding: false },
+        v["secret"].as_str().unwrap(),
+    )
+    .unwrap();
+    let totp = |t: i64| {
+        totp_rs::TOTP::new_unchecked(
+            totp_rs::Algorithm::SHA1,
+            6,
+            1,
+            30,
+            secret.clone(),
+            None,
+            String::new(),
+        )
+        .generate(t as u64)
+    };
+    let (st, v) = s
+        .post(
+            "/api/v1/me/totp/verify",
+            Some(&session),
+            json!({ "code": totp(s.clock_now()) }),
+        )
+        .await;
     assert_eq!(st, StatusCode::OK, "{v}");
 
     // Reset with two methods: questions, then the app.
@@ -165,9 +262,20 @@ async fn security_questions_and_authenticator_app() {
     .await;
     s.clock.advance(30);
     let t = s.flow("dan").await;
-    let (st, v) = s.post("/api/v1/flow/challenge", Some(&t), json!({ "method": "questions" })).await;
+    let (st, v) = s
+        .post(
+            "/api/v1/flow/challenge",
+            Some(&t),
+            json!({ "method": "questions" }),
+        )
+        .await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    let drawn: Vec<String> = v["questions"].as_array().unwrap().iter().map(|q| q["id"].as_str().unwrap().to_string()).collect();
+    let drawn: Vec<String> = v["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(drawn.len(), 2);
     let answer = |id: &str| match id {
         "q1" => "paris",
@@ -175,15 +283,50 @@ async fn security_questions_and_authenticator_app() {
         _ => "elm street",
     };
     // One wrong answer fails the whole set and draws again.
-    let bad: Vec<_> = drawn.iter().map(|q| json!({ "question_id": q, "answer": "wrong" })).collect();
-    let (st, _) = s.post("/api/v1/flow/verify", Some(&t), json!({ "method": "questions", "answers": bad })).await;
+    let bad: Vec<_> = drawn
+        .iter()
+        .map(|q| json!({ "question_id": q, "answer": "wrong" }))
+        .collect();
+    let (st, _) = s
+        .post(
+            "/api/v1/flow/verify",
+            Some(&t),
+            json!({ "method": "questions", "answers": bad }),
+        )
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
-    let (_, v) = s.post("/api/v1/flow/challenge", Some(&t), json!({ "method": "questions" })).await;
-    let drawn: Vec<String> = v["questions"].as_array().unwrap().iter().map(|q| q["id"].as_str().unwrap().to_string()).collect();
-    let good: Vec<_> = drawn.iter().map(|q| json!({ "question_id": q, "answer": answer(q) })).collect();
-    let (st, v) = s.post("/api/v1/flow/verify", Some(&t), json!({ "method": "questions", "answers": good })).await;
+    let (_, v) = s
+        .post(
+            "/api/v1/flow/challenge",
+            Some(&t),
+            json!({ "method": "questions" }),
+        )
+        .await;
+    let drawn: Vec<String> = v["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["id"].as_str().unwrap().to_string())
+        .collect();
+    let good: Vec<_> = drawn
+        .iter()
+        .map(|q| json!({ "question_id": q, "answer": answer(q) }))
+        .collect();
+    let (st, v) = s
+        .post(
+            "/api/v1/flow/verify",
+            Some(&t),
+            json!({ "method": "questions", "answers": good }),
+        )
+        .await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    let (_, v) = s.post("/api/v1/flow/challenge", Some(&t), json!({ "method": "totp" })).await;
+    let (_, v) = s
+        .post(
+            "/api/v1/flow/challenge",
+            Some(&t),
+            json!({ "method": "totp" }),
+        )
+        .await;
     assert!(v["message"].as_str().unwrap().contains("authenticator"));
     let code = totp(s.clock_now());
     let (st, v) = s.verify(&t, "totp", &code).await;
@@ -220,6 +363,8 @@ async fn fifty_concurrent_uses_of_one_code_succeed_exactly_once() {
         }
     }
     assert_eq!(ok, 1, "exactly one of 50 concurrent uses may succeed");
-    let verified = s.audit("user=erin&activity=method_verified&result=success").await;
+    let verified = s
+        .audit("user=erin&activity=method_verified&result=success")
+        .await;
     assert_eq!(verified.len(), 1);
 }

@@ -1,1 +1,149 @@
-//! (being written)
+//! Transport: TLS versions, security headers, health, OpenAPI, graceful shutdown.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+
+use crate::harness::Server;
+
+/// Runs `openssl s_client` off the async runtime: the server under test shares it.
+async fn handshake(port: u16, version_flag: &'static str) -> bool {
+    tokio::task::spawn_blocking(move || handshake_blocking(port, version_flag))
+        .await
+        .unwrap()
+}
+
+fn handshake_blocking(port: u16, version_flag: &str) -> bool {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            version_flag,
+            "-servername",
+            "localhost",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl must be installed (see .ci/run)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    out.status.success() && text.contains("Cipher is") && !text.contains("Cipher is (NONE)")
+}
+
+#[tokio::test]
+async fn only_tls_1_2_and_1_3_are_negotiated() {
+    let s = Server::start().await;
+    let port: u16 = s.url.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(handshake(port, "-tls1_3").await, "TLS 1.3 must work");
+    assert!(handshake(port, "-tls1_2").await, "TLS 1.2 must work");
+    assert!(!handshake(port, "-tls1_1").await, "TLS 1.1 must be refused");
+    assert!(!handshake(port, "-tls1").await, "TLS 1.0 must be refused");
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).to_string()
+    })
+    .await
+    .unwrap();
+    assert!(!plain.starts_with("HTTP/1.1 200"), "{plain}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let s = Server::start().await;
+    let cases = [
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/api/v1/openapi.json"),
+        ("GET", "/api/v1/password-policy"),
+        ("GET", "/api/v1/questions"),
+        ("POST", "/api/v1/flow/start"),
+        ("GET", "/api/v1/flow"),
+        ("GET", "/api/v1/me"),
+        ("GET", "/api/v1/admin/audit"),
+        ("GET", "/no/such/route"),
+    ];
+    for (m, path) in cases {
+        let req = s
+            .http
+            .request(m.parse().unwrap(), format!("{}{path}", s.url));
+        let req = if m == "POST" {
+            req.json(&serde_json::json!({"user": "x"}))
+        } else {
+            req
+        };
+        let r = req.send().await.unwrap();
+        let h = r.headers();
+        let get = |n: &str| {
+            h.get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(
+            get("strict-transport-security"),
+            "max-age=63072000; includeSubDomains",
+            "{path}"
+        );
+        assert_eq!(get("cache-control"), "no-store", "{path}");
+        assert_eq!(get("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(get("x-frame-options"), "DENY", "{path}");
+        assert_eq!(get("referrer-policy"), "no-referrer", "{path}");
+        assert!(
+            get("content-security-policy").contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+        assert!(h.get("server").is_none(), "{path}: no server banner");
+        assert!(
+            get("content-type").starts_with("application/json"),
+            "{path}: {}",
+            get("content-type")
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_openapi() {
+    let s = Server::start().await;
+    let (st, v) = s.call(reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!((st, v["message"].as_str()), (StatusCode::OK, Some("ok")));
+    let (st, _) = s.call(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, doc) = s
+        .call(reqwest::Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for p in [
+        "/api/v1/flow/start",
+        "/api/v1/flow/verify",
+        "/api/v1/session",
+        "/api/v1/me/totp",
+        "/api/v1/admin/audit",
+    ] {
+        assert!(
+            doc["paths"].get(p).is_some(),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["components"]["schemas"].get("FlowResponse").is_some());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_is_graceful() {
+    let s = Server::start().await;
+    let (st, _) = s.call(reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    // `stop` asserts the server task ends cleanly with Ok within the drain period.
+    s.stop().await;
+}

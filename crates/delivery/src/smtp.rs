@@ -1,0 +1,521 @@
+//! Email through an SMTP relay.
+//!
+//! lettre's `AsyncSmtpTransport` keeps a pool of open connections, so a burst of codes does not
+//! pay a TCP + TLS + EHLO + AUTH round trip per message.
+//!
+//! # TLS
+//!
+//! lettre's rustls backend, built from [`lettre::transport::smtp::client::TlsParameters`]:
+//! Mozilla's roots (webpki-roots) plus the optional `ca_file`, minimum TLS 1.2 (rustls has no
+//! older versions at all). lettre 0.11 offers no way to hand it a ready `rustls::ClientConfig`;
+//! it uses the process-wide default crypto provider if one is installed and ring otherwise
+//! (the `ring` feature). Either way only rustls' safe defaults are in play.
+//!
+//! # Nagle (`TCP_NODELAY`)
+//!
+//! Checked in lettre 0.11.23 (`transport/smtp/client/async_net.rs`, `connect_tokio1`): the
+//! tokio `TcpSocket` is connected and wrapped as is; lettre never calls `set_nodelay`, and the
+//! pool offers no hook to reach the socket. Commands are one `write_all` + `flush` each,
+//! followed by a read, so they are not delayed; but the end of DATA is written as the body and
+//! then a separate `"\r\n.\r\n"`, a write-write-read pattern in which Nagle may hold the
+//! terminator until the server's delayed ACK arrives (up to ~40 ms on Linux) per message. That
+//! is harmless at sspr's volumes, so lettre is used unmodified; a fix belongs upstream.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{
+    Certificate, CertificateStore, Tls, TlsParameters, TlsVersion,
+};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Deserialize;
+use sspr_app::ports::OutboxMessage;
+use sspr_domain::mask;
+
+use crate::secret::{read_secret_file, redact};
+use crate::{ConfigError, SendError, Sender};
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which is required (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// No TLS at all. Only with `allow_insecure = true`, for a relay on the same host.
+    None,
+}
+
+/// The `[smtp]` section.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Defaults to 587 (starttls), 465 (implicit) or 25 (none).
+    pub port: Option<u16>,
+    pub tls: SmtpTls,
+    /// Permits `tls = "none"`.
+    pub allow_insecure: bool,
+    /// Empty: no authentication.
+    pub username: String,
+    /// Never read from the configuration file: see [`SmtpConfig::load_secrets`].
+    #[serde(skip)]
+    pub password: String,
+    pub password_file: Option<PathBuf>,
+    /// Sender address, e.g. `"Password reset <sspr@example.com>"`.
+    pub from: String,
+    /// PEM file with a private CA, trusted in addition to the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// Connect and per-command timeout.
+    pub timeout_secs: u64,
+    /// Most connections kept open to the relay.
+    pub pool_size: u32,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: None,
+            tls: SmtpTls::Starttls,
+            allow_insecure: false,
+            username: String::new(),
+            password: String::new(),
+            password_file: None,
+            from: String::new(),
+            ca_file: None,
+            timeout_secs: 15,
+            pool_size: 4,
+        }
+    }
+}
+
+impl fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("allow_insecure", &self.allow_insecure)
+            .field("username", &self.username)
+            .field("password", &redact(&self.password))
+            .field("password_file", &self.password_file)
+            .field("from", &self.from)
+            .field("ca_file", &self.ca_file)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl SmtpConfig {
+    /// Reads `password` from `password_file` when one is set (the CLI may instead fill
+    /// `password` itself).
+    pub fn load_secrets(&mut self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.password_file {
+            self.password = read_secret_file(path, "smtp.password_file")?;
+        }
+        Ok(())
+    }
+
+    pub fn effective_port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Implicit => 465,
+            SmtpTls::None => 25,
+        })
+    }
+
+    /// Checks everything that can be checked without a network; returns the parsed sender.
+    pub fn validate(&self) -> Result<Mailbox, ConfigError> {
+        if self.host.trim().is_empty() {
+            return Err(ConfigError::new(
+                "smtp.host is empty: set it to your mail relay, e.g. \"smtp.example.com\"",
+            ));
+        }
+        if self.tls == SmtpTls::None && !self.allow_insecure {
+            return Err(ConfigError::new(
+                "smtp.tls = \"none\" sends codes and credentials in clear text: use \"starttls\" or \"implicit\", \
+                 or set smtp.allow_insecure = true for a relay on this host",
+            ));
+        }
+        if self.port == Some(0) {
+            return Err(ConfigError::new("smtp.port must be between 1 and 65535"));
+        }
+        if self.timeout_secs == 0 || self.timeout_secs > 40 {
+            // The worker gives a message 45 s before its lease is at risk.
+            return Err(ConfigError::new(
+                "smtp.timeout_secs must be between 1 and 40",
+            ));
+        }
+        if self.pool_size == 0 || self.pool_size > 64 {
+            return Err(ConfigError::new("smtp.pool_size must be between 1 and 64"));
+        }
+        if !self.username.is_empty() && self.password.is_empty() {
+            return Err(ConfigError::new(
+                "smtp.username is set but no password: set smtp.password_file to a file holding it",
+            ));
+        }
+        if self.username.is_empty() && !self.password.is_empty() {
+            return Err(ConfigError::new(
+                "smtp.password is set but smtp.username is empty",
+            ));
+        }
+        let from: Mailbox = self.from.parse().map_err(|_| {
+            ConfigError::new(format!(
+                "smtp.from {:?} is not an address: use \"sspr@example.com\" or \"Password reset <sspr@example.com>\"",
+                self.from
+            ))
+        })?;
+        Ok(from)
+    }
+}
+
+/// Email through an SMTP relay, with pooled connections.
+pub struct SmtpSender {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl SmtpSender {
+    /// Builds the transport. Connects lazily, on the first message. Must be called within a
+    /// tokio runtime (the connection pool starts a housekeeping task).
+    pub fn new(cfg: &SmtpConfig) -> Result<Self, ConfigError> {
+        let from = cfg.validate()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::new(
+                "SmtpSender::new must be called within a tokio runtime",
+            ));
+        }
+        let host = cfg.host.trim().to_string();
+        let tls = match cfg.tls {
+            SmtpTls::None => Tls::None,
+            SmtpTls::Starttls => Tls::Required(tls_parameters(cfg, &host)?),
+            SmtpTls::Implicit => Tls::Wrapper(tls_parameters(cfg, &host)?),
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+            .port(cfg.effective_port())
+            .tls(tls)
+            .timeout(Some(Duration::from_secs(cfg.timeout_secs)))
+            .pool_config(
+                PoolConfig::new()
+                    .max_size(cfg.pool_size)
+                    .idle_timeout(Duration::from_secs(60)),
+            );
+        if !cfg.username.is_empty() {
+            builder =
+                builder.credentials(Credentials::new(cfg.username.clone(), cfg.password.clone()));
+        }
+        Ok(Self {
+            transport: builder.build(),
+            from,
+        })
+    }
+
+    fn build_message(&self, msg: &OutboxMessage) -> Result<Message, SendError> {
+        let to = parse_recipient(&msg.recipient)?;
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(msg.subject.clone())
+            .header(ContentType::TEXT_PLAIN)
+            .body(msg.body.clone())
+            // The error names a header, never its content.
+            .map_err(|e| {
+                SendError::permanent("invalid_message", format!("cannot build the email: {e}"))
+            })
+    }
+}
+
+fn tls_parameters(cfg: &SmtpConfig, host: &str) -> Result<TlsParameters, ConfigError> {
+    let mut b = TlsParameters::builder(host.to_string())
+        .certificate_store(CertificateStore::WebpkiRoots)
+        .set_min_tls_version(TlsVersion::Tlsv12);
+    if let Some(path) = &cfg.ca_file {
+        for der in crate::tls::load_ca_file(path, "smtp.ca_file")? {
+            let cert = Certificate::from_der(der.to_vec()).map_err(|e| {
+                ConfigError::new(format!("smtp.ca_file: unusable certificate: {e}"))
+            })?;
+            b = b.add_root_certificate(cert);
+        }
+    }
+    b.build_rustls()
+        .map_err(|e| ConfigError::new(format!("smtp: TLS setup failed: {e}")))
+}
+
+/// The stored recipient must be exactly one bare address. lettre's `Mailbox` parser stops
+/// after the first mailbox and ignores the rest, so the round trip is compared too: a list,
+/// a display name or trailing text would otherwise slip through.
+pub(crate) fn parse_recipient(raw: &str) -> Result<Mailbox, SendError> {
+    let bad = || {
+        SendError::permanent(
+            "invalid_recipient",
+            format!("recipient {} is not a single address", mask::email(raw)),
+        )
+    };
+    let trimmed = raw.trim();
+    let mb: Mailbox = trimmed.parse().map_err(|_| bad())?;
+    if mb.name.is_some() || mb.email.to_string() != trimmed {
+        return Err(bad());
+    }
+    Ok(mb)
+}
+
+/// What went wrong, reduced to what decides retrying. Kept apart from lettre's error type,
+/// whose constructors are private, so the mapping can be tested on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SmtpFailure {
+    /// 4xx reply.
+    Transient,
+    /// 5xx reply.
+    Permanent,
+    Timeout,
+    Tls,
+    /// An unparsable reply.
+    Protocol,
+    /// lettre refused before sending (bad envelope etc.).
+    Client,
+    /// Refused, reset, unresolvable, pool shut down…
+    Connection,
+}
+
+impl SmtpFailure {
+    fn of(e: &lettre::transport::smtp::Error) -> Self {
+        if e.is_permanent() {
+            Self::Permanent
+        } else if e.is_transient() {
+            Self::Transient
+        } else if e.is_timeout() {
+            Self::Timeout
+        } else if e.is_tls() || crate::tls::is_tls_error(e) {
+            Self::Tls
+        } else if e.is_response() {
+            Self::Protocol
+        } else if e.is_client() {
+            Self::Client
+        } else {
+            Self::Connection
+        }
+    }
+
+    pub(crate) fn into_error(self, detail: String) -> SendError {
+        match self {
+            Self::Permanent => SendError::permanent("rejected", detail),
+            Self::Client => SendError::permanent("invalid_message", detail),
+            Self::Transient => SendError::retryable("deferred", detail),
+            Self::Timeout => SendError::retryable("timeout", detail),
+            // A certificate problem needs the admin, but the message may still go out within
+            // its retries once they fix it; after the last one it is given up like any other.
+            Self::Tls => SendError::retryable("tls", detail),
+            Self::Protocol => SendError::retryable("protocol", detail),
+            Self::Connection => SendError::retryable("connection", detail),
+        }
+    }
+}
+
+#[async_trait]
+impl Sender for SmtpSender {
+    async fn send(&self, msg: &OutboxMessage) -> Result<(), SendError> {
+        let email = self.build_message(msg)?;
+        match self.transport.send(email).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // lettre's message is the server's reply text or an I/O error: no body, but a
+                // reply may quote the recipient, which the log should only see masked.
+                let detail = format!("smtp: {e}")
+                    .replace(msg.recipient.trim(), &mask::email(&msg.recipient));
+                Err(SmtpFailure::of(&e).into_error(detail))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> SmtpConfig {
+        SmtpConfig {
+            host: "smtp.example.com".into(),
+            from: "sspr@example.com".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn parses_with_defaults_and_refuses_unknown_fields() {
+        let c: SmtpConfig =
+            toml::from_str("host = \"mx\"\nfrom = \"a@b.c\"\ntls = \"implicit\"").unwrap();
+        assert_eq!(c.effective_port(), 465);
+        assert_eq!(c.timeout_secs, 15);
+        assert_eq!(c.pool_size, 4);
+        assert!(toml::from_str::<SmtpConfig>("hots = \"mx\"").is_err());
+        assert!(toml::from_str::<SmtpConfig>("tls = \"ssl\"").is_err());
+        // A password in the file itself is refused: it belongs in password_file.
+        assert!(toml::from_str::<SmtpConfig>("password = \"x\"").is_err());
+        assert_eq!(base().effective_port(), 587);
+    }
+
+    #[test]
+    fn validation_says_what_to_fix() {
+        assert!(base().validate().is_ok());
+        let e = SmtpConfig {
+            tls: SmtpTls::None,
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.0.contains("allow_insecure"), "{e}");
+        assert!(
+            SmtpConfig {
+                tls: SmtpTls::None,
+                allow_insecure: true,
+                ..base()
+            }
+            .validate()
+            .is_ok()
+        );
+        assert!(
+            SmtpConfig {
+                host: " ".into(),
+                ..base()
+            }
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("smtp.host")
+        );
+        assert!(
+            SmtpConfig {
+                from: "nobody".into(),
+                ..base()
+            }
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("smtp.from")
+        );
+        assert!(
+            SmtpConfig {
+                username: "u".into(),
+                ..base()
+            }
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("password_file")
+        );
+        assert!(
+            SmtpConfig {
+                timeout_secs: 0,
+                ..base()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            SmtpConfig {
+                pool_size: 0,
+                ..base()
+            }
+            .validate()
+            .is_err()
+        );
+        let named = SmtpConfig {
+            from: "Password reset <sspr@example.com>".into(),
+            ..base()
+        };
+        assert_eq!(
+            named.validate().unwrap().email.to_string(),
+            "sspr@example.com"
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let c = SmtpConfig {
+            username: "u".into(),
+            password: "hunter2".into(),
+            ..base()
+        };
+        let s = format!("{c:?}");
+        assert!(!s.contains("hunter2") && s.contains("<redacted>"), "{s}");
+    }
+
+    #[test]
+    fn recipient_must_be_one_bare_address() {
+        assert!(parse_recipient("alice@example.com").is_ok());
+        assert!(parse_recipient(" alice@example.com ").is_ok());
+        for bad in [
+            "alice@example.com, mallory@evil.test",
+            "alice@example.com mallory@evil.test",
+            "Alice <alice@example.com>",
+            "alice@example.com\r\nBcc: mallory@evil.test",
+            "alice",
+            "",
+        ] {
+            let e = parse_recipient(bad).unwrap_err();
+            assert!(!e.retryable && e.class == "invalid_recipient", "{bad:?}");
+            assert!(!e.detail.contains("mallory"), "{}", e.detail);
+        }
+    }
+
+    #[test]
+    fn classifies_failures() {
+        let d = || "d".to_string();
+        assert!(!SmtpFailure::Permanent.into_error(d()).retryable);
+        assert!(!SmtpFailure::Client.into_error(d()).retryable);
+        for f in [
+            SmtpFailure::Transient,
+            SmtpFailure::Timeout,
+            SmtpFailure::Tls,
+            SmtpFailure::Protocol,
+            SmtpFailure::Connection,
+        ] {
+            assert!(f.into_error(d()).retryable, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn new_outside_a_runtime_is_an_error_not_a_panic() {
+        let e = SmtpSender::new(&base()).err().unwrap();
+        assert!(e.0.contains("tokio runtime"));
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_retryable() {
+        // Bind then drop: nothing listens on the port afterwards.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: Some(port),
+            tls: SmtpTls::None,
+            allow_insecure: true,
+            timeout_secs: 5,
+            ..base()
+        };
+        let s = SmtpSender::new(&cfg).unwrap();
+        let msg = OutboxMessage::new(
+            sspr_app::ports::Channel::Email,
+            "bob@example.com",
+            "Your code",
+            "123456",
+            0,
+        );
+        let e = s.send(&msg).await.unwrap_err();
+        assert!(e.retryable, "{e:?}");
+        assert!(!e.detail.contains("123456"));
+    }
+}
