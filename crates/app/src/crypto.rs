@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, PasswordHash, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use hmac::{Hmac, Mac};
@@ -20,12 +20,16 @@ pub const ARGON2_M_KIB: u32 = 19_456;
 pub const ARGON2_T: u32 = 2;
 pub const ARGON2_P: u32 = 1;
 
-/// Runs Argon2 on the blocking pool, at most `permits` at a time, so that memory stays at
-/// `permits × 19 MiB` however many requests arrive. A caller that cannot get a slot in time is
-/// told the server is busy rather than queued without end.
+/// Runs Argon2 on the blocking pool, at most `permits` at a time, each in one of `permits`
+/// memory buffers allocated once and reused. Memory therefore stays at `permits × 19 MiB`
+/// however many requests arrive: allocating 19 MiB per call instead lets the allocator keep
+/// freed blocks in per-thread arenas, and resident memory grew past a gigabyte under load.
+/// A caller that cannot get a slot in time is told the server is busy rather than queued
+/// without end.
 #[derive(Clone)]
 pub struct HashPool {
     slots: Arc<Semaphore>,
+    buffers: Arc<std::sync::Mutex<Vec<Vec<Block>>>>,
     wait: Duration,
     params: Params,
     /// Verified against when a user does not exist, so that the miss costs what a hit costs.
@@ -47,43 +51,55 @@ impl HashPool {
             .map_err(|e| AppError::internal(format!("argon2 params: {e}")))?;
         let mut pool = Self {
             slots: Arc::new(Semaphore::new(permits.max(1))),
+            buffers: Arc::new(std::sync::Mutex::new(Vec::new())),
             wait,
             params,
             dummy: Arc::new(String::new()),
         };
-        pool.dummy = Arc::new(pool.hash_blocking("sspr-timing-equaliser", b"dummysaltdummysalt")?);
+        let mut buf = vec![Block::default(); pool.params.block_count()];
+        pool.dummy = Arc::new(hash_with(
+            &pool.params,
+            b"sspr-timing-equaliser",
+            b"dummysaltdummysalt",
+            &mut buf,
+        )?);
+        pool.give_back(buf);
         Ok(pool)
     }
 
-    fn argon(&self) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    fn take_buffer(&self) -> Vec<Block> {
+        let reused = match self.buffers.lock() {
+            Ok(mut b) => b.pop(),
+            Err(p) => p.into_inner().pop(),
+        };
+        reused.unwrap_or_else(|| vec![Block::default(); self.params.block_count()])
     }
 
-    fn hash_blocking(&self, secret: &str, salt: &[u8]) -> Result<String, AppError> {
-        let salt =
-            SaltString::encode_b64(salt).map_err(|e| AppError::internal(format!("salt: {e}")))?;
-        self.argon()
-            .hash_password(secret.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| AppError::internal(format!("argon2: {e}")))
+    fn give_back(&self, buf: Vec<Block>) {
+        match self.buffers.lock() {
+            Ok(mut b) => b.push(buf),
+            Err(p) => p.into_inner().push(buf),
+        }
     }
 
     async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(Argon2<'static>) -> T + Send + 'static,
+        f: impl FnOnce(&Params, &mut [Block]) -> T + Send + 'static,
     ) -> Result<T, AppError> {
         let permit = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| AppError::busy())?
             .map_err(|_| AppError::busy())?;
-        let argon = self.argon();
-        let out = tokio::task::spawn_blocking(move || {
-            let r = f(argon);
-            drop(permit);
-            r
+        let mut buf = self.take_buffer();
+        let params = self.params.clone();
+        let (out, buf) = tokio::task::spawn_blocking(move || {
+            let r = f(&params, &mut buf);
+            (r, buf)
         })
         .await
         .map_err(|e| AppError::internal(format!("hash task: {e}")))?;
+        self.give_back(buf);
+        drop(permit);
         Ok(out)
     }
 
@@ -92,31 +108,81 @@ impl HashPool {
         let mut salt = [0u8; 16];
         rng.fill(&mut salt);
         let secret = secret.to_owned();
-        self.run(move |a| {
-            let salt = SaltString::encode_b64(&salt)
-                .map_err(|e| AppError::internal(format!("salt: {e}")))?;
-            a.hash_password(secret.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| AppError::internal(format!("argon2: {e}")))
-        })
-        .await?
+        self.run(move |params, buf| hash_with(params, secret.as_bytes(), &salt, buf))
+            .await?
     }
 
     /// Whether `secret` matches `phc`. A malformed stored hash never matches.
     pub async fn verify(&self, secret: &str, phc: &str) -> Result<bool, AppError> {
         let secret = secret.to_owned();
         let phc = phc.to_owned();
-        self.run(move |a| match PasswordHash::new(&phc) {
-            Ok(h) => a.verify_password(secret.as_bytes(), &h).is_ok(),
-            Err(_) => false,
-        })
-        .await
+        self.run(move |params, buf| verify_with(params, secret.as_bytes(), &phc, buf))
+            .await
     }
 
     /// Burns the time of one verification; used when there is nothing to verify against.
     pub async fn verify_dummy(&self, secret: &str) -> Result<bool, AppError> {
         let d = self.dummy.as_ref().clone();
         self.verify(secret, &d).await.map(|_| false)
+    }
+}
+
+fn argon(params: &Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+/// Argon2id into the caller's memory, rendered as a PHC string.
+fn hash_with(
+    params: &Params,
+    secret: &[u8],
+    salt: &[u8],
+    buf: &mut [Block],
+) -> Result<String, AppError> {
+    let mut out = [0u8; 32];
+    argon(params)
+        .hash_password_into_with_memory(secret, salt, &mut out, buf)
+        .map_err(|e| AppError::internal(format!("argon2: {e}")))?;
+    let salt =
+        SaltString::encode_b64(salt).map_err(|e| AppError::internal(format!("salt: {e}")))?;
+    let out = Output::new(&out).map_err(|e| AppError::internal(format!("argon2 output: {e}")))?;
+    Ok(format!(
+        "$argon2id$v=19$m={},t={},p={}${}${}",
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        salt.as_str(),
+        out
+    ))
+}
+
+/// Verifies in the caller's memory when the stored hash uses the pool's memory size; a hash
+/// made with other parameters (older settings, another variant) is verified the plain way.
+fn verify_with(params: &Params, secret: &[u8], phc: &str, buf: &mut [Block]) -> bool {
+    let Ok(h) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let stored = Params::try_from(&h).ok();
+    let same_shape = h.algorithm == argon2::ARGON2ID_IDENT
+        && stored
+            .as_ref()
+            .is_some_and(|p| p.block_count() == params.block_count() && p.p_cost() == 1);
+    match (same_shape, stored, h.salt, h.hash) {
+        (true, Some(p), Some(salt), Some(expected)) => {
+            let mut salt_buf = [0u8; 64];
+            let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+                return false;
+            };
+            let mut out = vec![0u8; expected.len()];
+            if argon(&p)
+                .hash_password_into_with_memory(secret, salt, &mut out, buf)
+                .is_err()
+            {
+                return false;
+            }
+            // Output's equality is constant-time.
+            Output::new(&out).is_ok_and(|o| o == expected)
+        }
+        _ => Argon2::default().verify_password(secret, &h).is_ok(),
     }
 }
 
@@ -258,6 +324,32 @@ mod tests {
         assert_eq!(pool.verify("correct horse", &h).await.ok(), Some(true));
         assert_eq!(pool.verify("wrong horse", &h).await.ok(), Some(false));
         assert_eq!(pool.verify("x", "not a hash").await.ok(), Some(false));
+    }
+
+    #[tokio::test]
+    async fn memory_is_allocated_once_per_slot_however_many_callers() {
+        let pool = HashPool::new(2, Duration::from_secs(30)).unwrap();
+        let h = pool.hash("pw", &OsRandom).await.unwrap();
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (p, h) = (pool.clone(), h.clone());
+            set.spawn(async move { p.verify("pw", &h).await.unwrap() });
+        }
+        while let Some(ok) = set.join_next().await {
+            assert!(ok.unwrap());
+        }
+        // Every buffer came back, and no more were ever made than there are slots.
+        assert_eq!(pool.buffers.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn hashes_from_other_parameters_still_verify() {
+        let pool = HashPool::new(1, Duration::from_secs(5)).unwrap();
+        let small = HashPool::with_params(1, Duration::from_secs(5), 8_192, 3).unwrap();
+        let h = small.hash("old password", &OsRandom).await.unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=8192,t=3,p=1$"), "{h}");
+        assert_eq!(pool.verify("old password", &h).await.ok(), Some(true));
+        assert_eq!(pool.verify("wrong", &h).await.ok(), Some(false));
     }
 
     #[tokio::test]

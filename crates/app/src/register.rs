@@ -39,7 +39,12 @@ impl App {
         ev.target = login.clone();
         // Never pass an empty password on: to LDAP it would be an unauthenticated bind.
         if password.trim().is_empty() || password.len() > sspr_domain::password::HARD_MAX_LEN * 4 {
-            ev.reason = "empty_password".into();
+            ev.reason = if password.trim().is_empty() {
+                "empty_password"
+            } else {
+                "password_too_long"
+            }
+            .into();
             return Err(self
                 .fail(ev, AppError::invalid(ctx.t(Msg::EnterPassword)))
                 .await);
@@ -276,9 +281,17 @@ impl App {
                     .await);
             }
         }
-        self.store
+        // The code is right, but the address it confirmed may have been withdrawn since.
+        if !self
+            .store
             .activate_method(&s.user_id, method, self.now())
-            .await?;
+            .await?
+        {
+            ev.reason = "no_pending".into();
+            return Err(self
+                .fail(ev, AppError::invalid(ctx.t(Msg::NoCodeWaiting)))
+                .await);
+        }
         self.record(ev).await;
         self.after_change(
             ctx,
@@ -303,30 +316,54 @@ impl App {
         let policy = self.policy().await?;
         self.require_method_allowed(ctx, s, &policy, Method::Questions, &mut ev)
             .await?;
-        let problem = |m: String| AppError::invalid(m);
+        let zh = ctx.lang == crate::messages::Lang::Zh;
+        let problem =
+            |en: String, zh_text: String| AppError::invalid(if zh { zh_text } else { en });
         let want = policy.questions_to_register as usize;
         let checked: Result<Vec<(String, String)>, AppError> = (|| {
             if answers.len() != want {
-                return Err(problem(format!(
-                    "Answer exactly {want} different questions."
-                )));
+                return Err(problem(
+                    format!("Answer exactly {want} different questions."),
+                    format!("请回答 {want} 个不同的问题。"),
+                ));
             }
             let ids = policy.question_ids();
             let mut out: Vec<(String, String)> = Vec::new();
             for a in answers {
                 if !ids.contains(&a.question_id) {
-                    return Err(problem(format!(
-                        "Unknown question {:?}; pick from GET /api/v1/questions.",
-                        a.question_id
-                    )));
+                    return Err(problem(
+                        format!(
+                            "Unknown question {:?}; pick from GET /api/v1/questions.",
+                            a.question_id
+                        ),
+                        format!(
+                            "没有问题 {:?}；请从 GET /api/v1/questions 中选择。",
+                            a.question_id
+                        ),
+                    ));
                 }
-                let norm = check_answer(&a.answer)
-                    .map_err(|m| problem(format!("{}: {m}", a.question_id)))?;
+                let norm = check_answer(&a.answer).map_err(|m| {
+                    problem(
+                        format!("{}: {m}", a.question_id),
+                        format!(
+                            "{}：每个答案需要 {}–{} 个字符。",
+                            a.question_id,
+                            sspr_domain::questions::ANSWER_MIN,
+                            sspr_domain::questions::ANSWER_MAX
+                        ),
+                    )
+                })?;
                 if out.iter().any(|(q, _)| q == &a.question_id) {
-                    return Err(problem("Each question can be chosen only once.".into()));
+                    return Err(problem(
+                        "Each question can be chosen only once.".into(),
+                        "每个问题只能选择一次。".into(),
+                    ));
                 }
                 if out.iter().any(|(_, n)| n == &norm) {
-                    return Err(problem("Each answer must be different.".into()));
+                    return Err(problem(
+                        "Each answer must be different.".into(),
+                        "每个答案必须不同。".into(),
+                    ));
                 }
                 out.push((a.question_id.clone(), norm));
             }
@@ -458,7 +495,14 @@ impl App {
         if !self.store.delete_method(&s.user_id, method).await? {
             ev.reason = "not_registered".into();
             return Err(self
-                .fail(ev, AppError::invalid(format!("{method} is not registered")))
+                .fail(
+                    ev,
+                    AppError::invalid(if ctx.lang == crate::messages::Lang::Zh {
+                        format!("尚未注册 {method}。")
+                    } else {
+                        format!("{method} is not registered.")
+                    }),
+                )
                 .await);
         }
         self.record(ev).await;

@@ -1,12 +1,16 @@
 //! sspr's store: every durable thing (flows, codes, counters, registrations, outbox, audit,
-//! policy) in SQL, behind [`sspr_app::ports::Store`]. SQLite is the embedded default; the SQL
-//! is kept portable so a PostgreSQL implementation can share its meaning.
+//! policy) in SQL, behind [`sspr_app::ports::Store`]. SQLite is the embedded default;
+//! PostgreSQL ([`PgStore`]) serves several instances sharing one database. Both keep the same
+//! schema meaning and pass the same contract tests (`tests/contract.rs`).
 //!
 //! Security-relevant updates are conditional (`… WHERE used = 0 AND …`) and report whether
 //! they applied, so single use holds however many requests race.
 
 mod builtin;
+mod codec;
+mod postgres;
 mod sqlite;
 
 pub use builtin::{BuiltinDirectory, Flag, NewUser, UserRow};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -16,35 +16,14 @@ use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
 use sspr_domain::clock::UnixTime;
 use sspr_domain::{FlowKind, FlowState, Method, Policy};
 
+use crate::codec::{err, join, methods_csv, parse_methods, split};
+
 /// Versioned migrations, applied in order, each once, each in its own transaction.
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
-}
-
-fn err(e: sqlx::Error) -> StoreError {
-    StoreError(e.to_string())
-}
-
-fn join<T: AsRef<str>>(v: &[T]) -> String {
-    v.iter().map(|s| s.as_ref()).collect::<Vec<_>>().join(",")
-}
-
-fn methods_csv(v: &[Method]) -> String {
-    v.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
-}
-
-fn parse_methods(s: &str) -> Vec<Method> {
-    s.split(',').filter_map(Method::parse).collect()
-}
-
-fn split(s: &str) -> Vec<String> {
-    s.split(',')
-        .filter(|x| !x.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 impl SqliteStore {

@@ -1,18 +1,137 @@
-//! The store's contract, against a real SQLite file. The PostgreSQL store must pass the same.
+//! The store's contract. Every test here runs twice, against a real SQLite file
+//! (`sqlite::…`) and against PostgreSQL (`postgres::…`), from the same test body.
+//!
+//! PostgreSQL comes from `SSPR_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); each test gets a schema of its own, dropped at
+//! the end. An unreachable server fails the PostgreSQL tests: they are never skipped.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use sspr_app::ports::{Channel, CodeRecord, MethodRecord, MethodStatus, OutboxMessage, Store};
 use sspr_domain::Method;
-use sspr_store::SqliteStore;
+use sspr_store::{PgStore, SqliteStore};
 
-async fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
+async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
     (dir, Arc::new(s))
 }
+
+fn pg_url() -> String {
+    std::env::var("SSPR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn pg_admin(url: &str) -> PgConnection {
+    PgConnection::connect(url).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL at {url} is unreachable ({e}); set SSPR_TEST_POSTGRES_URL")
+    })
+}
+
+/// A fresh schema for one test, dropped (best effort) when the test ends, even by a panic.
+struct PgSchema {
+    url: String,
+    name: String,
+}
+
+impl PgSchema {
+    async fn create() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let url = pg_url();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "t_{}_{}_{}",
+            std::process::id(),
+            nanos,
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut c = pg_admin(&url).await;
+        c.execute(AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+        Self { url, name }
+    }
+
+    /// One sspr instance on this schema: a pool of its own.
+    async fn instance(&self) -> Arc<PgStore> {
+        Arc::new(
+            PgStore::connect_with_schema(&self.url, &self.name)
+                .await
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        // Drop cannot await, and may run while a panic unwinds: do it on a thread of its own
+        // with a runtime of its own, and never panic here.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut c) = PgConnection::connect(&url).await {
+                    let _ = c
+                        .execute(AssertSqlSafe(format!(
+                            "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {name} CASCADE"
+                        )))
+                        .await;
+                    let _ = c.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Generates, for each contract test `name(store)`, `sqlite::name` and `postgres::name`.
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (_dir, s) = super::sqlite_store().await;
+                    super::$name(s).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let schema = super::PgSchema::create().await;
+                    let s: std::sync::Arc<dyn sspr_app::ports::Store> = schema.instance().await;
+                    super::$name(s).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests!(
+    fifty_concurrent_consumers_of_one_code_one_wins,
+    a_new_code_retires_the_old_and_queues_its_message,
+    expiry_boundary_and_attempts,
+    throttle_windows_blocks_and_clearing,
+    outbox_lease_expires_and_is_claimed_again,
+    pending_address_waits_beside_the_active_one,
+    totp_steps_are_single_use,
+);
 
 fn code(owner: &str, mac: &str, expires_at: i64) -> CodeRecord {
     CodeRecord {
@@ -29,9 +148,7 @@ fn code(owner: &str, mac: &str, expires_at: i64) -> CodeRecord {
     }
 }
 
-#[tokio::test]
-async fn fifty_concurrent_consumers_of_one_code_one_wins() {
-    let (_d, s) = store().await;
+async fn fifty_concurrent_consumers_of_one_code_one_wins(s: Arc<dyn Store>) {
     let msg = OutboxMessage::new(Channel::Email, "a@b.c", "s", "b", 0);
     let id = s.issue_code(&code("f1", "m", 1000), &msg).await.unwrap();
     let mut set = tokio::task::JoinSet::new();
@@ -46,9 +163,7 @@ async fn fifty_concurrent_consumers_of_one_code_one_wins() {
     assert_eq!(wins, 1);
 }
 
-#[tokio::test]
-async fn a_new_code_retires_the_old_and_queues_its_message() {
-    let (_d, s) = store().await;
+async fn a_new_code_retires_the_old_and_queues_its_message(s: Arc<dyn Store>) {
     let msg = OutboxMessage::new(Channel::Email, "a@b.c", "s", "b", 0);
     let first = s.issue_code(&code("f1", "m1", 1000), &msg).await.unwrap();
     let second = s.issue_code(&code("f1", "m2", 1000), &msg).await.unwrap();
@@ -65,9 +180,7 @@ async fn a_new_code_retires_the_old_and_queues_its_message() {
     assert_eq!(queued[0].code_id, Some(second));
 }
 
-#[tokio::test]
-async fn expiry_boundary_and_attempts() {
-    let (_d, s) = store().await;
+async fn expiry_boundary_and_attempts(s: Arc<dyn Store>) {
     let msg = OutboxMessage::new(Channel::Email, "a@b.c", "s", "b", 0);
     let id = s.issue_code(&code("f1", "m", 600), &msg).await.unwrap();
     assert!(
@@ -83,9 +196,7 @@ async fn expiry_boundary_and_attempts() {
     assert!(s.consume_code(id, 599, 3).await.unwrap());
 }
 
-#[tokio::test]
-async fn throttle_windows_blocks_and_clearing() {
-    let (_d, s) = store().await;
+async fn throttle_windows_blocks_and_clearing(s: Arc<dyn Store>) {
     for t in [10, 20, 30] {
         s.hit("k", t).await.unwrap();
     }
@@ -98,9 +209,7 @@ async fn throttle_windows_blocks_and_clearing() {
     assert_eq!(s.blocked_until("b", 0).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn outbox_lease_expires_and_is_claimed_again() {
-    let (_d, s) = store().await;
+async fn outbox_lease_expires_and_is_claimed_again(s: Arc<dyn Store>) {
     s.enqueue(&OutboxMessage::new(
         Channel::Sms,
         "+4915112345678",
@@ -128,9 +237,7 @@ async fn outbox_lease_expires_and_is_claimed_again() {
     );
 }
 
-#[tokio::test]
-async fn pending_address_waits_beside_the_active_one() {
-    let (_d, s) = store().await;
+async fn pending_address_waits_beside_the_active_one(s: Arc<dyn Store>) {
     let rec = |status, value: &str| MethodRecord {
         user_id: "u".into(),
         method: Method::Email,
@@ -155,9 +262,7 @@ async fn pending_address_waits_beside_the_active_one() {
     );
 }
 
-#[tokio::test]
-async fn totp_steps_are_single_use() {
-    let (_d, s) = store().await;
+async fn totp_steps_are_single_use(s: Arc<dyn Store>) {
     assert!(s.totp_use_step("u", 100).await.unwrap());
     assert!(!s.totp_use_step("u", 100).await.unwrap());
     assert!(!s.totp_use_step("u", 99).await.unwrap());
@@ -176,4 +281,187 @@ async fn migrations_are_idempotent_and_the_file_is_private() {
         std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
         0o600
     );
+}
+
+/// PostgreSQL only: several instances (pools) on one database.
+mod postgres_instances {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_instances_claim_each_message_exactly_once() {
+        let schema = PgSchema::create().await;
+        let (a, b) = (schema.instance().await, schema.instance().await);
+        let mut queued = HashSet::new();
+        for i in 0..100 {
+            let m = OutboxMessage::new(Channel::Email, "a@b.c", "s", &format!("m{i}"), 0);
+            queued.insert(a.enqueue(&m).await.unwrap());
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for s in [&a, &b, &a, &b, &a, &b, &a, &b] {
+            let s = s.clone();
+            set.spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    // Small batches so the workers interleave.
+                    let got = s.claim_outbox(10, 60, 3).await.unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    assert!(got.iter().all(|m| m.attempts == 1 && m.status == "sending"));
+                    mine.extend(got.into_iter().map(|m| m.id));
+                }
+            });
+        }
+        let mut claimed = Vec::new();
+        while let Some(r) = set.join_next().await {
+            claimed.extend(r.unwrap());
+        }
+        let unique: HashSet<i64> = claimed.iter().copied().collect();
+        assert_eq!(
+            claimed.len(),
+            100,
+            "a message was claimed twice or not at all"
+        );
+        assert_eq!(unique, queued);
+        assert!(b.claim_outbox(10, 60, 100).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn fifty_consumers_across_two_instances_one_wins() {
+        let schema = PgSchema::create().await;
+        let (a, b) = (schema.instance().await, schema.instance().await);
+        let msg = OutboxMessage::new(Channel::Email, "a@b.c", "s", "b", 0);
+        let id = a.issue_code(&code("f1", "m", 1000), &msg).await.unwrap();
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            set.spawn(async move { s.consume_code(id, 10, 3).await.unwrap() });
+        }
+        let mut wins = 0;
+        while let Some(r) = set.join_next().await {
+            wins += r.unwrap() as u32;
+        }
+        assert_eq!(wins, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_codes_for_one_owner_leave_one_live() {
+        let schema = PgSchema::create().await;
+        let (a, b) = (schema.instance().await, schema.instance().await);
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            set.spawn(async move {
+                let msg = OutboxMessage::new(Channel::Email, "a@b.c", "s", "b", 0);
+                s.issue_code(&code("f1", &format!("m{i}"), 1000), &msg)
+                    .await
+                    .unwrap()
+            });
+        }
+        let mut ids = Vec::new();
+        while let Some(r) = set.join_next().await {
+            ids.push(r.unwrap());
+        }
+        let latest = a.latest_code("f1", "email").await.unwrap().unwrap().id;
+        let mut live = Vec::new();
+        for id in ids {
+            if a.consume_code(id, 10, 3).await.unwrap() {
+                live.push(id);
+            }
+        }
+        assert_eq!(live, vec![latest], "only the newest code may be live");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_activations_keep_the_new_address() {
+        let schema = PgSchema::create().await;
+        let (a, b) = (schema.instance().await, schema.instance().await);
+        for round in 0..5 {
+            let rec = |status, value: &str| MethodRecord {
+                user_id: "u".into(),
+                method: Method::Email,
+                status,
+                value: value.into(),
+                created_at: 0,
+                verified_at: None,
+            };
+            let new = format!("new{round}@x.y");
+            a.put_method(&rec(MethodStatus::Pending, &new))
+                .await
+                .unwrap();
+            let mut set = tokio::task::JoinSet::new();
+            for i in 0..10 {
+                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+                set.spawn(async move { s.activate_method("u", Method::Email, 5).await.unwrap() });
+            }
+            let mut wins = 0;
+            while let Some(r) = set.join_next().await {
+                wins += r.unwrap() as u32;
+            }
+            assert_eq!(wins, 1);
+            let m = a.methods("u").await.unwrap();
+            assert_eq!(m.len(), 1, "round {round}: {m:?}");
+            assert_eq!(
+                (m[0].status, m[0].value.as_str()),
+                (MethodStatus::Active, new.as_str())
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn instances_starting_together_migrate_once() {
+        let schema = PgSchema::create().await;
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let (url, name) = (schema.url.clone(), schema.name.clone());
+            set.spawn(async move { PgStore::connect_with_schema(&url, &name).await });
+        }
+        while let Some(r) = set.join_next().await {
+            let s = r.unwrap().unwrap();
+            assert_eq!(s.schema_version().await.unwrap(), 1);
+        }
+        let s = schema.instance().await;
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+
+    #[tokio::test]
+    async fn connect_takes_the_schema_from_the_url() {
+        let schema = PgSchema::create().await;
+        let sep = if schema.url.contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{}{sep}options=-c%20search_path%3D{}",
+            schema.url, schema.name
+        );
+        let s = PgStore::connect(&url).await.unwrap();
+        assert_eq!(s.schema_version().await.unwrap(), 1);
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'outbox'",
+        )
+        .bind(&schema.name)
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+        assert_eq!(n, 1, "tables land in the URL's schema");
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_unsafe_schema_is_refused() {
+        let url = pg_url();
+        // Connecting at all must work, or this test would pass for the wrong reason.
+        drop(pg_admin(&url).await);
+        let e = PgStore::connect_with_schema(&url, "t_no_such_schema_here")
+            .await
+            .unwrap_err();
+        assert!(e.0.contains("does not exist"), "{e}");
+        for bad in ["public,evil", "Upper", "x y", ""] {
+            assert!(
+                PgStore::connect_with_schema(&url, bad).await.is_err(),
+                "{bad:?}"
+            );
+        }
+    }
 }

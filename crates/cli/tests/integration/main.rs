@@ -8,6 +8,7 @@ mod harness;
 
 mod admin;
 mod binary;
+mod delivery;
 mod enumeration;
 mod input;
 mod limits;

@@ -1,0 +1,1033 @@
+//! The PostgreSQL store, for several sspr instances sharing one database. It mirrors
+//! [`crate::SqliteStore`] statement by statement; where PostgreSQL would run concurrently what
+//! SQLite serialises (SQLite has a single writer), it takes a row or advisory lock so the
+//! outcome is the one SQLite would give.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use sspr_app::ports::{
+    AuditFilter, Channel, CodeRecord, FlowRecord, MethodRecord, MethodStatus, OutboxMessage,
+    SessionRecord, Store, StoreError, StoreResult,
+};
+use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
+use sspr_domain::clock::UnixTime;
+use sspr_domain::{FlowKind, FlowState, Method, Policy};
+
+use crate::codec::{err, join, methods_csv, parse_methods, split};
+
+/// Versioned migrations, applied in order, each once, each in its own transaction.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+
+/// Advisory lock key ("ssprmig") held while migrating, so instances starting together apply
+/// each migration once. Advisory locks are per database, not per schema: instances on other
+/// schemas of the same database merely wait their turn.
+const MIGRATION_LOCK: i64 = 0x0073_7370_726d_6967;
+
+/// Namespaces (first key of the two-key advisory lock) for the per-key locks below.
+const CODE_LOCK: i32 = 0x7373_7001;
+const USER_LOCK: i32 = 0x7373_7002;
+
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (a `postgres://` URL; its search_path decides the schema) and applies
+    /// migrations.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let opts = PgConnectOptions::from_str(url).map_err(err)?;
+        Self::connect_with(opts).await
+    }
+
+    /// Like [`PgStore::connect`], but keeps every table in `schema`, which must exist (sspr does
+    /// not need the right to create schemas). Lets several deployments, or tests, share one
+    /// database. The name must be a plain lower-case identifier.
+    pub async fn connect_with_schema(url: &str, schema: &str) -> StoreResult<Self> {
+        if !plain_identifier(schema) {
+            return Err(StoreError(format!(
+                "schema name {schema:?} must be lower-case letters, digits and '_' (at most 63, not starting with a digit or pg_)"
+            )));
+        }
+        // A startup option, so it holds on every pooled connection, including reconnects.
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(err)?
+            .options([("search_path", schema)]);
+        let store = Self::connect_pool(opts).await?;
+        // With a search_path naming a missing schema, PostgreSQL would only fail later, with
+        // "no schema has been selected to create in"; say what is wrong instead.
+        let current: Option<String> = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&store.pool)
+            .await
+            .map_err(err)?;
+        if current.as_deref() != Some(schema) {
+            store.pool.close().await;
+            return Err(StoreError(format!(
+                "schema {schema} does not exist (CREATE SCHEMA {schema} first)"
+            )));
+        }
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn connect_with(opts: PgConnectOptions) -> StoreResult<Self> {
+        let store = Self::connect_pool(opts).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn connect_pool(opts: PgConnectOptions) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(err)?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        for (version, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await.map_err(err)?;
+            // Held until commit or rollback: a second instance waits here, then sees the
+            // version recorded and skips. The table is created under the lock too, because
+            // concurrent CREATE TABLE IF NOT EXISTS can still fail on PostgreSQL.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(err)?;
+            if done.is_some() {
+                tx.commit().await.map_err(err)?;
+                continue;
+            }
+            sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(err)?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, EXTRACT(EPOCH FROM now())::BIGINT)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            tx.commit().await.map_err(err)?;
+            tracing::info!(version, "applied migration");
+        }
+        Ok(())
+    }
+
+    pub async fn schema_version(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)
+    }
+}
+
+/// An identifier PostgreSQL takes as-is, unquoted, in SQL and in search_path.
+fn plain_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    first_ok
+        && s.len() <= 63
+        && !s.starts_with("pg_")
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// FNV-1a, as the second key of a two-key advisory lock. Computed here rather than with
+/// PostgreSQL's `hashtext` (internal, not promised stable) so every sspr version derives the
+/// same key. A collision only makes two unrelated callers wait for each other.
+fn lock_key(parts: &[&str]) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            // 0xff never occurs in UTF-8, so ("ab", "c") and ("a", "bc") hash differently.
+            h = (h ^ 0xff).wrapping_mul(0x0100_0193);
+        }
+        for b in p.bytes() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+    }
+    i32::from_ne_bytes(h.to_ne_bytes())
+}
+
+async fn advisory_lock(
+    tx: &mut Transaction<'_, Postgres>,
+    namespace: i32,
+    parts: &[&str],
+) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(namespace)
+        .bind(lock_key(parts))
+        .execute(&mut **tx)
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
+fn flow_from(r: &PgRow) -> StoreResult<FlowRecord> {
+    let g = |c: &str| r.try_get::<String, _>(c).map_err(err);
+    Ok(FlowRecord {
+        id: g("id")?,
+        kind: FlowKind::parse(&g("kind")?).ok_or_else(|| StoreError("bad flow kind".into()))?,
+        state: FlowState::parse(&g("state")?).ok_or_else(|| StoreError("bad flow state".into()))?,
+        user_id: g("user_id")?,
+        login: g("login")?,
+        display_name: g("display_name")?,
+        privileged: r.try_get("privileged").map_err(err)?,
+        required: r.try_get::<i64, _>("required").map_err(err)? as u8,
+        usable: parse_methods(&g("usable")?),
+        verified: parse_methods(&g("verified")?),
+        questions: split(&g("questions")?),
+        created_at: r.try_get("created_at").map_err(err)?,
+        expires_at: r.try_get("expires_at").map_err(err)?,
+        client_type: ClientType::parse(&g("client_type")?).unwrap_or_default(),
+        client_ip: g("client_ip")?,
+    })
+}
+
+fn code_from(r: &PgRow) -> StoreResult<CodeRecord> {
+    Ok(CodeRecord {
+        id: r.try_get("id").map_err(err)?,
+        owner: r.try_get("owner").map_err(err)?,
+        purpose: r.try_get("purpose").map_err(err)?,
+        code_mac: r.try_get("code_mac").map_err(err)?,
+        destination: r.try_get("destination").map_err(err)?,
+        created_at: r.try_get("created_at").map_err(err)?,
+        expires_at: r.try_get("expires_at").map_err(err)?,
+        attempts: r.try_get::<i64, _>("attempts").map_err(err)? as u32,
+        used: r.try_get("used").map_err(err)?,
+        delivery_failed: r.try_get("delivery_failed").map_err(err)?,
+    })
+}
+
+fn outbox_from(r: &PgRow) -> StoreResult<OutboxMessage> {
+    Ok(OutboxMessage {
+        id: r.try_get("id").map_err(err)?,
+        channel: Channel::parse(&r.try_get::<String, _>("channel").map_err(err)?)
+            .unwrap_or(Channel::Email),
+        recipient: r.try_get("recipient").map_err(err)?,
+        subject: r.try_get("subject").map_err(err)?,
+        body: r.try_get("body").map_err(err)?,
+        status: r.try_get("status").map_err(err)?,
+        attempts: r.try_get::<i64, _>("attempts").map_err(err)? as u32,
+        created_at: r.try_get("created_at").map_err(err)?,
+        next_attempt_at: r.try_get("next_attempt_at").map_err(err)?,
+        last_error: r.try_get("last_error").map_err(err)?,
+        code_id: r.try_get("code_id").map_err(err)?,
+        flow_id: r.try_get("flow_id").map_err(err)?,
+        target: r.try_get("target").map_err(err)?,
+    })
+}
+
+fn audit_from(r: &PgRow) -> StoreResult<AuditEvent> {
+    let details: String = r.try_get("details").map_err(err)?;
+    Ok(AuditEvent {
+        id: r.try_get("id").map_err(err)?,
+        at: r.try_get("at").map_err(err)?,
+        activity: Activity::parse(&r.try_get::<String, _>("activity").map_err(err)?)
+            .ok_or_else(|| StoreError("unknown activity in audit row".into()))?,
+        actor: r.try_get("actor").map_err(err)?,
+        target: r.try_get("target").map_err(err)?,
+        client_ip: r.try_get("client_ip").map_err(err)?,
+        client_type: ClientType::parse(&r.try_get::<String, _>("client_type").map_err(err)?)
+            .unwrap_or_default(),
+        outcome: Outcome::parse(&r.try_get::<String, _>("outcome").map_err(err)?)
+            .unwrap_or(Outcome::Failure),
+        reason: r.try_get("reason").map_err(err)?,
+        flow_id: r.try_get("flow_id").map_err(err)?,
+        support_code: r.try_get("support_code").map_err(err)?,
+        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+async fn ensure_registration(tx: &mut Transaction<'_, Postgres>, user_id: &str) -> StoreResult<()> {
+    sqlx::query("INSERT INTO registrations (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(err)
+            .map(|_| ())
+    }
+
+    async fn load_policy(&self) -> StoreResult<Option<Policy>> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM policy WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        match body {
+            None => Ok(None),
+            Some(b) => serde_json::from_str(&b)
+                .map(Some)
+                .map_err(|e| StoreError(format!("stored policy does not parse: {e}"))),
+        }
+    }
+
+    async fn save_policy(&self, policy: &Policy, now: UnixTime) -> StoreResult<()> {
+        let body = serde_json::to_string(policy).map_err(|e| StoreError(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO policy (id, body, updated_at) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+        )
+        .bind(body)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn insert_flow(&self, f: &FlowRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO flows (id, kind, state, user_id, login, display_name, privileged, required, usable, verified,
+                                questions, created_at, expires_at, client_type, client_ip)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(&f.id)
+        .bind(f.kind.as_str())
+        .bind(f.state.as_str())
+        .bind(&f.user_id)
+        .bind(&f.login)
+        .bind(&f.display_name)
+        .bind(f.privileged)
+        .bind(i64::from(f.required))
+        .bind(methods_csv(&f.usable))
+        .bind(methods_csv(&f.verified))
+        .bind(join(&f.questions))
+        .bind(f.created_at)
+        .bind(f.expires_at)
+        .bind(f.client_type.as_str())
+        .bind(&f.client_ip)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn flow(&self, id: &str) -> StoreResult<Option<FlowRecord>> {
+        let row = sqlx::query("SELECT * FROM flows WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(flow_from).transpose()
+    }
+
+    // The single conditional UPDATEs below are race-free as they stand: a second writer
+    // blocks on the row lock, then PostgreSQL re-evaluates the WHERE clause against the
+    // committed row and matches nothing.
+    async fn flow_verified(
+        &self,
+        id: &str,
+        before: &[Method],
+        after: &[Method],
+        state: FlowState,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE flows SET verified = $1, state = $2, questions = ''
+             WHERE id = $3 AND verified = $4 AND state = 'verifying'",
+        )
+        .bind(methods_csv(after))
+        .bind(state.as_str())
+        .bind(id)
+        .bind(methods_csv(before))
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn flow_questions(&self, id: &str, questions: &[String]) -> StoreResult<()> {
+        sqlx::query("UPDATE flows SET questions = $1 WHERE id = $2")
+            .bind(join(questions))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn flow_transition(&self, id: &str, from: FlowState, to: FlowState) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE flows SET state = $1 WHERE id = $2 AND state = $3")
+            .bind(to.as_str())
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn close_other_flows(&self, user_id: &str, keep: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE flows SET state = 'completed' WHERE user_id = $1 AND id <> $2 AND state IN ('verifying', 'verified')",
+        )
+        .bind(user_id)
+        .bind(keep)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn issue_code(&self, code: &CodeRecord, m: &OutboxMessage) -> StoreResult<i64> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        // Two concurrent issues for one owner would each retire only the codes they can see
+        // and both leave theirs live; SQLite's single writer rules that out, this lock does
+        // the same here.
+        advisory_lock(&mut tx, CODE_LOCK, &[&code.owner, &code.purpose]).await?;
+        // Retire earlier codes first: only the newest code of an owner is ever live.
+        sqlx::query(
+            "UPDATE codes SET used = TRUE WHERE owner = $1 AND purpose = $2 AND used = FALSE",
+        )
+        .bind(&code.owner)
+        .bind(&code.purpose)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO codes (owner, purpose, code_mac, destination, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&code.owner)
+        .bind(&code.purpose)
+        .bind(&code.code_mac)
+        .bind(&code.destination)
+        .bind(code.created_at)
+        .bind(code.expires_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
+        let mut m = m.clone();
+        m.code_id = Some(id);
+        insert_outbox(&mut tx, &m).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(id)
+    }
+
+    async fn latest_code(&self, owner: &str, purpose: &str) -> StoreResult<Option<CodeRecord>> {
+        let row = sqlx::query(
+            "SELECT * FROM codes WHERE owner = $1 AND purpose = $2 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(owner)
+        .bind(purpose)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        row.as_ref().map(code_from).transpose()
+    }
+
+    async fn consume_code(&self, id: i64, now: UnixTime, max_attempts: u32) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE codes SET used = TRUE
+             WHERE id = $1 AND used = FALSE AND delivery_failed = FALSE AND expires_at > $2 AND attempts < $3",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(i64::from(max_attempts))
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn code_attempt_failed(&self, id: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE codes SET attempts = attempts + 1 WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn code_delivery_failed(&self, id: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE codes SET delivery_failed = TRUE WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn hit(&self, key: &str, now: UnixTime) -> StoreResult<()> {
+        sqlx::query("INSERT INTO throttle_hits (key, at) VALUES ($1, $2)")
+            .bind(key)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn hits_since(&self, key: &str, since: UnixTime) -> StoreResult<u32> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM throttle_hits WHERE key = $1 AND at > $2")
+                .bind(key)
+                .bind(since)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(err)?;
+        Ok(n as u32)
+    }
+
+    async fn block(&self, key: &str, until: UnixTime) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO throttle_blocks (key, until) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET until = GREATEST(throttle_blocks.until, excluded.until)",
+        )
+        .bind(key)
+        .bind(until)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn blocked_until(&self, key: &str, now: UnixTime) -> StoreResult<Option<UnixTime>> {
+        sqlx::query_scalar("SELECT until FROM throttle_blocks WHERE key = $1 AND until > $2")
+            .bind(key)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)
+    }
+
+    async fn clear_throttle(&self, keys: &[String]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        for k in keys {
+            sqlx::query("DELETE FROM throttle_hits WHERE key = $1")
+                .bind(k)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            sqlx::query("DELETE FROM throttle_blocks WHERE key = $1")
+                .bind(k)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    async fn methods(&self, user_id: &str) -> StoreResult<Vec<MethodRecord>> {
+        // COLLATE "C": byte order, as SQLite sorts, whatever the database's collation.
+        let rows = sqlx::query(
+            r#"SELECT * FROM methods WHERE user_id = $1 ORDER BY method COLLATE "C", status COLLATE "C""#,
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                let method: String = r.try_get("method").map_err(err)?;
+                let status: String = r.try_get("status").map_err(err)?;
+                Ok(MethodRecord {
+                    user_id: r.try_get("user_id").map_err(err)?,
+                    method: Method::parse(&method)
+                        .ok_or_else(|| StoreError(format!("unknown method {method}")))?,
+                    status: if status == "active" {
+                        MethodStatus::Active
+                    } else {
+                        MethodStatus::Pending
+                    },
+                    value: r.try_get("value").map_err(err)?,
+                    created_at: r.try_get("created_at").map_err(err)?,
+                    verified_at: r.try_get("verified_at").map_err(err)?,
+                })
+            })
+            .collect()
+    }
+
+    // put_method, activate_method, delete_method and put_answers each read-then-write several
+    // rows of one user. SQLite runs them one at a time; here a per-user advisory lock does, so
+    // e.g. two activations cannot delete the address the other one just activated.
+
+    async fn put_method(&self, m: &MethodRecord) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        advisory_lock(&mut tx, USER_LOCK, &[&m.user_id]).await?;
+        ensure_registration(&mut tx, &m.user_id).await?;
+        sqlx::query(
+            "INSERT INTO methods (user_id, method, status, value, created_at, verified_at) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (user_id, method, status) DO UPDATE SET value = excluded.value, created_at = excluded.created_at,
+                 verified_at = excluded.verified_at",
+        )
+        .bind(&m.user_id)
+        .bind(m.method.as_str())
+        .bind(m.status.as_str())
+        .bind(&m.value)
+        .bind(m.created_at)
+        .bind(m.verified_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn activate_method(
+        &self,
+        user_id: &str,
+        method: Method,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        advisory_lock(&mut tx, USER_LOCK, &[user_id]).await?;
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM methods WHERE user_id = $1 AND method = $2 AND status = 'pending'")
+            .bind(user_id)
+            .bind(method.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err)?;
+        if pending == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM methods WHERE user_id = $1 AND method = $2 AND status = 'active'")
+            .bind(user_id)
+            .bind(method.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query("UPDATE methods SET status = 'active', verified_at = $3 WHERE user_id = $1 AND method = $2 AND status = 'pending'")
+            .bind(user_id)
+            .bind(method.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn delete_method(&self, user_id: &str, method: Method) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        advisory_lock(&mut tx, USER_LOCK, &[user_id]).await?;
+        let r = sqlx::query("DELETE FROM methods WHERE user_id = $1 AND method = $2")
+            .bind(user_id)
+            .bind(method.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        if method == Method::Questions {
+            sqlx::query("DELETE FROM answers WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn answers(&self, user_id: &str) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            r#"SELECT question_id, answer_hash FROM answers WHERE user_id = $1 ORDER BY question_id COLLATE "C""#,
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("question_id").map_err(err)?,
+                    r.try_get("answer_hash").map_err(err)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn put_answers(
+        &self,
+        user_id: &str,
+        answers: &[(String, String)],
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        advisory_lock(&mut tx, USER_LOCK, &[user_id]).await?;
+        ensure_registration(&mut tx, user_id).await?;
+        sqlx::query("DELETE FROM answers WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        for (q, h) in answers {
+            sqlx::query(
+                "INSERT INTO answers (user_id, question_id, answer_hash) VALUES ($1, $2, $3)",
+            )
+            .bind(user_id)
+            .bind(q)
+            .bind(h)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        sqlx::query(
+            "INSERT INTO methods (user_id, method, status, value, created_at, verified_at) VALUES ($1, 'questions', 'active', '', $2, $2)
+             ON CONFLICT (user_id, method, status) DO UPDATE SET verified_at = excluded.verified_at",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn totp_use_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        ensure_registration(&mut tx, user_id).await?;
+        // Conditional on the stored step, so of two racing uses of one step only the first
+        // matches once the second has waited for its row lock.
+        let r = sqlx::query("UPDATE registrations SET totp_last_step = $1 WHERE user_id = $2 AND totp_last_step < $1")
+            .bind(step)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn confirmed_at(&self, user_id: &str) -> StoreResult<Option<UnixTime>> {
+        let v: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT confirmed_at FROM registrations WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(err)?;
+        Ok(v.flatten())
+    }
+
+    async fn confirm(&self, user_id: &str, now: UnixTime) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO registrations (user_id, confirmed_at) VALUES ($1, $2)
+             ON CONFLICT (user_id) DO UPDATE SET confirmed_at = excluded.confirmed_at",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
+        sqlx::query("INSERT INTO sessions (id, user_id, login, display_name, groups, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&s.id)
+            .bind(&s.user_id)
+            .bind(&s.login)
+            .bind(&s.display_name)
+            .bind(serde_json::to_string(&s.groups).unwrap_or_else(|_| "[]".into()))
+            .bind(s.expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        let Some(r) = row else { return Ok(None) };
+        let groups: String = r.try_get("groups").map_err(err)?;
+        Ok(Some(SessionRecord {
+            id: r.try_get("id").map_err(err)?,
+            user_id: r.try_get("user_id").map_err(err)?,
+            login: r.try_get("login").map_err(err)?,
+            display_name: r.try_get("display_name").map_err(err)?,
+            groups: serde_json::from_str(&groups).unwrap_or_default(),
+            expires_at: r.try_get("expires_at").map_err(err)?,
+        }))
+    }
+
+    async fn delete_session(&self, id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn enqueue(&self, m: &OutboxMessage) -> StoreResult<i64> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let id = insert_outbox(&mut tx, m).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(id)
+    }
+
+    async fn claim_outbox(
+        &self,
+        now: UnixTime,
+        lease: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMessage>> {
+        // After waiting for a row, the outer UPDATE re-checks only `id = ANY(…)`, so the due
+        // test must lock in the sub-select: FOR UPDATE makes it wait for a row another worker
+        // is claiming and re-test it (it is leased by then, so it drops out); SKIP LOCKED
+        // skips such rows instead of waiting, so workers on different instances take disjoint
+        // batches without queueing behind each other. ARRAY(…) makes the sub-select an
+        // InitPlan, run exactly once; under `IN (…)` the planner may re-scan it.
+        let rows = sqlx::query(
+            "UPDATE outbox SET status = 'sending', lease_until = $1, attempts = attempts + 1
+             WHERE id = ANY(ARRAY(SELECT id FROM outbox
+                          WHERE (status = 'queued' AND next_attempt_at <= $2) OR (status = 'sending' AND lease_until <= $2)
+                          ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED))
+             RETURNING *",
+        )
+        .bind(now + lease)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        let mut out: Vec<OutboxMessage> =
+            rows.iter().map(outbox_from).collect::<StoreResult<_>>()?;
+        out.sort_by_key(|m| m.id);
+        Ok(out)
+    }
+
+    async fn outbox_sent(&self, id: i64, keep_body: bool) -> StoreResult<()> {
+        let sql = if keep_body {
+            "UPDATE outbox SET status = 'sent', last_error = '' WHERE id = $1"
+        } else {
+            // The body may hold a code: once delivered it has no business staying here.
+            "UPDATE outbox SET status = 'sent', last_error = '', body = '' WHERE id = $1"
+        };
+        sqlx::query(sql)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        retry_at: Option<UnixTime>,
+        error: &str,
+    ) -> StoreResult<()> {
+        match retry_at {
+            Some(at) => sqlx::query("UPDATE outbox SET status = 'queued', next_attempt_at = $2, last_error = $3 WHERE id = $1")
+                .bind(id)
+                .bind(at)
+                .bind(error)
+                .execute(&self.pool)
+                .await
+                .map_err(err)?,
+            None => sqlx::query("UPDATE outbox SET status = 'failed', last_error = $2, body = '' WHERE id = $1")
+                .bind(id)
+                .bind(error)
+                .execute(&self.pool)
+                .await
+                .map_err(err)?,
+        };
+        Ok(())
+    }
+
+    async fn outbox_list(&self, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
+        let rows = sqlx::query("SELECT * FROM outbox ORDER BY id DESC LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        rows.iter().map(outbox_from).collect()
+    }
+
+    async fn audit(&self, e: &AuditEvent) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit (at, activity, actor, target, client_ip, client_type, outcome, reason, flow_id, support_code, details)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(e.at)
+        .bind(e.activity.as_str())
+        .bind(&e.actor)
+        .bind(&e.target)
+        .bind(&e.client_ip)
+        .bind(e.client_type.as_str())
+        .bind(e.outcome.as_str())
+        .bind(&e.reason)
+        .bind(&e.flow_id)
+        .bind(&e.support_code)
+        .bind(e.details.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn audit_query(&self, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+        let mut qb = sqlx::QueryBuilder::<Postgres>::new("SELECT * FROM audit WHERE 1 = 1");
+        if let Some(v) = f.since {
+            qb.push(" AND at >= ").push_bind(v);
+        }
+        if let Some(v) = f.until {
+            qb.push(" AND at < ").push_bind(v);
+        }
+        if let Some(v) = &f.user {
+            qb.push(" AND (target = ")
+                .push_bind(v.clone())
+                .push(" OR actor = ")
+                .push_bind(v.clone())
+                .push(")");
+        }
+        if let Some(v) = f.activity {
+            qb.push(" AND activity = ").push_bind(v.as_str());
+        }
+        if let Some(v) = f.outcome {
+            qb.push(" AND outcome = ").push_bind(v.as_str());
+        }
+        if let Some(v) = f.client_type {
+            qb.push(" AND client_type = ").push_bind(v.as_str());
+        }
+        if let Some(v) = &f.client_ip {
+            qb.push(" AND client_ip = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.support_code {
+            qb.push(" AND support_code = ").push_bind(v.clone());
+        }
+        let limit = if f.limit == 0 {
+            1000
+        } else {
+            f.limit.min(100_000)
+        };
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(err)?;
+        let mut out: Vec<AuditEvent> = rows.iter().map(audit_from).collect::<StoreResult<_>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn insert_admin_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO admin_tokens (token_hash, name, created_at) VALUES ($1, $2, $3)")
+            .bind(token_hash)
+            .bind(name)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn admin_token(&self, token_hash: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT name FROM admin_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)
+    }
+
+    async fn purge_expired(&self, now: UnixTime) -> StoreResult<u64> {
+        let mut n = 0;
+        // Keep a day of history past expiry for the helpdesk; counters keep 8 days (the
+        // longest configurable block is 7).
+        for (sql, cutoff) in [
+            ("DELETE FROM flows WHERE expires_at < $1", now - 86_400),
+            ("DELETE FROM sessions WHERE expires_at < $1", now),
+            ("DELETE FROM codes WHERE expires_at < $1", now - 86_400),
+            ("DELETE FROM throttle_hits WHERE at < $1", now - 8 * 86_400),
+            ("DELETE FROM throttle_blocks WHERE until < $1", now),
+        ] {
+            n += sqlx::query(sql)
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await
+                .map_err(err)?
+                .rows_affected();
+        }
+        Ok(n)
+    }
+}
+
+async fn insert_outbox(tx: &mut Transaction<'_, Postgres>, m: &OutboxMessage) -> StoreResult<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO outbox (channel, recipient, subject, body, status, attempts, created_at, next_attempt_at, code_id, flow_id, target)
+         VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $8, $9) RETURNING id",
+    )
+    .bind(m.channel.as_str())
+    .bind(&m.recipient)
+    .bind(&m.subject)
+    .bind(&m.body)
+    .bind(m.created_at)
+    .bind(m.next_attempt_at)
+    .bind(m.code_id)
+    .bind(&m.flow_id)
+    .bind(&m.target)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for ok in [
+            "sspr",
+            "t_1a2b",
+            "_x",
+            "a23456789012345678901234567890123456789012345678901234567890123",
+        ] {
+            assert!(plain_identifier(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "1x",
+            "Sspr",
+            "a-b",
+            "a b",
+            "a,public",
+            "pg_temp",
+            "\"x\"",
+            "a234567890123456789012345678901234567890123456789012345678901234",
+        ] {
+            assert!(!plain_identifier(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lock_keys_separate_the_parts() {
+        assert_ne!(lock_key(&["ab", "c"]), lock_key(&["a", "bc"]));
+        assert_eq!(lock_key(&["u"]), lock_key(&["u"]));
+    }
+}
