@@ -323,3 +323,47 @@ pub trait Directory: Send + Sync + 'static {
     /// Whether the directory is reachable (readiness).
     async fn ping(&self) -> Result<(), DirError>;
 }
+
+/// One account of sspr's built-in directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    /// The canonical login.
+    pub id: String,
+    pub display_name: String,
+    pub enabled: bool,
+    pub locked: bool,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub email: Option<String>,
+    pub mobile: Option<String>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserFlag {
+    Enabled,
+    Locked,
+}
+
+/// Where the built-in directory keeps its accounts: the same database as everything else,
+/// so SQLite and PostgreSQL installations both have one.
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Creates the account with its groups; `false` when the id is taken.
+    async fn insert_user(&self, user: &UserRecord, now: UnixTime) -> StoreResult<bool>;
+    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>>;
+    async fn users(&self) -> StoreResult<Vec<UserRecord>>;
+    /// `false` when there is no such user.
+    async fn set_user_flag(&self, id: &str, flag: UserFlag, value: bool) -> StoreResult<bool>;
+    /// Replaces the hash and unlocks, in one transaction that also moves the replaced hash into
+    /// the history and trims the history to `keep` entries.
+    async fn set_user_password(
+        &self,
+        id: &str,
+        hash: &str,
+        now: UnixTime,
+        keep: usize,
+    ) -> StoreResult<()>;
+    /// The `n` most recent earlier hashes, newest first.
+    async fn password_history(&self, id: &str, n: usize) -> StoreResult<Vec<String>>;
+}

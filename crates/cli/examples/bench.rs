@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sspr::config::Config;
-use sspr_app::ports::{MethodRecord, MethodStatus, Store};
+use sspr_app::ports::{MethodRecord, MethodStatus};
 use sspr_domain::{Method, SystemClock, Window};
 use sspr_store::NewUser;
 

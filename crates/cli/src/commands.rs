@@ -48,7 +48,15 @@ pub fn config(c: ConfigCmd, cfg: Config) -> anyhow::Result<ExitCode> {
             }
         }
         ConfigCmd::Show => {
-            println!("{}", toml::to_string_pretty(&cfg)?);
+            let mut shown = cfg.clone();
+            // A password read from database.password_file is never printed.
+            if let Some((scheme, rest)) = shown.database.url.split_once("://")
+                && let Some((cred, host)) = rest.split_once('@')
+                && let Some((user, _)) = cred.split_once(':')
+            {
+                shown.database.url = format!("{scheme}://{user}:***@{host}");
+            }
+            println!("{}", toml::to_string_pretty(&shown)?);
             if let Some(s) = &cfg.delivery.smtp {
                 println!("# delivery.smtp: {s:?}");
             }

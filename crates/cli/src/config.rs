@@ -55,8 +55,14 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite:///path/to/sspr.db`. Empty: `<data_dir>/sspr.db`.
+    /// Empty: SQLite at `<data_dir>/sspr.db`. `sqlite:///path/to/sspr.db`, or
+    /// `postgres://user@host:5432/db` for PostgreSQL (several instances share one database).
+    /// A password belongs in `password_file`, not in the URL.
     pub url: String,
+    /// PostgreSQL: keep sspr's tables in this schema (it must exist) instead of `public`.
+    pub schema: Option<String>,
+    /// PostgreSQL: file holding the password, added to the URL at start.
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,7 +139,13 @@ impl Config {
             }
             f = f.merge(Toml::file(p));
         }
-        f = f.merge(Env::prefixed("SSPR_").split("__").ignore(&["config"]));
+        // SSPR_TEST_* belong to the test suite, SSPR_CONFIG names the file itself.
+        f = f.merge(
+            Env::prefixed("SSPR_")
+                .split("__")
+                .ignore(&["config"])
+                .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_")),
+        );
         let mut cfg: Config = f.extract().map_err(|e| {
             e.into_iter()
                 .map(|e| e.to_string())
@@ -142,6 +154,11 @@ impl Config {
         })?;
         if let Some(s) = cfg.delivery.smtp.as_mut() {
             s.load_secrets().map_err(|e| e.0)?;
+        }
+        if let Some(p) = cfg.database.password_file.clone() {
+            let pw = std::fs::read_to_string(&p)
+                .map_err(|e| format!("database.password_file {}: {e}", p.display()))?;
+            cfg.database.url = with_password(&cfg.database.url, pw.trim())?;
         }
         if let Some(s) = cfg.delivery.sms.as_mut() {
             s.load_secrets().map_err(|e| e.0)?;
@@ -173,11 +190,14 @@ impl Config {
             (None, None) => {}
             _ => e.push("tls.cert_file and tls.key_file go together: set both, or neither for a generated development certificate".into()),
         }
-        if !self.database.url.is_empty() && !self.database.url.starts_with("sqlite://") {
+        let url = &self.database.url;
+        if !url.is_empty() && !url.starts_with("sqlite://") && self.postgres_url().is_none() {
             e.push(format!(
-                "database.url {:?} is not supported yet; use sqlite:///path/to/sspr.db",
-                self.database.url
+                "database.url {url:?} is not supported: use sqlite:///path/to/sspr.db or postgres://user@host:5432/db"
             ));
+        }
+        if self.database.schema.is_some() && self.postgres_url().is_none() {
+            e.push("database.schema applies to PostgreSQL only".into());
         }
         match self.delivery.mode.as_str() {
             "dev" => {}
@@ -218,6 +238,12 @@ impl Config {
         e
     }
 
+    /// The PostgreSQL URL, when the database is PostgreSQL.
+    pub fn postgres_url(&self) -> Option<&str> {
+        let u = self.database.url.as_str();
+        (u.starts_with("postgres://") || u.starts_with("postgresql://")).then_some(u)
+    }
+
     pub fn db_path(&self) -> PathBuf {
         match self.database.url.strip_prefix("sqlite://") {
             Some(p) if !p.is_empty() => PathBuf::from(p),
@@ -242,6 +268,29 @@ impl Config {
         }
         names
     }
+}
+
+/// `postgres://user@host/db` + `pw` → `postgres://user:pw@host/db` (percent-encoded).
+fn with_password(url: &str, pw: &str) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or("database.password_file needs a postgres:// database.url")?;
+    let (user, host) = rest
+        .split_once('@')
+        .ok_or("database.url needs a user (postgres://user@host/db) to go with password_file")?;
+    let enc: String = pw
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Ok(format!(
+        "{scheme}://{}:{enc}@{host}",
+        user.split(':').next().unwrap_or(user)
+    ))
 }
 
 /// A secret readable by group or others is refused: say how to fix it.

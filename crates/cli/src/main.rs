@@ -38,6 +38,8 @@ enum Command {
     Admin(commands::AdminCmd),
     /// Generate a new server key (64 hex characters) on standard output.
     Key,
+    /// Create or upgrade the database schema (also done at every start) and print its version.
+    Migrate,
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,6 +73,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Config(c) => commands::config(c, cfg),
+        Command::Migrate => {
+            serve::init_cli_logging();
+            let (store, _) = runtime::open_store(&cfg).await?;
+            store.ping().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("database schema is up to date");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Key => {
             println!(
                 "{}",
@@ -87,7 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 Command::Audit(a) => commands::audit(a, &rt).await,
                 Command::Outbox(a) => commands::outbox(a, &rt).await,
                 Command::Admin(c) => commands::admin(c, &rt).await,
-                Command::Serve | Command::Config(_) | Command::Key => {
+                Command::Serve | Command::Config(_) | Command::Key | Command::Migrate => {
                     Ok(std::process::ExitCode::SUCCESS)
                 }
             }

@@ -5,16 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sspr_app::crypto::{HashPool, ServerKey};
+use sspr_app::ports::UserStore;
 use sspr_app::ports::{MethodRecord, MethodStatus, Store};
 use sspr_app::{App, Settings};
 use sspr_domain::{Clock, Method, OsRandom, Random};
-use sspr_store::{BuiltinDirectory, NewUser, SqliteStore};
+use sspr_store::{BuiltinDirectory, NewUser, PgStore, SqliteStore};
 
 use crate::config::{Config, permission_problem};
 
 pub struct Runtime {
     pub app: Arc<App>,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn Store>,
     pub builtin: BuiltinDirectory,
     pub config: Config,
 }
@@ -24,6 +25,30 @@ pub const DEMO_USER: &str = "demo";
 pub const DEMO_PASSWORD: &str = "sspr-demo-initial-password";
 pub const DEMO_EMAIL: &str = "demo@example.test";
 pub const DEMO_ANSWERS: [(&str, &str); 3] = [("q3", "Rex"), ("q7", "Elm Street"), ("q12", "Sam")];
+
+/// The store the configuration names: SQLite (the default) or PostgreSQL. Opening it applies
+/// any pending migrations (safely, when several instances start at once).
+pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn UserStore>)> {
+    match config.postgres_url() {
+        Some(url) => {
+            let pg = match &config.database.schema {
+                Some(schema) => PgStore::connect_with_schema(url, schema).await,
+                None => PgStore::connect(url).await,
+            }
+            .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL database: {e}"))?;
+            let pg = Arc::new(pg);
+            Ok((pg.clone(), pg))
+        }
+        None => {
+            let path = config.db_path();
+            let s = SqliteStore::open(&path)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
+            let s = Arc::new(s);
+            Ok((s.clone(), s))
+        }
+    }
+}
 
 pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runtime> {
     let problems = config.check();
@@ -47,14 +72,9 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runt
         Duration::from_millis(limits.argon2_queue_timeout_ms),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = Arc::new(SqliteStore::open(&config.db_path()).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open the database {}: {e}",
-            config.db_path().display()
-        )
-    })?);
+    let (store, users) = open_store(&config).await?;
     let builtin = BuiltinDirectory::new(
-        &store,
+        users,
         hasher.clone(),
         rng.clone(),
         clock.clone(),

@@ -11,6 +11,7 @@ mod codec;
 mod postgres;
 mod sqlite;
 
-pub use builtin::{BuiltinDirectory, Flag, NewUser, UserRow};
+pub use builtin::{BuiltinDirectory, NewUser, UserRow};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use sspr_app::ports::UserFlag as Flag;

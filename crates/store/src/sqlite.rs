@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use sspr_app::ports::{
     AuditFilter, Channel, CodeRecord, FlowRecord, MethodRecord, MethodStatus, OutboxMessage,
-    SessionRecord, Store, StoreError, StoreResult,
+    SessionRecord, Store, StoreError, StoreResult, UserFlag, UserRecord, UserStore,
 };
 use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
 use sspr_domain::clock::UnixTime;
@@ -890,4 +890,157 @@ async fn insert_outbox(tx: &mut Transaction<'_, Sqlite>, m: &OutboxMessage) -> S
     .fetch_one(&mut **tx)
     .await
     .map_err(err)
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn insert_user(&self, u: &UserRecord, now: UnixTime) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let r = sqlx::query(
+            "INSERT INTO dir_users (id, display_name, enabled, locked, password_hash, email, mobile, created_at, password_changed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&u.id)
+        .bind(&u.display_name)
+        .bind(u.enabled as i64)
+        .bind(u.locked as i64)
+        .bind(&u.password_hash)
+        .bind(&u.email)
+        .bind(&u.mobile)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for g in &u.groups {
+            sqlx::query(
+                "INSERT INTO dir_groups (user_id, grp) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(&u.id)
+            .bind(g)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+        let Some(r) = sqlx::query("SELECT * FROM dir_users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?
+        else {
+            return Ok(None);
+        };
+        let groups: Vec<String> =
+            sqlx::query_scalar("SELECT grp FROM dir_groups WHERE user_id = $1 ORDER BY grp")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err)?;
+        user_from(&r, groups).map(Some)
+    }
+
+    async fn users(&self) -> StoreResult<Vec<UserRecord>> {
+        let rows = sqlx::query("SELECT * FROM dir_users ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        let pairs = sqlx::query("SELECT user_id, grp FROM dir_groups ORDER BY user_id, grp")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        let mut groups: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
+        for p in &pairs {
+            groups
+                .entry(p.try_get("user_id").map_err(err)?)
+                .or_default()
+                .push(p.try_get("grp").map_err(err)?);
+        }
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id").map_err(err)?;
+                user_from(r, groups.remove(&id).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    async fn set_user_flag(&self, id: &str, flag: UserFlag, value: bool) -> StoreResult<bool> {
+        let sql = match flag {
+            UserFlag::Enabled => "UPDATE dir_users SET enabled = $1 WHERE id = $2",
+            UserFlag::Locked => "UPDATE dir_users SET locked = $1 WHERE id = $2",
+        };
+        let r = sqlx::query(sql)
+            .bind(value as i64)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn set_user_password(
+        &self,
+        id: &str,
+        hash: &str,
+        now: UnixTime,
+        keep: usize,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        // The old hash moves into the history in the same transaction that replaces it.
+        sqlx::query("INSERT INTO dir_history (user_id, hash, at) SELECT id, password_hash, $2 FROM dir_users WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query("UPDATE dir_users SET password_hash = $1, locked = $2, password_changed_at = $3 WHERE id = $4")
+            .bind(hash)
+            .bind(false as i64)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query(
+            "DELETE FROM dir_history WHERE user_id = $1 AND hash NOT IN
+             (SELECT hash FROM dir_history WHERE user_id = $1 ORDER BY at DESC LIMIT $2)",
+        )
+        .bind(id)
+        .bind(keep as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn password_history(&self, id: &str, n: usize) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT hash FROM dir_history WHERE user_id = $1 ORDER BY at DESC LIMIT $2",
+        )
+        .bind(id)
+        .bind(n as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)
+    }
+}
+
+fn user_from(r: &SqliteRow, groups: Vec<String>) -> StoreResult<UserRecord> {
+    Ok(UserRecord {
+        id: r.try_get("id").map_err(err)?,
+        display_name: r.try_get("display_name").map_err(err)?,
+        enabled: r.try_get::<i64, _>("enabled").map_err(err)? != 0,
+        locked: r.try_get::<i64, _>("locked").map_err(err)? != 0,
+        password_hash: r.try_get("password_hash").map_err(err)?,
+        email: r.try_get("email").map_err(err)?,
+        mobile: r.try_get("mobile").map_err(err)?,
+        groups,
+    })
 }

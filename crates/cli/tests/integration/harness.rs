@@ -12,7 +12,7 @@ use reqwest::{Method as HttpMethod, StatusCode};
 use serde_json::{Value, json};
 use sspr::config::Config;
 use sspr::runtime::{self, Runtime};
-use sspr_app::ports::{MethodRecord, MethodStatus, Store};
+use sspr_app::ports::{MethodRecord, MethodStatus};
 use sspr_delivery::{SmsConfig, SmtpConfig};
 use sspr_domain::{ManualClock, Method};
 use sspr_store::NewUser;
@@ -223,6 +223,7 @@ impl Server {
         cfg.limits.argon2_concurrency = 4;
         tweak(&mut cfg);
         std::fs::create_dir_all(&cfg.data_dir).unwrap();
+        use_postgres_if_asked(&mut cfg).await;
 
         // Start the clock at a whole TOTP step, a fixed distance from the real time.
         let start = (std::time::SystemTime::now()
@@ -524,6 +525,34 @@ impl Server {
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
     }
+}
+
+/// With `SSPR_TEST_DB=postgres` the server runs on PostgreSQL (`SSPR_TEST_POSTGRES_URL`), in a
+/// schema of its own named after the data directory, so a restart on the same directory finds
+/// the same data. Otherwise: SQLite in the data directory.
+async fn use_postgres_if_asked(cfg: &mut Config) {
+    if std::env::var("SSPR_TEST_DB").as_deref() != Ok("postgres") {
+        return;
+    }
+    let url = std::env::var("SSPR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in cfg.data_dir.to_string_lossy().bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let schema = format!("sspr_it_{h:016x}");
+    let pool = sqlx::PgPool::connect(&url)
+        .await
+        .expect("PostgreSQL for SSPR_TEST_DB=postgres");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    cfg.database.url = url;
+    cfg.database.schema = Some(schema);
 }
 
 pub fn ctx() -> sspr_app::RequestCtx {

@@ -6,7 +6,6 @@
 use reqwest::header::HeaderMap;
 use reqwest::{Method as HttpMethod, StatusCode};
 use serde_json::{Value, json};
-use sspr_app::ports::Store;
 use sspr_domain::Window;
 
 use crate::harness::{PASSWORD, Server, wrong};

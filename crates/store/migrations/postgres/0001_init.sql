@@ -132,8 +132,7 @@ CREATE TABLE admin_tokens (
     created_at BIGINT NOT NULL
 );
 
--- The built-in directory. Not used by PgStore yet (BuiltinDirectory is SQLite-only), created
--- so both schemas hold the same tables and a PostgreSQL directory needs no migration.
+-- The built-in directory.
 CREATE TABLE dir_users (
     id                  TEXT    PRIMARY KEY,
     display_name        TEXT    NOT NULL,
