@@ -171,6 +171,9 @@ pub struct AuditFilter {
     pub client_type: Option<ClientType>,
     pub client_ip: Option<String>,
     pub support_code: Option<String>,
+    /// Page forward through the whole log: events with a larger id, oldest first. Without it
+    /// the query returns the newest `limit` events.
+    pub after_id: Option<i64>,
     pub limit: u32,
 }
 
@@ -274,6 +277,13 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
     ) -> StoreResult<()>;
     async fn admin_token(&self, token_hash: &str) -> StoreResult<Option<String>>;
+
+    /// `(name, token hash, created_at)` of every admin token (for `sspr store copy`).
+    async fn admin_tokens(&self) -> StoreResult<Vec<(String, String, UnixTime)>>;
+    /// Every user id that has registration data (for `sspr store copy`).
+    async fn registration_ids(&self) -> StoreResult<Vec<String>>;
+    /// The last TOTP time step the user has used (0 if none).
+    async fn totp_last_step(&self, user_id: &str) -> StoreResult<i64>;
 
     /// Deletes expired flows, sessions, codes and old throttle hits. Returns rows removed.
     async fn purge_expired(&self, now: UnixTime) -> StoreResult<u64>;

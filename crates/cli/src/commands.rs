@@ -636,6 +636,84 @@ pub async fn outbox(a: OutboxArgs, rt: &Runtime) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum StoreCmd {
+    /// Copy users, registrations, policy, admin tokens and the audit log into an empty database:
+    /// `sspr store copy --from sqlite:///var/lib/sspr/sspr.db --to postgres://sspr@db/sspr`.
+    Copy {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// PostgreSQL schema of the source.
+        #[arg(long)]
+        from_schema: Option<String>,
+        /// PostgreSQL schema of the target (must exist).
+        #[arg(long)]
+        to_schema: Option<String>,
+    },
+}
+
+pub async fn store(c: StoreCmd, cfg: Config) -> anyhow::Result<ExitCode> {
+    let StoreCmd::Copy {
+        from,
+        to,
+        from_schema,
+        to_schema,
+    } = c;
+    let side = |url: String, schema: Option<String>| {
+        let mut c = cfg.clone();
+        c.database.url = url;
+        c.database.schema = schema;
+        c
+    };
+    let (from_cfg, to_cfg) = (side(from, from_schema), side(to, to_schema));
+    for c in [&from_cfg, &to_cfg] {
+        if let Some(p) = c.check().into_iter().find(|p| p.contains("database")) {
+            eprintln!("error: {p}");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    let (fs, fu) = crate::runtime::open_store(&from_cfg).await?;
+    let (ts, tu) = crate::runtime::open_store(&to_cfg).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut last = String::new();
+    let mut progress = |what: &str, n: usize| {
+        if what != last || n % 500 == 0 {
+            eprintln!("copying {what}: {n}");
+            last = what.to_string();
+        }
+    };
+    let from = sspr_store::copy::Side {
+        store: fs.as_ref(),
+        users: fu.as_ref(),
+    };
+    let to = sspr_store::copy::Side {
+        store: ts.as_ref(),
+        users: tu.as_ref(),
+    };
+    match sspr_store::copy::copy_installation(from, to, now, &mut progress).await {
+        Ok(d) => {
+            println!(
+                "copied {} users, {} registrations, {} audit events, {} admin tokens{}",
+                d.users,
+                d.registrations,
+                d.audit_events,
+                d.admin_tokens,
+                if d.policy { ", the policy" } else { "" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
 pub enum AdminCmd {
     /// Admin API tokens: `sspr admin token create NAME` prints a new token once.
     #[command(subcommand)]

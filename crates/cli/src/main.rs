@@ -40,6 +40,9 @@ enum Command {
     Key,
     /// Create or upgrade the database schema (also done at every start) and print its version.
     Migrate,
+    /// Move an installation between databases (SQLite ↔ PostgreSQL).
+    #[command(subcommand)]
+    Store(commands::StoreCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -80,6 +83,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             println!("database schema is up to date");
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Store(c) => {
+            serve::init_cli_logging();
+            commands::store(c, cfg).await
+        }
         Command::Key => {
             println!(
                 "{}",
@@ -96,9 +103,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 Command::Audit(a) => commands::audit(a, &rt).await,
                 Command::Outbox(a) => commands::outbox(a, &rt).await,
                 Command::Admin(c) => commands::admin(c, &rt).await,
-                Command::Serve | Command::Config(_) | Command::Key | Command::Migrate => {
-                    Ok(std::process::ExitCode::SUCCESS)
-                }
+                Command::Serve
+                | Command::Config(_)
+                | Command::Key
+                | Command::Migrate
+                | Command::Store(_) => Ok(std::process::ExitCode::SUCCESS),
             }
         }
     }

@@ -234,6 +234,15 @@ impl Store for FakeStore {
     async fn admin_token(&self, _: &str) -> StoreResult<Option<String>> {
         Ok(None)
     }
+    async fn admin_tokens(&self) -> StoreResult<Vec<(String, String, UnixTime)>> {
+        Ok(Vec::new())
+    }
+    async fn registration_ids(&self) -> StoreResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+    async fn totp_last_step(&self, _: &str) -> StoreResult<i64> {
+        Ok(0)
+    }
     async fn purge_expired(&self, _: UnixTime) -> StoreResult<u64> {
         Ok(0)
     }

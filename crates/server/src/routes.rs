@@ -484,6 +484,7 @@ pub fn audit_filter(p: &AuditParams) -> Result<AuditFilter, String> {
             .transpose()?,
         client_ip: p.ip.clone(),
         support_code: p.support_code.clone(),
+        after_id: None,
         limit: p.limit.unwrap_or(1000),
     })
 }

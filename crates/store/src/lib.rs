@@ -8,6 +8,7 @@
 
 mod builtin;
 mod codec;
+pub mod copy;
 mod postgres;
 mod sqlite;
 

@@ -923,6 +923,12 @@ impl Store for PgStore {
         } else {
             f.limit.min(100_000)
         };
+        if let Some(after) = f.after_id {
+            qb.push(" AND id > ").push_bind(after);
+            qb.push(" ORDER BY id ASC LIMIT ").push_bind(limit as i64);
+            let rows = qb.build().fetch_all(&self.pool).await.map_err(err)?;
+            return rows.iter().map(audit_from).collect();
+        }
         qb.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(limit));
         let rows = qb.build().fetch_all(&self.pool).await.map_err(err)?;
@@ -953,6 +959,43 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(err)
+    }
+
+    async fn admin_tokens(&self) -> StoreResult<Vec<(String, String, UnixTime)>> {
+        let rows = sqlx::query(
+            "SELECT name, token_hash, created_at FROM admin_tokens ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("name").map_err(err)?,
+                    r.try_get("token_hash").map_err(err)?,
+                    r.try_get("created_at").map_err(err)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn registration_ids(&self) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT user_id FROM methods UNION SELECT user_id FROM answers UNION SELECT user_id FROM registrations ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)
+    }
+
+    async fn totp_last_step(&self, user_id: &str) -> StoreResult<i64> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT totp_last_step FROM registrations WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(err)?;
+        Ok(v.unwrap_or(0))
     }
 
     async fn purge_expired(&self, now: UnixTime) -> StoreResult<u64> {

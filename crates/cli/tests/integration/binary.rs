@@ -308,3 +308,256 @@ fn config_check_names_each_problem() {
         .unwrap();
     assert!(out.status.success(), "defaults are valid");
 }
+
+/// Everything durable about an installation, for comparing two stores.
+async fn snapshot(cfg: &sspr::config::Config) -> serde_json::Value {
+    use sspr_app::ports::AuditFilter;
+    let (store, users) = sspr::runtime::open_store(cfg).await.unwrap();
+    let mut regs = Vec::new();
+    for id in store.registration_ids().await.unwrap() {
+        let methods: Vec<_> = store
+            .methods(&id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| json!([m.method.as_str(), m.status.as_str(), m.value, m.verified_at]))
+            .collect();
+        regs.push(json!({
+            "id": id,
+            "methods": methods,
+            "answers": store.answers(&id).await.unwrap(),
+            "confirmed": store.confirmed_at(&id).await.unwrap(),
+            "totp_step": store.totp_last_step(&id).await.unwrap(),
+        }));
+    }
+    let users: Vec<_> = users
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| {
+            json!([
+                u.id,
+                u.display_name,
+                u.enabled,
+                u.locked,
+                u.password_hash,
+                u.email,
+                u.mobile,
+                u.groups
+            ])
+        })
+        .collect();
+    let audit: Vec<_> = store
+        .audit_query(&AuditFilter {
+            after_id: Some(0),
+            limit: 100_000,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            json!([
+                e.at,
+                e.activity.as_str(),
+                e.actor,
+                e.target,
+                e.client_ip,
+                e.outcome.as_str(),
+                e.reason,
+                e.details
+            ])
+        })
+        .collect();
+    json!({
+        "users": users,
+        "registrations": regs,
+        "policy": store.load_policy().await.unwrap(),
+        "tokens": store.admin_tokens().await.unwrap(),
+        "audit": audit,
+    })
+}
+
+#[tokio::test]
+async fn store_copy_round_trips_an_installation_through_postgresql() {
+    use sspr_app::ports::{MethodRecord, MethodStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sspr"))
+            .current_dir(dir.path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(c.stdin.as_mut().unwrap(), stdin.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    // An installation on SQLite: users, registrations, a policy, a token, audit events.
+    for u in ["ann", "ben"] {
+        let (code, out, err) = run(
+            &[
+                "users",
+                "add",
+                u,
+                "--email",
+                &format!("{u}@x.test"),
+                "--group",
+                "staff",
+            ],
+            "a long enough passphrase\n",
+        );
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    assert_eq!(run(&["policy", "set", "methods_required=2"], "").0, 0);
+    assert_eq!(run(&["admin", "token", "create", "ops"], "").0, 0);
+    let sqlite_cfg = sspr::config::Config {
+        data_dir: dir.path().join("sspr-data"),
+        demo: false,
+        ..Default::default()
+    };
+    {
+        let (store, _) = sspr::runtime::open_store(&sqlite_cfg).await.unwrap();
+        for (m, v) in [
+            (sspr_domain::Method::Email, "ann@x.test"),
+            (sspr_domain::Method::Sms, "+4915112345678"),
+        ] {
+            store
+                .put_method(&MethodRecord {
+                    user_id: "ann".into(),
+                    method: m,
+                    status: MethodStatus::Active,
+                    value: v.into(),
+                    created_at: 5,
+                    verified_at: Some(6),
+                })
+                .await
+                .unwrap();
+        }
+        store
+            .put_answers(
+                "ben",
+                &[
+                    ("q1".into(), "$argon2id$fake1".into()),
+                    ("q3".into(), "$argon2id$fake2".into()),
+                ],
+                7,
+            )
+            .await
+            .unwrap();
+        store.confirm("ann", 1234).await.unwrap();
+        assert!(store.totp_use_step("ann", 99).await.unwrap());
+    }
+    let before = snapshot(&sqlite_cfg).await;
+    assert_eq!(before["users"].as_array().unwrap().len(), 2);
+    assert!(before["audit"].as_array().unwrap().len() >= 4);
+
+    // SQLite → PostgreSQL.
+    let url = std::env::var("SSPR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("sspr_copy_{}", std::process::id());
+    let pool = sqlx::PgPool::connect(&url).await.expect("PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let sqlite_url = format!(
+        "sqlite://{}",
+        dir.path().join("sspr-data/sspr.db").display()
+    );
+    let (code, out, err) = run(
+        &[
+            "store",
+            "copy",
+            "--from",
+            &sqlite_url,
+            "--to",
+            &url,
+            "--to-schema",
+            &schema,
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("copied 2 users, 2 registrations"), "{out}");
+    assert!(err.contains("copying users"), "progress is shown: {err}");
+    let pg_cfg = sspr::config::Config {
+        database: sspr::config::DatabaseConfig {
+            url: url.clone(),
+            schema: Some(schema.clone()),
+            password_file: None,
+        },
+        ..sqlite_cfg.clone()
+    };
+    assert_eq!(
+        snapshot(&pg_cfg).await,
+        before,
+        "PostgreSQL holds the same installation"
+    );
+
+    // A second copy into a non-empty target is refused and changes nothing.
+    let (code, _, err) = run(
+        &[
+            "store",
+            "copy",
+            "--from",
+            &sqlite_url,
+            "--to",
+            &url,
+            "--to-schema",
+            &schema,
+        ],
+        "",
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("already holds an installation"), "{err}");
+
+    // And back: PostgreSQL → a new SQLite file.
+    let back = dir.path().join("back.db");
+    let (code, out, err) = run(
+        &[
+            "store",
+            "copy",
+            "--from",
+            &url,
+            "--from-schema",
+            &schema,
+            "--to",
+            &format!("sqlite://{}", back.display()),
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let back_cfg = sspr::config::Config {
+        database: sspr::config::DatabaseConfig {
+            url: format!("sqlite://{}", back.display()),
+            schema: None,
+            password_file: None,
+        },
+        ..sqlite_cfg
+    };
+    assert_eq!(
+        snapshot(&back_cfg).await,
+        before,
+        "the round trip loses nothing"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+}

@@ -12,6 +12,7 @@ mod delivery;
 mod enumeration;
 mod input;
 mod limits;
+mod multi;
 mod register;
 mod reset;
 mod transport;
