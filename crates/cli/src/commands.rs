@@ -681,7 +681,7 @@ pub async fn store(c: StoreCmd, cfg: Config) -> anyhow::Result<ExitCode> {
         .unwrap_or(0);
     let mut last = String::new();
     let mut progress = |what: &str, n: usize| {
-        if what != last || n % 500 == 0 {
+        if what != last || n.is_multiple_of(500) {
             eprintln!("copying {what}: {n}");
             last = what.to_string();
         }
