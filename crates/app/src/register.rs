@@ -292,17 +292,17 @@ impl App {
                 .fail(ev, AppError::invalid(ctx.t(Msg::NoCodeWaiting)))
                 .await);
         }
-        self.record(ev).await;
-        self.after_change(
+        self.changed(
             ctx,
             s,
-            "Security info was added to your account",
-            "你的账户添加了安全信息",
+            ev,
+            (
+                "Security info was added to your account",
+                "你的账户添加了安全信息",
+            ),
+            Msg::Verified,
         )
-        .await?;
-        let mut st = self.my_status(ctx, s).await?;
-        st.message = ctx.t(Msg::Verified);
-        Ok(st)
+        .await
     }
 
     pub async fn set_questions(
@@ -383,17 +383,14 @@ impl App {
         self.store
             .put_answers(&s.user_id, &hashed, self.now())
             .await?;
-        self.record(ev).await;
-        self.after_change(
+        self.changed(
             ctx,
             s,
-            "Your security questions were changed",
-            "你的安全问题已更改",
+            ev,
+            ("Your security questions were changed", "你的安全问题已更改"),
+            Msg::QuestionsSaved,
         )
-        .await?;
-        let mut st = self.my_status(ctx, s).await?;
-        st.message = ctx.t(Msg::QuestionsSaved);
-        Ok(st)
+        .await
     }
 
     /// Starts authenticator enrolment: a new secret, pending until a code from it is entered.
@@ -471,17 +468,17 @@ impl App {
         self.store
             .activate_method(&s.user_id, Method::Totp, self.now())
             .await?;
-        self.record(ev).await;
-        self.after_change(
+        self.changed(
             ctx,
             s,
-            "An authenticator app was added to your account",
-            "你的账户添加了身份验证器应用",
+            ev,
+            (
+                "An authenticator app was added to your account",
+                "你的账户添加了身份验证器应用",
+            ),
+            Msg::Verified,
         )
-        .await?;
-        let mut st = self.my_status(ctx, s).await?;
-        st.message = ctx.t(Msg::Verified);
-        Ok(st)
+        .await
     }
 
     pub async fn remove_method(
@@ -505,17 +502,17 @@ impl App {
                 )
                 .await);
         }
-        self.record(ev).await;
-        self.after_change(
+        self.changed(
             ctx,
             s,
-            "Security info was removed from your account",
-            "你的账户删除了安全信息",
+            ev,
+            (
+                "Security info was removed from your account",
+                "你的账户删除了安全信息",
+            ),
+            Msg::MethodRemoved,
         )
-        .await?;
-        let mut st = self.my_status(ctx, s).await?;
-        st.message = ctx.t(Msg::MethodRemoved);
-        Ok(st)
+        .await
     }
 
     /// The user looked over their methods and says they are current (reconfirmation).
@@ -570,6 +567,23 @@ impl App {
                 AppError::new(ErrorKind::Forbidden, ctx.t(Msg::MethodDisabled)),
             )
             .await)
+    }
+
+    /// Records the change's event, runs [`Self::after_change`] with the notice in both
+    /// languages, and answers with the new status and `done` as its message.
+    async fn changed(
+        &self,
+        ctx: &RequestCtx,
+        s: &SessionRecord,
+        ev: sspr_domain::AuditEvent,
+        notice: (&str, &str),
+        done: Msg,
+    ) -> Result<RegistrationStatus, AppError> {
+        self.record(ev).await;
+        self.after_change(ctx, s, notice.0, notice.1).await?;
+        let mut st = self.my_status(ctx, s).await?;
+        st.message = ctx.t(done);
+        Ok(st)
     }
 
     /// After any change: confirm the registration date, audit "registered all required" when

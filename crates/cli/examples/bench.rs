@@ -114,6 +114,32 @@ where
     }
 }
 
+/// Start a reset for a registered user and ask for an email code: the request the peer
+/// comparison is about.
+async fn reset_request(h: &reqwest::Client, u: &str, i: usize) -> bool {
+    let Ok(r) = h
+        .post(format!("{u}/flow/start"))
+        .json(&json!({"user": format!("user{}", i % USERS)}))
+        .send()
+        .await
+    else {
+        return false;
+    };
+    let Ok(v) = r.json::<serde_json::Value>().await else {
+        return false;
+    };
+    let Some(t) = v["flow_token"].as_str() else {
+        return false;
+    };
+    h.post(format!("{u}/flow/challenge"))
+        .bearer_auth(t)
+        .json(&json!({"method": "email"}))
+        .send()
+        .await
+        .map(|r| r.status() == 200)
+        .unwrap_or(false)
+}
+
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
@@ -226,29 +252,7 @@ async fn main() {
     rows.push(
         run("reset request: start + email code", 32, move |i| {
             let (h, u) = (h.clone(), u.clone());
-            async move {
-                let Ok(r) = h
-                    .post(format!("{u}/flow/start"))
-                    .json(&json!({"user": format!("user{}", i % USERS)}))
-                    .send()
-                    .await
-                else {
-                    return false;
-                };
-                let Ok(v) = r.json::<serde_json::Value>().await else {
-                    return false;
-                };
-                let Some(t) = v["flow_token"].as_str() else {
-                    return false;
-                };
-                h.post(format!("{u}/flow/challenge"))
-                    .bearer_auth(t)
-                    .json(&json!({"method": "email"}))
-                    .send()
-                    .await
-                    .map(|r| r.status() == 200)
-                    .unwrap_or(false)
-            }
+            async move { reset_request(&h, &u, i).await }
         })
         .await,
     );
@@ -256,29 +260,7 @@ async fn main() {
     rows.push(
         run("reset request, one client", 1, move |i| {
             let (h, u) = (h.clone(), u.clone());
-            async move {
-                let Ok(r) = h
-                    .post(format!("{u}/flow/start"))
-                    .json(&json!({"user": format!("user{}", i % USERS)}))
-                    .send()
-                    .await
-                else {
-                    return false;
-                };
-                let Ok(v) = r.json::<serde_json::Value>().await else {
-                    return false;
-                };
-                let Some(t) = v["flow_token"].as_str() else {
-                    return false;
-                };
-                h.post(format!("{u}/flow/challenge"))
-                    .bearer_auth(t)
-                    .json(&json!({"method": "email"}))
-                    .send()
-                    .await
-                    .map(|r| r.status() == 200)
-                    .unwrap_or(false)
-            }
+            async move { reset_request(&h, &u, i).await }
         })
         .await,
     );
