@@ -45,6 +45,8 @@ pub struct Settings {
     pub sms_enabled: bool,
     /// Count the directory's `mail` / `mobile` as registered methods (as Azure AD allows).
     pub trust_directory_contacts: bool,
+    /// The offline Pwned Passwords file, when configured.
+    pub breached: Option<crate::breached::BreachedFile>,
 }
 
 impl Settings {

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod breached;
 pub mod crypto;
 pub mod error;
 pub mod messages;
@@ -17,3 +18,8 @@ pub mod totp;
 pub use app::{App, RequestCtx, Settings};
 pub use error::{AppError, ErrorKind};
 pub use messages::Lang;
+
+/// Uppercase hex, as the Pwned Passwords files write SHA-1 hashes.
+pub(crate) fn crypto_hex_upper(b: &[u8]) -> String {
+    sspr_domain::random::hex(b).to_ascii_uppercase()
+}

@@ -359,7 +359,17 @@ impl App {
         if rules.organisation.is_empty() {
             rules.organisation = self.settings.organisation.clone();
         }
-        let rejections = rules.check(new_password, &ctxw);
+        let mut rejections = rules.check(new_password, &ctxw);
+        if let Some(list) = self.settings.breached.clone() {
+            let pw = new_password.to_owned();
+            match tokio::task::spawn_blocking(move || list.contains(&pw)).await {
+                Ok(Ok(true)) => rejections.push(sspr_domain::Rejection::Breached),
+                Ok(Ok(false)) => {}
+                // Fail open: an unreadable list must not stop every reset; the admin is told.
+                Ok(Err(e)) => tracing::error!(error = %e, "breached-password file unreadable"),
+                Err(e) => tracing::error!(error = %e, "breached-password check failed"),
+            }
+        }
         if !rejections.is_empty() {
             ev.activity = Activity::PasswordRejected;
             ev.reason = rejections

@@ -36,6 +36,10 @@ pub struct Config {
     /// Empty: `<data_dir>/secret.key`, generated on first start. Several instances must share it.
     pub secret_key_file: Option<PathBuf>,
     pub limits: Limits,
+    /// Have I Been Pwned's "SHA-1, ordered by hash" file: new passwords found in it are
+    /// refused, checked offline by binary search. Optional; the bundled common-password list
+    /// applies either way.
+    pub breached_passwords_file: Option<PathBuf>,
     pub delivery: DeliveryConfig,
     /// Create the demo user on first start when the built-in directory is empty.
     pub demo: bool,
@@ -123,6 +127,7 @@ impl Default for Config {
             directory: DirectoryConfig::default(),
             secret_key_file: None,
             limits: Limits::default(),
+            breached_passwords_file: None,
             delivery: DeliveryConfig::default(),
             demo: true,
         }
@@ -231,6 +236,11 @@ impl Config {
                     p.display()
                 )),
             }
+        }
+        if let Some(p) = &self.breached_passwords_file
+            && let Err(m) = sspr_app::breached::BreachedFile::open(p)
+        {
+            e.push(format!("breached_passwords_file: {m}"));
         }
         if !["text", "json"].contains(&self.log_format.as_str()) {
             e.push("log_format must be \"text\" or \"json\"".into());

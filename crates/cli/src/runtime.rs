@@ -88,6 +88,12 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runt
         email_enabled: !live || config.delivery.smtp.is_some(),
         sms_enabled: !live || config.delivery.sms.is_some(),
         trust_directory_contacts: config.directory.trust_contacts,
+        breached: match &config.breached_passwords_file {
+            Some(p) => {
+                Some(sspr_app::breached::BreachedFile::open(p).map_err(|e| anyhow::anyhow!(e))?)
+            }
+            None => None,
+        },
     };
     let app = Arc::new(App {
         store: store.clone(),

@@ -368,3 +368,38 @@ async fn fifty_concurrent_uses_of_one_code_succeed_exactly_once() {
         .await;
     assert_eq!(verified.len(), 1);
 }
+
+#[tokio::test]
+async fn passwords_from_the_offline_breach_list_are_refused() {
+    use sha1::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let breached = "amber kettle under moonlight";
+    let mut lines: Vec<String> = [breached, "another leaked passphrase"]
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:42",
+                sspr_domain::random::hex(&sha1::Sha1::digest(p.as_bytes())).to_ascii_uppercase()
+            )
+        })
+        .collect();
+    lines.sort();
+    let file = dir.path().join("pwned.txt");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let s = Server::start_with(move |c| c.breached_passwords_file = Some(file)).await;
+    s.registered_user("fay").await;
+    let t = s.flow("fay").await;
+    let code = s.email_code(&t, "fay@contoso.test").await;
+    s.verify(&t, "email", &code).await;
+    let (st, v) = s.set_password(&t, breached).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("data breach"),
+        "{v}"
+    );
+    let (st, _) = s.set_password(&t, NEW).await;
+    assert_eq!(st, StatusCode::OK);
+    let ev = s.audit("user=fay&activity=password_rejected").await;
+    assert_eq!(ev[0]["reason"], "breached");
+    s.stop().await;
+}
