@@ -181,7 +181,12 @@ pub struct AuditFilter {
 ///
 /// Methods that guard a security property are conditional updates that report whether they
 /// applied (`consume_code`, `flow_transition`, `totp_use_step`): exactly one of several
-/// concurrent callers gets `true`.
+/// concurrent callers gets `true`. Methods that read and then write several rows
+/// (`issue_code`, `put_method`, `activate_method`, `delete_method`, `put_answers`) must be
+/// atomic per user against concurrent callers on any instance: SQLite gets this from its
+/// single writer, PostgreSQL from per-user advisory locks held for the transaction.
+///
+/// Times are the caller's clock: instances sharing a database must keep their clocks in sync.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
