@@ -501,3 +501,189 @@ async fn three_instances_behind_nginx_share_one_postgresql() {
     );
     c.drop_schema().await;
 }
+
+/// A PostgreSQL server of the test's own (initdb + pg_ctl in a temp dir), so it can be stopped.
+struct OwnPostgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl OwnPostgres {
+    fn pg_ctl(&self, action: &str) {
+        let data = self.dir.path().join("data");
+        let cmd = format!(
+            "{}/pg_ctl -D {} -w -l {}/pg.log -o '-p {} -k {} -c listen_addresses=127.0.0.1' {action}",
+            self.bin.display(),
+            data.display(),
+            self.dir.path().display(),
+            self.port,
+            self.dir.path().display()
+        );
+        let st = Command::new("su")
+            .args(["postgres", "-c", &cmd])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "pg_ctl {action} failed");
+    }
+
+    fn start() -> OwnPostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries (apt-get install postgresql)")
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("initdb").exists())
+            .expect("initdb");
+        let dir = tempfile::tempdir().unwrap();
+        let uid: u32 = String::from_utf8(
+            Command::new("id")
+                .args(["-u", "postgres"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(uid), None).unwrap();
+        let init = format!(
+            "{}/initdb -D {}/data -A trust -U postgres",
+            bin.display(),
+            dir.path().display()
+        );
+        let st = Command::new("su")
+            .args(["postgres", "-c", &init])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "initdb failed");
+        let pg = OwnPostgres {
+            dir,
+            bin,
+            port: free_port(),
+        };
+        pg.pg_ctl("start");
+        pg
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let cmd = format!(
+            "{}/pg_ctl -D {} -m immediate stop",
+            self.bin.display(),
+            data.display()
+        );
+        let _ = Command::new("su")
+            .args(["postgres", "-c", &cmd])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database_and_the_server_reconnects_without_a_restart() {
+    if std::env::var("SSPR_TEST_DB").as_deref() == Ok("postgres") {
+        eprintln!("readiness test: already run in the first pass");
+        return;
+    }
+    let pg = OwnPostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = sspr_server::tls::ensure_self_signed(&dir.path().join("tls"), &["localhost".into()])
+        .unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("sspr.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"https://localhost:{port}\"\ndemo = false\n\
+             [tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n[database]\nurl = \"postgres://postgres@127.0.0.1:{}/postgres\"\n",
+            dir.path().join("data").display(),
+            tls.cert.display(),
+            tls.key.display(),
+            pg.port
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .args(["serve", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let http = client_for(&tls.ca);
+    let ready = |http: reqwest::Client| async move {
+        http.get(format!("https://localhost:{port}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status())
+            .ok()
+    };
+    let mut seen = None;
+    for _ in 0..200 {
+        seen = ready(http.clone()).await;
+        if seen == Some(StatusCode::OK) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen,
+        Some(StatusCode::OK),
+        "{}",
+        std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+    );
+
+    pg.pg_ctl("stop");
+    let mut down = None;
+    for _ in 0..100 {
+        down = ready(http.clone()).await;
+        if down == Some(StatusCode::SERVICE_UNAVAILABLE) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        down,
+        Some(StatusCode::SERVICE_UNAVAILABLE),
+        "readiness must fail while the database is down"
+    );
+    // Liveness stays: the process is fine, only its database is not.
+    let live = http
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(live, StatusCode::OK);
+
+    pg.pg_ctl("start");
+    let mut back = None;
+    for _ in 0..150 {
+        back = ready(http.clone()).await;
+        if back == Some(StatusCode::OK) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        back,
+        Some(StatusCode::OK),
+        "the server reconnects by itself"
+    );
+    let r = http
+        .post(format!("https://localhost:{port}/api/v1/flow/start"))
+        .json(&json!({"user": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let _ = child.kill();
+    let _ = child.wait();
+}
