@@ -403,3 +403,56 @@ async fn passwords_from_the_offline_breach_list_are_refused() {
     assert_eq!(ev[0]["reason"], "breached");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn resetting_an_administrator_tells_the_other_administrators() {
+    let s = Server::start().await;
+    s.set_policy(|p| p["admin_notify"] = json!(["security@contoso.test"]))
+        .await;
+    s.user("root", &["admins"]).await;
+    s.registered("root", sspr_domain::Method::Email, "root@contoso.test")
+        .await;
+    s.registered("root", sspr_domain::Method::Sms, "+4915112345678")
+        .await;
+    let (_, v) = s.start_flow("root", "reset").await;
+    assert_eq!(
+        v["required"], 2,
+        "privileged accounts need two methods: {v}"
+    );
+    let t = v["flow_token"].as_str().unwrap().to_string();
+    let code = s.email_code(&t, "root@contoso.test").await;
+    s.verify(&t, "email", &code).await;
+    let code = s.sms_code(&t).await;
+    s.verify(&t, "sms", &code).await;
+    let (st, _) = s.set_password(&t, NEW).await;
+    assert_eq!(st, StatusCode::OK);
+    let mut told = false;
+    for _ in 0..100 {
+        told =
+            s.smtp.messages().iter().any(|m| {
+                m.contains("To: security@contoso.test") && m.contains("administrator root")
+            });
+        if told {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(told, "the admin_notify address was not told");
+
+    // With notify_user off, an ordinary user's reset sends no notice.
+    s.set_policy(|p| p["notify_user"] = json!(false)).await;
+    s.registered_user("gil").await;
+    let t = s.flow("gil").await;
+    let code = s.email_code(&t, "gil@contoso.test").await;
+    s.verify(&t, "email", &code).await;
+    let (st, _) = s.set_password(&t, NEW).await;
+    assert_eq!(st, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        !s.smtp
+            .messages()
+            .iter()
+            .any(|m| m.contains("To: gil@contoso.test") && m.contains("was reset"))
+    );
+    s.stop().await;
+}
