@@ -72,8 +72,9 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DirectoryConfig {
-    /// `builtin` (LDAP and Active Directory come next).
+    /// `builtin` (accounts in sspr's database) or `ldap` (OpenLDAP, see `[directory.ldap]`).
     pub kind: String,
+    pub ldap: Option<sspr_ldap::LdapConfig>,
     /// Earlier passwords the built-in directory refuses at reset.
     pub password_history: usize,
     /// Let the directory's email and mobile attributes count as registered methods.
@@ -84,6 +85,7 @@ impl Default for DirectoryConfig {
     fn default() -> Self {
         Self {
             kind: "builtin".into(),
+            ldap: None,
             password_history: 3,
             trust_contacts: false,
         }
@@ -157,6 +159,9 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join("; ")
         })?;
+        if let Some(l) = cfg.directory.ldap.as_mut() {
+            l.load_secrets()?;
+        }
         if let Some(s) = cfg.delivery.smtp.as_mut() {
             s.load_secrets().map_err(|e| e.0)?;
         }
@@ -177,11 +182,15 @@ impl Config {
         if !self.public_url.starts_with("https://") {
             e.push(format!("public_url must start with https:// (it is {:?}); links are never sent over plain HTTP", self.public_url));
         }
-        if self.directory.kind != "builtin" {
-            e.push(format!(
-                "directory.kind {:?} is not supported yet; use \"builtin\"",
-                self.directory.kind
-            ));
+        match (self.directory.kind.as_str(), &self.directory.ldap) {
+            ("builtin", _) => {}
+            ("ldap", Some(l)) => e.extend(l.validate()),
+            ("ldap", None) => {
+                e.push("directory.kind is \"ldap\" but [directory.ldap] is missing".into())
+            }
+            (other, _) => e.push(format!(
+                "directory.kind {other:?} is not supported: use \"builtin\" or \"ldap\""
+            )),
         }
         if self.directory.password_history > 24 {
             e.push("directory.password_history must be between 0 and 24".into());

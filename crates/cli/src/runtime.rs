@@ -97,7 +97,12 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runt
     };
     let app = Arc::new(App {
         store: store.clone(),
-        directory: Arc::new(builtin.clone()),
+        directory: match (&config.directory.kind[..], &config.directory.ldap) {
+            ("ldap", Some(l)) => {
+                Arc::new(sspr_ldap::LdapDirectory::new(l.clone()).map_err(|e| anyhow::anyhow!(e))?)
+            }
+            _ => Arc::new(builtin.clone()),
+        },
         clock,
         rng,
         hasher,

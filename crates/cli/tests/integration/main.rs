@@ -11,6 +11,7 @@ mod binary;
 mod delivery;
 mod enumeration;
 mod input;
+mod ldap;
 mod limits;
 mod multi;
 mod register;

@@ -1,0 +1,515 @@
+//! sspr's LDAP directory: accounts in OpenLDAP, behind [`Directory`].
+//!
+//! - Connections are TLS only (`ldaps://`, or `ldap://` with StartTLS) unless `allow_plain`
+//!   is set, with certificates checked against the system roots or `ca_file`.
+//! - Users are found with the configured filter, every input escaped (RFC 4515); exactly one
+//!   entry must match. Group membership comes from `memberOf` or from groups whose `member`
+//!   holds the user's DN.
+//! - A reset is the RFC 3062 Password Modify extended operation, run as the service account,
+//!   so the server hashes the password and its ppolicy overlay applies; an unlock removes
+//!   `pwdAccountLockedTime`. A ppolicy refusal reaches the user in words; the raw cause goes
+//!   to the log.
+//! - The current password is checked with a bind as the user, never with an empty password.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ldap3::exop::PasswordModify;
+use ldap3::{
+    Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry, ldap_escape,
+};
+use serde::{Deserialize, Serialize};
+use sspr_app::ports::{DirError, DirUser, Directory};
+use sspr_domain::Rejection;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldaps://host:636` or `ldap://host:389` (StartTLS). Several for failover, tried in order.
+    pub urls: Vec<String>,
+    /// Allow `ldap://` without StartTLS. Never in production: passwords would cross in clear.
+    pub allow_plain: bool,
+    /// PEM file of the CA that signed the server's certificate (default: system roots).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The service account sspr binds as to search, reset and unlock.
+    pub bind_dn: String,
+    pub bind_password_file: Option<std::path::PathBuf>,
+    #[serde(skip)]
+    pub bind_password: String,
+    /// Where users live.
+    pub base_dn: String,
+    /// `{login}` is replaced by the escaped user ID.
+    pub user_filter: String,
+    pub display_name_attribute: String,
+    pub mail_attribute: String,
+    pub mobile_attribute: String,
+    /// Where groups live, for `groupOfNames` membership (empty: use `memberOf` only).
+    pub group_base_dn: String,
+    pub timeout_secs: u64,
+}
+
+impl Default for LdapConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            allow_plain: false,
+            ca_file: None,
+            bind_dn: String::new(),
+            bind_password_file: None,
+            bind_password: String::new(),
+            base_dn: String::new(),
+            user_filter: "(&(objectClass=inetOrgPerson)(uid={login}))".into(),
+            display_name_attribute: "cn".into(),
+            mail_attribute: "mail".into(),
+            mobile_attribute: "mobile".into(),
+            group_base_dn: String::new(),
+            timeout_secs: 5,
+        }
+    }
+}
+
+impl LdapConfig {
+    pub fn load_secrets(&mut self) -> Result<(), String> {
+        if let Some(p) = &self.bind_password_file {
+            let pw = std::fs::read_to_string(p)
+                .map_err(|e| format!("directory.ldap.bind_password_file {}: {e}", p.display()))?;
+            self.bind_password = pw.trim_end_matches(['\n', '\r']).to_string();
+        }
+        Ok(())
+    }
+
+    /// Every problem, each saying what to change.
+    pub fn validate(&self) -> Vec<String> {
+        let mut e = Vec::new();
+        if self.urls.is_empty() {
+            e.push("directory.ldap.urls is empty: add ldaps://host:636 (or ldap://host:389 for StartTLS)".into());
+        }
+        for u in &self.urls {
+            if !(u.starts_with("ldaps://") || u.starts_with("ldap://")) {
+                e.push(format!(
+                    "directory.ldap.urls: {u:?} must start with ldaps:// or ldap://"
+                ));
+            }
+        }
+        if self.bind_dn.is_empty() {
+            e.push("directory.ldap.bind_dn is empty: sspr needs a service account".into());
+        }
+        if self.bind_password.is_empty() && self.bind_password_file.is_none() {
+            e.push("directory.ldap.bind_password_file is missing: the service account never binds without a password".into());
+        }
+        if self.base_dn.is_empty() {
+            e.push("directory.ldap.base_dn is empty".into());
+        }
+        if !self.user_filter.contains("{login}") {
+            e.push("directory.ldap.user_filter must contain {login}".into());
+        }
+        e
+    }
+}
+
+#[derive(Clone)]
+pub struct LdapDirectory {
+    cfg: Arc<LdapConfig>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> DirError {
+    DirError::Unavailable(format!("ldap: {e}"))
+}
+
+impl LdapDirectory {
+    pub fn new(cfg: LdapConfig) -> Result<Self, String> {
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(p) = &cfg.ca_file {
+            let pem = std::fs::read(p)
+                .map_err(|e| format!("directory.ldap.ca_file {}: {e}", p.display()))?;
+            for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let c = c.map_err(|e| format!("directory.ldap.ca_file {}: {e}", p.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("directory.ldap.ca_file {}: {e}", p.display()))?;
+            }
+        } else {
+            let native = rustls_native_roots();
+            for c in native {
+                let _ = roots.add(c);
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Self {
+            cfg: Arc::new(cfg),
+            tls: Arc::new(tls),
+        })
+    }
+
+    /// A connection to the first URL that answers, TLS set up, not yet bound.
+    async fn connect(&self) -> Result<Ldap, DirError> {
+        let mut last = String::from("no URL configured");
+        for url in &self.cfg.urls {
+            let starttls = url.starts_with("ldap://") && !self.cfg.allow_plain;
+            let settings = LdapConnSettings::new()
+                .set_config(self.tls.clone())
+                .set_starttls(starttls)
+                .set_conn_timeout(Duration::from_secs(self.cfg.timeout_secs));
+            match LdapConnAsync::with_settings(settings, url).await {
+                Ok((conn, mut ldap)) => {
+                    ldap3::drive!(conn);
+                    ldap.with_timeout(Duration::from_secs(self.cfg.timeout_secs));
+                    return Ok(ldap);
+                }
+                Err(e) => {
+                    tracing::warn!(url = %url, error = %e, "ldap: cannot connect");
+                    last = format!("{url}: {e}");
+                }
+            }
+        }
+        Err(unavailable(last))
+    }
+
+    async fn service(&self) -> Result<Ldap, DirError> {
+        let mut ldap = self.connect().await?;
+        let r = ldap
+            .simple_bind(&self.cfg.bind_dn, &self.cfg.bind_password)
+            .await
+            .map_err(unavailable)?;
+        if r.rc != 0 {
+            return Err(DirError::Permission(format!(
+                "ldap: the service account {} cannot bind: rc={} {}",
+                self.cfg.bind_dn, r.rc, r.text
+            )));
+        }
+        Ok(ldap)
+    }
+
+    async fn entry(&self, ldap: &mut Ldap, login: &str) -> Result<Option<SearchEntry>, DirError> {
+        let filter = self.cfg.user_filter.replace("{login}", &ldap_escape(login));
+        let attrs = vec![
+            "entryUUID",
+            "uid",
+            "memberOf",
+            "pwdAccountLockedTime",
+            self.cfg.display_name_attribute.as_str(),
+            self.cfg.mail_attribute.as_str(),
+            self.cfg.mobile_attribute.as_str(),
+        ];
+        let (entries, _) = ldap
+            .search(&self.cfg.base_dn, Scope::Subtree, &filter, attrs)
+            .await
+            .map_err(unavailable)?
+            .success()
+            .map_err(unavailable)?;
+        // Exactly one must match: zero is unknown, several is ambiguous and never guessed at.
+        if entries.len() > 1 {
+            tracing::warn!(
+                login,
+                matches = entries.len(),
+                "ldap: the user filter matches several entries"
+            );
+            return Ok(None);
+        }
+        Ok(entries.into_iter().next().map(SearchEntry::construct))
+    }
+
+    async fn groups(&self, ldap: &mut Ldap, e: &SearchEntry) -> Result<Vec<String>, DirError> {
+        let cn_of = |dn: &str| {
+            dn.split(',')
+                .next()
+                .and_then(|rdn| rdn.split_once('='))
+                .map(|(_, v)| v.to_lowercase())
+                .unwrap_or_default()
+        };
+        let mut groups: Vec<String> = e
+            .attrs
+            .get("memberOf")
+            .into_iter()
+            .flatten()
+            .map(|d| cn_of(d))
+            .collect();
+        if !self.cfg.group_base_dn.is_empty() {
+            let filter = format!("(|(member={0})(uniqueMember={0}))", ldap_escape(&e.dn));
+            let (entries, _) = ldap
+                .search(&self.cfg.group_base_dn, Scope::Subtree, &filter, vec!["cn"])
+                .await
+                .map_err(unavailable)?
+                .success()
+                .map_err(unavailable)?;
+            groups.extend(
+                entries
+                    .into_iter()
+                    .map(|g| cn_of(&SearchEntry::construct(g).dn)),
+            );
+        }
+        groups.sort();
+        groups.dedup();
+        Ok(groups)
+    }
+}
+
+fn rustls_native_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    // The system bundle Debian ships; enough without another dependency.
+    std::fs::read("/etc/ssl/certs/ca-certificates.crt")
+        .map(|pem| {
+            rustls_pemfile::certs(&mut pem.as_slice())
+                .flatten()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn first(e: &SearchEntry, attr: &str) -> Option<String> {
+    e.attrs.get(attr).and_then(|v| v.first()).cloned()
+}
+
+/// The password policy control (draft-behera-ldap-password-policy).
+const PPOLICY_OID: &str = "1.3.6.1.4.1.42.2.27.8.5.1";
+
+/// The ppolicy error code in a response control: `SEQUENCE { … [1] ENUMERATED error }`.
+fn ppolicy_error(result: &ldap3::LdapResult) -> Option<u8> {
+    let c = result.ctrls.iter().find(|c| c.1.ctype == PPOLICY_OID)?;
+    let v = c.1.val.as_deref()?;
+    // Skip the SEQUENCE header, then walk the elements for the context-specific [1].
+    let mut i = 2;
+    while i + 2 <= v.len() {
+        let (tag, len) = (v[i], v[i + 1] as usize);
+        if tag == 0x81 && len == 1 {
+            return v.get(i + 2).copied();
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+/// A ppolicy or server refusal in words for the user; the raw text goes to the log.
+fn rejection(err: &LdapError) -> Option<Vec<Rejection>> {
+    let LdapError::LdapResult { result } = err else {
+        return None;
+    };
+    let text = result.text.to_lowercase();
+    let code = ppolicy_error(result);
+    let words = if code == Some(8) || text.contains("history") {
+        Rejection::History
+    } else if code == Some(7) || text.contains("too young") {
+        Rejection::Directory {
+            reason: "the password was changed too recently; try again later or ask your helpdesk"
+                .into(),
+        }
+    } else if matches!(code, Some(5 | 6)) || text.contains("quality") || text.contains("too short")
+    {
+        Rejection::Directory {
+            reason: "it does not meet the directory's length or quality rules".into(),
+        }
+    } else if result.rc == 19 {
+        Rejection::Directory {
+            reason: "it breaks the directory's password policy".into(),
+        }
+    } else {
+        return None;
+    };
+    Some(vec![words])
+}
+
+#[async_trait]
+impl Directory for LdapDirectory {
+    async fn find_user(&self, login: &str) -> Result<Option<DirUser>, DirError> {
+        let mut ldap = self.service().await?;
+        let Some(e) = self.entry(&mut ldap, login).await? else {
+            let _ = ldap.unbind().await;
+            return Ok(None);
+        };
+        let groups = self.groups(&mut ldap, &e).await?;
+        let _ = ldap.unbind().await;
+        Ok(Some(DirUser {
+            id: first(&e, "entryUUID").unwrap_or_else(|| e.dn.clone()),
+            login: first(&e, "uid")
+                .unwrap_or_else(|| login.to_string())
+                .to_lowercase(),
+            display_name: first(&e, &self.cfg.display_name_attribute).unwrap_or_default(),
+            enabled: true,
+            locked: e.attrs.contains_key("pwdAccountLockedTime"),
+            groups,
+            email: first(&e, &self.cfg.mail_attribute),
+            mobile: first(&e, &self.cfg.mobile_attribute),
+        }))
+    }
+
+    async fn check_password(&self, user: &DirUser, password: &str) -> Result<bool, DirError> {
+        // An empty password would be an unauthenticated bind that "succeeds" (RFC 4513 §5.1.2).
+        if password.is_empty() {
+            return Ok(false);
+        }
+        let dn = self.dn_of(user).await?;
+        let mut ldap = self.connect().await?;
+        let r = ldap.simple_bind(&dn, password).await.map_err(unavailable)?;
+        let _ = ldap.unbind().await;
+        Ok(r.rc == 0)
+    }
+
+    async fn reset_password(&self, user: &DirUser, new_password: &str) -> Result<(), DirError> {
+        let dn = self.dn_of(user).await?;
+        let mut ldap = self.service().await?;
+        // Ask for the ppolicy response control: OpenLDAP says why in it, not in the text.
+        let ppolicy = ldap3::controls::RawControl {
+            ctype: PPOLICY_OID.into(),
+            crit: false,
+            val: None,
+        };
+        let r = ldap
+            .with_controls(vec![ppolicy])
+            .extended(PasswordModify {
+                user_id: Some(&dn),
+                old_pass: None,
+                new_pass: Some(new_password),
+            })
+            .await
+            .map_err(unavailable)?
+            .success();
+        if let Err(e) = r {
+            let _ = ldap.unbind().await;
+            tracing::warn!(dn = %dn, error = %e, "ldap: password modify refused");
+            return Err(match rejection(&e) {
+                Some(r) => DirError::Rejected(r),
+                None => match &e {
+                    LdapError::LdapResult { result } if result.rc == 50 => {
+                        DirError::Permission(format!(
+                            "ldap: the service account may not reset {dn}: {}",
+                            result.text
+                        ))
+                    }
+                    other => DirError::Other(format!("ldap: password modify on {dn}: {other}")),
+                },
+            });
+        }
+        // A reset also unlocks, as in Azure AD and every peer.
+        let unlocked = self.remove_lock(&mut ldap, &dn).await;
+        let _ = ldap.unbind().await;
+        unlocked
+    }
+
+    async fn unlock(&self, user: &DirUser) -> Result<(), DirError> {
+        let dn = self.dn_of(user).await?;
+        let mut ldap = self.service().await?;
+        let r = self.remove_lock(&mut ldap, &dn).await;
+        let _ = ldap.unbind().await;
+        r
+    }
+
+    async fn password_rules(&self) -> Result<Vec<String>, DirError> {
+        Ok(Vec::new())
+    }
+
+    async fn ping(&self) -> Result<(), DirError> {
+        let mut ldap = self.service().await?;
+        let _ = ldap.unbind().await;
+        Ok(())
+    }
+}
+
+impl LdapDirectory {
+    async fn dn_of(&self, user: &DirUser) -> Result<String, DirError> {
+        let mut ldap = self.service().await?;
+        let e = self.entry(&mut ldap, &user.login).await?;
+        let _ = ldap.unbind().await;
+        match e {
+            Some(e) if first(&e, "entryUUID").unwrap_or_else(|| e.dn.clone()) == user.id => {
+                Ok(e.dn)
+            }
+            _ => Err(DirError::Other(format!(
+                "ldap: {} is no longer the same entry",
+                user.login
+            ))),
+        }
+    }
+
+    async fn remove_lock(&self, ldap: &mut Ldap, dn: &str) -> Result<(), DirError> {
+        let r = ldap
+            .modify(
+                dn,
+                vec![Mod::Delete(
+                    "pwdAccountLockedTime",
+                    std::collections::HashSet::new(),
+                )],
+            )
+            .await
+            .map_err(unavailable)?;
+        match r.rc {
+            // 16: noSuchAttribute, the account was not locked.
+            0 | 16 => Ok(()),
+            50 => Err(DirError::Permission(format!(
+                "ldap: the service account may not unlock {dn}: {}",
+                r.text
+            ))),
+            rc => Err(DirError::Other(format!(
+                "ldap: unlock {dn}: rc={rc} {}",
+                r.text
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result_with(ctrl: Option<Vec<u8>>, rc: u32, text: &str) -> LdapError {
+        let ctrls = ctrl
+            .map(|v| {
+                vec![ldap3::controls::Control(
+                    None,
+                    ldap3::controls::RawControl {
+                        ctype: PPOLICY_OID.into(),
+                        crit: false,
+                        val: Some(v),
+                    },
+                )]
+            })
+            .unwrap_or_default();
+        LdapError::LdapResult {
+            result: ldap3::LdapResult {
+                rc,
+                matched: String::new(),
+                text: text.into(),
+                refs: vec![],
+                ctrls,
+            },
+        }
+    }
+
+    #[test]
+    fn ppolicy_errors_become_words() {
+        // SEQUENCE { [1] ENUMERATED 8 } = passwordInHistory
+        assert_eq!(
+            rejection(&result_with(
+                Some(vec![0x30, 0x03, 0x81, 0x01, 0x08]),
+                19,
+                ""
+            )),
+            Some(vec![Rejection::History])
+        );
+        // A warning [0] before the error [1] 6 (passwordTooShort).
+        let r = rejection(&result_with(
+            Some(vec![0x30, 0x07, 0xa0, 0x02, 0x80, 0x00, 0x81, 0x01, 0x06]),
+            19,
+            "",
+        ));
+        assert!(
+            matches!(r.as_deref(), Some([Rejection::Directory { .. }])),
+            "{r:?}"
+        );
+        assert!(rejection(&result_with(None, 19, "")).is_some());
+        assert_eq!(
+            rejection(&result_with(None, 50, "insufficient access")),
+            None
+        );
+    }
+}
