@@ -26,6 +26,9 @@ use sspr_domain::Rejection;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LdapConfig {
+    /// `openldap` (RFC 3062 password modify, ppolicy) or `ad` (Active Directory: `unicodePwd`,
+    /// `lockoutTime`, `userAccountControl`).
+    pub flavor: Flavor,
     /// `ldaps://host:636` or `ldap://host:389` (StartTLS). Several for failover, tried in order.
     pub urls: Vec<String>,
     /// Allow `ldap://` without StartTLS. Never in production: passwords would cross in clear.
@@ -52,6 +55,7 @@ pub struct LdapConfig {
 impl Default for LdapConfig {
     fn default() -> Self {
         Self {
+            flavor: Flavor::OpenLdap,
             urls: Vec::new(),
             allow_plain: false,
             ca_file: None,
@@ -69,7 +73,27 @@ impl Default for LdapConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Flavor {
+    #[default]
+    #[serde(rename = "openldap")]
+    OpenLdap,
+    #[serde(rename = "ad")]
+    Ad,
+}
+
 impl LdapConfig {
+    /// Active Directory defaults: `sAMAccountName` logins, `displayName`, `memberOf`.
+    pub fn active_directory() -> Self {
+        Self {
+            flavor: Flavor::Ad,
+            user_filter: "(&(objectCategory=person)(objectClass=user)(sAMAccountName={login}))"
+                .into(),
+            display_name_attribute: "displayName".into(),
+            ..Self::default()
+        }
+    }
+
     pub fn load_secrets(&mut self) -> Result<(), String> {
         if let Some(p) = &self.bind_password_file {
             let pw = std::fs::read_to_string(p)
@@ -196,7 +220,11 @@ impl LdapDirectory {
         let filter = self.cfg.user_filter.replace("{login}", &ldap_escape(login));
         let attrs = vec![
             "entryUUID",
+            "objectGUID",
             "uid",
+            "sAMAccountName",
+            "userAccountControl",
+            "lockoutTime",
             "memberOf",
             "pwdAccountLockedTime",
             self.cfg.display_name_attribute.as_str(),
@@ -267,8 +295,34 @@ fn rustls_native_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
         .unwrap_or_default()
 }
 
+/// A stable id: OpenLDAP's entryUUID, AD's objectGUID (binary, as hex), else the DN.
+fn entry_id(e: &SearchEntry) -> String {
+    if let Some(g) = e.bin_attrs.get("objectGUID").and_then(|v| v.first()) {
+        return g.iter().map(|b| format!("{b:02x}")).collect();
+    }
+    first(e, "entryUUID").unwrap_or_else(|| e.dn.clone())
+}
+
 fn first(e: &SearchEntry, attr: &str) -> Option<String> {
     e.attrs.get(attr).and_then(|v| v.first()).cloned()
+}
+
+/// An AD refusal in words. AD explains in the diagnostic text (`0000052D: … the password is
+/// too short…`); the user gets the gist, the log the full text.
+fn ad_error(dn: &str, rc: u32, text: &str) -> DirError {
+    let t = text.to_lowercase();
+    match rc {
+        19 if t.contains("history") => DirError::Rejected(vec![Rejection::History]),
+        19 | 53 if t.contains("052d") || t.contains("password") => {
+            DirError::Rejected(vec![Rejection::Directory {
+                reason: "it does not meet the domain's length, complexity or history rules".into(),
+            }])
+        }
+        50 => DirError::Permission(format!(
+            "ldap: the service account may not reset {dn} (Reset Password right): {text}"
+        )),
+        _ => DirError::Other(format!("ldap: reset of {dn}: rc={rc} {text}")),
+    }
 }
 
 /// The password policy control (draft-behera-ldap-password-policy).
@@ -329,14 +383,20 @@ impl Directory for LdapDirectory {
         };
         let groups = self.groups(&mut ldap, &e).await?;
         let _ = ldap.unbind().await;
+        let uac: u32 = first(&e, "userAccountControl")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let ad_locked = first(&e, "lockoutTime").is_some_and(|v| v != "0");
         Ok(Some(DirUser {
-            id: first(&e, "entryUUID").unwrap_or_else(|| e.dn.clone()),
+            id: entry_id(&e),
             login: first(&e, "uid")
+                .or_else(|| first(&e, "sAMAccountName"))
                 .unwrap_or_else(|| login.to_string())
                 .to_lowercase(),
             display_name: first(&e, &self.cfg.display_name_attribute).unwrap_or_default(),
-            enabled: true,
-            locked: e.attrs.contains_key("pwdAccountLockedTime"),
+            // AD: ACCOUNTDISABLE (0x2) in userAccountControl.
+            enabled: uac & 0x2 == 0,
+            locked: e.attrs.contains_key("pwdAccountLockedTime") || ad_locked,
             groups,
             email: first(&e, &self.cfg.mail_attribute),
             mobile: first(&e, &self.cfg.mobile_attribute),
@@ -358,6 +418,11 @@ impl Directory for LdapDirectory {
     async fn reset_password(&self, user: &DirUser, new_password: &str) -> Result<(), DirError> {
         let dn = self.dn_of(user).await?;
         let mut ldap = self.service().await?;
+        if self.cfg.flavor == Flavor::Ad {
+            let r = self.ad_reset(&mut ldap, &dn, new_password).await;
+            let _ = ldap.unbind().await;
+            return r;
+        }
         // Ask for the ppolicy response control: OpenLDAP says why in it, not in the text.
         let ppolicy = ldap3::controls::RawControl {
             ctype: PPOLICY_OID.into(),
@@ -421,9 +486,7 @@ impl LdapDirectory {
         let e = self.entry(&mut ldap, &user.login).await?;
         let _ = ldap.unbind().await;
         match e {
-            Some(e) if first(&e, "entryUUID").unwrap_or_else(|| e.dn.clone()) == user.id => {
-                Ok(e.dn)
-            }
+            Some(e) if entry_id(&e) == user.id => Ok(e.dn),
             _ => Err(DirError::Other(format!(
                 "ldap: {} is no longer the same entry",
                 user.login
@@ -431,17 +494,59 @@ impl LdapDirectory {
         }
     }
 
-    async fn remove_lock(&self, ldap: &mut Ldap, dn: &str) -> Result<(), DirError> {
+    /// AD reset: replace `unicodePwd` with the quoted password in UTF-16LE (only allowed over
+    /// an encrypted connection), with the policy-hints control so the domain's history rule
+    /// applies as to a change; then clear `lockoutTime`.
+    async fn ad_reset(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        new_password: &str,
+    ) -> Result<(), DirError> {
+        let quoted: Vec<u8> = format!("\"{new_password}\"")
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let mut value = std::collections::HashSet::new();
+        value.insert(quoted);
+        // LDAP_SERVER_POLICY_HINTS_OID, value SEQUENCE { INTEGER 1 }.
+        let hints = ldap3::controls::RawControl {
+            ctype: "1.2.840.113556.1.4.2239".into(),
+            crit: false,
+            val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
+        };
         let r = ldap
-            .modify(
-                dn,
-                vec![Mod::Delete(
-                    "pwdAccountLockedTime",
-                    std::collections::HashSet::new(),
-                )],
-            )
+            .with_controls(vec![hints])
+            .modify(dn, vec![Mod::Replace(b"unicodePwd".to_vec(), value)])
             .await
             .map_err(unavailable)?;
+        if r.rc != 0 {
+            tracing::warn!(dn = %dn, rc = r.rc, text = %r.text, "ldap: AD password reset refused");
+            return Err(ad_error(dn, r.rc, &r.text));
+        }
+        self.remove_lock(ldap, dn).await
+    }
+
+    async fn remove_lock(&self, ldap: &mut Ldap, dn: &str) -> Result<(), DirError> {
+        let r = match self.cfg.flavor {
+            Flavor::Ad => {
+                let mut zero = std::collections::HashSet::new();
+                zero.insert("0");
+                ldap.modify(dn, vec![Mod::Replace("lockoutTime", zero)])
+                    .await
+            }
+            Flavor::OpenLdap => {
+                ldap.modify(
+                    dn,
+                    vec![Mod::Delete(
+                        "pwdAccountLockedTime",
+                        std::collections::HashSet::new(),
+                    )],
+                )
+                .await
+            }
+        }
+        .map_err(unavailable)?;
         match r.rc {
             // 16: noSuchAttribute, the account was not locked.
             0 | 16 => Ok(()),

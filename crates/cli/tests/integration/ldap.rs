@@ -317,3 +317,232 @@ fn ldap_configuration_is_checked() {
     assert!(e.iter().any(|m| m.contains("base_dn")), "{e:?}");
     let _ = Path::new("/");
 }
+
+const AD_ADMIN_PW: &str = "Adm1n-Passw0rd!";
+const AD_OLD: &str = "Initial-Passw0rd!";
+
+/// A Samba AD domain controller provisioned in a temp dir, LDAPS on 127.0.0.1:636 with our
+/// own CA (Samba's generated certificate has no SAN, which rustls refuses).
+struct SambaAd {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Drop for SambaAd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // samba forks workers; make sure none keeps the standard ports.
+        let _ = Command::new("pkill")
+            .args(["-f", &self.dir.path().display().to_string()])
+            .status();
+    }
+}
+
+impl SambaAd {
+    fn start() -> SambaAd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let tls = sspr_server::tls::ensure_self_signed(
+            &d.join("tls"),
+            &["127.0.0.1".into(), "localhost".into()],
+        )
+        .unwrap();
+        let out = Command::new("samba-tool")
+            .args([
+                "domain",
+                "provision",
+                "--use-rfc2307",
+                "--realm=SSPR.TEST",
+                "--domain=SSPR",
+                "--server-role=dc",
+                "--dns-backend=NONE",
+            ])
+            .arg(format!("--targetdir={}", d.join("ad").display()))
+            .arg(format!("--adminpass={AD_ADMIN_PW}"))
+            .args([
+                "--option=interfaces=lo",
+                "--option=bind interfaces only=yes",
+                "--host-ip=127.0.0.1",
+            ])
+            .output()
+            .expect("Samba AD must be installed: apt-get install samba samba-ad-dc winbind");
+        assert!(
+            out.status.success(),
+            "provision: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let conf = d.join("ad/etc/smb.conf");
+        let text = std::fs::read_to_string(&conf).unwrap().replacen(
+            "[global]",
+            &format!(
+                // The old password stays valid for an hour after a change unless told otherwise.
+                "[global]\n\told password allowed period = 0\n\ttls enabled = yes\n\ttls keyfile = {}\n\ttls certfile = {}\n\ttls cafile = {}\n",
+                tls.key.display(),
+                tls.cert.display(),
+                tls.ca.display()
+            ),
+            1,
+        );
+        std::fs::write(&conf, text).unwrap();
+        let child = Command::new("samba")
+            .arg("-s")
+            .arg(&conf)
+            .args(["-i", "-d1"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("samba.log")).unwrap())
+            .spawn()
+            .unwrap();
+        for _ in 0..120 {
+            if std::net::TcpStream::connect(("127.0.0.1", 636)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let ad = SambaAd { dir, child };
+        ad.tool(&[
+            "domain",
+            "passwordsettings",
+            "set",
+            "--min-pwd-age=0",
+            "--account-lockout-threshold=3",
+            "--account-lockout-duration=30",
+            "--reset-account-lockout-after=30",
+        ]);
+        ad.tool(&[
+            "user",
+            "create",
+            "alice",
+            AD_OLD,
+            "--mail-address=alice@contoso.test",
+        ]);
+        ad.tool(&["user", "create", "weak", "Weak-Passw0rd!"]);
+        ad
+    }
+
+    fn tool(&self, args: &[&str]) {
+        let out = Command::new("samba-tool")
+            .args(args)
+            .args([
+                "-H",
+                "ldap://127.0.0.1",
+                "-U",
+                &format!("SSPR\\Administrator%{AD_ADMIN_PW}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "samba-tool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn binds(&self, user: &str, pw: &str) -> bool {
+        Command::new("ldapsearch")
+            .args([
+                "-x",
+                "-H",
+                "ldaps://127.0.0.1",
+                "-D",
+                &format!("{user}@sspr.test"),
+                "-w",
+                pw,
+                "-s",
+                "base",
+                "-b",
+                "",
+            ])
+            .env("LDAPTLS_CACERT", self.dir.path().join("tls/ca.pem"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    fn config(&self, bind_user: &str, pw: &str) -> sspr_ldap::LdapConfig {
+        sspr_ldap::LdapConfig {
+            urls: vec!["ldaps://127.0.0.1:636".into()],
+            ca_file: Some(self.dir.path().join("tls/ca.pem")),
+            bind_dn: format!("CN={bind_user},CN=Users,DC=sspr,DC=test"),
+            bind_password: pw.into(),
+            base_dn: "CN=Users,DC=sspr,DC=test".into(),
+            ..sspr_ldap::LdapConfig::active_directory()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_and_unlock_write_to_active_directory() {
+    let ad = SambaAd::start();
+    assert!(ad.binds("alice", AD_OLD));
+    let cfg = ad.config("Administrator", AD_ADMIN_PW);
+    let s = Server::start_with(move |c| {
+        c.directory.kind = "ldap".into();
+        c.directory.ldap = Some(cfg);
+        c.directory.trust_contacts = true;
+    })
+    .await;
+
+    // sspr's policy accepts this passphrase; the domain's complexity rule does not, in words.
+    let t = s.flow("alice").await;
+    let code = s.email_code(&t, "alice@contoso.test").await;
+    let (st, v) = s.verify(&t, "email", &code).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = s.set_password(&t, NEW).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("domain's length, complexity or history rules"),
+        "{v}"
+    );
+    // The same flow then succeeds with a password the domain accepts (unicodePwd over LDAPS).
+    let strong = "Quiet-Violet-Harbour-7";
+    let (st, v) = s.set_password(&t, strong).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(ad.binds("alice", strong), "the new password binds");
+    assert!(!ad.binds("alice", AD_OLD), "the old password does not");
+
+    // Unlock: three bad binds lock the account (lockoutTime); an unlock flow clears it.
+    for _ in 0..3 {
+        assert!(!ad.binds("alice", "wrong-Passw0rd!"));
+    }
+    assert!(!ad.binds("alice", strong), "the account is locked out");
+    let (st, v) = s.start_flow("alice", "unlock").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let t = v["flow_token"].as_str().unwrap().to_string();
+    let code = s.email_code(&t, "alice@contoso.test").await;
+    s.verify(&t, "email", &code).await;
+    let (st, v) = s.post("/api/v1/flow/unlock", Some(&t), json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(
+        ad.binds("alice", strong),
+        "unlocked, with the same password"
+    );
+    s.stop().await;
+
+    // A service account without the Reset Password right: nothing changes, the user is told.
+    let cfg = ad.config("weak", "Weak-Passw0rd!");
+    let s = Server::start_with(move |c| {
+        c.directory.kind = "ldap".into();
+        c.directory.ldap = Some(cfg);
+        c.directory.trust_contacts = true;
+    })
+    .await;
+    let t = s.flow("alice").await;
+    let code = s.email_code(&t, "alice@contoso.test").await;
+    s.verify(&t, "email", &code).await;
+    let (st, v) = s.set_password(&t, "Another-Strong-Passw0rd-9").await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(ad.binds("alice", strong), "unchanged");
+    let ev = s.audit("user=alice&activity=directory_error").await;
+    assert_eq!(
+        ev.last().unwrap()["reason"],
+        "directory_permission",
+        "{ev:?}"
+    );
+    s.stop().await;
+}
