@@ -635,6 +635,107 @@ pub async fn outbox(a: OutboxArgs, rt: &Runtime) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `sspr doctor`: every check on one line, failures followed by what to do.
+pub async fn doctor(cfg: Config, user: Option<&str>) -> anyhow::Result<ExitCode> {
+    use sspr_ldap::Check;
+    let mut checks: Vec<Check> = Vec::new();
+    let pass = |name: &str, detail: String| Check {
+        name: name.into(),
+        ok: true,
+        detail,
+        fix: String::new(),
+    };
+    let fail = |name: &str, detail: String, fix: &str| Check {
+        name: name.into(),
+        ok: false,
+        detail,
+        fix: fix.into(),
+    };
+    let problems = cfg.check();
+    if problems.is_empty() {
+        checks.push(pass("configuration", "valid".into()));
+    } else {
+        for p in problems {
+            checks.push(fail(
+                "configuration",
+                p,
+                "edit the configuration file (sspr config check lists every problem)",
+            ));
+        }
+    }
+    match crate::runtime::open_store(&cfg).await {
+        Ok((store, _)) => match store.ping().await {
+            Ok(()) => checks.push(pass("database", "reachable, schema up to date".into())),
+            Err(e) => checks.push(fail(
+                "database",
+                e.to_string(),
+                "check database.url and that the database server runs",
+            )),
+        },
+        Err(e) => checks.push(fail(
+            "database",
+            format!("{e:#}"),
+            "check database.url, the password file, and that the database server runs",
+        )),
+    }
+    match (cfg.directory.kind.as_str(), &cfg.directory.ldap) {
+        ("ldap", Some(l)) => match sspr_ldap::LdapDirectory::new(l.clone()) {
+            Ok(d) => checks.extend(d.diagnose(user).await),
+            Err(e) => checks.push(fail("directory", e, "fix [directory.ldap]")),
+        },
+        _ => checks.push(pass(
+            "directory",
+            "built-in (accounts in sspr's database)".into(),
+        )),
+    }
+    if cfg.delivery.mode == "live" {
+        match cfg
+            .delivery
+            .smtp
+            .as_ref()
+            .map(sspr_delivery::SmtpSender::new)
+        {
+            Some(Ok(sender)) => match sender.check().await {
+                Ok(()) => checks.push(pass(
+                    "smtp",
+                    "the mail server greets and accepts the login".into(),
+                )),
+                Err(e) => checks.push(fail(
+                    "smtp",
+                    e,
+                    "check [delivery.smtp] host, port, tls, username and password_file",
+                )),
+            },
+            Some(Err(e)) => checks.push(fail("smtp", e.0, "fix [delivery.smtp]")),
+            None => checks.push(fail(
+                "smtp",
+                "delivery.mode is live without [delivery.smtp]".into(),
+                "add [delivery.smtp]",
+            )),
+        }
+    } else {
+        checks.push(pass("smtp", "dev mode: messages stay in the outbox".into()));
+    }
+    for c in &checks {
+        println!(
+            "{} {:<14} {}",
+            if c.ok { "ok  " } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+        if !c.ok {
+            println!("     {:<14} fix: {}", "", c.fix);
+        }
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    println!("{failed} problem(s) found");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 #[derive(Subcommand, Debug)]
 pub enum StoreCmd {
     /// Copy users, registrations, policy, admin tokens and the audit log into an empty database:

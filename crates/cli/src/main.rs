@@ -40,6 +40,13 @@ enum Command {
     Key,
     /// Create or upgrade the database schema (also done at every start) and print its version.
     Migrate,
+    /// Check the configuration, the database, the directory (network, TLS, bind, search,
+    /// groups, rights) and SMTP, explaining each failure with its fix.
+    Doctor {
+        /// A user to look up, to check the search, group resolution and rights on a real entry.
+        #[arg(long)]
+        user: Option<String>,
+    },
     /// Move an installation between databases (SQLite ↔ PostgreSQL).
     #[command(subcommand)]
     Store(commands::StoreCmd),
@@ -83,6 +90,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             println!("database schema is up to date");
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Doctor { user } => {
+            serve::init_cli_logging();
+            commands::doctor(cfg, user.as_deref()).await
+        }
         Command::Store(c) => {
             serve::init_cli_logging();
             commands::store(c, cfg).await
@@ -107,7 +118,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 | Command::Config(_)
                 | Command::Key
                 | Command::Migrate
-                | Command::Store(_) => Ok(std::process::ExitCode::SUCCESS),
+                | Command::Store(_)
+                | Command::Doctor { .. } => Ok(std::process::ExitCode::SUCCESS),
             }
         }
     }

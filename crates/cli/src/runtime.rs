@@ -41,6 +41,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<
         }
         None => {
             let path = config.db_path();
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
+            }
             let s = SqliteStore::open(&path)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;

@@ -186,6 +186,15 @@ pub struct SmtpSender {
 }
 
 impl SmtpSender {
+    /// Connects, greets and (if configured) authenticates, then hangs up: `sspr doctor`.
+    pub async fn check(&self) -> Result<(), String> {
+        match self.transport.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the server did not answer the greeting".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Builds the transport. Connects lazily, on the first message. Must be called within a
     /// tokio runtime (the connection pool starts a housekeeping task).
     pub fn new(cfg: &SmtpConfig) -> Result<Self, ConfigError> {

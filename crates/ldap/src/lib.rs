@@ -562,6 +562,232 @@ impl LdapDirectory {
     }
 }
 
+/// One line of `sspr doctor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// What to do about a failure.
+    pub fix: String,
+}
+
+impl Check {
+    fn pass(name: &str, detail: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ok: true,
+            detail: detail.into(),
+            fix: String::new(),
+        }
+    }
+    fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ok: false,
+            detail: detail.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+impl LdapDirectory {
+    /// Checks the path from sspr to the directory step by step, each failure with its fix:
+    /// name resolution and TCP, TLS and the certificate, the service bind, the search for a
+    /// sample user, group resolution, and the rights a reset and an unlock need (probed
+    /// without changing anything where the server allows it).
+    pub async fn diagnose(&self, sample_user: Option<&str>) -> Vec<Check> {
+        let mut out = Vec::new();
+        for url in &self.cfg.urls {
+            let hostport = url
+                .split("://")
+                .nth(1)
+                .unwrap_or("")
+                .trim_end_matches('/')
+                .to_string();
+            let hostport = if hostport.contains(':') {
+                hostport
+            } else {
+                format!(
+                    "{hostport}:{}",
+                    if url.starts_with("ldaps://") {
+                        636
+                    } else {
+                        389
+                    }
+                )
+            };
+            match tokio::time::timeout(Duration::from_secs(self.cfg.timeout_secs), tokio::net::TcpStream::connect(&hostport)).await {
+                Ok(Ok(_)) => out.push(Check::pass("network", format!("{hostport} accepts connections"))),
+                Ok(Err(e)) => out.push(Check::fail(
+                    "network",
+                    format!("{hostport}: {e}"),
+                    "check the host name and port in directory.ldap.urls, DNS, and that a firewall lets sspr reach the directory",
+                )),
+                Err(_) => out.push(Check::fail(
+                    "network",
+                    format!("{hostport}: no answer within {} s", self.cfg.timeout_secs),
+                    "a firewall is probably dropping the connection; allow sspr to reach the directory's LDAPS port",
+                )),
+            }
+        }
+        if out.iter().all(|c| !c.ok) {
+            return out;
+        }
+        let mut ldap = match self.connect().await {
+            Ok(l) => {
+                out.push(Check::pass(
+                    "tls",
+                    "TLS handshake and certificate check passed",
+                ));
+                l
+            }
+            Err(e) => {
+                let text = e.to_string();
+                let fix = if text.contains("certificate")
+                    || text.contains("UnknownIssuer")
+                    || text.contains("InvalidCertificate")
+                {
+                    "the directory's certificate is not trusted: set directory.ldap.ca_file to the CA that signed it, and make sure the certificate names the host in the URL"
+                } else {
+                    "check that the directory speaks LDAPS on this port (or StartTLS for ldap://)"
+                };
+                out.push(Check::fail("tls", text, fix));
+                return out;
+            }
+        };
+        match ldap
+            .simple_bind(&self.cfg.bind_dn, &self.cfg.bind_password)
+            .await
+        {
+            Ok(r) if r.rc == 0 => out.push(Check::pass(
+                "bind",
+                format!("bound as {}", self.cfg.bind_dn),
+            )),
+            Ok(r) => {
+                out.push(Check::fail(
+                    "bind",
+                    format!("the service account {} cannot bind: rc={} {}", self.cfg.bind_dn, r.rc, r.text),
+                    "check directory.ldap.bind_dn and the password in bind_password_file (rc=49: wrong DN or password; locked or expired service accounts also fail)",
+                ));
+                return out;
+            }
+            Err(e) => {
+                out.push(Check::fail(
+                    "bind",
+                    e.to_string(),
+                    "the directory dropped the connection during the bind",
+                ));
+                return out;
+            }
+        }
+        let Some(user) = sample_user else {
+            out.push(Check::pass("user search", "skipped: give --user LOGIN to check the search, groups and rights on a real account"));
+            let _ = ldap.unbind().await;
+            return out;
+        };
+        let entry = match self.entry(&mut ldap, user).await {
+            Ok(Some(e)) => {
+                out.push(Check::pass("user search", format!("{user} is {}", e.dn)));
+                e
+            }
+            Ok(None) => {
+                out.push(Check::fail(
+                    "user search",
+                    format!("no single entry under {} matches {} for {user:?}", self.cfg.base_dn, self.cfg.user_filter),
+                    "check directory.ldap.base_dn and user_filter, and that the service account may read the users",
+                ));
+                let _ = ldap.unbind().await;
+                return out;
+            }
+            Err(e) => {
+                out.push(Check::fail(
+                    "user search",
+                    e.to_string(),
+                    "check directory.ldap.base_dn",
+                ));
+                let _ = ldap.unbind().await;
+                return out;
+            }
+        };
+        match self.groups(&mut ldap, &entry).await {
+            Ok(g) if g.is_empty() => out.push(Check::pass(
+                "groups",
+                format!("{user} is in no group sspr can see (policy scopes by group need memberOf or directory.ldap.group_base_dn)"),
+            )),
+            Ok(g) => out.push(Check::pass("groups", format!("{user} is in {}", g.join(", ")))),
+            Err(e) => out.push(Check::fail("groups", e.to_string(), "check directory.ldap.group_base_dn")),
+        }
+        out.extend(self.probe_rights(&mut ldap, &entry.dn).await);
+        let _ = ldap.unbind().await;
+        out
+    }
+
+    /// Deletes a value that cannot be there: a server that allows the write answers
+    /// "no such attribute", one that does not answers "insufficient access". Nothing changes.
+    async fn probe_rights(&self, ldap: &mut Ldap, dn: &str) -> Vec<Check> {
+        let probe = |attr: &'static str| {
+            // A value of the attribute's syntax that no account ever holds.
+            let value = match attr {
+                "pwdAccountLockedTime" => "19700101000001Z",
+                "lockoutTime" => "1",
+                _ => "sspr-doctor-probe-value-that-is-never-set",
+            };
+            let mut v = std::collections::HashSet::new();
+            v.insert(value);
+            Mod::Delete(attr, v)
+        };
+        let mut out = Vec::new();
+        let targets: &[(&str, &'static str, &str)] = match self.cfg.flavor {
+            Flavor::OpenLdap => &[
+                (
+                    "reset right",
+                    "userPassword",
+                    "give the service account write access to userPassword on the users",
+                ),
+                (
+                    "unlock right",
+                    "pwdAccountLockedTime",
+                    "give the service account manage access to pwdAccountLockedTime on the users",
+                ),
+            ],
+            Flavor::Ad => &[(
+                "unlock right",
+                "lockoutTime",
+                "delegate Write lockoutTime on the users' OU to the service account",
+            )],
+        };
+        for (name, attr, fix) in targets {
+            match ldap.modify(dn, vec![probe(attr)]).await {
+                Ok(r) if r.rc == 16 || r.rc == 0 || r.rc == 20 => {
+                    out.push(Check::pass(name, format!("may write {attr} on {dn}")))
+                }
+                Ok(r) if r.rc == 50 => out.push(Check::fail(
+                    name,
+                    format!("may not write {attr} on {dn}: {}", r.text),
+                    *fix,
+                )),
+                Ok(r) => out.push(Check::pass(
+                    name,
+                    format!(
+                        "{attr}: inconclusive (rc={} {}); checked at the first real use",
+                        r.rc, r.text
+                    ),
+                )),
+                Err(e) => out.push(Check::fail(name, e.to_string(), *fix)),
+            }
+        }
+        if self.cfg.flavor == Flavor::Ad {
+            out.push(Check::pass(
+                "reset right",
+                "the Reset Password right cannot be probed without resetting; a missing right shows as directory_permission in the audit log",
+            ));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

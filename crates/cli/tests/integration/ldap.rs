@@ -545,4 +545,127 @@ async fn reset_and_unlock_write_to_active_directory() {
         "{ev:?}"
     );
     s.stop().await;
+
+    // sspr doctor: the administrator passes; the weak account is told which right it lacks.
+    let ca = ad.dir.path().join("tls/ca.pem");
+    let (url, base) = ("ldaps://127.0.0.1:636", "CN=Users,DC=sspr,DC=test");
+    let flavor =
+        "flavor = \"ad\"\nuser_filter = \"(&(objectClass=user)(sAMAccountName={login}))\"\n";
+    let admin_dn = "CN=Administrator,CN=Users,DC=sspr,DC=test";
+    let (code, out) = doctor_with(url, base, flavor, admin_dn, AD_ADMIN_PW, &ca, "alice");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok   user search    alice is CN=alice,CN=Users,DC=sspr,DC=test"),
+        "{out}"
+    );
+    let weak_dn = "CN=weak,CN=Users,DC=sspr,DC=test";
+    let (code, out) = doctor_with(url, base, flavor, weak_dn, "Weak-Passw0rd!", &ca, "alice");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL unlock right") && out.contains("lockoutTime"),
+        "{out}"
+    );
+}
+
+/// `sspr doctor` with a config for this slapd, bound as `bind_dn` / `pw`, trusting `ca`.
+fn doctor(slapd: &Slapd, bind_dn: &str, pw: &str, ca: &Path) -> (i32, String) {
+    let url = format!("ldaps://127.0.0.1:{}", slapd.ldaps_port);
+    let extra = "group_base_dn = \"ou=groups,dc=sspr,dc=test\"\n";
+    doctor_with(
+        &url,
+        "ou=people,dc=sspr,dc=test",
+        extra,
+        bind_dn,
+        pw,
+        ca,
+        "alice",
+    )
+}
+
+/// `sspr doctor --user USER` against any LDAP server.
+fn doctor_with(
+    url: &str,
+    base: &str,
+    extra: &str,
+    bind_dn: &str,
+    pw: &str,
+    ca: &Path,
+    user: &str,
+) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("ldap.password");
+    sspr_server::tls::write_private(&pw_file, pw.as_bytes()).unwrap();
+    let cfg = dir.path().join("sspr.toml");
+    let text = format!(
+        "data_dir = \"{}\"\ndemo = false\n[directory]\nkind = \"ldap\"\n[directory.ldap]\nurls = [\"{url}\"]\n\
+         ca_file = \"{}\"\nbind_dn = \"{bind_dn}\"\nbind_password_file = \"{}\"\nbase_dn = \"{base}\"\n{extra}",
+        dir.path().join("data").display(),
+        ca.display(),
+        pw_file.display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .args(["doctor", "--user", user, "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
+    )
+}
+
+#[test]
+fn doctor_explains_each_directory_problem_with_its_fix() {
+    let slapd = Slapd::start();
+    let (code, out) = doctor(
+        &slapd,
+        "cn=sspr,dc=sspr,dc=test",
+        "service-secret",
+        &slapd.ca(),
+    );
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "ok   network",
+        "ok   tls",
+        "ok   bind",
+        "ok   user search",
+        "ok   groups         alice is in staff",
+        "ok   reset right",
+        "ok   unlock right",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+    // A service account without write rights: the probe changes nothing and says what to grant.
+    let (code, out) = doctor(
+        &slapd,
+        "cn=weak,dc=sspr,dc=test",
+        "weak-secret",
+        &slapd.ca(),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL reset right") && out.contains("write access to userPassword"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL unlock right") && out.contains("pwdAccountLockedTime"),
+        "{out}"
+    );
+    assert!(slapd.binds("alice", OLD), "the probe changed nothing");
+    // A wrong password and an untrusted certificate.
+    let (code, out) = doctor(&slapd, "cn=sspr,dc=sspr,dc=test", "wrong", &slapd.ca());
+    assert_eq!(code, 1);
+    assert!(out.contains("FAIL bind") && out.contains("rc=49"), "{out}");
+    let other_ca = tempfile::tempdir().unwrap();
+    let other =
+        sspr_server::tls::ensure_self_signed(other_ca.path(), &["127.0.0.1".into()]).unwrap();
+    let (code, out) = doctor(
+        &slapd,
+        "cn=sspr,dc=sspr,dc=test",
+        "service-secret",
+        &other.ca,
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("FAIL tls") && out.contains("ca_file"), "{out}");
 }
