@@ -135,6 +135,21 @@ impl App {
         Ok(None)
     }
 
+    /// Takes one slot in each window, atomically per window; the first full window's length
+    /// is returned as the wait. Slots taken before a full window stay taken (counted as tries).
+    pub async fn reserve(
+        &self,
+        windows: &[(String, sspr_domain::Window)],
+    ) -> Result<Option<i64>, AppError> {
+        let now = self.now();
+        for (key, w) in windows {
+            if !self.store.hit_within(key, now, now - w.secs, w.max).await? {
+                return Ok(Some(w.secs));
+            }
+        }
+        Ok(None)
+    }
+
     /// Counts a failure from the client's IP and blocks the IP once it has too many.
     pub async fn ip_failure(&self, ip: &str) -> Result<(), AppError> {
         let now = self.now();

@@ -222,6 +222,15 @@ pub trait Store: Send + Sync + 'static {
 
     async fn hit(&self, key: &str, now: UnixTime) -> StoreResult<()>;
     async fn hits_since(&self, key: &str, since: UnixTime) -> StoreResult<u32>;
+    /// Records a hit only if `key` has fewer than `max` hits after `since`, atomically: of any
+    /// number of concurrent callers on any instance, at most `max` get `true` in a window.
+    async fn hit_within(
+        &self,
+        key: &str,
+        now: UnixTime,
+        since: UnixTime,
+        max: u32,
+    ) -> StoreResult<bool>;
     async fn block(&self, key: &str, until: UnixTime) -> StoreResult<()>;
     async fn blocked_until(&self, key: &str, now: UnixTime) -> StoreResult<Option<UnixTime>>;
     async fn clear_throttle(&self, keys: &[String]) -> StoreResult<()>;

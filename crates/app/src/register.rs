@@ -51,22 +51,23 @@ impl App {
         }
         let limits = &self.settings.limits;
         let now = self.now();
-        let wait = self
+        let mut wait = self
             .first_exceeded(
                 &[keys::ip_block(&ctx.ip)],
-                &[
-                    (keys::ip_starts(&ctx.ip), limits.ip_starts),
-                    (keys::login_failures(&login), limits.account_failures),
-                ],
+                &[(keys::login_failures(&login), limits.account_failures)],
             )
             .await?;
+        if wait.is_none() {
+            wait = self
+                .reserve(&[(keys::ip_starts(&ctx.ip), limits.ip_starts)])
+                .await?;
+        }
         if let Some(wait) = wait {
             ev.activity = Activity::RateLimited;
             ev.reason = "sign_in_rate".into();
             let err = self.too_many(ctx, Msg::TooManyRequests, wait);
             return Err(self.fail(ev, err).await);
         }
-        self.store.hit(&keys::ip_starts(&ctx.ip), now).await?;
 
         let found = match self.directory.find_user(&login).await {
             Ok(u) => u,
@@ -202,17 +203,6 @@ impl App {
                 return Err(self.fail(ev, e).await);
             }
         };
-        let limits = &self.settings.limits;
-        let windows = [
-            (keys::account_codes(&s.user_id), limits.account_codes),
-            (keys::destination(&value), limits.destination_codes),
-        ];
-        if let Some(wait) = self.first_exceeded(&[], &windows).await? {
-            ev.activity = Activity::RateLimited;
-            ev.reason = "code_rate".into();
-            let err = self.too_many(ctx, Msg::TooManyCodes, wait);
-            return Err(self.fail(ev, err).await);
-        }
         let now = self.now();
         // A new address waits beside the active one (its own pending row) and replaces it only
         // once confirmed, so a typo never costs the user a working method.
@@ -222,6 +212,17 @@ impl App {
             .any(|r| r.method == method && r.status == MethodStatus::Active && r.value == value)
         {
             return self.my_status(ctx, s).await;
+        }
+        let limits = &self.settings.limits;
+        let windows = [
+            (keys::account_codes(&s.user_id), limits.account_codes),
+            (keys::destination(&value), limits.destination_codes),
+        ];
+        if let Some(wait) = self.reserve(&windows).await? {
+            ev.activity = Activity::RateLimited;
+            ev.reason = "code_rate".into();
+            let err = self.too_many(ctx, Msg::TooManyCodes, wait);
+            return Err(self.fail(ev, err).await);
         }
         self.store
             .put_method(&MethodRecord {
@@ -243,9 +244,6 @@ impl App {
             None,
         )
         .await?;
-        self.store
-            .hit(&keys::account_codes(&s.user_id), now)
-            .await?;
         ev.details = serde_json::json!({ "method": method, "destination": mask_destination(method, &value) });
         self.record(ev).await;
         let mut st = self.my_status(ctx, s).await?;

@@ -49,23 +49,23 @@ impl App {
         let limits = &self.settings.limits;
         let now = self.now();
 
-        let wait = self
-            .first_exceeded(
-                &[keys::ip_block(&ctx.ip)],
-                &[
+        // The block is read; the windows are taken atomically, so concurrent requests on any
+        // instance cannot all slip under a limit at once.
+        let mut wait = self.first_exceeded(&[keys::ip_block(&ctx.ip)], &[]).await?;
+        if wait.is_none() {
+            wait = self
+                .reserve(&[
                     (keys::ip_starts(&ctx.ip), limits.ip_starts),
                     (keys::login_starts(&login), limits.account_starts),
-                ],
-            )
-            .await?;
+                ])
+                .await?;
+        }
         if let Some(wait) = wait {
             ev.activity = Activity::RateLimited;
             ev.reason = "start_rate".into();
             let err = self.too_many(ctx, Msg::TooManyRequests, wait);
             return Err(self.fail(ev, err).await);
         }
-        self.store.hit(&keys::ip_starts(&ctx.ip), now).await?;
-        self.store.hit(&keys::login_starts(&login), now).await?;
 
         let policy = self.policy().await?;
         let found = match self.directory.find_user(&login).await {
@@ -187,7 +187,6 @@ impl App {
         self.check_not_blocked(ctx, &flow, ev.clone()).await?;
         ev.details = serde_json::json!({ "method": method });
         let limits = &self.settings.limits;
-        let now = self.now();
         match method {
             Method::Email | Method::Sms => {
                 let records = self.store.methods(&flow.user_id).await?;
@@ -196,7 +195,7 @@ impl App {
                     (keys::account_codes(&flow.user_id), limits.account_codes),
                     (keys::destination(&dest), limits.destination_codes),
                 ];
-                if let Some(wait) = self.first_exceeded(&[], &windows).await? {
+                if let Some(wait) = self.reserve(&windows).await? {
                     ev.activity = Activity::RateLimited;
                     ev.reason = "code_rate".into();
                     let err = self.too_many(ctx, Msg::TooManyCodes, wait);
@@ -213,9 +212,6 @@ impl App {
                     Some(flow.id.clone()),
                 )
                 .await?;
-                self.store
-                    .hit(&keys::account_codes(&flow.user_id), now)
-                    .await?;
                 ev.details = serde_json::json!({ "method": method, "destination": masked });
                 self.record(ev).await;
                 Ok(ChallengeResponse {
@@ -699,7 +695,6 @@ impl App {
         msg.flow_id = flow_id;
         msg.target = target.into();
         self.store.issue_code(&record, &msg).await?;
-        self.store.hit(&keys::destination(dest), now).await?;
         Ok(())
     }
 

@@ -243,6 +243,9 @@ impl Store for FakeStore {
     async fn totp_last_step(&self, _: &str) -> StoreResult<i64> {
         Ok(0)
     }
+    async fn hit_within(&self, _: &str, _: UnixTime, _: UnixTime, _: u32) -> StoreResult<bool> {
+        Ok(true)
+    }
     async fn purge_expired(&self, _: UnixTime) -> StoreResult<u64> {
         Ok(0)
     }

@@ -30,6 +30,7 @@ const MIGRATION_LOCK: i64 = 0x0073_7370_726d_6967;
 /// Namespaces (first key of the two-key advisory lock) for the per-key locks below.
 const CODE_LOCK: i32 = 0x7373_7001;
 const USER_LOCK: i32 = 0x7373_7002;
+const THROTTLE_LOCK: i32 = 0x7373_7003;
 
 #[derive(Clone, Debug)]
 pub struct PgStore {
@@ -485,6 +486,32 @@ impl Store for PgStore {
             .await
             .map_err(err)?;
         Ok(())
+    }
+
+    async fn hit_within(
+        &self,
+        key: &str,
+        now: UnixTime,
+        since: UnixTime,
+        max: u32,
+    ) -> StoreResult<bool> {
+        // Under READ COMMITTED two transactions could both count below the limit; a lock per
+        // key serialises them across instances.
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        advisory_lock(&mut tx, THROTTLE_LOCK, &[key]).await?;
+        let r = sqlx::query(
+            "INSERT INTO throttle_hits (key, at) SELECT $1, $2
+             WHERE (SELECT COUNT(*) FROM throttle_hits WHERE key = $1 AND at > $3) < $4",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(since)
+        .bind(max as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn hits_since(&self, key: &str, since: UnixTime) -> StoreResult<u32> {

@@ -403,6 +403,28 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn hit_within(
+        &self,
+        key: &str,
+        now: UnixTime,
+        since: UnixTime,
+        max: u32,
+    ) -> StoreResult<bool> {
+        // One statement: SQLite's single writer makes the count and the insert atomic.
+        let r = sqlx::query(
+            "INSERT INTO throttle_hits (key, at) SELECT $1, $2
+             WHERE (SELECT COUNT(*) FROM throttle_hits WHERE key = $1 AND at > $3) < $4",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(since)
+        .bind(max as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
     async fn hits_since(&self, key: &str, since: UnixTime) -> StoreResult<u32> {
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM throttle_hits WHERE key = $1 AND at > $2")
