@@ -124,6 +124,7 @@ macro_rules! contract_tests {
 }
 
 contract_tests!(
+    concurrent_hits_never_exceed_a_window,
     fifty_concurrent_consumers_of_one_code_one_wins,
     a_new_code_retires_the_old_and_queues_its_message,
     expiry_boundary_and_attempts,
@@ -464,4 +465,24 @@ mod postgres_instances {
             );
         }
     }
+}
+
+async fn concurrent_hits_never_exceed_a_window(s: Arc<dyn Store>) {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let s = s.clone();
+        set.spawn(async move { s.hit_within("codes:u", 100, 40, 5).await.unwrap() });
+    }
+    let mut taken = 0;
+    while let Some(r) = set.join_next().await {
+        taken += r.unwrap() as u32;
+    }
+    assert_eq!(taken, 5, "exactly the window's 5 slots are taken");
+    assert_eq!(
+        s.hits_since("codes:u", 40).await.unwrap(),
+        5,
+        "refused hits are not recorded"
+    );
+    // Hits at or before `since` have left the window.
+    assert!(s.hit_within("codes:u", 200, 100, 5).await.unwrap());
 }
