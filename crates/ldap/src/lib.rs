@@ -49,6 +49,9 @@ pub struct LdapConfig {
     pub mobile_attribute: String,
     /// Where groups live, for `groupOfNames` membership (empty: use `memberOf` only).
     pub group_base_dn: String,
+    /// OpenLDAP: the DN of the ppolicy entry that applies (`ppolicy_default`), read to show
+    /// its rules before the user types. AD reads the domain's policy by itself.
+    pub policy_dn: Option<String>,
     pub timeout_secs: u64,
 }
 
@@ -68,6 +71,7 @@ impl Default for LdapConfig {
             mail_attribute: "mail".into(),
             mobile_attribute: "mobile".into(),
             group_base_dn: String::new(),
+            policy_dn: None,
             timeout_secs: 5,
         }
     }
@@ -469,8 +473,68 @@ impl Directory for LdapDirectory {
         r
     }
 
+    /// The directory's own rules in words: OpenLDAP's ppolicy entry, or the AD domain's
+    /// password policy (fine-grained policies are not read yet).
     async fn password_rules(&self) -> Result<Vec<String>, DirError> {
-        Ok(Vec::new())
+        let (base, attrs) = match self.cfg.flavor {
+            Flavor::OpenLdap => match &self.cfg.policy_dn {
+                Some(dn) => (
+                    dn.clone(),
+                    vec!["pwdMinLength", "pwdInHistory", "pwdMinAge"],
+                ),
+                None => return Ok(Vec::new()),
+            },
+            Flavor::Ad => {
+                let domain: Vec<&str> = self
+                    .cfg
+                    .base_dn
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|rdn| rdn.to_ascii_lowercase().starts_with("dc="))
+                    .collect();
+                (
+                    domain.join(","),
+                    vec!["minPwdLength", "pwdHistoryLength", "pwdProperties"],
+                )
+            }
+        };
+        let mut ldap = self.service().await?;
+        let found = ldap
+            .search(&base, Scope::Base, "(objectClass=*)", attrs)
+            .await
+            .map_err(unavailable)?
+            .success()
+            .map_err(unavailable)?;
+        let _ = ldap.unbind().await;
+        let Some(e) = found.0.into_iter().next().map(SearchEntry::construct) else {
+            return Ok(Vec::new());
+        };
+        let num = |a: &str| {
+            first(&e, a)
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        let mut rules = Vec::new();
+        let (min, history) = match self.cfg.flavor {
+            Flavor::OpenLdap => (num("pwdMinLength"), num("pwdInHistory")),
+            Flavor::Ad => (num("minPwdLength"), num("pwdHistoryLength")),
+        };
+        if min > 0 {
+            rules.push(format!("The directory requires at least {min} characters."));
+        }
+        if history > 0 {
+            rules.push(format!(
+                "The directory refuses your last {history} passwords."
+            ));
+        }
+        // DOMAIN_PASSWORD_COMPLEX (bit 0 of pwdProperties).
+        if self.cfg.flavor == Flavor::Ad && num("pwdProperties") & 1 == 1 {
+            rules.push(
+                "The domain requires three of: uppercase letters, lowercase letters, digits, symbols; and not your account name."
+                    .into(),
+            );
+        }
+        Ok(rules)
     }
 
     async fn ping(&self) -> Result<(), DirError> {

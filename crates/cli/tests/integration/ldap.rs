@@ -191,6 +191,7 @@ fn ldap_config(slapd: &Slapd, url: String, bind_dn: &str, pw: &str) -> sspr_ldap
         bind_password: pw.into(),
         base_dn: "ou=people,dc=sspr,dc=test".into(),
         group_base_dn: "ou=groups,dc=sspr,dc=test".into(),
+        policy_dn: Some("cn=default,ou=policies,dc=sspr,dc=test".into()),
         ..sspr_ldap::LdapConfig::default()
     }
 }
@@ -228,6 +229,16 @@ async fn reset_and_unlock_write_to_openldap() {
     assert!(slapd.binds("alice", NEW), "the new password binds");
     assert!(!slapd.binds("alice", OLD), "the old password does not");
     assert!(s.password_works("alice", NEW).await);
+
+    // The directory's own rules are shown before the user types.
+    let (_, rules) = s
+        .call(reqwest::Method::GET, "/api/v1/password-policy", None, None)
+        .await;
+    let rules = rules["rules"].to_string();
+    assert!(
+        rules.contains("at least 12 characters") && rules.contains("last 3 passwords"),
+        "{rules}"
+    );
 
     // The directory's own policy (ppolicy history) reaches the user in words.
     let t = s.flow("alice").await;
@@ -484,6 +495,15 @@ async fn reset_and_unlock_write_to_active_directory() {
         c.directory.trust_contacts = true;
     })
     .await;
+
+    let (_, rules) = s
+        .call(reqwest::Method::GET, "/api/v1/password-policy", None, None)
+        .await;
+    let rules = rules["rules"].to_string();
+    assert!(
+        rules.contains("at least 7 characters") && rules.contains("three of"),
+        "{rules}"
+    );
 
     // sspr's policy accepts this passphrase; the domain's complexity rule does not, in words.
     let t = s.flow("alice").await;
