@@ -175,18 +175,6 @@ pub fn client_for(ca: &Path) -> reqwest::Client {
         .unwrap()
 }
 
-pub struct Options {
-    pub tweak: Box<dyn FnOnce(&mut Config) + Send>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            tweak: Box::new(|_| {}),
-        }
-    }
-}
-
 impl Server {
     pub async fn start() -> Server {
         Self::start_with(|_| {}).await
