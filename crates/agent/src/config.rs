@@ -1,0 +1,297 @@
+//! `/etc/sspr/logon.toml`: where the server is, how to trust it, how the agent behaves.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::text::Lang;
+
+/// Where the packaged config lives.
+pub const DEFAULT_PATH: &str = "/etc/sspr/logon.toml";
+
+/// What happens after a successful reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterReset {
+    /// The new password goes on to the rest of the login stack: no retyping.
+    Continue,
+    /// The user types the new password at the normal prompt.
+    Prompt,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    server_url: Option<String>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pin_sha256: Vec<String>,
+    #[serde(default)]
+    proxy: Option<String>,
+    #[serde(default = "default_connect")]
+    connect_timeout_secs: u64,
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+    #[serde(default)]
+    gesture: String,
+    #[serde(default = "yes")]
+    offer_unlock: bool,
+    #[serde(default = "default_after")]
+    after_reset: AfterReset,
+    #[serde(default = "default_locale")]
+    locale: String,
+    #[serde(default)]
+    enable_logging: u8,
+    #[serde(default = "default_syslog")]
+    syslog_socket: PathBuf,
+}
+
+fn default_connect() -> u64 {
+    5
+}
+fn default_timeout() -> u64 {
+    10
+}
+fn yes() -> bool {
+    true
+}
+fn default_after() -> AfterReset {
+    AfterReset::Continue
+}
+fn default_locale() -> String {
+    "auto".into()
+}
+fn default_syslog() -> PathBuf {
+    PathBuf::from("/dev/log")
+}
+
+/// How the agent reaches the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proxy {
+    /// `HTTPS_PROXY` / `ALL_PROXY` from the environment, if set.
+    FromEnvironment,
+    /// Straight to the server, whatever the environment says (`proxy = ""`).
+    None,
+    /// This proxy (`http://host:port`).
+    Url(String),
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `https://host[:port]`, no path.
+    pub server_url: String,
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 hashes of acceptable server public keys (SubjectPublicKeyInfo), base64.
+    pub pins: Vec<[u8; 32]>,
+    pub proxy: Proxy,
+    pub connect_timeout: Duration,
+    /// Bound on each request to the server, connect included.
+    pub timeout: Duration,
+    /// What typed at the password prompt asks for a reset; empty means an empty password.
+    pub gesture: String,
+    pub offer_unlock: bool,
+    pub after_reset: AfterReset,
+    /// `None` means: from the environment's locale.
+    pub locale: Option<Lang>,
+    pub verbose: bool,
+    pub syslog_socket: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl AgentConfig {
+    /// `Ok(None)` when the file sets no `server_url`: the package is installed but not yet
+    /// configured, and the agent stays out of the way without complaint.
+    pub fn load(path: &Path) -> Result<Option<AgentConfig>, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    pub fn parse(text: &str) -> Result<Option<AgentConfig>, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError(e.message().to_string()))?;
+        let Some(given) = raw.server_url.as_deref() else {
+            return Ok(None);
+        };
+        let server_url = given.trim().trim_end_matches('/').to_string();
+        let rest = server_url.strip_prefix("https://").ok_or_else(|| {
+            ConfigError(format!(
+                "server_url must start with https:// (got {given:?}); the agent speaks HTTPS only"
+            ))
+        })?;
+        if rest.is_empty() || rest.contains(['/', '?', '#', ' ', '@']) {
+            return Err(ConfigError(format!(
+                "server_url must be https://host or https://host:port, without a path (got {given:?})"
+            )));
+        }
+        let pins = raw
+            .pin_sha256
+            .iter()
+            .map(|p| parse_pin(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let proxy = match raw.proxy.as_deref().map(str::trim) {
+            None => Proxy::FromEnvironment,
+            Some("") => Proxy::None,
+            Some(p) if p.starts_with("http://") => Proxy::Url(p.to_string()),
+            Some(p) => {
+                return Err(ConfigError(format!(
+                    "proxy must be an http:// URL such as http://proxy.example.com:3128 (got {p:?})"
+                )));
+            }
+        };
+        if !(1..=60).contains(&raw.connect_timeout_secs) || !(1..=120).contains(&raw.timeout_secs) {
+            return Err(ConfigError(
+                "connect_timeout_secs must be 1-60 and timeout_secs 1-120".into(),
+            ));
+        }
+        if raw.gesture.chars().any(char::is_whitespace) || raw.gesture.chars().count() > 32 {
+            return Err(ConfigError(
+                "gesture must be empty (an empty password) or one word of at most 32 characters"
+                    .into(),
+            ));
+        }
+        let locale = match raw.locale.trim() {
+            "auto" | "" => None,
+            "en" => Some(Lang::En),
+            "zh" | "zh-CN" | "zh_CN" => Some(Lang::Zh),
+            other => {
+                return Err(ConfigError(format!(
+                    "locale must be auto, en or zh (got {other:?})"
+                )));
+            }
+        };
+        let verbose = match raw.enable_logging {
+            0 => false,
+            1 => true,
+            n => {
+                return Err(ConfigError(format!(
+                    "enable_logging must be 0 or 1 (got {n})"
+                )));
+            }
+        };
+        Ok(Some(AgentConfig {
+            server_url,
+            ca_file: raw.ca_file,
+            pins,
+            proxy,
+            connect_timeout: Duration::from_secs(raw.connect_timeout_secs),
+            timeout: Duration::from_secs(raw.timeout_secs),
+            gesture: raw.gesture,
+            offer_unlock: raw.offer_unlock,
+            after_reset: raw.after_reset,
+            locale,
+            verbose,
+            syslog_socket: raw.syslog_socket,
+        }))
+    }
+
+    /// The language to speak: the configured one, else the environment's.
+    pub fn lang(&self, env: impl Fn(&str) -> Option<String>) -> Lang {
+        self.locale.unwrap_or_else(|| Lang::from_env(env))
+    }
+}
+
+/// `sha256//BASE64` (curl's form) or plain base64 of the 32-byte hash.
+fn parse_pin(pin: &str) -> Result<[u8; 32], ConfigError> {
+    use base64::Engine;
+    let b64 = pin.trim().trim_start_matches("sha256//");
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .ok()
+        .and_then(|v| <[u8; 32]>::try_from(v).ok())
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "pin_sha256 entry {pin:?} is not the base64 of a SHA-256 hash; compute it with \
+                 `sspr-logon pin --server https://…` or openssl (see the README)"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_config_takes_the_defaults() {
+        let c = AgentConfig::parse("server_url = \"https://sspr.example.com/\"")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.server_url, "https://sspr.example.com");
+        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert_eq!(c.gesture, "");
+        assert_eq!(c.after_reset, AfterReset::Continue);
+        assert_eq!(c.proxy, Proxy::FromEnvironment);
+        assert!(!c.verbose && c.offer_unlock && c.locale.is_none());
+    }
+
+    #[test]
+    fn every_option_parses() {
+        let c = AgentConfig::parse(
+            r#"
+            server_url = "https://sspr.example.com:8443"
+            ca_file = "/etc/sspr/ca.pem"
+            pin_sha256 = ["sha256//47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="]
+            proxy = "http://proxy.example.com:3128"
+            connect_timeout_secs = 3
+            timeout_secs = 8
+            gesture = "?"
+            offer_unlock = false
+            after_reset = "prompt"
+            locale = "zh"
+            enable_logging = 1
+            "#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.pins.len(), 1);
+        assert_eq!(c.proxy, Proxy::Url("http://proxy.example.com:3128".into()));
+        assert_eq!(c.after_reset, AfterReset::Prompt);
+        assert_eq!(c.locale, Some(Lang::Zh));
+        assert!(c.verbose && !c.offer_unlock);
+    }
+
+    #[test]
+    fn mistakes_are_explained() {
+        let cases = [
+            ("server_url = \"http://x\"", "https://"),
+            ("server_url = \"https://x/reset\"", "without a path"),
+            ("server_url = \"https://x\"\nproxy = \"socks5://p\"", "http:// URL"),
+            ("server_url = \"https://x\"\npin_sha256 = [\"abc\"]", "SHA-256"),
+            ("server_url = \"https://x\"\nenable_logging = 2", "0 or 1"),
+            ("server_url = \"https://x\"\ntimeout_secs = 0", "timeout_secs"),
+            ("server_url = \"https://x\"\ngesture = \"a b\"", "one word"),
+            ("server_url = \"https://x\"\nlocale = \"fr\"", "auto, en or zh"),
+            ("server_url = \"https://x\"\nservr = 1", "unknown field"),
+        ];
+        for (text, want) in cases {
+            let e = AgentConfig::parse(text).unwrap_err();
+            assert!(e.0.contains(want), "{text:?} gave {e}");
+        }
+    }
+
+    #[test]
+    fn without_server_url_the_agent_is_not_configured() {
+        assert!(AgentConfig::parse("# server_url = \"https://x\"").unwrap().is_none());
+    }
+
+    #[test]
+    fn an_empty_proxy_means_none() {
+        let c = AgentConfig::parse("server_url = \"https://x\"\nproxy = \"\"")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.proxy, Proxy::None);
+    }
+}

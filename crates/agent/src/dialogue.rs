@@ -1,0 +1,339 @@
+//! The reset and unlock dialogue: what the user is asked, in what order, and what each server
+//! answer leads to. Pure logic over [`Conversation`] and [`ResetApi`].
+
+use sspr_proto::{Answer, FlowResponse, VerifyRequest};
+use zeroize::Zeroizing;
+
+use crate::api::{ApiFailure, ResetApi};
+use crate::conversation::{Cancelled, Conversation};
+use crate::journal::{Event, Journal};
+use crate::text::{Lang, T, t};
+
+/// Wrong inputs allowed at one prompt before the dialogue gives up.
+pub const MAX_TRIES: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Reset,
+    Unlock,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Reset => "reset",
+            Kind::Unlock => "unlock",
+        }
+    }
+}
+
+/// How the dialogue ended. Every message has already been shown to the user.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The directory holds this new password now.
+    PasswordChanged(Zeroizing<String>),
+    Unlocked,
+    /// The user has too few methods registered (or is unknown: the server does not say).
+    RegistrationRequired,
+    Cancelled,
+    /// The server refused (limit, block, expired flow) or could not be used.
+    Failed,
+}
+
+impl Outcome {
+    /// The word the machine's log uses.
+    pub fn result(&self) -> &'static str {
+        match self {
+            Outcome::PasswordChanged(_) => "password_changed",
+            Outcome::Unlocked => "unlocked",
+            Outcome::RegistrationRequired => "registration_required",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// Everything the dialogue talks to.
+pub struct Dialogue<'a> {
+    pub conv: &'a mut dyn Conversation,
+    pub api: &'a mut dyn ResetApi,
+    pub journal: &'a dyn Journal,
+    pub lang: Lang,
+    pub user: &'a str,
+    /// For the log only.
+    pub server: &'a str,
+}
+
+/// Why a step stopped short of its goal.
+enum Stop {
+    Cancelled,
+    /// Already shown and logged.
+    Failed { support_code: Option<String> },
+}
+
+impl From<Cancelled> for Stop {
+    fn from(_: Cancelled) -> Self {
+        Stop::Cancelled
+    }
+}
+
+/// What verifying one method led to.
+enum Step {
+    Next(FlowResponse),
+    /// Back to the choice of method (the user asked, or the method failed).
+    Again,
+}
+
+/// Runs a whole reset or unlock for `d.user`.
+pub fn run(d: &mut Dialogue<'_>, kind: Kind) -> Outcome {
+    let result = d.flow(kind);
+    let (outcome, support_code) = match result {
+        Ok(o) => (o, None),
+        Err(Stop::Cancelled) => {
+            d.conv.info(&d.t(T::Cancelled));
+            (Outcome::Cancelled, None)
+        }
+        Err(Stop::Failed { support_code }) => (Outcome::Failed, support_code),
+    };
+    d.journal.event(&Event::Finished {
+        user: d.user.to_string(),
+        result: outcome.result(),
+        support_code,
+    });
+    outcome
+}
+
+impl Dialogue<'_> {
+    fn t(&self, what: T<'_>) -> String {
+        t(self.lang, what)
+    }
+
+    fn flow(&mut self, kind: Kind) -> Result<Outcome, Stop> {
+        self.conv.info(&self.t(T::Contacting));
+        let mut state = self
+            .api
+            .start(self.user, kind.as_str())
+            .map_err(|e| self.failed(e))?;
+        self.journal.event(&Event::FlowStarted {
+            user: self.user.to_string(),
+            kind: kind.as_str(),
+            server: self.server.to_string(),
+        });
+        if state.status == "registration_required" {
+            self.conv.error(&state.message);
+            if let Some(url) = &state.register_url {
+                self.conv.info(&self.t(T::RegisterAt { url }));
+            }
+            return Ok(Outcome::RegistrationRequired);
+        }
+        let Some(token) = state.flow_token.clone().map(Zeroizing::new) else {
+            return Err(self.failed(ApiFailure::Protocol("start gave no flow token".into())));
+        };
+        // Each round verifies a method or returns to the choice; bound the rounds so a confused
+        // server can never keep the login screen busy forever.
+        for _ in 0..(MAX_TRIES * 4) {
+            match state.status.as_str() {
+                "choose_method" => {
+                    if let Step::Next(next) = self.verify_one(&token, &state)? {
+                        state = next;
+                    }
+                }
+                "set_password" => return self.new_password(&token),
+                "ready_to_unlock" => {
+                    let done = self.api.unlock(&token).map_err(|e| self.failed(e))?;
+                    self.conv.info(&done.message);
+                    return Ok(Outcome::Unlocked);
+                }
+                other => {
+                    return Err(
+                        self.failed(ApiFailure::Protocol(format!("unexpected status {other:?}")))
+                    );
+                }
+            }
+        }
+        self.conv.error(&self.t(T::TooManyTries));
+        Err(Stop::Failed { support_code: None })
+    }
+
+    fn verify_one(&mut self, token: &str, state: &FlowResponse) -> Result<Step, Stop> {
+        let methods = &state.methods;
+        if methods.is_empty() {
+            return Err(self.failed(ApiFailure::Protocol("no method offered".into())));
+        }
+        let step = state.verified.len() + 1;
+        let of = usize::from(state.required).max(step);
+        self.conv.info(&self.t(T::ChooseMethod { step, of }));
+        let mut lines = Vec::new();
+        for (i, m) in methods.iter().enumerate() {
+            lines.push(self.t(T::MethodLine {
+                n: i + 1,
+                label: &m.label,
+            }));
+        }
+        self.conv.info(&lines.join("\n"));
+        let n = methods.len();
+        let choice = self.choose(n)?;
+        let method = methods[choice].method.clone();
+        self.journal.event(&Event::MethodChosen {
+            user: self.user.to_string(),
+            method: method.clone(),
+        });
+        let challenge = match self.api.challenge(token, &method) {
+            Ok(c) => c,
+            Err(e) => return self.retryable(e, &[400]).map(|()| Step::Again),
+        };
+        self.conv.info(&challenge.message);
+        if method == "questions" {
+            let mut answers = Vec::new();
+            for q in &challenge.questions {
+                let a = Zeroizing::new(self.conv.secret(&format!("{} ", q.text))?);
+                answers.push(Answer {
+                    question_id: q.id.clone(),
+                    answer: a.to_string(),
+                });
+            }
+            let req = VerifyRequest {
+                method,
+                code: None,
+                answers: Some(answers),
+            };
+            let result = self.api.verify(token, &req);
+            if let Some(a) = req.answers {
+                for mut x in a {
+                    zeroize::Zeroize::zeroize(&mut x.answer);
+                }
+            }
+            return match result {
+                Ok(next) => Ok(Step::Next(next)),
+                Err(e) => self.retryable(e, &[400]).map(|()| Step::Again),
+            };
+        }
+        if let Some(to) = &challenge.sent_to {
+            self.conv.info(&self.t(T::SentTo { to }));
+        }
+        for _ in 0..MAX_TRIES {
+            let code = self.conv.prompt(&self.t(T::CodePrompt))?;
+            let code = code.trim();
+            if code.is_empty() {
+                return Ok(Step::Again);
+            }
+            let req = VerifyRequest {
+                method: method.clone(),
+                code: Some(code.to_string()),
+                answers: None,
+            };
+            match self.api.verify(token, &req) {
+                Ok(next) => return Ok(Step::Next(next)),
+                // A wrong, malformed or spent code: the server's words say which; the user may
+                // type it again or press Enter for another way.
+                Err(e) => self.retryable(e, &[400])?,
+            }
+        }
+        self.conv.error(&self.t(T::TooManyTries));
+        Err(Stop::Failed { support_code: None })
+    }
+
+    /// Asks for a number from 1 to `n`; with one choice, takes it.
+    fn choose(&mut self, n: usize) -> Result<usize, Stop> {
+        for _ in 0..MAX_TRIES {
+            let answer = self.conv.prompt(&self.t(T::MethodPrompt { n }))?;
+            let answer = answer.trim();
+            if answer.is_empty() {
+                return Err(Stop::Cancelled);
+            }
+            match answer.parse::<usize>() {
+                Ok(k) if (1..=n).contains(&k) => return Ok(k - 1),
+                _ => self.conv.error(&self.t(T::NotAChoice { n })),
+            }
+        }
+        self.conv.error(&self.t(T::TooManyTries));
+        Err(Stop::Failed { support_code: None })
+    }
+
+    fn new_password(&mut self, token: &str) -> Result<Outcome, Stop> {
+        match self.api.password_policy() {
+            Ok(p) if !p.rules.is_empty() => {
+                let mut lines = vec![self.t(T::RulesHeader)];
+                lines.extend(p.rules.iter().map(|r| format!("  - {r}")));
+                self.conv.info(&lines.join("\n"));
+            }
+            Ok(_) => {}
+            // The rules are a courtesy; the server still enforces them on the new password.
+            Err(e) => self.journal.detail(&format!(
+                "could not fetch the password rules: {}",
+                e.cause()
+            )),
+        }
+        for _ in 0..MAX_TRIES {
+            let first = Zeroizing::new(self.conv.secret(&self.t(T::NewPassword))?);
+            if first.is_empty() {
+                self.conv.error(&self.t(T::Empty));
+                continue;
+            }
+            let second = Zeroizing::new(self.conv.secret(&self.t(T::ConfirmPassword))?);
+            if *first != *second {
+                self.conv.error(&self.t(T::Mismatch));
+                continue;
+            }
+            match self.api.set_password(token, &first) {
+                Ok(done) => {
+                    self.conv.info(&done.message);
+                    return Ok(Outcome::PasswordChanged(first));
+                }
+                // 422: a rule was broken. 503: the directory refused or is down; the flow
+                // stays open so the user may try again.
+                Err(e) => self.retryable(e, &[422, 503])?,
+            }
+        }
+        self.conv.error(&self.t(T::TooManyTries));
+        Err(Stop::Failed { support_code: None })
+    }
+
+    /// Shows a refusal with one of `statuses` and lets the caller retry; anything else ends
+    /// the dialogue.
+    fn retryable(&mut self, e: ApiFailure, statuses: &[u16]) -> Result<(), Stop> {
+        match e {
+            ApiFailure::Refused { status, error } if statuses.contains(&status) => {
+                let mut text = self.t(T::WithSupportCode {
+                    message: &error.message,
+                    code: &error.support_code,
+                });
+                for d in &error.details {
+                    text.push_str("\n  - ");
+                    text.push_str(d);
+                }
+                self.conv.error(&text);
+                Ok(())
+            }
+            other => Err(self.failed(other)),
+        }
+    }
+
+    /// Shows and logs a failure that ends the dialogue.
+    fn failed(&mut self, e: ApiFailure) -> Stop {
+        match &e {
+            ApiFailure::Refused { error, .. } => {
+                self.conv.error(&self.t(T::WithSupportCode {
+                    message: &error.message,
+                    code: &error.support_code,
+                }));
+                Stop::Failed {
+                    support_code: Some(error.support_code.clone()),
+                }
+            }
+            other => {
+                let words = match other {
+                    ApiFailure::Untrusted(_) => T::Untrusted,
+                    ApiFailure::Protocol(_) => T::ServerBroken,
+                    _ => T::Unreachable,
+                };
+                self.conv.error(&self.t(words));
+                self.journal.event(&Event::ServerError {
+                    user: self.user.to_string(),
+                    cause: other.cause(),
+                });
+                Stop::Failed { support_code: None }
+            }
+        }
+    }
+}

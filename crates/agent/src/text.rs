@@ -1,0 +1,175 @@
+//! The agent's own words, in English and Simplified Chinese. What the server says (method
+//! labels, errors, rule descriptions) arrives already translated: the agent sends
+//! `Accept-Language` with the same language.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Zh,
+}
+
+impl Lang {
+    /// `zh*` is Chinese, anything else English.
+    pub fn from_tag(tag: &str) -> Lang {
+        if tag.trim().to_ascii_lowercase().starts_with("zh") {
+            Lang::Zh
+        } else {
+            Lang::En
+        }
+    }
+
+    /// From `LC_ALL`, `LC_MESSAGES`, `LANG`, the first that is set, as the C library does.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Lang {
+        ["LC_ALL", "LC_MESSAGES", "LANG"]
+            .iter()
+            .find_map(|k| get(k).filter(|v| !v.is_empty()))
+            .map(|v| Lang::from_tag(&v))
+            .unwrap_or(Lang::En)
+    }
+
+    pub fn tag(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Zh => "zh-CN",
+        }
+    }
+}
+
+/// Every sentence the agent itself says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum T<'a> {
+    /// The password prompt, naming the gesture.
+    PasswordPrompt { gesture: &'a str },
+    Menu { unlock: bool },
+    MenuPrompt { unlock: bool },
+    Contacting,
+    Unreachable,
+    Untrusted,
+    ServerBroken,
+    WithSupportCode { message: &'a str, code: &'a str },
+    ChooseMethod { step: usize, of: usize },
+    MethodLine { n: usize, label: &'a str },
+    MethodPrompt { n: usize },
+    NotAChoice { n: usize },
+    CodePrompt,
+    RulesHeader,
+    NewPassword,
+    ConfirmPassword,
+    Mismatch,
+    Empty,
+    TooManyTries,
+    Cancelled,
+    SigningIn,
+    SignInWithNew,
+    SignInAsUsual,
+    RegisterAt { url: &'a str },
+    SentTo { to: &'a str },
+    NotConfigured,
+}
+
+pub fn t(lang: Lang, what: T<'_>) -> String {
+    match lang {
+        Lang::En => en(what),
+        Lang::Zh => zh(what),
+    }
+}
+
+fn en(what: T<'_>) -> String {
+    match what {
+        T::PasswordPrompt { gesture: "" } => "Password (press Enter if you forgot it): ".into(),
+        T::PasswordPrompt { gesture } => format!("Password (type {gesture} if you forgot it): "),
+        T::Menu { unlock: true } => "Forgot your password?\n  1  Reset my password\n  2  Unlock my account (I know my password)\nPress Enter to go back to sign-in.".into(),
+        T::Menu { unlock: false } => "Forgot your password? You can reset it now.".into(),
+        T::MenuPrompt { unlock: true } => "Choose 1 or 2: ".into(),
+        T::MenuPrompt { unlock: false } => "Type y to reset it, or press Enter to go back: ".into(),
+        T::Contacting => "Contacting the password reset service…".into(),
+        T::Unreachable => "The password reset service can't be reached right now. Sign in as usual, try again later, or call your helpdesk.".into(),
+        T::Untrusted => "The password reset service could not be verified as genuine, so nothing was sent to it. Call your helpdesk.".into(),
+        T::ServerBroken => "The password reset service gave an answer this computer does not understand. Call your helpdesk.".into(),
+        T::WithSupportCode { message, code } => format!("{message} (Support code: {code})"),
+        T::ChooseMethod { step, of } if of > 1 => {
+            format!("Step {step} of {of}: how do you want to prove it's you?")
+        }
+        T::ChooseMethod { .. } => "How do you want to prove it's you?".into(),
+        T::MethodLine { n, label } => format!("  {n}  {label}"),
+        T::MethodPrompt { n: 1 } => "Type 1, or press Enter to cancel: ".into(),
+        T::MethodPrompt { n } => format!("Choose 1-{n}, or press Enter to cancel: "),
+        T::NotAChoice { n } => format!("Type a number from 1 to {n}."),
+        T::CodePrompt => "Code (press Enter to choose another way): ".into(),
+        T::RulesHeader => "Your new password must follow these rules:".into(),
+        T::NewPassword => "New password: ".into(),
+        T::ConfirmPassword => "Retype new password: ".into(),
+        T::Mismatch => "The two passwords don't match. Try again.".into(),
+        T::Empty => "The password can't be empty.".into(),
+        T::TooManyTries => "Too many tries. Start again from the sign-in prompt.".into(),
+        T::Cancelled => "Password reset cancelled.".into(),
+        T::SigningIn => "Signing you in with your new password…".into(),
+        T::SignInWithNew => "Sign in with your new password.".into(),
+        T::SignInAsUsual => "Sign in with your password.".into(),
+        T::RegisterAt { url } => format!("Register your security info at {url}"),
+        T::SentTo { to } => format!("Sent to {to}."),
+        T::NotConfigured => "Password reset is not set up correctly on this computer. Call your helpdesk.".into(),
+    }
+}
+
+fn zh(what: T<'_>) -> String {
+    match what {
+        T::PasswordPrompt { gesture: "" } => "密码（忘记密码请直接按回车）：".into(),
+        T::PasswordPrompt { gesture } => format!("密码（忘记密码请输入 {gesture}）："),
+        T::Menu { unlock: true } => "忘记密码了？\n  1  重置我的密码\n  2  解锁我的帐户（我记得密码）\n按回车返回登录。".into(),
+        T::Menu { unlock: false } => "忘记密码了？现在可以重置。".into(),
+        T::MenuPrompt { unlock: true } => "请选择 1 或 2：".into(),
+        T::MenuPrompt { unlock: false } => "输入 y 重置密码，或按回车返回：".into(),
+        T::Contacting => "正在连接密码重置服务…".into(),
+        T::Unreachable => "暂时无法连接密码重置服务。请照常登录、稍后再试，或联系技术支持。".into(),
+        T::Untrusted => "无法确认密码重置服务的真实性，因此没有向它发送任何信息。请联系技术支持。".into(),
+        T::ServerBroken => "密码重置服务返回了本机无法识别的应答。请联系技术支持。".into(),
+        T::WithSupportCode { message, code } => format!("{message}（支持代码：{code}）"),
+        T::ChooseMethod { step, of } if of > 1 => {
+            format!("第 {step} 步，共 {of} 步：你想用哪种方式证明身份？")
+        }
+        T::ChooseMethod { .. } => "你想用哪种方式证明身份？".into(),
+        T::MethodLine { n, label } => format!("  {n}  {label}"),
+        T::MethodPrompt { n: 1 } => "输入 1，或按回车取消：".into(),
+        T::MethodPrompt { n } => format!("请选择 1-{n}，或按回车取消："),
+        T::NotAChoice { n } => format!("请输入 1 到 {n} 之间的数字。"),
+        T::CodePrompt => "验证码（按回车改用其他方式）：".into(),
+        T::RulesHeader => "新密码必须符合以下规则：".into(),
+        T::NewPassword => "新密码：".into(),
+        T::ConfirmPassword => "再次输入新密码：".into(),
+        T::Mismatch => "两次输入的密码不一致，请重试。".into(),
+        T::Empty => "密码不能为空。".into(),
+        T::TooManyTries => "尝试次数过多。请从登录提示重新开始。".into(),
+        T::Cancelled => "已取消密码重置。".into(),
+        T::SigningIn => "正在用新密码为你登录…".into(),
+        T::SignInWithNew => "请用新密码登录。".into(),
+        T::SignInAsUsual => "请用你的密码登录。".into(),
+        T::RegisterAt { url } => format!("请在此注册安全信息：{url}"),
+        T::SentTo { to } => format!("已发送到 {to}。"),
+        T::NotConfigured => "本机的密码重置设置不正确。请联系技术支持。".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_comes_from_the_first_locale_variable_set() {
+        let env = |k: &str| match k {
+            "LC_MESSAGES" => Some("zh_CN.UTF-8".to_string()),
+            "LANG" => Some("en_US.UTF-8".to_string()),
+            _ => None,
+        };
+        assert_eq!(Lang::from_env(env), Lang::Zh);
+        assert_eq!(Lang::from_env(|_| None), Lang::En);
+        assert_eq!(Lang::from_env(|_| Some(String::new())), Lang::En);
+    }
+
+    #[test]
+    fn the_prompt_names_the_gesture() {
+        assert!(t(Lang::En, T::PasswordPrompt { gesture: "" }).contains("Enter"));
+        assert!(t(Lang::En, T::PasswordPrompt { gesture: "?" }).contains("type ?"));
+        assert!(t(Lang::Zh, T::PasswordPrompt { gesture: "?" }).contains("?"));
+    }
+}

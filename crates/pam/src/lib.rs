@@ -1,0 +1,182 @@
+//! `pam_sspr.so`: the PAM shim. It turns PAM's C conversation into [`Conversation`], reads the
+//! config, and hands the rest to `sspr_agent::login`. Everything here is about not harming a
+//! login: every path returns `PAM_IGNORE`, so the module can never grant or deny access; a
+//! panic is caught at the boundary; a missing or bad config means the module does nothing.
+//!
+//! Stack it first in `auth`, before the module that checks passwords, which must then take the
+//! password from `PAM_AUTHTOK` (`try_first_pass`; pam-auth-update arranges that):
+//!
+//! ```text
+//! auth [success=ok default=ignore] pam_sspr.so
+//! auth [success=1 default=ignore]  pam_unix.so nullok try_first_pass
+//! ```
+//!
+//! Arguments: `config=/path/to/logon.toml` (default `/etc/sspr/logon.toml`).
+
+// The PAM ABI is C; this crate is the one place that touches it.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sspr_agent::config::DEFAULT_PATH;
+use sspr_agent::journal::Event;
+use sspr_agent::login::{Next, password_prompt};
+use sspr_agent::syslog::Syslog;
+use sspr_agent::{AgentConfig, Cancelled, Conversation, HttpApi, Journal, ResetApi};
+use zeroize::Zeroize;
+
+pub mod ffi;
+
+use ffi::{
+    PAM_AUTHTOK, PAM_CONV, PAM_ERROR_MSG, PAM_IGNORE, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON,
+    PAM_SUCCESS, PAM_TEXT_INFO, PamConv, PamHandle, PamMessage, PamResponse,
+};
+
+/// # Safety
+/// Called by libpam with a valid handle and `argc` C strings in `argv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pam_sm_authenticate(
+    pamh: *mut PamHandle,
+    _flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    // SAFETY: libpam passes argc valid NUL-terminated strings.
+    let args = unsafe { ffi::args(argc, argv) };
+    catch_unwind(AssertUnwindSafe(|| authenticate(pamh, &args))).unwrap_or(PAM_IGNORE)
+}
+
+/// # Safety
+/// Called by libpam; the module keeps no credentials.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pam_sm_setcred(
+    _pamh: *mut PamHandle,
+    _flags: c_int,
+    _argc: c_int,
+    _argv: *const *const c_char,
+) -> c_int {
+    PAM_IGNORE
+}
+
+fn config_path(args: &[String]) -> PathBuf {
+    args.iter()
+        .find_map(|a| a.strip_prefix("config="))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+fn authenticate(pamh: *mut PamHandle, args: &[String]) -> c_int {
+    let path = config_path(args);
+    let cfg = match AgentConfig::load(&path) {
+        Ok(Some(cfg)) => cfg,
+        // Installed, not configured: stay silent and out of the way.
+        Ok(None) => return PAM_IGNORE,
+        Err(e) => {
+            Syslog::new(PathBuf::from("/dev/log"), "pam_sspr", false)
+                .event(&Event::ConfigError { cause: e.0 });
+            return PAM_IGNORE;
+        }
+    };
+    // SAFETY: pamh is the live handle libpam gave us.
+    let handle = unsafe { ffi::Handle::new(pamh) };
+    if handle.authtok_is_set() {
+        // An earlier module already asked for the password; nothing for us to add.
+        return PAM_IGNORE;
+    }
+    let Some(user) = handle.user() else {
+        return PAM_IGNORE;
+    };
+    let Some(mut conv) = handle.conversation() else {
+        return PAM_IGNORE;
+    };
+    let lang = cfg.lang(|k| handle.env(k).or_else(|| std::env::var(k).ok()));
+    let journal: Arc<dyn Journal> =
+        Arc::new(Syslog::new(cfg.syslog_socket.clone(), "pam_sspr", cfg.verbose));
+    let connect = || -> Result<Box<dyn ResetApi>, sspr_agent::ConfigError> {
+        Ok(Box::new(HttpApi::new(&cfg, lang, journal.clone())?))
+    };
+    match password_prompt(&mut conv, &cfg, lang, &user, journal.as_ref(), connect) {
+        Next::UsePassword(pw) => {
+            handle.set_authtok(&pw);
+        }
+        Next::AskAsUsual => {}
+    }
+    PAM_IGNORE
+}
+
+/// PAM's conversation function as a [`Conversation`].
+pub struct PamConversation {
+    conv: *const PamConv,
+}
+
+impl PamConversation {
+    fn ask(&mut self, style: c_int, text: &str) -> Result<String, Cancelled> {
+        let text = CString::new(text.replace('\0', "")).map_err(|_| Cancelled)?;
+        let msg = PamMessage {
+            msg_style: style,
+            msg: text.as_ptr(),
+        };
+        let msgs: [*const PamMessage; 1] = [&msg];
+        let mut resp: *mut PamResponse = std::ptr::null_mut();
+        // SAFETY: self.conv came from pam_get_item(PAM_CONV) and stays valid for the call.
+        let conv = unsafe { &*self.conv };
+        let Some(f) = conv.conv else {
+            return Err(Cancelled);
+        };
+        // SAFETY: one message; the application allocates `resp`, which we own afterwards.
+        let rc = unsafe { f(1, msgs.as_ptr(), &mut resp, conv.appdata_ptr) };
+        // SAFETY: resp is null or a malloc'd array of one response from the application.
+        let answer = unsafe { ffi::take_response(resp) };
+        if rc != PAM_SUCCESS {
+            return Err(Cancelled);
+        }
+        match (answer, style) {
+            (Some(a), _) => Ok(a),
+            (None, PAM_TEXT_INFO | PAM_ERROR_MSG) => Ok(String::new()),
+            (None, _) => Err(Cancelled),
+        }
+    }
+}
+
+impl Conversation for PamConversation {
+    fn prompt(&mut self, text: &str) -> Result<String, Cancelled> {
+        self.ask(PAM_PROMPT_ECHO_ON, text)
+    }
+
+    fn secret(&mut self, text: &str) -> Result<String, Cancelled> {
+        self.ask(PAM_PROMPT_ECHO_OFF, text)
+    }
+
+    fn info(&mut self, text: &str) {
+        let _ = self.ask(PAM_TEXT_INFO, text);
+    }
+
+    fn error(&mut self, text: &str) {
+        let _ = self.ask(PAM_ERROR_MSG, text);
+    }
+}
+
+impl ffi::Handle {
+    fn conversation(&self) -> Option<PamConversation> {
+        let conv = self.item(PAM_CONV)? as *const PamConv;
+        Some(PamConversation { conv })
+    }
+
+    fn authtok_is_set(&self) -> bool {
+        self.item(PAM_AUTHTOK)
+            // SAFETY: PAM_AUTHTOK is a NUL-terminated string owned by libpam.
+            .map(|p| unsafe { CStr::from_ptr(p as *const c_char) }.to_bytes().is_empty())
+            .is_some_and(|empty| !empty)
+    }
+
+    fn set_authtok(&self, pw: &str) {
+        let Ok(c) = CString::new(pw) else { return };
+        let mut bytes = c.into_bytes_with_nul();
+        // SAFETY: libpam copies the string; we wipe ours right after.
+        unsafe { ffi::pam_set_item(self.raw(), PAM_AUTHTOK, bytes.as_ptr() as *const c_void) };
+        bytes.zeroize();
+    }
+}
