@@ -1,0 +1,665 @@
+//! Every branch of the logon dialogue, against a scripted user and a scripted server.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use sspr_agent::api::{ApiFailure, ResetApi};
+use sspr_agent::config::AgentConfig;
+use sspr_agent::dialogue::{self, Dialogue, Kind, Outcome};
+use sspr_agent::journal::{Event, Journal};
+use sspr_agent::login::{Next, password_prompt};
+use sspr_agent::{Cancelled, Conversation, Lang};
+use sspr_proto::{
+    ApiError, ChallengeResponse, FlowResponse, MethodOption, PasswordPolicyResponse,
+    QuestionText, VerifyRequest,
+};
+
+/// Answers prompts from a script, in order, and keeps everything shown.
+struct User {
+    answers: VecDeque<&'static str>,
+    transcript: Vec<String>,
+}
+
+impl User {
+    fn new(answers: &[&'static str]) -> User {
+        User {
+            answers: answers.iter().copied().collect(),
+            transcript: Vec::new(),
+        }
+    }
+
+    fn next(&mut self, kind: &str, text: &str) -> Result<String, Cancelled> {
+        self.transcript.push(format!("{kind} {text}"));
+        match self.answers.pop_front() {
+            // "^C" stands for the user backing out (Escape at the greeter).
+            Some("^C") | None => Err(Cancelled),
+            Some(a) => Ok(a.to_string()),
+        }
+    }
+
+    fn saw(&self, text: &str) -> bool {
+        self.transcript.iter().any(|l| l.contains(text))
+    }
+
+    fn all(&self) -> String {
+        self.transcript.join("\n")
+    }
+}
+
+impl Conversation for User {
+    fn prompt(&mut self, text: &str) -> Result<String, Cancelled> {
+        self.next("prompt", text)
+    }
+    fn secret(&mut self, text: &str) -> Result<String, Cancelled> {
+        self.next("secret", text)
+    }
+    fn info(&mut self, text: &str) {
+        self.transcript.push(format!("info {text}"));
+    }
+    fn error(&mut self, text: &str) {
+        self.transcript.push(format!("error {text}"));
+    }
+}
+
+#[derive(Default)]
+struct Log(Mutex<Vec<String>>);
+
+impl Journal for Log {
+    fn event(&self, e: &Event) {
+        self.0.lock().unwrap().push(e.to_string());
+    }
+    fn detail(&self, t: &str) {
+        self.0.lock().unwrap().push(format!("detail {t}"));
+    }
+}
+
+impl Log {
+    fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+}
+
+/// A server with one user, `alice`, registered for email (code 123456), questions and TOTP
+/// (code 654321). Passwords need 15 characters.
+struct Server {
+    required: u8,
+    verified: Vec<String>,
+    registered: bool,
+    down: bool,
+    expire_on_verify: bool,
+    directory_down_once: bool,
+    drawn: Vec<&'static str>,
+    calls: Vec<String>,
+    password: Option<String>,
+    unlocked: bool,
+    kind: String,
+}
+
+impl Server {
+    fn new(required: u8) -> Server {
+        Server {
+            required,
+            verified: Vec::new(),
+            registered: true,
+            down: false,
+            expire_on_verify: false,
+            directory_down_once: false,
+            drawn: Vec::new(),
+            calls: Vec::new(),
+            password: None,
+            unlocked: false,
+            kind: "reset".into(),
+        }
+    }
+
+    fn state(&self, kind: &str) -> FlowResponse {
+        let done = self.verified.len() >= self.required as usize;
+        let status = match (done, kind) {
+            (false, _) => "choose_method",
+            (true, "unlock") => "ready_to_unlock",
+            (true, _) => "set_password",
+        };
+        let methods = if done {
+            Vec::new()
+        } else {
+            [
+                ("email", "Email a code to a•••e@e•••.com"),
+                ("questions", "Answer my security questions"),
+                ("totp", "Enter a code from my authenticator app"),
+            ]
+            .iter()
+            .filter(|(m, _)| !self.verified.iter().any(|v| v == m))
+            .map(|(m, l)| MethodOption {
+                method: m.to_string(),
+                label: l.to_string(),
+                destination: None,
+            })
+            .collect()
+        };
+        FlowResponse {
+            flow_token: None,
+            status: status.into(),
+            kind: kind.into(),
+            message: "Choose how to verify that it is you.".into(),
+            register_url: None,
+            methods,
+            required: self.required,
+            verified: self.verified.clone(),
+            expires_in: 900,
+        }
+    }
+
+    fn refuse(status: u16, error: &str, message: &str) -> ApiFailure {
+        ApiFailure::Refused {
+            status,
+            error: ApiError {
+                error: error.into(),
+                message: message.into(),
+                support_code: "SUP-1234".into(),
+                details: Vec::new(),
+            },
+        }
+    }
+
+    fn up(&mut self, call: &str) -> Result<(), ApiFailure> {
+        self.calls.push(call.to_string());
+        if self.down {
+            Err(ApiFailure::Unreachable("connection refused".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl ResetApi for Server {
+    fn start(&mut self, user: &str, kind: &str) -> Result<FlowResponse, ApiFailure> {
+        self.up("start")?;
+        if !self.registered || user != "alice" {
+            return Ok(FlowResponse {
+                flow_token: Some("tok".into()),
+                status: "registration_required".into(),
+                kind: kind.into(),
+                message: "More security info is needed.".into(),
+                register_url: Some("https://sspr.example.com/register".into()),
+                methods: Vec::new(),
+                required: self.required,
+                verified: Vec::new(),
+                expires_in: 900,
+            });
+        }
+        self.kind = kind.to_string();
+        let mut r = self.state(kind);
+        r.flow_token = Some("tok".into());
+        Ok(r)
+    }
+
+    fn challenge(&mut self, flow: &str, method: &str) -> Result<ChallengeResponse, ApiFailure> {
+        self.up(&format!("challenge {method}"))?;
+        assert_eq!(flow, "tok");
+        let mut r = ChallengeResponse {
+            method: method.into(),
+            message: "We sent a code.".into(),
+            sent_to: None,
+            questions: Vec::new(),
+            expires_in: None,
+        };
+        match method {
+            "email" => r.sent_to = Some("a•••e@e•••.com".into()),
+            "questions" => {
+                self.drawn = vec!["q3", "q7"];
+                r.message = "Answer these security questions.".into();
+                r.questions = vec![
+                    QuestionText {
+                        id: "q3".into(),
+                        text: "Your first pet's name?".into(),
+                    },
+                    QuestionText {
+                        id: "q7".into(),
+                        text: "The street you grew up on?".into(),
+                    },
+                ];
+            }
+            _ => r.message = "Enter the code shown in your authenticator app.".into(),
+        }
+        Ok(r)
+    }
+
+    fn verify(&mut self, _: &str, req: &VerifyRequest) -> Result<FlowResponse, ApiFailure> {
+        self.up(&format!("verify {}", req.method))?;
+        if self.expire_on_verify {
+            return Err(Server::refuse(
+                401,
+                "unauthorized",
+                "This reset session has expired or is not valid. Start again.",
+            ));
+        }
+        let ok = match req.method.as_str() {
+            "email" => req.code.as_deref() == Some("123456"),
+            "totp" => req.code.as_deref() == Some("654321"),
+            "questions" => req.answers.as_ref().is_some_and(|a| {
+                a.len() == 2 && a[0].answer == "Rex" && a[1].answer == "Elm Street"
+            }),
+            _ => false,
+        };
+        if !ok {
+            return Err(Server::refuse(
+                400,
+                "verification_failed",
+                "That code is not right, or it has expired.",
+            ));
+        }
+        self.verified.push(req.method.clone());
+        Ok(self.state(&self.kind))
+    }
+
+    fn password_policy(&mut self) -> Result<PasswordPolicyResponse, ApiFailure> {
+        self.up("policy")?;
+        Ok(PasswordPolicyResponse {
+            min_length: 15,
+            max_length: 256,
+            rules: vec!["At least 15 characters.".into()],
+        })
+    }
+
+    fn set_password(&mut self, _: &str, pw: &str) -> Result<FlowResponse, ApiFailure> {
+        self.up("password")?;
+        if self.directory_down_once {
+            self.directory_down_once = false;
+            return Err(Server::refuse(
+                503,
+                "directory_unavailable",
+                "The directory can't be reached. Try again in a moment.",
+            ));
+        }
+        if pw.chars().count() < 15 {
+            let mut e = Server::refuse(
+                422,
+                "password_rejected",
+                "This password can't be used.",
+            );
+            if let ApiFailure::Refused { error, .. } = &mut e {
+                error.details = vec!["Use at least 15 characters.".into()];
+            }
+            return Err(e);
+        }
+        self.password = Some(pw.to_string());
+        let mut r = self.state("reset");
+        r.status = "completed".into();
+        r.message = "Your password was changed.".into();
+        Ok(r)
+    }
+
+    fn unlock(&mut self, _: &str) -> Result<FlowResponse, ApiFailure> {
+        self.up("unlock")?;
+        self.unlocked = true;
+        let mut r = self.state("unlock");
+        r.status = "completed".into();
+        r.message = "Your account is unlocked.".into();
+        Ok(r)
+    }
+}
+
+const NEW: &str = "correct horse battery staple";
+
+fn run(server: &mut Server, user: &mut User, kind: Kind) -> (Outcome, Log) {
+    let log = Log::default();
+    let mut d = Dialogue {
+        conv: user,
+        api: server,
+        journal: &log,
+        lang: Lang::En,
+        user: "alice",
+        server: "https://sspr.example.com",
+    };
+    let o = dialogue::run(&mut d, kind);
+    (o, log)
+}
+
+fn changed(o: &Outcome) -> Option<&str> {
+    match o {
+        Outcome::PasswordChanged(p) => Some(p.as_str()),
+        _ => None,
+    }
+}
+
+#[test]
+fn one_method_then_a_new_password() {
+    let mut s = Server::new(1);
+    let mut u = User::new(&["1", "123456", NEW, NEW]);
+    let (o, log) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(changed(&o), Some(NEW), "{}", u.all());
+    assert_eq!(s.password.as_deref(), Some(NEW));
+    assert!(u.saw("1  Email a code to a•••e@e•••.com"));
+    assert!(u.saw("Sent to a•••e@e•••.com"));
+    assert!(u.saw("At least 15 characters."), "rules are shown up front");
+    assert!(u.saw("Your password was changed."));
+    let log = log.text();
+    assert!(log.contains("event=flow_started user=\"alice\" kind=reset"));
+    assert!(log.contains("event=method_chosen user=\"alice\" method=email"));
+    assert!(log.contains("result=password_changed"));
+    assert!(!log.contains(NEW) && !log.contains("123456"), "{log}");
+}
+
+#[test]
+fn two_methods_are_both_asked_for() {
+    let mut s = Server::new(2);
+    // Email first, then the list no longer offers email: questions are now 1.
+    let mut u = User::new(&["1", "123456", "1", "Rex", "Elm Street", NEW, NEW]);
+    let (o, _) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(changed(&o), Some(NEW), "{}", u.all());
+    assert!(u.saw("Step 1 of 2"));
+    assert!(u.saw("Step 2 of 2"));
+    assert!(u.saw("secret Your first pet's name?"), "answers are hidden");
+    assert_eq!(s.verified, ["email", "questions"]);
+}
+
+#[test]
+fn an_authenticator_code_works_at_the_login_screen() {
+    let mut s = Server::new(1);
+    let mut u = User::new(&["3", "654321", NEW, NEW]);
+    let (o, _) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(changed(&o), Some(NEW), "{}", u.all());
+}
+
+#[test]
+fn a_wrong_code_can_be_typed_again() {
+    let mut s = Server::new(1);
+    let mut u = User::new(&["1", "000000", "123456", NEW, NEW]);
+    let (o, _) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(changed(&o), Some(NEW), "{}", u.all());
+    assert!(u.saw("error That code is not right, or it has expired. (Support code: SUP-1234)"));
+}
+
+#[test]
+fn enter_at_the_code_prompt_goes_back_to_the_methods() {
+    let mut s = Server::new(1);
+    let mut u = User::new(&["1", "", "3", "654321", NEW, NEW]);
+    let (o, _) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(changed(&o), Some(NEW), "{}", u.all());
+    assert_eq!(s.calls[..3], ["start", "challenge email", "challenge totp"]);
+}
+
+#[test]
+fn too_many_wrong_codes_end_the_dialogue() {
+    let mut s = Server::new(1);
+    let mut u = User::new(&["1", "1", "2", "3", "4", "5"]);
+    let (o, _) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(o, Outcome::Failed);
+    assert!(u.saw("Too many tries"));
+}
+
+#[test]
+fn wrong_answers_lead_back_to_the_choice() {
+    let mut s = Server::new(1);
+    let mut u = User::new(&["2", "Rex", "Oak Lane", "2", "Rex", "Elm Street", NEW, NEW]);
+    let (o, _) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(changed(&o), Some(NEW), "{}", u.all());
+}
+
+#[test]
+fn an_expired_flow_ends_with_the_servers_words() {
+    let mut s = Server::new(1);
+    s.expire_on_verify = true;
+    let mut u = User::new(&["1", "123456"]);
+    let (o, log) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(o, Outcome::Failed);
+    assert!(u.saw("This reset session has expired or is not valid. Start again. (Support code: SUP-1234)"));
+    assert!(log.text().contains("result=failed support_code=SUP-1234"));
+}
+
+#[test]
+fn a_rejected_password_is_explained_and_can_be_retried() {
+    let mut s = Server::new(1);
+    let mut u = User::new(&["1", "123456", "short", "short", NEW, NEW]);
+    let (o, _) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(changed(&o), Some(NEW), "{}", u.all());
+    assert!(u.saw("This password can't be used. (Support code: SUP-1234)\n  - Use at least 15 characters."));
+}
+
+#[test]
+fn mismatched_and_empty_passwords_are_asked_again() {
+    let mut s = Server::new(1);
+    let mut u = User::new(&["1", "123456", "", NEW, "typo", NEW, NEW]);
+    let (o, _) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(changed(&o), Some(NEW), "{}", u.all());
+    assert!(u.saw("can't be empty"));
+    assert!(u.saw("don't match"));
+    assert_eq!(s.calls.iter().filter(|c| *c == "password").count(), 1);
+}
+
+#[test]
+fn a_directory_outage_at_the_last_step_can_be_retried() {
+    let mut s = Server::new(1);
+    s.directory_down_once = true;
+    let mut u = User::new(&["1", "123456", NEW, NEW, NEW, NEW]);
+    let (o, _) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(changed(&o), Some(NEW), "{}", u.all());
+    assert!(u.saw("The directory can't be reached"));
+}
+
+#[test]
+fn a_server_that_is_down_is_reported_in_words() {
+    let mut s = Server::new(1);
+    s.down = true;
+    let mut u = User::new(&[]);
+    let (o, log) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(o, Outcome::Failed);
+    assert!(u.saw("can't be reached right now"));
+    let log = log.text();
+    assert!(log.contains("event=server_error") && log.contains("connection refused"), "{log}");
+}
+
+#[test]
+fn an_untrusted_server_is_told_apart() {
+    struct Untrusted;
+    impl ResetApi for Untrusted {
+        fn start(&mut self, _: &str, _: &str) -> Result<FlowResponse, ApiFailure> {
+            Err(ApiFailure::Untrusted("pin".into()))
+        }
+        fn challenge(&mut self, _: &str, _: &str) -> Result<ChallengeResponse, ApiFailure> {
+            unreachable!()
+        }
+        fn verify(&mut self, _: &str, _: &VerifyRequest) -> Result<FlowResponse, ApiFailure> {
+            unreachable!()
+        }
+        fn password_policy(&mut self) -> Result<PasswordPolicyResponse, ApiFailure> {
+            unreachable!()
+        }
+        fn set_password(&mut self, _: &str, _: &str) -> Result<FlowResponse, ApiFailure> {
+            unreachable!()
+        }
+        fn unlock(&mut self, _: &str) -> Result<FlowResponse, ApiFailure> {
+            unreachable!()
+        }
+    }
+    let mut u = User::new(&[]);
+    let log = Log::default();
+    let mut d = Dialogue {
+        conv: &mut u,
+        api: &mut Untrusted,
+        journal: &log,
+        lang: Lang::En,
+        user: "alice",
+        server: "https://x",
+    };
+    assert_eq!(dialogue::run(&mut d, Kind::Reset), Outcome::Failed);
+    assert!(u.saw("could not be verified as genuine"));
+}
+
+#[test]
+fn an_unregistered_user_is_told_where_to_register() {
+    let mut s = Server::new(1);
+    s.registered = false;
+    let mut u = User::new(&[]);
+    let (o, log) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(o, Outcome::RegistrationRequired);
+    assert!(u.saw("error More security info is needed."));
+    assert!(u.saw("Register your security info at https://sspr.example.com/register"));
+    assert!(log.text().contains("result=registration_required"));
+}
+
+#[test]
+fn the_user_can_cancel_at_every_prompt() {
+    for n in 0..4 {
+        let script = ["1", "123456", NEW, NEW];
+        let mut answers: Vec<&'static str> = script[..n].to_vec();
+        answers.push("^C");
+        let mut s = Server::new(1);
+        let mut u = User::new(&answers);
+        let (o, log) = run(&mut s, &mut u, Kind::Reset);
+        assert_eq!(o, Outcome::Cancelled, "cancel at prompt {n}: {}", u.all());
+        assert!(u.saw("Password reset cancelled."));
+        assert!(log.text().contains("result=cancelled"));
+        assert!(s.password.is_none());
+    }
+    // Enter at the method list cancels too.
+    let mut s = Server::new(1);
+    let mut u = User::new(&[""]);
+    assert_eq!(run(&mut s, &mut u, Kind::Reset).0, Outcome::Cancelled);
+}
+
+#[test]
+fn a_choice_out_of_range_is_asked_again() {
+    let mut s = Server::new(1);
+    let mut u = User::new(&["9", "email", "1", "123456", NEW, NEW]);
+    let (o, _) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(changed(&o), Some(NEW), "{}", u.all());
+    assert!(u.saw("Type a number from 1 to 3."));
+}
+
+#[test]
+fn unlock_needs_no_new_password() {
+    let mut s = Server::new(1);
+    let mut u = User::new(&["1", "123456"]);
+    let (o, _) = run(&mut s, &mut u, Kind::Unlock);
+    assert_eq!(o, Outcome::Unlocked, "{}", u.all());
+    assert!(s.unlocked && s.password.is_none());
+    assert!(u.saw("Your account is unlocked."));
+}
+
+#[test]
+fn chinese_throughout() {
+    let mut s = Server::new(1);
+    let mut u = User::new(&["1", "123456", NEW, NEW]);
+    let log = Log::default();
+    let mut d = Dialogue {
+        conv: &mut u,
+        api: &mut s,
+        journal: &log,
+        lang: Lang::Zh,
+        user: "alice",
+        server: "https://x",
+    };
+    assert!(changed(&dialogue::run(&mut d, Kind::Reset)).is_some());
+    assert!(u.saw("正在连接密码重置服务"));
+    assert!(u.saw("新密码："));
+}
+
+// --- The password prompt in the login stack -----------------------------------------------
+
+fn config(extra: &str) -> AgentConfig {
+    AgentConfig::parse(&format!("server_url = \"https://sspr.example.com\"\n{extra}"))
+        .unwrap()
+        .unwrap()
+}
+
+fn login(cfg: &AgentConfig, user: &mut User, server: Server) -> (Next, bool, Log) {
+    let log = Log::default();
+    let mut connected = false;
+    let next = password_prompt(user, cfg, Lang::En, "alice", &log, || {
+        connected = true;
+        Ok(Box::new(server))
+    });
+    (next, connected, log)
+}
+
+fn password(n: &Next) -> Option<&str> {
+    match n {
+        Next::UsePassword(p) => Some(p.as_str()),
+        Next::AskAsUsual => None,
+    }
+}
+
+#[test]
+fn a_normal_login_passes_the_password_on_without_any_network() {
+    let cfg = config("");
+    let mut u = User::new(&["my old password"]);
+    let (next, connected, log) = login(&cfg, &mut u, Server::new(1));
+    assert_eq!(password(&next), Some("my old password"));
+    assert!(!connected, "no server contact on a normal login");
+    assert_eq!(u.transcript, ["secret Password (press Enter if you forgot it): "]);
+    assert!(log.text().is_empty());
+}
+
+#[test]
+fn the_gesture_then_a_reset_hands_the_new_password_on() {
+    let cfg = config("");
+    let mut u = User::new(&["", "1", "1", "123456", NEW, NEW]);
+    let (next, connected, log) = login(&cfg, &mut u, Server::new(1));
+    assert!(connected);
+    assert_eq!(password(&next), Some(NEW), "{}", u.all());
+    assert!(u.saw("Signing you in with your new password"));
+    assert!(log.text().contains("event=reset_offered user=\"alice\""));
+}
+
+#[test]
+fn after_reset_prompt_sends_the_user_back_to_the_prompt() {
+    let cfg = config("after_reset = \"prompt\"");
+    let mut u = User::new(&["", "1", "1", "123456", NEW, NEW]);
+    let (next, _, _) = login(&cfg, &mut u, Server::new(1));
+    assert_eq!(next, Next::AskAsUsual);
+    assert!(u.saw("Sign in with your new password."));
+}
+
+#[test]
+fn enter_at_the_menu_goes_back_to_a_normal_login() {
+    let cfg = config("");
+    let mut u = User::new(&["", ""]);
+    let (next, connected, _) = login(&cfg, &mut u, Server::new(1));
+    assert_eq!(next, Next::AskAsUsual);
+    assert!(!connected);
+}
+
+#[test]
+fn the_menu_offers_unlock() {
+    let cfg = config("");
+    let mut u = User::new(&["", "2", "1", "123456"]);
+    let (next, _, _) = login(&cfg, &mut u, Server::new(1));
+    assert_eq!(next, Next::AskAsUsual, "the user signs in with the password they know");
+    assert!(u.saw("Your account is unlocked."));
+    assert!(u.saw("Sign in with your password."));
+}
+
+#[test]
+fn a_configured_word_is_the_gesture_and_an_empty_password_is_not() {
+    let cfg = config("gesture = \"?\"\noffer_unlock = false");
+    let mut u = User::new(&[""]);
+    let (next, connected, _) = login(&cfg, &mut u, Server::new(1));
+    assert_eq!(password(&next), Some(""));
+    assert!(!connected);
+
+    let mut u = User::new(&["?", "y", "1", "123456", NEW, NEW]);
+    let (next, _, _) = login(&cfg, &mut u, Server::new(1));
+    assert_eq!(password(&next), Some(NEW), "{}", u.all());
+    assert!(u.saw("secret Password (type ? if you forgot it): "));
+}
+
+#[test]
+fn a_server_that_is_down_leaves_the_normal_login_working() {
+    let cfg = config("");
+    let mut s = Server::new(1);
+    s.down = true;
+    let mut u = User::new(&["", "1"]);
+    let (next, _, _) = login(&cfg, &mut u, s);
+    assert_eq!(next, Next::AskAsUsual);
+    assert!(u.saw("can't be reached right now"));
+}
+
+#[test]
+fn a_conversation_that_fails_at_once_changes_nothing() {
+    let cfg = config("");
+    let mut u = User::new(&["^C"]);
+    let (next, connected, _) = login(&cfg, &mut u, Server::new(1));
+    assert_eq!(next, Next::AskAsUsual);
+    assert!(!connected);
+}
