@@ -46,8 +46,7 @@ pub trait ResetApi {
     fn challenge(&mut self, flow: &str, method: &str) -> Result<ChallengeResponse, ApiFailure>;
     fn verify(&mut self, flow: &str, req: &VerifyRequest) -> Result<FlowResponse, ApiFailure>;
     fn password_policy(&mut self) -> Result<PasswordPolicyResponse, ApiFailure>;
-    fn set_password(&mut self, flow: &str, new_password: &str)
-    -> Result<FlowResponse, ApiFailure>;
+    fn set_password(&mut self, flow: &str, new_password: &str) -> Result<FlowResponse, ApiFailure>;
     fn unlock(&mut self, flow: &str) -> Result<FlowResponse, ApiFailure>;
 }
 
@@ -77,9 +76,9 @@ impl HttpApi {
         b = match &cfg.proxy {
             Proxy::FromEnvironment => b.try_proxy_from_env(true),
             Proxy::None => b,
-            Proxy::Url(u) => b.proxy(
-                ureq::Proxy::new(u).map_err(|e| ConfigError(format!("proxy {u:?}: {e}")))?,
-            ),
+            Proxy::Url(u) => {
+                b.proxy(ureq::Proxy::new(u).map_err(|e| ConfigError(format!("proxy {u:?}: {e}")))?)
+            }
         };
         Ok(HttpApi {
             agent: b.build(),
@@ -184,8 +183,7 @@ fn tls_words(e: &rustls::Error) -> String {
         | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
             "the server's certificate has expired (or this computer's clock is wrong)".into()
         }
-        Error::AlertReceived(AlertDescription::ProtocolVersion)
-        | Error::PeerIncompatible(_) => {
+        Error::AlertReceived(AlertDescription::ProtocolVersion) | Error::PeerIncompatible(_) => {
             "the server does not speak TLS 1.2 or 1.3".into()
         }
         other => format!("TLS: {other}"),
@@ -224,11 +222,7 @@ impl ResetApi for HttpApi {
         self.call("GET", "/api/v1/password-policy", None, None::<&()>)
     }
 
-    fn set_password(
-        &mut self,
-        flow: &str,
-        new_password: &str,
-    ) -> Result<FlowResponse, ApiFailure> {
+    fn set_password(&mut self, flow: &str, new_password: &str) -> Result<FlowResponse, ApiFailure> {
         let body = NewPasswordRequest {
             new_password: new_password.into(),
         };

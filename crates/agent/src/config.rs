@@ -268,12 +268,24 @@ mod tests {
         let cases = [
             ("server_url = \"http://x\"", "https://"),
             ("server_url = \"https://x/reset\"", "without a path"),
-            ("server_url = \"https://x\"\nproxy = \"socks5://p\"", "http:// URL"),
-            ("server_url = \"https://x\"\npin_sha256 = [\"abc\"]", "SHA-256"),
+            (
+                "server_url = \"https://x\"\nproxy = \"socks5://p\"",
+                "http:// URL",
+            ),
+            (
+                "server_url = \"https://x\"\npin_sha256 = [\"abc\"]",
+                "SHA-256",
+            ),
             ("server_url = \"https://x\"\nenable_logging = 2", "0 or 1"),
-            ("server_url = \"https://x\"\ntimeout_secs = 0", "timeout_secs"),
+            (
+                "server_url = \"https://x\"\ntimeout_secs = 0",
+                "timeout_secs",
+            ),
             ("server_url = \"https://x\"\ngesture = \"a b\"", "one word"),
-            ("server_url = \"https://x\"\nlocale = \"fr\"", "auto, en or zh"),
+            (
+                "server_url = \"https://x\"\nlocale = \"fr\"",
+                "auto, en or zh",
+            ),
             ("server_url = \"https://x\"\nservr = 1", "unknown field"),
         ];
         for (text, want) in cases {
@@ -284,7 +296,11 @@ mod tests {
 
     #[test]
     fn without_server_url_the_agent_is_not_configured() {
-        assert!(AgentConfig::parse("# server_url = \"https://x\"").unwrap().is_none());
+        assert!(
+            AgentConfig::parse("# server_url = \"https://x\"")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -68,7 +68,9 @@ pub struct Dialogue<'a> {
 enum Stop {
     Cancelled,
     /// Already shown and logged.
-    Failed { support_code: Option<String> },
+    Failed {
+        support_code: Option<String>,
+    },
 }
 
 impl From<Cancelled> for Stop {
@@ -298,7 +300,7 @@ impl Dialogue<'_> {
                     message: &error.message,
                     code: &error.support_code,
                 });
-                for d in &error.details {
+                for d in error.details.iter().filter(|d| **d != error.message) {
                     text.push_str("\n  - ");
                     text.push_str(d);
                 }

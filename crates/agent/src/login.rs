@@ -28,7 +28,12 @@ pub fn password_prompt(
     journal: &dyn Journal,
     connect: impl FnOnce() -> Result<Box<dyn ResetApi>, ConfigError>,
 ) -> Next {
-    let Ok(typed) = conv.secret(&t(lang, T::PasswordPrompt { gesture: &cfg.gesture })) else {
+    let Ok(typed) = conv.secret(&t(
+        lang,
+        T::PasswordPrompt {
+            gesture: &cfg.gesture,
+        },
+    )) else {
         return Next::AskAsUsual;
     };
     let typed = Zeroizing::new(typed);

@@ -39,18 +39,37 @@ impl Lang {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum T<'a> {
     /// The password prompt, naming the gesture.
-    PasswordPrompt { gesture: &'a str },
-    Menu { unlock: bool },
-    MenuPrompt { unlock: bool },
+    PasswordPrompt {
+        gesture: &'a str,
+    },
+    Menu {
+        unlock: bool,
+    },
+    MenuPrompt {
+        unlock: bool,
+    },
     Contacting,
     Unreachable,
     Untrusted,
     ServerBroken,
-    WithSupportCode { message: &'a str, code: &'a str },
-    ChooseMethod { step: usize, of: usize },
-    MethodLine { n: usize, label: &'a str },
-    MethodPrompt { n: usize },
-    NotAChoice { n: usize },
+    WithSupportCode {
+        message: &'a str,
+        code: &'a str,
+    },
+    ChooseMethod {
+        step: usize,
+        of: usize,
+    },
+    MethodLine {
+        n: usize,
+        label: &'a str,
+    },
+    MethodPrompt {
+        n: usize,
+    },
+    NotAChoice {
+        n: usize,
+    },
     CodePrompt,
     RulesHeader,
     NewPassword,
@@ -62,8 +81,12 @@ pub enum T<'a> {
     SigningIn,
     SignInWithNew,
     SignInAsUsual,
-    RegisterAt { url: &'a str },
-    SentTo { to: &'a str },
+    RegisterAt {
+        url: &'a str,
+    },
+    SentTo {
+        to: &'a str,
+    },
     NotConfigured,
 }
 
@@ -116,13 +139,18 @@ fn zh(what: T<'_>) -> String {
     match what {
         T::PasswordPrompt { gesture: "" } => "密码（忘记密码请直接按回车）：".into(),
         T::PasswordPrompt { gesture } => format!("密码（忘记密码请输入 {gesture}）："),
-        T::Menu { unlock: true } => "忘记密码了？\n  1  重置我的密码\n  2  解锁我的帐户（我记得密码）\n按回车返回登录。".into(),
+        T::Menu { unlock: true } => {
+            "忘记密码了？\n  1  重置我的密码\n  2  解锁我的帐户（我记得密码）\n按回车返回登录。"
+                .into()
+        }
         T::Menu { unlock: false } => "忘记密码了？现在可以重置。".into(),
         T::MenuPrompt { unlock: true } => "请选择 1 或 2：".into(),
         T::MenuPrompt { unlock: false } => "输入 y 重置密码，或按回车返回：".into(),
         T::Contacting => "正在连接密码重置服务…".into(),
         T::Unreachable => "暂时无法连接密码重置服务。请照常登录、稍后再试，或联系技术支持。".into(),
-        T::Untrusted => "无法确认密码重置服务的真实性，因此没有向它发送任何信息。请联系技术支持。".into(),
+        T::Untrusted => {
+            "无法确认密码重置服务的真实性，因此没有向它发送任何信息。请联系技术支持。".into()
+        }
         T::ServerBroken => "密码重置服务返回了本机无法识别的应答。请联系技术支持。".into(),
         T::WithSupportCode { message, code } => format!("{message}（支持代码：{code}）"),
         T::ChooseMethod { step, of } if of > 1 => {

@@ -1,5 +1,7 @@
 //! Every branch of the logon dialogue, against a scripted user and a scripted server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
@@ -10,8 +12,8 @@ use sspr_agent::journal::{Event, Journal};
 use sspr_agent::login::{Next, password_prompt};
 use sspr_agent::{Cancelled, Conversation, Lang};
 use sspr_proto::{
-    ApiError, ChallengeResponse, FlowResponse, MethodOption, PasswordPolicyResponse,
-    QuestionText, VerifyRequest,
+    ApiError, ChallengeResponse, FlowResponse, MethodOption, PasswordPolicyResponse, QuestionText,
+    VerifyRequest,
 };
 
 /// Answers prompts from a script, in order, and keeps everything shown.
@@ -272,11 +274,7 @@ impl ResetApi for Server {
             ));
         }
         if pw.chars().count() < 15 {
-            let mut e = Server::refuse(
-                422,
-                "password_rejected",
-                "This password can't be used.",
-            );
+            let mut e = Server::refuse(422, "password_rejected", "This password can't be used.");
             if let ApiFailure::Refused { error, .. } = &mut e {
                 error.details = vec!["Use at least 15 characters.".into()];
             }
@@ -403,7 +401,9 @@ fn an_expired_flow_ends_with_the_servers_words() {
     let mut u = User::new(&["1", "123456"]);
     let (o, log) = run(&mut s, &mut u, Kind::Reset);
     assert_eq!(o, Outcome::Failed);
-    assert!(u.saw("This reset session has expired or is not valid. Start again. (Support code: SUP-1234)"));
+    assert!(u.saw(
+        "This reset session has expired or is not valid. Start again. (Support code: SUP-1234)"
+    ));
     assert!(log.text().contains("result=failed support_code=SUP-1234"));
 }
 
@@ -413,7 +413,9 @@ fn a_rejected_password_is_explained_and_can_be_retried() {
     let mut u = User::new(&["1", "123456", "short", "short", NEW, NEW]);
     let (o, _) = run(&mut s, &mut u, Kind::Reset);
     assert_eq!(changed(&o), Some(NEW), "{}", u.all());
-    assert!(u.saw("This password can't be used. (Support code: SUP-1234)\n  - Use at least 15 characters."));
+    assert!(u.saw(
+        "This password can't be used. (Support code: SUP-1234)\n  - Use at least 15 characters."
+    ));
 }
 
 #[test]
@@ -446,7 +448,10 @@ fn a_server_that_is_down_is_reported_in_words() {
     assert_eq!(o, Outcome::Failed);
     assert!(u.saw("can't be reached right now"));
     let log = log.text();
-    assert!(log.contains("event=server_error") && log.contains("connection refused"), "{log}");
+    assert!(
+        log.contains("event=server_error") && log.contains("connection refused"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -558,9 +563,11 @@ fn chinese_throughout() {
 // --- The password prompt in the login stack -----------------------------------------------
 
 fn config(extra: &str) -> AgentConfig {
-    AgentConfig::parse(&format!("server_url = \"https://sspr.example.com\"\n{extra}"))
-        .unwrap()
-        .unwrap()
+    AgentConfig::parse(&format!(
+        "server_url = \"https://sspr.example.com\"\n{extra}"
+    ))
+    .unwrap()
+    .unwrap()
 }
 
 fn login(cfg: &AgentConfig, user: &mut User, server: Server) -> (Next, bool, Log) {
@@ -587,7 +594,10 @@ fn a_normal_login_passes_the_password_on_without_any_network() {
     let (next, connected, log) = login(&cfg, &mut u, Server::new(1));
     assert_eq!(password(&next), Some("my old password"));
     assert!(!connected, "no server contact on a normal login");
-    assert_eq!(u.transcript, ["secret Password (press Enter if you forgot it): "]);
+    assert_eq!(
+        u.transcript,
+        ["secret Password (press Enter if you forgot it): "]
+    );
     assert!(log.text().is_empty());
 }
 
@@ -625,7 +635,11 @@ fn the_menu_offers_unlock() {
     let cfg = config("");
     let mut u = User::new(&["", "2", "1", "123456"]);
     let (next, _, _) = login(&cfg, &mut u, Server::new(1));
-    assert_eq!(next, Next::AskAsUsual, "the user signs in with the password they know");
+    assert_eq!(
+        next,
+        Next::AskAsUsual,
+        "the user signs in with the password they know"
+    );
     assert!(u.saw("Your account is unlocked."));
     assert!(u.saw("Sign in with your password."));
 }

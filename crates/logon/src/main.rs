@@ -109,7 +109,11 @@ fn main() -> ExitCode {
             _ => return ExitCode::from(CANCELLED),
         },
     };
-    let kind = if cli.unlock { Kind::Unlock } else { Kind::Reset };
+    let kind = if cli.unlock {
+        Kind::Unlock
+    } else {
+        Kind::Reset
+    };
     let mut d = Dialogue {
         conv: &mut conv,
         api: &mut api,

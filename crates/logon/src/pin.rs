@@ -18,9 +18,11 @@ pub fn fetch(server: &str) -> Result<String, String> {
         .strip_prefix("https://")
         .ok_or("--server must be https://host[:port]")?;
     let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || p.parse::<u16>().is_ok() => {
-            (h, p.parse::<u16>().map_err(|_| format!("bad port in {server}"))?)
-        }
+        Some((h, p)) if !h.ends_with(']') || p.parse::<u16>().is_ok() => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("bad port in {server}"))?,
+        ),
         _ => (hostport, 443),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -36,7 +38,8 @@ pub fn fetch(server: &str) -> Result<String, String> {
     let tcp = TcpStream::connect((host, port)).map_err(|e| format!("{host}:{port}: {e}"))?;
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
     let mut tls = StreamOwned::new(conn, tcp);
-    tls.flush().map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
+    tls.flush()
+        .map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
     while tls.conn.is_handshaking() {
         tls.conn
             .complete_io(&mut tls.sock)

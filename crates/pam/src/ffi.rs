@@ -45,8 +45,11 @@ pub struct PamConv {
 
 #[link(name = "pam")]
 unsafe extern "C" {
-    pub fn pam_get_item(pamh: *const PamHandle, item_type: c_int, item: *mut *const c_void)
-    -> c_int;
+    pub fn pam_get_item(
+        pamh: *const PamHandle,
+        item_type: c_int,
+        item: *mut *const c_void,
+    ) -> c_int;
     pub fn pam_set_item(pamh: *mut PamHandle, item_type: c_int, item: *const c_void) -> c_int;
     pub fn pam_get_user(
         pamh: *mut PamHandle,
@@ -146,4 +149,3 @@ impl Handle {
         (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
     }
 }
-

@@ -93,8 +93,11 @@ fn authenticate(pamh: *mut PamHandle, args: &[String]) -> c_int {
         return PAM_IGNORE;
     };
     let lang = cfg.lang(|k| handle.env(k).or_else(|| std::env::var(k).ok()));
-    let journal: Arc<dyn Journal> =
-        Arc::new(Syslog::new(cfg.syslog_socket.clone(), "pam_sspr", cfg.verbose));
+    let journal: Arc<dyn Journal> = Arc::new(Syslog::new(
+        cfg.syslog_socket.clone(),
+        "pam_sspr",
+        cfg.verbose,
+    ));
     let connect = || -> Result<Box<dyn ResetApi>, sspr_agent::ConfigError> {
         Ok(Box::new(HttpApi::new(&cfg, lang, journal.clone())?))
     };
@@ -168,7 +171,11 @@ impl ffi::Handle {
     fn authtok_is_set(&self) -> bool {
         self.item(PAM_AUTHTOK)
             // SAFETY: PAM_AUTHTOK is a NUL-terminated string owned by libpam.
-            .map(|p| unsafe { CStr::from_ptr(p as *const c_char) }.to_bytes().is_empty())
+            .map(|p| {
+                unsafe { CStr::from_ptr(p as *const c_char) }
+                    .to_bytes()
+                    .is_empty()
+            })
             .is_some_and(|empty| !empty)
     }
 

@@ -13,6 +13,7 @@ mod enumeration;
 mod input;
 mod ldap;
 mod limits;
+mod logon;
 mod multi;
 mod register;
 mod reset;
