@@ -71,6 +71,7 @@ impl HttpApi {
             .https_only(true)
             .redirects(0)
             .timeout_connect(cfg.connect_timeout)
+            .resolver(BoundedResolver(cfg.connect_timeout))
             .timeout(cfg.timeout)
             .user_agent(concat!("sspr-logon/", env!("CARGO_PKG_VERSION")));
         b = match &cfg.proxy {
@@ -144,6 +145,28 @@ impl HttpApi {
                 Err(failure)
             }
         }
+    }
+}
+
+/// Name resolution bounded like the connection: the C library's lookup has no timeout of its
+/// own, and a dead DNS server must not hold a login screen for its retries (30 s and more).
+struct BoundedResolver(std::time::Duration);
+
+impl ureq::Resolver for BoundedResolver {
+    fn resolve(&self, netloc: &str) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        use std::net::ToSocketAddrs;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let name = netloc.to_string();
+        // A lookup that never ends leaves this thread behind; the login goes on without it.
+        std::thread::spawn(move || {
+            let _ = tx.send(name.to_socket_addrs().map(Iterator::collect));
+        });
+        rx.recv_timeout(self.0).unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("looking up {netloc} took longer than {:?}", self.0),
+            ))
+        })
     }
 }
 
