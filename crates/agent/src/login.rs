@@ -14,12 +14,23 @@ use crate::text::{Lang, T, t};
 pub enum Next {
     /// Give this password to the next module (what the user typed, or the new password).
     UsePassword(Zeroizing<String>),
-    /// Let the next module ask for the password as it always does.
-    AskAsUsual,
+    /// The conversation failed: leave everything to the next module.
+    Nothing,
+}
+
+/// Asks for the password the plain way. Whenever the agent has been at the prompt it also
+/// collects the password, so that a module after it with `use_first_pass` (pam_sss, pam_ldap
+/// placed second by pam-auth-update) always finds one and never fails without asking.
+pub fn plain_prompt(conv: &mut dyn Conversation, lang: Lang) -> Next {
+    match conv.secret(&t(lang, T::PlainPassword)) {
+        Ok(p) => Next::UsePassword(Zeroizing::new(p)),
+        Err(_) => Next::Nothing,
+    }
 }
 
 /// Asks for the password. The gesture instead offers a reset or an unlock; `connect` is called
-/// only then, so a normal login never touches the network.
+/// only then, so a normal login never touches the network. However the dialogue ends, the
+/// password is asked for once more, plainly, and handed on.
 pub fn password_prompt(
     conv: &mut dyn Conversation,
     cfg: &AgentConfig,
@@ -34,7 +45,7 @@ pub fn password_prompt(
             gesture: &cfg.gesture,
         },
     )) else {
-        return Next::AskAsUsual;
+        return Next::Nothing;
     };
     let typed = Zeroizing::new(typed);
     if *typed != cfg.gesture {
@@ -44,14 +55,14 @@ pub fn password_prompt(
         user: user.to_string(),
     });
     let Some(kind) = menu(conv, cfg, lang) else {
-        return Next::AskAsUsual;
+        return plain_prompt(conv, lang);
     };
     let mut api = match connect() {
         Ok(api) => api,
         Err(e) => {
             conv.error(&t(lang, T::NotConfigured));
             journal.event(&Event::ConfigError { cause: e.0 });
-            return Next::AskAsUsual;
+            return plain_prompt(conv, lang);
         }
     };
     let mut d = Dialogue {
@@ -70,14 +81,14 @@ pub fn password_prompt(
             }
             AfterReset::Prompt => {
                 d.conv.info(&t(lang, T::SignInWithNew));
-                Next::AskAsUsual
+                plain_prompt(d.conv, lang)
             }
         },
         Outcome::Unlocked => {
             d.conv.info(&t(lang, T::SignInAsUsual));
-            Next::AskAsUsual
+            plain_prompt(d.conv, lang)
         }
-        _ => Next::AskAsUsual,
+        _ => plain_prompt(d.conv, lang),
     }
 }
 

@@ -88,6 +88,7 @@ pub enum T<'a> {
         to: &'a str,
     },
     NotConfigured,
+    PlainPassword,
 }
 
 pub fn t(lang: Lang, what: T<'_>) -> String {
@@ -132,6 +133,7 @@ fn en(what: T<'_>) -> String {
         T::RegisterAt { url } => format!("Register your security info at {url}"),
         T::SentTo { to } => format!("Sent to {to}."),
         T::NotConfigured => "Password reset is not set up correctly on this computer. Call your helpdesk.".into(),
+        T::PlainPassword => "Password: ".into(),
     }
 }
 
@@ -175,6 +177,7 @@ fn zh(what: T<'_>) -> String {
         T::RegisterAt { url } => format!("请在此注册安全信息：{url}"),
         T::SentTo { to } => format!("已发送到 {to}。"),
         T::NotConfigured => "本机的密码重置设置不正确。请联系技术支持。".into(),
+        T::PlainPassword => "密码：".into(),
     }
 }
 

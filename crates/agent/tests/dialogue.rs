@@ -583,7 +583,7 @@ fn login(cfg: &AgentConfig, user: &mut User, server: Server) -> (Next, bool, Log
 fn password(n: &Next) -> Option<&str> {
     match n {
         Next::UsePassword(p) => Some(p.as_str()),
-        Next::AskAsUsual => None,
+        Next::Nothing => None,
     }
 }
 
@@ -615,29 +615,34 @@ fn the_gesture_then_a_reset_hands_the_new_password_on() {
 #[test]
 fn after_reset_prompt_sends_the_user_back_to_the_prompt() {
     let cfg = config("after_reset = \"prompt\"");
-    let mut u = User::new(&["", "1", "1", "123456", NEW, NEW]);
+    let mut u = User::new(&["", "1", "1", "123456", NEW, NEW, NEW]);
     let (next, _, _) = login(&cfg, &mut u, Server::new(1));
-    assert_eq!(next, Next::AskAsUsual);
+    assert_eq!(password(&next), Some(NEW), "typed again at the plain prompt");
     assert!(u.saw("Sign in with your new password."));
+    assert!(u.transcript.last().unwrap().starts_with("secret Password: "));
 }
 
 #[test]
 fn enter_at_the_menu_goes_back_to_a_normal_login() {
     let cfg = config("");
-    let mut u = User::new(&["", ""]);
+    let mut u = User::new(&["", "", "my password"]);
     let (next, connected, _) = login(&cfg, &mut u, Server::new(1));
-    assert_eq!(next, Next::AskAsUsual);
+    assert_eq!(password(&next), Some("my password"));
     assert!(!connected);
+    // An account that really has an empty password (nullok) still gets in: Enter three times.
+    let mut u = User::new(&["", "", ""]);
+    let (next, _, _) = login(&cfg, &mut u, Server::new(1));
+    assert_eq!(password(&next), Some(""));
 }
 
 #[test]
 fn the_menu_offers_unlock() {
     let cfg = config("");
-    let mut u = User::new(&["", "2", "1", "123456"]);
+    let mut u = User::new(&["", "2", "1", "123456", "the password I know"]);
     let (next, _, _) = login(&cfg, &mut u, Server::new(1));
     assert_eq!(
-        next,
-        Next::AskAsUsual,
+        password(&next),
+        Some("the password I know"),
         "the user signs in with the password they know"
     );
     assert!(u.saw("Your account is unlocked."));
@@ -663,9 +668,9 @@ fn a_server_that_is_down_leaves_the_normal_login_working() {
     let cfg = config("");
     let mut s = Server::new(1);
     s.down = true;
-    let mut u = User::new(&["", "1"]);
+    let mut u = User::new(&["", "1", "my password"]);
     let (next, _, _) = login(&cfg, &mut u, s);
-    assert_eq!(next, Next::AskAsUsual);
+    assert_eq!(password(&next), Some("my password"));
     assert!(u.saw("can't be reached right now"));
 }
 
@@ -674,6 +679,6 @@ fn a_conversation_that_fails_at_once_changes_nothing() {
     let cfg = config("");
     let mut u = User::new(&["^C"]);
     let (next, connected, _) = login(&cfg, &mut u, Server::new(1));
-    assert_eq!(next, Next::AskAsUsual);
+    assert_eq!(next, Next::Nothing);
     assert!(!connected);
 }

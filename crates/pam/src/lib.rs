@@ -1,7 +1,8 @@
 //! `pam_sspr.so`: the PAM shim. It turns PAM's C conversation into [`Conversation`], reads the
 //! config, and hands the rest to `sspr_agent::login`. Everything here is about not harming a
 //! login: every path returns `PAM_IGNORE`, so the module can never grant or deny access; a
-//! panic is caught at the boundary; a missing or bad config means the module does nothing.
+//! panic is caught at the boundary; a missing or bad config means no reset is offered, only
+//! the plain "Password:" prompt, so that the next module finds the password it expects.
 //!
 //! Stack it first in `auth`, before the module that checks passwords, which must then take the
 //! password from `PAM_AUTHTOK` (`try_first_pass`; pam-auth-update arranges that):
@@ -23,9 +24,9 @@ use std::sync::Arc;
 
 use sspr_agent::config::DEFAULT_PATH;
 use sspr_agent::journal::Event;
-use sspr_agent::login::{Next, password_prompt};
+use sspr_agent::login::{Next, password_prompt, plain_prompt};
 use sspr_agent::syslog::Syslog;
-use sspr_agent::{AgentConfig, Cancelled, Conversation, HttpApi, Journal, ResetApi};
+use sspr_agent::{AgentConfig, Cancelled, Conversation, HttpApi, Journal, Lang, ResetApi};
 use zeroize::Zeroize;
 
 pub mod ffi;
@@ -69,30 +70,32 @@ fn config_path(args: &[String]) -> PathBuf {
 }
 
 fn authenticate(pamh: *mut PamHandle, args: &[String]) -> c_int {
-    let path = config_path(args);
-    let cfg = match AgentConfig::load(&path) {
-        Ok(Some(cfg)) => cfg,
-        // Installed, not configured: stay silent and out of the way.
-        Ok(None) => return PAM_IGNORE,
-        Err(e) => {
-            Syslog::new(PathBuf::from("/dev/log"), "pam_sspr", false)
-                .event(&Event::ConfigError { cause: e.0 });
-            return PAM_IGNORE;
-        }
-    };
     // SAFETY: pamh is the live handle libpam gave us.
     let handle = unsafe { ffi::Handle::new(pamh) };
     if handle.authtok_is_set() {
         // An earlier module already asked for the password; nothing for us to add.
         return PAM_IGNORE;
     }
-    let Some(user) = handle.user() else {
-        return PAM_IGNORE;
-    };
     let Some(mut conv) = handle.conversation() else {
         return PAM_IGNORE;
     };
-    let lang = cfg.lang(|k| handle.env(k).or_else(|| std::env::var(k).ok()));
+    let env = |k: &str| handle.env(k).or_else(|| std::env::var(k).ok());
+    let path = config_path(args);
+    let cfg = match AgentConfig::load(&path) {
+        Ok(Some(cfg)) => cfg,
+        // Installed but not configured, or misconfigured: no reset, just the password prompt
+        // the next module expects (it may be stacked with use_first_pass).
+        Ok(None) => return hand_on(&handle, plain_prompt(&mut conv, Lang::from_env(env))),
+        Err(e) => {
+            Syslog::new(PathBuf::from("/dev/log"), "pam_sspr", false)
+                .event(&Event::ConfigError { cause: e.0 });
+            return hand_on(&handle, plain_prompt(&mut conv, Lang::from_env(env)));
+        }
+    };
+    let lang = cfg.lang(env);
+    let Some(user) = handle.user() else {
+        return PAM_IGNORE;
+    };
     let journal: Arc<dyn Journal> = Arc::new(Syslog::new(
         cfg.syslog_socket.clone(),
         "pam_sspr",
@@ -101,11 +104,14 @@ fn authenticate(pamh: *mut PamHandle, args: &[String]) -> c_int {
     let connect = || -> Result<Box<dyn ResetApi>, sspr_agent::ConfigError> {
         Ok(Box::new(HttpApi::new(&cfg, lang, journal.clone())?))
     };
-    match password_prompt(&mut conv, &cfg, lang, &user, journal.as_ref(), connect) {
-        Next::UsePassword(pw) => {
-            handle.set_authtok(&pw);
-        }
-        Next::AskAsUsual => {}
+    let next = password_prompt(&mut conv, &cfg, lang, &user, journal.as_ref(), connect);
+    hand_on(&handle, next)
+}
+
+/// Gives the password to the rest of the stack. Always `PAM_IGNORE`: the module never decides.
+fn hand_on(handle: &ffi::Handle, next: Next) -> c_int {
+    if let Next::UsePassword(pw) = next {
+        handle.set_authtok(&pw);
     }
     PAM_IGNORE
 }

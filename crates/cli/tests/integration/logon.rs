@@ -367,7 +367,7 @@ async fn a_dead_or_silent_server_is_reported_in_bounded_time_and_login_still_wor
             waited < Duration::from_secs(8),
             "{name}: the user waited {waited:?}"
         );
-        // The normal login carries on: the next module asks for the password.
+        // The normal login carries on: the password is asked for once more.
         pam.expect("Password:").await;
         pam.send(PASSWORD);
         let (ok, out) = pam.finish().await;
@@ -407,7 +407,8 @@ async fn an_unregistered_user_at_the_pam_prompt_is_told_where_to_register() {
     pam.send("1");
     pam.expect("需要更多安全信息").await;
     pam.expect(&format!("请在此注册安全信息：{}", s.url)).await;
-    pam.expect("Password:").await;
+    // The module asks for the password itself, in the user's language, and hands it on.
+    pam.expect("密码：").await;
     pam.send(PASSWORD);
     let (ok, out) = pam.finish().await;
     assert!(ok, "{out}");
