@@ -3,11 +3,13 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use crate::journal::{Event, Journal};
 
 pub struct Syslog {
-    socket: Option<UnixDatagram>,
+    /// Opened at the first message: a normal login logs nothing and opens nothing.
+    socket: OnceLock<Option<UnixDatagram>>,
     path: PathBuf,
     ident: &'static str,
     verbose: bool,
@@ -22,7 +24,7 @@ impl Syslog {
     /// Nothing is written when the socket is missing: logging must never stop a login.
     pub fn new(path: PathBuf, ident: &'static str, verbose: bool) -> Syslog {
         Syslog {
-            socket: UnixDatagram::unbound().ok(),
+            socket: OnceLock::new(),
             path,
             ident,
             verbose,
@@ -30,7 +32,9 @@ impl Syslog {
     }
 
     fn send(&self, severity: u8, text: &str) {
-        let Some(sock) = &self.socket else { return };
+        let Some(sock) = self.socket.get_or_init(|| UnixDatagram::unbound().ok()) else {
+            return;
+        };
         let line = format!(
             "<{}>{}[{}]: {}",
             AUTHPRIV * 8 + severity,
