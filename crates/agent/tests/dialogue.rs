@@ -617,9 +617,18 @@ fn after_reset_prompt_sends_the_user_back_to_the_prompt() {
     let cfg = config("after_reset = \"prompt\"");
     let mut u = User::new(&["", "1", "1", "123456", NEW, NEW, NEW]);
     let (next, _, _) = login(&cfg, &mut u, Server::new(1));
-    assert_eq!(password(&next), Some(NEW), "typed again at the plain prompt");
+    assert_eq!(
+        password(&next),
+        Some(NEW),
+        "typed again at the plain prompt"
+    );
     assert!(u.saw("Sign in with your new password."));
-    assert!(u.transcript.last().unwrap().starts_with("secret Password: "));
+    assert!(
+        u.transcript
+            .last()
+            .unwrap()
+            .starts_with("secret Password: ")
+    );
 }
 
 #[test]
