@@ -30,6 +30,16 @@ fn artifact(name: &str) -> PathBuf {
     path
 }
 
+/// A helper process that dies with the test, even when an assertion fails first.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A syslog socket in the test's directory: everything the agent logs lands here.
 struct Syslog {
     path: PathBuf,
@@ -536,7 +546,7 @@ async fn the_agent_refuses_a_server_limited_to_tls_1_1() {
     let log = Syslog::start(&dir);
     let tls = s.rt.config.data_dir.join("tls");
     let port = free_port();
-    let mut old = Command::new("openssl")
+    let old = Command::new("openssl")
         .args(["s_server", "-accept", &port.to_string(), "-www", "-tls1_1"])
         .args(["-cipher", "DEFAULT:@SECLEVEL=0"])
         .arg("-cert")
@@ -548,6 +558,7 @@ async fn the_agent_refuses_a_server_limited_to_tls_1_1() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let old = Reaped(old);
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
@@ -576,7 +587,7 @@ async fn the_agent_refuses_a_server_limited_to_tls_1_1() {
     let (code, out) = tokio::task::spawn_blocking(move || logon(&config, &[]))
         .await
         .unwrap();
-    let _ = old.kill();
+    drop(old);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("could not be verified as genuine"), "{out}");
     assert!(
@@ -604,7 +615,7 @@ async fn the_agent_goes_through_a_configured_or_environment_proxy() {
         ),
     )
     .unwrap();
-    let mut proxy = Command::new("tinyproxy")
+    let proxy = Command::new("tinyproxy")
         .arg("-d")
         .arg("-c")
         .arg(&conf)
@@ -613,6 +624,7 @@ async fn the_agent_goes_through_a_configured_or_environment_proxy() {
         .stderr(Stdio::null())
         .spawn()
         .expect("tinyproxy must be installed (see .ci/run)");
+    let _proxy = Reaped(proxy);
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_ok() {
             break;
@@ -679,6 +691,5 @@ async fn the_agent_goes_through_a_configured_or_environment_proxy() {
         .unwrap();
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("can't be reached"), "{out}");
-    let _ = proxy.kill();
     s.stop().await;
 }
