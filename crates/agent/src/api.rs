@@ -216,8 +216,15 @@ fn tls_words(e: &rustls::Error) -> String {
 impl HttpApi {
     /// `GET /readyz`: reachable, trusted, and its database and directory answer.
     pub fn ready(&self) -> Result<(), ApiFailure> {
-        self.call::<sspr_proto::Message>("GET", "/readyz", None, None::<&()>)
-            .map(|_| ())
+        match self.call::<sspr_proto::Message>("GET", "/readyz", None, None::<&()>) {
+            Ok(_) => Ok(()),
+            Err(ApiFailure::Protocol(p)) if p.contains("HTTP 503") => Err(ApiFailure::Protocol(
+                "the server answers but is not ready: its database or directory is unreachable \
+                 (see the server's log)"
+                    .into(),
+            )),
+            Err(e) => Err(e),
+        }
     }
 }
 
