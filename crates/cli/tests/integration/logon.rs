@@ -693,3 +693,90 @@ async fn the_agent_goes_through_a_configured_or_environment_proxy() {
     assert!(out.contains("can't be reached"), "{out}");
     s.stop().await;
 }
+
+/// A PAM service whose password module insists on the password from an earlier module
+/// (`use_first_pass`, as pam_sss or pam_ldap get when pam-auth-update places them second):
+/// pam_userdb against a Berkeley DB file made with db_load.
+fn use_first_pass_service(dir: &Path, agent_config: &Path, user: &str, password: &str) -> PathBuf {
+    let services = dir.join("pam-ufp.d");
+    std::fs::create_dir_all(&services).unwrap();
+    let input = dir.join("users.txt");
+    std::fs::write(&input, format!("{user}\n{password}\n")).unwrap();
+    let db = dir.join("users");
+    let status = Command::new("db5.3_load")
+        .args(["-T", "-t", "hash", "-f"])
+        .arg(&input)
+        .arg(db.with_extension("db"))
+        .status()
+        .expect("db5.3_load must be installed (db5.3-util, see .ci/run)");
+    assert!(status.success());
+    std::fs::write(
+        services.join("sspr-test"),
+        format!(
+            "auth [success=ok default=ignore] {module} config={config}\n\
+             auth required pam_userdb.so db={db} crypt=none use_first_pass\n\
+             account required pam_permit.so\n",
+            module = artifact("libpam_sspr.so").display(),
+            config = agent_config.display(),
+            db = db.display(),
+        ),
+    )
+    .unwrap();
+    services
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_use_first_pass_module_after_the_agent_always_gets_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Syslog::start(dir.path());
+    let pw = "the password dave knows";
+
+    // Installed but not configured: a plain prompt, and the password goes on.
+    let unconfigured = dir.path().join("unconfigured.toml");
+    std::fs::write(
+        &unconfigured,
+        "# server_url = \"https://sspr.example.com\"\n",
+    )
+    .unwrap();
+    let services = use_first_pass_service(dir.path(), &unconfigured, "dave", pw);
+    let mut pam = Pam::start(&services, "dave");
+    pam.expect("Password:").await;
+    pam.send(pw);
+    let (ok, out) = pam.finish().await;
+    assert!(ok, "{out}");
+    assert!(!out.contains("forgot"), "no reset offered: {out}");
+
+    // Configured, the user makes the gesture and goes back: asked again, then logged in.
+    let config = agent_config(
+        dir.path(),
+        "logon.toml",
+        &format!("https://localhost:{}", free_port()),
+        "",
+        &log,
+    );
+    let services = use_first_pass_service(dir.path(), &config, "dave", pw);
+    let mut pam = Pam::start(&services, "dave");
+    pam.expect("Password (press Enter if you forgot it):").await;
+    pam.send("");
+    pam.expect("Choose 1 or 2:").await;
+    pam.send("");
+    pam.expect("Password:").await;
+    pam.send(pw);
+    let (ok, out) = pam.finish().await;
+    assert!(ok, "{out}");
+
+    // The control: without pam_sspr, that module cannot log anyone in by itself.
+    let only = services.join("sspr-test");
+    let stack = std::fs::read_to_string(&only).unwrap();
+    std::fs::write(
+        &only,
+        stack.lines().skip(1).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
+    let pam = Pam::start(&services, "dave");
+    let (ok, _) = pam.finish().await;
+    assert!(
+        !ok,
+        "use_first_pass alone fails without a password from an earlier module"
+    );
+}
