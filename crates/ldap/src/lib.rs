@@ -1,15 +1,25 @@
-//! sspr's LDAP directory: accounts in OpenLDAP, behind [`Directory`].
+//! sspr's LDAP directory: accounts in OpenLDAP or Active Directory, behind [`Directory`].
 //!
 //! - Connections are TLS only (`ldaps://`, or `ldap://` with StartTLS) unless `allow_plain`
 //!   is set, with certificates checked against the system roots or `ca_file`.
+//! - Service-account work (searches, resets, unlocks, rules) goes over a small pool of bound
+//!   connections (`pool_size`), reused while they stay healthy; one that fails or that the
+//!   server closed is dropped and replaced. The URLs are tried in order for each new one.
 //! - Users are found with the configured filter, every input escaped (RFC 4515); exactly one
 //!   entry must match. Group membership comes from `memberOf` or from groups whose `member`
 //!   holds the user's DN.
 //! - A reset is the RFC 3062 Password Modify extended operation, run as the service account,
 //!   so the server hashes the password and its ppolicy overlay applies; an unlock removes
 //!   `pwdAccountLockedTime`. A ppolicy refusal reaches the user in words; the raw cause goes
-//!   to the log.
-//! - The current password is checked with a bind as the user, never with an empty password.
+//!   to the log. AD: `unicodePwd`, then `lockoutTime`; a refusal on an account AD protects
+//!   (`adminCount=1`, AdminSDHolder) says so in the log, with the fix.
+//! - With `must_change_after_reset`, the user must choose another password at the next
+//!   sign-in (AD `pwdLastSet: 0`, OpenLDAP `pwdReset: TRUE`).
+//! - The rules shown before the user types are the directory's default policy; for a known
+//!   user, [`LdapDirectory::password_rules_for`] reads the policy that applies to them (AD's
+//!   fine-grained `msDS-ResultantPSO`, OpenLDAP's `pwdPolicySubentry`).
+//! - The current password is checked with a bind as the user on a connection of its own,
+//!   never a pooled one, and never with an empty password.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +62,15 @@ pub struct LdapConfig {
     /// OpenLDAP: the DN of the ppolicy entry that applies (`ppolicy_default`), read to show
     /// its rules before the user types. AD reads the domain's policy by itself.
     pub policy_dn: Option<String>,
+    /// After a reset, make the user choose another password at their next sign-in. AD: sets
+    /// `pwdLastSet` to 0 in the same modify as `unicodePwd` (the service account needs Write
+    /// `pwdLastSet`). OpenLDAP: sets `pwdReset: TRUE` after the password modify (the service
+    /// account needs write access to `pwdReset`; ppolicy enforces it only where the policy has
+    /// `pwdMustChange: TRUE`).
+    pub must_change_after_reset: bool,
+    /// At most this many bound service connections are open at once; idle ones are reused.
+    /// Checking a user's password always uses a connection of its own, never one of these.
+    pub pool_size: usize,
     pub timeout_secs: u64,
 }
 
@@ -72,6 +91,8 @@ impl Default for LdapConfig {
             mobile_attribute: "mobile".into(),
             group_base_dn: String::new(),
             policy_dn: None,
+            must_change_after_reset: false,
+            pool_size: 4,
             timeout_secs: 5,
         }
     }
@@ -132,6 +153,9 @@ impl LdapConfig {
         if !self.user_filter.contains("{login}") {
             e.push("directory.ldap.user_filter must contain {login}".into());
         }
+        if self.pool_size == 0 {
+            e.push("directory.ldap.pool_size must be at least 1".into());
+        }
         e
     }
 }
@@ -140,6 +164,60 @@ impl LdapConfig {
 pub struct LdapDirectory {
     cfg: Arc<LdapConfig>,
     tls: Arc<rustls::ClientConfig>,
+    pool: Arc<Pool>,
+}
+
+/// Bound service connections: at most `pool_size` exist at once (one slot each), idle ones
+/// wait in `idle` for the next operation. A connection that failed at the transport level, or
+/// that the server closed, is dropped rather than put back. User binds never come from here.
+struct Pool {
+    idle: std::sync::Mutex<Vec<Ldap>>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Pool {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Ldap>> {
+        // Nothing panics while holding it; a poisoned list of connections is still a list.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A service connection checked out of the pool, with its slot.
+struct Service {
+    ldap: Ldap,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    /// Taken from the idle list (it may have died while idle), rather than just opened.
+    reused: bool,
+}
+
+/// Runs `$body`, an async expression that only reads through `$l: &mut Ldap`, on a pooled
+/// service connection. When a reused connection fails at the transport level (the server
+/// restarted or dropped it while it sat idle), the other idle ones are discarded too and
+/// `$body` runs once more on a freshly bound connection; reads are safe to repeat.
+macro_rules! pooled_read {
+    ($dir:expr, |$l:ident| $body:expr) => {
+        async {
+            let mut s = $dir.service().await?;
+            let r = {
+                let $l = &mut s.ldap;
+                $dir.timed($body).await
+            };
+            let (s, r) = match r {
+                Err(DirError::Unavailable(why)) if s.reused => {
+                    let mut s = $dir.replace(s, &why).await?;
+                    let r = {
+                        let $l = &mut s.ldap;
+                        $dir.timed($body).await
+                    };
+                    (s, r)
+                }
+                r => (s, r),
+            };
+            $dir.give_back(s, &r);
+            r
+        }
+        .await
+    };
 }
 
 fn unavailable(e: impl std::fmt::Display) -> DirError {
@@ -175,9 +253,14 @@ impl LdapDirectory {
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
+        let pool = Pool {
+            idle: std::sync::Mutex::new(Vec::new()),
+            slots: Arc::new(tokio::sync::Semaphore::new(cfg.pool_size)),
+        };
         Ok(Self {
             cfg: Arc::new(cfg),
             tls: Arc::new(tls),
+            pool: Arc::new(pool),
         })
     }
 
@@ -205,7 +288,111 @@ impl LdapDirectory {
         Err(unavailable(last))
     }
 
-    async fn service(&self) -> Result<Ldap, DirError> {
+    /// A pooled service connection: an idle one that is still open, else a new one, once a
+    /// slot is free (waiting at most `timeout_secs`).
+    async fn service(&self) -> Result<Service, DirError> {
+        let wait = Duration::from_secs(self.cfg.timeout_secs);
+        let slot = match tokio::time::timeout(wait, self.pool.slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => {
+                return Err(unavailable(format!(
+                    "all {} service connections stayed busy for {} s (directory.ldap.pool_size)",
+                    self.cfg.pool_size, self.cfg.timeout_secs
+                )));
+            }
+        };
+        loop {
+            let Some(mut ldap) = self.pool.idle().pop() else {
+                break;
+            };
+            // The server closed it (a restart, an idle timeout): drop it and look further.
+            if !ldap.is_closed() {
+                return Ok(Service {
+                    ldap,
+                    slot,
+                    reused: true,
+                });
+            }
+        }
+        Ok(Service {
+            ldap: self.bind_service().await?,
+            slot,
+            reused: false,
+        })
+    }
+
+    /// Puts a connection back for reuse, unless the operation on it failed at the transport
+    /// level (or timed out) or the server has closed it; either way its slot is freed.
+    fn give_back<T>(&self, s: Service, result: &Result<T, DirError>) {
+        let Service { mut ldap, slot, .. } = s;
+        if !matches!(result, Err(DirError::Unavailable(_))) && !ldap.is_closed() {
+            self.pool.idle().push(ldap);
+        }
+        drop(slot);
+    }
+
+    /// A fresh connection in the slot of one that just failed. The idle ones date from the
+    /// same time and most likely failed too (a server restart): they go as well.
+    async fn replace(&self, s: Service, why: &str) -> Result<Service, DirError> {
+        tracing::info!(cause = %why, "ldap: a pooled connection failed; opening a new one");
+        let Service { slot, .. } = s;
+        self.pool.idle().clear();
+        Ok(Service {
+            ldap: self.bind_service().await?,
+            slot,
+            reused: false,
+        })
+    }
+
+    /// At most `timeout_secs` for one pooled operation (ldap3's own timeout covers a single
+    /// request, and only when set before it).
+    async fn timed<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, DirError>>,
+    ) -> Result<T, DirError> {
+        let secs = self.cfg.timeout_secs;
+        match tokio::time::timeout(Duration::from_secs(secs), op).await {
+            Ok(r) => r,
+            Err(_) => Err(unavailable(format!("no answer within {secs} s"))),
+        }
+    }
+
+    /// A pooled connection with the user's entry looked up on it, replacing a dead pooled
+    /// connection once, so that a write that follows goes over a connection that has just
+    /// answered (a write is never repeated: a reset sent twice would hit the history rule).
+    async fn service_and_entry(&self, user: &DirUser) -> Result<(Service, String), DirError> {
+        let mut s = self.service().await?;
+        let mut found = self.timed(self.entry(&mut s.ldap, &user.login)).await;
+        let retry = match &found {
+            Err(DirError::Unavailable(why)) if s.reused => Some(why.clone()),
+            _ => None,
+        };
+        if let Some(why) = retry {
+            s = self.replace(s, &why).await?;
+            found = self.timed(self.entry(&mut s.ldap, &user.login)).await;
+        }
+        match found {
+            Ok(Some(e)) if entry_id(&e) == user.id => {
+                let dn = e.dn;
+                Ok((s, dn))
+            }
+            Ok(_) => {
+                self.give_back(s, &Ok::<(), DirError>(()));
+                Err(DirError::Other(format!(
+                    "ldap: {} is no longer the same entry",
+                    user.login
+                )))
+            }
+            Err(e) => {
+                self.give_back(s, &Err::<(), DirError>(e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// A new connection bound as the service account, outside the pool.
+    async fn bind_service(&self) -> Result<Ldap, DirError> {
         let mut ldap = self.connect().await?;
         let r = ldap
             .simple_bind(&self.cfg.bind_dn, &self.cfg.bind_password)
@@ -311,9 +498,32 @@ fn first(e: &SearchEntry, attr: &str) -> Option<String> {
     e.attrs.get(attr).and_then(|v| v.first()).cloned()
 }
 
+/// Whether an AD refusal is about the service account's rights rather than the password:
+/// insufficientAccessRights (50), or a constraint/unwilling answer carrying
+/// ERROR_ACCESS_DENIED (`00000005`) or an access problem, as `unicodePwd` writes can give.
+fn ad_access_refused(rc: u32, text: &str) -> bool {
+    let t = text.to_lowercase();
+    rc == 50
+        || (matches!(rc, 19 | 53)
+            && !t.contains("052d")
+            && (t.starts_with("00000005") || t.contains("insuff") || t.contains("access")))
+}
+
+/// The log and audit cause for a refusal on an account AD protects: members of Domain Admins
+/// and the other protected groups get `adminCount=1` and, from SDProp, the ACL of
+/// AdminSDHolder with inheritance turned off, so rights delegated on the users' OU never reach
+/// them.
+fn protected_account(dn: &str, what: &str, text: &str) -> DirError {
+    DirError::Permission(format!(
+        "ldap: {what} of {dn} refused: protected account (adminCount=1): AdminSDHolder blocks the service account's rights. \
+         Fix: delegate the rights on CN=AdminSDHolder,CN=System in the domain (SDProp copies them to protected accounts within the hour), \
+         or keep such accounts out of sspr's scope (base_dn, or (!(adminCount=1)) in user_filter). Directory said: {text}"
+    ))
+}
+
 /// An AD refusal in words. AD explains in the diagnostic text (`0000052D: … the password is
 /// too short…`); the user gets the gist, the log the full text.
-fn ad_error(dn: &str, rc: u32, text: &str) -> DirError {
+fn ad_error(dn: &str, rc: u32, text: &str, must_change: bool) -> DirError {
     let t = text.to_lowercase();
     match rc {
         19 if t.contains("history") => DirError::Rejected(vec![Rejection::History]),
@@ -323,7 +533,12 @@ fn ad_error(dn: &str, rc: u32, text: &str) -> DirError {
             }])
         }
         50 => DirError::Permission(format!(
-            "ldap: the service account may not reset {dn} (Reset Password right): {text}"
+            "ldap: the service account may not reset {dn} (Reset Password right{}): {text}",
+            if must_change {
+                ", and Write pwdLastSet for must_change_after_reset"
+            } else {
+                ""
+            }
         )),
         _ => DirError::Other(format!("ldap: reset of {dn}: rc={rc} {text}")),
     }
@@ -380,13 +595,10 @@ fn rejection(err: &LdapError) -> Option<Vec<Rejection>> {
 #[async_trait]
 impl Directory for LdapDirectory {
     async fn find_user(&self, login: &str) -> Result<Option<DirUser>, DirError> {
-        let mut ldap = self.service().await?;
-        let Some(e) = self.entry(&mut ldap, login).await? else {
-            let _ = ldap.unbind().await;
+        let found = pooled_read!(self, |l| self.entry_and_groups(l, login))?;
+        let Some((e, groups)) = found else {
             return Ok(None);
         };
-        let groups = self.groups(&mut ldap, &e).await?;
-        let _ = ldap.unbind().await;
         let uac: u32 = first(&e, "userAccountControl")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
@@ -413,6 +625,7 @@ impl Directory for LdapDirectory {
             return Ok(false);
         }
         let dn = self.dn_of(user).await?;
+        // A connection of its own, closed after: a pooled one must stay bound as the service.
         let mut ldap = self.connect().await?;
         let r = ldap.simple_bind(&dn, password).await.map_err(unavailable)?;
         let _ = ldap.unbind().await;
@@ -420,12 +633,276 @@ impl Directory for LdapDirectory {
     }
 
     async fn reset_password(&self, user: &DirUser, new_password: &str) -> Result<(), DirError> {
-        let dn = self.dn_of(user).await?;
-        let mut ldap = self.service().await?;
+        let (mut s, dn) = self.service_and_entry(user).await?;
+        let r = self
+            .timed(self.reset_on(&mut s.ldap, &dn, new_password))
+            .await;
+        self.give_back(s, &r);
+        r
+    }
+
+    async fn unlock(&self, user: &DirUser) -> Result<(), DirError> {
+        let (mut s, dn) = self.service_and_entry(user).await?;
+        let r = self.timed(self.remove_lock(&mut s.ldap, &dn)).await;
+        self.give_back(s, &r);
+        r
+    }
+
+    /// The directory's own rules in words: OpenLDAP's ppolicy entry, or the AD domain's
+    /// password policy. Rules that depend on the user (AD fine-grained policies, OpenLDAP's
+    /// `pwdPolicySubentry`) come from [`LdapDirectory::password_rules_for`].
+    async fn password_rules(&self) -> Result<Vec<String>, DirError> {
+        pooled_read!(self, |l| self.default_rules(l))
+    }
+
+    /// Reads the root DSE over a pooled connection.
+    async fn ping(&self) -> Result<(), DirError> {
+        pooled_read!(self, |l| async {
+            l.search("", Scope::Base, "(objectClass=*)", vec!["1.1"])
+                .await
+                .map_err(unavailable)?
+                .success()
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+}
+
+/// Which attributes of a policy entry say what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PolicyKind {
+    /// An OpenLDAP `pwdPolicy` entry.
+    Ppolicy,
+    /// The AD domain object's policy.
+    AdDomain,
+    /// An AD fine-grained password policy (`msDS-PasswordSettings`).
+    AdPso,
+}
+
+impl PolicyKind {
+    fn attrs(self) -> Vec<&'static str> {
+        match self {
+            // The first of each list is mandatory: an entry without it was not readable.
+            Self::Ppolicy => vec!["pwdAttribute", "pwdMinLength", "pwdInHistory", "pwdMinAge"],
+            Self::AdDomain => vec![
+                "minPwdLength",
+                "pwdHistoryLength",
+                "pwdProperties",
+                "minPwdAge",
+            ],
+            Self::AdPso => vec![
+                "msDS-PasswordSettingsPrecedence",
+                "cn",
+                "msDS-MinimumPasswordLength",
+                "msDS-PasswordHistoryLength",
+                "msDS-PasswordComplexityEnabled",
+                "msDS-MinimumPasswordAge",
+            ],
+        }
+    }
+}
+
+/// A span of seconds in words: "2 days", "1 hour", "30 minutes".
+fn duration_words(secs: i64) -> String {
+    let (n, unit) = if secs >= 86_400 && secs % 86_400 == 0 {
+        (secs / 86_400, "day")
+    } else if secs >= 3_600 && secs % 3_600 == 0 {
+        (secs / 3_600, "hour")
+    } else if secs >= 60 {
+        ((secs + 59) / 60, "minute")
+    } else {
+        (secs, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// A policy entry's rules in words.
+fn policy_rules(e: &SearchEntry, kind: PolicyKind) -> Vec<String> {
+    let num = |a: &str| {
+        first(e, a)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    // AD keeps ages as negative 100 ns intervals; OpenLDAP as seconds.
+    let (min, history, complex, min_age_secs) = match kind {
+        PolicyKind::Ppolicy => (
+            num("pwdMinLength"),
+            num("pwdInHistory"),
+            false,
+            num("pwdMinAge"),
+        ),
+        // DOMAIN_PASSWORD_COMPLEX is bit 0 of pwdProperties.
+        PolicyKind::AdDomain => (
+            num("minPwdLength"),
+            num("pwdHistoryLength"),
+            num("pwdProperties") & 1 == 1,
+            num("minPwdAge").saturating_abs() / 10_000_000,
+        ),
+        PolicyKind::AdPso => (
+            num("msDS-MinimumPasswordLength"),
+            num("msDS-PasswordHistoryLength"),
+            first(e, "msDS-PasswordComplexityEnabled")
+                .is_some_and(|v| v.eq_ignore_ascii_case("TRUE")),
+            num("msDS-MinimumPasswordAge").saturating_abs() / 10_000_000,
+        ),
+    };
+    let mut rules = Vec::new();
+    if min > 0 {
+        rules.push(format!("The directory requires at least {min} characters."));
+    }
+    if history > 0 {
+        rules.push(format!(
+            "The directory refuses your last {history} passwords."
+        ));
+    }
+    if complex {
+        rules.push(
+            "The domain requires three of: uppercase letters, lowercase letters, digits, symbols; and not your account name."
+                .into(),
+        );
+    }
+    if min_age_secs > 0 {
+        rules.push(format!(
+            "Once set, the password cannot be changed again for {}.",
+            duration_words(min_age_secs)
+        ));
+    }
+    rules
+}
+
+impl LdapDirectory {
+    /// `DC=…` of the base DN: the AD domain object.
+    fn domain_dn(&self) -> String {
+        self.cfg
+            .base_dn
+            .split(',')
+            .map(str::trim)
+            .filter(|rdn| rdn.to_ascii_lowercase().starts_with("dc="))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The policy entry at `dn`, read with the attributes `kind` needs; `None` if it cannot
+    /// be read (absent, or hidden from the service account).
+    async fn policy_entry(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        kind: PolicyKind,
+    ) -> Result<Option<SearchEntry>, DirError> {
+        match ldap
+            .search(dn, Scope::Base, "(objectClass=*)", kind.attrs())
+            .await
+            .map_err(unavailable)?
+            .success()
+        {
+            // AD may show the entry but none of its attributes to an account without read
+            // access: that is no more readable than an entry it hides.
+            Ok((entries, _)) => Ok(entries
+                .into_iter()
+                .next()
+                .map(SearchEntry::construct)
+                .filter(|e| kind == PolicyKind::AdDomain || first(e, kind.attrs()[0]).is_some())),
+            // noSuchObject, insufficientAccess: the entry is not visible to the service account.
+            Err(LdapError::LdapResult { result }) if matches!(result.rc, 32 | 50) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// The rules that apply when nothing about the user is known.
+    async fn default_rules(&self, ldap: &mut Ldap) -> Result<Vec<String>, DirError> {
+        let (dn, kind) = match self.cfg.flavor {
+            Flavor::OpenLdap => match &self.cfg.policy_dn {
+                Some(dn) => (dn.clone(), PolicyKind::Ppolicy),
+                None => return Ok(Vec::new()),
+            },
+            Flavor::Ad => (self.domain_dn(), PolicyKind::AdDomain),
+        };
+        Ok(self
+            .policy_entry(ldap, &dn, kind)
+            .await?
+            .map(|e| policy_rules(&e, kind))
+            .unwrap_or_default())
+    }
+
+    /// The DN of the policy that applies to the user in particular, if any: AD's
+    /// `msDS-ResultantPSO` (constructed: the winning fine-grained policy), or OpenLDAP's
+    /// `pwdPolicySubentry`. `None` for an unknown user or one under the default policy.
+    async fn user_policy_dn(
+        &self,
+        ldap: &mut Ldap,
+        login: &str,
+    ) -> Result<Option<String>, DirError> {
+        let attr = match self.cfg.flavor {
+            Flavor::Ad => "msDS-ResultantPSO",
+            Flavor::OpenLdap => "pwdPolicySubentry",
+        };
+        let filter = self.cfg.user_filter.replace("{login}", &ldap_escape(login));
+        let (entries, _) = ldap
+            .search(&self.cfg.base_dn, Scope::Subtree, &filter, vec![attr])
+            .await
+            .map_err(unavailable)?
+            .success()
+            .map_err(unavailable)?;
+        if entries.len() != 1 {
+            return Ok(None);
+        }
+        Ok(entries
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .and_then(|e| first(&e, attr)))
+    }
+
+    /// The rules for one user, in words: on AD the fine-grained password policy that wins for
+    /// the user (`msDS-ResultantPSO`), which replaces the domain's policy for them; on OpenLDAP
+    /// the policy named by the user's `pwdPolicySubentry`. Otherwise, or when that policy
+    /// cannot be read (AD lets only administrators read PSOs unless delegated), the same
+    /// rules as [`Directory::password_rules`].
+    pub async fn password_rules_for(&self, login: &str) -> Result<Vec<String>, DirError> {
+        pooled_read!(self, |l| self.rules_for(l, login))
+    }
+
+    async fn rules_for(&self, ldap: &mut Ldap, login: &str) -> Result<Vec<String>, DirError> {
+        if let Some(dn) = self.user_policy_dn(ldap, login).await? {
+            let kind = match self.cfg.flavor {
+                Flavor::Ad => PolicyKind::AdPso,
+                Flavor::OpenLdap => PolicyKind::Ppolicy,
+            };
+            match self.policy_entry(ldap, &dn, kind).await? {
+                Some(e) => return Ok(policy_rules(&e, kind)),
+                None => tracing::warn!(
+                    login,
+                    policy = %dn,
+                    "ldap: the user's password policy cannot be read, showing the default rules instead: give the service account read access to it"
+                ),
+            }
+        }
+        self.default_rules(ldap).await
+    }
+
+    async fn entry_and_groups(
+        &self,
+        ldap: &mut Ldap,
+        login: &str,
+    ) -> Result<Option<(SearchEntry, Vec<String>)>, DirError> {
+        let Some(e) = self.entry(ldap, login).await? else {
+            return Ok(None);
+        };
+        let groups = self.groups(ldap, &e).await?;
+        Ok(Some((e, groups)))
+    }
+
+    /// The reset itself, on a service connection: AD's `unicodePwd`, or OpenLDAP's password
+    /// modify; then the must-change flag and the unlock.
+    async fn reset_on(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        new_password: &str,
+    ) -> Result<(), DirError> {
         if self.cfg.flavor == Flavor::Ad {
-            let r = self.ad_reset(&mut ldap, &dn, new_password).await;
-            let _ = ldap.unbind().await;
-            return r;
+            return self.ad_reset(ldap, dn, new_password).await;
         }
         // Ask for the ppolicy response control: OpenLDAP says why in it, not in the text.
         let ppolicy = ldap3::controls::RawControl {
@@ -436,7 +913,7 @@ impl Directory for LdapDirectory {
         let r = ldap
             .with_controls(vec![ppolicy])
             .extended(PasswordModify {
-                user_id: Some(&dn),
+                user_id: Some(dn),
                 old_pass: None,
                 new_pass: Some(new_password),
             })
@@ -444,7 +921,6 @@ impl Directory for LdapDirectory {
             .map_err(unavailable)?
             .success();
         if let Err(e) = r {
-            let _ = ldap.unbind().await;
             tracing::warn!(dn = %dn, error = %e, "ldap: password modify refused");
             return Err(match rejection(&e) {
                 Some(r) => DirError::Rejected(r),
@@ -459,96 +935,17 @@ impl Directory for LdapDirectory {
                 },
             });
         }
+        if self.cfg.must_change_after_reset {
+            // After the password modify: ppolicy clears pwdReset when anyone but the rootdn
+            // changes a password, so it cannot come first.
+            self.set_pwd_reset(ldap, dn).await;
+        }
         // A reset also unlocks, as in Azure AD and every peer.
-        let unlocked = self.remove_lock(&mut ldap, &dn).await;
-        let _ = ldap.unbind().await;
-        unlocked
+        self.remove_lock(ldap, dn).await
     }
 
-    async fn unlock(&self, user: &DirUser) -> Result<(), DirError> {
-        let dn = self.dn_of(user).await?;
-        let mut ldap = self.service().await?;
-        let r = self.remove_lock(&mut ldap, &dn).await;
-        let _ = ldap.unbind().await;
-        r
-    }
-
-    /// The directory's own rules in words: OpenLDAP's ppolicy entry, or the AD domain's
-    /// password policy (fine-grained policies are not read yet).
-    async fn password_rules(&self) -> Result<Vec<String>, DirError> {
-        let (base, attrs) = match self.cfg.flavor {
-            Flavor::OpenLdap => match &self.cfg.policy_dn {
-                Some(dn) => (
-                    dn.clone(),
-                    vec!["pwdMinLength", "pwdInHistory", "pwdMinAge"],
-                ),
-                None => return Ok(Vec::new()),
-            },
-            Flavor::Ad => {
-                let domain: Vec<&str> = self
-                    .cfg
-                    .base_dn
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|rdn| rdn.to_ascii_lowercase().starts_with("dc="))
-                    .collect();
-                (
-                    domain.join(","),
-                    vec!["minPwdLength", "pwdHistoryLength", "pwdProperties"],
-                )
-            }
-        };
-        let mut ldap = self.service().await?;
-        let found = ldap
-            .search(&base, Scope::Base, "(objectClass=*)", attrs)
-            .await
-            .map_err(unavailable)?
-            .success()
-            .map_err(unavailable)?;
-        let _ = ldap.unbind().await;
-        let Some(e) = found.0.into_iter().next().map(SearchEntry::construct) else {
-            return Ok(Vec::new());
-        };
-        let num = |a: &str| {
-            first(&e, a)
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(0)
-        };
-        let mut rules = Vec::new();
-        let (min, history) = match self.cfg.flavor {
-            Flavor::OpenLdap => (num("pwdMinLength"), num("pwdInHistory")),
-            Flavor::Ad => (num("minPwdLength"), num("pwdHistoryLength")),
-        };
-        if min > 0 {
-            rules.push(format!("The directory requires at least {min} characters."));
-        }
-        if history > 0 {
-            rules.push(format!(
-                "The directory refuses your last {history} passwords."
-            ));
-        }
-        // DOMAIN_PASSWORD_COMPLEX (bit 0 of pwdProperties).
-        if self.cfg.flavor == Flavor::Ad && num("pwdProperties") & 1 == 1 {
-            rules.push(
-                "The domain requires three of: uppercase letters, lowercase letters, digits, symbols; and not your account name."
-                    .into(),
-            );
-        }
-        Ok(rules)
-    }
-
-    async fn ping(&self) -> Result<(), DirError> {
-        let mut ldap = self.service().await?;
-        let _ = ldap.unbind().await;
-        Ok(())
-    }
-}
-
-impl LdapDirectory {
     async fn dn_of(&self, user: &DirUser) -> Result<String, DirError> {
-        let mut ldap = self.service().await?;
-        let e = self.entry(&mut ldap, &user.login).await?;
-        let _ = ldap.unbind().await;
+        let e = pooled_read!(self, |l| self.entry(l, &user.login))?;
         match e {
             Some(e) if entry_id(&e) == user.id => Ok(e.dn),
             _ => Err(DirError::Other(format!(
@@ -579,16 +976,74 @@ impl LdapDirectory {
             crit: false,
             val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
         };
+        let mut mods = vec![Mod::Replace(b"unicodePwd".to_vec(), value)];
+        if self.cfg.must_change_after_reset {
+            // In the same modify, so the reset and the flag apply together or not at all.
+            let mut zero = std::collections::HashSet::new();
+            zero.insert(b"0".to_vec());
+            mods.push(Mod::Replace(b"pwdLastSet".to_vec(), zero));
+        }
         let r = ldap
             .with_controls(vec![hints])
-            .modify(dn, vec![Mod::Replace(b"unicodePwd".to_vec(), value)])
+            .modify(dn, mods)
             .await
             .map_err(unavailable)?;
         if r.rc != 0 {
             tracing::warn!(dn = %dn, rc = r.rc, text = %r.text, "ldap: AD password reset refused");
-            return Err(ad_error(dn, r.rc, &r.text));
+            if ad_access_refused(r.rc, &r.text) && self.ad_protected(ldap, dn).await {
+                return Err(protected_account(dn, "password reset", &r.text));
+            }
+            return Err(ad_error(
+                dn,
+                r.rc,
+                &r.text,
+                self.cfg.must_change_after_reset,
+            ));
         }
         self.remove_lock(ldap, dn).await
+    }
+
+    /// OpenLDAP: `pwdReset: TRUE`, so ppolicy (with `pwdMustChange: TRUE`) restricts the next
+    /// session to changing the password. The password is already set by now: a refusal is
+    /// logged with its fix and does not undo the reset, which the user has to know about.
+    async fn set_pwd_reset(&self, ldap: &mut Ldap, dn: &str) {
+        let mut t = std::collections::HashSet::new();
+        t.insert("TRUE");
+        match ldap.modify(dn, vec![Mod::Replace("pwdReset", t)]).await {
+            Ok(r) if r.rc == 0 => {}
+            Ok(r) => tracing::error!(
+                dn = %dn,
+                rc = r.rc,
+                text = %r.text,
+                "ldap: the password was reset but pwdReset could not be set, so the user will not be asked to change it: give the service account write access to pwdReset (or turn off directory.ldap.must_change_after_reset)"
+            ),
+            Err(e) => tracing::error!(
+                dn = %dn,
+                error = %e,
+                "ldap: the password was reset but pwdReset could not be set"
+            ),
+        }
+    }
+
+    /// Whether the entry carries `adminCount=1` (AD's mark of an AdminSDHolder-protected
+    /// account). Asked only after a refusal; unreadable counts as not protected.
+    async fn ad_protected(&self, ldap: &mut Ldap, dn: &str) -> bool {
+        match ldap
+            .search(dn, Scope::Base, "(objectClass=*)", vec!["adminCount"])
+            .await
+            .and_then(|r| r.success())
+        {
+            Ok((entries, _)) => entries
+                .into_iter()
+                .next()
+                .map(SearchEntry::construct)
+                .and_then(|e| first(&e, "adminCount"))
+                .is_some_and(|v| v.trim() == "1"),
+            Err(e) => {
+                tracing::warn!(dn = %dn, error = %e, "ldap: cannot read adminCount");
+                false
+            }
+        }
     }
 
     async fn remove_lock(&self, ldap: &mut Ldap, dn: &str) -> Result<(), DirError> {
@@ -614,6 +1069,9 @@ impl LdapDirectory {
         match r.rc {
             // 16: noSuchAttribute, the account was not locked.
             0 | 16 => Ok(()),
+            50 if self.cfg.flavor == Flavor::Ad && self.ad_protected(ldap, dn).await => {
+                Err(protected_account(dn, "unlock", &r.text))
+            }
             50 => Err(DirError::Permission(format!(
                 "ldap: the service account may not unlock {dn}: {}",
                 r.text
@@ -746,6 +1204,9 @@ impl LdapDirectory {
                 return out;
             }
         }
+        if self.cfg.flavor == Flavor::Ad {
+            out.push(self.list_psos(&mut ldap).await);
+        }
         let Some(user) = sample_user else {
             out.push(Check::pass("user search", "skipped: give --user LOGIN to check the search, groups and rights on a real account"));
             let _ = ldap.unbind().await;
@@ -783,9 +1244,181 @@ impl LdapDirectory {
             Ok(g) => out.push(Check::pass("groups", format!("{user} is in {}", g.join(", ")))),
             Err(e) => out.push(Check::fail("groups", e.to_string(), "check directory.ldap.group_base_dn")),
         }
+        out.push(self.user_policy_check(&mut ldap, user).await);
         out.extend(self.probe_rights(&mut ldap, &entry.dn).await);
         let _ = ldap.unbind().await;
         out
+    }
+
+    /// The AD domain's fine-grained password policies (PSOs) the service account can see.
+    async fn list_psos(&self, ldap: &mut Ldap) -> Check {
+        let name = "fine-grained";
+        let container = format!(
+            "CN=Password Settings Container,CN=System,{}",
+            self.domain_dn()
+        );
+        let attrs = vec![
+            "cn",
+            "msDS-PasswordSettingsPrecedence",
+            "msDS-MinimumPasswordLength",
+            "msDS-PSOAppliesTo",
+        ];
+        let found = ldap
+            .search(
+                &container,
+                Scope::OneLevel,
+                "(objectClass=msDS-PasswordSettings)",
+                attrs,
+            )
+            .await
+            .and_then(|r| r.success());
+        let mut psos: Vec<SearchEntry> = match found {
+            Ok((entries, _)) => entries.into_iter().map(SearchEntry::construct).collect(),
+            Err(LdapError::LdapResult { result }) if matches!(result.rc, 32 | 50) => Vec::new(),
+            Err(e) => return Check::fail(name, e.to_string(), "the directory dropped the search"),
+        };
+        if psos.is_empty() {
+            return Check::pass(
+                name,
+                format!(
+                    "no fine-grained password policy visible in {container} (none exist, or the service account may not read them: then users under one are shown the domain's rules)"
+                ),
+            );
+        }
+        let precedence = |e: &SearchEntry| {
+            first(e, "msDS-PasswordSettingsPrecedence")
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(i64::MAX)
+        };
+        psos.sort_by_key(precedence);
+        let cn_of = |dn: &str| {
+            dn.split(',')
+                .next()
+                .and_then(|rdn| rdn.split_once('='))
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default()
+        };
+        let list: Vec<String> = psos
+            .iter()
+            .map(|e| {
+                let applies: Vec<String> = e
+                    .attrs
+                    .get("msDS-PSOAppliesTo")
+                    .into_iter()
+                    .flatten()
+                    .map(|d| cn_of(d))
+                    .collect();
+                format!(
+                    "{} (precedence {}, at least {} characters, applies to {})",
+                    first(e, "cn").unwrap_or_else(|| cn_of(&e.dn)),
+                    precedence(e),
+                    first(e, "msDS-MinimumPasswordLength").unwrap_or_else(|| "?".into()),
+                    if applies.is_empty() {
+                        "nobody".to_string()
+                    } else {
+                        applies.join(", ")
+                    }
+                )
+            })
+            .collect();
+        Check::pass(name, list.join("; "))
+    }
+
+    /// Which policy applies to the sample user, and whether sspr can read it.
+    async fn user_policy_check(&self, ldap: &mut Ldap, user: &str) -> Check {
+        let name = "user policy";
+        let dn = match self.user_policy_dn(ldap, user).await {
+            Ok(Some(dn)) => dn,
+            Ok(None) => {
+                return Check::pass(
+                    name,
+                    match self.cfg.flavor {
+                        Flavor::Ad => format!("{user} is under the domain's password policy"),
+                        Flavor::OpenLdap => format!(
+                            "{user} is under the default policy ({})",
+                            self.cfg
+                                .policy_dn
+                                .as_deref()
+                                .unwrap_or("directory.ldap.policy_dn not set")
+                        ),
+                    },
+                );
+            }
+            Err(e) => return Check::fail(name, e.to_string(), "check directory.ldap.base_dn"),
+        };
+        let kind = match self.cfg.flavor {
+            Flavor::Ad => PolicyKind::AdPso,
+            Flavor::OpenLdap => PolicyKind::Ppolicy,
+        };
+        match self.policy_entry(ldap, &dn, kind).await {
+            Ok(Some(e)) => {
+                let rules = policy_rules(&e, kind);
+                Check::pass(
+                    name,
+                    format!(
+                        "{user} is under {dn}: {}",
+                        if rules.is_empty() {
+                            "no length or history rule".to_string()
+                        } else {
+                            rules.join(" ")
+                        }
+                    ),
+                )
+            }
+            Ok(None) => Check::fail(
+                name,
+                format!(
+                    "{user} is under {dn}, which the service account cannot read: sspr shows the default rules instead"
+                ),
+                match self.cfg.flavor {
+                    Flavor::Ad => {
+                        "grant the service account Read on CN=Password Settings Container,CN=System in the domain (or on that policy)"
+                    }
+                    Flavor::OpenLdap => "give the service account read access to the policy entry",
+                },
+            ),
+            Err(e) => Check::fail(name, e.to_string(), "the directory dropped the search"),
+        }
+    }
+
+    /// ppolicy only enforces `pwdReset` where the policy has `pwdMustChange: TRUE`.
+    async fn check_must_change(&self, ldap: &mut Ldap, policy: &str) -> Check {
+        let name = "ppolicy";
+        let found = ldap
+            .search(
+                policy,
+                Scope::Base,
+                "(objectClass=*)",
+                vec!["pwdMustChange"],
+            )
+            .await
+            .and_then(|r| r.success());
+        match found {
+            Ok((entries, _)) => {
+                let must = entries
+                    .into_iter()
+                    .next()
+                    .map(SearchEntry::construct)
+                    .and_then(|e| first(&e, "pwdMustChange"))
+                    .is_some_and(|v| v.eq_ignore_ascii_case("TRUE"));
+                if must {
+                    Check::pass(name, format!("{policy} has pwdMustChange: TRUE"))
+                } else {
+                    Check::fail(
+                        name,
+                        format!(
+                            "{policy} does not have pwdMustChange: TRUE, so ppolicy ignores pwdReset"
+                        ),
+                        "set pwdMustChange: TRUE in the password policy (or turn off directory.ldap.must_change_after_reset)",
+                    )
+                }
+            }
+            Err(e) => Check::fail(
+                name,
+                format!("cannot read {policy}: {e}"),
+                "check directory.ldap.policy_dn and that the service account may read it",
+            ),
+        }
     }
 
     /// Deletes a value that cannot be there: a server that allows the write answers
@@ -795,7 +1428,8 @@ impl LdapDirectory {
             // A value of the attribute's syntax that no account ever holds.
             let value = match attr {
                 "pwdAccountLockedTime" => "19700101000001Z",
-                "lockoutTime" => "1",
+                "lockoutTime" | "pwdLastSet" => "1",
+                "pwdReset" => "FALSE",
                 _ => "sspr-doctor-probe-value-that-is-never-set",
             };
             let mut v = std::collections::HashSet::new();
@@ -803,8 +1437,8 @@ impl LdapDirectory {
             Mod::Delete(attr, v)
         };
         let mut out = Vec::new();
-        let targets: &[(&str, &'static str, &str)] = match self.cfg.flavor {
-            Flavor::OpenLdap => &[
+        let mut targets: Vec<(&str, &'static str, &str)> = match self.cfg.flavor {
+            Flavor::OpenLdap => vec![
                 (
                     "reset right",
                     "userPassword",
@@ -816,22 +1450,44 @@ impl LdapDirectory {
                     "give the service account manage access to pwdAccountLockedTime on the users",
                 ),
             ],
-            Flavor::Ad => &[(
+            Flavor::Ad => vec![(
                 "unlock right",
                 "lockoutTime",
                 "delegate Write lockoutTime on the users' OU to the service account",
             )],
         };
-        for (name, attr, fix) in targets {
+        if self.cfg.must_change_after_reset {
+            targets.push(match self.cfg.flavor {
+                Flavor::OpenLdap => (
+                    "must change",
+                    "pwdReset",
+                    "give the service account write access to pwdReset on the users (or turn off directory.ldap.must_change_after_reset)",
+                ),
+                Flavor::Ad => (
+                    "must change",
+                    "pwdLastSet",
+                    "delegate Write pwdLastSet on the users' OU to the service account (or turn off directory.ldap.must_change_after_reset)",
+                ),
+            });
+        }
+        for &(name, attr, fix) in &targets {
             match ldap.modify(dn, vec![probe(attr)]).await {
                 Ok(r) if r.rc == 16 || r.rc == 0 || r.rc == 20 => {
                     out.push(Check::pass(name, format!("may write {attr} on {dn}")))
                 }
-                Ok(r) if r.rc == 50 => out.push(Check::fail(
-                    name,
-                    format!("may not write {attr} on {dn}: {}", r.text),
-                    *fix,
-                )),
+                Ok(r) if r.rc == 50 => {
+                    let protected =
+                        self.cfg.flavor == Flavor::Ad && self.ad_protected(ldap, dn).await;
+                    out.push(Check::fail(
+                        name,
+                        format!("may not write {attr} on {dn}: {}", r.text),
+                        if protected {
+                            "this is a protected account (adminCount=1): AdminSDHolder blocks the rights delegated on the OU; delegate them on CN=AdminSDHolder,CN=System too, or keep such accounts out of sspr's scope"
+                        } else {
+                            fix
+                        },
+                    ))
+                }
                 Ok(r) => out.push(Check::pass(
                     name,
                     format!(
@@ -839,8 +1495,15 @@ impl LdapDirectory {
                         r.rc, r.text
                     ),
                 )),
-                Err(e) => out.push(Check::fail(name, e.to_string(), *fix)),
+                Err(e) => out.push(Check::fail(name, e.to_string(), fix)),
             }
+        }
+        if let (true, Flavor::OpenLdap, Some(policy)) = (
+            self.cfg.must_change_after_reset,
+            self.cfg.flavor,
+            &self.cfg.policy_dn,
+        ) {
+            out.push(self.check_must_change(ldap, policy).await);
         }
         if self.cfg.flavor == Flavor::Ad {
             out.push(Check::pass(
@@ -878,6 +1541,51 @@ mod tests {
                 ctrls,
             },
         }
+    }
+
+    #[test]
+    fn policy_durations_read_as_words() {
+        assert_eq!(duration_words(86_400), "1 day");
+        assert_eq!(duration_words(2 * 86_400), "2 days");
+        assert_eq!(duration_words(7_200), "2 hours");
+        assert_eq!(duration_words(90), "2 minutes");
+        assert_eq!(duration_words(1), "1 second");
+        // AD: msDS-MinimumPasswordAge of one day, in negative 100 ns intervals.
+        let pso = SearchEntry {
+            dn: "CN=p".into(),
+            attrs: [
+                ("msDS-PasswordSettingsPrecedence", "1"),
+                ("msDS-MinimumPasswordLength", "14"),
+                ("msDS-PasswordComplexityEnabled", "TRUE"),
+                ("msDS-MinimumPasswordAge", "-864000000000"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+            .collect(),
+            bin_attrs: Default::default(),
+        };
+        let rules = policy_rules(&pso, PolicyKind::AdPso);
+        assert_eq!(rules.len(), 3, "{rules:?}");
+        assert!(rules[0].contains("at least 14 characters"));
+        assert!(rules[1].contains("three of"));
+        assert!(rules[2].contains("for 1 day"));
+    }
+
+    #[test]
+    fn ad_access_refusals_are_told_apart_from_policy_refusals() {
+        assert!(ad_access_refused(
+            50,
+            "00002098: Object CN=x has no write property access"
+        ));
+        assert!(ad_access_refused(
+            19,
+            "00000005: SecErr: DSID-031A11E3, problem 4003 (INSUFF_ACCESS_RIGHTS)"
+        ));
+        assert!(!ad_access_refused(
+            19,
+            "0000052D: Constraint violation - check_password_restrictions: the password is too short"
+        ));
+        assert!(!ad_access_refused(53, "0000052D: password history"));
     }
 
     #[test]

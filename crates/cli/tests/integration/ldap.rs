@@ -60,8 +60,8 @@ access to attrs=userPassword
   by self write
   by anonymous auth
   by * none
-access to attrs=pwdAccountLockedTime
-  by dn.exact="cn=sspr,dc=sspr,dc=test" manage
+access to attrs=pwdAccountLockedTime,pwdReset
+  by dn.exact="cn=sspr,dc=sspr,dc=test" write
   by * read
 access to *
   by dn.exact="cn=sspr,dc=sspr,dc=test" read
@@ -81,7 +81,8 @@ access to *
              dn: ou=groups,dc=sspr,dc=test\nobjectClass: organizationalUnit\nou: groups\n\n\
              dn: ou=policies,dc=sspr,dc=test\nobjectClass: organizationalUnit\nou: policies\n\n\
              dn: cn=default,ou=policies,dc=sspr,dc=test\nobjectClass: organizationalRole\nobjectClass: pwdPolicy\ncn: default\n\
-             pwdAttribute: userPassword\npwdMinLength: 12\npwdCheckQuality: 1\npwdInHistory: 3\npwdLockout: TRUE\npwdMaxFailure: 3\n\n\
+             pwdAttribute: userPassword\npwdMinLength: 12\npwdCheckQuality: 1\npwdInHistory: 3\npwdLockout: TRUE\npwdMaxFailure: 3\n\
+             pwdMustChange: TRUE\n\n\
              dn: cn=sspr,dc=sspr,dc=test\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: sspr\nuserPassword: service-secret\n\n\
              dn: cn=weak,dc=sspr,dc=test\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: weak\nuserPassword: weak-secret\n\n\
              dn: uid=alice,ou=people,dc=sspr,dc=test\nobjectClass: inetOrgPerson\nuid: alice\ncn: Alice Liddell\nsn: Liddell\n\
@@ -105,6 +106,16 @@ access to *
             String::from_utf8_lossy(&out.stderr)
         );
         let (ldap_port, ldaps_port) = (free_port(), free_port());
+        let child = Self::spawn(d, ldap_port, ldaps_port);
+        Slapd {
+            dir,
+            child,
+            ldap_port,
+            ldaps_port,
+        }
+    }
+
+    fn spawn(d: &Path, ldap_port: u16, ldaps_port: u16) -> Child {
         let child = Command::new("slapd")
             .arg("-d")
             .arg("0")
@@ -115,7 +126,13 @@ access to *
                 "ldap://127.0.0.1:{ldap_port}/ ldaps://127.0.0.1:{ldaps_port}/"
             ))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("slapd.log")).unwrap())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(d.join("slapd.log"))
+                    .unwrap(),
+            )
             .spawn()
             .unwrap();
         for _ in 0..100 {
@@ -124,12 +141,28 @@ access to *
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Slapd {
-            dir,
-            child,
-            ldap_port,
-            ldaps_port,
-        }
+        child
+    }
+
+    /// Kills slapd (as a crash would: every connection to it drops) and starts it again on
+    /// the same ports and database.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.dir.path(), self.ldap_port, self.ldaps_port);
+    }
+
+    /// Established TCP connections to slapd's LDAPS port, counted from the client side.
+    pub fn connections(&self) -> usize {
+        let o = Command::new("ss")
+            .args(["-Htn", "state", "established"])
+            .arg(format!("( dport = :{} )", self.ldaps_port))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
     }
 
     pub fn ca(&self) -> std::path::PathBuf {
@@ -162,6 +195,59 @@ access to *
         );
     }
 
+    /// The values of `attr` on `dn`, read as the directory's root.
+    pub fn attr(&self, dn: &str, attr: &str) -> Vec<String> {
+        let o = Command::new("ldapsearch")
+            .args([
+                "-x",
+                "-LLL",
+                "-o",
+                "ldif-wrap=no",
+                "-H",
+                &format!("ldap://127.0.0.1:{}", self.ldap_port),
+                "-D",
+                "cn=admin,dc=sspr,dc=test",
+                "-w",
+                "admin-secret",
+                "-s",
+                "base",
+                "-b",
+                dn,
+                attr,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ldapsearch {dn} {attr}: {o:?}");
+        attr_values(&String::from_utf8_lossy(&o.stdout), attr)
+    }
+
+    /// Whether `uid` may search its own entry after binding with `pw` (ppolicy restricts a
+    /// session whose password must be changed to the password change itself).
+    pub fn may_search(&self, uid: &str, pw: &str) -> bool {
+        let dn = format!("uid={uid},ou=people,dc=sspr,dc=test");
+        Command::new("ldapsearch")
+            .args([
+                "-x",
+                "-H",
+                &format!("ldaps://127.0.0.1:{}", self.ldaps_port),
+                "-D",
+                &dn,
+                "-w",
+                pw,
+                "-s",
+                "base",
+                "-b",
+                &dn,
+                "cn",
+            ])
+            .env("LDAPTLS_CACERT", self.ca())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
     /// Whether a simple bind as `uid` with `pw` succeeds (ldapwhoami over LDAPS).
     pub fn binds(&self, uid: &str, pw: &str) -> bool {
         Command::new("ldapwhoami")
@@ -181,6 +267,15 @@ access to *
             .unwrap()
             .success()
     }
+}
+
+/// The values of `attr` in ldapsearch's LDIF output (unwrapped, plain values only).
+fn attr_values(ldif: &str, attr: &str) -> Vec<String> {
+    let prefix = format!("{}: ", attr.to_lowercase());
+    ldif.lines()
+        .filter(|l| l.to_lowercase().starts_with(&prefix))
+        .map(|l| l[prefix.len()..].to_string())
+        .collect()
 }
 
 fn ldap_config(slapd: &Slapd, url: String, bind_dn: &str, pw: &str) -> sspr_ldap::LdapConfig {
@@ -313,6 +408,246 @@ async fn starttls_works_and_a_service_account_without_rights_fails_in_words() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn must_change_after_reset_sets_pwd_reset_in_openldap() {
+    use sspr_app::ports::Directory;
+    let slapd = Slapd::start();
+    let alice_dn = "uid=alice,ou=people,dc=sspr,dc=test";
+    let url = format!("ldaps://127.0.0.1:{}", slapd.ldaps_port);
+    let cfg = ldap_config(
+        &slapd,
+        url.clone(),
+        "cn=sspr,dc=sspr,dc=test",
+        "service-secret",
+    );
+    assert!(!cfg.must_change_after_reset, "off by default");
+
+    // Off: the reset leaves pwdReset unset and the new password is good for everything.
+    let dir = sspr_ldap::LdapDirectory::new(cfg.clone()).unwrap();
+    let alice = dir.find_user("alice").await.unwrap().unwrap();
+    dir.reset_password(&alice, NEW).await.unwrap();
+    assert!(slapd.binds("alice", NEW));
+    assert_eq!(slapd.attr(alice_dn, "pwdReset"), Vec::<String>::new());
+    assert!(slapd.may_search("alice", NEW), "not restricted");
+
+    // On: pwdReset is TRUE after the reset; ppolicy (pwdMustChange: TRUE in the policy) lets
+    // alice bind but restricts her session to changing the password.
+    let dir = sspr_ldap::LdapDirectory::new(sspr_ldap::LdapConfig {
+        must_change_after_reset: true,
+        ..cfg
+    })
+    .unwrap();
+    let pw = "amber kettle under moonlight";
+    dir.reset_password(&alice, pw).await.unwrap();
+    assert_eq!(slapd.attr(alice_dn, "pwdReset"), vec!["TRUE".to_string()]);
+    assert!(slapd.binds("alice", pw), "the new password binds");
+    assert!(!slapd.may_search("alice", pw), "but only to change it");
+    // Once alice changes it herself, ppolicy clears the flag.
+    let st = Command::new("ldappasswd")
+        .args([
+            "-x",
+            "-H",
+            &format!("ldap://127.0.0.1:{}", slapd.ldap_port),
+            "-D",
+            alice_dn,
+            "-w",
+            pw,
+            "-a",
+            pw,
+            "-s",
+            "her own choice of words",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(slapd.attr(alice_dn, "pwdReset"), Vec::<String>::new());
+    assert!(slapd.may_search("alice", "her own choice of words"));
+
+    // sspr doctor checks the right to write pwdReset and that the policy enforces it.
+    let extra =
+        "must_change_after_reset = true\npolicy_dn = \"cn=default,ou=policies,dc=sspr,dc=test\"\n";
+    let base = "ou=people,dc=sspr,dc=test";
+    let (sspr_dn, weak_dn) = ("cn=sspr,dc=sspr,dc=test", "cn=weak,dc=sspr,dc=test");
+    let (code, out) = doctor_with(
+        &url,
+        base,
+        extra,
+        sspr_dn,
+        "service-secret",
+        &slapd.ca(),
+        "alice",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok   must change") && out.contains("ok   ppolicy"),
+        "{out}"
+    );
+    let (code, out) = doctor_with(
+        &url,
+        base,
+        extra,
+        weak_dn,
+        "weak-secret",
+        &slapd.ca(),
+        "alice",
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL must change") && out.contains("write access to pwdReset"),
+        "{out}"
+    );
+    slapd.modify("dn: cn=default,ou=policies,dc=sspr,dc=test\nchangetype: modify\nreplace: pwdMustChange\npwdMustChange: FALSE\n");
+    let (code, out) = doctor_with(
+        &url,
+        base,
+        extra,
+        sspr_dn,
+        "service-secret",
+        &slapd.ca(),
+        "alice",
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL ppolicy") && out.contains("set pwdMustChange: TRUE"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_users_own_ppolicy_is_read_per_user() {
+    let slapd = Slapd::start();
+    slapd.modify(
+        "dn: cn=strict,ou=policies,dc=sspr,dc=test\nchangetype: add\nobjectClass: organizationalRole\n\
+         objectClass: pwdPolicy\ncn: strict\npwdAttribute: userPassword\npwdMinLength: 20\npwdInHistory: 6\npwdMinAge: 3600\n\n\
+         dn: uid=alice,ou=people,dc=sspr,dc=test\nchangetype: modify\nreplace: pwdPolicySubentry\n\
+         pwdPolicySubentry: cn=strict,ou=policies,dc=sspr,dc=test\n",
+    );
+    let url = format!("ldaps://127.0.0.1:{}", slapd.ldaps_port);
+    let cfg = ldap_config(&slapd, url, "cn=sspr,dc=sspr,dc=test", "service-secret");
+    let dir = sspr_ldap::LdapDirectory::new(cfg).unwrap();
+    assert_eq!(
+        dir.password_rules_for("alice").await.unwrap(),
+        vec![
+            "The directory requires at least 20 characters.".to_string(),
+            "The directory refuses your last 6 passwords.".to_string(),
+            "Once set, the password cannot be changed again for 1 hour.".to_string(),
+        ]
+    );
+    assert_eq!(
+        dir.password_rules_for("mallory").await.unwrap(),
+        vec![
+            "The directory requires at least 12 characters.".to_string(),
+            "The directory refuses your last 3 passwords.".to_string(),
+        ]
+    );
+}
+
+/// The most connections seen to slapd's LDAPS port while `work` runs, sampled every 5 ms.
+async fn max_connections_during<T>(
+    slapd: &Slapd,
+    work: impl std::future::Future<Output = T>,
+) -> (T, usize) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = slapd.ldaps_port;
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut max = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let o = Command::new("ss")
+                    .args(["-Htn", "state", "established"])
+                    .arg(format!("( dport = :{port} )"))
+                    .output()
+                    .unwrap();
+                let n = String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .count();
+                max = max.max(n);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            max
+        })
+    };
+    let out = work.await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (out, sampler.join().unwrap())
+}
+
+/// `n` lookups of `login` at once; how many found the user.
+async fn concurrent_lookups(dir: &sspr_ldap::LdapDirectory, login: &str, n: usize) -> usize {
+    use sspr_app::ports::Directory;
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let dir = dir.clone();
+            let login = login.to_string();
+            tokio::spawn(async move { dir.find_user(&login).await })
+        })
+        .collect();
+    let mut found = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(Some(_)) => found += 1,
+            other => panic!("lookup failed: {other:?}"),
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn service_connections_are_pooled_and_survive_a_restart() {
+    use sspr_app::ports::Directory;
+    let mut slapd = Slapd::start();
+    let url = format!("ldaps://127.0.0.1:{}", slapd.ldaps_port);
+    let cfg = ldap_config(&slapd, url, "cn=sspr,dc=sspr,dc=test", "service-secret");
+    assert_eq!(cfg.pool_size, 4, "the default");
+    let dir = sspr_ldap::LdapDirectory::new(cfg).unwrap();
+    assert_eq!(slapd.connections(), 0);
+
+    // Many lookups at once share at most four connections, kept open for the next ones.
+    for _ in 0..3 {
+        let (found, max) =
+            max_connections_during(&slapd, concurrent_lookups(&dir, "alice", 50)).await;
+        assert_eq!(found, 50);
+        assert!((1..=4).contains(&max), "{max} connections");
+    }
+    let idle = slapd.connections();
+    assert!((1..=4).contains(&idle), "{idle} idle connections");
+
+    // Checking a user's password binds on a connection of its own: the pooled ones stay
+    // bound as the service account. alice may not read mallory's entry; the service may.
+    let alice = dir.find_user("alice").await.unwrap().unwrap();
+    let checks: Vec<_> = (0..8)
+        .map(|i| {
+            let (dir, alice) = (dir.clone(), alice.clone());
+            tokio::spawn(async move {
+                let pw = if i % 2 == 0 { OLD } else { "wrong password" };
+                dir.check_password(&alice, pw).await.unwrap() == (i % 2 == 0)
+            })
+        })
+        .collect();
+    let found = concurrent_lookups(&dir, "mallory", 20).await;
+    for c in checks {
+        assert!(c.await.unwrap(), "a password check gave the wrong answer");
+    }
+    assert_eq!(found, 20, "every lookup ran as the service account");
+
+    // slapd dies and comes back: the dead pooled connections are replaced, no caller sees it.
+    slapd.restart();
+    let (found, max) = max_connections_during(&slapd, concurrent_lookups(&dir, "alice", 50)).await;
+    assert_eq!(found, 50);
+    assert!((1..=4).contains(&max), "{max} connections");
+    // A write goes over a connection that has just answered.
+    slapd.restart();
+    dir.reset_password(&alice, NEW).await.unwrap();
+    assert!(slapd.binds("alice", NEW));
+    assert!(dir.ping().await.is_ok());
+    slapd.restart();
+    assert!(dir.ping().await.is_ok(), "readiness survives a restart too");
+    assert!(dir.password_rules().await.unwrap().len() >= 2);
+}
+
 #[test]
 fn ldap_configuration_is_checked() {
     let bad = sspr_ldap::LdapConfig {
@@ -326,6 +661,15 @@ fn ldap_configuration_is_checked() {
     );
     assert!(e.iter().any(|m| m.contains("bind_dn")), "{e:?}");
     assert!(e.iter().any(|m| m.contains("base_dn")), "{e:?}");
+    let none = sspr_ldap::LdapConfig {
+        pool_size: 0,
+        ..sspr_ldap::LdapConfig::default()
+    };
+    assert!(
+        none.validate().iter().any(|m| m.contains("pool_size")),
+        "{:?}",
+        none.validate()
+    );
 }
 
 const AD_ADMIN_PW: &str = "Adm1n-Passw0rd!";
@@ -336,7 +680,11 @@ const AD_OLD: &str = "Initial-Passw0rd!";
 struct SambaAd {
     dir: tempfile::TempDir,
     child: Child,
+    /// One domain controller at a time: they all need the standard ports. Dropped last.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static SAMBA_PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Drop for SambaAd {
     fn drop(&mut self) {
@@ -346,11 +694,18 @@ impl Drop for SambaAd {
         let _ = Command::new("pkill")
             .args(["-f", &self.dir.path().display().to_string()])
             .status();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", 636)).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
 impl SambaAd {
     fn start() -> SambaAd {
+        let one_at_a_time = SAMBA_PORTS.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let tls = sspr_server::tls::ensure_self_signed(
@@ -387,10 +742,15 @@ impl SambaAd {
             "[global]",
             &format!(
                 // The old password stays valid for an hour after a change unless told otherwise.
-                "[global]\n\told password allowed period = 0\n\ttls enabled = yes\n\ttls keyfile = {}\n\ttls certfile = {}\n\ttls cafile = {}\n",
+                // The pid file and sockets go to the temp dir too: in /run/samba, another
+                // samba (the system's, or a test's in another network namespace) would make
+                // this one refuse to start.
+                "[global]\n\told password allowed period = 0\n\ttls enabled = yes\n\ttls keyfile = {}\n\ttls certfile = {}\n\ttls cafile = {}\n\
+                 \tpid directory = {run}\n\tncalrpc dir = {run}/ncalrpc\n\twinbindd socket directory = {run}/winbindd\n",
                 tls.key.display(),
                 tls.cert.display(),
-                tls.ca.display()
+                tls.ca.display(),
+                run = d.join("run").display(),
             ),
             1,
         );
@@ -409,7 +769,11 @@ impl SambaAd {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        let ad = SambaAd { dir, child };
+        let ad = SambaAd {
+            dir,
+            child,
+            _one_at_a_time: one_at_a_time,
+        };
         ad.tool(&[
             "domain",
             "passwordsettings",
@@ -445,6 +809,75 @@ impl SambaAd {
             out.status.success(),
             "samba-tool {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The values of `attr` on the user `cn`, read over LDAPS as Administrator.
+    fn attr(&self, cn: &str, attr: &str) -> Vec<String> {
+        let o = Command::new("ldapsearch")
+            .args([
+                "-x",
+                "-LLL",
+                "-o",
+                "ldif-wrap=no",
+                "-H",
+                "ldaps://127.0.0.1",
+                "-D",
+                "Administrator@sspr.test",
+                "-w",
+                AD_ADMIN_PW,
+                "-s",
+                "base",
+                "-b",
+                &format!("CN={cn},CN=Users,DC=sspr,DC=test"),
+                attr,
+            ])
+            .env("LDAPTLS_CACERT", self.dir.path().join("tls/ca.pem"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ldapsearch {cn} {attr}: {o:?}");
+        attr_values(&String::from_utf8_lossy(&o.stdout), attr)
+    }
+
+    /// What a simple bind as `user` with `pw` answers (empty when it succeeds).
+    fn bind_error(&self, user: &str, pw: &str) -> String {
+        let o = Command::new("ldapsearch")
+            .args([
+                "-x",
+                "-H",
+                "ldaps://127.0.0.1",
+                "-D",
+                &format!("{user}@sspr.test"),
+                "-w",
+                pw,
+                "-s",
+                "base",
+                "-b",
+                "",
+            ])
+            .env("LDAPTLS_CACERT", self.dir.path().join("tls/ca.pem"))
+            .output()
+            .unwrap();
+        if o.status.success() {
+            String::new()
+        } else {
+            String::from_utf8_lossy(&o.stderr).to_string()
+        }
+    }
+
+    /// Runs [`SDPROP`] with Debian's python3 (the one with Samba's bindings).
+    fn sdprop(&self, mode: &str, name: &str) {
+        let script = self.dir.path().join("sdprop.py");
+        std::fs::write(&script, SDPROP).unwrap();
+        let o = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .args([AD_ADMIN_PW, mode, name])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "sdprop {mode} {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
         );
     }
 
@@ -582,6 +1015,293 @@ async fn reset_and_unlock_write_to_active_directory() {
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("FAIL unlock right") && out.contains("lockoutTime"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn must_change_after_reset_sets_pwd_last_set_in_active_directory() {
+    use sspr_app::ports::Directory;
+    let ad = SambaAd::start();
+    let cfg = ad.config("Administrator", AD_ADMIN_PW);
+    assert!(!cfg.must_change_after_reset, "off by default");
+
+    // Off: pwdLastSet is the time of the reset, and the new password signs in.
+    let dir = sspr_ldap::LdapDirectory::new(cfg.clone()).unwrap();
+    let alice = dir.find_user("alice").await.unwrap().unwrap();
+    let pw = "Quiet-Violet-Harbour-7";
+    dir.reset_password(&alice, pw).await.unwrap();
+    let last_set = ad.attr("alice", "pwdLastSet");
+    assert!(last_set.len() == 1 && last_set[0] != "0", "{last_set:?}");
+    assert_eq!(ad.bind_error("alice", pw), "");
+
+    // On: pwdLastSet is 0 (user must change password at next logon), so the domain refuses a
+    // plain sign-in with the new password until it is changed.
+    let dir = sspr_ldap::LdapDirectory::new(sspr_ldap::LdapConfig {
+        must_change_after_reset: true,
+        ..cfg
+    })
+    .unwrap();
+    let pw = "Amber-Kettle-Moonlight-8";
+    dir.reset_password(&alice, pw).await.unwrap();
+    assert_eq!(ad.attr("alice", "pwdLastSet"), vec!["0".to_string()]);
+    let refused = ad.bind_error("alice", pw);
+    // AD's "data 773": ERROR_PASSWORD_MUST_CHANGE.
+    assert!(
+        refused.contains("Invalid credentials") && refused.contains("data 773"),
+        "{refused}"
+    );
+    assert!(
+        !ad.binds("alice", "Quiet-Violet-Harbour-7"),
+        "the old one is gone"
+    );
+
+    // sspr doctor probes the right to write pwdLastSet without changing it.
+    let ca = ad.dir.path().join("tls/ca.pem");
+    let (url, base) = ("ldaps://127.0.0.1:636", "CN=Users,DC=sspr,DC=test");
+    let extra = "flavor = \"ad\"\nuser_filter = \"(&(objectClass=user)(sAMAccountName={login}))\"\nmust_change_after_reset = true\n";
+    let admin_dn = "CN=Administrator,CN=Users,DC=sspr,DC=test";
+    let (code, out) = doctor_with(url, base, extra, admin_dn, AD_ADMIN_PW, &ca, "alice");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok   must change    pwdLastSet"), "{out}");
+    let weak_dn = "CN=weak,CN=Users,DC=sspr,DC=test";
+    let (code, out) = doctor_with(url, base, extra, weak_dn, "Weak-Passw0rd!", &ca, "alice");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL must change") && out.contains("Write pwdLastSet"),
+        "{out}"
+    );
+    assert_eq!(
+        ad.attr("alice", "pwdLastSet"),
+        vec!["0".to_string()],
+        "unchanged"
+    );
+}
+
+/// What SDProp does, done by hand (Samba has no SDProp): `protect CN` gives the user
+/// AdminSDHolder's ACL with inheritance off and `adminCount=1`, as Windows does within the hour
+/// for every member of Domain Admins. `delegate HELPER` gives HELPER, on user objects under
+/// CN=Users, what a helpdesk delegation gives: Reset Password, and read/write `lockoutTime` and
+/// `pwdLastSet`, as inheritable ACEs (which a protected account does not inherit).
+const SDPROP: &str = r#"
+import sys
+import ldb
+from samba.credentials import Credentials
+from samba.dcerpc import security
+from samba.ndr import ndr_pack, ndr_unpack
+from samba.param import LoadParm
+from samba.samdb import SamDB
+
+pw, mode, name = sys.argv[1:4]
+lp = LoadParm()
+creds = Credentials()
+creds.guess(lp)
+creds.set_username("Administrator")
+creds.set_password(pw)
+creds.set_domain("SSPR")
+db = SamDB(url="ldap://127.0.0.1", credentials=creds, lp=lp)
+base = str(db.domain_dn())
+
+def sd_of(dn):
+    r = db.search(base=dn, scope=ldb.SCOPE_BASE, attrs=["nTSecurityDescriptor"], controls=["sd_flags:1:4"])
+    return ndr_unpack(security.descriptor, r[0]["nTSecurityDescriptor"][0])
+
+def replace(dn, attr, value, controls=None):
+    m = ldb.Message()
+    m.dn = ldb.Dn(db, dn)
+    m[attr] = ldb.MessageElement(value, ldb.FLAG_MOD_REPLACE, attr)
+    db.modify(m, controls=controls or [])
+
+if mode == "delegate":
+    r = db.search(base=f"CN={name},CN=Users,{base}", scope=ldb.SCOPE_BASE, attrs=["objectSid"])
+    sid = str(ndr_unpack(security.dom_sid, r[0]["objectSid"][0]))
+    user_class = "bf967aba-0de6-11d0-a285-00aa003049e2"
+    rights = [
+        ("CR", "00299570-246d-11d0-a768-00aa006e0529"),  # Reset Password
+        ("RPWP", "28630ebf-41d5-11d1-a9c1-0000f80367c1"),  # lockoutTime
+        ("RPWP", "bf967a0a-0de6-11d0-a285-00aa003049e2"),  # pwdLastSet
+    ]
+    aces = "".join(f"(OA;CIIO;{r};{g};{user_class};{sid})" for r, g in rights)
+    dn = f"CN=Users,{base}"
+    sd = sd_of(dn)
+    for ace in security.descriptor.from_sddl("D:" + aces, security.dom_sid(db.get_domain_sid())).dacl.aces:
+        sd.dacl_add(ace)
+    replace(dn, "nTSecurityDescriptor", ndr_pack(sd), ["sd_flags:1:4"])
+elif mode == "protect":
+    dn = f"CN={name},CN=Users,{base}"
+    sd = sd_of(f"CN=AdminSDHolder,CN=System,{base}")
+    sd.type |= security.SEC_DESC_DACL_PROTECTED
+    replace(dn, "nTSecurityDescriptor", ndr_pack(sd), ["sd_flags:1:4"])
+    replace(dn, "adminCount", "1")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_account_is_explained_in_the_log() {
+    use sspr_app::ports::{DirError, Directory};
+    let ad = SambaAd::start();
+    ad.tool(&["user", "create", "helpdesk", "Help-Passw0rd-1"]);
+    ad.tool(&[
+        "user",
+        "create",
+        "boss",
+        "Boss-Passw0rd-1",
+        "--mail-address=boss@contoso.test",
+    ]);
+    ad.tool(&["group", "addmembers", "Domain Admins", "boss"]);
+    ad.sdprop("delegate", "helpdesk");
+    ad.sdprop("protect", "boss");
+    assert_eq!(ad.attr("boss", "adminCount"), vec!["1".to_string()]);
+    assert_eq!(ad.attr("alice", "adminCount"), Vec::<String>::new());
+
+    let dir = sspr_ldap::LdapDirectory::new(ad.config("helpdesk", "Help-Passw0rd-1")).unwrap();
+    // The delegation works for an ordinary user: reset and unlock.
+    let alice = dir.find_user("alice").await.unwrap().unwrap();
+    dir.reset_password(&alice, "Quiet-Violet-Harbour-7")
+        .await
+        .unwrap();
+    assert!(ad.binds("alice", "Quiet-Violet-Harbour-7"));
+    dir.unlock(&alice).await.unwrap();
+
+    // It does not reach the protected account: both are refused, and the cause says why and
+    // what to do about it.
+    let boss = dir.find_user("boss").await.unwrap().unwrap();
+    let cause =
+        "protected account (adminCount=1): AdminSDHolder blocks the service account's rights";
+    for result in [
+        dir.reset_password(&boss, "Amber-Kettle-Moonlight-8").await,
+        dir.unlock(&boss).await,
+    ] {
+        match result {
+            Err(DirError::Permission(text)) => {
+                assert!(text.contains(cause), "{text}");
+                assert!(text.contains("CN=AdminSDHolder,CN=System"), "{text}");
+                assert!(text.contains("(!(adminCount=1))"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(ad.binds("boss", "Boss-Passw0rd-1"), "unchanged");
+
+    // A refusal on an account without adminCount stays the plain missing-right message.
+    let weak = sspr_ldap::LdapDirectory::new(ad.config("weak", "Weak-Passw0rd!")).unwrap();
+    match weak
+        .reset_password(&alice, "Another-Strong-Passw0rd-9")
+        .await
+    {
+        Err(DirError::Permission(text)) => {
+            assert!(!text.contains("adminCount"), "{text}");
+            assert!(text.contains("Reset Password right"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // sspr doctor names the protection as the cause for this user.
+    let ca = ad.dir.path().join("tls/ca.pem");
+    let (url, base) = ("ldaps://127.0.0.1:636", "CN=Users,DC=sspr,DC=test");
+    let extra =
+        "flavor = \"ad\"\nuser_filter = \"(&(objectClass=user)(sAMAccountName={login}))\"\n";
+    let dn = "CN=helpdesk,CN=Users,DC=sspr,DC=test";
+    let (code, out) = doctor_with(url, base, extra, dn, "Help-Passw0rd-1", &ca, "boss");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL unlock right") && out.contains("protected account (adminCount=1)"),
+        "{out}"
+    );
+    let (code, out) = doctor_with(url, base, extra, dn, "Help-Passw0rd-1", &ca, "alice");
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fine_grained_password_policies_are_read_per_user() {
+    use sspr_app::ports::{DirError, Directory};
+    let ad = SambaAd::start();
+    ad.tool(&["user", "create", "bob", AD_OLD]);
+    ad.tool(&["group", "add", "strict"]);
+    ad.tool(&["group", "addmembers", "strict", "alice"]);
+    ad.tool(&[
+        "domain",
+        "passwordsettings",
+        "pso",
+        "create",
+        "strict-pso",
+        "10",
+        "--min-pwd-length=14",
+        "--history-length=5",
+        "--complexity=off",
+        "--min-pwd-age=2",
+    ]);
+    ad.tool(&[
+        "domain",
+        "passwordsettings",
+        "pso",
+        "apply",
+        "strict-pso",
+        "strict",
+    ]);
+    assert_eq!(
+        ad.attr("alice", "msDS-ResultantPSO"),
+        vec!["CN=strict-pso,CN=Password Settings Container,CN=System,DC=sspr,DC=test".to_string()]
+    );
+
+    let dir = sspr_ldap::LdapDirectory::new(ad.config("Administrator", AD_ADMIN_PW)).unwrap();
+    // Without a user: the domain's policy, as before.
+    let domain = dir.password_rules().await.unwrap();
+    assert_eq!(
+        domain,
+        vec![
+            "The directory requires at least 7 characters.".to_string(),
+            "The directory refuses your last 24 passwords.".to_string(),
+            "The domain requires three of: uppercase letters, lowercase letters, digits, symbols; and not your account name.".to_string(),
+        ]
+    );
+    // alice is in the group the PSO applies to: its rules replace the domain's for her.
+    assert_eq!(
+        dir.password_rules_for("alice").await.unwrap(),
+        vec![
+            "The directory requires at least 14 characters.".to_string(),
+            "The directory refuses your last 5 passwords.".to_string(),
+            "Once set, the password cannot be changed again for 2 days.".to_string(),
+        ]
+    );
+    // bob is not: the domain's rules.
+    assert_eq!(dir.password_rules_for("bob").await.unwrap(), domain);
+    // The words match what the domain enforces: 12 characters pass for bob, not for alice.
+    let twelve = "Harbour-Lamp";
+    let bob = dir.find_user("bob").await.unwrap().unwrap();
+    dir.reset_password(&bob, twelve).await.unwrap();
+    let alice = dir.find_user("alice").await.unwrap().unwrap();
+    let r = dir.reset_password(&alice, twelve).await;
+    assert!(matches!(r, Err(DirError::Rejected(_))), "{r:?}");
+    dir.reset_password(&alice, "quiet violet harbour lamps")
+        .await
+        .unwrap();
+    assert!(ad.binds("alice", "quiet violet harbour lamps"));
+
+    // A service account that may not read PSOs (AD's default for non-administrators) sees
+    // alice's msDS-ResultantPSO but not its settings: it shows the domain's rules.
+    let weak = sspr_ldap::LdapDirectory::new(ad.config("weak", "Weak-Passw0rd!")).unwrap();
+    assert_eq!(weak.password_rules_for("alice").await.unwrap(), domain);
+
+    // sspr doctor lists the PSOs and the one that applies to the sample user.
+    let ca = ad.dir.path().join("tls/ca.pem");
+    let (url, base) = ("ldaps://127.0.0.1:636", "CN=Users,DC=sspr,DC=test");
+    let extra =
+        "flavor = \"ad\"\nuser_filter = \"(&(objectClass=user)(sAMAccountName={login}))\"\n";
+    let admin_dn = "CN=Administrator,CN=Users,DC=sspr,DC=test";
+    let (code, out) = doctor_with(url, base, extra, admin_dn, AD_ADMIN_PW, &ca, "alice");
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "ok   fine-grained   strict-pso (precedence 10, at least 14 characters, applies to strict)",
+        "ok   user policy    alice is under CN=strict-pso,CN=Password Settings Container,CN=System,DC=sspr,DC=test: The directory requires at least 14 characters.",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+    // The account that cannot read it is told so, with the right to grant.
+    let weak_dn = "CN=weak,CN=Users,DC=sspr,DC=test";
+    let (code, out) = doctor_with(url, base, extra, weak_dn, "Weak-Passw0rd!", &ca, "alice");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL user policy") && out.contains("Read on CN=Password Settings Container"),
         "{out}"
     );
 }
