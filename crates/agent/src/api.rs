@@ -45,7 +45,8 @@ pub trait ResetApi {
     fn start(&mut self, user: &str, kind: &str) -> Result<FlowResponse, ApiFailure>;
     fn challenge(&mut self, flow: &str, method: &str) -> Result<ChallengeResponse, ApiFailure>;
     fn verify(&mut self, flow: &str, req: &VerifyRequest) -> Result<FlowResponse, ApiFailure>;
-    fn password_policy(&mut self) -> Result<PasswordPolicyResponse, ApiFailure>;
+    /// The rules, for this verified flow's user where the directory has per-user policies.
+    fn password_policy(&mut self, flow: &str) -> Result<PasswordPolicyResponse, ApiFailure>;
     fn set_password(&mut self, flow: &str, new_password: &str) -> Result<FlowResponse, ApiFailure>;
     fn unlock(&mut self, flow: &str) -> Result<FlowResponse, ApiFailure>;
 }
@@ -248,8 +249,8 @@ impl ResetApi for HttpApi {
         self.call("POST", "/api/v1/flow/verify", Some(flow), Some(req))
     }
 
-    fn password_policy(&mut self) -> Result<PasswordPolicyResponse, ApiFailure> {
-        self.call("GET", "/api/v1/password-policy", None, None::<&()>)
+    fn password_policy(&mut self, flow: &str) -> Result<PasswordPolicyResponse, ApiFailure> {
+        self.call("GET", "/api/v1/password-policy", Some(flow), None::<&()>)
     }
 
     fn set_password(&mut self, flow: &str, new_password: &str) -> Result<FlowResponse, ApiFailure> {

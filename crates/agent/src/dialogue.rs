@@ -253,7 +253,7 @@ impl Dialogue<'_> {
     }
 
     fn new_password(&mut self, token: &str) -> Result<Outcome, Stop> {
-        match self.api.password_policy() {
+        match self.api.password_policy(token) {
             Ok(p) if !p.rules.is_empty() => {
                 let mut lines = vec![self.t(T::RulesHeader)];
                 lines.extend(p.rules.iter().map(|r| format!("  - {r}")));

@@ -254,7 +254,7 @@ impl ResetApi for Server {
         Ok(self.state(&self.kind))
     }
 
-    fn password_policy(&mut self) -> Result<PasswordPolicyResponse, ApiFailure> {
+    fn password_policy(&mut self, _: &str) -> Result<PasswordPolicyResponse, ApiFailure> {
         self.up("policy")?;
         Ok(PasswordPolicyResponse {
             min_length: 15,
@@ -467,7 +467,7 @@ fn an_untrusted_server_is_told_apart() {
         fn verify(&mut self, _: &str, _: &VerifyRequest) -> Result<FlowResponse, ApiFailure> {
             unreachable!()
         }
-        fn password_policy(&mut self) -> Result<PasswordPolicyResponse, ApiFailure> {
+        fn password_policy(&mut self, _: &str) -> Result<PasswordPolicyResponse, ApiFailure> {
             unreachable!()
         }
         fn set_password(&mut self, _: &str, _: &str) -> Result<FlowResponse, ApiFailure> {

@@ -60,6 +60,7 @@ pub enum Msg {
     AccountUnlocked,
     DirectoryDown,
     DirectoryDenied,
+    DirectoryProtected,
     SignInFailed,
     EnterPassword,
     SessionInvalid,
@@ -79,7 +80,7 @@ pub enum Msg {
     AlreadyFinishing,
 }
 
-pub const ALL_MSGS: [Msg; 39] = [
+pub const ALL_MSGS: [Msg; 40] = [
     Msg::EnterUserId,
     Msg::ChooseMethod,
     Msg::RegistrationRequired,
@@ -102,6 +103,7 @@ pub const ALL_MSGS: [Msg; 39] = [
     Msg::AccountUnlocked,
     Msg::DirectoryDown,
     Msg::DirectoryDenied,
+    Msg::DirectoryProtected,
     Msg::SignInFailed,
     Msg::EnterPassword,
     Msg::SessionInvalid,
@@ -195,6 +197,12 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
         }
         (Lang::Zh, DirectoryDenied) => {
             "账户目录不允许此更改，未做任何更改。请联系技术支持并提供支持代码。"
+        }
+        (Lang::En, DirectoryProtected) => {
+            "This account is protected by the domain (an administrator account), so its password can't be reset or unlocked here. Nothing was changed. Contact your helpdesk."
+        }
+        (Lang::Zh, DirectoryProtected) => {
+            "此帐户受域保护（管理员帐户），无法在这里重置密码或解锁，未做任何更改。请联系技术支持。"
         }
         (Lang::En, SignInFailed) => "The user ID or password is not correct.",
         (Lang::Zh, SignInFailed) => "用户 ID 或密码不正确。",

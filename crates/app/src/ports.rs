@@ -328,6 +328,9 @@ pub enum DirError {
     Unavailable(String),
     #[error("directory denied the operation: {0}")]
     Permission(String),
+    /// The directory shields this account from delegated rights (AD `adminCount=1`).
+    #[error("directory protects the account: {0}")]
+    Protected(String),
     #[error("directory error: {0}")]
     Other(String),
 }
@@ -344,6 +347,12 @@ pub trait Directory: Send + Sync + 'static {
     async fn unlock(&self, user: &DirUser) -> Result<(), DirError>;
     /// The directory's own password rules, in words, to show before the user types.
     async fn password_rules(&self) -> Result<Vec<String>, DirError>;
+    /// The rules that apply to this user (AD fine-grained policies, a ppolicy of their own).
+    /// Only for a verified user: the answer can reveal group membership.
+    async fn password_rules_for(&self, user: &DirUser) -> Result<Vec<String>, DirError> {
+        let _ = user;
+        self.password_rules().await
+    }
     /// Whether the directory is reachable (readiness).
     async fn ping(&self) -> Result<(), DirError>;
 }

@@ -163,6 +163,28 @@ impl App {
         }
     }
 
+    /// The directory's rules for the user of a verified reset flow (AD fine-grained
+    /// policies, a ppolicy of their own). `None` for any other token: before verification the
+    /// answer could reveal a user's group membership, so only the general rules are shown.
+    pub async fn password_rules_for_flow(
+        &self,
+        ctx: &RequestCtx,
+        flow_token: &str,
+    ) -> Option<Vec<String>> {
+        let flow = self.open_flow(ctx, flow_token).await.ok()?;
+        if flow.kind != FlowKind::Reset || flow.state != FlowState::Verified {
+            return None;
+        }
+        let user = self.directory.find_user(&flow.login).await.ok()??;
+        match self.directory.password_rules_for(&user).await {
+            Ok(rules) => Some(rules),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the user's password rules");
+                None
+            }
+        }
+    }
+
     /// The flow's current state.
     pub async fn flow_status(
         &self,
@@ -909,6 +931,7 @@ impl App {
         let (reason, msg) = match &e {
             DirError::Unavailable(_) => ("directory_unavailable", Msg::DirectoryDown),
             DirError::Permission(_) => ("directory_permission", Msg::DirectoryDenied),
+            DirError::Protected(_) => ("directory_protected_account", Msg::DirectoryProtected),
             DirError::Rejected(_) | DirError::Other(_) => ("directory_error", Msg::DirectoryDenied),
         };
         ev.reason = reason.into();

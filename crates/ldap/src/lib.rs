@@ -16,7 +16,7 @@
 //! - With `must_change_after_reset`, the user must choose another password at the next
 //!   sign-in (AD `pwdLastSet: 0`, OpenLDAP `pwdReset: TRUE`).
 //! - The rules shown before the user types are the directory's default policy; for a known
-//!   user, [`LdapDirectory::password_rules_for`] reads the policy that applies to them (AD's
+//!   user, [`LdapDirectory::rules_for_login`] reads the policy that applies to them (AD's
 //!   fine-grained `msDS-ResultantPSO`, OpenLDAP's `pwdPolicySubentry`).
 //! - The current password is checked with a bind as the user on a connection of its own,
 //!   never a pooled one, and never with an empty password.
@@ -514,7 +514,7 @@ fn ad_access_refused(rc: u32, text: &str) -> bool {
 /// AdminSDHolder with inheritance turned off, so rights delegated on the users' OU never reach
 /// them.
 fn protected_account(dn: &str, what: &str, text: &str) -> DirError {
-    DirError::Permission(format!(
+    DirError::Protected(format!(
         "ldap: {what} of {dn} refused: protected account (adminCount=1): AdminSDHolder blocks the service account's rights. \
          Fix: delegate the rights on CN=AdminSDHolder,CN=System in the domain (SDProp copies them to protected accounts within the hour), \
          or keep such accounts out of sspr's scope (base_dn, or (!(adminCount=1)) in user_filter). Directory said: {text}"
@@ -650,9 +650,13 @@ impl Directory for LdapDirectory {
 
     /// The directory's own rules in words: OpenLDAP's ppolicy entry, or the AD domain's
     /// password policy. Rules that depend on the user (AD fine-grained policies, OpenLDAP's
-    /// `pwdPolicySubentry`) come from [`LdapDirectory::password_rules_for`].
+    /// `pwdPolicySubentry`) come from [`LdapDirectory::rules_for_login`].
     async fn password_rules(&self) -> Result<Vec<String>, DirError> {
         pooled_read!(self, |l| self.default_rules(l))
+    }
+
+    async fn password_rules_for(&self, user: &DirUser) -> Result<Vec<String>, DirError> {
+        self.rules_for_login(&user.login).await
     }
 
     /// Reads the root DSE over a pooled connection.
@@ -859,7 +863,7 @@ impl LdapDirectory {
     /// the policy named by the user's `pwdPolicySubentry`. Otherwise, or when that policy
     /// cannot be read (AD lets only administrators read PSOs unless delegated), the same
     /// rules as [`Directory::password_rules`].
-    pub async fn password_rules_for(&self, login: &str) -> Result<Vec<String>, DirError> {
+    pub async fn rules_for_login(&self, login: &str) -> Result<Vec<String>, DirError> {
         pooled_read!(self, |l| self.rules_for(l, login))
     }
 

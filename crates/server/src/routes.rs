@@ -60,8 +60,8 @@ pub async fn readyz(AxState(s): S) -> Response {
 }
 
 /// The password rules, to show before the user types.
-#[utoipa::path(get, path = "/api/v1/password-policy", responses((status = 200, body = PasswordPolicyResponse)))]
-pub async fn password_policy(AxState(s): S, Ctx(ctx): Ctx) -> Response {
+#[utoipa::path(get, path = "/api/v1/password-policy", security((), ("flow" = [])), responses((status = 200, body = PasswordPolicyResponse)))]
+pub async fn password_policy(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
     let r = async {
         let p = s.app.policy().await?.password;
         let zh = ctx.lang == sspr_app::Lang::Zh;
@@ -98,9 +98,19 @@ pub async fn password_policy(AxState(s): S, Ctx(ctx): Ctx) -> Response {
                 .message(ctx.lang.tag()),
             );
         }
-        match s.app.directory.password_rules().await {
-            Ok(extra) => rules.extend(extra),
-            Err(e) => tracing::warn!(error = %e, "could not read the directory's password rules"),
+        // With the token of a verified reset flow, the rules of that user's own policy.
+        let own = match &b.0 {
+            Some(token) => s.app.password_rules_for_flow(&ctx, token).await,
+            None => None,
+        };
+        match own {
+            Some(extra) => rules.extend(extra),
+            None => match s.app.directory.password_rules().await {
+                Ok(extra) => rules.extend(extra),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the directory's password rules")
+                }
+            },
         }
         Ok(PasswordPolicyResponse {
             min_length: p.min_length,

@@ -527,7 +527,7 @@ async fn a_users_own_ppolicy_is_read_per_user() {
     let cfg = ldap_config(&slapd, url, "cn=sspr,dc=sspr,dc=test", "service-secret");
     let dir = sspr_ldap::LdapDirectory::new(cfg).unwrap();
     assert_eq!(
-        dir.password_rules_for("alice").await.unwrap(),
+        dir.rules_for_login("alice").await.unwrap(),
         vec![
             "The directory requires at least 20 characters.".to_string(),
             "The directory refuses your last 6 passwords.".to_string(),
@@ -535,12 +535,61 @@ async fn a_users_own_ppolicy_is_read_per_user() {
         ]
     );
     assert_eq!(
-        dir.password_rules_for("mallory").await.unwrap(),
+        dir.rules_for_login("mallory").await.unwrap(),
         vec![
             "The directory requires at least 12 characters.".to_string(),
             "The directory refuses your last 3 passwords.".to_string(),
         ]
     );
+
+    // Through the API: anyone gets the general rules; the holder of a verified reset flow gets
+    // the user's own; an unverified flow's token reveals nothing more than anyone gets.
+    let s = server_on(
+        &slapd,
+        format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+        "cn=sspr,dc=sspr,dc=test",
+        "service-secret",
+    )
+    .await;
+    let rules = |v: serde_json::Value| v["rules"].to_string();
+    let (_, anyone) = s
+        .call(reqwest::Method::GET, "/api/v1/password-policy", None, None)
+        .await;
+    assert!(
+        rules(anyone.clone()).contains("at least 12 characters"),
+        "{anyone}"
+    );
+    let t = s.flow("alice").await;
+    let (_, early) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/password-policy",
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(
+        rules(early),
+        rules(anyone.clone()),
+        "nothing before verification"
+    );
+    let code = s.email_code(&t, "alice@contoso.test").await;
+    let (st, v) = s.verify(&t, "email", &code).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (_, own) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/password-policy",
+            Some(&t),
+            None,
+        )
+        .await;
+    let own = rules(own);
+    assert!(
+        own.contains("at least 20 characters") && own.contains("last 6 passwords"),
+        "{own}"
+    );
+    s.stop().await;
 }
 
 /// The most connections seen to slapd's LDAPS port while `work` runs, sampled every 5 ms.
@@ -1172,7 +1221,7 @@ async fn a_protected_account_is_explained_in_the_log() {
         dir.unlock(&boss).await,
     ] {
         match result {
-            Err(DirError::Permission(text)) => {
+            Err(DirError::Protected(text)) => {
                 assert!(text.contains(cause), "{text}");
                 assert!(text.contains("CN=AdminSDHolder,CN=System"), "{text}");
                 assert!(text.contains("(!(adminCount=1))"), "{text}");
@@ -1256,7 +1305,7 @@ async fn fine_grained_password_policies_are_read_per_user() {
     );
     // alice is in the group the PSO applies to: its rules replace the domain's for her.
     assert_eq!(
-        dir.password_rules_for("alice").await.unwrap(),
+        dir.rules_for_login("alice").await.unwrap(),
         vec![
             "The directory requires at least 14 characters.".to_string(),
             "The directory refuses your last 5 passwords.".to_string(),
@@ -1264,7 +1313,7 @@ async fn fine_grained_password_policies_are_read_per_user() {
         ]
     );
     // bob is not: the domain's rules.
-    assert_eq!(dir.password_rules_for("bob").await.unwrap(), domain);
+    assert_eq!(dir.rules_for_login("bob").await.unwrap(), domain);
     // The words match what the domain enforces: 12 characters pass for bob, not for alice.
     let twelve = "Harbour-Lamp";
     let bob = dir.find_user("bob").await.unwrap().unwrap();
@@ -1280,7 +1329,7 @@ async fn fine_grained_password_policies_are_read_per_user() {
     // A service account that may not read PSOs (AD's default for non-administrators) sees
     // alice's msDS-ResultantPSO but not its settings: it shows the domain's rules.
     let weak = sspr_ldap::LdapDirectory::new(ad.config("weak", "Weak-Passw0rd!")).unwrap();
-    assert_eq!(weak.password_rules_for("alice").await.unwrap(), domain);
+    assert_eq!(weak.rules_for_login("alice").await.unwrap(), domain);
 
     // sspr doctor lists the PSOs and the one that applies to the sample user.
     let ca = ad.dir.path().join("tls/ca.pem");
