@@ -21,6 +21,8 @@
 //! - The current password is checked with a bind as the user on a connection of its own,
 //!   never a pooled one, and never with an empty password.
 
+pub mod security_descriptor;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1122,7 +1124,8 @@ impl LdapDirectory {
     /// Checks the path from sspr to the directory step by step, each failure with its fix:
     /// name resolution and TCP, TLS and the certificate, the service bind, the search for a
     /// sample user, group resolution, and the rights a reset and an unlock need (probed
-    /// without changing anything where the server allows it).
+    /// without changing anything: on AD the Reset Password right is read from the user's
+    /// DACL and the service account's `tokenGroups`).
     pub async fn diagnose(&self, sample_user: Option<&str>) -> Vec<Check> {
         let mut out = Vec::new();
         for url in &self.cfg.urls {
@@ -1510,13 +1513,171 @@ impl LdapDirectory {
             out.push(self.check_must_change(ldap, policy).await);
         }
         if self.cfg.flavor == Flavor::Ad {
-            out.push(Check::pass(
-                "reset right",
-                "the Reset Password right cannot be probed without resetting; a missing right shows as directory_permission in the audit log",
-            ));
+            out.insert(0, self.probe_reset_right(ldap, dn).await);
         }
         out
     }
+
+    /// AD: whether the service account holds the Reset Password right on `dn`, read from the
+    /// entry's DACL and the SIDs the account acts with (its own, its `tokenGroups`, Everyone
+    /// and Authenticated Users), without resetting anything. Where either cannot be read the
+    /// check says so and passes: the right then shows at the first reset.
+    async fn probe_reset_right(&self, ldap: &mut Ldap, dn: &str) -> Check {
+        use security_descriptor::{Decision, RESET_PASSWORD, control_access};
+        let name = "reset right";
+        let unsure = |why: String| {
+            Check::pass(
+                name,
+                format!(
+                    "could not check: {why}; a missing Reset Password right will show at the first reset as directory_permission in the audit log"
+                ),
+            )
+        };
+        // LDAP_SERVER_SD_FLAGS_OID, value SEQUENCE { INTEGER 4 }: the DACL only, which the
+        // service account may read without owning the entry or holding SeSecurityPrivilege.
+        let sd_flags = ldap3::controls::RawControl {
+            ctype: "1.2.840.113556.1.4.801".into(),
+            crit: false,
+            val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x04]),
+        };
+        let sd = match ldap
+            .with_controls(vec![sd_flags])
+            .search(
+                dn,
+                Scope::Base,
+                "(objectClass=*)",
+                vec!["nTSecurityDescriptor"],
+            )
+            .await
+            .and_then(|r| r.success())
+        {
+            Ok((entries, _)) => entries
+                .into_iter()
+                .next()
+                .map(SearchEntry::construct)
+                .and_then(|e| binary_values(&e, "nTSecurityDescriptor").into_iter().next()),
+            Err(e) => return unsure(format!("cannot read the security descriptor of {dn}: {e}")),
+        };
+        let Some(sd) = sd else {
+            return unsure(format!(
+                "the service account may not read the security descriptor of {dn}"
+            ));
+        };
+        let sids = match self.own_sids(ldap).await {
+            Ok(sids) => sids,
+            Err(why) => return unsure(why),
+        };
+        let refused = |detail: String| async move {
+            let fix = if self.ad_protected(ldap, dn).await {
+                "this is a protected account (adminCount=1): AdminSDHolder blocks the rights delegated on the OU; delegate Reset Password on CN=AdminSDHolder,CN=System too, or keep such accounts out of sspr's scope"
+            } else {
+                "delegate Reset Password on the users' OU to the service account: Delegate Control… → Reset user passwords and force password change at next logon"
+            };
+            Check::fail(name, detail, fix)
+        };
+        match control_access(&sd, &sids, &RESET_PASSWORD) {
+            Ok(Decision::Allowed { sid }) => Check::pass(
+                name,
+                format!("may reset the password of {dn} (Reset Password allowed to {sid})"),
+            ),
+            Ok(Decision::NoDacl) => Check::pass(
+                name,
+                format!("may reset the password of {dn} (its security descriptor has no DACL)"),
+            ),
+            Ok(Decision::Denied { sid }) => {
+                refused(format!(
+                    "may not reset the password of {dn}: Reset Password is denied to {sid}"
+                ))
+                .await
+            }
+            Ok(Decision::NotGranted) => {
+                refused(format!(
+                    "may not reset the password of {dn}: no entry of its DACL gives the service account the Reset Password right"
+                ))
+                .await
+            }
+            Err(e) => unsure(format!("{dn}: {e}")),
+        }
+    }
+
+    /// The SIDs the service account acts with: its `objectSid`, its `tokenGroups` (computed by
+    /// the server, nested and primary groups included), Everyone and Authenticated Users.
+    async fn own_sids(&self, ldap: &mut Ldap) -> Result<Vec<String>, String> {
+        let me = &self.cfg.bind_dn;
+        // A DN is read directly; a UPN (user@domain) or DOMAIN\user is looked up first.
+        let dn = if me.contains('=') {
+            me.clone()
+        } else {
+            let filter = match me.split_once('\\') {
+                Some((_, sam)) => format!("(sAMAccountName={})", ldap_escape(sam)),
+                None => format!("(userPrincipalName={})", ldap_escape(me)),
+            };
+            match ldap
+                .search(&self.domain_dn(), Scope::Subtree, &filter, vec!["1.1"])
+                .await
+                .and_then(|r| r.success())
+            {
+                Ok((entries, _)) if entries.len() == 1 => entries
+                    .into_iter()
+                    .next()
+                    .map(|e| SearchEntry::construct(e).dn)
+                    .unwrap_or_default(),
+                Ok(_) => return Err(format!("cannot find the service account {me}")),
+                Err(e) => return Err(format!("cannot find the service account {me}: {e}")),
+            }
+        };
+        // tokenGroups is constructed: only a base-scope search returns it.
+        let entry = ldap
+            .search(
+                &dn,
+                Scope::Base,
+                "(objectClass=*)",
+                vec!["objectSid", "tokenGroups"],
+            )
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| format!("cannot read the service account's groups: {e}"))?
+            .0
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .ok_or_else(|| format!("cannot read the service account {dn}"))?;
+        let groups = binary_values(&entry, "tokenGroups");
+        let own = binary_values(&entry, "objectSid");
+        if own.is_empty() || groups.is_empty() {
+            return Err(format!(
+                "the service account may not read its own objectSid and tokenGroups on {dn}"
+            ));
+        }
+        let mut sids = own
+            .iter()
+            .chain(&groups)
+            .map(|b| security_descriptor::sid_to_string(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("the service account's SIDs: {e}"))?;
+        sids.extend(
+            security_descriptor::WELL_KNOWN_SIDS
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        Ok(sids)
+    }
+}
+
+/// The values of a binary attribute, wherever ldap3 put them: a value that happens to be
+/// valid UTF-8 (a short SID can be) lands in `attrs`. Attribute names compare without case.
+fn binary_values(e: &SearchEntry, attr: &str) -> Vec<Vec<u8>> {
+    let bin = e
+        .bin_attrs
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(attr))
+        .flat_map(|(_, v)| v.iter().cloned());
+    let text = e
+        .attrs
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(attr))
+        .flat_map(|(_, v)| v.iter().map(|s| s.as_bytes().to_vec()));
+    bin.chain(text).collect()
 }
 
 #[cfg(test)]

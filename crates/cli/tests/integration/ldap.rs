@@ -666,14 +666,19 @@ async fn service_connections_are_pooled_and_survive_a_restart() {
 
     // Checking a user's password binds on a connection of its own: the pooled ones stay
     // bound as the service account. alice may not read mallory's entry; the service may.
+    // The wrong passwords go to mallory: ppolicy locks an account after 3 failures, and a
+    // locked alice would fail her right password too.
     let alice = dir.find_user("alice").await.unwrap().unwrap();
+    let mallory = dir.find_user("mallory").await.unwrap().unwrap();
     let checks: Vec<_> = (0..8)
         .map(|i| {
-            let (dir, alice) = (dir.clone(), alice.clone());
-            tokio::spawn(async move {
-                let pw = if i % 2 == 0 { OLD } else { "wrong password" };
-                dir.check_password(&alice, pw).await.unwrap() == (i % 2 == 0)
-            })
+            let dir = dir.clone();
+            let (who, pw) = if i % 2 == 0 {
+                (alice.clone(), OLD)
+            } else {
+                (mallory.clone(), "wrong password")
+            };
+            tokio::spawn(async move { dir.check_password(&who, pw).await.unwrap() == (i % 2 == 0) })
         })
         .collect();
     let found = concurrent_lookups(&dir, "mallory", 20).await;
@@ -1059,6 +1064,13 @@ async fn reset_and_unlock_write_to_active_directory() {
         out.contains("ok   user search    alice is CN=alice,CN=Users,DC=sspr,DC=test"),
         "{out}"
     );
+    // The Reset Password right is read from alice's DACL: Domain Admins (RID 512, one of the
+    // administrator's tokenGroups) hold it.
+    assert!(
+        out.contains("ok   reset right    may reset the password of CN=alice,CN=Users,DC=sspr,DC=test (Reset Password allowed to S-1-5-21-")
+            && out.contains("-512)"),
+        "{out}"
+    );
     let weak_dn = "CN=weak,CN=Users,DC=sspr,DC=test";
     let (code, out) = doctor_with(url, base, flavor, weak_dn, "Weak-Passw0rd!", &ca, "alice");
     assert_eq!(code, 1, "{out}");
@@ -1066,6 +1078,12 @@ async fn reset_and_unlock_write_to_active_directory() {
         out.contains("FAIL unlock right") && out.contains("lockoutTime"),
         "{out}"
     );
+    assert!(
+        out.contains("FAIL reset right    may not reset the password of CN=alice")
+            && out.contains("fix: delegate Reset Password on the users' OU to the service account: Delegate Control… → Reset user passwords and force password change at next logon"),
+        "{out}"
+    );
+    assert!(ad.binds("alice", strong), "doctor changed nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1256,8 +1274,27 @@ async fn a_protected_account_is_explained_in_the_log() {
         out.contains("FAIL unlock right") && out.contains("protected account (adminCount=1)"),
         "{out}"
     );
+    assert!(
+        out.contains("FAIL reset right    may not reset the password of CN=boss")
+            && out.contains("delegate Reset Password on CN=AdminSDHolder,CN=System too"),
+        "{out}"
+    );
+    // The delegation reaches alice through the inherited ACE for helpdesk's own SID.
     let (code, out) = doctor_with(url, base, extra, dn, "Help-Passw0rd-1", &ca, "alice");
     assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok   reset right    may reset the password of CN=alice,CN=Users,DC=sspr,DC=test (Reset Password allowed to S-1-5-21-"),
+        "{out}"
+    );
+    // The weak account holds no such right on alice.
+    let weak_dn = "CN=weak,CN=Users,DC=sspr,DC=test";
+    let (code, out) = doctor_with(url, base, extra, weak_dn, "Weak-Passw0rd!", &ca, "alice");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL reset right    may not reset the password of CN=alice")
+            && out.contains("Reset user passwords and force password change at next logon"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

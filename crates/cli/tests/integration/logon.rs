@@ -66,6 +66,19 @@ impl Syslog {
     fn text(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
+
+    /// The log once `done` holds for it (datagrams may arrive after the sender has exited),
+    /// or as it is after 5 s.
+    async fn until(&self, done: impl Fn(&str) -> bool) -> String {
+        for _ in 0..250 {
+            let t = self.text();
+            if done(&t) {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.text()
+    }
 }
 
 /// An agent config for `server_url`.
@@ -310,7 +323,7 @@ async fn forgot_password_at_the_pam_prompt_resets_and_logs_in() {
     );
 
     // The machine's log has the agent's events, and no secret.
-    let syslog = log.text();
+    let syslog = log.until(|t| t.contains("result=password_changed")).await;
     for want in [
         "pam_sspr[",
         "event=reset_offered user=\"alice\"",
@@ -386,7 +399,9 @@ async fn a_dead_or_silent_server_is_reported_in_bounded_time_and_login_still_wor
             "{name}: login with the current password still works:\n{out}"
         );
     }
-    let syslog = log.text();
+    let syslog = log
+        .until(|t| t.matches("event=server_error user=\"bob\"").count() >= 2)
+        .await;
     assert_eq!(
         syslog.matches("event=server_error user=\"bob\"").count(),
         2,
@@ -422,7 +437,10 @@ async fn an_unregistered_user_at_the_pam_prompt_is_told_where_to_register() {
     pam.send(PASSWORD);
     let (ok, out) = pam.finish().await;
     assert!(ok, "{out}");
-    assert!(log.text().contains("result=registration_required"));
+    let syslog = log
+        .until(|t| t.contains("result=registration_required"))
+        .await;
+    assert!(syslog.contains("result=registration_required"), "{syslog}");
     s.stop().await;
 }
 
@@ -495,11 +513,10 @@ async fn the_agent_trusts_only_what_it_is_told_to() {
     .unwrap();
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("could not be verified as genuine"), "{out}");
-    assert!(
-        log.text().contains("not signed by a trusted CA"),
-        "{}",
-        log.text()
-    );
+    let syslog = log
+        .until(|t| t.contains("not signed by a trusted CA"))
+        .await;
+    assert!(syslog.contains("not signed by a trusted CA"), "{syslog}");
 
     // A pin: `sspr-logon pin` and openssl agree, the right pin is trusted, a wrong one is not.
     let cert = s.rt.config.data_dir.join("tls/server.pem");
@@ -531,11 +548,8 @@ async fn the_agent_trusts_only_what_it_is_told_to() {
     .await
     .unwrap();
     assert_eq!(code, 1, "{out}");
-    assert!(
-        log.text().contains("matches no pin_sha256"),
-        "{}",
-        log.text()
-    );
+    let syslog = log.until(|t| t.contains("matches no pin_sha256")).await;
+    assert!(syslog.contains("matches no pin_sha256"), "{syslog}");
     s.stop().await;
 }
 
@@ -590,11 +604,10 @@ async fn the_agent_refuses_a_server_limited_to_tls_1_1() {
     drop(old);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("could not be verified as genuine"), "{out}");
-    assert!(
-        log.text().contains("does not speak TLS 1.2 or 1.3"),
-        "{}",
-        log.text()
-    );
+    let syslog = log
+        .until(|t| t.contains("does not speak TLS 1.2 or 1.3"))
+        .await;
+    assert!(syslog.contains("does not speak TLS 1.2 or 1.3"), "{syslog}");
     s.stop().await;
 }
 
