@@ -75,13 +75,20 @@ impl HttpApi {
             .resolver(BoundedResolver(cfg.connect_timeout))
             .timeout(cfg.timeout)
             .user_agent(concat!("sspr-logon/", env!("CARGO_PKG_VERSION")));
-        b = match &cfg.proxy {
-            Proxy::FromEnvironment => b.try_proxy_from_env(true),
-            Proxy::None => b,
-            Proxy::Url(u) => {
-                b.proxy(ureq::Proxy::new(u).map_err(|e| ConfigError(format!("proxy {u:?}: {e}")))?)
+        let proxy = match &cfg.proxy {
+            Proxy::FromEnvironment => {
+                crate::config::proxy_from_env(cfg.host(), |k| std::env::var(k).ok())
             }
+            Proxy::None => None,
+            Proxy::Url(u) => Some(u.clone()),
         };
+        if let Some(u) = proxy {
+            if cfg.verbose {
+                journal.detail(&format!("using proxy {u}"));
+            }
+            let p = ureq::Proxy::new(&u).map_err(|e| ConfigError(format!("proxy {u:?}: {e}")))?;
+            b = b.proxy(p);
+        }
         Ok(HttpApi {
             agent: b.build(),
             base: cfg.server_url.clone(),

@@ -71,7 +71,7 @@ fn default_syslog() -> PathBuf {
 /// How the agent reaches the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Proxy {
-    /// `HTTPS_PROXY` / `ALL_PROXY` from the environment, if set.
+    /// `https_proxy` / `all_proxy` from the environment, unless `no_proxy` lists the server.
     FromEnvironment,
     /// Straight to the server, whatever the environment says (`proxy = ""`).
     None,
@@ -198,10 +198,54 @@ impl AgentConfig {
         }))
     }
 
+    /// The server's host name (or address), without the port.
+    pub fn host(&self) -> &str {
+        let rest = self.server_url.trim_start_matches("https://");
+        match rest.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => rest,
+        }
+    }
+
     /// The language to speak: the configured one, else the environment's.
     pub fn lang(&self, env: impl Fn(&str) -> Option<String>) -> Lang {
         self.locale.unwrap_or_else(|| Lang::from_env(env))
     }
+}
+
+/// The proxy the environment asks for to reach `host`, as curl reads it for an https URL:
+/// `https_proxy`, then `all_proxy` (either case), unless `no_proxy` lists the host (`*`, the
+/// name, or a domain it ends in, with or without a leading dot).
+pub fn proxy_from_env(host: &str, get: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let var = |name: &str| {
+        get(&name.to_ascii_lowercase())
+            .or_else(|| get(&name.to_ascii_uppercase()))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    if let Some(list) = var("no_proxy") {
+        let excluded = list.split(',').map(str::trim).any(|entry| {
+            let entry = entry.to_ascii_lowercase();
+            let entry = entry.rsplit_once(':').map_or(entry.as_str(), |(h, p)| {
+                if p.chars().all(|c| c.is_ascii_digit()) {
+                    h
+                } else {
+                    entry.as_str()
+                }
+            });
+            let domain = entry.trim_start_matches('.');
+            entry == "*"
+                || (!domain.is_empty() && (host == domain || host.ends_with(&format!(".{domain}"))))
+        });
+        if excluded {
+            return None;
+        }
+    }
+    var("https_proxy").or_else(|| var("all_proxy"))
 }
 
 /// `sha256//BASE64` (curl's form) or plain base64 of the 32-byte hash.
@@ -292,6 +336,40 @@ mod tests {
             let e = AgentConfig::parse(text).unwrap_err();
             assert!(e.0.contains(want), "{text:?} gave {e}");
         }
+    }
+
+    #[test]
+    fn the_environment_proxy_is_read_as_curl_reads_it() {
+        let p = "http://proxy:3128";
+        let with = |vars: &[(&str, &str)], host: &str| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            proxy_from_env(host, |k| {
+                vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+            })
+        };
+        assert_eq!(with(&[("HTTPS_PROXY", p)], "sspr.corp").as_deref(), Some(p));
+        assert_eq!(with(&[("all_proxy", p)], "sspr.corp").as_deref(), Some(p));
+        assert_eq!(with(&[("HTTP_PROXY", p)], "sspr.corp"), None, "http only");
+        for no in ["sspr.corp", ".corp", "corp", "*", "other, sspr.corp:443"] {
+            assert_eq!(
+                with(&[("https_proxy", p), ("NO_PROXY", no)], "sspr.corp"),
+                None,
+                "{no}"
+            );
+        }
+        let far = [("https_proxy", p), ("no_proxy", "xsspr.corp,orp")];
+        assert_eq!(with(&far, "sspr.corp").as_deref(), Some(p));
+    }
+
+    #[test]
+    fn the_host_is_the_url_without_scheme_and_port() {
+        let c = AgentConfig::parse("server_url = \"https://sspr.corp:8443\"")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.host(), "sspr.corp");
     }
 
     #[test]

@@ -455,6 +455,8 @@ fn logon(config: &Path, envs: &[(&str, &str)]) -> (i32, String) {
         .env_remove("https_proxy")
         .env_remove("ALL_PROXY")
         .env_remove("all_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
         .stdin(Stdio::null());
     for (k, v) in envs {
         cmd.env(k, v);
@@ -676,6 +678,23 @@ async fn the_agent_goes_through_a_configured_or_environment_proxy() {
             .unwrap();
     assert_eq!(code, 3, "{out}");
     assert_eq!(connects(), 2);
+
+    // NO_PROXY naming the server goes direct, as curl would.
+    let c = agent_config(&dir, "noproxy.toml", &s.url, &ca, &log);
+    let env_proxy = proxy_url.clone();
+    let (code, out) = tokio::task::spawn_blocking(move || {
+        logon(
+            &c,
+            &[
+                ("HTTPS_PROXY", env_proxy.as_str()),
+                ("NO_PROXY", "127.0.0.1,localhost"),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 3, "{out}");
+    assert_eq!(connects(), 2, "not through the proxy");
 
     // `proxy = ""` ignores the environment; a configured proxy that is down is reported.
     let c = agent_config(
