@@ -47,6 +47,8 @@ struct Raw {
     enable_logging: u8,
     #[serde(default = "default_syslog")]
     syslog_socket: PathBuf,
+    #[serde(default = "default_services")]
+    services: Vec<String>,
 }
 
 fn default_connect() -> u64 {
@@ -66,6 +68,14 @@ fn default_locale() -> String {
 }
 fn default_syslog() -> PathBuf {
     PathBuf::from("/dev/log")
+}
+/// The login screens. Elsewhere (sudo, su, polkit, mail and FTP daemons) the module asks a
+/// plain "Password: ": sudo replaces exactly that prompt with its own (`-p`, which Ansible
+/// and expect scripts wait for), and a daemon cannot hold a dialogue anyway.
+pub const DEFAULT_SERVICES: &[&str] =
+    &["login", "gdm-password", "lightdm", "sddm", "greetd", "sshd"];
+fn default_services() -> Vec<String> {
+    DEFAULT_SERVICES.iter().map(|s| s.to_string()).collect()
 }
 
 /// How the agent reaches the server.
@@ -99,6 +109,8 @@ pub struct AgentConfig {
     pub locale: Option<Lang>,
     pub verbose: bool,
     pub syslog_socket: PathBuf,
+    /// PAM services that offer the reset; `["*"]` for all.
+    pub services: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +207,13 @@ impl AgentConfig {
             locale,
             verbose,
             syslog_socket: raw.syslog_socket,
+            services: raw.services,
         }))
+    }
+
+    /// Whether the reset is offered to this PAM service.
+    pub fn offers_reset_to(&self, service: &str) -> bool {
+        self.services.iter().any(|s| s == "*" || s == service)
     }
 
     /// The server's host name (or address), without the port.
@@ -362,6 +380,19 @@ mod tests {
         }
         let far = [("https_proxy", p), ("no_proxy", "xsspr.corp,orp")];
         assert_eq!(with(&far, "sspr.corp").as_deref(), Some(p));
+    }
+
+    #[test]
+    fn the_reset_is_offered_at_login_screens_only_unless_configured() {
+        let c = AgentConfig::parse("server_url = \"https://x\"")
+            .unwrap()
+            .unwrap();
+        assert!(c.offers_reset_to("gdm-password") && c.offers_reset_to("sshd"));
+        assert!(!c.offers_reset_to("sudo") && !c.offers_reset_to("dovecot"));
+        let c = AgentConfig::parse("server_url = \"https://x\"\nservices = [\"*\"]")
+            .unwrap()
+            .unwrap();
+        assert!(c.offers_reset_to("sudo"));
     }
 
     #[test]

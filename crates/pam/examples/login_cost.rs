@@ -526,7 +526,7 @@ fn child(args: &[String]) -> Res<()> {
     std::fs::write(
         data.join("logon.toml"),
         format!(
-            "server_url = {}\nsyslog_socket = {}\n",
+            "server_url = {}\nsyslog_socket = {}\nservices = [\"*\"]\n",
             toml_string(&format!("https://{}", listener.local_addr()?)),
             toml_string(&data.join("log").to_string_lossy()),
         ),

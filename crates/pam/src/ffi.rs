@@ -2,8 +2,13 @@
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 
+use zeroize::{Zeroize, Zeroizing};
+
 pub const PAM_SUCCESS: c_int = 0;
 pub const PAM_IGNORE: c_int = 25;
+pub const PAM_SILENT: c_int = 0x8000;
+
+pub const PAM_SERVICE: c_int = 1;
 
 pub const PAM_CONV: c_int = 5;
 pub const PAM_AUTHTOK: c_int = 6;
@@ -77,11 +82,11 @@ pub unsafe fn args(argc: c_int, argv: *const *const c_char) -> Vec<String> {
         .collect()
 }
 
-/// Takes the text of a one-element response array and frees it, wiping the answer first.
+/// Takes the bytes of a one-element response array and frees it, wiping the answer first.
 ///
 /// # Safety
 /// `resp` is null or a `malloc`'d array of one `PamResponse` whose `resp` is null or `malloc`'d.
-pub unsafe fn take_response(resp: *mut PamResponse) -> Option<String> {
+pub unsafe fn take_response(resp: *mut PamResponse) -> Option<Zeroizing<Vec<u8>>> {
     if resp.is_null() {
         return None;
     }
@@ -93,13 +98,14 @@ pub unsafe fn take_response(resp: *mut PamResponse) -> Option<String> {
         // SAFETY: a NUL-terminated string from the application.
         let s = unsafe { CStr::from_ptr(r.resp) };
         let len = s.to_bytes().len();
-        let text = s.to_string_lossy().into_owned();
-        // SAFETY: wipe the password in place, then free it as PAM requires.
+        let bytes = Zeroizing::new(s.to_bytes().to_vec());
+        // SAFETY: the application's buffer holds `len` bytes before its NUL. `zeroize` wipes
+        // them in a way the compiler may not drop as a dead store before `free`.
         unsafe {
-            std::ptr::write_bytes(r.resp, 0, len);
+            std::slice::from_raw_parts_mut(r.resp as *mut u8, len).zeroize();
             libc::free(r.resp as *mut c_void);
         }
-        Some(text)
+        Some(bytes)
     };
     // SAFETY: the array itself was malloc'd by the application.
     unsafe { libc::free(resp as *mut c_void) };
@@ -138,6 +144,17 @@ impl Handle {
         // SAFETY: as above.
         let user = unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
         (!user.is_empty()).then_some(user)
+    }
+
+    /// The PAM service name (`login`, `gdm-password`, `sudo`…).
+    pub fn service(&self) -> Option<String> {
+        let p = self.item(PAM_SERVICE)?;
+        // SAFETY: PAM_SERVICE is a NUL-terminated string owned by libpam.
+        Some(
+            unsafe { CStr::from_ptr(p as *const c_char) }
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 
     /// A variable of the PAM environment (`pam_env` sets `LANG` there).

@@ -27,13 +27,13 @@ use sspr_agent::journal::Event;
 use sspr_agent::login::{Next, password_prompt, plain_prompt};
 use sspr_agent::syslog::Syslog;
 use sspr_agent::{AgentConfig, Cancelled, Conversation, HttpApi, Journal, Lang, ResetApi};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 pub mod ffi;
 
 use ffi::{
     PAM_AUTHTOK, PAM_CONV, PAM_ERROR_MSG, PAM_IGNORE, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON,
-    PAM_SUCCESS, PAM_TEXT_INFO, PamConv, PamHandle, PamMessage, PamResponse,
+    PAM_SILENT, PAM_SUCCESS, PAM_TEXT_INFO, PamConv, PamHandle, PamMessage, PamResponse,
 };
 
 /// # Safety
@@ -41,13 +41,13 @@ use ffi::{
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pam_sm_authenticate(
     pamh: *mut PamHandle,
-    _flags: c_int,
+    flags: c_int,
     argc: c_int,
     argv: *const *const c_char,
 ) -> c_int {
     // SAFETY: libpam passes argc valid NUL-terminated strings.
     let args = unsafe { ffi::args(argc, argv) };
-    catch_unwind(AssertUnwindSafe(|| authenticate(pamh, &args))).unwrap_or(PAM_IGNORE)
+    catch_unwind(AssertUnwindSafe(|| authenticate(pamh, flags, &args))).unwrap_or(PAM_IGNORE)
 }
 
 /// # Safety
@@ -69,15 +69,17 @@ fn config_path(args: &[String]) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
 }
 
-fn authenticate(pamh: *mut PamHandle, args: &[String]) -> c_int {
+fn authenticate(pamh: *mut PamHandle, flags: c_int, args: &[String]) -> c_int {
     // SAFETY: pamh is the live handle libpam gave us.
     let handle = unsafe { ffi::Handle::new(pamh) };
     if handle.authtok_is_set() {
         // An earlier module already asked for the password; nothing for us to add.
         return PAM_IGNORE;
     }
-    let Some(mut conv) = handle.conversation() else {
-        return PAM_IGNORE;
+    let mut conv = PamConversation {
+        handle: &handle,
+        silent: flags & PAM_SILENT != 0,
+        raw: None,
     };
     let env = |k: &str| handle.env(k).or_else(|| std::env::var(k).ok());
     let path = config_path(args);
@@ -85,14 +87,22 @@ fn authenticate(pamh: *mut PamHandle, args: &[String]) -> c_int {
         Ok(Some(cfg)) => cfg,
         // Installed but not configured, or misconfigured: no reset, just the password prompt
         // the next module expects (it may be stacked with use_first_pass).
-        Ok(None) => return hand_on(&handle, plain_prompt(&mut conv, Lang::from_env(env))),
+        Ok(None) => {
+            let next = plain_prompt(&mut conv, Lang::from_env(env));
+            return hand_on(&handle, next, conv.raw.take());
+        }
         Err(e) => {
             Syslog::new(PathBuf::from("/dev/log"), "pam_sspr", false)
                 .event(&Event::ConfigError { cause: e.0 });
-            return hand_on(&handle, plain_prompt(&mut conv, Lang::from_env(env)));
+            let next = plain_prompt(&mut conv, Lang::from_env(env));
+            return hand_on(&handle, next, conv.raw.take());
         }
     };
     let lang = cfg.lang(env);
+    if !handle.service().is_some_and(|s| cfg.offers_reset_to(&s)) {
+        let next = plain_prompt(&mut conv, lang);
+        return hand_on(&handle, next, conv.raw.take());
+    }
     let Some(user) = handle.user() else {
         return PAM_IGNORE;
     };
@@ -105,24 +115,37 @@ fn authenticate(pamh: *mut PamHandle, args: &[String]) -> c_int {
         Ok(Box::new(HttpApi::new(&cfg, lang, journal.clone())?))
     };
     let next = password_prompt(&mut conv, &cfg, lang, &user, journal.as_ref(), connect);
-    hand_on(&handle, next)
+    hand_on(&handle, next, conv.raw.take())
 }
 
 /// Gives the password to the rest of the stack. Always `PAM_IGNORE`: the module never decides.
-fn hand_on(handle: &ffi::Handle, next: Next) -> c_int {
+/// Bytes that are not UTF-8 (a Latin-1 password) go on exactly as typed.
+fn hand_on(handle: &ffi::Handle, next: Next, raw: Option<Zeroizing<Vec<u8>>>) -> c_int {
     if let Next::UsePassword(pw) = next {
-        handle.set_authtok(&pw);
+        match raw {
+            Some(bytes) if String::from_utf8_lossy(&bytes) == pw.as_str() => {
+                handle.set_authtok(&bytes)
+            }
+            _ => handle.set_authtok(pw.as_bytes()),
+        }
     }
     PAM_IGNORE
 }
 
 /// PAM's conversation function as a [`Conversation`].
-pub struct PamConversation {
-    conv: *const PamConv,
+pub struct PamConversation<'h> {
+    handle: &'h ffi::Handle,
+    /// `PAM_SILENT`: prompts only, no texts.
+    silent: bool,
+    /// The last hidden answer, when it was not UTF-8.
+    raw: Option<Zeroizing<Vec<u8>>>,
 }
 
-impl PamConversation {
+impl PamConversation<'_> {
     fn ask(&mut self, style: c_int, text: &str) -> Result<String, Cancelled> {
+        if self.silent && matches!(style, PAM_TEXT_INFO | PAM_ERROR_MSG) {
+            return Ok(String::new());
+        }
         let text = CString::new(text.replace('\0', "")).map_err(|_| Cancelled)?;
         let msg = PamMessage {
             msg_style: style,
@@ -130,8 +153,10 @@ impl PamConversation {
         };
         let msgs: [*const PamMessage; 1] = [&msg];
         let mut resp: *mut PamResponse = std::ptr::null_mut();
-        // SAFETY: self.conv came from pam_get_item(PAM_CONV) and stays valid for the call.
-        let conv = unsafe { &*self.conv };
+        // Fetched for every message: the application may replace its conversation meanwhile.
+        let conv_ptr = self.handle.item(PAM_CONV).ok_or(Cancelled)? as *const PamConv;
+        // SAFETY: libpam owns the item and keeps it valid until it is replaced.
+        let conv = unsafe { &*conv_ptr };
         let Some(f) = conv.conv else {
             return Err(Cancelled);
         };
@@ -143,14 +168,24 @@ impl PamConversation {
             return Err(Cancelled);
         }
         match (answer, style) {
-            (Some(a), _) => Ok(a),
+            (Some(bytes), _) => match std::str::from_utf8(&bytes) {
+                Ok(text) => {
+                    self.raw = None;
+                    Ok(text.to_string())
+                }
+                Err(_) => {
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    self.raw = Some(bytes);
+                    Ok(text)
+                }
+            },
             (None, PAM_TEXT_INFO | PAM_ERROR_MSG) => Ok(String::new()),
             (None, _) => Err(Cancelled),
         }
     }
 }
 
-impl Conversation for PamConversation {
+impl Conversation for PamConversation<'_> {
     fn prompt(&mut self, text: &str) -> Result<String, Cancelled> {
         self.ask(PAM_PROMPT_ECHO_ON, text)
     }
@@ -169,11 +204,6 @@ impl Conversation for PamConversation {
 }
 
 impl ffi::Handle {
-    fn conversation(&self) -> Option<PamConversation> {
-        let conv = self.item(PAM_CONV)? as *const PamConv;
-        Some(PamConversation { conv })
-    }
-
     fn authtok_is_set(&self) -> bool {
         self.item(PAM_AUTHTOK)
             // SAFETY: PAM_AUTHTOK is a NUL-terminated string owned by libpam.
@@ -185,7 +215,7 @@ impl ffi::Handle {
             .is_some_and(|empty| !empty)
     }
 
-    fn set_authtok(&self, pw: &str) {
+    fn set_authtok(&self, pw: &[u8]) {
         let Ok(c) = CString::new(pw) else { return };
         let mut bytes = c.into_bytes_with_nul();
         // SAFETY: libpam copies the string; we wipe ours right after.

@@ -87,7 +87,7 @@ fn agent_config(dir: &Path, name: &str, server_url: &str, extra: &str, log: &Sys
     std::fs::write(
         &path,
         format!(
-            "server_url = \"{server_url}\"\nenable_logging = 1\nsyslog_socket = \"{}\"\ntimeout_secs = 3\nconnect_timeout_secs = 2\n{extra}\n",
+            "server_url = \"{server_url}\"\nservices = [\"sspr-test\"]\nenable_logging = 1\nsyslog_socket = \"{}\"\ntimeout_secs = 3\nconnect_timeout_secs = 2\n{extra}\n",
             log.path.display()
         ),
     )
@@ -147,13 +147,18 @@ struct Pam {
 
 impl Pam {
     fn start(services: &Path, user: &str) -> Pam {
+        Pam::start_service(services, "sspr-test", user)
+    }
+
+    fn start_service(services: &Path, service: &str, user: &str) -> Pam {
         // stdbuf: pamtester prints PAM_TEXT_INFO with stdio, which a pipe would hold back.
         // One pipe for stdout and stderr keeps prompts (stderr) and texts (stdout) in order.
         let mut child = Command::new("sh")
             .args([
                 "-c",
-                "exec stdbuf -o0 pamtester -v sspr-test \"$0\" authenticate 2>&1",
+                "exec stdbuf -o0 pamtester -v \"$0\" \"$1\" authenticate 2>&1",
             ])
+            .arg(service)
             .arg(user)
             .env("LD_PRELOAD", "libpam_wrapper.so")
             .env("PAM_WRAPPER", "1")
@@ -796,6 +801,16 @@ async fn a_use_first_pass_module_after_the_agent_always_gets_a_password() {
     pam.send(pw);
     let (ok, out) = pam.finish().await;
     assert!(ok, "{out}");
+
+    // A service that is not a login screen (sudo here) gets exactly "Password: ", which sudo
+    // replaces with its own prompt; no reset is offered there.
+    std::fs::copy(services.join("sspr-test"), services.join("sudo")).unwrap();
+    let mut pam = Pam::start_service(&services, "sudo", "dave");
+    pam.expect("Password: ").await;
+    pam.send(pw);
+    let (ok, out) = pam.finish().await;
+    assert!(ok, "{out}");
+    assert!(!out.contains("forgot"), "{out}");
 
     // The control: without pam_sspr, that module cannot log anyone in by itself.
     let only = services.join("sspr-test");
