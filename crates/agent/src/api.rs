@@ -83,10 +83,12 @@ impl HttpApi {
             Proxy::Url(u) => Some(u.clone()),
         };
         if let Some(u) = proxy {
+            let shown = without_userinfo(&u);
             if cfg.verbose {
-                journal.detail(&format!("using proxy {u}"));
+                journal.detail(&format!("using proxy {shown}"));
             }
-            let p = ureq::Proxy::new(&u).map_err(|e| ConfigError(format!("proxy {u:?}: {e}")))?;
+            let p =
+                ureq::Proxy::new(&u).map_err(|e| ConfigError(format!("proxy {shown:?}: {e}")))?;
             b = b.proxy(p);
         }
         Ok(HttpApi {
@@ -153,6 +155,17 @@ impl HttpApi {
                 Err(failure)
             }
         }
+    }
+}
+
+/// A proxy URL fit for a log: `http://user:secret@host` loses its `user:secret@`.
+fn without_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((_, host)) => format!("{scheme}://{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
     }
 }
 

@@ -158,10 +158,10 @@ impl AgentConfig {
             None => Proxy::FromEnvironment,
             Some("") => Proxy::None,
             Some(p) if p.starts_with("http://") => Proxy::Url(p.to_string()),
-            Some(p) => {
-                return Err(ConfigError(format!(
-                    "proxy must be an http:// URL such as http://proxy.example.com:3128 (got {p:?})"
-                )));
+            Some(_) => {
+                return Err(ConfigError(
+                    "proxy must be an http:// URL such as http://proxy.example.com:3128".into(),
+                ));
             }
         };
         if !(1..=60).contains(&raw.connect_timeout_secs) || !(1..=120).contains(&raw.timeout_secs) {

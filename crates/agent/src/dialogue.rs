@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 use crate::api::{ApiFailure, ResetApi};
 use crate::conversation::{Cancelled, Conversation};
 use crate::journal::{Event, Journal};
-use crate::text::{Lang, T, t};
+use crate::text::{Lang, T, clean, t};
 
 /// Wrong inputs allowed at one prompt before the dialogue gives up.
 pub const MAX_TRIES: usize = 5;
@@ -86,8 +86,36 @@ enum Step {
     Again,
 }
 
+/// Shows every text without control characters (see [`crate::text::clean`]): much of what
+/// the user reads comes from the server.
+struct Clean<'a>(&'a mut dyn Conversation);
+
+impl Conversation for Clean<'_> {
+    fn prompt(&mut self, text: &str) -> Result<String, Cancelled> {
+        self.0.prompt(&clean(text))
+    }
+    fn secret(&mut self, text: &str) -> Result<String, Cancelled> {
+        self.0.secret(&clean(text))
+    }
+    fn info(&mut self, text: &str) {
+        self.0.info(&clean(text))
+    }
+    fn error(&mut self, text: &str) {
+        self.0.error(&clean(text))
+    }
+}
+
 /// Runs a whole reset or unlock for `d.user`.
 pub fn run(d: &mut Dialogue<'_>, kind: Kind) -> Outcome {
+    let mut shown = Clean(&mut *d.conv);
+    let mut d = Dialogue {
+        conv: &mut shown,
+        api: &mut *d.api,
+        journal: d.journal,
+        lang: d.lang,
+        user: d.user,
+        server: d.server,
+    };
     let result = d.flow(kind);
     let (outcome, support_code) = match result {
         Ok(o) => (o, None),
@@ -180,15 +208,20 @@ impl Dialogue<'_> {
             user: self.user.to_string(),
             method: method.clone(),
         });
+        // 429 here is usually this method's code limit: another method may still work (a
+        // block applies to every method, and the user can leave with Enter).
         let challenge = match self.api.challenge(token, &method) {
             Ok(c) => c,
-            Err(e) => return self.retryable(e, &[400]).map(|()| Step::Again),
+            Err(e) => return self.retryable(e, &[400, 429]).map(|()| Step::Again),
         };
         self.conv.info(&challenge.message);
         if method == "questions" {
             let mut answers = Vec::new();
             for q in &challenge.questions {
                 let a = Zeroizing::new(self.conv.secret(&format!("{} ", q.text))?);
+                if a.trim().is_empty() {
+                    return Ok(Step::Again);
+                }
                 answers.push(Answer {
                     question_id: q.id.clone(),
                     answer: a.to_string(),

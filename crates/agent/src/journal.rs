@@ -39,7 +39,7 @@ impl fmt::Display for Event {
                 )
             }
             Event::MethodChosen { user, method } => {
-                write!(f, "event=method_chosen user={user:?} method={method}")
+                write!(f, "event=method_chosen user={user:?} method={method:?}")
             }
             Event::Finished {
                 user,
@@ -48,7 +48,7 @@ impl fmt::Display for Event {
             } => {
                 write!(f, "event=finished user={user:?} result={result}")?;
                 if let Some(c) = support_code {
-                    write!(f, " support_code={c}")?;
+                    write!(f, " support_code={c:?}")?;
                 }
                 Ok(())
             }

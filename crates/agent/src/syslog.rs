@@ -32,7 +32,13 @@ impl Syslog {
     }
 
     fn send(&self, severity: u8, text: &str) {
-        let Some(sock) = self.socket.get_or_init(|| UnixDatagram::unbound().ok()) else {
+        // Non-blocking: a full journald queue drops the line rather than holding the login.
+        let open = || {
+            let s = UnixDatagram::unbound().ok()?;
+            s.set_nonblocking(true).ok()?;
+            Some(s)
+        };
+        let Some(sock) = self.socket.get_or_init(open) else {
             return;
         };
         let line = format!(

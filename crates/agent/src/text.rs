@@ -35,6 +35,14 @@ impl Lang {
     }
 }
 
+/// Text from the server as the user may see it: no control characters but line breaks, so a
+/// compromised or confused server cannot drive the terminal with escape sequences.
+pub fn clean(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c == '\n' || !c.is_control())
+        .collect()
+}
+
 /// Every sentence the agent itself says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum T<'a> {
@@ -195,6 +203,11 @@ mod tests {
         assert_eq!(Lang::from_env(env), Lang::Zh);
         assert_eq!(Lang::from_env(|_| None), Lang::En);
         assert_eq!(Lang::from_env(|_| Some(String::new())), Lang::En);
+    }
+
+    #[test]
+    fn server_text_loses_control_characters() {
+        assert_eq!(clean("a\u{1b}[2Jb\nc\r\u{7}"), "a[2Jb\nc");
     }
 
     #[test]

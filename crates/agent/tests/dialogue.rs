@@ -95,6 +95,7 @@ struct Server {
     password: Option<String>,
     unlocked: bool,
     kind: String,
+    email_limited: bool,
 }
 
 impl Server {
@@ -111,6 +112,7 @@ impl Server {
             password: None,
             unlocked: false,
             kind: "reset".into(),
+            email_limited: false,
         }
     }
 
@@ -197,6 +199,13 @@ impl ResetApi for Server {
 
     fn challenge(&mut self, flow: &str, method: &str) -> Result<ChallengeResponse, ApiFailure> {
         self.up(&format!("challenge {method}"))?;
+        if self.email_limited && method == "email" {
+            return Err(Server::refuse(
+                429,
+                "too_many_requests",
+                "Too many codes were requested. Wait a while, or choose another method.",
+            ));
+        }
         assert_eq!(flow, "tok");
         let mut r = ChallengeResponse {
             method: method.into(),
@@ -333,7 +342,7 @@ fn one_method_then_a_new_password() {
     assert!(u.saw("Your password was changed."));
     let log = log.text();
     assert!(log.contains("event=flow_started user=\"alice\" kind=reset"));
-    assert!(log.contains("event=method_chosen user=\"alice\" method=email"));
+    assert!(log.contains("event=method_chosen user=\"alice\" method=\"email\""));
     assert!(log.contains("result=password_changed"));
     assert!(!log.contains(NEW) && !log.contains("123456"), "{log}");
 }
@@ -387,6 +396,25 @@ fn too_many_wrong_codes_end_the_dialogue() {
 }
 
 #[test]
+fn a_code_limit_on_one_method_leaves_the_others() {
+    let mut s = Server::new(1);
+    s.email_limited = true;
+    let mut u = User::new(&["1", "3", "654321", NEW, NEW]);
+    let (o, _) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(changed(&o), Some(NEW), "{}", u.all());
+    assert!(u.saw("Too many codes were requested"));
+}
+
+#[test]
+fn an_empty_answer_goes_back_to_the_choice() {
+    let mut s = Server::new(1);
+    let mut u = User::new(&["2", "", "3", "654321", NEW, NEW]);
+    let (o, _) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(changed(&o), Some(NEW), "{}", u.all());
+    assert!(!s.calls.iter().any(|c| c == "verify questions"));
+}
+
+#[test]
 fn wrong_answers_lead_back_to_the_choice() {
     let mut s = Server::new(1);
     let mut u = User::new(&["2", "Rex", "Oak Lane", "2", "Rex", "Elm Street", NEW, NEW]);
@@ -404,7 +432,10 @@ fn an_expired_flow_ends_with_the_servers_words() {
     assert!(u.saw(
         "This reset session has expired or is not valid. Start again. (Support code: SUP-1234)"
     ));
-    assert!(log.text().contains("result=failed support_code=SUP-1234"));
+    assert!(
+        log.text()
+            .contains("result=failed support_code=\"SUP-1234\"")
+    );
 }
 
 #[test]

@@ -58,6 +58,10 @@ fn main() -> ExitCode {
         return match pin::fetch(server) {
             Ok(p) => {
                 println!("{p}");
+                eprintln!(
+                    "sspr-logon: this is the key the server presented, unverified; compare it with \
+                     the pin computed on the server itself before trusting it"
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {

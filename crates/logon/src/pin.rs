@@ -17,8 +17,9 @@ pub fn fetch(server: &str) -> Result<String, String> {
         .trim_end_matches('/')
         .strip_prefix("https://")
         .ok_or("--server must be https://host[:port]")?;
+    // `host`, `host:port`, `[v6]`, `[v6]:port`.
     let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || p.parse::<u16>().is_ok() => (
+        Some((h, p)) if h.ends_with(']') || !h.contains(':') => (
             h,
             p.parse::<u16>()
                 .map_err(|_| format!("bad port in {server}"))?,
@@ -35,7 +36,12 @@ pub fn fetch(server: &str) -> Result<String, String> {
         .with_no_client_auth();
     let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
     let conn = ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
-    let tcp = TcpStream::connect((host, port)).map_err(|e| format!("{host}:{port}: {e}"))?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| format!("{host}:{port}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host}: no address"))?;
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|e| format!("{host}:{port}: {e}"))?;
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
     let mut tls = StreamOwned::new(conn, tcp);
     tls.flush()
