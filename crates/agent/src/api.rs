@@ -139,6 +139,11 @@ impl HttpApi {
                 }
                 match resp.into_json::<ApiError>() {
                     Ok(error) => Err(ApiFailure::Refused { status, error }),
+                    // sspr's /readyz, or a load balancer with no healthy backend.
+                    Err(_) if status == 503 => Err(ApiFailure::Unreachable(format!(
+                        "{method} {path}: the server answers but is not ready (its database or \
+                         directory is unreachable, or no instance is up; see the server's log)"
+                    ))),
                     Err(_) => Err(ApiFailure::Protocol(format!(
                         "{method} {path}: HTTP {status} without an API error body"
                     ))),
@@ -237,15 +242,8 @@ fn tls_words(e: &rustls::Error) -> String {
 impl HttpApi {
     /// `GET /readyz`: reachable, trusted, and its database and directory answer.
     pub fn ready(&self) -> Result<(), ApiFailure> {
-        match self.call::<sspr_proto::Message>("GET", "/readyz", None, None::<&()>) {
-            Ok(_) => Ok(()),
-            Err(ApiFailure::Protocol(p)) if p.contains("HTTP 503") => Err(ApiFailure::Protocol(
-                "the server answers but is not ready: its database or directory is unreachable \
-                 (see the server's log)"
-                    .into(),
-            )),
-            Err(e) => Err(e),
-        }
+        self.call::<sspr_proto::Message>("GET", "/readyz", None, None::<&()>)
+            .map(|_| ())
     }
 }
 

@@ -26,9 +26,19 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A helper process that dies with its owner, even when an assertion fails first.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// An SMTP listener (Python's aiosmtpd) that stores every message in a maildir.
 pub struct SmtpSink {
-    child: Child,
+    _child: Reaped,
     pub port: u16,
     pub maildir: PathBuf,
 }
@@ -59,7 +69,7 @@ impl SmtpSink {
             std::thread::sleep(Duration::from_millis(50));
         }
         SmtpSink {
-            child,
+            _child: Reaped(child),
             port,
             maildir,
         }
@@ -80,13 +90,6 @@ impl SmtpSink {
             }
         }
         out
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

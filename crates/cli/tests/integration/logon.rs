@@ -13,7 +13,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{PASSWORD, Server, free_port};
+use crate::harness::{PASSWORD, Reaped, Server, free_port};
 
 const NEW: &str = "a brand new logon-screen passphrase";
 
@@ -28,16 +28,6 @@ fn artifact(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A helper process that dies with the test, even when an assertion fails first.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A syslog socket in the test's directory: everything the agent logs lands here.
