@@ -8,7 +8,8 @@ use sspr_domain::{Method, Policy};
 use crate::app::{App, RequestCtx};
 use crate::crypto::token_hash;
 use crate::error::{AppError, ErrorKind};
-use crate::ports::{AuditFilter, MethodStatus};
+use crate::messages::Msg;
+use crate::ports::{AuditFilter, MethodStatus, SessionRecord};
 
 impl App {
     /// The admin behind a bearer token, or 401 (audited).
@@ -34,6 +35,64 @@ impl App {
                 Err(self.fail(ev, err).await)
             }
         }
+    }
+
+    /// Signs an administrator in to the admin pages with their directory password. Only
+    /// members of `admin_groups` get a session; everyone else gets the same answer as a wrong
+    /// password, so the page does not tell who is an admin. Returns the session token.
+    pub async fn admin_sign_in(
+        &self,
+        ctx: &RequestCtx,
+        user: &str,
+        password: &str,
+    ) -> Result<String, AppError> {
+        let mut ev = self.event(ctx, Activity::AdminSignIn, Outcome::Success);
+        let u = self
+            .check_credentials(ctx, &mut ev, user, password, Msg::NotAnAdmin)
+            .await?;
+        if !self.is_admin(&u.groups) {
+            ev.activity = Activity::AdminAuthFailed;
+            ev.reason = "not_admin".into();
+            let err = AppError::new(ErrorKind::Unauthorized, ctx.t(Msg::NotAnAdmin));
+            return Err(self.fail(ev, err).await);
+        }
+        let t = token(self.rng.as_ref());
+        let session = SessionRecord {
+            id: admin_session_id(&t),
+            user_id: u.id.clone(),
+            login: u.login.clone(),
+            display_name: u.display_name.clone(),
+            groups: u.groups.clone(),
+            expires_at: self.now() + self.settings.limits.session_ttl_secs.min(3600),
+        };
+        self.store.insert_session(&session).await?;
+        self.record(ev).await;
+        Ok(t)
+    }
+
+    /// The admin behind an admin-page session token. Group membership is the one read at
+    /// sign-in; a removed admin loses access when the session ends (one hour at most).
+    pub async fn admin_session(&self, token: &str) -> Result<Option<SessionRecord>, AppError> {
+        if token.len() != 32 {
+            return Ok(None);
+        }
+        Ok(match self.store.session(&admin_session_id(token)).await? {
+            Some(s) if s.expires_at > self.now() && self.is_admin(&s.groups) => Some(s),
+            _ => None,
+        })
+    }
+
+    pub async fn admin_sign_out(&self, token: &str) -> Result<(), AppError> {
+        Ok(self.store.delete_session(&admin_session_id(token)).await?)
+    }
+
+    pub fn is_admin(&self, groups: &[String]) -> bool {
+        groups.iter().any(|g| {
+            self.settings
+                .admin_groups
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(g))
+        })
     }
 
     /// Validates and stores a policy; the audit event carries the old and new values.
@@ -114,6 +173,12 @@ impl App {
             methods,
         ))
     }
+}
+
+/// Admin sessions are stored under a hash of their own domain, so a registration session's
+/// token can never be used as an admin session's or the other way round.
+fn admin_session_id(token: &str) -> String {
+    token_hash(&format!("admin-session:{token}"))
 }
 
 /// `{field: {old, new}}` for every top-level field that changed.

@@ -47,6 +47,10 @@ pub struct Settings {
     pub trust_directory_contacts: bool,
     /// The offline Pwned Passwords file, when configured.
     pub breached: Option<crate::breached::BreachedFile>,
+    /// Directory groups allowed into the admin pages.
+    pub admin_groups: Vec<String>,
+    /// Proof-of-work difficulty before a browser may start a flow (0 = off).
+    pub pow_bits: u8,
 }
 
 impl Settings {

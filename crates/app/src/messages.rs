@@ -78,9 +78,11 @@ pub enum Msg {
     Reviewed,
     NotSetPasswordStep,
     AlreadyFinishing,
+    BrowserCheckFailed,
+    NotAnAdmin,
 }
 
-pub const ALL_MSGS: [Msg; 40] = [
+pub const ALL_MSGS: [Msg; 42] = [
     Msg::EnterUserId,
     Msg::ChooseMethod,
     Msg::RegistrationRequired,
@@ -121,6 +123,8 @@ pub const ALL_MSGS: [Msg; 40] = [
     Msg::Reviewed,
     Msg::NotSetPasswordStep,
     Msg::AlreadyFinishing,
+    Msg::BrowserCheckFailed,
+    Msg::NotAnAdmin,
 ];
 
 pub fn t(lang: Lang, m: Msg) -> &'static str {
@@ -136,6 +140,14 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
         (Lang::Zh, RegistrationRequired) => {
             "需要更多安全信息才能在这里重置密码。请先注册安全信息，或联系你的技术支持。"
         }
+        (Lang::En, BrowserCheckFailed) => {
+            "The automatic browser check did not pass or has expired. Reload the page and try again; JavaScript must be on."
+        }
+        (Lang::Zh, BrowserCheckFailed) => "浏览器自动检查未通过或已过期。请刷新页面后重试；需要启用 JavaScript。",
+        (Lang::En, NotAnAdmin) => {
+            "The user name or password is wrong, or this account may not use the admin pages."
+        }
+        (Lang::Zh, NotAnAdmin) => "用户名或密码错误，或此帐户无权使用管理页面。",
         (Lang::En, FlowInvalid) => "This reset session has expired or is not valid. Start again.",
         (Lang::Zh, FlowInvalid) => "此重置会话已过期或无效。请重新开始。",
         (Lang::En, MethodNotOffered) => {

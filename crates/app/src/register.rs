@@ -29,76 +29,11 @@ impl App {
         password: &str,
     ) -> Result<SessionResponse, AppError> {
         let mut ev = self.event(ctx, Activity::RegistrationSignIn, Outcome::Success);
-        let Some(login) = canonical_login(user) else {
-            ev.reason = "invalid_user_id".into();
-            return Err(self
-                .fail(ev, AppError::invalid(ctx.t(Msg::EnterUserId)))
-                .await);
-        };
-        ev.actor = login.clone();
-        ev.target = login.clone();
-        // Never pass an empty password on: to LDAP it would be an unauthenticated bind.
-        if password.trim().is_empty() || password.len() > sspr_domain::password::HARD_MAX_LEN * 4 {
-            ev.reason = if password.trim().is_empty() {
-                "empty_password"
-            } else {
-                "password_too_long"
-            }
-            .into();
-            return Err(self
-                .fail(ev, AppError::invalid(ctx.t(Msg::EnterPassword)))
-                .await);
-        }
+        let user = self
+            .check_credentials(ctx, &mut ev, user, password, Msg::SignInFailed)
+            .await?;
         let limits = &self.settings.limits;
         let now = self.now();
-        let mut wait = self
-            .first_exceeded(
-                &[keys::ip_block(&ctx.ip)],
-                &[(keys::login_failures(&login), limits.account_failures)],
-            )
-            .await?;
-        if wait.is_none() {
-            wait = self
-                .reserve(&[(keys::ip_starts(&ctx.ip), limits.ip_starts)])
-                .await?;
-        }
-        if let Some(wait) = wait {
-            ev.activity = Activity::RateLimited;
-            ev.reason = "sign_in_rate".into();
-            let err = self.too_many(ctx, Msg::TooManyRequests, wait);
-            return Err(self.fail(ev, err).await);
-        }
-
-        let found = match self.directory.find_user(&login).await {
-            Ok(u) => u,
-            Err(e) => return Err(self.directory_failure(ctx, ev, e).await),
-        };
-        let ok = match &found {
-            Some(u) if u.enabled => match self.directory.check_password(u, password).await {
-                Ok(ok) => ok,
-                Err(e) => return Err(self.directory_failure(ctx, ev, e).await),
-            },
-            _ => self.hasher.verify_dummy(password).await?,
-        };
-        let user = match (ok, found) {
-            (true, Some(u)) => u,
-            (_, found) => {
-                self.store.hit(&keys::login_failures(&login), now).await?;
-                self.ip_failure(&ctx.ip).await?;
-                ev.reason = match found {
-                    None => "unknown_user",
-                    Some(u) if !u.enabled => "disabled",
-                    Some(_) => "wrong_password",
-                }
-                .into();
-                return Err(self
-                    .fail(
-                        ev,
-                        AppError::new(ErrorKind::Unauthorized, ctx.t(Msg::SignInFailed)),
-                    )
-                    .await);
-            }
-        };
         let policy = self.policy().await?;
         if !policy.in_scope(&user.groups) {
             ev.reason = "out_of_scope".into();
@@ -126,6 +61,89 @@ impl App {
             expires_in: limits.session_ttl_secs,
             registration,
         })
+    }
+
+    /// The rate limits, the directory lookup and the password check shared by every
+    /// sign-in. Failures are counted and audited on `ev`; every failure reads `failed`.
+    pub(crate) async fn check_credentials(
+        &self,
+        ctx: &RequestCtx,
+        ev: &mut sspr_domain::AuditEvent,
+        user: &str,
+        password: &str,
+        failed: Msg,
+    ) -> Result<crate::ports::DirUser, AppError> {
+        let Some(login) = canonical_login(user) else {
+            ev.reason = "invalid_user_id".into();
+            return Err(self
+                .fail(ev.clone(), AppError::invalid(ctx.t(Msg::EnterUserId)))
+                .await);
+        };
+        ev.actor = login.clone();
+        ev.target = login.clone();
+        // Never pass an empty password on: to LDAP it would be an unauthenticated bind.
+        if password.trim().is_empty() || password.len() > sspr_domain::password::HARD_MAX_LEN * 4 {
+            ev.reason = if password.trim().is_empty() {
+                "empty_password"
+            } else {
+                "password_too_long"
+            }
+            .into();
+            return Err(self
+                .fail(ev.clone(), AppError::invalid(ctx.t(Msg::EnterPassword)))
+                .await);
+        }
+        let limits = &self.settings.limits;
+        let now = self.now();
+        let mut wait = self
+            .first_exceeded(
+                &[keys::ip_block(&ctx.ip)],
+                &[(keys::login_failures(&login), limits.account_failures)],
+            )
+            .await?;
+        if wait.is_none() {
+            wait = self
+                .reserve(&[(keys::ip_starts(&ctx.ip), limits.ip_starts)])
+                .await?;
+        }
+        if let Some(wait) = wait {
+            let mut rl = ev.clone();
+            rl.activity = Activity::RateLimited;
+            rl.reason = "sign_in_rate".into();
+            let err = self.too_many(ctx, Msg::TooManyRequests, wait);
+            return Err(self.fail(rl, err).await);
+        }
+
+        let found = match self.directory.find_user(&login).await {
+            Ok(u) => u,
+            Err(e) => return Err(self.directory_failure(ctx, ev.clone(), e).await),
+        };
+        let ok = match &found {
+            Some(u) if u.enabled => match self.directory.check_password(u, password).await {
+                Ok(ok) => ok,
+                Err(e) => return Err(self.directory_failure(ctx, ev.clone(), e).await),
+            },
+            _ => self.hasher.verify_dummy(password).await?,
+        };
+        match (ok, found) {
+            (true, Some(u)) => Ok(u),
+            (_, found) => {
+                self.store.hit(&keys::login_failures(&login), now).await?;
+                self.ip_failure(&ctx.ip).await?;
+                ev.reason = match found {
+                    None => "unknown_user",
+                    Some(u) if !u.enabled => "disabled",
+                    Some(_) => "wrong_password",
+                }
+                .into();
+                Err(self
+                    .fail(
+                        ev.clone(),
+                        AppError::new(ErrorKind::Unauthorized, ctx.t(failed)),
+                    )
+                    .await)
+            }
+        }
     }
 
     pub async fn session(

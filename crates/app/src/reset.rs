@@ -163,6 +163,69 @@ impl App {
         }
     }
 
+    /// The password rules in words, to show before the user types: the policy's, then the
+    /// directory's. With the token of a verified reset flow, that user's own directory rules
+    /// (an AD fine-grained policy, a per-user ppolicy).
+    pub async fn password_policy_view(
+        &self,
+        ctx: &RequestCtx,
+        flow_token: Option<&str>,
+    ) -> Result<sspr_proto::PasswordPolicyResponse, AppError> {
+        let p = self.policy().await?.password;
+        let zh = ctx.lang == crate::Lang::Zh;
+        let mut rules = vec![if zh {
+            format!(
+                "至少 {} 个字符，最多 {} 个；可以使用空格和任何字符。",
+                p.min_length, p.max_length
+            )
+        } else {
+            format!(
+                "At least {} and at most {} characters; spaces and any characters are allowed.",
+                p.min_length, p.max_length
+            )
+        }];
+        if p.reject_common {
+            rules.push(if zh {
+                "不能是常用或已泄露的密码。".into()
+            } else {
+                "Not a commonly used or breached password.".into()
+            });
+        }
+        if p.reject_context {
+            rules.push(if zh {
+                "不能包含你的用户名、姓名或机构名。".into()
+            } else {
+                "Not containing your user name, your name or the organisation's name.".into()
+            });
+        }
+        if p.min_character_classes > 0 {
+            rules.push(
+                sspr_domain::Rejection::TooFewClasses {
+                    min: p.min_character_classes,
+                }
+                .message(ctx.lang.tag()),
+            );
+        }
+        let own = match flow_token {
+            Some(token) => self.password_rules_for_flow(ctx, token).await,
+            None => None,
+        };
+        match own {
+            Some(extra) => rules.extend(extra),
+            None => match self.directory.password_rules().await {
+                Ok(extra) => rules.extend(extra),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the directory's password rules")
+                }
+            },
+        }
+        Ok(sspr_proto::PasswordPolicyResponse {
+            min_length: p.min_length,
+            max_length: p.max_length,
+            rules,
+        })
+    }
+
     /// The directory's rules for the user of a verified reset flow (AD fine-grained
     /// policies, a ppolicy of their own). `None` for any other token: before verification the
     /// answer could reveal a user's group membership, so only the general rules are shown.

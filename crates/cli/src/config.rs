@@ -41,6 +41,7 @@ pub struct Config {
     /// applies either way.
     pub breached_passwords_file: Option<PathBuf>,
     pub delivery: DeliveryConfig,
+    pub web: WebConfig,
     /// Create the demo user on first start when the built-in directory is empty.
     pub demo: bool,
 }
@@ -114,6 +115,25 @@ impl Default for DeliveryConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Directory groups whose members may sign in to the admin pages (`/admin`).
+    pub admin_groups: Vec<String>,
+    /// Work the browser must do before a reset starts: leading zero bits of a SHA-256
+    /// proof of work (0 turns the check off; 16 takes well under a second in a browser).
+    pub pow_bits: u8,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            admin_groups: vec!["sspr-admins".into()],
+            pow_bits: 16,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -131,6 +151,7 @@ impl Default for Config {
             limits: Limits::default(),
             breached_passwords_file: None,
             delivery: DeliveryConfig::default(),
+            web: WebConfig::default(),
             demo: true,
         }
     }
@@ -250,6 +271,12 @@ impl Config {
             && let Err(m) = sspr_app::breached::BreachedFile::open(p)
         {
             e.push(format!("breached_passwords_file: {m}"));
+        }
+        if self.web.pow_bits > 24 {
+            e.push(format!("web.pow_bits is {}: use 0 (off) to 24; above 20 slow phones wait many seconds", self.web.pow_bits));
+        }
+        if self.web.admin_groups.iter().all(|g| g.trim().is_empty()) {
+            e.push("web.admin_groups is empty: name at least one directory group whose members may use the admin pages".into());
         }
         if !["text", "json"].contains(&self.log_format.as_str()) {
             e.push("log_format must be \"text\" or \"json\"".into());

@@ -92,6 +92,8 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runt
         email_enabled: !live || config.delivery.smtp.is_some(),
         sms_enabled: !live || config.delivery.sms.is_some(),
         trust_directory_contacts: config.directory.trust_contacts,
+        admin_groups: config.web.admin_groups.clone(),
+        pow_bits: config.web.pow_bits,
         breached: match &config.breached_passwords_file {
             Some(p) => {
                 Some(sspr_app::breached::BreachedFile::open(p).map_err(|e| anyhow::anyhow!(e))?)

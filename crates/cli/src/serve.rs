@@ -72,7 +72,7 @@ pub async fn run_with(
         app: rt.app.clone(),
         trusted_proxies: cfg.trusted_proxies.clone(),
     });
-    let router = sspr_server::router(state);
+    let router = sspr_server::router_with(state, sspr_web::routes());
     tracing::info!(listen = %cfg.listen, public_url = %cfg.public_url, "sspr is listening");
     sspr_server::serve(listener, tls, router, shutdown).await?;
     tracing::info!("stopping: draining the outbox worker");

@@ -69,6 +69,8 @@ pub enum Activity {
     AdminUserChanged,
     AdminTokenCreated,
     AdminAuthFailed,
+    /// An administrator signed in to the admin pages.
+    AdminSignIn,
     // Transport-level refusals that a user saw with a support code.
     RequestRejected,
     RateLimited,
@@ -76,7 +78,7 @@ pub enum Activity {
 }
 
 impl Activity {
-    pub const ALL: [Activity; 25] = [
+    pub const ALL: [Activity; 26] = [
         Self::ResetStarted,
         Self::UnlockStarted,
         Self::CodeSent,
@@ -99,6 +101,7 @@ impl Activity {
         Self::AdminUserChanged,
         Self::AdminTokenCreated,
         Self::AdminAuthFailed,
+        Self::AdminSignIn,
         Self::RequestRejected,
         Self::RateLimited,
         Self::DirectoryError,
@@ -128,6 +131,7 @@ impl Activity {
             Self::AdminUserChanged => "admin_user_changed",
             Self::AdminTokenCreated => "admin_token_created",
             Self::AdminAuthFailed => "admin_auth_failed",
+            Self::AdminSignIn => "admin_sign_in",
             Self::RequestRejected => "request_rejected",
             Self::RateLimited => "rate_limited",
             Self::DirectoryError => "directory_error",

@@ -66,7 +66,15 @@ pub fn openapi_json() -> String {
         .unwrap_or_else(|_| "{}".into())
 }
 
+/// The API alone.
 pub fn router(state: Arc<State>) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API with `pages` (the web portal) beside it, under the same security headers, body
+/// limit and timeout. Pages may set a `Content-Security-Policy` of their own; everything
+/// else gets the API's `default-src 'none'`.
+pub fn router_with(state: Arc<State>, pages: Router<Arc<State>>) -> Router {
     let api = Router::new()
         .route("/password-policy", get(routes::password_policy))
         .route("/questions", get(routes::questions))
@@ -105,6 +113,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .nest("/api/v1", api)
+        .merge(pages)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -116,9 +125,9 @@ pub fn router(state: Arc<State>) -> Router {
         .layer(h(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(h(header::X_FRAME_OPTIONS, "DENY"))
         .layer(h(header::REFERRER_POLICY, "no-referrer"))
-        .layer(h(
+        .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
         ))
         .layer(h(
             HeaderName::from_static("cross-origin-opener-policy"),

@@ -62,63 +62,7 @@ pub async fn readyz(AxState(s): S) -> Response {
 /// The password rules, to show before the user types.
 #[utoipa::path(get, path = "/api/v1/password-policy", security((), ("flow" = [])), responses((status = 200, body = PasswordPolicyResponse)))]
 pub async fn password_policy(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
-    let r = async {
-        let p = s.app.policy().await?.password;
-        let zh = ctx.lang == sspr_app::Lang::Zh;
-        let mut rules = vec![if zh {
-            format!(
-                "至少 {} 个字符，最多 {} 个；可以使用空格和任何字符。",
-                p.min_length, p.max_length
-            )
-        } else {
-            format!(
-                "At least {} and at most {} characters; spaces and any characters are allowed.",
-                p.min_length, p.max_length
-            )
-        }];
-        if p.reject_common {
-            rules.push(if zh {
-                "不能是常用或已泄露的密码。".into()
-            } else {
-                "Not a commonly used or breached password.".into()
-            });
-        }
-        if p.reject_context {
-            rules.push(if zh {
-                "不能包含你的用户名、姓名或机构名。".into()
-            } else {
-                "Not containing your user name, your name or the organisation's name.".into()
-            });
-        }
-        if p.min_character_classes > 0 {
-            rules.push(
-                sspr_domain::Rejection::TooFewClasses {
-                    min: p.min_character_classes,
-                }
-                .message(ctx.lang.tag()),
-            );
-        }
-        // With the token of a verified reset flow, the rules of that user's own policy.
-        let own = match &b.0 {
-            Some(token) => s.app.password_rules_for_flow(&ctx, token).await,
-            None => None,
-        };
-        match own {
-            Some(extra) => rules.extend(extra),
-            None => match s.app.directory.password_rules().await {
-                Ok(extra) => rules.extend(extra),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read the directory's password rules")
-                }
-            },
-        }
-        Ok(PasswordPolicyResponse {
-            min_length: p.min_length,
-            max_length: p.max_length,
-            rules,
-        })
-    }
-    .await;
+    let r = s.app.password_policy_view(&ctx, b.0.as_deref()).await;
     reply(&s, &ctx, r).await
 }
 

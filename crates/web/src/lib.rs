@@ -1,0 +1,106 @@
+//! sspr's web portal: server-rendered pages for users (reset, unlock, registration of
+//! security info) and administrators (policy, users, audit, insights).
+//!
+//! The pages call the same services as the JSON API, in the same process. They work without
+//! JavaScript except for the browser check before a reset (a proof of work) and the password
+//! strength meter; both scripts are files under `/static`, since the CSP forbids inline code.
+
+pub mod admin;
+pub mod charts;
+pub mod i18n;
+pub mod pages;
+pub mod register;
+pub mod render;
+pub mod web;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use sspr_server::State;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+/// Every page route, for the security-header and CSRF test: (method, path).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/reset"),
+    ("GET", "/unlock"),
+    ("POST", "/start"),
+    ("GET", "/flow"),
+    ("POST", "/flow/challenge"),
+    ("POST", "/flow/verify"),
+    ("POST", "/flow/password"),
+    ("POST", "/flow/unlock"),
+    ("POST", "/flow/cancel"),
+    ("GET", "/register"),
+    ("POST", "/register/sign-in"),
+    ("POST", "/register/sign-out"),
+    ("POST", "/register/email"),
+    ("POST", "/register/email/verify"),
+    ("POST", "/register/phone"),
+    ("POST", "/register/phone/verify"),
+    ("GET", "/register/questions"),
+    ("POST", "/register/questions"),
+    ("POST", "/register/totp"),
+    ("POST", "/register/totp/verify"),
+    ("POST", "/register/remove"),
+    ("POST", "/register/confirm"),
+    ("GET", "/admin"),
+    ("POST", "/admin/sign-in"),
+    ("POST", "/admin/sign-out"),
+    ("GET", "/admin/insights"),
+    ("GET", "/admin/policy"),
+    ("POST", "/admin/policy"),
+    ("GET", "/admin/users"),
+    ("GET", "/admin/audit"),
+    ("GET", "/admin/audit/export"),
+];
+
+static CSS: &str = include_str!("../static/app.css");
+static POW_JS: &str = include_str!("../static/pow.js");
+static STRENGTH_JS: &str = include_str!("../static/strength.js");
+
+fn asset(kind: &'static str, body: &'static str) -> axum::response::Response {
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
+}
+
+/// The portal's routes, to be merged beside the API by [`sspr_server::router_with`].
+pub fn routes() -> Router<Arc<State>> {
+    let pages = Router::new()
+        .route("/", get(pages::home))
+        .route("/reset", get(pages::reset))
+        .route("/unlock", get(pages::unlock))
+        .route("/start", post(pages::start))
+        .route("/flow", get(pages::flow))
+        .route("/flow/challenge", post(pages::challenge))
+        .route("/flow/verify", post(pages::verify))
+        .route("/flow/password", post(pages::password))
+        .route("/flow/unlock", post(pages::do_unlock))
+        .route("/flow/cancel", post(pages::cancel))
+        .merge(register::routes())
+        .merge(admin::routes())
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(web::PAGE_CSP),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("x-robots-tag"),
+            HeaderValue::from_static("noindex"),
+        ));
+    Router::new()
+        .route(
+            "/static/app.css",
+            get(|| async { asset("text/css; charset=utf-8", CSS) }),
+        )
+        .route(
+            "/static/pow.js",
+            get(|| async { asset("text/javascript; charset=utf-8", POW_JS) }),
+        )
+        .route(
+            "/static/strength.js",
+            get(|| async { asset("text/javascript; charset=utf-8", STRENGTH_JS) }),
+        )
+        .merge(pages)
+}

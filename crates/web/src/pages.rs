@@ -1,0 +1,305 @@
+//! The reset and unlock flows in the browser: user ID and browser check → methods → each
+//! verification → new password (or unlock) → done. The flow token lives in an HttpOnly
+//! cookie, never in a URL.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::json;
+use sspr_app::{AppError, ErrorKind};
+use sspr_domain::FlowKind;
+use sspr_proto::{Answer, FlowResponse, VerifyRequest};
+
+use crate::web::{FLOW_COOKIE, Posted, Web, cookie};
+
+pub async fn home(w: Web) -> Response {
+    let allow_unlock = w
+        .state
+        .app
+        .policy()
+        .await
+        .map(|p| p.allow_unlock)
+        .unwrap_or(true);
+    w.page("home.html", json!({ "allow_unlock": allow_unlock }))
+}
+
+pub async fn reset(w: Web) -> Response {
+    start_page(w, FlowKind::Reset, None, "")
+}
+
+pub async fn unlock(w: Web) -> Response {
+    start_page(w, FlowKind::Unlock, None, "")
+}
+
+fn start_page(w: Web, kind: FlowKind, error: Option<AppError>, user: &str) -> Response {
+    let challenge = w.state.app.pow_challenge();
+    let status = match &error {
+        Some(e) => sspr_server::respond::status_of(e.kind),
+        None => StatusCode::OK,
+    };
+    w.page_status(
+        status,
+        "start.html",
+        json!({
+            "kind": kind.as_str(),
+            "user": user,
+            "pow": challenge,
+            "error": error.as_ref().map(|e| &e.message),
+            "support_code": error.as_ref().and_then(|e| e.support_code.clone()),
+        }),
+    )
+}
+
+/// Step 1: the browser check, then the user ID.
+pub async fn start(p: Posted) -> Response {
+    let kind = FlowKind::parse(p.get("kind")).unwrap_or(FlowKind::Reset);
+    let user = p.get("user").trim().to_string();
+    let Posted { web: mut w, form } = p;
+    let app = w.state.app.clone();
+    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    if let Err(e) = app.pow_check(&w.ctx, get("pow"), get("pow_solution")).await {
+        return start_page(w, kind, Some(e), &user);
+    }
+    match app.start_flow(&w.ctx, &user, kind).await {
+        Ok(r) => {
+            if let Some(t) = &r.flow_token {
+                w.set
+                    .push(cookie(FLOW_COOKIE, t, r.expires_in.max(60) + 60));
+            }
+            w.redirect("/flow")
+        }
+        Err(e) if matches!(e.kind, ErrorKind::Invalid) => start_page(w, kind, Some(e), &user),
+        Err(e) => w.fail(e).await,
+    }
+}
+
+fn flow_token(w: &Web) -> Option<String> {
+    w.cookie(FLOW_COOKIE).map(str::to_string)
+}
+
+/// No flow cookie (expired, or a bookmark): back to the start with a word why.
+fn no_flow(w: Web) -> Response {
+    let e = AppError::new(ErrorKind::Unauthorized, w.tr("flow-missing"));
+    start_page(w, FlowKind::Reset, Some(e), "")
+}
+
+/// Where the flow stands, as a page.
+pub async fn flow(mut w: Web) -> Response {
+    let Some(t) = flow_token(&w) else {
+        return no_flow(w);
+    };
+    let app = w.state.app.clone();
+    let r = match app.flow_status(&w.ctx, &t).await {
+        Ok(r) => r,
+        Err(e) if e.kind == ErrorKind::Unauthorized => {
+            w.set.push(cookie(FLOW_COOKIE, "", 0));
+            return no_flow(w);
+        }
+        Err(e) => return w.fail(e).await,
+    };
+    flow_page(w, &t, r).await
+}
+
+async fn flow_page(mut w: Web, token: &str, r: FlowResponse) -> Response {
+    let app = w.state.app.clone();
+    let step = (r.verified.len() + 1).min(r.required.into());
+    let common = json!({
+        "flow": r,
+        "step": step,
+        "two_steps": r.required > 1,
+    });
+    match r.status.as_str() {
+        "choose_method" => w.page("methods.html", common),
+        "registration_required" => {
+            w.set.push(cookie(FLOW_COOKIE, "", 0));
+            let register_url = r
+                .register_url
+                .clone()
+                .unwrap_or_else(|| app.settings.register_url());
+            w.page(
+                "needinfo.html",
+                json!({ "flow": r, "register_url": register_url }),
+            )
+        }
+        "set_password" => {
+            let rules = match app.password_policy_view(&w.ctx, Some(token)).await {
+                Ok(p) => p,
+                Err(e) => return w.fail(e).await,
+            };
+            w.page(
+                "password.html",
+                json!({ "flow": r, "policy": rules, "error": null }),
+            )
+        }
+        "ready_to_unlock" => w.page("unlock.html", common),
+        _ => {
+            w.set.push(cookie(FLOW_COOKIE, "", 0));
+            w.page("done.html", common)
+        }
+    }
+}
+
+/// Sends a code, draws questions, or asks for the authenticator code.
+pub async fn challenge(p: Posted) -> Response {
+    let Some(t) = flow_token(&p.web) else {
+        return no_flow(p.web);
+    };
+    let method = p.get("method").to_string();
+    let w = p.web;
+    match w.state.app.clone().challenge(&w.ctx, &t, &method).await {
+        Ok(c) => w.page("verify.html", json!({ "c": c, "error": null })),
+        Err(e) => flow_error(w, &t, e).await,
+    }
+}
+
+/// An error inside the flow: the flow page again with the message on top when the flow can
+/// go on (a wrong code, a method used up), the error page when it cannot.
+async fn flow_error(w: Web, token: &str, e: AppError) -> Response {
+    let app = w.state.app.clone();
+    let e = w.audited(e).await;
+    if matches!(e.kind, ErrorKind::Unauthorized) {
+        return w.error(e);
+    }
+    match app.flow_status(&w.ctx, token).await {
+        Ok(r) if r.status == "choose_method" => {
+            let status = sspr_server::respond::status_of(e.kind);
+            let step = (r.verified.len() + 1).min(r.required.into());
+            w.page_status(
+                status,
+                "methods.html",
+                json!({
+                    "flow": r, "step": step, "two_steps": r.required > 1,
+                    "error": e.message, "details": e.details, "support_code": e.support_code,
+                }),
+            )
+        }
+        _ => w.error(e),
+    }
+}
+
+/// Checks a code or the answers.
+pub async fn verify(p: Posted) -> Response {
+    let Some(t) = flow_token(&p.web) else {
+        return no_flow(p.web);
+    };
+    let method = p.get("method").to_string();
+    let answers: Vec<Answer> = {
+        let mut ids: Vec<&String> = p
+            .form
+            .keys()
+            .filter(|k| k.starts_with("answer-"))
+            .collect();
+        ids.sort();
+        ids.into_iter()
+            .map(|k| Answer {
+                question_id: k.trim_start_matches("answer-").to_string(),
+                answer: p.form.get(k).cloned().unwrap_or_default(),
+            })
+            .collect()
+    };
+    let req = VerifyRequest {
+        method: method.clone(),
+        code: (!p.get("code").is_empty()).then(|| p.get("code").to_string()),
+        answers: (!answers.is_empty()).then_some(answers),
+    };
+    // Re-show the same questions (their texts came with the form) if the answers are wrong.
+    let questions: Vec<serde_json::Value> = p
+        .form
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("qtext-")
+                .map(|id| json!({ "id": id, "text": v }))
+        })
+        .collect();
+    let sent_to = p.get("sent_to").to_string();
+    let w = p.web;
+    let app = w.state.app.clone();
+    match app.verify(&w.ctx, &t, &req).await {
+        Ok(_) => w.redirect("/flow"),
+        Err(e) if e.kind == ErrorKind::VerificationFailed || e.kind == ErrorKind::Invalid => {
+            let e = w.audited(e).await;
+            let mut questions = questions;
+            questions.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+            w.page_status(
+                StatusCode::BAD_REQUEST,
+                "verify.html",
+                json!({
+                    "c": { "method": method, "message": "", "sent_to": sent_to, "questions": questions },
+                    "error": e.message, "support_code": e.support_code,
+                }),
+            )
+        }
+        Err(e) => flow_error(w, &t, e).await,
+    }
+}
+
+/// Sets the new password.
+pub async fn password(p: Posted) -> Response {
+    let Some(t) = flow_token(&p.web) else {
+        return no_flow(p.web);
+    };
+    let pw = p.get("new_password").to_string();
+    let again = p.get("confirm_password").to_string();
+    let mut w = p.web;
+    let app = w.state.app.clone();
+    let result = if pw != again {
+        Err(AppError::invalid(w.tr("password-mismatch")))
+    } else {
+        app.set_password(&w.ctx, &t, &pw).await
+    };
+    match result {
+        Ok(r) => {
+            w.set.push(cookie(FLOW_COOKIE, "", 0));
+            let step = r.required;
+            w.page("done.html", json!({ "flow": r, "step": step }))
+        }
+        Err(e)
+            if matches!(
+                e.kind,
+                ErrorKind::PasswordRejected | ErrorKind::Invalid | ErrorKind::Directory
+            ) =>
+        {
+            let e = w.audited(e).await;
+            let status = sspr_server::respond::status_of(e.kind);
+            let flow = app.flow_status(&w.ctx, &t).await.ok();
+            let rules = app.password_policy_view(&w.ctx, Some(&t)).await.ok();
+            w.page_status(
+                status,
+                "password.html",
+                json!({
+                    "flow": flow, "policy": rules,
+                    "error": e.message, "details": e.details, "support_code": e.support_code,
+                }),
+            )
+        }
+        Err(e) => flow_error(w, &t, e).await,
+    }
+}
+
+/// Unlocks the account.
+pub async fn do_unlock(p: Posted) -> Response {
+    let Some(t) = flow_token(&p.web) else {
+        return no_flow(p.web);
+    };
+    let mut w = p.web;
+    match w.state.app.clone().unlock(&w.ctx, &t).await {
+        Ok(r) => {
+            w.set.push(cookie(FLOW_COOKIE, "", 0));
+            w.page("done.html", json!({ "flow": r }))
+        }
+        Err(e) => flow_error(w, &t, e).await,
+    }
+}
+
+/// Leaves the flow.
+pub async fn cancel(p: Posted) -> Response {
+    let mut w = p.web;
+    w.set.push(cookie(FLOW_COOKIE, "", 0));
+    w.redirect("/")
+}
+
+/// Unknown page: a 404 in the portal's look.
+pub async fn not_found(w: Web) -> Response {
+    let e = AppError::invalid(w.tr("error-not-found"));
+    let e = w.audited(e).await;
+    w.error_status(StatusCode::NOT_FOUND, e)
+}

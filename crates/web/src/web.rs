@@ -1,0 +1,289 @@
+//! What every page handler gets: the request's context, its cookies and its CSRF token; and
+//! what every page response carries: new cookies, the page CSP.
+//!
+//! CSRF: a random `__Host-sspr-csrf` cookie, and in every form the cookie's MAC under the
+//! server key. A POST without both, or from another site (`Sec-Fetch-Site`), is refused
+//! before its handler runs: handlers take [`Posted`], which does that check, so no form can
+//! forget it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use minijinja::Value;
+use serde::Serialize;
+use sspr_app::{AppError, ErrorKind, Lang, RequestCtx};
+use sspr_domain::ClientType;
+use sspr_server::State;
+
+use crate::i18n::CATALOG;
+use crate::render::render;
+
+pub const CSRF_COOKIE: &str = "__Host-sspr-csrf";
+pub const LANG_COOKIE: &str = "__Host-sspr-lang";
+pub const FLOW_COOKIE: &str = "__Host-sspr-flow";
+pub const SESSION_COOKIE: &str = "__Host-sspr-session";
+pub const ADMIN_COOKIE: &str = "__Host-sspr-admin";
+
+/// The strict policy of every page: scripts and styles from this origin only, no inline
+/// code, forms post only here, never framed.
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+pub fn cookies(parts: &Parts) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for v in parts.headers.get_all(header::COOKIE) {
+        let Ok(v) = v.to_str() else { continue };
+        for pair in v.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=') {
+                out.entry(k.trim().to_string())
+                    .or_insert_with(|| v.trim().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// A `__Host-` cookie: Secure, whole-site path, no Domain, HttpOnly, SameSite=Strict.
+/// `max_age` 0 deletes it.
+pub fn cookie(name: &str, value: &str, max_age: i64) -> String {
+    format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age}")
+}
+
+/// The request as a page sees it.
+pub struct Web {
+    pub ctx: RequestCtx,
+    pub state: Arc<State>,
+    pub cookies: HashMap<String, String>,
+    csrf_cookie: String,
+    /// Cookies to set on the response.
+    pub set: Vec<String>,
+    pub path: String,
+}
+
+impl FromRequestParts<Arc<State>> for Web {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<State>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(web_from_parts(parts, state))
+    }
+}
+
+fn web_from_parts(parts: &Parts, state: &Arc<State>) -> Web {
+    let mut ctx = sspr_server::ctx::ctx_from_parts(parts, state);
+    ctx.client_type = ClientType::Browser;
+    let cookies = cookies(parts);
+    let mut set = Vec::new();
+    let query_lang = parts
+        .uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("lang=")))
+        .map(Lang::negotiate);
+    ctx.lang = match (query_lang, cookies.get(LANG_COOKIE)) {
+        (Some(l), _) => {
+            // The switcher's choice sticks for a year.
+            set.push(cookie(LANG_COOKIE, l.tag(), 365 * 86400));
+            l
+        }
+        (None, Some(c)) => Lang::negotiate(c),
+        (None, None) => ctx.lang,
+    };
+    let csrf_cookie = match cookies.get(CSRF_COOKIE) {
+        Some(c) if c.len() == 32 && c.bytes().all(|b| b.is_ascii_hexdigit()) => c.clone(),
+        _ => {
+            let mut b = [0u8; 16];
+            state.app.rng.fill(&mut b);
+            let v = sspr_domain::random::hex(&b);
+            set.push(cookie(CSRF_COOKIE, &v, 12 * 3600));
+            v
+        }
+    };
+    Web {
+        ctx,
+        state: state.clone(),
+        cookies,
+        csrf_cookie,
+        set,
+        path: here(parts.method.as_str(), parts.uri.path()),
+    }
+}
+
+/// The page a language switch reloads: this one for a GET, the page a form came from for a
+/// POST (a POST's URL cannot be fetched).
+fn here(method: &str, path: &str) -> String {
+    if method == "GET" {
+        return path.to_string();
+    }
+    for (prefix, page) in [("/flow", "/flow"), ("/start", "/reset"), ("/register", "/register"), ("/admin", "/admin")] {
+        if path.starts_with(prefix) {
+            return page.to_string();
+        }
+    }
+    "/".to_string()
+}
+
+fn csrf_token(state: &State, cookie: &str) -> String {
+    let mac = state.app.key.code_mac("csrf", cookie);
+    mac.get(..32).unwrap_or_default().to_string()
+}
+
+impl Web {
+    pub fn lang(&self) -> Lang {
+        self.ctx.lang
+    }
+
+    pub fn tr(&self, key: &str) -> String {
+        CATALOG.tr(self.ctx.lang, key, &[])
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// What every template can use.
+    fn base(&self) -> serde_json::Value {
+        serde_json::json!({
+            "lang": self.ctx.lang.tag(),
+            "csrf": csrf_token(&self.state, &self.csrf_cookie),
+            "org": self.state.app.settings.organisation,
+            "path": self.path,
+        })
+    }
+
+    /// Renders a page with `data` merged over the base context.
+    pub fn page(self, name: &str, data: impl Serialize) -> Response {
+        self.page_status(StatusCode::OK, name, data)
+    }
+
+    pub fn page_status(self, status: StatusCode, name: &str, data: impl Serialize) -> Response {
+        let mut ctx = self.base();
+        if let (Some(base), Ok(serde_json::Value::Object(extra))) =
+            (ctx.as_object_mut(), serde_json::to_value(data))
+        {
+            base.extend(extra);
+        }
+        let resp = render(status, name, Value::from_serialize(&ctx));
+        self.finish(resp)
+    }
+
+    /// A 303 to a path of this site (never built from the Host header).
+    pub fn redirect(self, to: &str) -> Response {
+        self.finish(Redirect::to(to).into_response())
+    }
+
+    /// The error page: what happened in the user's language, and the support code that
+    /// finds the audit event.
+    pub fn error(self, e: AppError) -> Response {
+        let status = sspr_server::respond::status_of(e.kind);
+        self.error_status(status, e)
+    }
+
+    pub fn error_status(self, status: StatusCode, e: AppError) -> Response {
+        let retry = e.retry_after.map(|s| ((s + 59) / 60).max(1));
+        self.page_status(
+            status,
+            "error.html",
+            serde_json::json!({
+                "message": e.message,
+                "details": e.details,
+                "support_code": e.support_code,
+                "retry_minutes": retry,
+            }),
+        )
+    }
+
+    pub fn finish(self, mut resp: Response) -> Response {
+        for c in &self.set {
+            if let Ok(v) = HeaderValue::from_str(c) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        resp
+    }
+
+    /// Audits a failure the services did not, so that it has a support code.
+    pub async fn audited(&self, e: AppError) -> AppError {
+        if e.support_code.is_some() {
+            return e;
+        }
+        let app = &self.state.app;
+        let mut ev = app.event(
+            &self.ctx,
+            sspr_domain::audit::Activity::RequestRejected,
+            sspr_domain::audit::Outcome::Failure,
+        );
+        ev.reason = e.kind.code().into();
+        if e.kind == ErrorKind::Internal {
+            tracing::error!(cause = %e.log, "internal error");
+        }
+        app.fail(ev, e).await
+    }
+
+    /// `audited` then the error page.
+    pub async fn fail(self, e: AppError) -> Response {
+        let e = self.audited(e).await;
+        self.error(e)
+    }
+}
+
+/// A form POST whose CSRF token checked out, with its fields.
+pub struct Posted {
+    pub web: Web,
+    pub form: HashMap<String, String>,
+}
+
+impl Posted {
+    pub fn get(&self, k: &str) -> &str {
+        self.form.get(k).map(String::as_str).unwrap_or("")
+    }
+}
+
+impl FromRequest<Arc<State>> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &Arc<State>) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let web = web_from_parts(&parts, state);
+        let cross_site = parts
+            .headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == "cross-site" || v == "same-site");
+        let req = Request::from_parts(parts, body);
+        let form = match axum::Form::<HashMap<String, String>>::from_request(req, state).await {
+            Ok(axum::Form(f)) => f,
+            Err(rej) => {
+                let e = AppError::invalid(web.tr("error-bad-form")).with_log(rej.body_text());
+                let e = web.audited(e).await;
+                return Err(web.error_status(StatusCode::BAD_REQUEST, e));
+            }
+        };
+        let sent = form.get("csrf").map(String::as_str).unwrap_or("");
+        let had_cookie = !web.set.iter().any(|c| c.starts_with(CSRF_COOKIE));
+        let want = csrf_token(state, &web.csrf_cookie);
+        let ok = had_cookie
+            && !cross_site
+            && !sent.is_empty()
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                sent.as_bytes(),
+                want.as_bytes(),
+            ));
+        if !ok {
+            let e = AppError::new(ErrorKind::Forbidden, web.tr("error-csrf")).with_log(format!(
+                "CSRF check failed: cookie={had_cookie} token={} cross_site={cross_site}",
+                !sent.is_empty()
+            ));
+            let e = web.audited(e).await;
+            return Err(web.error_status(StatusCode::FORBIDDEN, e));
+        }
+        Ok(Posted { web, form })
+    }
+}
