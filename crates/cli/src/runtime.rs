@@ -24,6 +24,9 @@ pub struct Runtime {
 pub const DEMO_USER: &str = "demo";
 pub const DEMO_PASSWORD: &str = "sspr-demo-initial-password";
 pub const DEMO_EMAIL: &str = "demo@example.test";
+/// The demo administrator for the admin pages (member of `sspr-admins`).
+pub const DEMO_ADMIN: &str = "demo-admin";
+pub const DEMO_ADMIN_PASSWORD: &str = "sspr-demo-admin-password";
 pub const DEMO_ANSWERS: [(&str, &str); 3] = [("q3", "Rex"), ("q7", "Elm Street"), ("q12", "Sam")];
 
 /// The store the configuration names: SQLite (the default) or PostgreSQL. Opening it applies
@@ -170,6 +173,17 @@ pub async fn seed_demo(rt: &Runtime) -> anyhow::Result<bool> {
             password: DEMO_PASSWORD.into(),
             groups: vec!["staff".into()],
             email: Some(DEMO_EMAIL.into()),
+            mobile: None,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    rt.builtin
+        .add_user(&NewUser {
+            login: DEMO_ADMIN.into(),
+            display_name: "Demo Administrator".into(),
+            password: DEMO_ADMIN_PASSWORD.into(),
+            groups: rt.app.settings.admin_groups.iter().take(1).cloned().collect(),
+            email: None,
             mobile: None,
         })
         .await

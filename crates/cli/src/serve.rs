@@ -7,7 +7,10 @@ use sspr_delivery::{DevSender, OutboxWorker, Sender, SmsSender, SmtpSender, Work
 use sspr_domain::{Clock, SystemClock};
 
 use crate::config::Config;
-use crate::runtime::{self, DEMO_ANSWERS, DEMO_EMAIL, DEMO_PASSWORD, DEMO_USER, Runtime};
+use crate::runtime::{
+    self, DEMO_ADMIN, DEMO_ADMIN_PASSWORD, DEMO_ANSWERS, DEMO_EMAIL, DEMO_PASSWORD, DEMO_USER,
+    Runtime,
+};
 
 pub fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -72,7 +75,7 @@ pub async fn run_with(
         app: rt.app.clone(),
         trusted_proxies: cfg.trusted_proxies.clone(),
     });
-    let router = sspr_server::router_with(state, sspr_web::routes());
+    let router = sspr_server::router_with(state, sspr_web::routes(), sspr_web::fallbacks());
     tracing::info!(listen = %cfg.listen, public_url = %cfg.public_url, "sspr is listening");
     sspr_server::serve(listener, tls, router, shutdown).await?;
     tracing::info!("stopping: draining the outbox worker");
@@ -181,6 +184,12 @@ fn banner(rt: &Runtime, ca: Option<&std::path::Path>, seeded: bool) {
         s.push_str(&format!(
             "    login {DEMO_USER}, password {DEMO_PASSWORD}, email {DEMO_EMAIL}, security answers {}\n",
             DEMO_ANSWERS.iter().map(|(q, a)| format!("{q}={a}")).collect::<Vec<_>>().join(", ")
+        ));
+        s.push_str(&format!(
+            "    admin pages: {url}/admin as {DEMO_ADMIN}, password {DEMO_ADMIN_PASSWORD}\n"
+        ));
+        s.push_str(&format!(
+            "  Open {url}/ in a browser (accept the development certificate), or\n"
         ));
         s.push_str(&format!(
             "  Try:  curl{cacert} -s {url}/api/v1/flow/start -H 'content-type: application/json' -d '{{\"user\":\"{DEMO_USER}\"}}'\n"

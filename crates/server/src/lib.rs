@@ -68,13 +68,31 @@ pub fn openapi_json() -> String {
 
 /// The API alone.
 pub fn router(state: Arc<State>) -> Router {
-    router_with(state, Router::new())
+    router_with(state, Router::new(), Fallbacks::default())
+}
+
+/// What answers a request no route matches: by default the API's JSON errors. The web portal
+/// puts its own pages here for paths outside `/api/` (and calls [`not_found`] and
+/// [`method_not_allowed`] for the rest).
+#[derive(Clone)]
+pub struct Fallbacks {
+    pub not_found: axum::routing::MethodRouter<Arc<State>>,
+    pub method_not_allowed: axum::routing::MethodRouter<Arc<State>>,
+}
+
+impl Default for Fallbacks {
+    fn default() -> Self {
+        Self {
+            not_found: axum::routing::any(not_found),
+            method_not_allowed: axum::routing::any(method_not_allowed),
+        }
+    }
 }
 
 /// The API with `pages` (the web portal) beside it, under the same security headers, body
 /// limit and timeout. Pages may set a `Content-Security-Policy` of their own; everything
 /// else gets the API's `default-src 'none'`.
-pub fn router_with(state: Arc<State>, pages: Router<Arc<State>>) -> Router {
+pub fn router_with(state: Arc<State>, pages: Router<Arc<State>>, fallbacks: Fallbacks) -> Router {
     let api = Router::new()
         .route("/password-policy", get(routes::password_policy))
         .route("/questions", get(routes::questions))
@@ -114,8 +132,8 @@ pub fn router_with(state: Arc<State>, pages: Router<Arc<State>>) -> Router {
         .route("/readyz", get(routes::readyz))
         .nest("/api/v1", api)
         .merge(pages)
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .fallback_service(fallbacks.not_found.with_state(state.clone()))
+        .method_not_allowed_fallback(fallbacks.method_not_allowed.with_state(state.clone()))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(h(
             header::STRICT_TRANSPORT_SECURITY,
@@ -144,7 +162,7 @@ pub fn router_with(state: Arc<State>, pages: Router<Arc<State>>) -> Router {
         .with_state(state)
 }
 
-async fn not_found(
+pub async fn not_found(
     axum::extract::State(s): axum::extract::State<Arc<State>>,
     ctx::Ctx(ctx): ctx::Ctx,
 ) -> axum::response::Response {
@@ -155,7 +173,7 @@ async fn not_found(
     respond::error_with_status(&s, &ctx, e, Some(axum::http::StatusCode::NOT_FOUND)).await
 }
 
-async fn method_not_allowed(
+pub async fn method_not_allowed(
     axum::extract::State(s): axum::extract::State<Arc<State>>,
     ctx::Ctx(ctx): ctx::Ctx,
 ) -> axum::response::Response {

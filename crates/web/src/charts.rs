@@ -64,7 +64,7 @@ pub fn stacked_bars(title: &str, labels: &[String], series: &[(&str, &str, Vec<u
             tx = num(x + 14.0),
             n = esc(name),
         );
-        x += 14.0 + 6.5 * name.chars().count() as f64 + 18.0;
+        x += 14.0 + 6.5 * text_width(name) + 18.0;
     }
     out.push_str("</g>");
 
@@ -137,8 +137,8 @@ pub fn hbars(title: &str, rows: &[(String, u32)]) -> String {
     const ROW: f64 = 26.0;
     const TOP: f64 = 6.0;
     let height = (TOP * 2.0 + ROW * rows.len() as f64).max(24.0);
-    let longest = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
-    let left = (longest as f64 * 6.5 + 16.0).clamp(64.0, 240.0);
+    let longest = rows.iter().map(|r| text_width(&r.0)).fold(0.0, f64::max);
+    let left = (longest * 6.5 + 16.0).clamp(64.0, 320.0);
     let right = WIDTH - 56.0;
     let max = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1);
     let length = |v: u32| f64::from(v) / f64::from(max) * (right - left);
@@ -403,4 +403,15 @@ mod tests {
         assert_eq!(num(0.004), "0");
         assert_eq!(num(f64::NAN), "0");
     }
+}
+
+/// Width of `s` in Latin-character units: CJK and other wide characters take two.
+fn text_width(s: &str) -> f64 {
+    s.chars()
+        .map(|c| {
+            let wide = matches!(c as u32,
+                0x1100..=0x115F | 0x2E80..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6);
+            if wide { 2.0 } else { 1.0 }
+        })
+        .sum()
 }

@@ -66,6 +66,14 @@ fn asset(kind: &'static str, body: &'static str) -> axum::response::Response {
     ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
+/// The portal's answers to unknown paths and wrong methods (JSON still for `/api/`).
+pub fn fallbacks() -> sspr_server::Fallbacks {
+    sspr_server::Fallbacks {
+        not_found: axum::routing::any(pages::not_found),
+        method_not_allowed: axum::routing::any(pages::method_not_allowed),
+    }
+}
+
 /// The portal's routes, to be merged beside the API by [`sspr_server::router_with`].
 pub fn routes() -> Router<Arc<State>> {
     let pages = Router::new()

@@ -2,7 +2,7 @@
 //! verification → new password (or unlock) → done. The flow token lives in an HttpOnly
 //! cookie, never in a URL.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
 use serde_json::json;
 use sspr_app::{AppError, ErrorKind};
@@ -60,6 +60,8 @@ pub async fn start(p: Posted) -> Response {
         return start_page(w, kind, Some(e), &user);
     }
     match app.start_flow(&w.ctx, &user, kind).await {
+        // Unknown, disabled, out-of-scope and unregistered users all land here, alike.
+        Ok(r) if r.status == "registration_required" => need_info(w, r),
         Ok(r) => {
             if let Some(t) = &r.flow_token {
                 w.set
@@ -111,14 +113,7 @@ async fn flow_page(mut w: Web, token: &str, r: FlowResponse) -> Response {
         "choose_method" => w.page("methods.html", common),
         "registration_required" => {
             w.set.push(cookie(FLOW_COOKIE, "", 0));
-            let register_url = r
-                .register_url
-                .clone()
-                .unwrap_or_else(|| app.settings.register_url());
-            w.page(
-                "needinfo.html",
-                json!({ "flow": r, "register_url": register_url }),
-            )
+            need_info(w, r)
         }
         "set_password" => {
             let rules = match app.password_policy_view(&w.ctx, Some(token)).await {
@@ -136,6 +131,18 @@ async fn flow_page(mut w: Web, token: &str, r: FlowResponse) -> Response {
             w.page("done.html", common)
         }
     }
+}
+
+/// "More security info is needed", with the registration link from the configured public URL.
+fn need_info(w: Web, r: FlowResponse) -> Response {
+    let register_url = r
+        .register_url
+        .clone()
+        .unwrap_or_else(|| w.state.app.settings.register_url());
+    w.page(
+        "needinfo.html",
+        json!({ "flow": r, "register_url": register_url }),
+    )
 }
 
 /// Sends a code, draws questions, or asks for the authenticator code.
@@ -297,9 +304,41 @@ pub async fn cancel(p: Posted) -> Response {
     w.redirect("/")
 }
 
-/// Unknown page: a 404 in the portal's look.
-pub async fn not_found(w: Web) -> Response {
+/// Whether a request is for a page (outside `/api/`, from something that takes HTML).
+fn wants_page(uri: &Uri, headers: &HeaderMap) -> bool {
+    !uri.path().starts_with("/api/")
+        && headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+/// Unknown page: a 404 in the portal's look; the API's JSON for API clients.
+pub async fn not_found(
+    uri: Uri,
+    headers: HeaderMap,
+    ctx: sspr_server::ctx::Ctx,
+    w: Web,
+) -> Response {
+    if !wants_page(&uri, &headers) {
+        return sspr_server::not_found(axum::extract::State(w.state.clone()), ctx).await;
+    }
     let e = AppError::invalid(w.tr("error-not-found"));
     let e = w.audited(e).await;
     w.error_status(StatusCode::NOT_FOUND, e)
+}
+
+/// A page URL fetched with the wrong method, typically a form's address reloaded or
+/// bookmarked: back to the page the form belongs to.
+pub async fn method_not_allowed(
+    uri: Uri,
+    headers: HeaderMap,
+    ctx: sspr_server::ctx::Ctx,
+    w: Web,
+) -> Response {
+    if !wants_page(&uri, &headers) {
+        return sspr_server::method_not_allowed(axum::extract::State(w.state.clone()), ctx).await;
+    }
+    let to = w.path.clone();
+    w.redirect(&to)
 }

@@ -116,7 +116,7 @@ fn web_from_parts(parts: &Parts, state: &Arc<State>) -> Web {
 /// The page a language switch reloads: this one for a GET, the page a form came from for a
 /// POST (a POST's URL cannot be fetched).
 fn here(method: &str, path: &str) -> String {
-    if method == "GET" {
+    if crate::ROUTES.contains(&(method, path)) && method == "GET" {
         return path.to_string();
     }
     for (prefix, page) in [("/flow", "/flow"), ("/start", "/reset"), ("/register", "/register"), ("/admin", "/admin")] {
@@ -201,6 +201,11 @@ impl Web {
     }
 
     pub fn finish(self, mut resp: Response) -> Response {
+        // Here rather than only as a layer, so that the fallback pages get it too.
+        resp.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(PAGE_CSP),
+        );
         for c in &self.set {
             if let Ok(v) = HeaderValue::from_str(c) {
                 resp.headers_mut().append(header::SET_COOKIE, v);

@@ -158,6 +158,11 @@ impl Drop for Server {
 }
 
 pub fn client_for(ca: &Path) -> reqwest::Client {
+    client_builder(ca).build().unwrap()
+}
+
+/// A client that trusts only the test CA, TLS 1.2/1.3, HTTPS only; to be finished by the caller.
+pub fn client_builder(ca: &Path) -> reqwest::ClientBuilder {
     let pem = std::fs::read(ca).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -174,8 +179,6 @@ pub fn client_for(ca: &Path) -> reqwest::Client {
         .tls_backend_preconfigured(cfg)
         .https_only(true)
         .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
 }
 
 impl Server {

@@ -8,6 +8,7 @@ mod harness;
 
 mod admin;
 mod binary;
+mod browser;
 mod delivery;
 mod enumeration;
 mod input;
@@ -18,3 +19,4 @@ mod multi;
 mod register;
 mod reset;
 mod transport;
+mod web;

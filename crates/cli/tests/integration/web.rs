@@ -1,0 +1,338 @@
+//! The web portal's security, route by route: headers on every page, CSRF on every form,
+//! cookie flags, no token in a URL, links from the configured public URL, and the browser
+//! check (proof of work) spent once. Browser-driven journeys are in `browser.rs`.
+
+use std::collections::HashMap;
+
+use reqwest::header::{HeaderMap, SET_COOKIE};
+use reqwest::{Method as HttpMethod, StatusCode};
+
+use crate::harness::Server;
+
+/// A tiny cookie jar: the portal's cookies are all `__Host-` and whole-site.
+#[derive(Default)]
+struct Jar(HashMap<String, String>);
+
+impl Jar {
+    fn take(&mut self, h: &HeaderMap) {
+        for v in h.get_all(SET_COOKIE) {
+            let v = v.to_str().unwrap();
+            let (kv, _) = v.split_once(';').unwrap_or((v, ""));
+            let (k, val) = kv.split_once('=').unwrap();
+            if val.is_empty() {
+                self.0.remove(k);
+            } else {
+                self.0.insert(k.to_string(), val.to_string());
+            }
+        }
+    }
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+struct Browser<'a> {
+    s: &'a Server,
+    jar: Jar,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Page {
+    /// The value of the first hidden input called `name`.
+    fn field(&self, name: &str) -> String {
+        let pat = format!("name=\"{name}\" value=\"");
+        let i = self
+            .body
+            .find(&pat)
+            .unwrap_or_else(|| panic!("no field {name} in {}", self.body));
+        let rest = &self.body[i + pat.len()..];
+        rest[..rest.find('"').unwrap()].to_string()
+    }
+    fn attr(&self, attr: &str) -> String {
+        let pat = format!("{attr}=\"");
+        let i = self.body.find(&pat).unwrap();
+        let rest = &self.body[i + pat.len()..];
+        rest[..rest.find('"').unwrap()].to_string()
+    }
+}
+
+impl<'a> Browser<'a> {
+    fn new(s: &'a Server) -> Self {
+        Self {
+            s,
+            jar: Jar::default(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        method: HttpMethod,
+        path: &str,
+        form: &[(&str, &str)],
+        extra: &[(&str, &str)],
+    ) -> Page {
+        let client = crate::harness::client_builder(&self.s.ca())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut rb = client
+            .request(method.clone(), format!("{}{}", self.s.url, path))
+            .header("accept", "text/html")
+            .header("cookie", self.jar.header());
+        for (k, v) in extra {
+            rb = rb.header(*k, *v);
+        }
+        if method == HttpMethod::POST {
+            rb = rb.form(form);
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        self.jar.take(&headers);
+        Page {
+            status,
+            headers,
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        self.send(HttpMethod::GET, path, &[], &[]).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        self.send(HttpMethod::POST, path, form, &[]).await
+    }
+}
+
+fn check_page_headers(what: &str, p: &Page) {
+    let h = |n: &str| {
+        p.headers
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let csp = h("content-security-policy");
+    for want in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(want), "{what}: CSP {csp:?} lacks {want}");
+    }
+    assert!(
+        !csp.contains("unsafe"),
+        "{what}: CSP allows unsafe code: {csp}"
+    );
+    assert_eq!(h("cache-control"), "no-store", "{what}");
+    assert_eq!(h("referrer-policy"), "no-referrer", "{what}");
+    assert_eq!(h("x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(h("x-frame-options"), "DENY", "{what}");
+    assert!(
+        h("strict-transport-security").contains("max-age="),
+        "{what}"
+    );
+    for c in p.headers.get_all(SET_COOKIE) {
+        let c = c.to_str().unwrap();
+        assert!(
+            c.starts_with("__Host-"),
+            "{what}: cookie without __Host-: {c}"
+        );
+        for flag in ["; Path=/", "; Secure", "; HttpOnly", "; SameSite=Strict"] {
+            assert!(c.contains(flag), "{what}: cookie {c} lacks {flag}");
+        }
+        assert!(!c.to_ascii_lowercase().contains("domain="), "{what}: {c}");
+    }
+    // No inline script or style anywhere in the HTML.
+    if h("content-type").starts_with("text/html") {
+        assert!(!p.body.contains("<script>"), "{what}: inline script");
+        assert!(
+            !p.body.contains(" style=\""),
+            "{what}: inline style attribute"
+        );
+        assert!(!p.body.contains("<style"), "{what}: style element");
+    }
+}
+
+#[tokio::test]
+async fn every_page_has_the_security_headers_and_every_form_refuses_a_missing_or_forged_csrf_token()
+{
+    let s = Server::start().await;
+    let mut b = Browser::new(&s);
+    // A first page sets the CSRF cookie; its token is what a genuine form would carry.
+    let home = b.get("/reset").await;
+    assert_eq!(home.status, StatusCode::OK);
+    let token = home.field("csrf");
+    let cookie_only = b.jar.header();
+
+    let mut posts = 0;
+    for (method, path) in sspr_web::ROUTES {
+        let what = format!("{method} {path}");
+        match *method {
+            "GET" => {
+                let p = b.get(path).await;
+                assert!(
+                    p.status.is_success()
+                        || p.status.is_redirection()
+                        || p.status.is_client_error(),
+                    "{what}: {}",
+                    p.status
+                );
+                check_page_headers(&what, &p);
+            }
+            "POST" => {
+                posts += 1;
+                // No cookie at all (another site's form, or a bot).
+                let mut fresh = Browser::new(&s);
+                let p = fresh.post(path, &[("csrf", &token)]).await;
+                assert_eq!(p.status, StatusCode::FORBIDDEN, "{what} without the cookie");
+                check_page_headers(&what, &p);
+                assert!(p.body.contains("support-code"), "{what}: no support code");
+                // The cookie but no token, and the cookie with a forged token.
+                let p = b.post(path, &[("user", "demo")]).await;
+                assert_eq!(p.status, StatusCode::FORBIDDEN, "{what} without a token");
+                let p = b
+                    .post(path, &[("csrf", "0123456789abcdef0123456789abcdef")])
+                    .await;
+                assert_eq!(
+                    p.status,
+                    StatusCode::FORBIDDEN,
+                    "{what} with a forged token"
+                );
+                // A genuine token sent from another site.
+                let p = b
+                    .send(
+                        HttpMethod::POST,
+                        path,
+                        &[("csrf", &token)],
+                        &[("sec-fetch-site", "cross-site"), ("cookie", &cookie_only)],
+                    )
+                    .await;
+                assert_eq!(p.status, StatusCode::FORBIDDEN, "{what} cross-site");
+            }
+            other => panic!("unexpected method {other}"),
+        }
+    }
+    assert!(posts >= 15, "only {posts} forms checked");
+
+    // The refusals are audited with the client type of the portal.
+    let events = s
+        .audit("activity=request_rejected&client_type=browser")
+        .await;
+    assert!(events.len() >= posts * 3, "{} events", events.len());
+
+    // Static assets are served with a type and the same headers.
+    for (path, ty) in [
+        ("/static/app.css", "text/css"),
+        ("/static/pow.js", "text/javascript"),
+        ("/static/strength.js", "text/javascript"),
+    ] {
+        let p = b.get(path).await;
+        assert_eq!(p.status, StatusCode::OK, "{path}");
+        assert!(p.headers["content-type"].to_str().unwrap().starts_with(ty));
+        assert_eq!(p.headers["x-content-type-options"], "nosniff");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_browser_reset_keeps_the_token_out_of_urls_builds_links_from_the_public_url_and_spends_each_browser_check_once()
+ {
+    let s = Server::start().await;
+    s.user("unreg", &["staff"]).await;
+    let mut b = Browser::new(&s);
+    let page = b.get("/reset").await;
+    let csrf = page.field("csrf");
+    let pow = page.attr("data-pow");
+    let bits: u8 = pow.split('.').nth(2).unwrap().parse().unwrap();
+    assert!(bits >= 8, "{pow}");
+
+    // Without a solution: refused with a support code, the form kept.
+    let p = b
+        .post(
+            "/start",
+            &[
+                ("csrf", &csrf),
+                ("kind", "reset"),
+                ("user", "unreg"),
+                ("pow", &pow),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST, "{}", p.body);
+    assert!(p.body.contains("support-code") && p.body.contains("value=\"unreg\""));
+
+    // Solved, with a forged Host header: the register link still comes from public_url.
+    let sol = sspr_app::pow::solve(&pow, bits);
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("kind", "reset"),
+        ("user", "unreg"),
+        ("pow", pow.as_str()),
+        ("pow_solution", sol.as_str()),
+    ];
+    let p = b
+        .send(
+            HttpMethod::POST,
+            "/start",
+            &form,
+            &[("host", "evil.example")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(p.body.contains("id=\"register-link\""), "{}", p.body);
+    let href_at = p.body.find("id=\"register-link\"").unwrap();
+    let href = p.body[..href_at].rsplit("href=\"").next().unwrap();
+    let href = href[..href.find('"').unwrap()].replace("&#x2f;", "/");
+    assert_eq!(href, format!("{}/register", s.url));
+    assert!(!p.body.contains("evil.example"));
+    // The unregistered user's flow ends there: the cookie is cleared.
+    assert!(!b.jar.0.contains_key("__Host-sspr-flow"));
+
+    // A registered user's flow: the token goes into a cookie, the redirect carries none.
+    s.registered_user("reg").await;
+    let page = b.get("/reset").await;
+    let pow = page.attr("data-pow");
+    let sol = sspr_app::pow::solve(&pow, bits);
+    let p = b
+        .post(
+            "/start",
+            &[
+                ("csrf", &csrf),
+                ("kind", "reset"),
+                ("user", "reg"),
+                ("pow", &pow),
+                ("pow_solution", &sol),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert_eq!(p.headers["location"], "/flow");
+    let flow = b.jar.0.get("__Host-sspr-flow").cloned().unwrap();
+    let p = b.get("/flow").await;
+    assert!(p.body.contains("id=\"method-email\""), "{}", p.body);
+    assert!(!p.body.contains(&flow), "the flow token is in the page");
+
+    // The same solved challenge a second time: refused.
+    let p = b.post("/start", &form).await;
+    assert_eq!(
+        p.status,
+        StatusCode::BAD_REQUEST,
+        "a browser check was accepted twice"
+    );
+    let ev = s.audit("activity=request_rejected").await;
+    assert!(ev.iter().any(|e| e["reason"] == "pow_reused"), "{ev:?}");
+    s.stop().await;
+}
