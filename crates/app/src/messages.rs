@@ -143,7 +143,9 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
         (Lang::En, BrowserCheckFailed) => {
             "The automatic browser check did not pass or has expired. Reload the page and try again; JavaScript must be on."
         }
-        (Lang::Zh, BrowserCheckFailed) => "浏览器自动检查未通过或已过期。请刷新页面后重试；需要启用 JavaScript。",
+        (Lang::Zh, BrowserCheckFailed) => {
+            "浏览器自动检查未通过或已过期。请刷新页面后重试；需要启用 JavaScript。"
+        }
         (Lang::En, NotAnAdmin) => {
             "The user name or password is wrong, or this account may not use the admin pages."
         }

@@ -273,7 +273,10 @@ impl Config {
             e.push(format!("breached_passwords_file: {m}"));
         }
         if self.web.pow_bits > 24 {
-            e.push(format!("web.pow_bits is {}: use 0 (off) to 24; above 20 slow phones wait many seconds", self.web.pow_bits));
+            e.push(format!(
+                "web.pow_bits is {}: use 0 (off) to 24; above 20 slow phones wait many seconds",
+                self.web.pow_bits
+            ));
         }
         if self.web.admin_groups.iter().all(|g| g.trim().is_empty()) {
             e.push("web.admin_groups is empty: name at least one directory group whose members may use the admin pages".into());

@@ -182,7 +182,14 @@ pub async fn seed_demo(rt: &Runtime) -> anyhow::Result<bool> {
             login: DEMO_ADMIN.into(),
             display_name: "Demo Administrator".into(),
             password: DEMO_ADMIN_PASSWORD.into(),
-            groups: rt.app.settings.admin_groups.iter().take(1).cloned().collect(),
+            groups: rt
+                .app
+                .settings
+                .admin_groups
+                .iter()
+                .take(1)
+                .cloned()
+                .collect(),
             email: None,
             mobile: None,
         })

@@ -231,6 +231,17 @@ fn esc(s: &str) -> String {
     out
 }
 
+/// Width of `s` in Latin-character units: CJK and other wide characters take two.
+fn text_width(s: &str) -> f64 {
+    s.chars()
+        .map(|c| {
+            let wide = matches!(c as u32,
+                0x1100..=0x115F | 0x2E80..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6);
+            if wide { 2.0 } else { 1.0 }
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,15 +414,4 @@ mod tests {
         assert_eq!(num(0.004), "0");
         assert_eq!(num(f64::NAN), "0");
     }
-}
-
-/// Width of `s` in Latin-character units: CJK and other wide characters take two.
-fn text_width(s: &str) -> f64 {
-    s.chars()
-        .map(|c| {
-            let wide = matches!(c as u32,
-                0x1100..=0x115F | 0x2E80..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6);
-            if wide { 2.0 } else { 1.0 }
-        })
-        .sum()
 }

@@ -164,7 +164,11 @@ mod tests {
     #[test]
     fn arguments_are_filled_in_and_fallback_is_the_key() {
         let c = &*CATALOG;
-        let s = c.tr(Lang::En, "step-of", &[("n", "1".into()), ("total", "2".into())]);
+        let s = c.tr(
+            Lang::En,
+            "step-of",
+            &[("n", "1".into()), ("total", "2".into())],
+        );
         assert!(s.contains('1') && s.contains('2'), "{s}");
         assert_eq!(c.tr(Lang::Zh, "no-such-key", &[]), "no-such-key");
     }

@@ -190,11 +190,7 @@ pub async fn verify(p: Posted) -> Response {
     };
     let method = p.get("method").to_string();
     let answers: Vec<Answer> = {
-        let mut ids: Vec<&String> = p
-            .form
-            .keys()
-            .filter(|k| k.starts_with("answer-"))
-            .collect();
+        let mut ids: Vec<&String> = p.form.keys().filter(|k| k.starts_with("answer-")).collect();
         ids.sort();
         ids.into_iter()
             .map(|k| Answer {

@@ -119,7 +119,12 @@ fn here(method: &str, path: &str) -> String {
     if crate::ROUTES.contains(&(method, path)) && method == "GET" {
         return path.to_string();
     }
-    for (prefix, page) in [("/flow", "/flow"), ("/start", "/reset"), ("/register", "/register"), ("/admin", "/admin")] {
+    for (prefix, page) in [
+        ("/flow", "/flow"),
+        ("/start", "/reset"),
+        ("/register", "/register"),
+        ("/admin", "/admin"),
+    ] {
         if path.starts_with(prefix) {
             return page.to_string();
         }
