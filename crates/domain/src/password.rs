@@ -63,6 +63,9 @@ pub enum Rejection {
     Blank,
     ControlCharacters,
     Common,
+    /// One character repeated, a short pattern repeated, or a run like 123456789… (NIST
+    /// SP 800-63B §3.1.1.2 names "repetitive or sequential characters").
+    Repetitive,
     Breached,
     ContainsContext {
         word: String,
@@ -88,6 +91,7 @@ impl Rejection {
             Self::Blank => "blank",
             Self::ControlCharacters => "control_characters",
             Self::Common => "common",
+            Self::Repetitive => "repetitive",
             Self::Breached => "breached",
             Self::ContainsContext { .. } => "contains_context",
             Self::Banned => "banned",
@@ -112,6 +116,10 @@ impl Rejection {
             Self::Blank => "The password cannot be empty or only spaces.".into(),
             Self::ControlCharacters if zh => "密码不能包含控制字符。".into(),
             Self::ControlCharacters => "The password cannot contain control characters.".into(),
+            Self::Repetitive if zh => {
+                "密码由重复或连续的字符组成（如 aaaa 或 12345），很容易被猜到。请换一个。".into()
+            }
+            Self::Repetitive => "It is made of repeated or sequential characters (like aaaa or 12345), which are easy to guess. Choose another.".into(),
             Self::Common if zh => "这是最常用的密码之一，很容易被猜到。请换一个。".into(),
             Self::Common => {
                 "This is one of the most commonly used passwords and is easy to guess. Choose another.".into()
@@ -225,6 +233,8 @@ impl PasswordRules {
         }
         if self.reject_common && is_common(password) {
             out.push(Rejection::Common);
+        } else if self.reject_common && is_repetitive(password) {
+            out.push(Rejection::Repetitive);
         }
         let folded = fold(password);
         if self.reject_context {
@@ -289,6 +299,23 @@ fn classes(p: &str) -> u8 {
     l + u + d + s
 }
 
+/// Fewer than five different characters, or every step between neighbours the same
+/// (`aaaa…`, `abcdef…`, `97531…`).
+pub fn is_repetitive(password: &str) -> bool {
+    let chars: Vec<char> = password.chars().collect();
+    let mut distinct = chars.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 5 {
+        return true;
+    }
+    let steps: Vec<i64> = chars
+        .windows(2)
+        .map(|w| i64::from(u32::from(w[1])) - i64::from(u32::from(w[0])))
+        .collect();
+    steps.windows(2).all(|w| w[0] == w[1]) && steps.first().is_some_and(|d| d.abs() <= 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,17 +330,19 @@ mod tests {
     #[test]
     fn length_boundaries_count_code_points() {
         let r = PasswordRules::default();
-        assert_eq!(r.check(&"q".repeat(14).replace('q', "qz"), &ctx()), vec![]);
+        let varied = |n: usize| "tulip kettle 9".chars().cycle().take(n).collect::<String>();
+        assert_eq!(r.check(&varied(28), &ctx()), vec![]);
         assert!(
             r.check("tulip-kettle-9", &ctx())
                 .contains(&Rejection::TooShort { min: 15 })
         );
         assert_eq!(r.check("tulip-kettle-9x", &ctx()), vec![]);
         // 15 emoji are 15 characters (60 bytes) and pass.
-        assert_eq!(r.check(&"🦀".repeat(15), &ctx()), vec![]);
-        assert_eq!(r.check(&"ab".repeat(128), &ctx()), vec![]);
+        let crabs: String = "🦀🐙🦑🐠🐳".chars().cycle().take(15).collect();
+        assert_eq!(r.check(&crabs, &ctx()), vec![]);
+        assert_eq!(r.check(&varied(256), &ctx()), vec![]);
         assert_eq!(
-            r.check(&"ab".repeat(129), &ctx()),
+            r.check(&varied(258), &ctx()),
             vec![Rejection::TooLong { max: 256 }]
         );
     }
@@ -330,6 +359,29 @@ mod tests {
             strict.check("quiet violet harbour lamps", &ctx()),
             vec![Rejection::TooFewClasses { min: 3 }]
         );
+    }
+
+    #[test]
+    fn repeated_and_sequential_characters_are_refused_and_passphrases_are_not() {
+        for weak in [
+            "aaaaaaaaaaaaaaa",
+            "abababababababab",
+            "abcdefghijklmnop",
+            "9876543210zyx".get(..10).unwrap_or(""),
+            "1122112211221122",
+        ] {
+            assert!(is_repetitive(weak), "{weak}");
+        }
+        for ok in [
+            "violet tuba harbour",
+            "correct horse battery",
+            "Tr0ub4dor&3xyz!!",
+        ] {
+            assert!(!is_repetitive(ok), "{ok}");
+        }
+        let rules = PasswordRules::default();
+        let got = rules.check("aaaaaaaaaaaaaaaaaa", &PasswordContext::default());
+        assert!(got.contains(&Rejection::Repetitive), "{got:?}");
     }
 
     #[test]

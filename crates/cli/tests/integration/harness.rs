@@ -84,12 +84,32 @@ impl SmtpSink {
                 files.sort_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
                 for f in files {
                     if let Ok(s) = std::fs::read_to_string(f.path()) {
-                        out.push(s);
+                        out.push(decode_body(s));
                     }
                 }
             }
         }
         out
+    }
+}
+
+/// A non-ASCII (e.g. Chinese) message is sent base64-encoded; tests read its text, so the
+/// body is decoded and appended after the raw message.
+fn decode_body(raw: String) -> String {
+    use base64::Engine;
+    let Some((head, body)) = raw.split_once("\n\n") else {
+        return raw;
+    };
+    if !head
+        .to_ascii_lowercase()
+        .contains("content-transfer-encoding: base64")
+    {
+        return raw;
+    }
+    let b64: String = body.split_whitespace().collect();
+    match base64::engine::general_purpose::STANDARD.decode(b64) {
+        Ok(bytes) => format!("{raw}\n{}", String::from_utf8_lossy(&bytes)),
+        Err(_) => raw,
     }
 }
 

@@ -16,6 +16,7 @@ mod ldap;
 mod limits;
 mod logon;
 mod multi;
+mod portal;
 mod register;
 mod reset;
 mod transport;

@@ -1,0 +1,325 @@
+//! The web portal in a real headless Chromium: a user registers and resets with two methods,
+//! unlocks in Chinese, and an administrator uses every admin page. The browser runs the
+//! real JavaScript (the proof of work, the strength meter) under the real CSP.
+//!
+//! With `SSPR_SCREENSHOTS=<dir>` the journeys also save the README's screenshots there.
+
+use std::path::Path;
+
+use reqwest::Method as HttpMethod;
+use serde_json::json;
+
+use crate::browser::Browser;
+use crate::harness::{PASSWORD, Server, wrong};
+
+const NEW_PASSWORD: &str = "violet tuba harbour forty-two";
+
+async fn shot(b: &Browser, name: &str) {
+    if let Ok(dir) = std::env::var("SSPR_SCREENSHOTS") {
+        std::fs::create_dir_all(&dir).unwrap();
+        b.screenshot(&Path::new(&dir).join(format!("{name}.png")))
+            .await;
+    }
+}
+
+/// The strength meter's reading.
+async fn meter(b: &Browser) -> u64 {
+    b.execute("return document.querySelector('#strength').value;")
+        .await
+        .as_f64()
+        .unwrap() as u64
+}
+
+fn totp_now(secret_b32: &str, now: i64) -> String {
+    let secret = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, secret_b32)
+        .unwrap_or_else(|| panic!("not base32: {secret_b32}"));
+    totp_rs::TOTP::new_unchecked(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        secret,
+        None,
+        String::new(),
+    )
+    .generate(now as u64)
+}
+
+#[tokio::test]
+async fn portal_a_user_registers_three_methods_then_resets_with_two_in_english() {
+    let s = Server::start().await;
+    s.set_policy(|p| p["methods_required"] = json!(2)).await;
+    s.user("alice", &["staff"]).await;
+    let Some(b) = Browser::start("en").await else {
+        return;
+    };
+
+    // Registration: sign in with the current password.
+    b.open(&s, "/register").await;
+    shot(&b, "register-sign-in").await;
+    b.fill("#user", "alice").await;
+    b.fill("#password", PASSWORD).await;
+    b.click("#sign-in").await;
+    b.wait_for("#status[data-registered=false]").await;
+
+    // Email: a code goes to the real SMTP listener and is typed back.
+    let to = "alice@contoso.test";
+    let before = s.mail_count(to);
+    b.fill("#email", to).await;
+    b.click("#add-email").await;
+    b.wait_for("#email-code").await;
+    let code = s.wait_mail_code(to, before).await;
+    b.fill("#email-code", &code).await;
+    b.click("#verify-email").await;
+    b.wait_for("#state-email [data-state=active]").await;
+
+    // Phone: the code goes through the stand-in SMS gateway.
+    let before = s.sms.texts().len();
+    b.fill("#phone", "+49 151 12345678").await;
+    b.click("#add-phone").await;
+    b.wait_for("#phone-code").await;
+    let code = s.wait_sms_code(before).await;
+    b.fill("#phone-code", &code).await;
+    b.click("#verify-phone").await;
+    b.wait_for("#state-sms [data-state=active]").await;
+    b.wait_for("#status[data-registered=true]").await;
+
+    // Authenticator app: the QR code renders under the CSP; the key enrols.
+    b.click("#enrol-totp").await;
+    b.wait_for("#totp-qr svg").await;
+    shot(&b, "register-totp").await;
+    let secret: String = b
+        .text("#totp-secret")
+        .await
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    b.fill("#totp-code", &totp_now(&secret, s.clock_now()))
+        .await;
+    b.click("#verify-totp").await;
+    b.wait_for("#state-totp [data-state=active]").await;
+    shot(&b, "register-home").await;
+    b.click("#sign-out").await;
+    b.wait_for("#go-reset").await;
+
+    // Reset: the browser check runs in the page before the form goes.
+    b.click("#go-reset").await;
+    b.wait_for("#user").await;
+    shot(&b, "reset-start").await;
+    b.fill("#user", "alice").await;
+    b.click("#next").await;
+    b.wait_for("#method-email").await;
+    assert!(b.text("#step").await.contains("Step 1 of 2"));
+    assert!(b.exists("#method-sms").await && b.exists("#method-totp").await);
+    shot(&b, "reset-methods").await;
+
+    // Method 1, email, with one wrong code first: an error with a support code.
+    let before = s.mail_count(to);
+    b.click("#method-email").await;
+    b.wait_for("#code").await;
+    let code = s.wait_mail_code(to, before).await;
+    b.fill("#code", &wrong(&code)).await;
+    b.click("#verify").await;
+    b.wait_for("#error .support-code").await;
+    let support = b.text("#error .support-code").await;
+    let ev = s.audit(&format!("support_code={support}")).await;
+    assert_eq!(
+        ev.len(),
+        1,
+        "support code {support} finds its event: {ev:?}"
+    );
+    assert_eq!(ev[0]["client_type"], "browser");
+    b.fill("#code", &code).await;
+    b.click("#verify").await;
+    b.wait_for_text("Step 2 of 2").await;
+    assert!(
+        !b.exists("#method-email").await,
+        "a used method is offered again"
+    );
+
+    // Method 2, the text message.
+    let before = s.sms.texts().len();
+    b.click("#method-sms").await;
+    b.wait_for("#code").await;
+    let code = s.wait_sms_code(before).await;
+    b.fill("#code", &code).await;
+    b.click("#verify").await;
+
+    // New password: the rules up front, the meter reacting, a weak one refused in words.
+    b.wait_for("#new_password").await;
+    assert!(b.text("#rules").await.contains("At least 15"));
+    b.fill("#new_password", "aaaaaaaaaaaaaaa").await;
+    assert_eq!(meter(&b).await, 0);
+    b.fill("#confirm_password", "aaaaaaaaaaaaaaa").await;
+    b.click("#set-password").await;
+    b.wait_for("#error").await;
+    b.fill("#new_password", NEW_PASSWORD).await;
+    let score = meter(&b).await;
+    assert!(score >= 3, "meter {score} for a long passphrase");
+    b.fill("#confirm_password", NEW_PASSWORD).await;
+    shot(&b, "reset-password").await;
+    b.click("#set-password").await;
+    b.wait_for("#done").await;
+    shot(&b, "reset-done").await;
+    assert!(s.password_works("alice", NEW_PASSWORD).await);
+    assert!(
+        b.cookie("__Host-sspr-flow").await.is_none(),
+        "flow cookie left behind"
+    );
+    let ev = s
+        .audit("activity=reset_password&result=success&client_type=browser")
+        .await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    b.close().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn portal_a_locked_user_unlocks_in_chinese_and_the_switcher_changes_language() {
+    let s = Server::start().await;
+    s.registered_user("bob").await;
+    s.rt.builtin
+        .set_flag("bob", sspr_store::Flag::Locked, true)
+        .await
+        .unwrap();
+    let Some(b) = Browser::start("zh-CN").await else {
+        return;
+    };
+    b.open(&s, "/").await;
+    let lang = b.execute("return document.documentElement.lang;").await;
+    assert_eq!(lang, "zh-CN");
+    assert!(b.page_text().await.contains("解锁我的帐户"));
+    shot(&b, "home-zh").await;
+
+    b.click("#go-unlock").await;
+    b.fill("#user", "bob").await;
+    b.click("#next").await;
+    b.wait_for("#method-email").await;
+    assert!(b.page_text().await.contains("验证你的身份"));
+    let to = "bob@contoso.test";
+    let before = s.mail_count(to);
+    b.click("#method-email").await;
+    b.wait_for("#code").await;
+    let mail = s.wait_mail_code(to, before).await;
+    b.fill("#code", &mail).await;
+    b.click("#verify").await;
+    b.wait_for("#unlock").await;
+    b.click("#unlock").await;
+    b.wait_for("#done").await;
+    assert!(b.page_text().await.contains("完成"));
+    shot(&b, "unlock-done-zh").await;
+    let u = s.rt.app.directory.find_user("bob").await.unwrap().unwrap();
+    assert!(!u.locked, "still locked");
+    assert!(
+        s.password_works("bob", PASSWORD).await,
+        "unlock changed the password"
+    );
+
+    // The switcher: English now, and it sticks on the next page.
+    b.open(&s, "/").await;
+    b.click("a[hreflang=en]").await;
+    b.wait_for_text("Locked out or forgot your password?").await;
+    b.open(&s, "/reset").await;
+    b.wait_for_text("Reset your password").await;
+    b.close().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn portal_an_administrator_uses_insights_policy_users_and_audit_in_both_languages() {
+    let s = Server::start().await;
+    s.user("boss", &["sspr-admins"]).await;
+    s.registered_user("carol").await;
+    // Some activity for the charts: one reset through the API.
+    let t = s.flow("carol").await;
+    let code = s.email_code(&t, "carol@contoso.test").await;
+    s.verify(&t, "email", &code).await;
+    let (st, _) = s.set_password(&t, NEW_PASSWORD).await;
+    assert!(st.is_success());
+
+    let Some(b) = Browser::start("en").await else {
+        return;
+    };
+    // A user who is not an administrator gets the same answer as a wrong password.
+    b.open(&s, "/admin").await;
+    b.fill("#admin-user", "carol").await;
+    b.fill("#admin-password", NEW_PASSWORD).await;
+    b.click("#admin-sign-in").await;
+    b.wait_for("#error").await;
+    assert!(!b.exists("#nav-policy").await);
+
+    b.fill("#admin-user", "boss").await;
+    b.fill("#admin-password", PASSWORD).await;
+    b.click("#admin-sign-in").await;
+    b.wait_for("#chart-resets svg").await;
+    assert!(
+        b.text("#totals").await.contains('1'),
+        "{}",
+        b.text("#totals").await
+    );
+    shot(&b, "admin-insights").await;
+
+    // Policy: preview shows what users will see, save stores it (audited).
+    b.click("#nav-policy").await;
+    b.wait_for("#policy-form").await;
+    b.select("#methods_required", "2").await;
+    b.click("#preview").await;
+    b.wait_for("#preview-result").await;
+    shot(&b, "admin-policy-preview").await;
+    b.click("#save").await;
+    b.wait_for("#policy-saved").await;
+    let (st, p) = s
+        .call(
+            HttpMethod::GET,
+            "/api/v1/admin/policy",
+            Some(&s.admin_token),
+            None,
+        )
+        .await;
+    assert!(st.is_success());
+    assert_eq!(p["methods_required"], 2, "{p}");
+    let ev = s.audit("activity=policy_changed").await;
+    assert_eq!(ev.last().unwrap()["actor"], "admin:boss", "{ev:?}");
+    assert_eq!(ev.last().unwrap()["client_type"], "browser");
+
+    // Users: the helpdesk view of one user.
+    b.click("#nav-users").await;
+    b.fill("#user-q", "carol").await;
+    b.click("#user-search").await;
+    b.wait_for("#user-summary").await;
+    assert!(b.text("#user-summary").await.contains("carol"));
+
+    // Audit: the table, a filter, and the CSV export fetched with the session cookie.
+    b.click("#nav-audit").await;
+    b.wait_for("#audit-table").await;
+    assert!(b.text("#audit-table").await.contains("reset_password"));
+    shot(&b, "admin-audit").await;
+    let csv = b
+        .execute("return fetch(document.querySelector('#export-csv').href).then(r => r.text());")
+        .await;
+    let csv = csv.as_str().unwrap();
+    assert!(csv.starts_with("id,time,activity"), "{csv}");
+    assert!(csv.contains("policy_changed"), "{csv}");
+    b.click("#admin-sign-out").await;
+    b.wait_for("#go-reset").await;
+    b.open(&s, "/admin/audit").await;
+    b.wait_for("#admin-sign-in").await;
+    b.close().await;
+
+    // The same pages in Chinese.
+    let Some(b) = Browser::start("zh-CN").await else {
+        return;
+    };
+    b.open(&s, "/admin").await;
+    b.fill("#admin-user", "boss").await;
+    b.fill("#admin-password", PASSWORD).await;
+    b.click("#admin-sign-in").await;
+    b.wait_for("#chart-resets svg").await;
+    assert!(b.text("#nav-insights").await.contains("使用情况"));
+    shot(&b, "admin-insights-zh").await;
+    b.click("#nav-policy").await;
+    b.wait_for("#policy-form").await;
+    assert!(b.page_text().await.contains("策略"));
+    b.close().await;
+    s.stop().await;
+}
