@@ -1,6 +1,7 @@
-//! What sspr says to users, in English and Simplified Chinese. The web portal issue moves the
-//! pages to Fluent files; the API keeps these few sentences here, beside the services that use
-//! them, so that a test can check both languages are complete.
+//! What the services say to users, in English and Simplified Chinese: the sentences the API,
+//! the logon agent and the web portal all show (the portal's own page text is in Fluent files
+//! in `crates/web/locales`). Kept beside the services that use them, with a test that both
+//! languages are complete.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Lang {
