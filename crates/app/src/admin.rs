@@ -153,6 +153,18 @@ impl App {
         Ok(t)
     }
 
+    /// The methods a user has confirmed (pending ones do not count).
+    pub async fn active_methods(&self, user_id: &str) -> Result<Vec<Method>, AppError> {
+        Ok(self
+            .store
+            .methods(user_id)
+            .await?
+            .into_iter()
+            .filter(|r| r.status == MethodStatus::Active)
+            .map(|r| r.method)
+            .collect())
+    }
+
     /// A user's usable methods and whether they are registered, for admin listings.
     pub async fn registration_of(
         &self,
@@ -160,14 +172,7 @@ impl App {
         groups: &[String],
     ) -> Result<(bool, Vec<Method>), AppError> {
         let policy = self.policy().await?;
-        let methods: Vec<Method> = self
-            .store
-            .methods(user_id)
-            .await?
-            .into_iter()
-            .filter(|r| r.status == MethodStatus::Active)
-            .map(|r| r.method)
-            .collect();
+        let methods = self.active_methods(user_id).await?;
         Ok((
             sspr_domain::flow::is_registered(&policy, groups, &methods),
             methods,

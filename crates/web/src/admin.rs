@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sspr_app::insights::{self, Insights};
-use sspr_app::ports::{AuditFilter, MethodStatus, SessionRecord};
+use sspr_app::ports::{AuditFilter, SessionRecord};
 use sspr_app::{AppError, ErrorKind, Lang};
 use sspr_domain::audit::{Activity, ClientType};
 use sspr_domain::clock::UnixTime;
@@ -256,15 +256,7 @@ async fn registrations(w: &Web) -> Result<(Vec<(String, Vec<Method>)>, bool), Ap
 }
 
 async fn active_methods(w: &Web, user_id: &str) -> Result<Vec<Method>, AppError> {
-    Ok(w.state
-        .app
-        .store
-        .methods(user_id)
-        .await?
-        .into_iter()
-        .filter(|r| r.status == MethodStatus::Active)
-        .map(|r| r.method)
-        .collect())
+    w.state.app.active_methods(user_id).await
 }
 
 pub async fn insights_page(w: Web, q: Result<Query<InsightsParams>, QueryRejection>) -> Response {

@@ -190,6 +190,11 @@ async fn every_page_has_the_security_headers_and_every_form_refuses_a_missing_or
                     "{what}: {}",
                     p.status
                 );
+                assert!(
+                    p.status != StatusCode::NOT_FOUND && p.status != StatusCode::METHOD_NOT_ALLOWED,
+                    "{what} is listed in ROUTES but not served: {}",
+                    p.status
+                );
                 check_page_headers(&what, &p);
             }
             "POST" => {
