@@ -153,6 +153,17 @@ impl App {
         Ok(t)
     }
 
+    /// Until when a user is blocked from self-service (too many failed verifications), if so.
+    pub async fn self_service_blocked_until(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<sspr_domain::clock::UnixTime>, AppError> {
+        Ok(self
+            .store
+            .blocked_until(&crate::app::keys::account_block(user_id), self.now())
+            .await?)
+    }
+
     /// The methods a user has confirmed (pending ones do not count).
     pub async fn active_methods(&self, user_id: &str) -> Result<Vec<Method>, AppError> {
         Ok(self

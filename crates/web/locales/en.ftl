@@ -141,6 +141,8 @@ register-totp-retry = Enter the current code from your authenticator app. If you
 register-totp-again = Start again with a new QR code
 
 ## Admin
+admin-sum-blocked = Blocked from self-service
+admin-sum-blocked-until = Yes, until { $until } (too many failed verifications)
 admin-nav = Administration
 admin-nav-insights = Insights
 admin-nav-policy = Policy

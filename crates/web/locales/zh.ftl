@@ -139,6 +139,8 @@ register-totp-retry = 请输入身份验证器应用当前显示的验证码。�
 register-totp-again = 使用新的二维码重新开始
 
 ## Admin
+admin-sum-blocked = 已被禁止自助服务
+admin-sum-blocked-until = 是，直到 { $until }（验证失败次数过多）
 admin-nav = 管理
 admin-nav-insights = 使用情况
 admin-nav-policy = 策略

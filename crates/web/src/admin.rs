@@ -858,11 +858,16 @@ async fn user_lookup(w: Web, s: &SessionRecord, q: String) -> Response {
         Ok(p) => p,
         Err(e) => return w.fail(e).await,
     };
+    let blocked_until = match app.self_service_blocked_until(&u.id).await {
+        Ok(t) => t.map(sspr_domain::clock::rfc3339),
+        Err(e) => return w.fail(e).await,
+    };
     let methods: Vec<String> = methods
         .iter()
         .map(|m| method_label(lang, m.as_str()))
         .collect();
     let summary = json!({
+        "blocked_until": blocked_until,
         "login": u.login,
         "display_name": u.display_name,
         "enabled": u.enabled,

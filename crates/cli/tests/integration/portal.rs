@@ -288,6 +288,7 @@ async fn portal_an_administrator_uses_insights_policy_users_and_audit_in_both_la
     b.click("#user-search").await;
     b.wait_for("#user-summary").await;
     assert!(b.text("#user-summary").await.contains("carol"));
+    assert_eq!(b.text("#sum-blocked").await.trim(), "No");
 
     // Audit: the table, a filter, and the CSV export fetched with the session cookie.
     b.click("#nav-audit").await;
