@@ -63,7 +63,7 @@ impl App {
             login: u.login.clone(),
             display_name: u.display_name.clone(),
             groups: u.groups.clone(),
-            expires_at: self.now() + self.settings.limits.session_ttl_secs.min(3600),
+            expires_at: self.now() + ADMIN_SESSION_SECS,
         };
         self.store.insert_session(&session).await?;
         self.record(ev).await;
@@ -190,6 +190,9 @@ impl App {
         ))
     }
 }
+
+/// An admin-page session lasts this long from sign-in (the cookie's `Max-Age` too).
+pub const ADMIN_SESSION_SECS: i64 = 3600;
 
 /// Admin sessions are stored under a hash of their own domain, so a registration session's
 /// token can never be used as an admin session's or the other way round.

@@ -309,13 +309,22 @@ impl App {
             }
             Method::Questions => {
                 let policy = self.policy().await?;
+                // An answer to a custom question the admin has since removed or reworded has
+                // no text to show: it is never drawn. Too few left, and the method is unusable.
                 let mut ids: Vec<String> = self
                     .store
                     .answers(&flow.user_id)
                     .await?
                     .into_iter()
                     .map(|(q, _)| q)
+                    .filter(|q| policy.question_text(q, "en").is_some())
                     .collect();
+                if ids.len() < usize::from(policy.questions_to_answer) {
+                    ev.activity = Activity::QuestionsDrawn;
+                    ev.reason = "questions_orphaned".into();
+                    let err = AppError::invalid(ctx.t(Msg::MethodNotOffered));
+                    return Err(self.fail(ev, err).await);
+                }
                 shuffle(&mut ids, self.rng.as_ref());
                 ids.truncate(policy.questions_to_answer as usize);
                 self.store.flow_questions(&flow.id, &ids).await?;

@@ -35,7 +35,7 @@ use crate::i18n::CATALOG;
 use crate::web::{ADMIN_COOKIE, Posted, Web, cookie};
 
 /// How long the admin cookie lives; the service ends the session after an hour at most.
-const SESSION_SECS: i64 = 3600;
+const SESSION_SECS: i64 = sspr_app::admin::ADMIN_SESSION_SECS;
 /// Events read for the insights page; more than this and the figures say they are partial.
 const INSIGHT_EVENTS: u32 = 100_000;
 /// Registered users read for the insights page.

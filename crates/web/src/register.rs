@@ -52,7 +52,13 @@ type Page = Result<Response, Response>;
 /// (and the cookie cleared) when the session has expired or was signed out.
 async fn signed_in(mut w: Web) -> Result<(Web, SessionRecord), Response> {
     let Some(token) = w.cookie(SESSION_COOKIE).map(str::to_string) else {
-        return Err(signin_page(w, StatusCode::OK, None, ""));
+        // A GET is someone arriving; a form posted without a session is unauthorised.
+        let status = if w.is_get() {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        return Err(signin_page(w, status, None, ""));
     };
     let app = w.state.app.clone();
     match app.session(&w.ctx, &token).await {

@@ -61,6 +61,7 @@ pub struct Web {
     /// Cookies to set on the response.
     pub set: Vec<String>,
     pub path: String,
+    method: axum::http::Method,
 }
 
 impl FromRequestParts<Arc<State>> for Web {
@@ -110,6 +111,7 @@ fn web_from_parts(parts: &Parts, state: &Arc<State>) -> Web {
         csrf_cookie,
         set,
         path: here(parts.method.as_str(), parts.uri.path()),
+        method: parts.method.clone(),
     }
 }
 
@@ -118,6 +120,10 @@ fn web_from_parts(parts: &Parts, state: &Arc<State>) -> Web {
 fn here(method: &str, path: &str) -> String {
     if crate::ROUTES.contains(&(method, path)) && method == "GET" {
         return path.to_string();
+    }
+    // A finished flow's page: its flow is gone, so the start page.
+    if path == "/flow/password" || path == "/flow/unlock" {
+        return "/".to_string();
     }
     for (prefix, page) in [
         ("/flow", "/flow"),
@@ -138,6 +144,10 @@ fn csrf_token(state: &State, cookie: &str) -> String {
 }
 
 impl Web {
+    pub fn is_get(&self) -> bool {
+        self.method == axum::http::Method::GET
+    }
+
     pub fn lang(&self) -> Lang {
         self.ctx.lang
     }

@@ -456,3 +456,69 @@ async fn resetting_an_administrator_tells_the_other_administrators() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn answers_to_a_custom_question_the_admin_removed_are_never_drawn_as_a_blank_question() {
+    let s = Server::start().await;
+    s.set_policy(|p| {
+        p["custom_questions"] =
+            serde_json::json!([{ "id": "c1", "text": "Name of my first pet?" }]);
+    })
+    .await;
+    s.registered_user("quinn").await;
+    let mut answers = Vec::new();
+    for q in ["c1", "q3", "q7"] {
+        let h =
+            s.rt.app
+                .hasher
+                .hash("answer", s.rt.app.rng.as_ref())
+                .await
+                .unwrap();
+        answers.push((q.to_string(), h));
+    }
+    s.rt.store
+        .put_answers("quinn", &answers, s.clock_now())
+        .await
+        .unwrap();
+
+    // While c1 exists, all three are drawn with their texts.
+    let t = s.flow("quinn").await;
+    let (st, v) = s
+        .post(
+            "/api/v1/flow/challenge",
+            Some(&t),
+            serde_json::json!({ "method": "questions" }),
+        )
+        .await;
+    assert!(st.is_success(), "{v}");
+    let texts: Vec<&str> = v["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 3);
+    assert!(texts.iter().all(|t| !t.is_empty()), "{v}");
+
+    // The admin rewords it (a new id): the old answer has no question any more.
+    s.set_policy(|p| {
+        p["custom_questions"] =
+            serde_json::json!([{ "id": "c2", "text": "Name of your first pet?" }]);
+    })
+    .await;
+    let t = s.flow("quinn").await;
+    let (st, v) = s
+        .post(
+            "/api/v1/flow/challenge",
+            Some(&t),
+            serde_json::json!({ "method": "questions" }),
+        )
+        .await;
+    assert_eq!(st, reqwest::StatusCode::BAD_REQUEST, "{v}");
+    assert!(v.get("questions").is_none(), "{v}");
+    let ev = s
+        .audit("user=quinn&activity=questions_drawn&result=failure")
+        .await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    s.stop().await;
+}
