@@ -71,6 +71,8 @@ pub enum Activity {
     AdminAuthFailed,
     /// An administrator signed in to the admin pages.
     AdminSignIn,
+    /// An administrator exported the audit log (who read what is itself audited).
+    AuditExported,
     // Transport-level refusals that a user saw with a support code.
     RequestRejected,
     RateLimited,
@@ -78,7 +80,7 @@ pub enum Activity {
 }
 
 impl Activity {
-    pub const ALL: [Activity; 26] = [
+    pub const ALL: [Activity; 27] = [
         Self::ResetStarted,
         Self::UnlockStarted,
         Self::CodeSent,
@@ -102,6 +104,7 @@ impl Activity {
         Self::AdminTokenCreated,
         Self::AdminAuthFailed,
         Self::AdminSignIn,
+        Self::AuditExported,
         Self::RequestRejected,
         Self::RateLimited,
         Self::DirectoryError,
@@ -132,6 +135,7 @@ impl Activity {
             Self::AdminTokenCreated => "admin_token_created",
             Self::AdminAuthFailed => "admin_auth_failed",
             Self::AdminSignIn => "admin_sign_in",
+            Self::AuditExported => "audit_exported",
             Self::RequestRejected => "request_rejected",
             Self::RateLimited => "rate_limited",
             Self::DirectoryError => "directory_error",

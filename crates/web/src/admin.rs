@@ -1042,12 +1042,16 @@ fn merge(mut a: Value, b: Value) -> Value {
 /// `GET /admin/audit/export?format=csv|json&<filters>`: a download of up to
 /// [`EXPORT_ROWS`] events, oldest first.
 pub async fn audit_export(w: Web, q: Result<Query<AuditParams>, QueryRejection>) -> Response {
-    let (w, _s) = match gate(w, "/admin/audit").await {
+    let (w, s) = match gate(w, "/admin/audit").await {
         Ok(v) => v,
         Err(r) => return r,
     };
     let lang = w.lang();
     let (params, filter) = read_filter(lang, q);
+    let query = params
+        .as_ref()
+        .map(|p| format!("{p:?}"))
+        .unwrap_or_default();
     let format = params
         .and_then(|p| p.format)
         .unwrap_or_else(|| "csv".into());
@@ -1064,6 +1068,16 @@ pub async fn audit_export(w: Web, q: Result<Query<AuditParams>, QueryRejection>)
         Ok(e) => e.into_iter().map(event_dto).collect(),
         Err(e) => return w.fail(e).await,
     };
+    let app = &w.state.app;
+    let mut ev = app.event(
+        &w.ctx,
+        sspr_domain::audit::Activity::AuditExported,
+        sspr_domain::audit::Outcome::Success,
+    );
+    ev.actor = format!("admin:{}", s.login);
+    ev.target = "audit".into();
+    ev.details = json!({ "format": format, "rows": events.len(), "filter": query });
+    app.record(ev).await;
     let (body, kind, name) = if format == "json" {
         match serde_json::to_string_pretty(&events) {
             Ok(b) => (b, "application/json", "sspr-audit.json"),

@@ -301,6 +301,9 @@ async fn portal_an_administrator_uses_insights_policy_users_and_audit_in_both_la
     let csv = csv.as_str().unwrap();
     assert!(csv.starts_with("id,time,activity"), "{csv}");
     assert!(csv.contains("policy_changed"), "{csv}");
+    let ev = s.audit("activity=audit_exported").await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["actor"], "admin:boss");
     b.click("#admin-sign-out").await;
     b.wait_for("#go-reset").await;
     b.open(&s, "/admin/audit").await;
