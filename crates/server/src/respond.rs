@@ -38,25 +38,34 @@ pub async fn error(state: &State, ctx: &RequestCtx, e: AppError) -> Response {
     error_with_status(state, ctx, e, None).await
 }
 
+/// The error with a support code: one the service audited keeps its own; any other is
+/// audited here as a refused request.
+pub async fn audited(state: &State, ctx: &RequestCtx, e: AppError) -> AppError {
+    if e.support_code.is_some() {
+        return e;
+    }
+    let mut ev = state
+        .app
+        .event(ctx, Activity::RequestRejected, Outcome::Failure);
+    ev.reason = e.kind.code().into();
+    if e.kind == ErrorKind::Internal {
+        tracing::error!(cause = %e.log, "internal error");
+    }
+    state.app.fail(ev, e).await
+}
+
+/// Seconds to wait, as whole minutes for people (at least one).
+pub fn retry_minutes(e: &AppError) -> Option<i64> {
+    e.retry_after.map(|s| ((s + 59) / 60).max(1))
+}
+
 pub async fn error_with_status(
     state: &State,
     ctx: &RequestCtx,
     e: AppError,
     status: Option<StatusCode>,
 ) -> Response {
-    let e = match e.support_code {
-        Some(_) => e,
-        None => {
-            let mut ev = state
-                .app
-                .event(ctx, Activity::RequestRejected, Outcome::Failure);
-            ev.reason = e.kind.code().into();
-            if e.kind == ErrorKind::Internal {
-                tracing::error!(cause = %e.log, "internal error");
-            }
-            state.app.fail(ev, e).await
-        }
-    };
+    let e = audited(state, ctx, e).await;
     let status = status.unwrap_or_else(|| status_of(e.kind));
     let body = ApiError {
         error: e.kind.code().into(),

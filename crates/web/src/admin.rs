@@ -124,10 +124,7 @@ fn signin_page(
     error: Option<AppError>,
     user: &str,
 ) -> Response {
-    let retry = error
-        .as_ref()
-        .and_then(|e| e.retry_after)
-        .map(|s| ((s + 59) / 60).max(1));
+    let retry = error.as_ref().and_then(sspr_server::respond::retry_minutes);
     w.page_status(
         status,
         "admin_signin.html",

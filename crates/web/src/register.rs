@@ -22,6 +22,8 @@ use sspr_domain::questions::{ANSWER_MAX, ANSWER_MIN};
 use sspr_proto::{Answer, RegistrationStatus};
 use sspr_server::State;
 
+use sspr_server::respond::retry_minutes;
+
 use crate::web::{Posted, SESSION_COOKIE, Web, cookie};
 
 pub fn routes() -> Router<Arc<State>> {
@@ -84,10 +86,6 @@ fn signin_page(w: Web, status: StatusCode, error: Option<AppError>, user: &str) 
             "retry_minutes": error.as_ref().and_then(retry_minutes),
         }),
     )
-}
-
-fn retry_minutes(e: &AppError) -> Option<i64> {
-    e.retry_after.map(|s| ((s + 59) / 60).max(1))
 }
 
 /// GET /register: the registration page, or the sign-in form.

@@ -202,7 +202,7 @@ impl Web {
     }
 
     pub fn error_status(self, status: StatusCode, e: AppError) -> Response {
-        let retry = e.retry_after.map(|s| ((s + 59) / 60).max(1));
+        let retry = sspr_server::respond::retry_minutes(&e);
         self.page_status(
             status,
             "error.html",
@@ -231,20 +231,7 @@ impl Web {
 
     /// Audits a failure the services did not, so that it has a support code.
     pub async fn audited(&self, e: AppError) -> AppError {
-        if e.support_code.is_some() {
-            return e;
-        }
-        let app = &self.state.app;
-        let mut ev = app.event(
-            &self.ctx,
-            sspr_domain::audit::Activity::RequestRejected,
-            sspr_domain::audit::Outcome::Failure,
-        );
-        ev.reason = e.kind.code().into();
-        if e.kind == ErrorKind::Internal {
-            tracing::error!(cause = %e.log, "internal error");
-        }
-        app.fail(ev, e).await
+        sspr_server::respond::audited(&self.state, &self.ctx, e).await
     }
 
     /// `audited` then the error page.
