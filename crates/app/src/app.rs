@@ -184,27 +184,45 @@ impl App {
         what_zh: &str,
         target: &str,
     ) {
-        let now = self.now();
-        let when = sspr_domain::clock::rfc3339(now);
-        for r in recipients {
-            let what = if ctx.lang == Lang::Zh {
-                what_zh
-            } else {
-                what_en
-            };
-            let (subject, body) = crate::messages::notice(
-                ctx.lang,
-                &self.settings.organisation,
-                what,
-                &when,
-                &ctx.ip,
-            );
-            let mut m = OutboxMessage::new(Channel::Email, r, &subject, &body, now);
-            m.target = target.into();
+        for m in self.notice_messages(ctx, recipients, what_en, what_zh, target) {
             if let Err(e) = self.store.enqueue(&m).await {
                 tracing::error!(error = %e, "could not queue a notification");
             }
         }
+    }
+
+    /// The notices [`App::notify`] queues, for callers that store them in a transaction of
+    /// their own.
+    pub fn notice_messages(
+        &self,
+        ctx: &RequestCtx,
+        recipients: &[String],
+        what_en: &str,
+        what_zh: &str,
+        target: &str,
+    ) -> Vec<OutboxMessage> {
+        let now = self.now();
+        let when = sspr_domain::clock::rfc3339(now);
+        let what = if ctx.lang == Lang::Zh {
+            what_zh
+        } else {
+            what_en
+        };
+        recipients
+            .iter()
+            .map(|r| {
+                let (subject, body) = crate::messages::notice(
+                    ctx.lang,
+                    &self.settings.organisation,
+                    what,
+                    &when,
+                    &ctx.ip,
+                );
+                let mut m = OutboxMessage::new(Channel::Email, r, &subject, &body, now);
+                m.target = target.into();
+                m
+            })
+            .collect()
     }
 }
 

@@ -2,13 +2,15 @@
 //! against small traits ([`ports::Store`], [`ports::Directory`]) that the edges implement.
 //!
 //! Reading order for a newcomer: `ports` (what the outside world must provide), `app` (the
-//! wiring), then `reset` and `register` (the flows), `admin`.
+//! wiring), then `reset` and `register` (the flows), `finish` (the directory write and its
+//! recovery after a crash), `admin`.
 
 pub mod admin;
 pub mod app;
 pub mod breached;
 pub mod crypto;
 pub mod error;
+pub mod finish;
 pub mod insights;
 pub mod messages;
 pub mod ports;

@@ -81,9 +81,12 @@ pub enum Msg {
     AlreadyFinishing,
     BrowserCheckFailed,
     NotAnAdmin,
+    OutcomeUnknown,
+    AlreadyChanged,
+    ChangedStillLocked,
 }
 
-pub const ALL_MSGS: [Msg; 42] = [
+pub const ALL_MSGS: [Msg; 45] = [
     Msg::EnterUserId,
     Msg::ChooseMethod,
     Msg::RegistrationRequired,
@@ -126,6 +129,9 @@ pub const ALL_MSGS: [Msg; 42] = [
     Msg::AlreadyFinishing,
     Msg::BrowserCheckFailed,
     Msg::NotAnAdmin,
+    Msg::OutcomeUnknown,
+    Msg::AlreadyChanged,
+    Msg::ChangedStillLocked,
 ];
 
 pub fn t(lang: Lang, m: Msg) -> &'static str {
@@ -267,6 +273,22 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
             "This reset is already being completed. Wait a moment and check again."
         }
         (Lang::Zh, AlreadyFinishing) => "此重置正在完成中。请稍候再查看。",
+        (Lang::En, OutcomeUnknown) => {
+            "We could not confirm whether your password was changed. Wait a minute, then sign in with the new password; if it does not work, come back here and try again."
+        }
+        (Lang::Zh, OutcomeUnknown) => {
+            "无法确认密码是否已更改。请等待一分钟，然后用新密码登录；如果不成功，请回到这里重试。"
+        }
+        (Lang::En, AlreadyChanged) => {
+            "Your password was already changed, to the one you chose before the interruption; the password you just typed was not used. Sign in with the earlier one."
+        }
+        (Lang::Zh, AlreadyChanged) => {
+            "你的密码已在中断前更改为你当时输入的密码；刚才输入的密码未被使用。请用之前的新密码登录。"
+        }
+        (Lang::En, ChangedStillLocked) => {
+            "Your password was changed, but your account is still locked. Contact your helpdesk to unlock it."
+        }
+        (Lang::Zh, ChangedStillLocked) => "密码已更改，但账户仍处于锁定状态。请联系服务台解锁。",
     }
 }
 

@@ -34,6 +34,23 @@ pub struct FlowRecord {
     pub expires_at: UnixTime,
     pub client_type: ClientType,
     pub client_ip: String,
+    /// When the directory write began (state `Finishing`); 0 before.
+    pub finishing_at: UnixTime,
+    /// The directory's password stamp read just before the write (see
+    /// [`Directory::password_stamp`]); compared after a crash to learn whether it landed.
+    pub dir_stamp: Option<String>,
+}
+
+/// Everything that records a finished directory write, stored in one transaction so that a
+/// changed password never lacks its audit event or its notices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub flow_id: String,
+    pub user_id: String,
+    pub event: AuditEvent,
+    pub notices: Vec<OutboxMessage>,
+    /// Throttle keys a success clears.
+    pub clear: Vec<String>,
 }
 
 /// A one-time code: email or SMS at reset, or confirming a new address at registration.
@@ -206,6 +223,26 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     async fn flow_questions(&self, id: &str, questions: &[String]) -> StoreResult<()>;
     async fn flow_transition(&self, id: &str, from: FlowState, to: FlowState) -> StoreResult<bool>;
+    /// `Verified → Finishing`, recording when the write began and the directory's stamp read
+    /// just before it. Exactly one caller gets `true`: the gate to the directory write.
+    async fn flow_begin_finish(
+        &self,
+        id: &str,
+        at: UnixTime,
+        stamp: Option<&str>,
+    ) -> StoreResult<bool>;
+    /// `Finishing → Verified`, only if the write that began at `at` is still the current one
+    /// (a later attempt is never undone by a late reconciler).
+    async fn flow_abort_finish(&self, id: &str, at: UnixTime) -> StoreResult<bool>;
+    /// Records a finished write in one transaction: the flow completed (from any open
+    /// state: a writer that landed always records it), the user's other open flows closed,
+    /// the counters cleared, the audit event stored, the notices queued.
+    async fn flow_complete(&self, done: &Completion) -> StoreResult<()>;
+    /// Flows whose write began before `before` and never settled (a crash, a hung directory).
+    async fn flows_finishing(&self, before: UnixTime, limit: u32) -> StoreResult<Vec<FlowRecord>>;
+    /// Marks open flows that expired before `now` as abandoned and returns them, each once.
+    async fn take_abandoned_flows(&self, now: UnixTime, limit: u32)
+    -> StoreResult<Vec<FlowRecord>>;
     /// Ends every other open flow of the user (a success revokes the rest).
     async fn close_other_flows(&self, user_id: &str, keep: &str) -> StoreResult<()>;
 
@@ -352,6 +389,14 @@ pub trait Directory: Send + Sync + 'static {
     async fn password_rules_for(&self, user: &DirUser) -> Result<Vec<String>, DirError> {
         let _ = user;
         self.password_rules().await
+    }
+    /// A value that changes whenever the user's password is written (OpenLDAP
+    /// `pwdChangedTime`, AD `pwdLastSet`, the built-in directory's own hash), read before a
+    /// write and again after a crash or a timeout to learn whether the write landed. `None`
+    /// when the directory shows nothing that tells: the outcome is then reported as unknown.
+    async fn password_stamp(&self, user: &DirUser) -> Result<Option<String>, DirError> {
+        let _ = user;
+        Ok(None)
     }
     /// Whether the directory is reachable (readiness).
     async fn ping(&self) -> Result<(), DirError>;

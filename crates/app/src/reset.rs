@@ -117,6 +117,8 @@ impl App {
             expires_at: now + limits.flow_ttl_secs,
             client_type: ctx.client_type,
             client_ip: ctx.ip.clone(),
+            finishing_at: 0,
+            dir_stamp: None,
         };
         ev.flow_id = Some(short_id(&flow.id));
         if let (Ok(req), Some(u)) = (&verdict, &found) {
@@ -431,6 +433,13 @@ impl App {
     ) -> Result<FlowResponse, AppError> {
         let flow = self.open_flow(ctx, flow_token).await?;
         let mut ev = self.flow_event(ctx, &flow, Activity::ResetPassword);
+        if flow.state == FlowState::Completed && flow.kind == FlowKind::Reset {
+            // Settled after an interruption: the password chosen then is the one in force.
+            return Err(AppError::new(
+                ErrorKind::Conflict,
+                ctx.t(Msg::AlreadyChanged),
+            ));
+        }
         if flow.kind != FlowKind::Reset || flow.state != FlowState::Verified {
             ev.reason = "not_verified".into();
             return Err(self
@@ -482,6 +491,10 @@ impl App {
     ) -> Result<FlowResponse, AppError> {
         let flow = self.open_flow(ctx, flow_token).await?;
         let mut ev = self.flow_event(ctx, &flow, Activity::UnlockAccount);
+        if flow.state == FlowState::Completed && flow.kind == FlowKind::Unlock {
+            // Settled after an interruption: the account is unlocked; unlocking is idempotent.
+            return Ok(self.flow_response(ctx, &flow, &[]));
+        }
         if flow.kind != FlowKind::Unlock || flow.state != FlowState::Verified {
             ev.reason = "not_verified".into();
             return Err(self
@@ -494,114 +507,6 @@ impl App {
         self.finish(ctx, &flow, ev, None).await
     }
 
-    async fn finish(
-        &self,
-        ctx: &RequestCtx,
-        flow: &FlowRecord,
-        ev: sspr_domain::AuditEvent,
-        new_password: Option<&str>,
-    ) -> Result<FlowResponse, AppError> {
-        // Only one request may write: Verified → Finishing is the gate.
-        if !self
-            .store
-            .flow_transition(&flow.id, FlowState::Verified, FlowState::Finishing)
-            .await?
-        {
-            return Err(self
-                .fail(
-                    ev,
-                    AppError::new(ErrorKind::Conflict, ctx.t(Msg::AlreadyFinishing)),
-                )
-                .await);
-        }
-        let result = match self.directory.find_user(&flow.login).await {
-            Ok(Some(user)) if user.id == flow.user_id => match new_password {
-                Some(p) => self.directory.reset_password(&user, p).await.map(|_| user),
-                None => self.directory.unlock(&user).await.map(|_| user),
-            },
-            Ok(_) => Err(DirError::Other(
-                "the account changed or vanished during the flow".into(),
-            )),
-            Err(e) => Err(e),
-        };
-        let user = match result {
-            Ok(u) => u,
-            Err(e) => {
-                // Nothing was changed: let the user try again within the flow's lifetime.
-                self.store
-                    .flow_transition(&flow.id, FlowState::Finishing, FlowState::Verified)
-                    .await?;
-                return Err(match e {
-                    DirError::Rejected(r) => {
-                        let mut ev = ev;
-                        ev.activity = sspr_domain::Activity::PasswordRejected;
-                        ev.reason = format!(
-                            "directory:{}",
-                            r.iter().map(|x| x.code()).collect::<Vec<_>>().join(",")
-                        );
-                        self.fail(ev, AppError::password(&r, ctx.lang.tag())).await
-                    }
-                    other => self.directory_failure(ctx, ev, other).await,
-                });
-            }
-        };
-        self.store
-            .flow_transition(&flow.id, FlowState::Finishing, FlowState::Completed)
-            .await?;
-        self.store
-            .close_other_flows(&flow.user_id, &flow.id)
-            .await?;
-        // A success clears the failure counters and any block (as in Azure AD).
-        self.store
-            .clear_throttle(&[
-                keys::account_failures(&flow.user_id),
-                keys::account_codes(&flow.user_id),
-                keys::account_block(&flow.user_id),
-            ])
-            .await?;
-        let mut ev = ev;
-        ev.details =
-            serde_json::json!({ "verified": flow.verified, "privileged": flow.privileged });
-        self.record(ev).await;
-
-        let policy = self.policy().await?;
-        let records = self.store.methods(&flow.user_id).await?;
-        let reset = new_password.is_some();
-        if policy.notify_user {
-            let to = self.notice_addresses(&user, &records);
-            let (en, zh) = if reset {
-                ("Your password was reset", "你的密码已被重置")
-            } else {
-                ("Your account was unlocked", "你的账户已被解锁")
-            };
-            self.notify(ctx, &to, en, zh, &flow.login).await;
-        }
-        if reset
-            && flow.privileged
-            && policy.notify_admins_on_admin_reset
-            && !policy.admin_notify.is_empty()
-        {
-            let en = format!(
-                "The password of administrator {} was reset through self-service",
-                flow.login
-            );
-            let zh = format!("管理员 {} 通过自助服务重置了密码", flow.login);
-            self.notify(ctx, &policy.admin_notify, &en, &zh, &flow.login)
-                .await;
-        }
-        let done = FlowRecord {
-            state: FlowState::Completed,
-            ..flow.clone()
-        };
-        let mut r = self.flow_response(ctx, &done, &records);
-        r.message = ctx.t(if reset {
-            Msg::PasswordChanged
-        } else {
-            Msg::AccountUnlocked
-        });
-        Ok(r)
-    }
-
     // -----------------------------------------------------------------------------------------
 
     async fn open_flow(&self, ctx: &RequestCtx, flow_token: &str) -> Result<FlowRecord, AppError> {
@@ -609,13 +514,30 @@ impl App {
         if flow_token.len() != 32 {
             return Err(invalid());
         }
-        let Some(flow) = self.store.flow(&token_hash(flow_token)).await? else {
+        let id = token_hash(flow_token);
+        let Some(mut flow) = self.store.flow(&id).await? else {
             return Err(invalid());
         };
-        if flow.state == FlowState::Ineligible || flow.state == FlowState::Completed {
+        if flow.state == FlowState::Finishing {
+            // A write that began and never settled (a crash, a lost answer): settled now if
+            // its lease has run out, else the user is asked to wait.
+            self.meet_finishing(ctx, &flow).await?;
+            flow = self.store.flow(&id).await?.ok_or_else(invalid)?;
+            // Settled to completed: the caller reports it (status, or "already changed").
+            if flow.state == FlowState::Completed {
+                return Ok(flow);
+            }
+        }
+        if matches!(
+            flow.state,
+            FlowState::Ineligible | FlowState::Completed | FlowState::Abandoned
+        ) {
             return Err(invalid());
         }
-        if self.now() >= flow.expires_at {
+        // A clock set back makes `now` earlier than the start: such a flow is treated as
+        // expired rather than granted the jump as extra time.
+        let now = self.now();
+        if now >= flow.expires_at || now < flow.created_at {
             let mut ev = self.flow_event(ctx, &flow, Activity::FlowExpired);
             ev.reason = "expired".into();
             return Err(self.fail(ev, invalid()).await);
@@ -937,7 +859,7 @@ impl App {
         )))
     }
 
-    fn notice_addresses(&self, user: &DirUser, records: &[MethodRecord]) -> Vec<String> {
+    pub(crate) fn notice_addresses(&self, user: &DirUser, records: &[MethodRecord]) -> Vec<String> {
         let mut to: Vec<String> = records
             .iter()
             .filter(|r| r.method == Method::Email && r.status == MethodStatus::Active)
@@ -951,7 +873,7 @@ impl App {
         to
     }
 
-    fn flow_response(
+    pub(crate) fn flow_response(
         &self,
         ctx: &RequestCtx,
         flow: &FlowRecord,

@@ -163,7 +163,7 @@ async fn main() {
     cfg.limits.ip_failures = big;
     cfg.log_level = "error".into();
     std::fs::create_dir_all(&cfg.data_dir).unwrap();
-    let rt = sspr::runtime::build(cfg.clone(), Arc::new(SystemClock))
+    let rt = sspr::runtime::build(cfg.clone(), Arc::new(SystemClock::new()))
         .await
         .unwrap();
     eprintln!("creating {USERS} registered users…");
@@ -195,7 +195,7 @@ async fn main() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(sspr::serve::run_with(
         cfg.clone(),
-        Arc::new(SystemClock),
+        Arc::new(SystemClock::new()),
         listener,
         async move {
             let _ = stop_rx.await;

@@ -107,7 +107,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         other => {
             serve::init_cli_logging();
-            let rt = runtime::build(cfg, std::sync::Arc::new(sspr_domain::SystemClock)).await?;
+            let rt =
+                runtime::build(cfg, std::sync::Arc::new(sspr_domain::SystemClock::new())).await?;
             match other {
                 Command::Users(c) => commands::users(c, &rt).await,
                 Command::Policy(c) => commands::policy(c, &rt).await,

@@ -41,7 +41,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.listen
         )
     })?;
-    run_with(cfg, Arc::new(SystemClock), listener, shutdown_signal()).await
+    run_with(
+        cfg,
+        Arc::new(SystemClock::new()),
+        listener,
+        shutdown_signal(),
+    )
+    .await
 }
 
 /// What `run` does, with the clock, the socket and the stop signal handed in (for tests).
@@ -119,16 +125,28 @@ fn build_worker(rt: &Runtime, clock: Arc<dyn Clock>) -> anyhow::Result<OutboxWor
     ))
 }
 
-/// Expired flows, sessions, codes and counters are deleted every ten minutes.
+/// Settles interrupted directory writes and reports abandoned flows at start and then every
+/// few seconds; deletes expired flows, sessions, codes and counters every ten minutes.
 async fn housekeeping(app: Arc<sspr_app::App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let sweep_every =
+        Duration::from_secs((app.settings.limits.finish_lease_secs / 4).clamp(1, 15) as u64);
+    let mut last_purge: Option<tokio::time::Instant> = None;
     loop {
-        match app.store.purge_expired(app.now()).await {
-            Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired rows"),
+        match app.sweep_flows().await {
+            Ok(n) if n > 0 => tracing::info!(flows = n, "settled or reported flows"),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+            Err(e) => tracing::warn!(error = %e, "flow sweep failed"),
+        }
+        if last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)) {
+            last_purge = Some(tokio::time::Instant::now());
+            match app.store.purge_expired(app.now()).await {
+                Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired rows"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+            }
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = tokio::time::sleep(sweep_every) => {}
             _ = stop.changed() => return,
         }
     }

@@ -56,6 +56,12 @@ pub enum Activity {
     ResetPassword,
     UnlockAccount,
     FlowExpired,
+    /// A flow that ended without finishing (never completed before it expired).
+    ResetAbandoned,
+    UnlockAbandoned,
+    /// A directory write whose result could not be established (a timeout, a crash, an
+    /// unreadable stamp): the password may or may not have changed.
+    OutcomeUnknown,
     DeliveryFailed,
     // Registration.
     RegistrationSignIn,
@@ -80,7 +86,7 @@ pub enum Activity {
 }
 
 impl Activity {
-    pub const ALL: [Activity; 27] = [
+    pub const ALL: [Activity; 30] = [
         Self::ResetStarted,
         Self::UnlockStarted,
         Self::CodeSent,
@@ -92,6 +98,9 @@ impl Activity {
         Self::ResetPassword,
         Self::UnlockAccount,
         Self::FlowExpired,
+        Self::ResetAbandoned,
+        Self::UnlockAbandoned,
+        Self::OutcomeUnknown,
         Self::DeliveryFailed,
         Self::RegistrationSignIn,
         Self::SecurityInfoAdded,
@@ -123,6 +132,9 @@ impl Activity {
             Self::ResetPassword => "reset_password",
             Self::UnlockAccount => "unlock_account",
             Self::FlowExpired => "flow_expired",
+            Self::ResetAbandoned => "reset_abandoned",
+            Self::UnlockAbandoned => "unlock_abandoned",
+            Self::OutcomeUnknown => "outcome_unknown",
             Self::DeliveryFailed => "delivery_failed",
             Self::RegistrationSignIn => "registration_sign_in",
             Self::SecurityInfoAdded => "security_info_added",

@@ -10,15 +10,75 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> UnixTime;
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
+/// The server's clock: Unix seconds that follow the monotonic clock and only drift towards the
+/// wall clock, at most one second per ten. A wall-clock step (an administrator setting the
+/// date, NTP stepping, a VM resumed) therefore neither revives an expired code nor empties a
+/// rate-limit window: set back an hour, the server's time keeps running forward and catches
+/// up with the wall clock over ten hours. It never runs backwards.
+pub struct SystemClock {
+    wall: Box<dyn Fn() -> f64 + Send + Sync>,
+    mono: Box<dyn Fn() -> f64 + Send + Sync>,
+    /// (monotonic seconds, server seconds) at the last reading.
+    last: std::sync::Mutex<Option<(f64, f64)>>,
+}
+
+impl std::fmt::Debug for SystemClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SystemClock").finish_non_exhaustive()
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SystemClock {
+    pub fn new() -> Self {
+        let origin = std::time::Instant::now();
+        Self::with_sources(
+            || {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0)
+            },
+            move || origin.elapsed().as_secs_f64(),
+        )
+    }
+
+    /// With the wall and monotonic readings handed in (tests).
+    pub fn with_sources(
+        wall: impl Fn() -> f64 + Send + Sync + 'static,
+        mono: impl Fn() -> f64 + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            wall: Box::new(wall),
+            mono: Box::new(mono),
+            last: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// At most this share of elapsed time is spent catching up with the wall clock.
+const SLEW: f64 = 0.1;
 
 impl Clock for SystemClock {
     fn now(&self) -> UnixTime {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
+        let (wall, mono) = ((self.wall)(), (self.mono)());
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = match *last {
+            None => wall,
+            Some((m0, t0)) => {
+                let dt = (mono - m0).max(0.0);
+                let predicted = t0 + dt;
+                let max = dt * SLEW;
+                predicted + (wall - predicted).clamp(-max, max)
+            }
+        };
+        *last = Some((mono, now));
+        now.floor() as i64
     }
 }
 
@@ -98,6 +158,67 @@ pub fn parse_rfc3339(s: &str) -> Option<UnixTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake wall and monotonic clock for [`SystemClock`].
+    fn fake() -> (Arc<std::sync::Mutex<(f64, f64)>>, SystemClock) {
+        let t = Arc::new(std::sync::Mutex::new((1_000_000.0, 0.0)));
+        let (a, b) = (t.clone(), t.clone());
+        let c = SystemClock::with_sources(
+            move || a.lock().map(|g| g.0).unwrap_or(0.0),
+            move || b.lock().map(|g| g.1).unwrap_or(0.0),
+        );
+        (t, c)
+    }
+
+    fn tick(t: &std::sync::Mutex<(f64, f64)>, secs: f64) {
+        let mut g = t.lock().unwrap();
+        g.0 += secs;
+        g.1 += secs;
+    }
+
+    #[test]
+    fn a_wall_clock_set_back_an_hour_does_not_turn_the_server_clock_back() {
+        let (t, c) = fake();
+        let start = c.now();
+        tick(&t, 60.0);
+        assert_eq!(c.now(), start + 60);
+        t.lock().unwrap().0 -= 3900.0;
+        let mut prev = c.now();
+        for _ in 0..600 {
+            tick(&t, 1.0);
+            let now = c.now();
+            assert!(now >= prev, "never backwards");
+            prev = now;
+        }
+        // Ten minutes later the server's clock has moved forward at least 9 of them.
+        assert!(prev >= start + 60 + 540, "{prev} vs {start}");
+    }
+
+    #[test]
+    fn a_wall_clock_set_forward_a_day_moves_the_server_clock_a_tenth_faster_at_most() {
+        let (t, c) = fake();
+        let start = c.now();
+        t.lock().unwrap().0 += 86_400.0;
+        for _ in 0..600 {
+            tick(&t, 1.0);
+        }
+        let now = c.now();
+        assert!(now <= start + 660, "{now} vs {start}: at most 10% faster");
+        assert!(now >= start + 600);
+    }
+
+    #[test]
+    fn the_server_clock_catches_up_with_a_corrected_wall_clock() {
+        let (t, c) = fake();
+        c.now();
+        t.lock().unwrap().0 -= 30.0;
+        for _ in 0..400 {
+            tick(&t, 1.0);
+            c.now();
+        }
+        let wall = t.lock().unwrap().0 as i64;
+        assert!((c.now() - wall).abs() <= 1);
+    }
 
     #[test]
     fn rfc3339_round_trips() {

@@ -43,6 +43,8 @@ pub enum FlowState {
     Completed,
     /// Not eligible from the start. Stored so that unknown and known users cost the same.
     Ineligible,
+    /// Expired before it finished; reported once in the audit log as abandoned.
+    Abandoned,
 }
 
 impl FlowState {
@@ -53,6 +55,7 @@ impl FlowState {
             Self::Finishing => "finishing",
             Self::Completed => "completed",
             Self::Ineligible => "ineligible",
+            Self::Abandoned => "abandoned",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -62,6 +65,7 @@ impl FlowState {
             Self::Finishing,
             Self::Completed,
             Self::Ineligible,
+            Self::Abandoned,
         ]
         .into_iter()
         .find(|x| x.as_str() == s)

@@ -43,6 +43,10 @@ pub struct Limits {
     pub argon2_concurrency: usize,
     /// A request that waits longer than this for an Argon2 slot is answered 503.
     pub argon2_queue_timeout_ms: u64,
+    /// A directory write still unsettled this many seconds after it began is taken as
+    /// interrupted (a crash, a lost answer) and settled by asking the directory whether it
+    /// landed. Longer than the slowest write; the in-request write is cut off at half of it.
+    pub finish_lease_secs: i64,
 }
 
 impl Default for Limits {
@@ -71,6 +75,7 @@ impl Default for Limits {
             block_secs: 24 * 3600,
             argon2_concurrency: 2,
             argon2_queue_timeout_ms: 5_000,
+            finish_lease_secs: 60,
         }
     }
 }
@@ -114,6 +119,9 @@ impl Limits {
         }
         if !(60..=7 * 24 * 3600).contains(&self.block_secs) {
             e.push("limits.block_secs must be between 60 seconds and 7 days".into());
+        }
+        if !(2..=3600).contains(&self.finish_lease_secs) {
+            e.push("limits.finish_lease_secs must be between 2 and 3600 seconds".into());
         }
         if !(1..=64).contains(&self.argon2_concurrency) {
             e.push(

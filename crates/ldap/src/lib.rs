@@ -661,6 +661,10 @@ impl Directory for LdapDirectory {
         self.rules_for_login(&user.login).await
     }
 
+    async fn password_stamp(&self, user: &DirUser) -> Result<Option<String>, DirError> {
+        pooled_read!(self, |l| self.stamp_on(l, user))
+    }
+
     /// Reads the root DSE over a pooled connection.
     async fn ping(&self) -> Result<(), DirError> {
         pooled_read!(self, |l| async {
@@ -948,6 +952,73 @@ impl LdapDirectory {
         }
         // A reset also unlocks, as in Azure AD and every peer.
         self.remove_lock(ldap, dn).await
+    }
+
+    /// What changes when the password is written: AD's `pwdLastSet` (100 ns resolution);
+    /// OpenLDAP's `pwdChangedTime` (ppolicy) and, where the service account may read it, a
+    /// digest of `userPassword`. With must-change-after-reset AD sets `pwdLastSet` to 0,
+    /// which it may already be, so `uSNChanged` joins the stamp there.
+    async fn stamp_on(&self, ldap: &mut Ldap, user: &DirUser) -> Result<Option<String>, DirError> {
+        let filter = self
+            .cfg
+            .user_filter
+            .replace("{login}", &ldap_escape(&user.login));
+        let attrs = vec![
+            "entryUUID",
+            "objectGUID",
+            "pwdChangedTime",
+            "userPassword",
+            "pwdLastSet",
+            "uSNChanged",
+        ];
+        let (entries, _) = ldap
+            .search(&self.cfg.base_dn, Scope::Subtree, &filter, attrs)
+            .await
+            .map_err(unavailable)?
+            .success()
+            .map_err(unavailable)?;
+        let Some(e) = entries.into_iter().next().map(SearchEntry::construct) else {
+            return Err(DirError::Other(format!("ldap: {} vanished", user.login)));
+        };
+        if entry_id(&e) != user.id {
+            return Err(DirError::Other(format!(
+                "ldap: {} is no longer the same entry",
+                user.login
+            )));
+        }
+        let mut parts = Vec::new();
+        match self.cfg.flavor {
+            Flavor::Ad => {
+                if let Some(v) = first(&e, "pwdLastSet") {
+                    parts.push(format!("pwdLastSet={v}"));
+                    if self.cfg.must_change_after_reset
+                        && let Some(usn) = first(&e, "uSNChanged")
+                    {
+                        parts.push(format!("uSNChanged={usn}"));
+                    }
+                }
+            }
+            Flavor::OpenLdap => {
+                if let Some(v) = first(&e, "pwdChangedTime") {
+                    parts.push(format!("pwdChangedTime={v}"));
+                }
+                let mut pw = binary_values(&e, "userPassword");
+                if !pw.is_empty() {
+                    pw.sort();
+                    let joined: String = pw.iter().flatten().map(|b| format!("{b:02x}")).collect();
+                    parts.push(format!(
+                        "userPassword={}",
+                        sspr_app::crypto::token_hash(&joined)
+                    ));
+                }
+            }
+        }
+        // Nothing readable that tells: the caller reports an unknown outcome instead of a guess.
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        // A stamp is stored until the flow settles: only a digest, never a password hash.
+        Ok(Some(sspr_app::crypto::token_hash(&parts.join(";"))))
     }
 
     async fn dn_of(&self, user: &DirUser) -> Result<String, DirError> {

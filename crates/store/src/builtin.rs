@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sspr_app::crypto::HashPool;
+use sspr_app::crypto::{HashPool, token_hash};
 use sspr_app::ports::{DirError, DirUser, Directory, UserFlag, UserRecord, UserStore};
 use sspr_domain::identity::canonical_login;
 use sspr_domain::{Clock, Random, Rejection};
@@ -205,6 +205,17 @@ impl Directory for BuiltinDirectory {
             .await
             .map_err(derr)
             .map(|_| ())
+    }
+
+    /// A digest of the stored hash: every write stores a freshly salted hash, so it changes
+    /// with each reset, even to the same password.
+    async fn password_stamp(&self, user: &DirUser) -> Result<Option<String>, DirError> {
+        Ok(self
+            .users
+            .user(&user.id)
+            .await
+            .map_err(derr)?
+            .map(|u| token_hash(&u.password_hash)))
     }
 
     async fn password_rules(&self) -> Result<Vec<String>, DirError> {

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use sspr_app::ports::{
-    AuditFilter, Channel, CodeRecord, FlowRecord, MethodRecord, MethodStatus, OutboxMessage,
-    SessionRecord, Store, StoreError, StoreResult, UserFlag, UserRecord, UserStore,
+    AuditFilter, Channel, CodeRecord, Completion, FlowRecord, MethodRecord, MethodStatus,
+    OutboxMessage, SessionRecord, Store, StoreError, StoreResult, UserFlag, UserRecord, UserStore,
 };
 use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
 use sspr_domain::clock::UnixTime;
@@ -20,7 +20,10 @@ use sspr_domain::{FlowKind, FlowState, Method, Policy};
 use crate::codec::{err, join, methods_csv, parse_methods, split};
 
 /// Versioned migrations, applied in order, each once, each in its own transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_finish.sql")),
+];
 
 /// Advisory lock key ("ssprmig") held while migrating, so instances starting together apply
 /// each migration once. Advisory locks are per database, not per schema: instances on other
@@ -202,6 +205,8 @@ fn flow_from(r: &PgRow) -> StoreResult<FlowRecord> {
         expires_at: r.try_get("expires_at").map_err(err)?,
         client_type: ClientType::parse(&g("client_type")?).unwrap_or_default(),
         client_ip: g("client_ip")?,
+        finishing_at: r.try_get("finishing_at").map_err(err)?,
+        dir_stamp: r.try_get("dir_stamp").map_err(err)?,
     })
 }
 
@@ -309,8 +314,8 @@ impl Store for PgStore {
     async fn insert_flow(&self, f: &FlowRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO flows (id, kind, state, user_id, login, display_name, privileged, required, usable, verified,
-                                questions, created_at, expires_at, client_type, client_ip)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                                questions, created_at, expires_at, client_type, client_ip, finishing_at, dir_stamp)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(&f.id)
         .bind(f.kind.as_str())
@@ -327,6 +332,8 @@ impl Store for PgStore {
         .bind(f.expires_at)
         .bind(f.client_type.as_str())
         .bind(&f.client_ip)
+        .bind(f.finishing_at)
+        .bind(&f.dir_stamp)
         .execute(&self.pool)
         .await
         .map_err(err)?;
@@ -399,6 +406,108 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn flow_begin_finish(
+        &self,
+        id: &str,
+        at: UnixTime,
+        stamp: Option<&str>,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE flows SET state = 'finishing', finishing_at = $1, dir_stamp = $2
+             WHERE id = $3 AND state = 'verified'",
+        )
+        .bind(at)
+        .bind(stamp)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn flow_abort_finish(&self, id: &str, at: UnixTime) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE flows SET state = 'verified'
+             WHERE id = $1 AND state = 'finishing' AND finishing_at = $2",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn flow_complete(&self, done: &Completion) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query("UPDATE flows SET state = 'completed' WHERE id = $1")
+            .bind(&done.flow_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query(
+            "UPDATE flows SET state = 'completed'
+             WHERE user_id = $1 AND id <> $2 AND state IN ('verifying', 'verified')",
+        )
+        .bind(&done.user_id)
+        .bind(&done.flow_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        for k in &done.clear {
+            for sql in [
+                "DELETE FROM throttle_hits WHERE key = $1",
+                "DELETE FROM throttle_blocks WHERE key = $1",
+            ] {
+                sqlx::query(sql)
+                    .bind(k)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+            }
+        }
+        insert_audit(&mut *tx, &done.event).await?;
+        for m in &done.notices {
+            insert_outbox(&mut tx, m).await?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    async fn flows_finishing(&self, before: UnixTime, limit: u32) -> StoreResult<Vec<FlowRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM flows WHERE state = 'finishing' AND finishing_at < $1
+             ORDER BY finishing_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter().map(flow_from).collect()
+    }
+
+    async fn take_abandoned_flows(
+        &self,
+        now: UnixTime,
+        limit: u32,
+    ) -> StoreResult<Vec<FlowRecord>> {
+        // One statement: two instances sweeping at once each get a disjoint set.
+        let rows = sqlx::query(
+            "UPDATE flows SET state = 'abandoned'
+             WHERE id IN (SELECT id FROM flows
+                          WHERE state IN ('verifying', 'verified') AND expires_at <= $1
+                          ORDER BY expires_at LIMIT $2)
+               AND state IN ('verifying', 'verified')
+             RETURNING *",
+        )
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter().map(flow_from).collect()
+    }
+
     async fn issue_code(&self, code: &CodeRecord, m: &OutboxMessage) -> StoreResult<i64> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         // Two concurrent issues for one owner would each retire only the codes they can see
@@ -449,7 +558,7 @@ impl Store for PgStore {
     async fn consume_code(&self, id: i64, now: UnixTime, max_attempts: u32) -> StoreResult<bool> {
         let r = sqlx::query(
             "UPDATE codes SET used = TRUE
-             WHERE id = $1 AND used = FALSE AND delivery_failed = FALSE AND expires_at > $2 AND attempts < $3",
+             WHERE id = $1 AND used = FALSE AND delivery_failed = FALSE AND expires_at > $2 AND created_at <= $2 AND attempts < $3",
         )
         .bind(id)
         .bind(now)
@@ -894,25 +1003,8 @@ impl Store for PgStore {
     }
 
     async fn audit(&self, e: &AuditEvent) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit (at, activity, actor, target, client_ip, client_type, outcome, reason, flow_id, support_code, details)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(e.at)
-        .bind(e.activity.as_str())
-        .bind(&e.actor)
-        .bind(&e.target)
-        .bind(&e.client_ip)
-        .bind(e.client_type.as_str())
-        .bind(e.outcome.as_str())
-        .bind(&e.reason)
-        .bind(&e.flow_id)
-        .bind(&e.support_code)
-        .bind(e.details.to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        insert_audit(&mut *conn, e).await
     }
 
     async fn audit_query(&self, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
@@ -1030,7 +1122,11 @@ impl Store for PgStore {
         // Keep a day of history past expiry for the helpdesk; counters keep 8 days (the
         // longest configurable block is 7).
         for (sql, cutoff) in [
-            ("DELETE FROM flows WHERE expires_at < $1", now - 86_400),
+            (
+                // A flow still finishing waits for its reconciliation, however old.
+                "DELETE FROM flows WHERE expires_at < $1 AND state <> 'finishing'",
+                now - 86_400,
+            ),
             ("DELETE FROM sessions WHERE expires_at < $1", now),
             ("DELETE FROM codes WHERE expires_at < $1", now - 86_400),
             ("DELETE FROM throttle_hits WHERE at < $1", now - 8 * 86_400),
@@ -1045,6 +1141,28 @@ impl Store for PgStore {
         }
         Ok(n)
     }
+}
+
+async fn insert_audit(conn: &mut sqlx::PgConnection, e: &AuditEvent) -> StoreResult<()> {
+    sqlx::query(
+            "INSERT INTO audit (at, activity, actor, target, client_ip, client_type, outcome, reason, flow_id, support_code, details)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(e.at)
+        .bind(e.activity.as_str())
+        .bind(&e.actor)
+        .bind(&e.target)
+        .bind(&e.client_ip)
+        .bind(e.client_type.as_str())
+        .bind(e.outcome.as_str())
+        .bind(&e.reason)
+        .bind(&e.flow_id)
+        .bind(&e.support_code)
+        .bind(e.details.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+    Ok(())
 }
 
 async fn insert_outbox(tx: &mut Transaction<'_, Postgres>, m: &OutboxMessage) -> StoreResult<i64> {

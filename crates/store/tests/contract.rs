@@ -12,9 +12,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
-use sspr_app::ports::{Channel, CodeRecord, MethodRecord, MethodStatus, OutboxMessage, Store};
+use sspr_app::ports::{
+    Channel, CodeRecord, Completion, FlowRecord, MethodRecord, MethodStatus, OutboxMessage, Store,
+};
 use sspr_domain::Method;
+use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
+use sspr_domain::{FlowKind, FlowState};
 use sspr_store::{PgStore, SqliteStore};
+
+/// The newest migration both stores apply.
+const LATEST_SCHEMA: i64 = 2;
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
@@ -132,6 +139,10 @@ contract_tests!(
     outbox_lease_expires_and_is_claimed_again,
     pending_address_waits_beside_the_active_one,
     totp_steps_are_single_use,
+    one_writer_passes_the_finish_gate_and_its_completion_is_one_transaction,
+    a_late_reconciler_never_reopens_a_newer_attempt,
+    abandoned_flows_are_reported_once_and_finishing_flows_are_kept,
+    a_code_is_dead_when_the_clock_reads_before_its_creation,
 );
 
 fn code(owner: &str, mac: &str, expires_at: i64) -> CodeRecord {
@@ -276,7 +287,7 @@ async fn migrations_are_idempotent_and_the_file_is_private() {
     let p = dir.path().join("t.db");
     drop(SqliteStore::open(&p).await.unwrap());
     let s = SqliteStore::open(&p).await.unwrap();
-    assert_eq!(s.schema_version().await.unwrap(), 1);
+    assert_eq!(s.schema_version().await.unwrap(), LATEST_SCHEMA);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
@@ -419,14 +430,14 @@ mod postgres_instances {
         }
         while let Some(r) = set.join_next().await {
             let s = r.unwrap().unwrap();
-            assert_eq!(s.schema_version().await.unwrap(), 1);
+            assert_eq!(s.schema_version().await.unwrap(), LATEST_SCHEMA);
         }
         let s = schema.instance().await;
         let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
             .fetch_one(s.pool())
             .await
             .unwrap();
-        assert_eq!(rows, 1);
+        assert_eq!(rows, LATEST_SCHEMA, "each migration applied once");
     }
 
     #[tokio::test]
@@ -438,7 +449,7 @@ mod postgres_instances {
             schema.url, schema.name
         );
         let s = PgStore::connect(&url).await.unwrap();
-        assert_eq!(s.schema_version().await.unwrap(), 1);
+        assert_eq!(s.schema_version().await.unwrap(), LATEST_SCHEMA);
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'outbox'",
         )
@@ -485,4 +496,145 @@ async fn concurrent_hits_never_exceed_a_window(s: Arc<dyn Store>) {
     );
     // Hits at or before `since` have left the window.
     assert!(s.hit_within("codes:u", 200, 100, 5).await.unwrap());
+}
+
+fn flow(id: &str, user: &str, state: FlowState, expires_at: i64) -> FlowRecord {
+    FlowRecord {
+        id: id.into(),
+        kind: FlowKind::Reset,
+        state,
+        user_id: user.into(),
+        login: user.into(),
+        display_name: String::new(),
+        privileged: false,
+        required: 1,
+        usable: vec![Method::Email],
+        verified: vec![Method::Email],
+        questions: Vec::new(),
+        created_at: 0,
+        expires_at,
+        client_type: ClientType::Browser,
+        client_ip: "192.0.2.1".into(),
+        finishing_at: 0,
+        dir_stamp: None,
+    }
+}
+
+async fn one_writer_passes_the_finish_gate_and_its_completion_is_one_transaction(
+    s: Arc<dyn Store>,
+) {
+    s.insert_flow(&flow("f1", "alice", FlowState::Verified, 900))
+        .await
+        .unwrap();
+    s.insert_flow(&flow("f2", "alice", FlowState::Verifying, 900))
+        .await
+        .unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let s = s.clone();
+        set.spawn(async move { s.flow_begin_finish("f1", 100, Some("st")).await.unwrap() });
+    }
+    let mut wins = 0;
+    while let Some(r) = set.join_next().await {
+        wins += r.unwrap() as u32;
+    }
+    assert_eq!(wins, 1, "exactly one writer");
+    let f = s.flow("f1").await.unwrap().unwrap();
+    assert_eq!(f.state, FlowState::Finishing);
+    assert_eq!((f.finishing_at, f.dir_stamp.as_deref()), (100, Some("st")));
+    assert_eq!(s.flows_finishing(101, 10).await.unwrap().len(), 1);
+    assert!(s.flows_finishing(100, 10).await.unwrap().is_empty());
+
+    s.hit("acct-fail:alice", 50).await.unwrap();
+    let mut ev = AuditEvent::new(120, Activity::ResetPassword, Outcome::Success);
+    ev.target = "alice".into();
+    let done = Completion {
+        flow_id: "f1".into(),
+        user_id: "alice".into(),
+        event: ev,
+        notices: vec![OutboxMessage::new(Channel::Email, "a@b.c", "s", "b", 120)],
+        clear: vec!["acct-fail:alice".into()],
+    };
+    s.flow_complete(&done).await.unwrap();
+    assert_eq!(
+        s.flow("f1").await.unwrap().unwrap().state,
+        FlowState::Completed
+    );
+    assert_eq!(
+        s.flow("f2").await.unwrap().unwrap().state,
+        FlowState::Completed,
+        "the user's other open flows end"
+    );
+    assert_eq!(s.hits_since("acct-fail:alice", 0).await.unwrap(), 0);
+    let audit = s
+        .audit_query(&sspr_app::ports::AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].activity, Activity::ResetPassword);
+    assert_eq!(s.outbox_list(10).await.unwrap().len(), 1);
+    assert!(s.flows_finishing(1000, 10).await.unwrap().is_empty());
+}
+
+async fn a_late_reconciler_never_reopens_a_newer_attempt(s: Arc<dyn Store>) {
+    s.insert_flow(&flow("f1", "bob", FlowState::Verified, 900))
+        .await
+        .unwrap();
+    assert!(s.flow_begin_finish("f1", 100, None).await.unwrap());
+    assert!(s.flow_abort_finish("f1", 100).await.unwrap());
+    assert_eq!(
+        s.flow("f1").await.unwrap().unwrap().state,
+        FlowState::Verified
+    );
+    assert!(s.flow_begin_finish("f1", 200, None).await.unwrap());
+    assert!(
+        !s.flow_abort_finish("f1", 100).await.unwrap(),
+        "the attempt that began at 100 is over"
+    );
+    assert_eq!(
+        s.flow("f1").await.unwrap().unwrap().state,
+        FlowState::Finishing
+    );
+}
+
+async fn abandoned_flows_are_reported_once_and_finishing_flows_are_kept(s: Arc<dyn Store>) {
+    s.insert_flow(&flow("open", "carol", FlowState::Verifying, 100))
+        .await
+        .unwrap();
+    s.insert_flow(&flow("later", "carol", FlowState::Verified, 500))
+        .await
+        .unwrap();
+    s.insert_flow(&flow("stuck", "dave", FlowState::Verified, 100))
+        .await
+        .unwrap();
+    s.insert_flow(&flow("none", "eve", FlowState::Ineligible, 100))
+        .await
+        .unwrap();
+    assert!(s.flow_begin_finish("stuck", 50, None).await.unwrap());
+    let taken = s.take_abandoned_flows(200, 10).await.unwrap();
+    assert_eq!(
+        taken.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
+        vec!["open"]
+    );
+    assert_eq!(taken[0].state, FlowState::Abandoned);
+    assert!(s.take_abandoned_flows(200, 10).await.unwrap().is_empty());
+    // A day and more later, expired flows go, but not one whose write never settled.
+    s.purge_expired(200 + 2 * 86_400).await.unwrap();
+    assert!(s.flow("open").await.unwrap().is_none());
+    assert!(s.flow("stuck").await.unwrap().is_some());
+}
+
+async fn a_code_is_dead_when_the_clock_reads_before_its_creation(s: Arc<dyn Store>) {
+    let msg = OutboxMessage::new(Channel::Email, "a@b.c", "s", "b", 0);
+    let mut c = code("f1", "m", 10_000);
+    c.created_at = 5_000;
+    let id = s.issue_code(&c, &msg).await.unwrap();
+    assert!(
+        !s.consume_code(id, 1_100, 3).await.unwrap(),
+        "a clock set back must not keep a code alive"
+    );
+    assert!(s.consume_code(id, 5_001, 3).await.unwrap());
 }
