@@ -337,6 +337,12 @@ impl App {
 
     /// Settles one `Finishing` flow whose lease has run out.
     pub async fn settle(&self, flow: &FlowRecord) -> Settled {
+        let s = self.settle_inner(flow).await;
+        tracing::info!(flow = %crate::reset::short_id(&flow.id), target = %flow.login, kind = flow.kind.as_str(), settled = ?s, "settled an interrupted directory write");
+        s
+    }
+
+    async fn settle_inner(&self, flow: &FlowRecord) -> Settled {
         let ctx = RequestCtx::new(flow.client_ip.clone(), flow.client_type, Lang::En);
         let activity = match flow.kind {
             FlowKind::Reset => Activity::ResetPassword,
@@ -410,9 +416,7 @@ impl App {
         let now = self.now();
         let mut n = 0;
         for flow in self.store.flows_finishing(now - self.lease(), 100).await? {
-            let s = self.settle(&flow).await;
-            tracing::info!(flow = %crate::reset::short_id(&flow.id), target = %flow.login, settled = ?s, "settled an interrupted directory write");
-            if s != Settled::Deferred {
+            if self.settle(&flow).await != Settled::Deferred {
                 n += 1;
             }
         }

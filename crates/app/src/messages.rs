@@ -280,10 +280,10 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
             "无法确认密码是否已更改。请等待一分钟，然后用新密码登录；如果不成功，请回到这里重试。"
         }
         (Lang::En, AlreadyChanged) => {
-            "Your password was already changed, to the one you chose before the interruption; the password you just typed was not used. Sign in with the earlier one."
+            "This reset is already complete: your password was changed to the one you chose earlier, not to the one you just typed. Sign in with that one."
         }
         (Lang::Zh, AlreadyChanged) => {
-            "你的密码已在中断前更改为你当时输入的密码；刚才输入的密码未被使用。请用之前的新密码登录。"
+            "此重置已完成：密码已更改为你之前选择的密码，而不是刚才输入的密码。请用那个密码登录。"
         }
         (Lang::En, ChangedStillLocked) => {
             "Your password was changed, but your account is still locked. Contact your helpdesk to unlock it."

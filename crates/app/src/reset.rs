@@ -256,7 +256,7 @@ impl App {
         ctx: &RequestCtx,
         flow_token: &str,
     ) -> Result<FlowResponse, AppError> {
-        let flow = self.open_flow(ctx, flow_token).await?;
+        let flow = self.open_own_flow(ctx, flow_token).await?;
         let records = self.store.methods(&flow.user_id).await?;
         Ok(self.flow_response(ctx, &flow, &records))
     }
@@ -431,7 +431,7 @@ impl App {
         flow_token: &str,
         new_password: &str,
     ) -> Result<FlowResponse, AppError> {
-        let flow = self.open_flow(ctx, flow_token).await?;
+        let flow = self.open_own_flow(ctx, flow_token).await?;
         let mut ev = self.flow_event(ctx, &flow, Activity::ResetPassword);
         if flow.state == FlowState::Completed && flow.kind == FlowKind::Reset {
             // Settled after an interruption: the password chosen then is the one in force.
@@ -489,7 +489,7 @@ impl App {
         ctx: &RequestCtx,
         flow_token: &str,
     ) -> Result<FlowResponse, AppError> {
-        let flow = self.open_flow(ctx, flow_token).await?;
+        let flow = self.open_own_flow(ctx, flow_token).await?;
         let mut ev = self.flow_event(ctx, &flow, Activity::UnlockAccount);
         if flow.state == FlowState::Completed && flow.kind == FlowKind::Unlock {
             // Settled after an interruption: the account is unlocked; unlocking is idempotent.
@@ -509,6 +509,26 @@ impl App {
 
     // -----------------------------------------------------------------------------------------
 
+    /// Like [`App::open_flow`], but a flow that completed through its own directory write
+    /// (possibly settled after an interruption) is returned too, so that its status and a
+    /// retried final step are answered truthfully. A flow closed by another flow's success
+    /// stays invalid.
+    async fn open_own_flow(
+        &self,
+        ctx: &RequestCtx,
+        flow_token: &str,
+    ) -> Result<FlowRecord, AppError> {
+        match self.open_flow(ctx, flow_token).await {
+            Err(e) if e.kind == ErrorKind::Unauthorized && flow_token.len() == 32 => {
+                match self.store.flow(&token_hash(flow_token)).await? {
+                    Some(f) if f.state == FlowState::Completed && f.finishing_at > 0 => Ok(f),
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        }
+    }
+
     async fn open_flow(&self, ctx: &RequestCtx, flow_token: &str) -> Result<FlowRecord, AppError> {
         let invalid = || AppError::new(ErrorKind::Unauthorized, ctx.t(Msg::FlowInvalid));
         if flow_token.len() != 32 {
@@ -523,10 +543,6 @@ impl App {
             // its lease has run out, else the user is asked to wait.
             self.meet_finishing(ctx, &flow).await?;
             flow = self.store.flow(&id).await?.ok_or_else(invalid)?;
-            // Settled to completed: the caller reports it (status, or "already changed").
-            if flow.state == FlowState::Completed {
-                return Ok(flow);
-            }
         }
         if matches!(
             flow.state,

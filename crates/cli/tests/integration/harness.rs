@@ -544,7 +544,7 @@ impl Server {
 /// With `SSPR_TEST_DB=postgres` the server runs on PostgreSQL (`SSPR_TEST_POSTGRES_URL`), in a
 /// schema of its own named after the data directory, so a restart on the same directory finds
 /// the same data. Otherwise: SQLite in the data directory.
-async fn use_postgres_if_asked(cfg: &mut Config) {
+pub async fn use_postgres_if_asked(cfg: &mut Config) {
     if std::env::var("SSPR_TEST_DB").as_deref() != Ok("postgres") {
         return;
     }

@@ -45,8 +45,15 @@ async fn reset_with_one_method_changes_the_password_in_the_directory() {
         "the old password must not"
     );
 
-    // The flow is spent: replaying any step fails.
-    let (st, _) = s.set_password(&t, "another fine passphrase").await;
+    // The flow is spent: replaying the last step fails, and says which password is in force.
+    let (st, v) = s.set_password(&t, "another fine passphrase").await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("already complete"),
+        "{v}"
+    );
+    assert!(s.password_works("alice", NEW).await);
+    let (st, _) = s.verify(&t, "email", "123456").await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
 
     // Every step is audited with IP and client type; no secret is in the log.

@@ -1,0 +1,535 @@
+//! Faults against the real `sspr` process: `kill -9` at every step of a reset, with random
+//! timing, then a restart. After each kill the flow must go on (no stuck flow), and every
+//! password change must have exactly one audit event and one notice (no unaudited change, no
+//! duplicate). The same loop, run 100 times, is `bench/kill9.sh`.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sspr::runtime::{DEMO_ANSWERS, DEMO_EMAIL, DEMO_PASSWORD, DEMO_USER};
+use sspr_app::ports::{AuditFilter, Directory};
+use sspr_domain::audit::{Activity, Outcome};
+
+use crate::harness::{Reaped, client_for, free_port};
+
+/// How long an interrupted write waits before it is settled (`limits.finish_lease_secs`).
+const LEASE_SECS: u64 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Start,
+    Challenge,
+    Verify,
+    Password,
+}
+
+const STEPS: [Step; 4] = [Step::Start, Step::Challenge, Step::Verify, Step::Password];
+
+/// What the loop counts; all three must stay 0.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub stuck: u32,
+    pub changed_without_audit: u32,
+    pub duplicates: u32,
+    pub kills: u32,
+    pub changes: u32,
+}
+
+struct Sspr {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    port: u16,
+    url: String,
+    child: Option<Reaped>,
+    http: Option<reqwest::Client>,
+    rng: u64,
+    /// How long an uninterrupted password step takes here (measured), to aim kills at it.
+    password_ms: u64,
+}
+
+impl Sspr {
+    async fn new() -> Sspr {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut db = String::new();
+        if std::env::var("SSPR_TEST_DB").as_deref() == Ok("postgres") {
+            let mut cfg = sspr::config::Config {
+                data_dir: dir.path().join("data"),
+                ..Default::default()
+            };
+            crate::harness::use_postgres_if_asked(&mut cfg).await;
+            db = format!(
+                "[database]\nurl = \"{}\"\nschema = \"{}\"\n",
+                cfg.database.url,
+                cfg.database.schema.unwrap_or_default()
+            );
+        }
+        let config = dir.path().join("sspr.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"data_dir = "{data}"
+listen = "127.0.0.1:{port}"
+public_url = "https://localhost:{port}"
+demo = true
+log_level = "info"
+
+[limits]
+finish_lease_secs = {LEASE_SECS}
+# The loop starts hundreds of flows for one user from one address.
+account_starts = {{ max = 100000, secs = 3600 }}
+ip_starts = {{ max = 100000, secs = 600 }}
+
+{db}"#,
+                data = dir.path().join("data").display(),
+            ),
+        )
+        .unwrap();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64
+            | 1;
+        let mut s = Sspr {
+            dir,
+            config,
+            port,
+            url: format!("https://localhost:{port}"),
+            child: None,
+            http: None,
+            rng: seed,
+            password_ms: 150,
+        };
+        s.start().await;
+        s
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("serve.log")
+    }
+
+    async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sspr"))
+            .args(["serve", "-c"])
+            .arg(&self.config)
+            .env_remove("SSPR_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(Reaped(child));
+        let ca = self.dir.path().join("data/tls/ca.pem");
+        for _ in 0..600 {
+            if ca.exists() && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(ca.exists(), "sspr did not start; log:\n{}", self.log());
+        if self.http.is_none() {
+            self.http = Some(client_for(&ca));
+        }
+        for _ in 0..400 {
+            if let Ok(r) = self
+                .http()
+                .get(format!("{}/healthz", self.url))
+                .send()
+                .await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("sspr did not start; log:\n{}", self.log());
+    }
+
+    fn kill9(&mut self) {
+        // Reaped's drop sends SIGKILL (std's Child::kill) and waits.
+        self.child = None;
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.as_ref().unwrap()
+    }
+
+    fn random(&mut self, below: u64) -> u64 {
+        // xorshift: enough to spread the kills; the seed is printed for a rerun.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % below.max(1)
+    }
+
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> impl std::future::Future<Output = Result<(StatusCode, Value), String>> + Send + 'static
+    {
+        let mut rb = self
+            .http()
+            .request(method, format!("{}{}", self.url, path))
+            .header("x-sspr-client", "logon_screen")
+            .timeout(Duration::from_secs(30));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        async move {
+            let r = rb.send().await.map_err(|e| e.to_string())?;
+            let st = r.status();
+            let v = r.json::<Value>().await.unwrap_or(Value::Null);
+            Ok((st, v))
+        }
+    }
+
+    /// Sends one step's request; when `kill_after` is set, kills the server that many
+    /// milliseconds into it and starts it again.
+    async fn step(
+        &mut self,
+        step: Step,
+        token: Option<&str>,
+        password: &str,
+        answers: &Value,
+        kill_after: Option<u64>,
+    ) -> Result<(StatusCode, Value), String> {
+        use reqwest::Method;
+        let fut = match step {
+            Step::Start => self.request(
+                Method::POST,
+                "/api/v1/flow/start",
+                None,
+                Some(json!({ "user": DEMO_USER })),
+            ),
+            Step::Challenge => self.request(
+                Method::POST,
+                "/api/v1/flow/challenge",
+                token,
+                Some(json!({ "method": "questions" })),
+            ),
+            Step::Verify => self.request(
+                Method::POST,
+                "/api/v1/flow/verify",
+                token,
+                Some(json!({ "method": "questions", "answers": answers })),
+            ),
+            Step::Password => self.request(
+                Method::POST,
+                "/api/v1/flow/password",
+                token,
+                Some(json!({ "new_password": password })),
+            ),
+        };
+        let Some(ms) = kill_after else {
+            let t0 = std::time::Instant::now();
+            let r = fut.await;
+            if step == Step::Password && matches!(r, Ok((StatusCode::OK, _))) {
+                let ms = t0.elapsed().as_millis() as u64;
+                self.password_ms = (self.password_ms + ms) / 2;
+            }
+            return r;
+        };
+        let task = tokio::spawn(fut);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.kill9();
+        let r = task.await.unwrap();
+        self.start().await;
+        r
+    }
+
+    /// The in-process view of the same database, for the checks.
+    async fn inspect(&self) -> sspr::runtime::Runtime {
+        let cfg = sspr::config::Config::load(Some(&self.config)).unwrap();
+        sspr::runtime::build(cfg, std::sync::Arc::new(sspr_domain::SystemClock::new()))
+            .await
+            .unwrap()
+    }
+}
+
+fn answers_for(challenge: &Value) -> Value {
+    let qs = challenge["questions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    Value::Array(
+        qs.iter()
+            .map(|q| {
+                let id = q["id"].as_str().unwrap_or_default();
+                let a = DEMO_ANSWERS
+                    .iter()
+                    .find(|(qid, _)| *qid == id)
+                    .map(|(_, a)| *a)
+                    .unwrap_or("unknown");
+                json!({ "question_id": id, "answer": a })
+            })
+            .collect(),
+    )
+}
+
+/// Drives one reset to its end, with one kill -9 at `kill_at`, and returns the flow token.
+/// `None` when the flow could not be finished (stuck).
+async fn one_reset(
+    s: &mut Sspr,
+    kill_at: Step,
+    new_password: &str,
+    log: &mut Vec<String>,
+) -> Option<String> {
+    let kill_ms = |s: &mut Sspr, step: Step| -> Option<u64> {
+        (step == kill_at).then(|| match step {
+            // Aimed at the whole step, its end (the write and its record) most of all.
+            Step::Password => {
+                let d = s.password_ms.max(20);
+                d * 3 / 10 + s.random(d * 8 / 10)
+            }
+            _ => s.random(40),
+        })
+    };
+    let mut token: Option<String> = None;
+    let mut answers = Value::Null;
+    let mut killed = false;
+    // At most a few rounds: each round moves the flow on from where the server says it is.
+    for _round in 0..6 {
+        let Some(t) = token.clone() else {
+            let k = if killed {
+                None
+            } else {
+                kill_ms(s, Step::Start)
+            };
+            killed |= k.is_some();
+            match s.step(Step::Start, None, "", &Value::Null, k).await {
+                Ok((StatusCode::OK, v)) => token = v["flow_token"].as_str().map(String::from),
+                other => log.push(format!("start: {other:?}")),
+            }
+            continue;
+        };
+        // Where is the flow? A write that was interrupted answers 409 until its lease ends.
+        let mut status = None;
+        for _ in 0..((LEASE_SECS * 1000 + 15_000) / 100) {
+            match s
+                .request(reqwest::Method::GET, "/api/v1/flow", Some(&t), None)
+                .await
+            {
+                Ok((StatusCode::CONFLICT, _)) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Ok(r) => {
+                    status = Some(r);
+                    break;
+                }
+                Err(e) => {
+                    log.push(format!("status: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        let Some((st, v)) = status else {
+            log.push("flow still finishing after its lease".into());
+            return None;
+        };
+        match (st, v["status"].as_str().unwrap_or_default()) {
+            (StatusCode::OK, "completed") => return Some(t),
+            (StatusCode::OK, "choose_method") => {
+                let k = if killed {
+                    None
+                } else {
+                    kill_ms(s, Step::Challenge)
+                };
+                killed |= k.is_some();
+                match s.step(Step::Challenge, Some(&t), "", &Value::Null, k).await {
+                    Ok((StatusCode::OK, c)) => answers = answers_for(&c),
+                    other => {
+                        log.push(format!("challenge: {other:?}"));
+                        continue;
+                    }
+                }
+                let k = if killed {
+                    None
+                } else {
+                    kill_ms(s, Step::Verify)
+                };
+                killed |= k.is_some();
+                if let Err(e) = s.step(Step::Verify, Some(&t), "", &answers, k).await {
+                    log.push(format!("verify: {e}"));
+                }
+            }
+            (StatusCode::OK, "set_password") => {
+                let k = if killed {
+                    None
+                } else {
+                    kill_ms(s, Step::Password)
+                };
+                killed |= k.is_some();
+                match s
+                    .step(Step::Password, Some(&t), new_password, &answers, k)
+                    .await
+                {
+                    Ok((StatusCode::OK, _)) => return Some(t),
+                    other => log.push(format!("password: {other:?}")),
+                }
+            }
+            (StatusCode::UNAUTHORIZED, _) => {
+                // Killed before the start answered, or a flow that was never ours.
+                log.push(format!("flow invalid: {v}"));
+                token = None;
+            }
+            other => {
+                log.push(format!("status: {other:?} {v}"));
+                return None;
+            }
+        }
+    }
+    None
+}
+
+/// Runs `loops` resets with one kill -9 each, and counts what went wrong.
+pub async fn kill9_loop(loops: u32) -> Tally {
+    let mut s = Sspr::new().await;
+    eprintln!("kill9: seed {}", s.rng);
+    let mut tally = Tally::default();
+    let mut current = DEMO_PASSWORD.to_string();
+    let mut tokens = Vec::new();
+    for i in 0..loops {
+        let kill_at = STEPS[i as usize % STEPS.len()];
+        let new_password = format!("Kill nine loop {i} quiet harbour lantern");
+        let mut log = Vec::new();
+        tally.kills += 1;
+        let token = one_reset(&mut s, kill_at, &new_password, &mut log).await;
+        let rt = s.inspect().await;
+        let user = rt
+            .builtin
+            .find_user(DEMO_USER)
+            .await
+            .unwrap()
+            .expect("the demo user");
+        let changed = rt
+            .builtin
+            .check_password(&user, &new_password)
+            .await
+            .unwrap();
+        let unchanged = rt.builtin.check_password(&user, &current).await.unwrap();
+        if changed {
+            tally.changes += 1;
+            current = new_password.clone();
+        }
+        match token {
+            Some(t) if changed => tokens.push(t),
+            _ => {
+                tally.stuck += 1;
+                eprintln!(
+                    "kill9 loop {i} ({kill_at:?}): not finished (changed {changed}, old works {unchanged}): {log:?}"
+                );
+            }
+        }
+    }
+    // Let the server settle anything left, then read the record once, from a fresh process
+    // view of the database.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rt = s.inspect().await;
+    let events = rt
+        .store
+        .audit_query(&AuditFilter {
+            activity: Some(Activity::ResetPassword),
+            outcome: Some(Outcome::Success),
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for t in &tokens {
+        let id = sspr_app::reset::short_id(&sspr_app::crypto::token_hash(t));
+        let n = events
+            .iter()
+            .filter(|e| e.flow_id.as_deref() == Some(id.as_str()))
+            .count();
+        match n {
+            0 => tally.changed_without_audit += 1,
+            1 => {}
+            _ => tally.duplicates += n as u32 - 1,
+        }
+    }
+    let notices = rt
+        .store
+        .outbox_list(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.recipient == DEMO_EMAIL && m.code_id.is_none())
+        .count() as u32;
+    if notices > tally.changes {
+        tally.duplicates += notices - tally.changes;
+    }
+    if notices < tally.changes {
+        tally.changed_without_audit += tally.changes - notices;
+        eprintln!("kill9: {} changes but {notices} notices", tally.changes);
+    }
+    // How many kills hit a directory write in flight, and how they were settled: proof that
+    // the loop reached the window it is about.
+    let server_log = s.log();
+    let settled = |what: &str| {
+        server_log
+            .lines()
+            .filter(|l| l.contains("settled an interrupted directory write") && l.contains(what))
+            .count()
+    };
+    eprintln!(
+        "kill9: writes interrupted and settled: {} completed (the write had landed), {} reopened (it had not)",
+        settled("Completed"),
+        settled("Reopened")
+    );
+    eprintln!(
+        "kill9: stuck {}, changed-without-audit {}, duplicates {} ({} kills, {} changes)",
+        tally.stuck, tally.changed_without_audit, tally.duplicates, tally.kills, tally.changes
+    );
+    if tally
+        != (Tally {
+            kills: tally.kills,
+            changes: tally.changes,
+            ..Default::default()
+        })
+    {
+        eprintln!("server log tail:\n{}", tail(&s.log(), 60));
+    }
+    tally
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[tokio::test]
+async fn kill_9_at_every_step_of_a_reset_leaves_no_stuck_flow_no_unaudited_change_no_duplicate() {
+    let loops = std::env::var("KILL9_LOOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let t = kill9_loop(loops).await;
+    println!(
+        "stuck {}, changed-without-audit {}, duplicates {}",
+        t.stuck, t.changed_without_audit, t.duplicates
+    );
+    assert_eq!(
+        (t.stuck, t.changed_without_audit, t.duplicates),
+        (0, 0, 0),
+        "{t:?}"
+    );
+    assert_eq!(t.changes, loops, "every reset ends with the new password");
+}
