@@ -72,6 +72,8 @@ pub struct Totals {
     pub blocked_events: u32,
     /// `RateLimited` events.
     pub rate_limited_events: u32,
+    /// Flows that expired unfinished (`ResetAbandoned`, `UnlockAbandoned`).
+    pub abandoned: u32,
 }
 
 /// Everything the usage and insights page shows.
@@ -132,6 +134,19 @@ pub fn compute(
         })
         .collect();
     let mut totals = Totals::default();
+
+    totals.abandoned = events
+        .iter()
+        .filter(in_window)
+        .filter(|e| {
+            matches!(
+                e.activity,
+                Activity::ResetAbandoned | Activity::UnlockAbandoned
+            )
+        })
+        .count()
+        .try_into()
+        .unwrap_or(u32::MAX);
 
     // Flow outcomes.
     let kinds = flow_kinds(events);
@@ -328,6 +343,8 @@ fn terminal(e: &AuditEvent) -> Option<(Kind, bool)> {
         Activity::UnlockAccount => Some((Kind::Unlock, ok)),
         Activity::PasswordRejected if !ok => Some((Kind::Reset, false)),
         Activity::BlockedFromReset => Some((Kind::Reset, false)),
+        Activity::ResetAbandoned => Some((Kind::Reset, false)),
+        Activity::UnlockAbandoned => Some((Kind::Unlock, false)),
         _ => None,
     }
 }
@@ -427,6 +444,46 @@ mod tests {
                 ("questions".to_owned(), 0, 0),
                 ("totp".to_owned(), 0, 0)
             ]
+        );
+    }
+
+    #[test]
+    fn abandoned_flows_count_as_failed_and_are_totalled() {
+        let events = [
+            ev(
+                TODAY + 10,
+                Activity::ResetStarted,
+                Outcome::Success,
+                "f1",
+                "a",
+            ),
+            ev(
+                TODAY + 20,
+                Activity::ResetAbandoned,
+                Outcome::Failure,
+                "f1",
+                "a",
+            ),
+            ev(
+                TODAY + 30,
+                Activity::UnlockStarted,
+                Outcome::Success,
+                "f2",
+                "b",
+            ),
+            ev(
+                TODAY + 40,
+                Activity::UnlockAbandoned,
+                Outcome::Failure,
+                "f2",
+                "b",
+            ),
+        ];
+        let ins = compute(&events, &[], NOW, 1);
+        assert_eq!(ins.totals.abandoned, 2);
+        assert_eq!(
+            (ins.totals.resets_failed, ins.totals.unlocks_failed),
+            (1, 1)
         );
     }
 

@@ -184,6 +184,7 @@ admin-total-verif-ok = Verifications passed
 admin-total-verif-failed = Verifications failed
 admin-total-blocked = Times users were blocked
 admin-total-rate-limited = Requests rate limited
+admin-total-abandoned = Resets and unlocks abandoned unfinished
 admin-total-registered = Users with security info
 admin-chart-resets = Password resets per day
 admin-chart-unlocks = Account unlocks per day

@@ -182,6 +182,7 @@ admin-total-verif-ok = 验证通过
 admin-total-verif-failed = 验证失败
 admin-total-blocked = 用户被阻止的次数
 admin-total-rate-limited = 被限速的请求
+admin-total-abandoned = 未完成即放弃的重置和解锁
 admin-total-registered = 已注册安全信息的用户
 admin-chart-resets = 每日密码重置
 admin-chart-unlocks = 每日账户解锁
