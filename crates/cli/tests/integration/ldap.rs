@@ -370,6 +370,17 @@ async fn reset_and_unlock_write_to_openldap() {
         slapd.binds("mallory", OLD),
         "unlocked with the same password"
     );
+
+    // A crash around the write is settled from pwdChangedTime / userPassword.
+    crate::recovery::crash_recovery_on(
+        &s,
+        "alice",
+        "alice@contoso.test",
+        "copper lantern beside the sea",
+        "silent meadow after the rain",
+    )
+    .await;
+    assert!(slapd.binds("alice", "silent meadow after the rain"));
     s.stop().await;
 }
 
@@ -1028,6 +1039,18 @@ async fn reset_and_unlock_write_to_active_directory() {
         ad.binds("alice", strong),
         "unlocked, with the same password"
     );
+
+    // A crash around the write is settled from pwdLastSet.
+    crate::recovery::crash_recovery_on(
+        &s,
+        "alice",
+        "alice@contoso.test",
+        "Copper-Lantern-Sea-31",
+        "Silent-Meadow-Rain-52",
+    )
+    .await;
+    assert!(ad.binds("alice", "Silent-Meadow-Rain-52"));
+    let strong = "Silent-Meadow-Rain-52";
     s.stop().await;
 
     // A service account without the Reset Password right: nothing changes, the user is told.

@@ -213,3 +213,83 @@ async fn a_clock_set_back_does_not_revive_a_code_or_a_flow() {
     );
     let _ = json!(null);
 }
+
+/// On a real directory: a write that landed before a crash is found by its stamp and recorded
+/// once; one that never landed is reopened and the retry goes through. `landed_pw` and
+/// `retry_pw` must satisfy the directory's rules and differ from its recent passwords.
+pub async fn crash_recovery_on(
+    s: &Server,
+    login: &str,
+    email: &str,
+    landed_pw: &str,
+    retry_pw: &str,
+) {
+    let app = &s.rt.app;
+    let verified = || async {
+        let t = s.flow(login).await;
+        let code = s.email_code(&t, email).await;
+        let (st, v) = s.verify(&t, "email", &code).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        t
+    };
+    let user = app.directory.find_user(login).await.unwrap().unwrap();
+    let before = app.directory.password_stamp(&user).await.unwrap();
+    assert!(before.is_some(), "the directory shows a password stamp");
+    assert_eq!(
+        app.directory.password_stamp(&user).await.unwrap(),
+        before,
+        "the stamp is stable while nothing changes"
+    );
+
+    // Landed: the server wrote the password to the directory and died before recording it.
+    let t = verified().await;
+    assert!(
+        app.store
+            .flow_begin_finish(&token_hash(&t), s.clock_now(), before.as_deref())
+            .await
+            .unwrap()
+    );
+    app.directory
+        .reset_password(&user, landed_pw)
+        .await
+        .unwrap();
+    assert_ne!(app.directory.password_stamp(&user).await.unwrap(), before);
+    s.clock.advance(61);
+    let (st, v) = status(s, &t).await;
+    assert_eq!(
+        (st, v["status"].as_str()),
+        (StatusCode::OK, Some("completed")),
+        "{v}"
+    );
+    let ev = s
+        .audit(&format!("user={login}&activity=reset_password"))
+        .await;
+    let id = token_hash(&t);
+    let ours: Vec<_> = ev
+        .iter()
+        .filter(|e| e["flow_id"].as_str().is_some_and(|f| id.starts_with(f)))
+        .collect();
+    assert_eq!(ours.len(), 1, "{ev:?}");
+    assert_eq!(ours[0]["reason"], "recovered");
+
+    // Not landed: nothing reached the directory; the flow is reopened and the retry works.
+    let t = verified().await;
+    let stamp = app.directory.password_stamp(&user).await.unwrap();
+    assert!(
+        app.store
+            .flow_begin_finish(&token_hash(&t), s.clock_now(), stamp.as_deref())
+            .await
+            .unwrap()
+    );
+    s.clock.advance(61);
+    app.sweep_flows().await.unwrap();
+    let (st, v) = status(s, &t).await;
+    assert_eq!(
+        (st, v["status"].as_str()),
+        (StatusCode::OK, Some("set_password")),
+        "{v}"
+    );
+    let (st, v) = s.set_password(&t, retry_pw).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(s.password_works(login, retry_pw).await);
+}
