@@ -67,6 +67,12 @@ impl Sspr {
                 cfg.database.schema.unwrap_or_default()
             );
         }
+        // bench/kill9.sh runs the same loop against a baseline build, which knows no lease.
+        let lease = if std::env::var_os("KILL9_BASELINE").is_some() {
+            String::new()
+        } else {
+            format!("finish_lease_secs = {LEASE_SECS}")
+        };
         let config = dir.path().join("sspr.toml");
         std::fs::write(
             &config,
@@ -78,7 +84,7 @@ demo = true
 log_level = "info"
 
 [limits]
-finish_lease_secs = {LEASE_SECS}
+{lease}
 # The loop starts hundreds of flows for one user from one address.
 account_starts = {{ max = 100000, secs = 3600 }}
 ip_starts = {{ max = 100000, secs = 600 }}
@@ -117,7 +123,10 @@ ip_starts = {{ max = 100000, secs = 600 }}
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        let bin = std::env::var_os("KILL9_SSPR_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sspr")));
+        let child = Command::new(bin)
             .args(["serve", "-c"])
             .arg(&self.config)
             .env_remove("SSPR_CONFIG")

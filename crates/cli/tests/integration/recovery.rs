@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::{Method as HttpMethod, StatusCode};
 use serde_json::json;
 use sspr_app::crypto::token_hash;
-use sspr_app::ports::{Directory, UserFlag};
+use sspr_app::ports::UserFlag;
 
 use crate::harness::{PASSWORD, Server};
 
