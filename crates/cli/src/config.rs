@@ -205,7 +205,18 @@ impl Config {
         }
         match (self.directory.kind.as_str(), &self.directory.ldap) {
             ("builtin", _) => {}
-            ("ldap", Some(l)) => e.extend(l.validate()),
+            ("ldap", Some(l)) => {
+                e.extend(l.validate());
+                // A write takes a few directory round trips; the lease must outlast them, or
+                // a slow but healthy write would be settled (as unknown) while still running.
+                let need = 4 * l.timeout_secs as i64 + 2;
+                if self.limits.finish_lease_secs < need {
+                    e.push(format!(
+                        "limits.finish_lease_secs ({}) must be at least 4 × directory.ldap.timeout_secs + 2 = {need}",
+                        self.limits.finish_lease_secs
+                    ));
+                }
+            }
             ("ldap", None) => {
                 e.push("directory.kind is \"ldap\" but [directory.ldap] is missing".into())
             }
