@@ -74,6 +74,14 @@ impl App {
             }
             Err(e) => return Err(self.directory_failure(ctx, ev, e).await),
         };
+        // Disabled, expired or locked by an administrator since the flow began: an
+        // administrator's decision is never undone by self-service, so nothing is written.
+        if !user.enabled {
+            let mut ev = ev;
+            ev.reason = "disabled".into();
+            let err = AppError::new(ErrorKind::Forbidden, ctx.t(Msg::NotEnabledForYou));
+            return Err(self.fail(ev, err).await);
+        }
         let stamp = match new_password {
             Some(_) => match self.directory.password_stamp(&user).await {
                 Ok(s) => s,

@@ -418,6 +418,7 @@ impl LdapDirectory {
             "sAMAccountName",
             "userAccountControl",
             "lockoutTime",
+            "accountExpires",
             "memberOf",
             "pwdAccountLockedTime",
             self.cfg.display_name_attribute.as_str(),
@@ -494,6 +495,27 @@ fn entry_id(e: &SearchEntry) -> String {
         return g.iter().map(|b| format!("{b:02x}")).collect();
     }
     first(e, "entryUUID").unwrap_or_else(|| e.dn.clone())
+}
+
+/// ppolicy writes `000001010000Z` for a lock that only an administrator lifts (no
+/// `pwdLockoutDuration` ends it); a failure lockout carries the time it began.
+fn is_ppolicy_admin_lock(v: &str) -> bool {
+    v.trim().starts_with("000001010000")
+}
+
+/// AD `accountExpires`: 100 ns intervals since 1601-01-01; 0 and `i64::MAX` mean never.
+fn ad_account_expired(value: i64, now: i64) -> bool {
+    value != 0 && value != i64::MAX && value <= now
+}
+
+/// Now, as an AD FILETIME.
+fn filetime_now() -> i64 {
+    const EPOCH_DIFF_SECS: i64 = 11_644_473_600;
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    (unix + EPOCH_DIFF_SECS) * 10_000_000
 }
 
 fn first(e: &SearchEntry, attr: &str) -> Option<String> {
@@ -605,6 +627,13 @@ impl Directory for LdapDirectory {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let ad_locked = first(&e, "lockoutTime").is_some_and(|v| v != "0");
+        let ppolicy_lock = first(&e, "pwdAccountLockedTime");
+        // ppolicy's permanent lock (000001010000Z) is an administrator's: self-service must
+        // never lift it, so the account counts as disabled, like AD's ACCOUNTDISABLE.
+        let admin_locked = ppolicy_lock.as_deref().is_some_and(is_ppolicy_admin_lock);
+        let expired = first(&e, "accountExpires")
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .is_some_and(|v| ad_account_expired(v, filetime_now()));
         Ok(Some(DirUser {
             id: entry_id(&e),
             login: first(&e, "uid")
@@ -612,9 +641,9 @@ impl Directory for LdapDirectory {
                 .unwrap_or_else(|| login.to_string())
                 .to_lowercase(),
             display_name: first(&e, &self.cfg.display_name_attribute).unwrap_or_default(),
-            // AD: ACCOUNTDISABLE (0x2) in userAccountControl.
-            enabled: uac & 0x2 == 0,
-            locked: e.attrs.contains_key("pwdAccountLockedTime") || ad_locked,
+            // AD: ACCOUNTDISABLE (0x2) in userAccountControl, or accountExpires passed.
+            enabled: uac & 0x2 == 0 && !admin_locked && !expired,
+            locked: ppolicy_lock.is_some() || ad_locked,
             groups,
             email: first(&e, &self.cfg.mail_attribute),
             mobile: first(&e, &self.cfg.mobile_attribute),
@@ -1777,6 +1806,19 @@ mod tests {
                 ctrls,
             },
         }
+    }
+
+    #[test]
+    fn admin_locks_and_expired_accounts_are_told_apart() {
+        assert!(is_ppolicy_admin_lock("000001010000Z"));
+        assert!(!is_ppolicy_admin_lock("20261206010203Z"));
+        let now = filetime_now();
+        assert!(ad_account_expired(now - 10_000_000, now));
+        assert!(!ad_account_expired(now + 864_000_000_000, now));
+        assert!(!ad_account_expired(0, now), "0 is never");
+        assert!(!ad_account_expired(i64::MAX, now), "max is never");
+        // 2026-12-06 is 134 093 664 000 000 000 in FILETIME.
+        assert!((now - 134_093_664_000_000_000).abs() < 100 * 365 * 86_400 * 10_000_000);
     }
 
     #[test]

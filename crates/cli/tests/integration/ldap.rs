@@ -353,8 +353,23 @@ async fn reset_and_unlock_write_to_openldap() {
     assert_eq!(st, StatusCode::OK, "{v}");
     assert!(slapd.binds("alice", "amber kettle under moonlight"));
 
-    // Unlock: a ppolicy lock is removed and the password kept.
+    // An administrator's permanent lock (000001010000Z) is never lifted by self-service: the
+    // user gets the answer every ineligible user gets, nothing is written, the audit says why.
     slapd.modify("dn: uid=mallory,ou=people,dc=sspr,dc=test\nchangetype: modify\nadd: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n");
+    for kind in ["unlock", "reset"] {
+        let (st, v) = s.start_flow("mallory", kind).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["status"], "registration_required", "{v}");
+    }
+    assert!(!slapd.binds("mallory", OLD), "still locked");
+    let ev = s.audit("user=mallory&activity=unlock_started").await;
+    assert_eq!(ev.last().unwrap()["reason"], "disabled", "{ev:?}");
+    slapd.modify("dn: uid=mallory,ou=people,dc=sspr,dc=test\nchangetype: modify\ndelete: pwdAccountLockedTime\n");
+
+    // Unlock: a lockout from failed binds (ppolicy: 3 failures) is removed, the password kept.
+    for _ in 0..3 {
+        assert!(!slapd.binds("mallory", "not the password at all"));
+    }
     assert!(
         !slapd.binds("mallory", OLD),
         "a locked account does not bind"

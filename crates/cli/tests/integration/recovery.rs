@@ -293,3 +293,29 @@ pub async fn crash_recovery_on(
     assert_eq!(st, StatusCode::OK, "{v}");
     assert!(s.password_works(login, retry_pw).await);
 }
+
+#[tokio::test]
+async fn an_account_disabled_after_verification_is_not_written() {
+    let s = Server::start().await;
+    let (t, _id) = verified_flow(&s).await;
+    s.rt.builtin
+        .set_flag("alice", UserFlag::Enabled, false)
+        .await
+        .unwrap();
+    let (st, v) = s.set_password(&t, NEW).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("not enabled"),
+        "{v}"
+    );
+    s.rt.builtin
+        .set_flag("alice", UserFlag::Enabled, true)
+        .await
+        .unwrap();
+    assert!(
+        s.password_works("alice", PASSWORD).await,
+        "nothing was written"
+    );
+    let ev = s.audit("user=alice&activity=reset_password").await;
+    assert_eq!(ev[0]["reason"], "disabled", "{ev:?}");
+}
