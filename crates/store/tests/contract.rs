@@ -276,7 +276,7 @@ async fn migrations_are_idempotent_and_the_file_is_private() {
     let p = dir.path().join("t.db");
     drop(SqliteStore::open(&p).await.unwrap());
     let s = SqliteStore::open(&p).await.unwrap();
-    assert_eq!(s.schema_version().await.unwrap(), 1);
+    assert_eq!(s.schema_version().await.unwrap(), 2);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
@@ -419,14 +419,14 @@ mod postgres_instances {
         }
         while let Some(r) = set.join_next().await {
             let s = r.unwrap().unwrap();
-            assert_eq!(s.schema_version().await.unwrap(), 1);
+            assert_eq!(s.schema_version().await.unwrap(), 2);
         }
         let s = schema.instance().await;
         let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
             .fetch_one(s.pool())
             .await
             .unwrap();
-        assert_eq!(rows, 1);
+        assert_eq!(rows, 2);
     }
 
     #[tokio::test]
@@ -438,7 +438,7 @@ mod postgres_instances {
             schema.url, schema.name
         );
         let s = PgStore::connect(&url).await.unwrap();
-        assert_eq!(s.schema_version().await.unwrap(), 1);
+        assert_eq!(s.schema_version().await.unwrap(), 2);
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'outbox'",
         )
