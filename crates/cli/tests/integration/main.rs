@@ -11,6 +11,7 @@ mod binary;
 mod browser;
 mod delivery;
 mod enumeration;
+mod faults_store;
 mod input;
 mod ldap;
 mod limits;
