@@ -15,7 +15,12 @@ pub(crate) fn err(e: sqlx::Error) -> StoreError {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(d) => d.code().is_some_and(|c| unavailable_code(&c)),
+        sqlx::Error::Database(d) => {
+            let postgres = d
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some();
+            d.code().is_some_and(|c| unavailable_code(&c, postgres))
+        }
         _ => false,
     };
     if unavailable {
@@ -27,11 +32,13 @@ pub(crate) fn err(e: sqlx::Error) -> StoreError {
 
 /// SQLite extended result codes (decimal) and PostgreSQL SQLSTATEs that mean "the store cannot
 /// serve right now".
-fn unavailable_code(code: &str) -> bool {
-    if let Ok(n) = code.parse::<i64>() {
+fn unavailable_code(code: &str, postgres: bool) -> bool {
+    if !postgres {
         // SQLite: the primary code is the low byte. BUSY 5, LOCKED 6, READONLY 8, IOERR 10,
         // FULL 13, CANTOPEN 14.
-        return matches!(n & 0xff, 5 | 6 | 8 | 10 | 13 | 14);
+        return code
+            .parse::<i64>()
+            .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 8 | 10 | 13 | 14));
     }
     // PostgreSQL: connection exceptions (08), insufficient resources such as a full disk (53),
     // shutdown or not accepting connections (57P01..57P04), statement or lock timeouts
@@ -69,15 +76,19 @@ mod tests {
     fn store_unavailable_codes() {
         // SQLite: SQLITE_FULL, SQLITE_READONLY_DBMOVED (extended), SQLITE_IOERR_WRITE, BUSY.
         for c in ["13", "1032", "778", "5"] {
-            assert!(unavailable_code(c), "{c}");
+            assert!(unavailable_code(c, false), "{c}");
         }
-        // SQLite: constraint, generic error. PostgreSQL: unique violation, syntax error.
-        for c in ["2067", "1", "23505", "42601"] {
-            assert!(!unavailable_code(c), "{c}");
+        // SQLite: constraint, generic error.
+        for c in ["2067", "1", "19"] {
+            assert!(!unavailable_code(c, false), "{c}");
         }
         // PostgreSQL: disk full, admin shutdown, cannot connect now, statement timeout.
         for c in ["53100", "57P01", "57P03", "57014", "08006", "25006"] {
-            assert!(unavailable_code(c), "{c}");
+            assert!(unavailable_code(c, true), "{c}");
+        }
+        // PostgreSQL: unique violation, syntax error, serialization failure.
+        for c in ["23505", "42601", "40001"] {
+            assert!(!unavailable_code(c, true), "{c}");
         }
     }
 }

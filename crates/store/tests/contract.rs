@@ -457,7 +457,7 @@ mod postgres_instances {
         let e = PgStore::connect_with_schema(&url, "t_no_such_schema_here")
             .await
             .unwrap_err();
-        assert!(e.0.contains("does not exist"), "{e}");
+        assert!(e.message.contains("does not exist"), "{e}");
         for bad in ["public,evil", "Upper", "x y", ""] {
             assert!(
                 PgStore::connect_with_schema(&url, bad).await.is_err(),
