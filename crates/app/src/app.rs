@@ -12,6 +12,29 @@ use crate::error::{AppError, ErrorKind};
 use crate::messages::{Lang, Msg, t};
 use crate::ports::{Channel, Directory, OutboxMessage, Store};
 
+/// How long a failure's audit write may take when the store already failed the request.
+const AUDIT_WHEN_UNAVAILABLE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// An audit event the store could not take, in the server's log instead, whole but for its
+/// free-form details: `sspr audit --support-code X` finding nothing leads to
+/// `grep support_code=X` in the log. No secrets: the event holds none (the flow id is a hash).
+pub fn log_unstored(event: &AuditEvent, error: &str) {
+    tracing::error!(
+        support_code = %event.support_code.as_deref().unwrap_or("-"),
+        activity = event.activity.as_str(),
+        outcome = event.outcome.as_str(),
+        reason = %event.reason,
+        at = event.at,
+        actor = %event.actor,
+        target = %event.target,
+        client_ip = %event.client_ip,
+        client_type = event.client_type.as_str(),
+        flow_id = %event.flow_id.as_deref().unwrap_or("-"),
+        error = %error,
+        "audit event not stored; this log line is its only record"
+    );
+}
+
 /// Who is asking: taken from the connection by the HTTP layer, or set by the CLI.
 #[derive(Debug, Clone)]
 pub struct RequestCtx {
@@ -87,15 +110,17 @@ impl App {
         e
     }
 
-    /// Writes the event. An audit write that fails is logged loudly but does not turn a
-    /// user's finished reset into an error.
+    /// Writes the event. An audit write that fails is logged loudly, the whole event with
+    /// it (see [`log_unstored`]), but does not turn a user's finished reset into an error.
     pub async fn record(&self, event: AuditEvent) {
         if let Err(e) = self.store.audit(&event).await {
-            tracing::error!(activity = event.activity.as_str(), error = %e, "audit write failed");
+            log_unstored(&event, &e.to_string());
         }
     }
 
     /// Records a failure and returns the error the user sees, carrying the event's support code.
+    /// The code always leads somewhere: to the audit log, or, when the store cannot take the
+    /// event, to the server's log (`support_code=CODE`).
     pub async fn fail(&self, mut event: AuditEvent, err: AppError) -> AppError {
         let code = support_code(self.rng.as_ref());
         event.outcome = Outcome::Failure;
@@ -103,7 +128,17 @@ impl App {
         if !err.log.is_empty() {
             tracing::warn!(activity = event.activity.as_str(), support_code = %code, cause = %err.log, "request failed");
         }
-        self.record(event).await;
+        if err.kind == ErrorKind::StoreUnavailable {
+            // The store just failed this request: try once, briefly, so the answer does not
+            // wait for a second timeout.
+            match tokio::time::timeout(AUDIT_WHEN_UNAVAILABLE, self.store.audit(&event)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => log_unstored(&event, &e.to_string()),
+                Err(_) => log_unstored(&event, "store: timed out"),
+            }
+        } else {
+            self.record(event).await;
+        }
         err.with_support_code(code)
     }
 

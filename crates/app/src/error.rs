@@ -3,6 +3,8 @@
 
 use sspr_domain::Rejection;
 
+use crate::messages::{Lang, Msg, t};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// The request is malformed or asks for something impossible (400).
@@ -23,6 +25,8 @@ pub enum ErrorKind {
     Directory,
     /// Too much load; try again (503).
     Busy,
+    /// The store cannot save right now: down, unreachable, disk full, read-only (503).
+    StoreUnavailable,
     /// A bug or a broken dependency (500).
     Internal,
 }
@@ -39,6 +43,7 @@ impl ErrorKind {
             Self::Conflict => "conflict",
             Self::Directory => "directory_unavailable",
             Self::Busy => "busy",
+            Self::StoreUnavailable => "store_unavailable",
             Self::Internal => "internal_error",
         }
     }
@@ -125,8 +130,33 @@ impl AppError {
     }
 }
 
+/// Seconds a client is told to wait when the store is unavailable.
+pub const STORE_RETRY_SECS: i64 = 60;
+
+impl AppError {
+    /// The store cannot save right now, in the user's language.
+    pub fn store_unavailable(lang: Lang) -> Self {
+        Self::new(ErrorKind::StoreUnavailable, t(lang, Msg::StoreUnavailable))
+            .with_retry_after(STORE_RETRY_SECS)
+    }
+
+    /// The same error with its message in `lang`, where the message was chosen without
+    /// knowing the language (a store error converted with `?`).
+    pub fn localized(mut self, lang: Lang) -> Self {
+        if self.kind == ErrorKind::StoreUnavailable {
+            self.message = t(lang, Msg::StoreUnavailable).into();
+        }
+        self
+    }
+}
+
 impl From<crate::ports::StoreError> for AppError {
     fn from(e: crate::ports::StoreError) -> Self {
-        AppError::internal(e.to_string())
+        if e.unavailable {
+            // English until `localized` knows the request's language.
+            AppError::store_unavailable(Lang::En).with_log(e.to_string())
+        } else {
+            AppError::internal(e.to_string())
+        }
     }
 }

@@ -84,9 +84,10 @@ pub enum Msg {
     OutcomeUnknown,
     AlreadyChanged,
     ChangedStillLocked,
+    StoreUnavailable,
 }
 
-pub const ALL_MSGS: [Msg; 45] = [
+pub const ALL_MSGS: [Msg; 46] = [
     Msg::EnterUserId,
     Msg::ChooseMethod,
     Msg::RegistrationRequired,
@@ -132,6 +133,7 @@ pub const ALL_MSGS: [Msg; 45] = [
     Msg::OutcomeUnknown,
     Msg::AlreadyChanged,
     Msg::ChangedStillLocked,
+    Msg::StoreUnavailable,
 ];
 
 pub fn t(lang: Lang, m: Msg) -> &'static str {
@@ -157,6 +159,8 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
             "The user name or password is wrong, or this account may not use the admin pages."
         }
         (Lang::Zh, NotAnAdmin) => "用户名或密码错误，或此帐户无权使用管理页面。",
+        (Lang::En, StoreUnavailable) => "The service cannot save right now. Try again in a minute.",
+        (Lang::Zh, StoreUnavailable) => "服务暂时无法保存数据。请一分钟后再试。",
         (Lang::En, FlowInvalid) => "This reset session has expired or is not valid. Start again.",
         (Lang::Zh, FlowInvalid) => "此重置会话已过期或无效。请重新开始。",
         (Lang::En, MethodNotOffered) => {

@@ -7,8 +7,34 @@ use sspr_domain::clock::UnixTime;
 use sspr_domain::{FlowKind, FlowState, Method, Policy};
 
 #[derive(Debug, thiserror::Error)]
-#[error("store: {0}")]
-pub struct StoreError(pub String);
+#[error("store: {message}")]
+pub struct StoreError {
+    pub message: String,
+    /// The store cannot serve at all right now: down, unreachable, timed out, disk full,
+    /// read-only, an I/O error. Such a failure says nothing about the request; the same
+    /// request may succeed in a minute. Any other error is a bug or bad data.
+    pub unavailable: bool,
+}
+
+/// An error that is not about availability, built like the tuple struct `StoreError` once was
+/// so that `StoreError(format!(…))` reads the same everywhere.
+#[allow(non_snake_case)]
+pub fn StoreError(message: String) -> StoreError {
+    StoreError {
+        message,
+        unavailable: false,
+    }
+}
+
+impl StoreError {
+    /// The store cannot serve right now (see [`StoreError::unavailable`]).
+    pub fn unavailable(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            unavailable: true,
+        }
+    }
+}
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -206,6 +232,9 @@ pub struct AuditFilter {
 /// Times are the caller's clock: instances sharing a database must keep their clocks in sync.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Whether the store can write: a small write in a transaction (the heartbeat row), so a
+    /// full disk, a read-only file or a database that went away all fail it. Callers bound it
+    /// with a deadline.
     async fn ping(&self) -> StoreResult<()>;
 
     async fn load_policy(&self) -> StoreResult<Option<Policy>>;

@@ -15,8 +15,11 @@ use crate::runtime::{
 pub fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cfg.log_level.clone()));
+    // Colours only on a terminal: in a file or the journal, escapes would split
+    // `support_code=X` and defeat a grep for it.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if cfg.log_format == "json" {
         b.json().init();

@@ -18,7 +18,9 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::TooMany => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::PasswordRejected => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::Directory | ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Directory | ErrorKind::Busy | ErrorKind::StoreUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -41,6 +43,7 @@ pub async fn error(state: &State, ctx: &RequestCtx, e: AppError) -> Response {
 /// The error with a support code: one the service audited keeps its own; any other is
 /// audited here as a refused request.
 pub async fn audited(state: &State, ctx: &RequestCtx, e: AppError) -> AppError {
+    let e = e.localized(ctx.lang);
     if e.support_code.is_some() {
         return e;
     }

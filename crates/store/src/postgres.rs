@@ -23,6 +23,7 @@ use crate::codec::{err, join, methods_csv, parse_methods, split};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_finish.sql")),
+    (3, include_str!("../migrations/postgres/0003_heartbeat.sql")),
 ];
 
 /// Advisory lock key ("ssprmig") held while migrating, so instances starting together apply
@@ -34,6 +35,11 @@ const MIGRATION_LOCK: i64 = 0x0073_7370_726d_6967;
 const CODE_LOCK: i32 = 0x7373_7001;
 const USER_LOCK: i32 = 0x7373_7002;
 const THROTTLE_LOCK: i32 = 0x7373_7003;
+
+/// How long a request waits for a connection, connecting included.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// PostgreSQL's `statement_timeout` for sspr's sessions.
+const STATEMENT_TIMEOUT: &str = "5s";
 
 #[derive(Clone, Debug)]
 pub struct PgStore {
@@ -85,9 +91,21 @@ impl PgStore {
     }
 
     async fn connect_pool(opts: PgConnectOptions) -> StoreResult<Self> {
+        // A statement that runs this long is cancelled (57014, "unavailable"), unless the URL
+        // sets its own `options=-c statement_timeout=…`.
+        let opts = if opts
+            .get_options()
+            .is_some_and(|o| o.contains("statement_timeout"))
+        {
+            opts
+        } else {
+            opts.options([("statement_timeout", STATEMENT_TIMEOUT)])
+        };
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            // Connecting (refused, or no answer at all) and waiting for a free connection
+            // both end here: a database that went away fails a request fast, with a 503.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)
             .await
             .map_err(err)?;
@@ -277,11 +295,15 @@ async fn ensure_registration(tx: &mut Transaction<'_, Postgres>, user_id: &str) 
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(err)
-            .map(|_| ())
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query(
+            "INSERT INTO heartbeat (id, at) VALUES (1, EXTRACT(EPOCH FROM now())::BIGINT)
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
     }
 
     async fn load_policy(&self) -> StoreResult<Option<Policy>> {

@@ -22,7 +22,13 @@ use crate::codec::{err, join, methods_csv, parse_methods, split};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_finish.sql")),
+    (3, include_str!("../migrations/sqlite/0003_heartbeat.sql")),
 ];
+
+/// How long a statement waits for SQLite's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a request waits for a pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -39,12 +45,14 @@ impl SqliteStore {
             // In WAL mode NORMAL survives any process crash; only a power loss can lose the
             // last commits. It avoids an fsync per transaction (see README, Performance).
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
+            // Waiting longer for the write lock than a person waits for an answer helps
+            // no one: past it the request gets a 503 with Retry-After.
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)
             .await
             .map_err(err)?;
@@ -201,11 +209,15 @@ async fn ensure_registration(tx: &mut Transaction<'_, Sqlite>, user_id: &str) ->
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(err)
-            .map(|_| ())
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query(
+            "INSERT INTO heartbeat (id, at) VALUES (1, CAST(strftime('%s','now') AS INTEGER))
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
     }
 
     async fn load_policy(&self) -> StoreResult<Option<Policy>> {

@@ -21,7 +21,7 @@ use sspr_domain::{FlowKind, FlowState};
 use sspr_store::{PgStore, SqliteStore};
 
 /// The newest migration both stores apply.
-const LATEST_SCHEMA: i64 = 2;
+const LATEST_SCHEMA: i64 = 3;
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
@@ -468,7 +468,7 @@ mod postgres_instances {
         let e = PgStore::connect_with_schema(&url, "t_no_such_schema_here")
             .await
             .unwrap_err();
-        assert!(e.0.contains("does not exist"), "{e}");
+        assert!(e.message.contains("does not exist"), "{e}");
         for bad in ["public,evil", "Upper", "x y", ""] {
             assert!(
                 PgStore::connect_with_schema(&url, bad).await.is_err(),

@@ -202,8 +202,9 @@ impl Web {
     }
 
     pub fn error_status(self, status: StatusCode, e: AppError) -> Response {
+        let e = e.localized(self.ctx.lang);
         let retry = sspr_server::respond::retry_minutes(&e);
-        self.page_status(
+        let mut resp = self.page_status(
             status,
             "error.html",
             serde_json::json!({
@@ -212,7 +213,15 @@ impl Web {
                 "support_code": e.support_code,
                 "retry_minutes": retry,
             }),
-        )
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE
+            && let Some(v) = e
+                .retry_after
+                .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
     }
 
     pub fn finish(self, mut resp: Response) -> Response {

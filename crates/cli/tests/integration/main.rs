@@ -12,6 +12,7 @@ mod browser;
 mod delivery;
 mod enumeration;
 mod faults;
+mod faults_store;
 mod input;
 mod ldap;
 mod limits;
