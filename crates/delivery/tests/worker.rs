@@ -30,6 +30,10 @@ struct FakeStore {
     outbox: Mutex<Vec<Row>>,
     audit: Mutex<Vec<AuditEvent>>,
     undeliverable_codes: Mutex<Vec<i64>>,
+    /// Ids handed to `outbox_release`.
+    released: Mutex<Vec<i64>>,
+    /// Messages handed out by `claim_outbox`, all calls together.
+    claims: AtomicUsize,
     /// Simulates leases that have run out: claim hands out queued messages even if leased.
     ignore_leases: bool,
 }
@@ -167,6 +171,7 @@ impl Store for FakeStore {
         now: UnixTime,
         lease: i64,
         limit: u32,
+        channel: Option<Channel>,
     ) -> StoreResult<Vec<OutboxMessage>> {
         let mut o = self.outbox.lock().unwrap();
         let mut out = Vec::new();
@@ -175,8 +180,10 @@ impl Store for FakeStore {
             if r.msg.status == "queued"
                 && r.msg.next_attempt_at <= now
                 && free
+                && channel.is_none_or(|c| c == r.msg.channel)
                 && out.len() < limit as usize
             {
+                self.claims.fetch_add(1, Ordering::SeqCst);
                 r.lease_until = now + lease;
                 r.msg.attempts += 1;
                 out.push(r.msg.clone());
@@ -184,10 +191,22 @@ impl Store for FakeStore {
         }
         Ok(out)
     }
+    async fn outbox_release(&self, ids: &[i64]) -> StoreResult<()> {
+        let mut o = self.outbox.lock().unwrap();
+        for r in o.iter_mut() {
+            if ids.contains(&r.msg.id) && r.msg.status == "queued" && r.lease_until > 0 {
+                r.lease_until = 0;
+                r.msg.attempts = r.msg.attempts.saturating_sub(1);
+            }
+        }
+        self.released.lock().unwrap().extend_from_slice(ids);
+        Ok(())
+    }
     async fn outbox_sent(&self, id: i64, keep_body: bool) -> StoreResult<()> {
         let mut o = self.outbox.lock().unwrap();
         let r = o.iter_mut().find(|r| r.msg.id == id).unwrap();
         r.msg.status = "sent".into();
+        r.lease_until = 0;
         if !keep_body {
             r.msg.body.clear();
         }
@@ -477,7 +496,7 @@ async fn sends_concurrently_but_bounded_and_each_once() {
         None,
         &clock,
         WorkerConfig {
-            concurrency: 4,
+            email_concurrency: 4,
             ..Default::default()
         },
     );
@@ -528,7 +547,7 @@ async fn a_hanging_send_times_out_and_is_retried() {
         None,
         &clock,
         WorkerConfig {
-            send_timeout: Duration::from_millis(100),
+            email_timeout: Duration::from_millis(100),
             ..Default::default()
         },
     );
