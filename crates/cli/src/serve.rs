@@ -85,7 +85,9 @@ pub async fn run_with(
         .await
         .is_err()
     {
-        tracing::warn!("outbox worker did not stop in time; its messages are sent once their lease runs out");
+        tracing::warn!(
+            "outbox worker did not stop in time; its messages are sent once their lease runs out"
+        );
     }
     let _ = housekeeping.await;
     Ok(())

@@ -322,7 +322,7 @@ impl SmsSender {
         // A failing status is judged by the status alone: a gateway may echo the message.
         classify_status(status)?;
         check_answer(self.kind, self.success_match.as_deref(), &body)
-            .map_err(|why| unexpected_answer(status, &why, &body, msg))
+            .map_err(|why| unexpected_answer(status, why, &body, msg))
     }
 }
 
@@ -348,8 +348,7 @@ pub(crate) fn check_answer(
     if text.trim().is_empty() {
         return Err("the answer is empty");
     }
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|_| "the answer is not JSON")?;
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|_| "the answer is not JSON")?;
     let field = |k: &str| v.get(k);
     match kind {
         SmsKind::Json => {
@@ -362,16 +361,19 @@ pub(crate) fn check_answer(
                 }
             }
             if let Some(s) = field("status").and_then(|s| s.as_str())
-                && matches!(s.to_ascii_lowercase().as_str(), "error" | "failed" | "failure")
+                && matches!(
+                    s.to_ascii_lowercase().as_str(),
+                    "error" | "failed" | "failure"
+                )
             {
                 return Err("the answer reports a failed status");
             }
             Ok(())
         }
         SmsKind::Twilio => {
-            if !field("sid")
+            if field("sid")
                 .and_then(|s| s.as_str())
-                .is_some_and(|s| !s.is_empty())
+                .is_none_or(|s| s.is_empty())
             {
                 return Err("the answer has no message sid");
             }
@@ -387,12 +389,7 @@ pub(crate) fn check_answer(
 
 /// The failure for a 2xx answer that does not say the message was taken: retried (the
 /// idempotency key lets the gateway drop a repeat), with the answer quoted safely.
-fn unexpected_answer(
-    status: StatusCode,
-    why: &str,
-    body: &[u8],
-    msg: &OutboxMessage,
-) -> SendError {
+fn unexpected_answer(status: StatusCode, why: &str, body: &[u8], msg: &OutboxMessage) -> SendError {
     SendError::retryable(
         "unexpected_answer",
         format!(

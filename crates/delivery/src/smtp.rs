@@ -48,10 +48,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lettre::message::Mailbox;
-use lettre::message::header::ContentType;
 use lettre::Message;
 use lettre::address::Envelope;
+use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters, TlsVersion,

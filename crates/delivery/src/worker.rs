@@ -322,7 +322,12 @@ fn sender_gone(until: &Until) -> bool {
 
 /// One channel's loop: claims a message per free slot, starts it, and claims again as soon as
 /// a slot frees up. Returns how many messages it handled.
-async fn dispatch(inner: Arc<Inner>, channel: Channel, wake: Arc<Notify>, mut until: Until) -> usize {
+async fn dispatch(
+    inner: Arc<Inner>,
+    channel: Channel,
+    wake: Arc<Notify>,
+    mut until: Until,
+) -> usize {
     let limit = inner.cfg.concurrency(channel);
     let drain = matches!(until, Until::Drained);
     let (cut_tx, cut_rx) = watch::channel(false);
@@ -341,7 +346,12 @@ async fn dispatch(inner: Arc<Inner>, channel: Channel, wake: Arc<Notify>, mut un
             let lease = inner.cfg.effective_lease_secs();
             match inner
                 .store
-                .claim_outbox(now, lease, u32::try_from(free).unwrap_or(u32::MAX), Some(channel))
+                .claim_outbox(
+                    now,
+                    lease,
+                    u32::try_from(free).unwrap_or(u32::MAX),
+                    Some(channel),
+                )
                 .await
             {
                 Ok(batch) => {
@@ -597,8 +607,8 @@ mod tests {
 
     #[test]
     fn deadlines_come_from_the_senders_and_the_lease_outlasts_them() {
-        let c = WorkerConfig::default()
-            .with_deadlines(Duration::from_secs(40), Duration::from_secs(3));
+        let c =
+            WorkerConfig::default().with_deadlines(Duration::from_secs(40), Duration::from_secs(3));
         assert_eq!(c.email_timeout, Duration::from_secs(42));
         assert_eq!(c.sms_timeout, Duration::from_secs(5));
         assert_eq!(c.effective_lease_secs(), 60);
@@ -607,8 +617,12 @@ mod tests {
             ..c
         };
         assert_eq!(c.effective_lease_secs(), 42 + LEASE_MARGIN_SECS);
-        let short = WorkerConfig::default()
-            .with_deadlines(Duration::from_secs(1), Duration::from_secs(1));
-        assert_eq!(short.grace(), Duration::from_secs(3), "grace ≤ the longest deadline");
+        let short =
+            WorkerConfig::default().with_deadlines(Duration::from_secs(1), Duration::from_secs(1));
+        assert_eq!(
+            short.grace(),
+            Duration::from_secs(3),
+            "grace ≤ the longest deadline"
+        );
     }
 }

@@ -271,7 +271,11 @@ async fn a_2xx_answer_that_is_not_the_gateway_is_a_retryable_failure_quoted_safe
     assert!(e.retryable, "{e:?}");
     assert_eq!(e.class, "unexpected_answer");
     assert!(e.detail.contains("200 OK"), "{}", e.detail);
-    assert!(e.detail.contains("<html><body>Welcome!"), "the raw answer: {}", e.detail);
+    assert!(
+        e.detail.contains("<html><body>Welcome!"),
+        "the raw answer: {}",
+        e.detail
+    );
     assert!(
         !e.detail.contains("493817") && !e.detail.contains("+4915112345678"),
         "{}",
@@ -285,7 +289,11 @@ async fn a_2xx_answer_that_is_not_the_gateway_is_a_retryable_failure_quoted_safe
             .send(&sms("+4915112345678", "Code 493817"))
             .await
             .unwrap_err();
-        assert_eq!((e.retryable, e.class), (true, "unexpected_answer"), "{path}");
+        assert_eq!(
+            (e.retryable, e.class),
+            (true, "unexpected_answer"),
+            "{path}"
+        );
     }
     let tw = SmsSender::new(&SmsConfig {
         kind: SmsKind::Twilio,

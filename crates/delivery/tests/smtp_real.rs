@@ -422,8 +422,5 @@ async fn every_copy_of_a_row_has_the_same_message_id() {
             "<sspr.8.0@example.com>",
         ]
     );
-    assert_eq!(
-        sender.message_id(&m),
-        "<sspr.7.1700000000@example.com>"
-    );
+    assert_eq!(sender.message_id(&m), "<sspr.7.1700000000@example.com>");
 }

@@ -681,7 +681,10 @@ fn sms(to: &str) -> OutboxMessage {
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "waited 30 s for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited 30 s for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -829,7 +832,11 @@ async fn shutdown_releases_what_is_still_being_sent_and_claims_nothing_more() {
         .unwrap();
     let mut released = store.released.lock().unwrap().clone();
     released.sort();
-    assert_eq!(released, ids[..2].to_vec(), "the two under way are given back");
+    assert_eq!(
+        released,
+        ids[..2].to_vec(),
+        "the two under way are given back"
+    );
     // Another worker gets all three at once, not after the lease, with attempts intact.
     let got = store.claim_outbox(T0, 60, 10, None).await.unwrap();
     assert_eq!(
@@ -926,7 +933,8 @@ async fn a_gateway_answering_garbage_is_not_delivered_and_the_answer_is_kept() {
         "not delivered: tried again later"
     );
     assert!(
-        m.last_error.contains("<html>Welcome to the hotel wifi</html>"),
+        m.last_error
+            .contains("<html>Welcome to the hotel wifi</html>"),
         "{}",
         m.last_error
     );

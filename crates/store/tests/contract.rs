@@ -259,9 +259,15 @@ async fn outbox_claims_one_channel_and_release_gives_messages_back(s: Arc<dyn St
         .await
         .unwrap();
     // One channel at a time, oldest first, no more than asked for.
-    let got = s.claim_outbox(10, 60, 1, Some(Channel::Email)).await.unwrap();
+    let got = s
+        .claim_outbox(10, 60, 1, Some(Channel::Email))
+        .await
+        .unwrap();
     assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), vec![mail1]);
-    let got = s.claim_outbox(10, 60, 10, Some(Channel::Sms)).await.unwrap();
+    let got = s
+        .claim_outbox(10, 60, 10, Some(Channel::Sms))
+        .await
+        .unwrap();
     assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), vec![sms]);
     assert_eq!(got[0].attempts, 1);
     // mail2 is still free; everything else is leased.
