@@ -15,7 +15,7 @@
 //!
 //! A 2xx status alone does not: a proxy, a captive portal or a misconfigured URL answers 200
 //! too. The answer must be what the configured kind promises:
-//! - `json`: a JSON document that does not report an error (no non-null `"error"` member, no
+//! - `json`: `204 No Content`, or a JSON document that does not report an error (no non-null `"error"` member, no
 //!   `"success": false`, `"ok": false` or `"status": "error"/"failed"`), and, when
 //!   `success_match` is set, a body containing that text;
 //! - `twilio`: a JSON object with a message `"sid"` and a `"status"` other than `failed` or
@@ -321,7 +321,7 @@ impl SmsSender {
         }
         // A failing status is judged by the status alone: a gateway may echo the message.
         classify_status(status)?;
-        check_answer(self.kind, self.success_match.as_deref(), &body)
+        check_answer(self.kind, status, self.success_match.as_deref(), &body)
             .map_err(|why| unexpected_answer(status, why, &body, msg))
     }
 }
@@ -334,9 +334,18 @@ const MAX_QUOTE: usize = 160;
 /// Whether a 2xx answer is what the configured kind promises; `Err` says why not.
 pub(crate) fn check_answer(
     kind: SmsKind,
+    status: StatusCode,
     success_match: Option<&str>,
     body: &[u8],
 ) -> Result<(), &'static str> {
+    // `json`: "204 No Content" is an explicit "taken, nothing to say".
+    if kind == SmsKind::Json
+        && success_match.is_none()
+        && status == StatusCode::NO_CONTENT
+        && body.is_empty()
+    {
+        return Ok(());
+    }
     let text = std::str::from_utf8(body).map_err(|_| "the answer is not text")?;
     if let Some(m) = success_match {
         return if text.contains(m) {
