@@ -705,6 +705,49 @@ mod tests {
         }
     }
 
+    #[test]
+    fn answers_must_be_what_the_kind_promises() {
+        let ok = StatusCode::OK;
+        let json = |b: &str| check_answer(SmsKind::Json, ok, None, b.as_bytes());
+        assert!(json(r#"{"id":"1"}"#).is_ok());
+        assert!(json(r#"[{"id":"1"}]"#).is_ok());
+        assert!(json("").is_err());
+        assert!(json("OK").is_err());
+        assert!(json(r#"{"error":"x"}"#).is_err());
+        assert!(json(r#"{"error":null,"id":"1"}"#).is_ok());
+        assert!(json(r#"{"ok":false}"#).is_err());
+        assert!(json(r#"{"status":"FAILED"}"#).is_err());
+        assert!(check_answer(SmsKind::Json, StatusCode::NO_CONTENT, None, b"").is_ok());
+        assert!(check_answer(SmsKind::Json, ok, Some("OK"), b"OK 1 sent").is_ok());
+        assert!(check_answer(SmsKind::Json, ok, Some("OK"), b"{}").is_err());
+        let tw = |b: &str| check_answer(SmsKind::Twilio, StatusCode::CREATED, None, b.as_bytes());
+        assert!(tw(r#"{"sid":"SM1","status":"queued"}"#).is_ok());
+        assert!(tw(r#"{"sid":"","status":"queued"}"#).is_err());
+        assert!(tw(r#"{"sid":"SM1","status":"failed"}"#).is_err());
+        assert!(tw(r#"{"status":"queued"}"#).is_err());
+    }
+
+    #[test]
+    fn quoted_answers_hide_the_number_the_text_and_codes() {
+        let mut m = OutboxMessage::new(
+            sspr_app::ports::Channel::Sms,
+            "+4915112345678",
+            "",
+            "Your code is 493817",
+            0,
+        );
+        m.id = 1;
+        let q = quote_answer(
+            b"sent to +4915112345678: Your code is 493817\r\nref 4938170 id 12",
+            &m,
+        );
+        assert!(!q.contains("4915112345678") && !q.contains("493817"), "{q}");
+        assert!(q.contains("[message]") && q.contains("id 12"), "{q}");
+        assert!(!q.contains('\n'), "{q}");
+        let long = quote_answer("x".repeat(1000).as_bytes(), &m);
+        assert!(long.chars().count() < 200, "{long}");
+    }
+
     #[tokio::test]
     async fn https_only_refuses_plain_http_at_request_time_too() {
         // Even if a URL slipped past validation, the client itself refuses http://.

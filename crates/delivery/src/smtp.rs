@@ -175,7 +175,7 @@ impl SmtpConfig {
             return Err(ConfigError::new("smtp.port must be between 1 and 65535"));
         }
         if self.timeout_secs == 0 || self.timeout_secs > 40 {
-            // The worker gives a message 45 s before its lease is at risk.
+            // The worker's deadline is this plus 2 s, and the lease (60 s) must outlast it.
             return Err(ConfigError::new(
                 "smtp.timeout_secs must be between 1 and 40",
             ));
