@@ -90,11 +90,19 @@ pub struct App {
     pub hasher: HashPool,
     pub key: ServerKey,
     pub settings: Settings,
+    /// Rung after a message is queued, so the outbox worker sends it now rather than at its
+    /// next idle look (the worker is built with the same handle).
+    pub outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 impl App {
     pub fn now(&self) -> UnixTime {
         self.clock.now()
+    }
+
+    /// Tells the outbox worker a message is waiting. A wake-up while it is busy is kept.
+    pub fn wake_outbox(&self) {
+        self.outbox_wake.notify_one();
     }
 
     /// The admin's policy, or the default until one is saved.
@@ -224,6 +232,7 @@ impl App {
                 tracing::error!(error = %e, "could not queue a notification");
             }
         }
+        self.wake_outbox();
     }
 
     /// The notices [`App::notify`] queues, for callers that store them in a transaction of

@@ -329,14 +329,20 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_session(&self, id: &str) -> StoreResult<()>;
 
     async fn enqueue(&self, message: &OutboxMessage) -> StoreResult<i64>;
-    /// Leases up to `limit` due messages to this worker for `lease` seconds. A message whose
+    /// Leases up to `limit` due messages to this worker for `lease` seconds, oldest first,
+    /// counting an attempt for each; `channel: Some(..)` only of that channel. A message whose
     /// worker died is leased again once its lease runs out.
     async fn claim_outbox(
         &self,
         now: UnixTime,
         lease: i64,
         limit: u32,
+        channel: Option<Channel>,
     ) -> StoreResult<Vec<OutboxMessage>>;
+    /// Gives back leased messages that were not sent (a worker stopping): each is due again at
+    /// once, for any worker, and the attempt its claim counted is returned. Messages no longer
+    /// leased (sent, failed, rescheduled) are left alone.
+    async fn outbox_release(&self, ids: &[i64]) -> StoreResult<()>;
     async fn outbox_sent(&self, id: i64, keep_body: bool) -> StoreResult<()>;
     /// `retry_at: None` gives up for good.
     async fn outbox_failed(

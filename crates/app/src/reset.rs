@@ -727,6 +727,7 @@ impl App {
         msg.flow_id = flow_id;
         msg.target = target.into();
         self.store.issue_code(&record, &msg).await?;
+        self.wake_outbox();
         Ok(())
     }
 

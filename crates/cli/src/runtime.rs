@@ -117,6 +117,7 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runt
         hasher,
         key,
         settings,
+        outbox_wake: Arc::new(tokio::sync::Notify::new()),
     });
     Ok(Runtime {
         app,

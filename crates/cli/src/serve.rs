@@ -87,9 +87,17 @@ pub async fn run_with(
     let router = sspr_server::router_with(state, sspr_web::routes(), sspr_web::fallbacks());
     tracing::info!(listen = %cfg.listen, public_url = %cfg.public_url, "sspr is listening");
     sspr_server::serve(listener, tls, router, shutdown).await?;
-    tracing::info!("stopping: draining the outbox worker");
+    tracing::info!("stopping: the outbox worker finishes sends under way and gives back the rest");
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), worker_task).await;
+    // The worker needs at most its grace (5 s) plus a moment to give messages back.
+    if tokio::time::timeout(Duration::from_secs(10), worker_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "outbox worker did not stop in time; its messages are sent once their lease runs out"
+        );
+    }
     let _ = housekeeping.await;
     Ok(())
 }
@@ -97,35 +105,42 @@ pub async fn run_with(
 fn build_worker(rt: &Runtime, clock: Arc<dyn Clock>) -> anyhow::Result<OutboxWorker> {
     let cfg = &rt.config;
     let live = cfg.delivery.mode == "live";
+    let mut wc = WorkerConfig {
+        keep_bodies: !live,
+        ..WorkerConfig::default()
+    };
     let (email, sms): (Arc<dyn Sender>, Option<Arc<dyn Sender>>) = if live {
         let smtp = cfg
             .delivery
             .smtp
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("delivery.mode = \"live\" needs [delivery.smtp]"))?;
-        let email: Arc<dyn Sender> =
-            Arc::new(SmtpSender::new(smtp).map_err(|e| anyhow::anyhow!("delivery.smtp: {}", e.0))?);
-        let sms: Option<Arc<dyn Sender>> = match &cfg.delivery.sms {
-            Some(s) => Some(Arc::new(
-                SmsSender::new(s).map_err(|e| anyhow::anyhow!("delivery.sms: {}", e.0))?,
-            )),
-            None => None,
+        let smtp_sender =
+            SmtpSender::new(smtp).map_err(|e| anyhow::anyhow!("delivery.smtp: {}", e.0))?;
+        // As many emails at once as connections to the relay.
+        wc.email_concurrency = smtp.pool_size as usize;
+        let email_deadline = smtp_sender.deadline();
+        let email: Arc<dyn Sender> = Arc::new(smtp_sender);
+        let (sms, sms_deadline): (Option<Arc<dyn Sender>>, _) = match &cfg.delivery.sms {
+            Some(s) => {
+                let sender =
+                    SmsSender::new(s).map_err(|e| anyhow::anyhow!("delivery.sms: {}", e.0))?;
+                let d = sender.deadline();
+                (Some(Arc::new(sender)), d)
+            }
+            None => (None, Duration::from_secs(1)),
         };
+        // The worker's deadline per send follows each channel's configured one.
+        wc = wc.with_deadlines(email_deadline, sms_deadline);
         (email, sms)
     } else {
         (Arc::new(DevSender), Some(Arc::new(DevSender)))
     };
-    let wc = WorkerConfig {
-        keep_bodies: !live,
-        ..WorkerConfig::default()
-    };
-    Ok(OutboxWorker::new(
-        rt.app.store.clone(),
-        email,
-        sms,
-        clock,
-        wc,
-    ))
+    // The app rings this handle after queueing a message.
+    Ok(
+        OutboxWorker::new(rt.app.store.clone(), email, sms, clock, wc)
+            .with_notifier(rt.app.outbox_wake.clone()),
+    )
 }
 
 /// Settles interrupted directory writes and reports abandoned flows at start and then every

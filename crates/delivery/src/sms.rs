@@ -4,6 +4,28 @@
 //! provider, TLS 1.2/1.3, Mozilla roots plus an optional private CA), HTTPS only unless
 //! `allow_insecure`, no redirects (a redirect could carry the bearer token or the code
 //! elsewhere) and bounded timeouts.
+//!
+//! # Deadline
+//!
+//! Each request, connect and answer included, is bounded by `timeout_secs` (reqwest's request
+//! timeout, with the connect bounded by the smaller of it and 10 s, and the whole send wrapped
+//! once more in a tokio timeout).
+//!
+//! # What counts as delivered
+//!
+//! A 2xx status alone does not: a proxy, a captive portal or a misconfigured URL answers 200
+//! too. The answer must be what the configured kind promises:
+//! - `json`: `204 No Content`, or a JSON document that does not report an error (no non-null `"error"` member, no
+//!   `"success": false`, `"ok": false` or `"status": "error"/"failed"`), and, when
+//!   `success_match` is set, a body containing that text;
+//! - `twilio`: a JSON object with a message `"sid"` and a `"status"` other than `failed` or
+//!   `undelivered`.
+//!
+//! Anything else is a retryable failure (`unexpected_answer`): the message may or may not have
+//! gone out, and the gateway can tell a repeat by its `Idempotency-Key` (`sspr-{id}-{created}`,
+//! the same for every copy of an outbox row; Twilio also gets `I-Twilio-Idempotency-Token`).
+//! The log and `last_error` carry the answer, clipped, with the recipient masked and any run
+//! of five or more digits (a code the gateway may echo) replaced.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -49,7 +71,11 @@ pub struct SmsConfig {
     pub auth_token_file: Option<PathBuf>,
     /// Twilio sender number (E.164) or messaging service.
     pub from: String,
+    /// Deadline for one request, connect and answer included.
     pub timeout_secs: u64,
+    /// Text a 2xx answer must contain to count as delivered, e.g. `"\"status\":\"queued\""`.
+    /// Without it, `json` needs a JSON answer that reports no error.
+    pub success_match: Option<String>,
     /// PEM file with a private CA, trusted in addition to the public roots.
     pub ca_file: Option<PathBuf>,
     /// E.164 prefixes codes may be sent to, e.g. `["+49", "+33"]`; empty allows all. A guard
@@ -70,6 +96,7 @@ impl Default for SmsConfig {
             auth_token_file: None,
             from: String::new(),
             timeout_secs: 10,
+            success_match: None,
             ca_file: None,
             allowed_prefixes: Vec::new(),
         }
@@ -89,6 +116,7 @@ impl fmt::Debug for SmsConfig {
             .field("auth_token_file", &self.auth_token_file)
             .field("from", &self.from)
             .field("timeout_secs", &self.timeout_secs)
+            .field("success_match", &self.success_match)
             .field("ca_file", &self.ca_file)
             .field("allowed_prefixes", &self.allowed_prefixes)
             .finish()
@@ -155,6 +183,11 @@ impl SmsConfig {
                 "sms.timeout_secs must be between 1 and 40",
             ));
         }
+        if self.success_match.as_deref().is_some_and(|m| m.is_empty()) {
+            return Err(ConfigError::new(
+                "sms.success_match is empty: remove it, or set the text a successful answer contains",
+            ));
+        }
         match self.kind {
             SmsKind::Json => {
                 if self.token.is_empty() {
@@ -204,6 +237,8 @@ pub struct SmsSender {
     auth_token: String,
     from: String,
     allowed_prefixes: Vec<String>,
+    timeout: Duration,
+    success_match: Option<String>,
 }
 
 impl SmsSender {
@@ -234,7 +269,177 @@ impl SmsSender {
             auth_token: cfg.auth_token.clone(),
             from: cfg.from.trim().to_string(),
             allowed_prefixes: cfg.allowed_prefixes.clone(),
+            timeout,
+            success_match: cfg.success_match.clone(),
         })
+    }
+
+    /// The deadline for one send (`timeout_secs`).
+    pub fn deadline(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The idempotency key of an outbox row: the same for every copy of it.
+    pub fn idempotency_key(msg: &OutboxMessage) -> String {
+        format!("sspr-{}-{}", msg.id, msg.created_at)
+    }
+
+    async fn request(&self, msg: &OutboxMessage, to: &str) -> Result<(), SendError> {
+        let key = Self::idempotency_key(msg);
+        let req = self
+            .client
+            .post(self.url.clone())
+            .header("Idempotency-Key", &key);
+        let req = match self.kind {
+            SmsKind::Json => req.bearer_auth(&self.token).json(&JsonBody {
+                to,
+                message: &msg.body,
+            }),
+            SmsKind::Twilio => req
+                .basic_auth(&self.account_sid, Some(&self.auth_token))
+                .header("I-Twilio-Idempotency-Token", &key)
+                .form(&[
+                    ("To", to),
+                    ("From", self.from.as_str()),
+                    ("Body", msg.body.as_str()),
+                ]),
+        };
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| classify_reqwest(&e.without_url()))?;
+        let status = resp.status();
+        let mut body = Vec::new();
+        if status.is_success() {
+            while body.len() < MAX_ANSWER {
+                match resp.chunk().await {
+                    Ok(Some(c)) => body.extend_from_slice(&c),
+                    Ok(None) => break,
+                    Err(e) => return Err(classify_reqwest(&e.without_url())),
+                }
+            }
+        }
+        // A failing status is judged by the status alone: a gateway may echo the message.
+        classify_status(status)?;
+        check_answer(self.kind, status, self.success_match.as_deref(), &body)
+            .map_err(|why| unexpected_answer(status, why, &body, msg))
+    }
+}
+
+/// Most of a 2xx answer read to judge it.
+const MAX_ANSWER: usize = 16 * 1024;
+/// Most of an answer quoted in the log and `last_error`.
+const MAX_QUOTE: usize = 160;
+
+/// Whether a 2xx answer is what the configured kind promises; `Err` says why not.
+pub(crate) fn check_answer(
+    kind: SmsKind,
+    status: StatusCode,
+    success_match: Option<&str>,
+    body: &[u8],
+) -> Result<(), &'static str> {
+    // `json`: "204 No Content" is an explicit "taken, nothing to say".
+    if kind == SmsKind::Json
+        && success_match.is_none()
+        && status == StatusCode::NO_CONTENT
+        && body.is_empty()
+    {
+        return Ok(());
+    }
+    let text = std::str::from_utf8(body).map_err(|_| "the answer is not text")?;
+    if let Some(m) = success_match {
+        return if text.contains(m) {
+            Ok(())
+        } else {
+            Err("the answer lacks sms.success_match")
+        };
+    }
+    if text.trim().is_empty() {
+        return Err("the answer is empty");
+    }
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|_| "the answer is not JSON")?;
+    let field = |k: &str| v.get(k);
+    match kind {
+        SmsKind::Json => {
+            if field("error").is_some_and(|e| !e.is_null()) {
+                return Err("the answer reports an error");
+            }
+            for k in ["success", "ok"] {
+                if field(k) == Some(&serde_json::Value::Bool(false)) {
+                    return Err("the answer reports no success");
+                }
+            }
+            if let Some(s) = field("status").and_then(|s| s.as_str())
+                && matches!(
+                    s.to_ascii_lowercase().as_str(),
+                    "error" | "failed" | "failure"
+                )
+            {
+                return Err("the answer reports a failed status");
+            }
+            Ok(())
+        }
+        SmsKind::Twilio => {
+            if field("sid")
+                .and_then(|s| s.as_str())
+                .is_none_or(|s| s.is_empty())
+            {
+                return Err("the answer has no message sid");
+            }
+            if let Some(s) = field("status").and_then(|s| s.as_str())
+                && matches!(s, "failed" | "undelivered")
+            {
+                return Err("the answer reports a failed status");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The failure for a 2xx answer that does not say the message was taken: retried (the
+/// idempotency key lets the gateway drop a repeat), with the answer quoted safely.
+fn unexpected_answer(status: StatusCode, why: &str, body: &[u8], msg: &OutboxMessage) -> SendError {
+    SendError::retryable(
+        "unexpected_answer",
+        format!(
+            "sms gateway answered {status} but {why}: {}",
+            quote_answer(body, msg)
+        ),
+    )
+}
+
+/// The start of an answer for the log: one line, recipient masked, the message text and any
+/// run of five or more digits (a code) replaced, clipped.
+pub(crate) fn quote_answer(body: &[u8], msg: &OutboxMessage) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX_ANSWER)]);
+    let mut text = text.replace(msg.recipient.trim(), &mask::phone(&msg.recipient));
+    if !msg.body.trim().is_empty() {
+        text = text.replace(msg.body.trim(), "[message]");
+    }
+    let mut out = String::new();
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if digits.len() >= 5 {
+            out.push_str("[digits]");
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        flush(&mut digits, &mut out);
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    flush(&mut digits, &mut out);
+    let quoted: String = out.chars().take(MAX_QUOTE).collect();
+    if out.chars().count() > MAX_QUOTE {
+        format!("{quoted:?}…")
+    } else {
+        format!("{quoted:?}")
     }
 }
 
@@ -318,26 +523,16 @@ struct JsonBody<'a> {
 impl Sender for SmsSender {
     async fn send(&self, msg: &OutboxMessage) -> Result<(), SendError> {
         let to = check_number(&msg.recipient, &self.allowed_prefixes)?;
-        let req = self.client.post(self.url.clone());
-        let req = match self.kind {
-            SmsKind::Json => req.bearer_auth(&self.token).json(&JsonBody {
-                to: &to,
-                message: &msg.body,
-            }),
-            SmsKind::Twilio => req
-                .basic_auth(&self.account_sid, Some(&self.auth_token))
-                .form(&[
-                    ("To", to.as_str()),
-                    ("From", self.from.as_str()),
-                    ("Body", msg.body.as_str()),
-                ]),
-        };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| classify_reqwest(&e.without_url()))?;
-        // The response body is not read into the error: a gateway may echo the message.
-        classify_status(resp.status())
+        match tokio::time::timeout(self.timeout, self.request(msg, &to)).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::retryable(
+                "timeout",
+                format!(
+                    "sms gateway: no complete answer within {}s (sms.timeout_secs)",
+                    self.timeout.as_secs()
+                ),
+            )),
+        }
     }
 }
 
@@ -508,6 +703,49 @@ mod tests {
         ] {
             assert!(!classify_status(s).unwrap_err().retryable, "{s}");
         }
+    }
+
+    #[test]
+    fn answers_must_be_what_the_kind_promises() {
+        let ok = StatusCode::OK;
+        let json = |b: &str| check_answer(SmsKind::Json, ok, None, b.as_bytes());
+        assert!(json(r#"{"id":"1"}"#).is_ok());
+        assert!(json(r#"[{"id":"1"}]"#).is_ok());
+        assert!(json("").is_err());
+        assert!(json("OK").is_err());
+        assert!(json(r#"{"error":"x"}"#).is_err());
+        assert!(json(r#"{"error":null,"id":"1"}"#).is_ok());
+        assert!(json(r#"{"ok":false}"#).is_err());
+        assert!(json(r#"{"status":"FAILED"}"#).is_err());
+        assert!(check_answer(SmsKind::Json, StatusCode::NO_CONTENT, None, b"").is_ok());
+        assert!(check_answer(SmsKind::Json, ok, Some("OK"), b"OK 1 sent").is_ok());
+        assert!(check_answer(SmsKind::Json, ok, Some("OK"), b"{}").is_err());
+        let tw = |b: &str| check_answer(SmsKind::Twilio, StatusCode::CREATED, None, b.as_bytes());
+        assert!(tw(r#"{"sid":"SM1","status":"queued"}"#).is_ok());
+        assert!(tw(r#"{"sid":"","status":"queued"}"#).is_err());
+        assert!(tw(r#"{"sid":"SM1","status":"failed"}"#).is_err());
+        assert!(tw(r#"{"status":"queued"}"#).is_err());
+    }
+
+    #[test]
+    fn quoted_answers_hide_the_number_the_text_and_codes() {
+        let mut m = OutboxMessage::new(
+            sspr_app::ports::Channel::Sms,
+            "+4915112345678",
+            "",
+            "Your code is 493817",
+            0,
+        );
+        m.id = 1;
+        let q = quote_answer(
+            b"sent to +4915112345678: Your code is 493817\r\nref 4938170 id 12",
+            &m,
+        );
+        assert!(!q.contains("4915112345678") && !q.contains("493817"), "{q}");
+        assert!(q.contains("[message]") && q.contains("id 12"), "{q}");
+        assert!(!q.contains('\n'), "{q}");
+        let long = quote_answer("x".repeat(1000).as_bytes(), &m);
+        assert!(long.chars().count() < 200, "{long}");
     }
 
     #[tokio::test]

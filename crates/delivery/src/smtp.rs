@@ -1,7 +1,26 @@
 //! Email through an SMTP relay.
 //!
-//! lettre's `AsyncSmtpTransport` keeps a pool of open connections, so a burst of codes does not
-//! pay a TCP + TLS + EHLO + AUTH round trip per message.
+//! Connections are kept open between messages (up to `pool_size`), so a burst of codes does
+//! not pay a TCP + TLS + EHLO + AUTH round trip per message.
+//!
+//! # Deadline
+//!
+//! Every send is one SMTP transaction bounded, as a whole, by `timeout_secs`: taking or
+//! opening a connection (TCP, TLS, greeting, EHLO, STARTTLS, AUTH), MAIL, RCPT, DATA and the
+//! reply to the end of the message. lettre's own `timeout` bounds only the TCP connect of its
+//! async client (0.11: `AsyncNetworkStream::connect_tokio1`); a relay that accepts the
+//! connection and then says nothing would hold its pooled transport forever. That is why
+//! this module drives lettre's `AsyncSmtpConnection` itself rather than `AsyncSmtpTransport`:
+//! a transaction cut short by the deadline drops (closes) its connection, where lettre's pool
+//! would put a connection with a reply still outstanding back for the next message.
+//!
+//! # Once, and the same Message-ID
+//!
+//! `send` returns as soon as the relay answered 250 to the end of DATA, before anything else
+//! happens on the connection (it is parked for reuse; no QUIT), so the worker records the
+//! message as sent at the earliest possible moment. Should a copy still be sent twice (the
+//! process died in between), both carry the same `Message-ID`, built from the outbox row
+//! alone: `<sspr.{id}.{created_at}@{domain of smtp.from}>`.
 //!
 //! # TLS
 //!
@@ -21,19 +40,23 @@
 //! terminator until the server's delayed ACK arrives (up to ~40 ms on Linux) per message. That
 //! is harmless at sspr's volumes, so lettre is used unmodified; a fix belongs upstream.
 
+use std::sync::Mutex;
+use std::time::Instant;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use lettre::Message;
+use lettre::address::Envelope;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{
-    Certificate, CertificateStore, Tls, TlsParameters, TlsVersion,
+    AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters, TlsVersion,
 };
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::extension::ClientId;
 use serde::Deserialize;
 use sspr_app::ports::OutboxMessage;
 use sspr_domain::mask;
@@ -74,9 +97,10 @@ pub struct SmtpConfig {
     pub from: String,
     /// PEM file with a private CA, trusted in addition to the public roots.
     pub ca_file: Option<PathBuf>,
-    /// Connect and per-command timeout.
+    /// Deadline for one whole send: connecting (TCP, TLS, greeting, EHLO, AUTH) and the
+    /// transaction up to the relay's answer to the message.
     pub timeout_secs: u64,
-    /// Most connections kept open to the relay.
+    /// Most connections open to the relay, and so most emails sent at the same time.
     pub pool_size: u32,
 }
 
@@ -151,7 +175,7 @@ impl SmtpConfig {
             return Err(ConfigError::new("smtp.port must be between 1 and 65535"));
         }
         if self.timeout_secs == 0 || self.timeout_secs > 40 {
-            // The worker gives a message 45 s before its lease is at risk.
+            // The worker's deadline is this plus 2 s, and the lease (60 s) must outlast it.
             return Err(ConfigError::new(
                 "smtp.timeout_secs must be between 1 and 40",
             ));
@@ -179,24 +203,47 @@ impl SmtpConfig {
     }
 }
 
-/// Email through an SMTP relay, with pooled connections.
+/// How long an idle connection is kept for the next message.
+const IDLE_KEEP: Duration = Duration::from_secs(60);
+
+/// Email through an SMTP relay, with connections kept open between messages.
 pub struct SmtpSender {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    host: String,
+    port: u16,
+    tls: SmtpTls,
+    tls_params: Option<TlsParameters>,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    timeout: Duration,
+    pool_size: usize,
+    /// Open connections not in use, with when they were parked.
+    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
     from: Mailbox,
 }
 
 impl SmtpSender {
     /// Connects, greets and (if configured) authenticates, then hangs up: `sspr doctor`.
+    /// Bounded by `timeout_secs` like a send.
     pub async fn check(&self) -> Result<(), String> {
-        match self.transport.test_connection().await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err("the server did not answer the greeting".into()),
-            Err(e) => Err(e.to_string()),
+        let check = async {
+            let mut conn = self.connect().await.map_err(|e| e.to_string())?;
+            if !conn.test_connected().await {
+                return Err("the server did not answer NOOP".to_string());
+            }
+            let _ = conn.quit().await;
+            Ok(())
+        };
+        match tokio::time::timeout(self.timeout, check).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "no complete answer within {}s (smtp.timeout_secs)",
+                self.timeout.as_secs()
+            )),
         }
     }
 
-    /// Builds the transport. Connects lazily, on the first message. Must be called within a
-    /// tokio runtime (the connection pool starts a housekeeping task).
+    /// Builds the sender. Connects lazily, on the first message. Must be called within a
+    /// tokio runtime.
     pub fn new(cfg: &SmtpConfig) -> Result<Self, ConfigError> {
         let from = cfg.validate()?;
         if tokio::runtime::Handle::try_current().is_err() {
@@ -205,28 +252,40 @@ impl SmtpSender {
             ));
         }
         let host = cfg.host.trim().to_string();
-        let tls = match cfg.tls {
-            SmtpTls::None => Tls::None,
-            SmtpTls::Starttls => Tls::Required(tls_parameters(cfg, &host)?),
-            SmtpTls::Implicit => Tls::Wrapper(tls_parameters(cfg, &host)?),
+        let tls_params = match cfg.tls {
+            SmtpTls::None => None,
+            SmtpTls::Starttls | SmtpTls::Implicit => Some(tls_parameters(cfg, &host)?),
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-            .port(cfg.effective_port())
-            .tls(tls)
-            .timeout(Some(Duration::from_secs(cfg.timeout_secs)))
-            .pool_config(
-                PoolConfig::new()
-                    .max_size(cfg.pool_size)
-                    .idle_timeout(Duration::from_secs(60)),
-            );
-        if !cfg.username.is_empty() {
-            builder =
-                builder.credentials(Credentials::new(cfg.username.clone(), cfg.password.clone()));
-        }
+        let credentials = (!cfg.username.is_empty())
+            .then(|| Credentials::new(cfg.username.clone(), cfg.password.clone()));
         Ok(Self {
-            transport: builder.build(),
+            host,
+            port: cfg.effective_port(),
+            tls: cfg.tls,
+            tls_params,
+            credentials,
+            hello: ClientId::default(),
+            timeout: Duration::from_secs(cfg.timeout_secs),
+            pool_size: cfg.pool_size as usize,
+            idle: Mutex::new(Vec::new()),
             from,
         })
+    }
+
+    /// The deadline for one send (`timeout_secs`).
+    pub fn deadline(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The `Message-ID` of the email for an outbox row: the same for every copy of that row,
+    /// whichever instance sends it.
+    pub fn message_id(&self, msg: &OutboxMessage) -> String {
+        format!(
+            "<sspr.{}.{}@{}>",
+            msg.id,
+            msg.created_at,
+            self.from.email.domain()
+        )
     }
 
     fn build_message(&self, msg: &OutboxMessage) -> Result<Message, SendError> {
@@ -235,6 +294,7 @@ impl SmtpSender {
             .from(self.from.clone())
             .to(to)
             .subject(msg.subject.clone())
+            .message_id(Some(self.message_id(msg)))
             .header(ContentType::TEXT_PLAIN)
             .body(msg.body.clone())
             // The error names a header, never its content.
@@ -242,6 +302,75 @@ impl SmtpSender {
                 SendError::permanent("invalid_message", format!("cannot build the email: {e}"))
             })
     }
+
+    /// A new connection: TCP (lettre's connect timeout), TLS, greeting, EHLO, STARTTLS, AUTH.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+        let wrapper = match self.tls {
+            SmtpTls::Implicit => self.tls_params.clone(),
+            SmtpTls::Starttls | SmtpTls::None => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &self.hello,
+            wrapper,
+            None,
+        )
+        .await?;
+        if let (SmtpTls::Starttls, Some(params)) = (self.tls, &self.tls_params) {
+            // Required: fails when the relay does not offer STARTTLS.
+            conn.starttls(params.clone(), &self.hello).await?;
+        }
+        if let Some(c) = &self.credentials {
+            conn.auth(DEFAULT_MECHANISMS, c).await?;
+        }
+        Ok(conn)
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(AsyncSmtpConnection, Instant)>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A parked connection that still answers NOOP, or a new one.
+    async fn connection(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+        loop {
+            let parked = self.idle().pop();
+            let Some((mut conn, since)) = parked else {
+                return self.connect().await;
+            };
+            if since.elapsed() < IDLE_KEEP && conn.test_connected().await {
+                return Ok(conn);
+            }
+            close(conn);
+        }
+    }
+
+    /// One transaction. Returns right after the relay's answer to the end of DATA; the
+    /// connection is parked for the next message without another round trip.
+    async fn transaction(
+        &self,
+        envelope: &Envelope,
+        raw: &[u8],
+    ) -> Result<(), lettre::transport::smtp::Error> {
+        let mut conn = self.connection().await?;
+        conn.send(envelope, raw).await?;
+        if !conn.has_broken() {
+            let mut idle = self.idle();
+            if idle.len() < self.pool_size {
+                idle.push((conn, Instant::now()));
+                return Ok(());
+            }
+        }
+        close(conn);
+        Ok(())
+    }
+}
+
+/// Says QUIT and closes, in the background and within a few seconds: nobody waits for it.
+fn close(mut conn: AsyncSmtpConnection) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.abort()).await;
+    });
 }
 
 fn tls_parameters(cfg: &SmtpConfig, host: &str) -> Result<TlsParameters, ConfigError> {
@@ -334,15 +463,23 @@ impl SmtpFailure {
 impl Sender for SmtpSender {
     async fn send(&self, msg: &OutboxMessage) -> Result<(), SendError> {
         let email = self.build_message(msg)?;
-        match self.transport.send(email).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
+        let raw = email.formatted();
+        match tokio::time::timeout(self.timeout, self.transaction(email.envelope(), &raw)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
                 // lettre's message is the server's reply text or an I/O error: no body, but a
                 // reply may quote the recipient, which the log should only see masked.
                 let detail = format!("smtp: {e}")
                     .replace(msg.recipient.trim(), &mask::email(&msg.recipient));
                 Err(SmtpFailure::of(&e).into_error(detail))
             }
+            // The transaction, and its connection, are dropped: nothing half-done is reused.
+            Err(_) => Err(SmtpFailure::Timeout.into_error(format!(
+                "smtp: no complete answer from {}:{} within {}s (smtp.timeout_secs)",
+                self.host,
+                self.port,
+                self.timeout.as_secs()
+            ))),
         }
     }
 }

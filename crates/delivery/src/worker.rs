@@ -1,15 +1,39 @@
 //! The outbox worker: claims due messages, sends them, records what happened.
 //!
-//! Exactly-once across instances comes from the store's lease (`claim_outbox`): a claimed
-//! message is invisible to other workers until its lease runs out. Within one worker, a
-//! message id that is still being sent is never started a second time, even if a slow send
-//! outlived its lease and the store hands the message out again.
+//! # Guarantee: at least once, duplicates rare and recognisable
+//!
+//! A message is leased by the store (`claim_outbox`) and is invisible to other workers until
+//! the lease runs out or the message is recorded. It is recorded as sent the moment the relay
+//! or gateway has accepted it (for SMTP: the 250 reply to the end of DATA, before the
+//! connection is reused or closed), so a copy can only be sent twice if the process dies in
+//! that short window, or if a send is cut short by its deadline or by shutdown after the
+//! remote had already taken it. Such a copy carries the same idempotency key (SMTP
+//! `Message-ID`, SMS `Idempotency-Key`), derived from the outbox row alone.
+//!
+//! # Dispatch
+//!
+//! Each channel (email, SMS) has its own loop and its own concurrency limit. A loop claims
+//! only as many messages as it has free slots, so nothing sits leased waiting for a slot, and
+//! a slot that frees up claims the next due message of its channel at once: a hanging relay
+//! holds only its own slots, never the other channel nor the rest of its own.
+//!
+//! # Deadlines
+//!
+//! Each send is bounded by its channel's deadline (the sender's own, plus a margin), and the
+//! lease is always longer than that deadline, so a message is finished or given back before
+//! another worker may claim it.
+//!
+//! # Shutdown
+//!
+//! The loops stop claiming, give sends under way `shutdown_grace` to finish, then cut the
+//! rest short and release them in the store (`outbox_release`): due at once for any other
+//! instance, with the attempt given back.
 //!
 //! Retry accounting: the store counts an attempt when it leases a message (`claim_outbox`),
 //! so a message whose worker died mid-send still uses up an attempt and cannot be retried
 //! without end. The message in hand is therefore attempt number `attempts`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +49,16 @@ use crate::{SendError, Sender};
 /// Longest `last_error` / log detail kept.
 const MAX_DETAIL: usize = 300;
 
+/// Added to a sender's own deadline for the worker's: the sender should always fail first,
+/// with its own, more precise reason.
+pub const SEND_MARGIN: Duration = Duration::from_secs(2);
+
+/// The lease outlasts the longest send deadline by at least this much (recording the outcome).
+const LEASE_MARGIN_SECS: i64 = 15;
+
+/// After the grace, how long cut-short sends get to return before their tasks are aborted.
+const CUT_WAIT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Keep the body after sending (the dev outbox only; bodies hold codes).
@@ -35,17 +69,22 @@ pub struct WorkerConfig {
     /// (5 s, 15 s, 45 s, 135 s by default).
     pub backoff_base_secs: i64,
     pub backoff_factor: i64,
-    /// How long a claimed message is reserved for this worker.
+    /// How long a claimed message is reserved for this worker. Raised, if needed, to the
+    /// longest send deadline plus 15 s.
     pub lease_secs: i64,
-    /// Messages claimed per round.
-    pub batch: u32,
-    /// Messages sent at the same time.
-    pub concurrency: usize,
-    /// Pause between rounds when the outbox is idle (a notification cuts it short).
+    /// Emails sent at the same time.
+    pub email_concurrency: usize,
+    /// SMS sent at the same time.
+    pub sms_concurrency: usize,
+    /// Pause between looks at the outbox when it is idle (a notification cuts it short).
     pub idle: Duration,
-    /// Longest a single send may take. Shorter than the lease, so a message is finished (or
-    /// given back) before another worker may claim it.
-    pub send_timeout: Duration,
+    /// Longest a single email send may take, all of it: the SMTP deadline plus [`SEND_MARGIN`].
+    pub email_timeout: Duration,
+    /// Longest a single SMS send may take: the gateway deadline plus [`SEND_MARGIN`].
+    pub sms_timeout: Duration,
+    /// On shutdown, how long sends under way may take to finish before they are cut short
+    /// and given back. Never longer than the longest send deadline.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -56,10 +95,12 @@ impl Default for WorkerConfig {
             backoff_base_secs: 5,
             backoff_factor: 3,
             lease_secs: 60,
-            batch: 32,
-            concurrency: 8,
+            email_concurrency: 8,
+            sms_concurrency: 4,
             idle: Duration::from_millis(500),
-            send_timeout: Duration::from_secs(45),
+            email_timeout: Duration::from_secs(15) + SEND_MARGIN,
+            sms_timeout: Duration::from_secs(10) + SEND_MARGIN,
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -72,6 +113,43 @@ impl WorkerConfig {
             wait = wait.saturating_mul(self.backoff_factor.max(1));
         }
         wait.min(6 * 3600)
+    }
+
+    /// The worker's deadlines from the senders' own (`[delivery.smtp] timeout_secs`,
+    /// `[delivery.sms] timeout_secs`), each plus [`SEND_MARGIN`].
+    pub fn with_deadlines(mut self, email: Duration, sms: Duration) -> Self {
+        self.email_timeout = email + SEND_MARGIN;
+        self.sms_timeout = sms + SEND_MARGIN;
+        self
+    }
+
+    fn timeout(&self, channel: Channel) -> Duration {
+        match channel {
+            Channel::Email => self.email_timeout,
+            Channel::Sms => self.sms_timeout,
+        }
+    }
+
+    fn concurrency(&self, channel: Channel) -> usize {
+        match channel {
+            Channel::Email => self.email_concurrency,
+            Channel::Sms => self.sms_concurrency,
+        }
+        .max(1)
+    }
+
+    /// The lease actually taken: never shorter than a send may last plus time to record it.
+    pub fn effective_lease_secs(&self) -> i64 {
+        let longest = self.email_timeout.max(self.sms_timeout);
+        let needed = i64::try_from(longest.as_secs())
+            .unwrap_or(i64::MAX / 2)
+            .saturating_add(LEASE_MARGIN_SECS);
+        self.lease_secs.max(needed)
+    }
+
+    fn grace(&self) -> Duration {
+        self.shutdown_grace
+            .min(self.email_timeout.max(self.sms_timeout))
     }
 }
 
@@ -102,6 +180,23 @@ impl Drop for InFlight {
     }
 }
 
+/// How one delivery task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Sent, rescheduled or given up, and recorded.
+    Recorded,
+    /// Cut short by shutdown before an outcome: to be released.
+    Cut(i64),
+}
+
+/// What stops a channel loop.
+enum Until {
+    /// `run_once`: when nothing is due and nothing is under way.
+    Drained,
+    /// `run`: when the shutdown signal turns true (or its sender is dropped).
+    Shutdown(watch::Receiver<bool>),
+}
+
 impl OutboxWorker {
     /// `sms: None` when no gateway is configured: SMS messages then fail permanently.
     pub fn new(
@@ -125,83 +220,264 @@ impl OutboxWorker {
         }
     }
 
+    /// Uses `notify` as the wake-up handle (e.g. the one the application already holds)
+    /// instead of a new one.
+    pub fn with_notifier(mut self, notify: Arc<Notify>) -> Self {
+        self.notify = notify;
+        self
+    }
+
     /// Wakes the worker at once. Call `notify_one()` after enqueueing: a wake-up sent while
     /// the worker is busy is kept and ends its next pause.
     pub fn notifier(&self) -> Arc<Notify> {
         self.notify.clone()
     }
 
-    /// One round: claims due messages and sends them, a few at a time. Returns how many were
-    /// handled (sent, rescheduled or given up).
+    /// Sends everything due now, each channel up to its concurrency at a time, and returns
+    /// once nothing is due and nothing is under way. Returns how many were handled (sent,
+    /// rescheduled or given up). For tests and one-off runs; `run` is the service loop.
     pub async fn run_once(&self) -> usize {
-        let inner = &self.inner;
-        let now = inner.clock.now();
-        let batch = match inner
-            .store
-            .claim_outbox(now, inner.cfg.lease_secs, inner.cfg.batch)
-            .await
-        {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "outbox: cannot claim messages");
-                return 0;
-            }
-        };
-        let mut queue = batch.into_iter();
-        let mut tasks = JoinSet::new();
-        let mut handled = 0;
-        loop {
-            while tasks.len() < inner.cfg.concurrency.max(1) {
-                let Some(msg) = queue.next() else { break };
-                if !inner.in_flight().insert(msg.id) {
-                    tracing::warn!(
-                        id = msg.id,
-                        "outbox: message is still being sent here; not sending it twice"
-                    );
-                    continue;
-                }
-                let guard = InFlight {
-                    inner: inner.clone(),
-                    id: msg.id,
-                };
-                tasks.spawn(async move {
-                    guard.inner.deliver(msg).await;
-                    drop(guard);
-                });
-            }
-            match tasks.join_next().await {
-                Some(Ok(())) => handled += 1,
-                // The message stays leased and is tried again when the lease runs out.
-                Some(Err(e)) => tracing::error!(error = %e, "outbox: delivery task failed"),
-                None => break,
-            }
-        }
-        handled
+        let (a, b) = tokio::join!(
+            dispatch(
+                self.inner.clone(),
+                Channel::Email,
+                Arc::new(Notify::new()),
+                Until::Drained
+            ),
+            dispatch(
+                self.inner.clone(),
+                Channel::Sms,
+                Arc::new(Notify::new()),
+                Until::Drained
+            ),
+        );
+        a + b
     }
 
-    /// Runs rounds until `shutdown` turns true (or its sender is dropped). Between rounds it
-    /// pauses for `idle`, unless a full batch suggests more is due or it is notified.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        tracing::info!("outbox worker started");
-        loop {
-            if *shutdown.borrow_and_update() {
-                break;
-            }
-            let handled = self.run_once().await;
-            if handled >= self.inner.cfg.batch as usize {
-                continue;
-            }
-            tokio::select! {
-                changed = shutdown.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
+    /// Sends until `shutdown` turns true (or its sender is dropped), then stops claiming,
+    /// lets sends under way finish within the grace and releases the rest.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        tracing::info!(
+            email_concurrency = self.inner.cfg.concurrency(Channel::Email),
+            sms_concurrency = self.inner.cfg.concurrency(Channel::Sms),
+            lease_secs = self.inner.cfg.effective_lease_secs(),
+            "outbox worker started"
+        );
+        let wake_email = Arc::new(Notify::new());
+        let wake_sms = Arc::new(Notify::new());
+        // One wake-up reaches both loops; each keeps it until its next pause.
+        let fan_out = {
+            let (notify, e, s) = (self.notify.clone(), wake_email.clone(), wake_sms.clone());
+            tokio::spawn(async move {
+                loop {
+                    notify.notified().await;
+                    e.notify_one();
+                    s.notify_one();
                 }
-                _ = self.notify.notified() => {}
-                _ = tokio::time::sleep(self.inner.cfg.idle) => {}
+            })
+        };
+        tokio::join!(
+            dispatch(
+                self.inner.clone(),
+                Channel::Email,
+                wake_email,
+                Until::Shutdown(shutdown.clone())
+            ),
+            dispatch(
+                self.inner.clone(),
+                Channel::Sms,
+                wake_sms,
+                Until::Shutdown(shutdown)
+            ),
+        );
+        fan_out.abort();
+        tracing::info!("outbox worker stopped");
+    }
+}
+
+fn stop_requested(until: &mut Until) -> bool {
+    match until {
+        Until::Drained => false,
+        Until::Shutdown(rx) => *rx.borrow_and_update(),
+    }
+}
+
+/// Waits until the shutdown signal changes (or its sender is dropped); never returns for
+/// `Drained`.
+async fn stop_changed(until: &mut Until) {
+    match until {
+        Until::Drained => std::future::pending::<()>().await,
+        Until::Shutdown(rx) => {
+            let _ = rx.changed().await;
+        }
+    }
+}
+
+fn sender_gone(until: &Until) -> bool {
+    match until {
+        Until::Drained => false,
+        Until::Shutdown(rx) => rx.has_changed().is_err(),
+    }
+}
+
+/// One channel's loop: claims a message per free slot, starts it, and claims again as soon as
+/// a slot frees up. Returns how many messages it handled.
+async fn dispatch(
+    inner: Arc<Inner>,
+    channel: Channel,
+    wake: Arc<Notify>,
+    mut until: Until,
+) -> usize {
+    let limit = inner.cfg.concurrency(channel);
+    let drain = matches!(until, Until::Drained);
+    let (cut_tx, cut_rx) = watch::channel(false);
+    let mut tasks: JoinSet<Ended> = JoinSet::new();
+    // Task → message, to release what is still under way if a task has to be aborted.
+    let mut running: HashMap<tokio::task::Id, i64> = HashMap::new();
+    let mut handled = 0;
+    loop {
+        if stop_requested(&mut until) || sender_gone(&until) {
+            break;
+        }
+        let mut more_due = false;
+        if tasks.len() < limit {
+            let free = limit - tasks.len();
+            let now = inner.clock.now();
+            let lease = inner.cfg.effective_lease_secs();
+            match inner
+                .store
+                .claim_outbox(
+                    now,
+                    lease,
+                    u32::try_from(free).unwrap_or(u32::MAX),
+                    Some(channel),
+                )
+                .await
+            {
+                Ok(batch) => {
+                    let claimed = batch.len();
+                    let mut started = 0;
+                    for msg in batch {
+                        if let Some((task, id)) = start(&inner, &mut tasks, msg, cut_rx.clone()) {
+                            running.insert(task, id);
+                            started += 1;
+                        }
+                    }
+                    more_due = claimed == free && started == claimed;
+                }
+                Err(e) => {
+                    tracing::error!(channel = channel.as_str(), error = %e, "outbox: cannot claim messages");
+                }
             }
         }
-        tracing::info!("outbox worker stopped");
+        if drain && tasks.is_empty() && !more_due {
+            break;
+        }
+        tokio::select! {
+            joined = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                if let Some(j) = joined {
+                    handled += finished(&mut running, j);
+                }
+            }
+            _ = wake.notified(), if !drain => {}
+            _ = tokio::time::sleep(inner.cfg.idle), if !drain => {}
+            _ = stop_changed(&mut until), if !drain => {}
+        }
+    }
+    // Stopping: no more claims. Sends under way get the grace to finish.
+    let grace_end = tokio::time::Instant::now() + inner.cfg.grace();
+    while !tasks.is_empty() {
+        match tokio::time::timeout_at(grace_end, tasks.join_next_with_id()).await {
+            Ok(Some(j)) => handled += finished(&mut running, j),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let mut release: Vec<i64> = Vec::new();
+    if !tasks.is_empty() {
+        tracing::warn!(
+            channel = channel.as_str(),
+            sends = tasks.len(),
+            "outbox: shutdown grace over; cutting sends short and giving their messages back"
+        );
+        let _ = cut_tx.send(true);
+        let cut_end = tokio::time::Instant::now() + CUT_WAIT;
+        while !tasks.is_empty() {
+            match tokio::time::timeout_at(cut_end, tasks.join_next_with_id()).await {
+                Ok(Some(Ok((task, Ended::Cut(id))))) => {
+                    running.remove(&task);
+                    release.push(id);
+                }
+                Ok(Some(j)) => handled += finished(&mut running, j),
+                Ok(None) => break,
+                Err(_) => {
+                    // Stuck even in recording (the database?): abort, and give back what was
+                    // not recorded; the release leaves recorded messages alone.
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    release.extend(running.drain().map(|(_, id)| id));
+                    break;
+                }
+            }
+        }
+    }
+    if !release.is_empty() {
+        release.sort_unstable();
+        match inner.store.outbox_release(&release).await {
+            Ok(()) => {
+                tracing::info!(channel = channel.as_str(), ids = ?release, "outbox: unsent messages given back for another worker")
+            }
+            Err(e) => {
+                tracing::error!(channel = channel.as_str(), ids = ?release, error = %e, "outbox: could not give messages back; they are sent once their lease runs out")
+            }
+        }
+    }
+    handled
+}
+
+/// Starts one delivery unless the message is already being sent here (its lease ran out
+/// while a slow send was still going, and the store handed it out again).
+fn start(
+    inner: &Arc<Inner>,
+    tasks: &mut JoinSet<Ended>,
+    msg: OutboxMessage,
+    cut: watch::Receiver<bool>,
+) -> Option<(tokio::task::Id, i64)> {
+    let id = msg.id;
+    if !inner.in_flight().insert(id) {
+        tracing::warn!(
+            id,
+            "outbox: message is still being sent here; not sending it twice"
+        );
+        return None;
+    }
+    let guard = InFlight {
+        inner: inner.clone(),
+        id,
+    };
+    let handle = tasks.spawn(async move {
+        let ended = guard.inner.deliver(msg, cut).await;
+        drop(guard);
+        ended
+    });
+    Some((handle.id(), id))
+}
+
+/// Books a finished task; returns 1 if it handled its message.
+fn finished(
+    running: &mut HashMap<tokio::task::Id, i64>,
+    joined: Result<(tokio::task::Id, Ended), tokio::task::JoinError>,
+) -> usize {
+    match joined {
+        Ok((task, ended)) => {
+            running.remove(&task);
+            usize::from(ended == Ended::Recorded)
+        }
+        Err(e) => {
+            // The message stays leased and is tried again when the lease runs out.
+            running.remove(&e.id());
+            tracing::error!(error = %e, "outbox: delivery task failed");
+            0
+        }
     }
 }
 
@@ -211,34 +487,44 @@ impl Inner {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn deliver(&self, msg: OutboxMessage) {
+    async fn deliver(&self, msg: OutboxMessage, mut cut: watch::Receiver<bool>) -> Ended {
         let channel = msg.channel.as_str();
         let to = masked(&msg);
         let sender = match msg.channel {
             Channel::Email => Some(&self.email),
             Channel::Sms => self.sms.as_ref(),
         };
+        let deadline = self.cfg.timeout(msg.channel);
         let result = match sender {
             None => Err(SendError::permanent(
                 "no_gateway",
                 "no SMS gateway is configured",
             )),
-            Some(s) => match tokio::time::timeout(self.cfg.send_timeout, s.send(&msg)).await {
-                Ok(r) => r,
-                Err(_) => Err(SendError::retryable(
-                    "timeout",
-                    format!("no answer within {:?}", self.cfg.send_timeout),
-                )),
-            },
+            Some(s) => {
+                tokio::select! {
+                    r = tokio::time::timeout(deadline, s.send(&msg)) => match r {
+                        Ok(r) => r,
+                        Err(_) => Err(SendError::retryable(
+                            "timeout",
+                            format!("no answer within {}s", deadline.as_secs()),
+                        )),
+                    },
+                    _ = cut.wait_for(|c| *c) => {
+                        tracing::warn!(id = msg.id, channel, to = %to, "outbox: send cut short by shutdown; the message is given back");
+                        return Ended::Cut(msg.id);
+                    }
+                }
+            }
         };
+        // From here on the outcome is recorded, whatever the shutdown signal says.
         let err = match result {
             Ok(()) => {
-                tracing::info!(id = msg.id, channel, to = %to, outcome = "sent", "outbox: delivered");
                 if let Err(e) = self.store.outbox_sent(msg.id, self.cfg.keep_bodies).await {
                     // It will be sent again when the lease runs out: at least once, not lost.
                     tracing::error!(id = msg.id, error = %e, "outbox: delivered but could not record it");
                 }
-                return;
+                tracing::info!(id = msg.id, channel, to = %to, attempt = msg.attempts.max(1), outcome = "sent", "outbox: delivered");
+                return Ended::Recorded;
             }
             Err(e) => e,
         };
@@ -255,7 +541,7 @@ impl Inner {
             {
                 tracing::error!(id = msg.id, error = %e, "outbox: could not reschedule");
             }
-            return;
+            return Ended::Recorded;
         }
         tracing::warn!(id = msg.id, channel, to = %to, attempt, reason = err.class, detail = %detail, outcome = "failed", "outbox: delivery failed for good");
         if let Err(e) = self.store.outbox_failed(msg.id, None, &detail).await {
@@ -279,6 +565,7 @@ impl Inner {
         if let Err(e) = self.store.audit(&ev).await {
             tracing::error!(id = msg.id, error = %e, "audit write failed");
         }
+        Ended::Recorded
     }
 }
 
@@ -289,7 +576,7 @@ fn masked(msg: &OutboxMessage) -> String {
     }
 }
 
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     if s.chars().count() <= MAX_DETAIL {
         s.to_string()
     } else {
@@ -316,5 +603,26 @@ mod tests {
         let s = "é".repeat(400);
         assert_eq!(clip(&s).chars().count(), MAX_DETAIL + 1);
         assert_eq!(clip("short"), "short");
+    }
+
+    #[test]
+    fn deadlines_come_from_the_senders_and_the_lease_outlasts_them() {
+        let c =
+            WorkerConfig::default().with_deadlines(Duration::from_secs(40), Duration::from_secs(3));
+        assert_eq!(c.email_timeout, Duration::from_secs(42));
+        assert_eq!(c.sms_timeout, Duration::from_secs(5));
+        assert_eq!(c.effective_lease_secs(), 60);
+        let c = WorkerConfig {
+            lease_secs: 10,
+            ..c
+        };
+        assert_eq!(c.effective_lease_secs(), 42 + LEASE_MARGIN_SECS);
+        let short =
+            WorkerConfig::default().with_deadlines(Duration::from_secs(1), Duration::from_secs(1));
+        assert_eq!(
+            short.grace(),
+            Duration::from_secs(3),
+            "grace ≤ the longest deadline"
+        );
     }
 }

@@ -24,13 +24,14 @@ struct Seen {
 
 type Log = Arc<Mutex<Vec<Seen>>>;
 
+/// The answer for each path. `/slow` takes 10 s and records `done` in the log afterwards.
 async fn gateway(
     State(log): State<Log>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> (StatusCode, String) {
     let path = uri.path().to_string();
     log.lock().unwrap().push(Seen {
         method,
@@ -38,12 +39,36 @@ async fn gateway(
         headers,
         body,
     });
+    let json = r#"{"id":"gw-1","status":"queued"}"#.to_string();
     match path.as_str() {
-        "/fail500" => StatusCode::INTERNAL_SERVER_ERROR,
-        "/fail429" => StatusCode::TOO_MANY_REQUESTS,
-        "/fail400" => StatusCode::BAD_REQUEST,
-        "/twilio" => StatusCode::CREATED,
-        _ => StatusCode::OK,
+        "/fail500" => (StatusCode::INTERNAL_SERVER_ERROR, "oops".into()),
+        "/fail429" => (StatusCode::TOO_MANY_REQUESTS, String::new()),
+        "/fail400" => (StatusCode::BAD_REQUEST, String::new()),
+        "/twilio" => (
+            StatusCode::CREATED,
+            r#"{"sid":"SM0123","status":"queued"}"#.into(),
+        ),
+        "/twilio-garbage" => (StatusCode::CREATED, r#"{"status":"queued"}"#.into()),
+        // A captive portal or a wrong URL: 200, but not the gateway talking. It quotes the
+        // number and the code, which must not reach the log.
+        "/garbage" => (
+            StatusCode::OK,
+            "<html><body>Welcome!\nForwarding +4915112345678: Code 493817</body></html>".into(),
+        ),
+        "/json-error" => (StatusCode::OK, r#"{"error":"number blocked"}"#.into()),
+        "/json-false" => (StatusCode::OK, r#"{"success":false}"#.into()),
+        "/accepted" => (StatusCode::OK, r#"{"accepted":true}"#.into()),
+        "/slow" => {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            log.lock().unwrap().push(Seen {
+                method: Method::GET,
+                path: "done".into(),
+                headers: HeaderMap::new(),
+                body: Bytes::new(),
+            });
+            (StatusCode::OK, json)
+        }
+        _ => (StatusCode::OK, json),
     }
 }
 
@@ -233,4 +258,116 @@ async fn without_allow_insecure_http_is_refused() {
     .err()
     .unwrap();
     assert!(e.0.contains("https"), "{e}");
+}
+
+#[tokio::test]
+async fn a_2xx_answer_that_is_not_the_gateway_is_a_retryable_failure_quoted_safely() {
+    let (base, _log) = start().await;
+    let s = SmsSender::new(&json_cfg(&base, "/garbage")).unwrap();
+    let e = s
+        .send(&sms("+4915112345678", "Code 493817"))
+        .await
+        .unwrap_err();
+    assert!(e.retryable, "{e:?}");
+    assert_eq!(e.class, "unexpected_answer");
+    assert!(e.detail.contains("200 OK"), "{}", e.detail);
+    assert!(
+        e.detail.contains("<html><body>Welcome!"),
+        "the raw answer: {}",
+        e.detail
+    );
+    assert!(
+        !e.detail.contains("493817") && !e.detail.contains("+4915112345678"),
+        "{}",
+        e.detail
+    );
+    assert!(!e.detail.contains('\n'), "one line: {}", e.detail);
+
+    for path in ["/json-error", "/json-false"] {
+        let s = SmsSender::new(&json_cfg(&base, path)).unwrap();
+        let e = s
+            .send(&sms("+4915112345678", "Code 493817"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.retryable, e.class),
+            (true, "unexpected_answer"),
+            "{path}"
+        );
+    }
+    let tw = SmsSender::new(&SmsConfig {
+        kind: SmsKind::Twilio,
+        url: format!("{base}/twilio-garbage"),
+        allow_insecure: true,
+        account_sid: "AC0123".into(),
+        auth_token: "authtok".into(),
+        from: "+4930123456".into(),
+        timeout_secs: 5,
+        ..Default::default()
+    })
+    .unwrap();
+    let e = tw.send(&sms("+4915112345678", "c")).await.unwrap_err();
+    assert!(e.detail.contains("sid"), "{}", e.detail);
+}
+
+#[tokio::test]
+async fn success_match_is_what_a_2xx_answer_must_contain() {
+    let (base, _log) = start().await;
+    let cfg = |path| SmsConfig {
+        success_match: Some(r#""accepted":true"#.into()),
+        ..json_cfg(&base, path)
+    };
+    let msg = sms("+4915112345678", "Code 493817");
+    SmsSender::new(&cfg("/accepted"))
+        .unwrap()
+        .send(&msg)
+        .await
+        .unwrap();
+    let e = SmsSender::new(&cfg("/send"))
+        .unwrap()
+        .send(&msg)
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, "unexpected_answer");
+    assert!(e.detail.contains("success_match"), "{}", e.detail);
+}
+
+#[tokio::test]
+async fn a_slow_gateway_fails_at_its_deadline_not_when_it_answers() {
+    let (base, log) = start().await;
+    let s = SmsSender::new(&SmsConfig {
+        timeout_secs: 1,
+        ..json_cfg(&base, "/slow")
+    })
+    .unwrap();
+    let e = s
+        .send(&sms("+4915112345678", "Code 493817"))
+        .await
+        .unwrap_err();
+    assert_eq!((e.retryable, e.class), (true, "timeout"), "{e:?}");
+    let seen: Vec<String> = log.lock().unwrap().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        seen,
+        vec!["/slow".to_string()],
+        "the request reached the gateway and was given up before the gateway answered"
+    );
+}
+
+#[tokio::test]
+async fn every_copy_of_a_row_carries_the_same_idempotency_key() {
+    let (base, log) = start().await;
+    let s = SmsSender::new(&json_cfg(&base, "/send")).unwrap();
+    let mut m = sms("+4915112345678", "Code 493817");
+    m.id = 42;
+    m.created_at = 1_700_000_000;
+    s.send(&m).await.unwrap();
+    m.attempts = 2;
+    s.send(&m).await.unwrap();
+    let keys: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.headers["idempotency-key"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, vec!["sspr-42-1700000000"; 2]);
 }

@@ -282,3 +282,145 @@ async fn reuses_connections_and_classifies_rejections() {
         .await
         .unwrap();
 }
+
+/// A relay that accepts the TCP connection and then says nothing. Records `accepted` and,
+/// once the client hangs up, `closed`.
+async fn silent_relay() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>) {
+    use tokio::io::AsyncReadExt;
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ev = events.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            ev.lock().unwrap().push("accepted");
+            let ev = ev.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 512];
+                while matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {}
+                ev.lock().unwrap().push("closed");
+            });
+        }
+    });
+    (port, events)
+}
+
+/// A tiny relay that speaks just enough SMTP and keeps every message's raw text.
+async fn recording_relay() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let g = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let (sock, _) = listener.accept().await.unwrap();
+            let g = g.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut r = BufReader::new(r);
+                w.write_all(b"220 test ESMTP\r\n").await.unwrap();
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let cmd = line.to_ascii_uppercase();
+                    let reply: &[u8] = if cmd.starts_with("EHLO") {
+                        b"250-test\r\n250 8BITMIME\r\n"
+                    } else if cmd.starts_with("DATA") {
+                        w.write_all(b"354 go on\r\n").await.unwrap();
+                        let mut data = String::new();
+                        loop {
+                            line.clear();
+                            r.read_line(&mut line).await.unwrap();
+                            if line == ".\r\n" {
+                                break;
+                            }
+                            data.push_str(&line);
+                        }
+                        g.lock().unwrap().push(data);
+                        b"250 queued\r\n"
+                    } else if cmd.starts_with("QUIT") {
+                        w.write_all(b"221 bye\r\n").await.unwrap();
+                        return;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    w.write_all(reply).await.unwrap();
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+#[tokio::test]
+async fn a_relay_that_accepts_and_never_answers_fails_at_timeout_secs() {
+    let (port, events) = silent_relay().await;
+    let sender = SmtpSender::new(&SmtpConfig {
+        timeout_secs: 2,
+        ..config(port)
+    })
+    .unwrap();
+    // Without a deadline on the whole transaction this waits for the greeting forever.
+    let e = tokio::time::timeout(
+        Duration::from_secs(30),
+        sender.send(&email(1, "alice@example.com", "Your code", "Code 111111")),
+    )
+    .await
+    .expect("the send must end at its own deadline")
+    .unwrap_err();
+    assert!(e.retryable, "{e:?}");
+    assert_eq!(e.class, "timeout");
+    assert!(e.detail.contains("2s"), "{}", e.detail);
+    // The cut-short connection is closed, not kept for the next message.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while *events.lock().unwrap() != ["accepted", "closed"] {
+        assert!(
+            Instant::now() < deadline,
+            "the connection was not closed: {:?}",
+            events.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_copy_of_a_row_has_the_same_message_id() {
+    let (port, got) = recording_relay().await;
+    let sender = SmtpSender::new(&config(port)).unwrap();
+    let mut m = email(7, "alice@example.com", "Your code", "Code 111111");
+    m.created_at = 1_700_000_000;
+    sender.send(&m).await.unwrap();
+    // The same row sent again (a retry, or another instance after a crash).
+    let again = SmtpSender::new(&config(port)).unwrap();
+    m.attempts = 2;
+    again.send(&m).await.unwrap();
+    sender
+        .send(&email(8, "alice@example.com", "Your code", "Code 222222"))
+        .await
+        .unwrap();
+    let ids: Vec<String> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|raw| {
+            raw.lines()
+                .find_map(|l| l.strip_prefix("Message-ID: "))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            "<sspr.7.1700000000@example.com>",
+            "<sspr.7.1700000000@example.com>",
+            "<sspr.8.0@example.com>",
+        ]
+    );
+    assert_eq!(sender.message_id(&m), "<sspr.7.1700000000@example.com>");
+}

@@ -61,7 +61,7 @@ async fn https_gateway(pki: &Pki) -> u16 {
     .with_no_client_auth()
     .with_single_cert(certs, key)
     .unwrap();
-    let app = axum::Router::new().fallback(|| async { "queued" });
+    let app = axum::Router::new().fallback(|| async { r#"{"status":"queued"}"# });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = axum_server::from_tcp_rustls(

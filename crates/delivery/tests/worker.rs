@@ -30,6 +30,10 @@ struct FakeStore {
     outbox: Mutex<Vec<Row>>,
     audit: Mutex<Vec<AuditEvent>>,
     undeliverable_codes: Mutex<Vec<i64>>,
+    /// Ids handed to `outbox_release`.
+    released: Mutex<Vec<i64>>,
+    /// Messages handed out by `claim_outbox`, all calls together.
+    claims: AtomicUsize,
     /// Simulates leases that have run out: claim hands out queued messages even if leased.
     ignore_leases: bool,
 }
@@ -167,6 +171,7 @@ impl Store for FakeStore {
         now: UnixTime,
         lease: i64,
         limit: u32,
+        channel: Option<Channel>,
     ) -> StoreResult<Vec<OutboxMessage>> {
         let mut o = self.outbox.lock().unwrap();
         let mut out = Vec::new();
@@ -175,8 +180,10 @@ impl Store for FakeStore {
             if r.msg.status == "queued"
                 && r.msg.next_attempt_at <= now
                 && free
+                && channel.is_none_or(|c| c == r.msg.channel)
                 && out.len() < limit as usize
             {
+                self.claims.fetch_add(1, Ordering::SeqCst);
                 r.lease_until = now + lease;
                 r.msg.attempts += 1;
                 out.push(r.msg.clone());
@@ -184,10 +191,22 @@ impl Store for FakeStore {
         }
         Ok(out)
     }
+    async fn outbox_release(&self, ids: &[i64]) -> StoreResult<()> {
+        let mut o = self.outbox.lock().unwrap();
+        for r in o.iter_mut() {
+            if ids.contains(&r.msg.id) && r.msg.status == "queued" && r.lease_until > 0 {
+                r.lease_until = 0;
+                r.msg.attempts = r.msg.attempts.saturating_sub(1);
+            }
+        }
+        self.released.lock().unwrap().extend_from_slice(ids);
+        Ok(())
+    }
     async fn outbox_sent(&self, id: i64, keep_body: bool) -> StoreResult<()> {
         let mut o = self.outbox.lock().unwrap();
         let r = o.iter_mut().find(|r| r.msg.id == id).unwrap();
         r.msg.status = "sent".into();
+        r.lease_until = 0;
         if !keep_body {
             r.msg.body.clear();
         }
@@ -477,7 +496,7 @@ async fn sends_concurrently_but_bounded_and_each_once() {
         None,
         &clock,
         WorkerConfig {
-            concurrency: 4,
+            email_concurrency: 4,
             ..Default::default()
         },
     );
@@ -528,7 +547,7 @@ async fn a_hanging_send_times_out_and_is_retried() {
         None,
         &clock,
         WorkerConfig {
-            send_timeout: Duration::from_millis(100),
+            email_timeout: Duration::from_millis(100),
             ..Default::default()
         },
     );
@@ -578,4 +597,355 @@ async fn run_wakes_on_notify_and_stops_on_shutdown() {
         .expect("worker did not stop")
         .unwrap();
     assert_eq!(clock.now(), T0);
+}
+
+// ---- Continuous dispatch, deadlines and shutdown, with real senders where they matter ----
+
+type Events = Arc<Mutex<Vec<String>>>;
+
+fn event(ev: &Events, what: impl Into<String>) {
+    ev.lock().unwrap().push(what.into());
+}
+
+/// An SMTP relay that accepts connections and never says a word; logs `smtp accepted` and
+/// `smtp closed` (when the client hangs up).
+async fn silent_relay(ev: Events) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            event(&ev, "smtp accepted");
+            let ev = ev.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 512];
+                while matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {}
+                event(&ev, "smtp closed");
+            });
+        }
+    });
+    port
+}
+
+/// An SMS gateway on 127.0.0.1: logs `sms received` and answers with `answer`.
+async fn gateway(ev: Events, status: u16, answer: &'static str) -> String {
+    let app = axum::Router::new().fallback(move || {
+        let ev = ev.clone();
+        async move {
+            event(&ev, "sms received");
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                answer.to_string(),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/send")
+}
+
+fn real_smtp(port: u16, timeout_secs: u64) -> Arc<dyn Sender> {
+    Arc::new(
+        sspr_delivery::SmtpSender::new(&sspr_delivery::SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: Some(port),
+            tls: sspr_delivery::SmtpTls::None,
+            allow_insecure: true,
+            from: "sspr@example.com".into(),
+            timeout_secs,
+            ..Default::default()
+        })
+        .unwrap(),
+    )
+}
+
+fn real_sms(url: String, timeout_secs: u64) -> Arc<dyn Sender> {
+    Arc::new(
+        sspr_delivery::SmsSender::new(&sspr_delivery::SmsConfig {
+            url,
+            allow_insecure: true,
+            token: "tok".into(),
+            timeout_secs,
+            ..Default::default()
+        })
+        .unwrap(),
+    )
+}
+
+fn sms(to: &str) -> OutboxMessage {
+    OutboxMessage::new(Channel::Sms, to, "", "Your code is 493817", T0)
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited 30 s for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_relay_holds_back_neither_sms_nor_the_rest_of_email() {
+    let ev: Events = Arc::default();
+    let smtp_port = silent_relay(ev.clone()).await;
+    let url = gateway(ev.clone(), 200, r#"{"status":"queued"}"#).await;
+    let store = Arc::new(FakeStore::default());
+    let clock = ManualClock::new(T0);
+    let w = OutboxWorker::new(
+        store.clone(),
+        real_smtp(smtp_port, 5),
+        Some(real_sms(url, 5)),
+        Arc::new(clock.clone()),
+        WorkerConfig {
+            // Only a wake-up can start anything quickly.
+            idle: Duration::from_secs(60),
+            ..Default::default()
+        }
+        .with_deadlines(Duration::from_secs(5), Duration::from_secs(5)),
+    );
+    let notify = w.notifier();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(w.run(rx));
+
+    let hanging = store.push(email("alice@example.com"));
+    notify.notify_one();
+    wait_for("the relay's connection", || {
+        ev.lock().unwrap().contains(&"smtp accepted".to_string())
+    })
+    .await;
+    // Queued while the relay hangs: goes out at once.
+    let code = store.push(sms("+4915112345678"));
+    notify.notify_one();
+    wait_for("the SMS", || store.row(code).status == "sent").await;
+    assert_eq!(
+        ev.lock().unwrap().clone(),
+        vec!["smtp accepted", "sms received"],
+        "the SMS was sent while the SMTP attempt was still hanging"
+    );
+    // The hanging email ends at its own deadline, as a retryable failure.
+    wait_for("the email's deadline", || {
+        store.row(hanging).last_error.contains("timeout_secs")
+    })
+    .await;
+    let m = store.row(hanging);
+    assert_eq!((m.status.as_str(), m.attempts), ("queued", 1));
+    assert_eq!(
+        ev.lock().unwrap().clone(),
+        vec!["smtp accepted", "sms received", "smtp closed"]
+    );
+    tx.send(true).unwrap();
+    run.await.unwrap();
+}
+
+/// Hangs for recipients starting with `hang`, until released; logs starts and ends.
+#[derive(Default)]
+struct GateSender {
+    ev: Events,
+    open: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl Sender for GateSender {
+    async fn send(&self, msg: &OutboxMessage) -> Result<(), SendError> {
+        event(&self.ev, format!("start {}", msg.recipient));
+        if msg.recipient.starts_with("hang") {
+            self.open.notified().await;
+        }
+        event(&self.ev, format!("end {}", msg.recipient));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_email_holds_only_its_own_slot_and_nothing_is_leased_waiting() {
+    let store = Arc::new(FakeStore::default());
+    let gate = Arc::new(GateSender::default());
+    let clock = ManualClock::new(T0);
+    let w = OutboxWorker::new(
+        store.clone(),
+        gate.clone(),
+        None,
+        Arc::new(clock.clone()),
+        WorkerConfig {
+            email_concurrency: 2,
+            idle: Duration::from_secs(60),
+            ..Default::default()
+        },
+    );
+    let notify = w.notifier();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(w.run(rx));
+    let slow = store.push(email("hang1@example.com"));
+    let later: Vec<i64> = (0..5)
+        .map(|i| store.push(email(&format!("u{i}@example.com"))))
+        .collect();
+    notify.notify_one();
+    wait_for("the other five", || {
+        later.iter().all(|id| store.row(*id).status == "sent")
+    })
+    .await;
+    assert_eq!(store.row(slow).status, "queued", "still hanging");
+    assert_eq!(
+        store.claims.load(Ordering::SeqCst),
+        6,
+        "each message claimed once, when a slot was free"
+    );
+    gate.open.notify_one();
+    wait_for("the slow one", || store.row(slow).status == "sent").await;
+    tx.send(true).unwrap();
+    run.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_releases_what_is_still_being_sent_and_claims_nothing_more() {
+    let store = Arc::new(FakeStore::default());
+    let gate = Arc::new(GateSender::default());
+    let clock = ManualClock::new(T0);
+    let w = OutboxWorker::new(
+        store.clone(),
+        gate.clone(),
+        None,
+        Arc::new(clock.clone()),
+        WorkerConfig {
+            email_concurrency: 2,
+            idle: Duration::from_secs(60),
+            shutdown_grace: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let ids: Vec<i64> = (0..3)
+        .map(|i| store.push(email(&format!("hang{i}@example.com"))))
+        .collect();
+    let run = tokio::spawn(w.run(rx));
+    wait_for("two sends under way", || gate.ev.lock().unwrap().len() == 2).await;
+    assert_eq!(store.claims.load(Ordering::SeqCst), 2);
+    tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("run returns after the grace")
+        .unwrap();
+    let mut released = store.released.lock().unwrap().clone();
+    released.sort();
+    assert_eq!(
+        released,
+        ids[..2].to_vec(),
+        "the two under way are given back"
+    );
+    // Another worker gets all three at once, not after the lease, with attempts intact.
+    let got = store.claim_outbox(T0, 60, 10, None).await.unwrap();
+    assert_eq!(
+        got.iter().map(|m| (m.id, m.attempts)).collect::<Vec<_>>(),
+        ids.iter().map(|id| (*id, 1)).collect::<Vec<_>>()
+    );
+    assert!(
+        !gate.ev.lock().unwrap().iter().any(|e| e.starts_with("end")),
+        "cut short, not finished"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_send_under_way_finish_within_the_grace() {
+    let store = Arc::new(FakeStore::default());
+    let gate = Arc::new(GateSender::default());
+    let clock = ManualClock::new(T0);
+    let w = OutboxWorker::new(
+        store.clone(),
+        gate.clone(),
+        None,
+        Arc::new(clock.clone()),
+        WorkerConfig {
+            shutdown_grace: Duration::from_secs(20),
+            ..Default::default()
+        },
+    );
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let id = store.push(email("hang@example.com"));
+    let run = tokio::spawn(w.run(rx));
+    wait_for("the send", || gate.ev.lock().unwrap().len() == 1).await;
+    tx.send(true).unwrap();
+    // Stopping, but the send under way may still finish.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.open.notify_one();
+    run.await.unwrap();
+    assert_eq!(store.row(id).status, "sent");
+    assert!(store.released.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_queued_while_idle_goes_out_on_the_apps_wake_up() {
+    let store = Arc::new(FakeStore::default());
+    let sender = Arc::new(ScriptSender::default());
+    let clock = ManualClock::new(T0);
+    // The handle the App holds (`App::outbox_wake`) and rings after queueing.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let w = worker(
+        &store,
+        &sender,
+        Some(Arc::new(ScriptSender::default())),
+        &clock,
+        WorkerConfig {
+            idle: Duration::from_secs(60),
+            ..Default::default()
+        },
+    )
+    .with_notifier(wake.clone());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(w.run(rx));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mail = store.push(email("gina@example.com"));
+    let text = store.push(sms("+4915112345678"));
+    wake.notify_one();
+    wait_for("both channels", || {
+        store.row(mail).status == "sent" && store.row(text).status == "sent"
+    })
+    .await;
+    tx.send(true).unwrap();
+    run.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_answering_garbage_is_not_delivered_and_the_answer_is_kept() {
+    let ev: Events = Arc::default();
+    let url = gateway(ev.clone(), 200, "<html>Welcome to the hotel wifi</html>").await;
+    let store = Arc::new(FakeStore::default());
+    let clock = ManualClock::new(T0);
+    let mut m = sms("+4915112345678");
+    m.code_id = Some(9);
+    let id = store.push(m);
+    let w = OutboxWorker::new(
+        store.clone(),
+        Arc::new(ScriptSender::default()),
+        Some(real_sms(url, 5)),
+        Arc::new(clock.clone()),
+        WorkerConfig::default(),
+    );
+    assert_eq!(w.run_once().await, 1);
+    let m = store.row(id);
+    assert_eq!(
+        (m.status.as_str(), m.attempts, m.next_attempt_at),
+        ("queued", 1, T0 + 5),
+        "not delivered: tried again later"
+    );
+    assert!(
+        m.last_error
+            .contains("<html>Welcome to the hotel wifi</html>"),
+        "{}",
+        m.last_error
+    );
+    assert!(!m.last_error.contains("493817"), "{}", m.last_error);
+    // After the last attempt it is given up, and the code retired.
+    for _ in 1..5 {
+        clock.advance(6 * 3600);
+        assert_eq!(w.run_once().await, 1);
+    }
+    assert_eq!(store.row(id).status, "failed");
+    assert_eq!(*store.undeliverable_codes.lock().unwrap(), vec![9]);
+    assert_eq!(store.audit.lock().unwrap()[0].reason, "unexpected_answer");
+    assert_eq!(ev.lock().unwrap().len(), 5);
 }

@@ -950,6 +950,7 @@ impl Store for PgStore {
         now: UnixTime,
         lease: i64,
         limit: u32,
+        channel: Option<Channel>,
     ) -> StoreResult<Vec<OutboxMessage>> {
         // After waiting for a row, the outer UPDATE re-checks only `id = ANY(…)`, so the due
         // test must lock in the sub-select: FOR UPDATE makes it wait for a row another worker
@@ -960,13 +961,15 @@ impl Store for PgStore {
         let rows = sqlx::query(
             "UPDATE outbox SET status = 'sending', lease_until = $1, attempts = attempts + 1
              WHERE id = ANY(ARRAY(SELECT id FROM outbox
-                          WHERE (status = 'queued' AND next_attempt_at <= $2) OR (status = 'sending' AND lease_until <= $2)
+                          WHERE ((status = 'queued' AND next_attempt_at <= $2) OR (status = 'sending' AND lease_until <= $2))
+                            AND ($4::text IS NULL OR channel = $4)
                           ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED))
              RETURNING *",
         )
         .bind(now + lease)
         .bind(now)
         .bind(i64::from(limit))
+        .bind(channel.map(|c| c.as_str()))
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
@@ -974,6 +977,21 @@ impl Store for PgStore {
             rows.iter().map(outbox_from).collect::<StoreResult<_>>()?;
         out.sort_by_key(|m| m.id);
         Ok(out)
+    }
+
+    async fn outbox_release(&self, ids: &[i64]) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE outbox SET status = 'queued', lease_until = 0, attempts = GREATEST(attempts - 1, 0)
+             WHERE id = ANY($1) AND status = 'sending'",
+        )
+        .bind(ids)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
     }
 
     async fn outbox_sent(&self, id: i64, keep_body: bool) -> StoreResult<()> {

@@ -838,17 +838,20 @@ impl Store for SqliteStore {
         now: UnixTime,
         lease: i64,
         limit: u32,
+        channel: Option<Channel>,
     ) -> StoreResult<Vec<OutboxMessage>> {
         let rows = sqlx::query(
             "UPDATE outbox SET status = 'sending', lease_until = $1, attempts = attempts + 1
              WHERE id IN (SELECT id FROM outbox
-                          WHERE (status = 'queued' AND next_attempt_at <= $2) OR (status = 'sending' AND lease_until <= $2)
+                          WHERE ((status = 'queued' AND next_attempt_at <= $2) OR (status = 'sending' AND lease_until <= $2))
+                            AND ($4 IS NULL OR channel = $4)
                           ORDER BY id LIMIT $3)
              RETURNING *",
         )
         .bind(now + lease)
         .bind(now)
         .bind(limit as i64)
+        .bind(channel.map(|c| c.as_str()))
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
@@ -856,6 +859,25 @@ impl Store for SqliteStore {
             rows.iter().map(outbox_from).collect::<StoreResult<_>>()?;
         out.sort_by_key(|m| m.id);
         Ok(out)
+    }
+
+    async fn outbox_release(&self, ids: &[i64]) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        for id in ids {
+            sqlx::query(
+                "UPDATE outbox SET status = 'queued', lease_until = 0, attempts = MAX(attempts - 1, 0)
+                 WHERE id = $1 AND status = 'sending'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(())
     }
 
     async fn outbox_sent(&self, id: i64, keep_body: bool) -> StoreResult<()> {

@@ -137,6 +137,7 @@ contract_tests!(
     expiry_boundary_and_attempts,
     throttle_windows_blocks_and_clearing,
     outbox_lease_expires_and_is_claimed_again,
+    outbox_claims_one_channel_and_release_gives_messages_back,
     pending_address_waits_beside_the_active_one,
     totp_steps_are_single_use,
     one_writer_passes_the_finish_gate_and_its_completion_is_one_transaction,
@@ -231,22 +232,73 @@ async fn outbox_lease_expires_and_is_claimed_again(s: Arc<dyn Store>) {
     ))
     .await
     .unwrap();
-    let first = s.claim_outbox(0, 60, 10).await.unwrap();
+    let first = s.claim_outbox(0, 60, 10, None).await.unwrap();
     assert_eq!(first.len(), 1);
     assert!(
-        s.claim_outbox(30, 60, 10).await.unwrap().is_empty(),
+        s.claim_outbox(30, 60, 10, None).await.unwrap().is_empty(),
         "leased to the first worker"
     );
-    let again = s.claim_outbox(61, 60, 10).await.unwrap();
+    let again = s.claim_outbox(61, 60, 10, None).await.unwrap();
     assert_eq!(again.len(), 1, "a dead worker's lease runs out");
     assert_eq!(again[0].attempts, 2);
     s.outbox_sent(again[0].id, false).await.unwrap();
-    assert!(s.claim_outbox(1000, 60, 10).await.unwrap().is_empty());
+    assert!(s.claim_outbox(1000, 60, 10, None).await.unwrap().is_empty());
     assert_eq!(
         s.outbox_list(1).await.unwrap()[0].body,
         "",
         "a sent body is erased"
     );
+}
+
+async fn outbox_claims_one_channel_and_release_gives_messages_back(s: Arc<dyn Store>) {
+    let sms = s
+        .enqueue(&OutboxMessage::new(
+            Channel::Sms,
+            "+4915112345678",
+            "",
+            "s1",
+            0,
+        ))
+        .await
+        .unwrap();
+    let mail1 = s
+        .enqueue(&OutboxMessage::new(Channel::Email, "a@b.c", "s", "e1", 0))
+        .await
+        .unwrap();
+    let mail2 = s
+        .enqueue(&OutboxMessage::new(Channel::Email, "a@b.c", "s", "e2", 0))
+        .await
+        .unwrap();
+    // One channel at a time, oldest first, no more than asked for.
+    let got = s
+        .claim_outbox(10, 60, 1, Some(Channel::Email))
+        .await
+        .unwrap();
+    assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), vec![mail1]);
+    let got = s
+        .claim_outbox(10, 60, 10, Some(Channel::Sms))
+        .await
+        .unwrap();
+    assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), vec![sms]);
+    assert_eq!(got[0].attempts, 1);
+    // mail2 is still free; everything else is leased.
+    let rest = s.claim_outbox(10, 60, 10, None).await.unwrap();
+    assert_eq!(rest.iter().map(|m| m.id).collect::<Vec<_>>(), vec![mail2]);
+    assert!(s.claim_outbox(11, 60, 10, None).await.unwrap().is_empty());
+
+    // mail2 is sent; the other two are given back unsent: free at once, attempt returned.
+    s.outbox_sent(mail2, false).await.unwrap();
+    s.outbox_release(&[mail1, sms, mail2]).await.unwrap();
+    s.outbox_release(&[]).await.unwrap();
+    let again = s.claim_outbox(12, 60, 10, None).await.unwrap();
+    assert_eq!(
+        again.iter().map(|m| (m.id, m.attempts)).collect::<Vec<_>>(),
+        vec![(sms, 1), (mail1, 1)],
+        "released messages are due at once, with the attempt given back"
+    );
+    let sent = s.outbox_list(10).await.unwrap();
+    let m2 = sent.iter().find(|m| m.id == mail2).unwrap();
+    assert_eq!(m2.status, "sent", "a sent message is not released");
 }
 
 async fn pending_address_waits_beside_the_active_one(s: Arc<dyn Store>) {
@@ -315,7 +367,7 @@ mod postgres_instances {
                 let mut mine = Vec::new();
                 loop {
                     // Small batches so the workers interleave.
-                    let got = s.claim_outbox(10, 60, 3).await.unwrap();
+                    let got = s.claim_outbox(10, 60, 3, None).await.unwrap();
                     if got.is_empty() {
                         return mine;
                     }
@@ -335,7 +387,7 @@ mod postgres_instances {
             "a message was claimed twice or not at all"
         );
         assert_eq!(unique, queued);
-        assert!(b.claim_outbox(10, 60, 100).await.unwrap().is_empty());
+        assert!(b.claim_outbox(10, 60, 100, None).await.unwrap().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
