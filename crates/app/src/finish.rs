@@ -121,8 +121,17 @@ impl App {
         };
         match result {
             Ok(()) => {
-                self.complete(ctx, &flow, &user, ev, None).await;
-                Ok(self.done_response(ctx, &flow, Msg::done(flow.kind)))
+                // Read back the lock: a reset also unlocks, unless the service account may
+                // not; then the user and the audit are told the account is still locked.
+                let after = match self.directory.find_user(&flow.login).await {
+                    Ok(Some(u)) if u.id == user.id => u,
+                    _ => DirUser {
+                        locked: false,
+                        ..user.clone()
+                    },
+                };
+                self.complete(ctx, &flow, &after, ev, None).await;
+                Ok(self.done_response(ctx, &flow, self.done_msg(&flow, &after)))
             }
             Err(DirError::Rejected(r)) => {
                 // The directory refused the password itself: nothing was written.
@@ -139,9 +148,10 @@ impl App {
         }
     }
 
-    /// The write failed or went unanswered. It may still have landed, entirely (an answer
-    /// lost to a timeout) or in part (the password set, then the unlock refused): the
-    /// directory is asked before the user is told anything.
+    /// The write failed. A refusal (rights, a protected account, the directory's own answer
+    /// code) means nothing was written: the flow is reopened and the user told so. An
+    /// unanswered write (a timeout, a dropped connection) may have landed, or may still land:
+    /// the directory is asked before the user is told anything.
     async fn after_failed_write(
         &self,
         ctx: &RequestCtx,
@@ -149,26 +159,19 @@ impl App {
         ev: AuditEvent,
         e: DirError,
     ) -> Result<FlowResponse, AppError> {
+        if !matches!(e, DirError::Unavailable(_)) {
+            self.store
+                .flow_abort_finish(&flow.id, flow.finishing_at)
+                .await?;
+            return Err(self.directory_failure(ctx, ev, e).await);
+        }
         match self.landed(flow).await {
             Landed::Yes(user) => {
-                let still_locked = flow.kind == FlowKind::Reset && user.locked;
                 self.complete(ctx, flow, &user, ev, Some(&e)).await;
-                let msg = if still_locked {
-                    Msg::ChangedStillLocked
-                } else {
-                    Msg::done(flow.kind)
-                };
-                Ok(self.done_response(ctx, flow, msg))
+                Ok(self.done_response(ctx, flow, self.done_msg(flow, &user)))
             }
-            // A definite refusal and nothing changed: the user may try again.
-            Landed::No if !matches!(e, DirError::Unavailable(_)) => {
-                self.store
-                    .flow_abort_finish(&flow.id, flow.finishing_at)
-                    .await?;
-                Err(self.directory_failure(ctx, ev, e).await)
-            }
-            // Unanswered and not (yet) visible: it may still arrive. The flow stays
-            // `Finishing` until the lease runs out, then the sweep asks again.
+            // Not visible (yet): it may still arrive. The flow stays `Finishing` until the
+            // lease runs out, then the sweep asks again.
             Landed::No | Landed::Unknown => {
                 let mut ev = ev;
                 ev.activity = Activity::OutcomeUnknown;
@@ -179,6 +182,16 @@ impl App {
                     .with_log(e.to_string());
                 Err(self.fail(ev, err).await)
             }
+        }
+    }
+
+    /// "Your password was changed", or, when the directory still shows the account locked
+    /// (the service account may set passwords but not clear locks), says so.
+    fn done_msg(&self, flow: &FlowRecord, user: &DirUser) -> Msg {
+        if flow.kind == FlowKind::Reset && user.locked {
+            Msg::ChangedStillLocked
+        } else {
+            Msg::done(flow.kind)
         }
     }
 
@@ -234,12 +247,12 @@ impl App {
         let mut details =
             serde_json::json!({ "verified": flow.verified, "privileged": flow.privileged });
         if let Some(e) = after_error {
-            // Written, but the answer said otherwise (a partial write, a lost answer).
+            // Written, but the answer was lost.
             ev.reason = "written_despite_error".into();
             details["error"] = serde_json::Value::String(e.to_string());
-            if flow.kind == FlowKind::Reset && user.locked {
-                details["still_locked"] = serde_json::Value::Bool(true);
-            }
+        }
+        if flow.kind == FlowKind::Reset && user.locked {
+            details["still_locked"] = serde_json::Value::Bool(true);
         }
         ev.details = details;
         let notices = match self.completion_notices(ctx, flow, user).await {

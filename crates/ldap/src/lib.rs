@@ -980,7 +980,17 @@ impl LdapDirectory {
             self.set_pwd_reset(ldap, dn).await;
         }
         // A reset also unlocks, as in Azure AD and every peer.
-        self.remove_lock(ldap, dn).await
+        self.unlock_after_reset(ldap, dn).await;
+        Ok(())
+    }
+
+    /// The password is set by now: a lock the service account may not clear does not undo
+    /// that. The caller reads the lock state back and tells the user the account is still
+    /// locked; the fix goes to the log.
+    async fn unlock_after_reset(&self, ldap: &mut Ldap, dn: &str) {
+        if let Err(e) = self.remove_lock(ldap, dn).await {
+            tracing::error!(dn = %dn, error = %e, "ldap: the password was reset but the account could not be unlocked: give the service account write access to the lock attribute (pwdAccountLockedTime / lockoutTime)");
+        }
     }
 
     /// What changes when the password is written: AD's `pwdLastSet` (100 ns resolution);
@@ -1106,7 +1116,8 @@ impl LdapDirectory {
                 self.cfg.must_change_after_reset,
             ));
         }
-        self.remove_lock(ldap, dn).await
+        self.unlock_after_reset(ldap, dn).await;
+        Ok(())
     }
 
     /// OpenLDAP: `pwdReset: TRUE`, so ppolicy (with `pwdMustChange: TRUE`) restricts the next
