@@ -298,7 +298,7 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await.map_err(err)?;
         sqlx::query(
             "INSERT INTO heartbeat (id, at) VALUES (1, EXTRACT(EPOCH FROM now())::BIGINT)
-             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+             ON CONFLICT (id) DO UPDATE SET at = GREATEST(excluded.at, heartbeat.at + 1)",
         )
         .execute(&mut *tx)
         .await
