@@ -133,9 +133,7 @@ pub fn compute(
             ..DayRow::default()
         })
         .collect();
-    let mut totals = Totals::default();
-
-    totals.abandoned = events
+    let abandoned = events
         .iter()
         .filter(in_window)
         .filter(|e| {
@@ -144,9 +142,11 @@ pub fn compute(
                 Activity::ResetAbandoned | Activity::UnlockAbandoned
             )
         })
-        .count()
-        .try_into()
-        .unwrap_or(u32::MAX);
+        .count();
+    let mut totals = Totals {
+        abandoned: u32::try_from(abandoned).unwrap_or(u32::MAX),
+        ..Totals::default()
+    };
 
     // Flow outcomes.
     let kinds = flow_kinds(events);

@@ -488,7 +488,7 @@ impl Store for PgStore {
                     .map_err(err)?;
             }
         }
-        insert_audit(&mut *tx, &done.event).await?;
+        insert_audit(&mut tx, &done.event).await?;
         for m in &done.notices {
             insert_outbox(&mut tx, m).await?;
         }
@@ -1044,7 +1044,7 @@ impl Store for PgStore {
 
     async fn audit(&self, e: &AuditEvent) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
-        insert_audit(&mut *conn, e).await
+        insert_audit(&mut conn, e).await
     }
 
     async fn audit_query(&self, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {

@@ -401,7 +401,7 @@ impl Store for SqliteStore {
                     .map_err(err)?;
             }
         }
-        insert_audit(&mut *tx, &done.event).await?;
+        insert_audit(&mut tx, &done.event).await?;
         for m in &done.notices {
             insert_outbox(&mut tx, m).await?;
         }
@@ -932,7 +932,7 @@ impl Store for SqliteStore {
 
     async fn audit(&self, e: &AuditEvent) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
-        insert_audit(&mut *conn, e).await
+        insert_audit(&mut conn, e).await
     }
 
     async fn audit_query(&self, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
