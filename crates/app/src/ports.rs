@@ -380,7 +380,11 @@ pub trait Store: Send + Sync + 'static {
 pub struct DirUser {
     /// Stable id: the login for the built-in directory, entryUUID / objectGUID for LDAP / AD.
     pub id: String,
+    /// The account's own name (`uid`, `sAMAccountName`, the built-in login).
     pub login: String,
+    /// What the directory's user filter matched (the ID as typed: a mail address or a UPN
+    /// where the filter says so): what finds this entry again.
+    pub lookup: String,
     pub display_name: String,
     pub enabled: bool,
     pub locked: bool,

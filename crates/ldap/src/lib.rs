@@ -365,14 +365,14 @@ impl LdapDirectory {
     /// answered (a write is never repeated: a reset sent twice would hit the history rule).
     async fn service_and_entry(&self, user: &DirUser) -> Result<(Service, String), DirError> {
         let mut s = self.service().await?;
-        let mut found = self.timed(self.entry(&mut s.ldap, &user.login)).await;
+        let mut found = self.timed(self.entry(&mut s.ldap, &user.lookup)).await;
         let retry = match &found {
             Err(DirError::Unavailable(why)) if s.reused => Some(why.clone()),
             _ => None,
         };
         if let Some(why) = retry {
             s = self.replace(s, &why).await?;
-            found = self.timed(self.entry(&mut s.ldap, &user.login)).await;
+            found = self.timed(self.entry(&mut s.ldap, &user.lookup)).await;
         }
         match found {
             Ok(Some(e)) if entry_id(&e) == user.id => {
@@ -640,6 +640,7 @@ impl Directory for LdapDirectory {
                 .or_else(|| first(&e, "sAMAccountName"))
                 .unwrap_or_else(|| login.to_string())
                 .to_lowercase(),
+            lookup: login.to_string(),
             display_name: first(&e, &self.cfg.display_name_attribute).unwrap_or_default(),
             // AD: ACCOUNTDISABLE (0x2) in userAccountControl, or accountExpires passed.
             enabled: uac & 0x2 == 0 && !admin_locked && !expired,
@@ -687,7 +688,7 @@ impl Directory for LdapDirectory {
     }
 
     async fn password_rules_for(&self, user: &DirUser) -> Result<Vec<String>, DirError> {
-        self.rules_for_login(&user.login).await
+        self.rules_for_login(&user.lookup).await
     }
 
     async fn password_stamp(&self, user: &DirUser) -> Result<Option<String>, DirError> {
@@ -1001,7 +1002,7 @@ impl LdapDirectory {
         let filter = self
             .cfg
             .user_filter
-            .replace("{login}", &ldap_escape(&user.login));
+            .replace("{login}", &ldap_escape(&user.lookup));
         let attrs = vec![
             "entryUUID",
             "objectGUID",
@@ -1061,7 +1062,7 @@ impl LdapDirectory {
     }
 
     async fn dn_of(&self, user: &DirUser) -> Result<String, DirError> {
-        let e = pooled_read!(self, |l| self.entry(l, &user.login))?;
+        let e = pooled_read!(self, |l| self.entry(l, &user.lookup))?;
         match e {
             Some(e) if entry_id(&e) == user.id => Ok(e.dn),
             _ => Err(DirError::Other(format!(

@@ -138,6 +138,7 @@ impl Directory for BuiltinDirectory {
         };
         Ok(self.users.user(&id).await.map_err(derr)?.map(|u| DirUser {
             login: u.id.clone(),
+            lookup: u.id.clone(),
             id: u.id,
             display_name: u.display_name,
             enabled: u.enabled,

@@ -400,6 +400,36 @@ async fn reset_and_unlock_write_to_openldap() {
 }
 
 #[tokio::test]
+async fn a_user_filter_on_mail_finds_the_account_again_at_the_password_step() {
+    let slapd = Slapd::start();
+    let mut cfg = ldap_config(
+        &slapd,
+        format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+        "cn=sspr,dc=sspr,dc=test",
+        "service-secret",
+    );
+    cfg.user_filter = "(&(objectClass=inetOrgPerson)(mail={login}))".into();
+    let s = Server::start_with(move |c| {
+        c.directory.kind = "ldap".into();
+        c.directory.ldap = Some(cfg);
+        c.directory.trust_contacts = true;
+    })
+    .await;
+    let t = s.flow("alice@contoso.test").await;
+    let code = s.email_code(&t, "alice@contoso.test").await;
+    let (st, v) = s.verify(&t, "email", &code).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = s.set_password(&t, NEW).await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "the entry is found by what the filter matched: {v}"
+    );
+    assert!(slapd.binds("alice", NEW));
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn starttls_works_and_a_service_account_without_rights_fails_in_words() {
     let slapd = Slapd::start();
     let s = server_on(
