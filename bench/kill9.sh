@@ -46,8 +46,13 @@ echo
 echo "| build | loops | result | writes interrupted mid-flight |"
 echo "|---|---|---|---|"
 run "this tree ($(git rev-parse --short HEAD))" "$LOOPS"
-if [ -n "$BASE_BIN" ]; then
+if [ -n "$BASE_BIN" ] && [ "${BASE_LOOPS}" != 0 ]; then
   # The baseline has no lease: a flow interrupted mid-write never settles, and the loop waits
   # 17 s on each before counting it stuck, so it runs fewer loops.
   run "baseline ($BASE)" "$BASE_LOOPS" KILL9_SSPR_BIN="$BASE_BIN" KILL9_BASELINE=1
 fi
+
+echo
+echo "outbox (real SMTP listener, 40 messages, ${OUTBOX_KILLS:-4} kills while sending):"
+KILL9_OUTBOX_KILLS=${OUTBOX_KILLS:-4} cargo test -q -p sspr --test integration \
+  faults::kill_9_while -- --nocapture 2>&1 | grep -E '^outbox kill9' || true
