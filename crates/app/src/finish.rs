@@ -25,7 +25,7 @@ use sspr_proto::FlowResponse;
 
 use crate::app::{App, RequestCtx, keys};
 use crate::error::{AppError, ErrorKind};
-use crate::messages::{Lang, Msg};
+use crate::messages::Msg;
 use crate::ports::{Completion, DirError, DirUser, FlowRecord};
 
 /// What the directory shows after a write whose answer was not seen.
@@ -364,7 +364,7 @@ impl App {
     }
 
     async fn settle_inner(&self, flow: &FlowRecord) -> Settled {
-        let ctx = RequestCtx::new(flow.client_ip.clone(), flow.client_type, Lang::En);
+        let ctx = RequestCtx::new(flow.client_ip.clone(), flow.client_type, flow.lang);
         let activity = match flow.kind {
             FlowKind::Reset => Activity::ResetPassword,
             FlowKind::Unlock => Activity::UnlockAccount,
@@ -442,7 +442,7 @@ impl App {
             }
         }
         for flow in self.store.take_abandoned_flows(now, 500).await? {
-            let ctx = RequestCtx::new(flow.client_ip.clone(), flow.client_type, Lang::En);
+            let ctx = RequestCtx::new(flow.client_ip.clone(), flow.client_type, flow.lang);
             let activity = match flow.kind {
                 FlowKind::Reset => Activity::ResetAbandoned,
                 FlowKind::Unlock => Activity::UnlockAbandoned,

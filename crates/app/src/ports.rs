@@ -65,6 +65,8 @@ pub struct FlowRecord {
     /// The directory's password stamp read just before the write (see
     /// [`Directory::password_stamp`]); compared after a crash to learn whether it landed.
     pub dir_stamp: Option<String>,
+    /// The language of the request that started the flow (for notices sent later).
+    pub lang: crate::messages::Lang,
 }
 
 /// Everything that records a finished directory write, stored in one transaction so that a

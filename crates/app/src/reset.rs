@@ -119,6 +119,7 @@ impl App {
             client_ip: ctx.ip.clone(),
             finishing_at: 0,
             dir_stamp: None,
+            lang: ctx.lang,
         };
         ev.flow_id = Some(short_id(&flow.id));
         if let (Ok(req), Some(u)) = (&verdict, &found) {

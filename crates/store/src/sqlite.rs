@@ -8,6 +8,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
+use sspr_app::Lang;
 use sspr_app::ports::{
     AuditFilter, Channel, CodeRecord, Completion, FlowRecord, MethodRecord, MethodStatus,
     OutboxMessage, SessionRecord, Store, StoreError, StoreResult, UserFlag, UserRecord, UserStore,
@@ -139,6 +140,7 @@ fn flow_from(r: &SqliteRow) -> StoreResult<FlowRecord> {
         client_ip: g("client_ip")?,
         finishing_at: r.try_get("finishing_at").map_err(err)?,
         dir_stamp: r.try_get("dir_stamp").map_err(err)?,
+        lang: Lang::negotiate(&g("lang")?),
     })
 }
 
@@ -252,8 +254,8 @@ impl Store for SqliteStore {
     async fn insert_flow(&self, f: &FlowRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO flows (id, kind, state, user_id, login, display_name, privileged, required, usable, verified,
-                                questions, created_at, expires_at, client_type, client_ip, finishing_at, dir_stamp)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                                questions, created_at, expires_at, client_type, client_ip, finishing_at, dir_stamp, lang)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
         )
         .bind(&f.id)
         .bind(f.kind.as_str())
@@ -272,6 +274,7 @@ impl Store for SqliteStore {
         .bind(&f.client_ip)
         .bind(f.finishing_at)
         .bind(&f.dir_stamp)
+        .bind(f.lang.tag())
         .execute(&self.pool)
         .await
         .map_err(err)?;

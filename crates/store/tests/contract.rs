@@ -569,6 +569,7 @@ fn flow(id: &str, user: &str, state: FlowState, expires_at: i64) -> FlowRecord {
         client_ip: "192.0.2.1".into(),
         finishing_at: 0,
         dir_stamp: None,
+        lang: sspr_app::Lang::Zh,
     }
 }
 
@@ -594,6 +595,7 @@ async fn one_writer_passes_the_finish_gate_and_its_completion_is_one_transaction
     let f = s.flow("f1").await.unwrap().unwrap();
     assert_eq!(f.state, FlowState::Finishing);
     assert_eq!((f.finishing_at, f.dir_stamp.as_deref()), (100, Some("st")));
+    assert_eq!(f.lang, sspr_app::Lang::Zh);
     assert_eq!(s.flows_finishing(101, 10).await.unwrap().len(), 1);
     assert!(s.flows_finishing(100, 10).await.unwrap().is_empty());
 

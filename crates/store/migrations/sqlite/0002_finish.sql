@@ -2,4 +2,6 @@
 -- just before it, so a restart can tell whether the write landed.
 ALTER TABLE flows ADD COLUMN finishing_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE flows ADD COLUMN dir_stamp TEXT;
+-- The user's language, for the notices a settlement sends after the request is gone.
+ALTER TABLE flows ADD COLUMN lang TEXT NOT NULL DEFAULT 'en';
 CREATE INDEX flows_state ON flows (state, finishing_at);
