@@ -550,19 +550,12 @@ pub async fn outbox_kill9(messages: u32, kills: u32) -> (u32, u32, u32) {
     let dir = tempfile::tempdir().unwrap();
     let smtp = crate::harness::SmtpSink::start(dir.path());
     let mut s = Sspr::new().await;
-    s.kill9();
-    // Same instance, now delivering live to the listener.
-    let mut text = std::fs::read_to_string(&s.config).unwrap();
-    text.push_str(&format!(
-        "\n[delivery]\nmode = \"live\"\n\n[delivery.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nallow_insecure = true\nfrom = \"sspr@test\"\n",
-        smtp.port
-    ));
-    text = text.replace(
+    let text = std::fs::read_to_string(&s.config).unwrap().replace(
         "[limits]\n",
         "[limits]\naccount_codes = { max = 100000, secs = 3600 }\ndestination_codes = { max = 100000, secs = 600 }\n",
     );
     std::fs::write(&s.config, text).unwrap();
-    s.start().await;
+    live_delivery(&mut s, smtp.port, "").await;
     // Queue the codes (each challenge commits its message in the outbox).
     let mut queued = 0;
     while queued < messages {
@@ -639,4 +632,84 @@ async fn kill_9_while_the_outbox_sends_loses_no_message() {
     // A copy can repeat only when the relay had taken it in the instant of a kill: at most
     // one per send slot (4 by default) per kill; the key (Message-ID) is the same.
     assert!(duplicates <= kills * 4, "{duplicates} duplicates");
+}
+
+/// Rewrites the instance's configuration to deliver live to `smtp_port`, with `extra` lines
+/// in `[delivery.smtp]`, and restarts it.
+async fn live_delivery(s: &mut Sspr, smtp_port: u16, extra: &str) {
+    s.kill9();
+    let mut text = std::fs::read_to_string(&s.config).unwrap();
+    text.push_str(&format!(
+        "\n[delivery]\nmode = \"live\"\n\n[delivery.smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"none\"\nallow_insecure = true\nfrom = \"sspr@test\"\n{extra}\n"
+    ));
+    std::fs::write(&s.config, text).unwrap();
+    s.start().await;
+}
+
+#[tokio::test]
+async fn a_relay_that_accepts_and_hangs_holds_up_no_request_and_each_attempt_ends_at_its_deadline()
+{
+    // A relay that accepts TCP and never says a word (not even its greeting).
+    let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = relay.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for c in relay.incoming().flatten() {
+            h.lock().unwrap().push(c);
+        }
+    });
+    let mut s = Sspr::new().await;
+    live_delivery(&mut s, port, "timeout_secs = 2").await;
+    let rt = s.inspect().await;
+
+    let (st, v) = s
+        .step(Step::Start, None, "", &Value::Null, None)
+        .await
+        .unwrap();
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let t = v["flow_token"].as_str().unwrap().to_string();
+    let (st, v) = s
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/flow/challenge",
+            Some(&t),
+            Some(json!({ "method": "email" })),
+        )
+        .await
+        .unwrap();
+    // The answer does not wait for the relay: when it comes, no attempt has ended yet.
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let first = rt.store.outbox_list(10).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(first[0].last_error.is_empty(), "{:?}", first[0]);
+
+    // The attempt ends at the SMTP deadline, as a retryable timeout, and the user's flow is
+    // still usable (another method, or the code when the relay recovers).
+    let mut last = String::new();
+    for _ in 0..150 {
+        let m = rt.store.outbox_list(10).await.unwrap();
+        last = m[0].last_error.clone();
+        if !last.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        last.contains("timeout_secs") || last.contains("within"),
+        "{last}"
+    );
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the relay saw the connection"
+    );
+    let (st, v) = s
+        .request(reqwest::Method::GET, "/api/v1/flow", Some(&t), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (st, v["status"].as_str()),
+        (StatusCode::OK, Some("choose_method")),
+        "{v}"
+    );
 }
