@@ -713,3 +713,66 @@ async fn a_relay_that_accepts_and_hangs_holds_up_no_request_and_each_attempt_end
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn sigterm_gives_messages_in_flight_back_at_once() {
+    let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = relay.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in relay.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let mut s = Sspr::new().await;
+    live_delivery(&mut s, port, "timeout_secs = 30").await;
+    let rt = s.inspect().await;
+    let (_, v) = s
+        .step(Step::Start, None, "", &Value::Null, None)
+        .await
+        .unwrap();
+    let t = v["flow_token"].as_str().unwrap().to_string();
+    let (st, v) = s
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/flow/challenge",
+            Some(&t),
+            Some(json!({ "method": "email" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // Wait until the worker has claimed it (its send now hangs on the relay).
+    for _ in 0..100 {
+        if rt.store.outbox_list(10).await.unwrap()[0].status == "sending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rt.store.outbox_list(10).await.unwrap()[0].status, "sending");
+
+    let mut child = s.child.take().unwrap();
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut exited = false;
+    for _ in 0..300 {
+        if child.0.try_wait().unwrap().is_some() {
+            exited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(exited, "sspr stops on SIGTERM while a send hangs");
+    let m = &rt.store.outbox_list(10).await.unwrap()[0];
+    assert_eq!(
+        (m.status.as_str(), m.attempts),
+        ("queued", 0),
+        "given back, due at once, the attempt not counted: {m:?}"
+    );
+}
