@@ -222,38 +222,11 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
-/// Everything sspr keeps. SQLite and PostgreSQL implement it and pass the same tests.
-///
-/// Methods that guard a security property are conditional updates that report whether they
-/// applied (`consume_code`, `flow_transition`, `totp_use_step`): exactly one of several
-/// concurrent callers gets `true`. Methods that read and then write several rows
-/// (`issue_code`, `put_method`, `activate_method`, `delete_method`, `put_answers`) must be
-/// atomic per user against concurrent callers on any instance: SQLite gets this from its
-/// single writer, PostgreSQL from per-user advisory locks held for the transaction.
-///
-/// Times are the caller's clock: instances sharing a database must keep their clocks in sync.
+/// The durable bracket around a directory write (see `crate::finish`): the gate before it, the
+/// one completion transaction after it, and what the sweep needs to settle interrupted writes
+/// and report abandoned flows. SQLite and PostgreSQL share one implementation of it.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Whether the store can write: a small write in a transaction (the heartbeat row), so a
-    /// full disk, a read-only file or a database that went away all fail it. Callers bound it
-    /// with a deadline.
-    async fn ping(&self) -> StoreResult<()>;
-
-    async fn load_policy(&self) -> StoreResult<Option<Policy>>;
-    async fn save_policy(&self, policy: &Policy, now: UnixTime) -> StoreResult<()>;
-
-    async fn insert_flow(&self, flow: &FlowRecord) -> StoreResult<()>;
-    async fn flow(&self, id: &str) -> StoreResult<Option<FlowRecord>>;
-    /// Records one more verified method, if `verified` is still what the caller read.
-    async fn flow_verified(
-        &self,
-        id: &str,
-        before: &[Method],
-        after: &[Method],
-        state: FlowState,
-    ) -> StoreResult<bool>;
-    async fn flow_questions(&self, id: &str, questions: &[String]) -> StoreResult<()>;
-    async fn flow_transition(&self, id: &str, from: FlowState, to: FlowState) -> StoreResult<bool>;
+pub trait FinishStore: Send + Sync + 'static {
     /// `Verified → Finishing`, recording when the write began and the directory's stamp read
     /// just before it. Exactly one caller gets `true`: the gate to the directory write.
     async fn flow_begin_finish(
@@ -274,6 +247,40 @@ pub trait Store: Send + Sync + 'static {
     /// Marks open flows that expired before `now` as abandoned and returns them, each once.
     async fn take_abandoned_flows(&self, now: UnixTime, limit: u32)
     -> StoreResult<Vec<FlowRecord>>;
+}
+
+/// Everything sspr keeps. SQLite and PostgreSQL implement it and pass the same tests.
+///
+/// Methods that guard a security property are conditional updates that report whether they
+/// applied (`consume_code`, `flow_transition`, `totp_use_step`): exactly one of several
+/// concurrent callers gets `true`. Methods that read and then write several rows
+/// (`issue_code`, `put_method`, `activate_method`, `delete_method`, `put_answers`) must be
+/// atomic per user against concurrent callers on any instance: SQLite gets this from its
+/// single writer, PostgreSQL from per-user advisory locks held for the transaction.
+///
+/// Times are the caller's clock: instances sharing a database must keep their clocks in sync.
+#[async_trait]
+pub trait Store: FinishStore {
+    /// Whether the store can write: a small write in a transaction (the heartbeat row), so a
+    /// full disk, a read-only file or a database that went away all fail it. Callers bound it
+    /// with a deadline.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn load_policy(&self) -> StoreResult<Option<Policy>>;
+    async fn save_policy(&self, policy: &Policy, now: UnixTime) -> StoreResult<()>;
+
+    async fn insert_flow(&self, flow: &FlowRecord) -> StoreResult<()>;
+    async fn flow(&self, id: &str) -> StoreResult<Option<FlowRecord>>;
+    /// Records one more verified method, if `verified` is still what the caller read.
+    async fn flow_verified(
+        &self,
+        id: &str,
+        before: &[Method],
+        after: &[Method],
+        state: FlowState,
+    ) -> StoreResult<bool>;
+    async fn flow_questions(&self, id: &str, questions: &[String]) -> StoreResult<()>;
+    async fn flow_transition(&self, id: &str, from: FlowState, to: FlowState) -> StoreResult<bool>;
     /// Ends every other open flow of the user (a success revokes the rest).
     async fn close_other_flows(&self, user_id: &str, keep: &str) -> StoreResult<()>;
 

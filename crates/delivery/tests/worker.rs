@@ -62,6 +62,25 @@ impl FakeStore {
 }
 
 #[async_trait]
+impl FinishStore for FakeStore {
+    async fn flow_begin_finish(&self, _: &str, _: i64, _: Option<&str>) -> StoreResult<bool> {
+        Ok(false)
+    }
+    async fn flow_abort_finish(&self, _: &str, _: i64) -> StoreResult<bool> {
+        Ok(false)
+    }
+    async fn flow_complete(&self, _: &sspr_app::ports::Completion) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn flows_finishing(&self, _: i64, _: u32) -> StoreResult<Vec<FlowRecord>> {
+        Ok(Vec::new())
+    }
+    async fn take_abandoned_flows(&self, _: i64, _: u32) -> StoreResult<Vec<FlowRecord>> {
+        Ok(Vec::new())
+    }
+}
+
+#[async_trait]
 impl Store for FakeStore {
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
@@ -95,21 +114,6 @@ impl Store for FakeStore {
     }
     async fn close_other_flows(&self, _: &str, _: &str) -> StoreResult<()> {
         Ok(())
-    }
-    async fn flow_begin_finish(&self, _: &str, _: i64, _: Option<&str>) -> StoreResult<bool> {
-        Ok(false)
-    }
-    async fn flow_abort_finish(&self, _: &str, _: i64) -> StoreResult<bool> {
-        Ok(false)
-    }
-    async fn flow_complete(&self, _: &sspr_app::ports::Completion) -> StoreResult<()> {
-        Ok(())
-    }
-    async fn flows_finishing(&self, _: i64, _: u32) -> StoreResult<Vec<FlowRecord>> {
-        Ok(Vec::new())
-    }
-    async fn take_abandoned_flows(&self, _: i64, _: u32) -> StoreResult<Vec<FlowRecord>> {
-        Ok(Vec::new())
     }
     async fn issue_code(&self, _: &CodeRecord, m: &OutboxMessage) -> StoreResult<i64> {
         Ok(self.push(m.clone()))

@@ -9,6 +9,7 @@
 mod builtin;
 mod codec;
 pub mod copy;
+mod finish_sql;
 mod postgres;
 mod sqlite;
 

@@ -10,8 +10,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use sspr_app::Lang;
 use sspr_app::ports::{
-    AuditFilter, Channel, CodeRecord, Completion, FlowRecord, MethodRecord, MethodStatus,
-    OutboxMessage, SessionRecord, Store, StoreError, StoreResult, UserFlag, UserRecord, UserStore,
+    AuditFilter, Channel, CodeRecord, Completion, FinishStore, FlowRecord, MethodRecord,
+    MethodStatus, OutboxMessage, SessionRecord, Store, StoreError, StoreResult, UserFlag,
+    UserRecord, UserStore,
 };
 use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
 use sspr_domain::clock::UnixTime;
@@ -208,6 +209,8 @@ async fn ensure_registration(tx: &mut Transaction<'_, Sqlite>, user_id: &str) ->
     Ok(())
 }
 
+crate::finish_sql::impl_finish_store!(SqliteStore);
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -342,108 +345,6 @@ impl Store for SqliteStore {
         .await
         .map_err(err)?;
         Ok(())
-    }
-
-    async fn flow_begin_finish(
-        &self,
-        id: &str,
-        at: UnixTime,
-        stamp: Option<&str>,
-    ) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "UPDATE flows SET state = 'finishing', finishing_at = $1, dir_stamp = $2
-             WHERE id = $3 AND state = 'verified'",
-        )
-        .bind(at)
-        .bind(stamp)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    async fn flow_abort_finish(&self, id: &str, at: UnixTime) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "UPDATE flows SET state = 'verified'
-             WHERE id = $1 AND state = 'finishing' AND finishing_at = $2",
-        )
-        .bind(id)
-        .bind(at)
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    async fn flow_complete(&self, done: &Completion) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        sqlx::query("UPDATE flows SET state = 'completed' WHERE id = $1")
-            .bind(&done.flow_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        sqlx::query(
-            "UPDATE flows SET state = 'completed'
-             WHERE user_id = $1 AND id <> $2 AND state IN ('verifying', 'verified')",
-        )
-        .bind(&done.user_id)
-        .bind(&done.flow_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        for k in &done.clear {
-            for sql in [
-                "DELETE FROM throttle_hits WHERE key = $1",
-                "DELETE FROM throttle_blocks WHERE key = $1",
-            ] {
-                sqlx::query(sql)
-                    .bind(k)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-            }
-        }
-        insert_audit(&mut tx, &done.event).await?;
-        for m in &done.notices {
-            insert_outbox(&mut tx, m).await?;
-        }
-        tx.commit().await.map_err(err)
-    }
-
-    async fn flows_finishing(&self, before: UnixTime, limit: u32) -> StoreResult<Vec<FlowRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM flows WHERE state = 'finishing' AND finishing_at < $1
-             ORDER BY finishing_at LIMIT $2",
-        )
-        .bind(before)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
-        rows.iter().map(flow_from).collect()
-    }
-
-    async fn take_abandoned_flows(
-        &self,
-        now: UnixTime,
-        limit: u32,
-    ) -> StoreResult<Vec<FlowRecord>> {
-        // One statement: two instances sweeping at once each get a disjoint set.
-        let rows = sqlx::query(
-            "UPDATE flows SET state = 'abandoned'
-             WHERE id IN (SELECT id FROM flows
-                          WHERE state IN ('verifying', 'verified') AND expires_at <= $1
-                          ORDER BY expires_at LIMIT $2)
-               AND state IN ('verifying', 'verified')
-             RETURNING *",
-        )
-        .bind(now)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
-        rows.iter().map(flow_from).collect()
     }
 
     async fn issue_code(&self, code: &CodeRecord, m: &OutboxMessage) -> StoreResult<i64> {
