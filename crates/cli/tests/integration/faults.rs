@@ -646,10 +646,12 @@ async fn live_delivery(s: &mut Sspr, smtp_port: u16, extra: &str) {
     s.start().await;
 }
 
-#[tokio::test]
-async fn a_relay_that_accepts_and_hangs_holds_up_no_request_and_each_attempt_ends_at_its_deadline()
-{
-    // A relay that accepts TCP and never says a word (not even its greeting).
+/// A relay that accepts TCP and never says a word (not even its greeting). Returns its port
+/// and the connections it holds.
+fn hanging_relay() -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+) {
     let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = relay.local_addr().unwrap().port();
     let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -659,27 +661,47 @@ async fn a_relay_that_accepts_and_hangs_holds_up_no_request_and_each_attempt_end
             h.lock().unwrap().push(c);
         }
     });
+    (port, held)
+}
+
+impl Sspr {
+    /// Starts a flow for the demo user and asks for an email code; returns the flow token.
+    async fn email_code_requested(&self) -> String {
+        let (st, v) = self
+            .request(
+                reqwest::Method::POST,
+                "/api/v1/flow/start",
+                None,
+                Some(json!({ "user": DEMO_USER })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let t = v["flow_token"].as_str().unwrap().to_string();
+        let (st, v) = self
+            .request(
+                reqwest::Method::POST,
+                "/api/v1/flow/challenge",
+                Some(&t),
+                Some(json!({ "method": "email" })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(st, StatusCode::OK, "{v}");
+        t
+    }
+}
+
+#[tokio::test]
+async fn a_relay_that_accepts_and_hangs_holds_up_no_request_and_each_attempt_ends_at_its_deadline()
+{
+    let (port, held) = hanging_relay();
     let mut s = Sspr::new().await;
     live_delivery(&mut s, port, "timeout_secs = 2").await;
     let rt = s.inspect().await;
 
-    let (st, v) = s
-        .step(Step::Start, None, "", &Value::Null, None)
-        .await
-        .unwrap();
-    assert_eq!(st, StatusCode::OK, "{v}");
-    let t = v["flow_token"].as_str().unwrap().to_string();
-    let (st, v) = s
-        .request(
-            reqwest::Method::POST,
-            "/api/v1/flow/challenge",
-            Some(&t),
-            Some(json!({ "method": "email" })),
-        )
-        .await
-        .unwrap();
-    // The answer does not wait for the relay: when it comes, no attempt has ended yet.
-    assert_eq!(st, StatusCode::OK, "{v}");
+    let t = s.email_code_requested().await;
+    // The answer did not wait for the relay: when it came, no attempt had ended yet.
     let first = rt.store.outbox_list(10).await.unwrap();
     assert_eq!(first.len(), 1);
     assert!(first[0].last_error.is_empty(), "{:?}", first[0]);
@@ -716,32 +738,11 @@ async fn a_relay_that_accepts_and_hangs_holds_up_no_request_and_each_attempt_end
 
 #[tokio::test]
 async fn sigterm_gives_messages_in_flight_back_at_once() {
-    let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = relay.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in relay.incoming().flatten() {
-            held.push(c);
-        }
-    });
+    let (port, _held) = hanging_relay();
     let mut s = Sspr::new().await;
     live_delivery(&mut s, port, "timeout_secs = 30").await;
     let rt = s.inspect().await;
-    let (_, v) = s
-        .step(Step::Start, None, "", &Value::Null, None)
-        .await
-        .unwrap();
-    let t = v["flow_token"].as_str().unwrap().to_string();
-    let (st, v) = s
-        .request(
-            reqwest::Method::POST,
-            "/api/v1/flow/challenge",
-            Some(&t),
-            Some(json!({ "method": "email" })),
-        )
-        .await
-        .unwrap();
-    assert_eq!(st, StatusCode::OK, "{v}");
+    s.email_code_requested().await;
     // Wait until the worker has claimed it (its send now hangs on the relay).
     for _ in 0..100 {
         if rt.store.outbox_list(10).await.unwrap()[0].status == "sending" {
