@@ -167,7 +167,16 @@ pub struct LdapDirectory {
     cfg: Arc<LdapConfig>,
     tls: Arc<rustls::ClientConfig>,
     pool: Arc<Pool>,
+    /// The root DSE's `supportedControl`, read once (AD: whether a reset can be made to
+    /// honour the password history).
+    controls: Arc<tokio::sync::OnceCell<Vec<String>>>,
 }
+
+/// LDAP_SERVER_POLICY_HINTS_OID (Windows Server 2012 and later), then the older
+/// LDAP_SERVER_POLICY_HINTS_DEPRECATED_OID (2008 R2): with either, AD applies the password
+/// history and minimum age to a reset as to a change. Sent non-critical, so a server that
+/// does not know it (Samba 4.17) ignores it silently: it is sent only where it is listed.
+const POLICY_HINTS_OIDS: [&str; 2] = ["1.2.840.113556.1.4.2239", "1.2.840.113556.1.4.2066"];
 
 /// Bound service connections: at most `pool_size` exist at once (one slot each), idle ones
 /// wait in `idle` for the next operation. A connection that failed at the transport level, or
@@ -263,6 +272,7 @@ impl LdapDirectory {
             cfg: Arc::new(cfg),
             tls: Arc::new(tls),
             pool: Arc::new(pool),
+            controls: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
 
@@ -756,8 +766,18 @@ fn duration_words(secs: i64) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
-/// A policy entry's rules in words.
-fn policy_rules(e: &SearchEntry, kind: PolicyKind) -> Vec<String> {
+/// The first policy-hints control in `listed` (a root DSE's `supportedControl`).
+fn supported_hints(listed: &[String]) -> Option<&'static str> {
+    POLICY_HINTS_OIDS
+        .iter()
+        .copied()
+        .find(|oid| listed.iter().any(|c| c.trim() == *oid))
+}
+
+/// A policy entry's rules in words. Where a reset by sspr is not held to the history and
+/// minimum-age rules (`resets_keep_history` false: AD without the policy-hints control),
+/// those rules are not claimed; the user is told the history is not checked here instead.
+fn policy_rules(e: &SearchEntry, kind: PolicyKind, resets_keep_history: bool) -> Vec<String> {
     let num = |a: &str| {
         first(e, a)
             .and_then(|v| v.trim().parse::<i64>().ok())
@@ -790,7 +810,7 @@ fn policy_rules(e: &SearchEntry, kind: PolicyKind) -> Vec<String> {
     if min > 0 {
         rules.push(format!("The directory requires at least {min} characters."));
     }
-    if history > 0 {
+    if history > 0 && resets_keep_history {
         rules.push(format!(
             "The directory refuses your last {history} passwords."
         ));
@@ -801,11 +821,17 @@ fn policy_rules(e: &SearchEntry, kind: PolicyKind) -> Vec<String> {
                 .into(),
         );
     }
-    if min_age_secs > 0 {
+    if min_age_secs > 0 && resets_keep_history {
         rules.push(format!(
             "Once set, the password cannot be changed again for {}.",
             duration_words(min_age_secs)
         ));
+    }
+    if history > 0 && !resets_keep_history {
+        rules.push(
+            "A reset here is not checked against your earlier passwords: choose one you have not used before."
+                .into(),
+        );
     }
     rules
 }
@@ -820,6 +846,51 @@ impl LdapDirectory {
             .filter(|rdn| rdn.to_ascii_lowercase().starts_with("dc="))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The controls the server lists in its root DSE's `supportedControl`, read once.
+    async fn supported_controls(&self, ldap: &mut Ldap) -> Result<&[String], DirError> {
+        let listed = self
+            .controls
+            .get_or_try_init(|| async move {
+                let (entries, _) = ldap
+                    .search("", Scope::Base, "(objectClass=*)", vec!["supportedControl"])
+                    .await
+                    .map_err(unavailable)?
+                    .success()
+                    .map_err(unavailable)?;
+                Ok::<_, DirError>(
+                    entries
+                        .into_iter()
+                        .next()
+                        .map(SearchEntry::construct)
+                        .and_then(|e| {
+                            e.attrs
+                                .into_iter()
+                                .find(|(k, _)| k.eq_ignore_ascii_case("supportedControl"))
+                                .map(|(_, v)| v)
+                        })
+                        .unwrap_or_default(),
+                )
+            })
+            .await?;
+        Ok(listed.as_slice())
+    }
+
+    /// AD: the policy-hints control the server lists, if any. Without one, a reset is not
+    /// checked against the password history or the minimum age.
+    async fn policy_hints(&self, ldap: &mut Ldap) -> Result<Option<&'static str>, DirError> {
+        let listed = self.supported_controls(ldap).await?;
+        Ok(supported_hints(listed))
+    }
+
+    /// Whether a reset by sspr is held to the history and minimum-age rules: OpenLDAP's
+    /// ppolicy applies them to the password modify; AD only with the policy-hints control.
+    async fn resets_keep_history(&self, ldap: &mut Ldap) -> Result<bool, DirError> {
+        match self.cfg.flavor {
+            Flavor::OpenLdap => Ok(true),
+            Flavor::Ad => Ok(self.policy_hints(ldap).await?.is_some()),
+        }
     }
 
     /// The policy entry at `dn`, read with the attributes `kind` needs; `None` if it cannot
@@ -858,10 +929,11 @@ impl LdapDirectory {
             },
             Flavor::Ad => (self.domain_dn(), PolicyKind::AdDomain),
         };
+        let enforced = self.resets_keep_history(ldap).await?;
         Ok(self
             .policy_entry(ldap, &dn, kind)
             .await?
-            .map(|e| policy_rules(&e, kind))
+            .map(|e| policy_rules(&e, kind, enforced))
             .unwrap_or_default())
     }
 
@@ -909,8 +981,9 @@ impl LdapDirectory {
                 Flavor::Ad => PolicyKind::AdPso,
                 Flavor::OpenLdap => PolicyKind::Ppolicy,
             };
+            let enforced = self.resets_keep_history(ldap).await?;
             match self.policy_entry(ldap, &dn, kind).await? {
-                Some(e) => return Ok(policy_rules(&e, kind)),
+                Some(e) => return Ok(policy_rules(&e, kind, enforced)),
                 None => tracing::warn!(
                     login,
                     policy = %dn,
@@ -1087,12 +1160,18 @@ impl LdapDirectory {
             .collect();
         let mut value = std::collections::HashSet::new();
         value.insert(quoted);
-        // LDAP_SERVER_POLICY_HINTS_OID, value SEQUENCE { INTEGER 1 }.
-        let hints = ldap3::controls::RawControl {
-            ctype: "1.2.840.113556.1.4.2239".into(),
-            crit: false,
-            val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
-        };
+        // The policy-hints control the server lists, value SEQUENCE { INTEGER 1 }; none where
+        // it lists neither (the rules shown then do not claim the history).
+        let hints: Vec<_> = self
+            .policy_hints(ldap)
+            .await?
+            .map(|oid| ldap3::controls::RawControl {
+                ctype: oid.into(),
+                crit: false,
+                val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
+            })
+            .into_iter()
+            .collect();
         let mut mods = vec![Mod::Replace(b"unicodePwd".to_vec(), value)];
         if self.cfg.must_change_after_reset {
             // In the same modify, so the reset and the flag apply together or not at all.
@@ -1101,7 +1180,7 @@ impl LdapDirectory {
             mods.push(Mod::Replace(b"pwdLastSet".to_vec(), zero));
         }
         let r = ldap
-            .with_controls(vec![hints])
+            .with_controls(hints)
             .modify(dn, mods)
             .await
             .map_err(unavailable)?;
@@ -1324,6 +1403,7 @@ impl LdapDirectory {
             }
         }
         if self.cfg.flavor == Flavor::Ad {
+            out.push(self.history_check(&mut ldap).await);
             out.push(self.list_psos(&mut ldap).await);
         }
         let Some(user) = sample_user else {
@@ -1367,6 +1447,30 @@ impl LdapDirectory {
         out.extend(self.probe_rights(&mut ldap, &entry.dn).await);
         let _ = ldap.unbind().await;
         out
+    }
+
+    /// AD: whether a reset by sspr is held to the password history and minimum age, which
+    /// takes the policy-hints control listed in the root DSE. Not an error where it is not
+    /// (Samba): the rules shown to users then say the history is not checked.
+    async fn history_check(&self, ldap: &mut Ldap) -> Check {
+        let name = "history";
+        match self.policy_hints(ldap).await {
+            Ok(Some(oid)) => Check::pass(
+                name,
+                format!(
+                    "enforced on resets: the directory supports the policy-hints control {oid}"
+                ),
+            ),
+            Ok(None) => Check::pass(
+                name,
+                "NOT enforced on resets: the directory lists no policy-hints control (1.2.840.113556.1.4.2239 or .2066) in supportedControl, so a reset may reuse an earlier password and ignores the minimum age; the rules shown to users say so instead of claiming them",
+            ),
+            Err(e) => Check::fail(
+                name,
+                format!("cannot read the root DSE: {e}"),
+                "the directory dropped the search",
+            ),
+        }
     }
 
     /// The AD domain's fine-grained password policies (PSOs) the service account can see.
@@ -1469,9 +1573,10 @@ impl LdapDirectory {
             Flavor::Ad => PolicyKind::AdPso,
             Flavor::OpenLdap => PolicyKind::Ppolicy,
         };
+        let enforced = self.resets_keep_history(ldap).await.unwrap_or(false);
         match self.policy_entry(ldap, &dn, kind).await {
             Ok(Some(e)) => {
-                let rules = policy_rules(&e, kind);
+                let rules = policy_rules(&e, kind, enforced);
                 Check::pass(
                     name,
                     format!(
@@ -1854,11 +1959,53 @@ mod tests {
             .collect(),
             bin_attrs: Default::default(),
         };
-        let rules = policy_rules(&pso, PolicyKind::AdPso);
+        let rules = policy_rules(&pso, PolicyKind::AdPso, true);
         assert_eq!(rules.len(), 3, "{rules:?}");
         assert!(rules[0].contains("at least 14 characters"));
         assert!(rules[1].contains("three of"));
         assert!(rules[2].contains("for 1 day"));
+    }
+
+    #[test]
+    fn history_is_claimed_only_where_resets_enforce_it() {
+        let domain = SearchEntry {
+            dn: "DC=x".into(),
+            attrs: [
+                ("minPwdLength", "7"),
+                ("pwdHistoryLength", "24"),
+                ("pwdProperties", "1"),
+                ("minPwdAge", "-864000000000"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+            .collect(),
+            bin_attrs: Default::default(),
+        };
+        let held = policy_rules(&domain, PolicyKind::AdDomain, true).join(" ");
+        assert!(held.contains("refuses your last 24 passwords"), "{held}");
+        assert!(held.contains("for 1 day"), "{held}");
+        let not_held = policy_rules(&domain, PolicyKind::AdDomain, false).join(" ");
+        assert!(!not_held.contains("refuses your last"), "{not_held}");
+        assert!(!not_held.contains("cannot be changed again"), "{not_held}");
+        assert!(
+            not_held.contains("at least 7 characters")
+                && not_held.contains("three of")
+                && not_held.contains("not checked against your earlier passwords"),
+            "{not_held}"
+        );
+        let listed = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(supported_hints(&listed(&["1.2.840.113556.1.4.319"])), None);
+        assert_eq!(
+            supported_hints(&listed(&["1.2.840.113556.1.4.2066"])),
+            Some("1.2.840.113556.1.4.2066")
+        );
+        assert_eq!(
+            supported_hints(&listed(&[
+                "1.2.840.113556.1.4.2066",
+                "1.2.840.113556.1.4.2239"
+            ])),
+            Some("1.2.840.113556.1.4.2239")
+        );
     }
 
     #[test]

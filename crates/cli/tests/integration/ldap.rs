@@ -1213,6 +1213,54 @@ async fn must_change_after_reset_sets_pwd_last_set_in_active_directory() {
     );
 }
 
+/// Samba lists no policy-hints control, so a reset is not held to the password history: the
+/// rules shown must not claim it, and doctor says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_rules_claim_the_history_only_where_resets_enforce_it() {
+    use sspr_app::ports::Directory;
+    let ad = SambaAd::start();
+    let cfg = ad.config("Administrator", AD_ADMIN_PW);
+    let dir = sspr_ldap::LdapDirectory::new(cfg).unwrap();
+    let alice = dir.find_user("alice").await.unwrap().unwrap();
+    // The domain keeps 24 passwords, yet a reset to the password just set is accepted.
+    let pw = "Quiet-Violet-Harbour-7";
+    dir.reset_password(&alice, pw).await.unwrap();
+    dir.reset_password(&alice, pw).await.unwrap();
+    assert!(ad.binds("alice", pw));
+    for rules in [
+        dir.password_rules().await.unwrap(),
+        dir.password_rules_for(&alice).await.unwrap(),
+    ] {
+        let rules = rules.join(" ");
+        assert!(
+            rules.contains("at least 7 characters") && rules.contains("three of"),
+            "{rules}"
+        );
+        assert!(!rules.contains("refuses your last"), "{rules}");
+        assert!(
+            rules.contains("not checked against your earlier passwords"),
+            "{rules}"
+        );
+    }
+    let ca = ad.dir.path().join("tls/ca.pem");
+    let extra =
+        "flavor = \"ad\"\nuser_filter = \"(&(objectClass=user)(sAMAccountName={login}))\"\n";
+    let (code, out) = doctor_with(
+        "ldaps://127.0.0.1:636",
+        "CN=Users,DC=sspr,DC=test",
+        extra,
+        "CN=Administrator,CN=Users,DC=sspr,DC=test",
+        AD_ADMIN_PW,
+        &ca,
+        "alice",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("history") && out.contains("NOT enforced on resets"),
+        "{out}"
+    );
+}
+
 /// What SDProp does, done by hand (Samba has no SDProp): `protect CN` gives the user
 /// AdminSDHolder's ACL with inheritance off and `adminCount=1`, as Windows does within the hour
 /// for every member of Domain Admins. `delegate HELPER` gives HELPER, on user objects under
