@@ -412,8 +412,9 @@ impl LdapDirectory {
             .map_err(unavailable)?;
         if r.rc != 0 {
             return Err(DirError::Permission(format!(
-                "ldap: the service account {} cannot bind: rc={} {}",
-                self.cfg.bind_dn, r.rc, r.text
+                "ldap: the service account {} cannot bind; directory said {}",
+                self.cfg.bind_dn,
+                directory_said(r.rc, &r.text)
             )));
         }
         Ok(ldap)
@@ -543,15 +544,36 @@ fn ad_access_refused(rc: u32, text: &str) -> bool {
             && (t.starts_with("00000005") || t.contains("insuff") || t.contains("access")))
 }
 
+/// An LDAP result code with its name and the directory's diagnostic text, for the log and the
+/// audit details; an empty text is said to be empty rather than left blank.
+fn directory_said(rc: u32, text: &str) -> String {
+    let name = match rc {
+        16 => " (noSuchAttribute)",
+        19 => " (constraintViolation)",
+        32 => " (noSuchObject)",
+        49 => " (invalidCredentials)",
+        50 => " (insufficientAccessRights)",
+        53 => " (unwillingToPerform)",
+        _ => "",
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        format!("rc={rc}{name}, no diagnostic text")
+    } else {
+        format!("rc={rc}{name}: {text}")
+    }
+}
+
 /// The log and audit cause for a refusal on an account AD protects: members of Domain Admins
 /// and the other protected groups get `adminCount=1` and, from SDProp, the ACL of
 /// AdminSDHolder with inheritance turned off, so rights delegated on the users' OU never reach
 /// them.
-fn protected_account(dn: &str, what: &str, text: &str) -> DirError {
+fn protected_account(dn: &str, what: &str, rc: u32, text: &str) -> DirError {
     DirError::Protected(format!(
         "ldap: {what} of {dn} refused: protected account (adminCount=1): AdminSDHolder blocks the service account's rights. \
          Fix: delegate the rights on CN=AdminSDHolder,CN=System in the domain (SDProp copies them to protected accounts within the hour), \
-         or keep such accounts out of sspr's scope (base_dn, or (!(adminCount=1)) in user_filter). Directory said: {text}"
+         or keep such accounts out of sspr's scope (base_dn, or (!(adminCount=1)) in user_filter). Directory said {}",
+        directory_said(rc, text)
     ))
 }
 
@@ -567,12 +589,13 @@ fn ad_error(dn: &str, rc: u32, text: &str, must_change: bool) -> DirError {
             }])
         }
         50 => DirError::Permission(format!(
-            "ldap: the service account may not reset {dn} (Reset Password right{}): {text}",
+            "ldap: the service account may not reset {dn} (Reset Password right{}); directory said {}",
             if must_change {
                 ", and Write pwdLastSet for must_change_after_reset"
             } else {
                 ""
-            }
+            },
+            directory_said(rc, text)
         )),
         _ => DirError::Other(format!("ldap: reset of {dn}: rc={rc} {text}")),
     }
@@ -1040,8 +1063,8 @@ impl LdapDirectory {
                 None => match &e {
                     LdapError::LdapResult { result } if result.rc == 50 => {
                         DirError::Permission(format!(
-                            "ldap: the service account may not reset {dn}: {}",
-                            result.text
+                            "ldap: the service account may not reset {dn} (write access to userPassword); directory said {}",
+                            directory_said(result.rc, &result.text)
                         ))
                     }
                     other => DirError::Other(format!("ldap: password modify on {dn}: {other}")),
@@ -1187,7 +1210,7 @@ impl LdapDirectory {
         if r.rc != 0 {
             tracing::warn!(dn = %dn, rc = r.rc, text = %r.text, "ldap: AD password reset refused");
             if ad_access_refused(r.rc, &r.text) && self.ad_protected(ldap, dn).await {
-                return Err(protected_account(dn, "password reset", &r.text));
+                return Err(protected_account(dn, "password reset", r.rc, &r.text));
             }
             return Err(ad_error(
                 dn,
@@ -1267,11 +1290,11 @@ impl LdapDirectory {
             // 16: noSuchAttribute, the account was not locked.
             0 | 16 => Ok(()),
             50 if self.cfg.flavor == Flavor::Ad && self.ad_protected(ldap, dn).await => {
-                Err(protected_account(dn, "unlock", &r.text))
+                Err(protected_account(dn, "unlock", r.rc, &r.text))
             }
             50 => Err(DirError::Permission(format!(
-                "ldap: the service account may not unlock {dn}: {}",
-                r.text
+                "ldap: the service account may not unlock {dn}; directory said {}",
+                directory_said(r.rc, &r.text)
             ))),
             rc => Err(DirError::Other(format!(
                 "ldap: unlock {dn}: rc={rc} {}",

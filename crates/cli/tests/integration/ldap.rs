@@ -443,22 +443,29 @@ async fn starttls_works_and_a_service_account_without_rights_fails_in_words() {
     let t = s.flow("alice").await;
     let code = s.email_code(&t, "alice@contoso.test").await;
     s.verify(&t, "email", &code).await;
-    // The weak account may read but not reset: the user is told nothing changed.
+    // The weak account may read but not reset: a refusal, not an outage (502
+    // directory_refused, not 503 directory_unavailable); the user is told nothing changed and
+    // to see the helpdesk, the admin's log gets the directory's result code.
     let (st, v) = s.set_password(&t, NEW).await;
-    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    assert_eq!(v["error"], "directory_unavailable");
+    assert_eq!(st, StatusCode::BAD_GATEWAY, "{v}");
+    assert_eq!(v["error"], "directory_refused");
+    let message = v["message"].as_str().unwrap();
     assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("Nothing was changed"),
+        message.contains("Nothing was changed")
+            && message.contains("helpdesk")
+            && message.contains("support code")
+            && !message.contains("Try again"),
         "{v}"
     );
     assert!(slapd.binds("alice", OLD), "the password is unchanged");
     let ev = s.audit("user=alice&activity=directory_error").await;
-    assert_eq!(
-        ev.last().unwrap()["reason"],
-        "directory_permission",
+    let last = ev.last().unwrap();
+    assert_eq!(last["reason"], "directory_permission", "{ev:?}");
+    assert_eq!(last["support_code"], v["support_code"], "{ev:?}");
+    let said = last["details"]["directory"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("may not reset uid=alice")
+            && said.contains("rc=50 (insufficientAccessRights)"),
         "{ev:?}"
     );
     s.stop().await;
@@ -1110,14 +1117,14 @@ async fn reset_and_unlock_write_to_active_directory() {
     let code = s.email_code(&t, "alice@contoso.test").await;
     s.verify(&t, "email", &code).await;
     let (st, v) = s.set_password(&t, "Another-Strong-Passw0rd-9").await;
-    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(st, StatusCode::BAD_GATEWAY, "{v}");
+    assert_eq!(v["error"], "directory_refused");
     assert!(ad.binds("alice", strong), "unchanged");
     let ev = s.audit("user=alice&activity=directory_error").await;
-    assert_eq!(
-        ev.last().unwrap()["reason"],
-        "directory_permission",
-        "{ev:?}"
-    );
+    let last = ev.last().unwrap();
+    assert_eq!(last["reason"], "directory_permission", "{ev:?}");
+    let said = last["details"]["directory"].as_str().unwrap_or_default();
+    assert!(said.contains("directory said rc="), "{ev:?}");
     s.stop().await;
 
     // sspr doctor: the administrator passes; the weak account is told which right it lacks.
