@@ -68,6 +68,13 @@ impl App {
         }
 
         let policy = self.policy().await?;
+        // Unlock is switched off for everyone (the policy is global), so saying so reveals
+        // nothing about this account; sending the user to register could not help them.
+        if kind == FlowKind::Unlock && !policy.allow_unlock {
+            ev.reason = "unlock_not_allowed".into();
+            let err = AppError::new(ErrorKind::Forbidden, ctx.t(Msg::UnlockNotOffered));
+            return Err(self.fail(ev, err).await);
+        }
         let found = match self.directory.find_user(&login).await {
             Ok(u) => u,
             Err(e) => return Err(self.directory_failure(ctx, ev, e).await),
