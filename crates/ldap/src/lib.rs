@@ -456,10 +456,8 @@ impl LdapDirectory {
 
     async fn groups(&self, ldap: &mut Ldap, e: &SearchEntry) -> Result<Vec<String>, DirError> {
         let cn_of = |dn: &str| {
-            dn.split(',')
-                .next()
-                .and_then(|rdn| rdn.split_once('='))
-                .map(|(_, v)| v.to_lowercase())
+            first_rdn_value(dn)
+                .map(|v| v.to_lowercase())
                 .unwrap_or_default()
         };
         let mut groups: Vec<String> = e
@@ -487,6 +485,49 @@ impl LdapDirectory {
         groups.dedup();
         Ok(groups)
     }
+}
+
+/// The value of a DN's first RDN, unescaped as RFC 4514 says: `CN=sales\, emea,OU=x` gives
+/// `sales, emea`, and `CN=sales\2C emea,OU=x` (AD and OpenLDAP may write either) the same; hex
+/// pairs are UTF-8 bytes (`\C3\A9` is `é`). An unescaped `,`, `;` or `+` ends the value (of
+/// a multi-valued RDN, the first value is taken); unescaped spaces around it are dropped.
+/// `None` for a DN without `=`.
+fn first_rdn_value(dn: &str) -> Option<String> {
+    let (_, value) = dn.split_once('=')?;
+    let b = value.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
+    // Bytes up to here are kept even if they are spaces: they were escaped or inside.
+    let mut keep = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if i + 1 < b.len() => {
+                match (hex(b[i + 1]), b.get(i + 2).and_then(|&c| hex(c))) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 3;
+                    }
+                    _ => {
+                        out.push(b[i + 1]);
+                        i += 2;
+                    }
+                }
+                keep = out.len();
+            }
+            b',' | b';' | b'+' => break,
+            b' ' if out.is_empty() => i += 1,
+            c => {
+                out.push(c);
+                if c != b' ' {
+                    keep = out.len();
+                }
+                i += 1;
+            }
+        }
+    }
+    out.truncate(keep);
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn rustls_native_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
@@ -1537,13 +1578,7 @@ impl LdapDirectory {
                 .unwrap_or(i64::MAX)
         };
         psos.sort_by_key(precedence);
-        let cn_of = |dn: &str| {
-            dn.split(',')
-                .next()
-                .and_then(|rdn| rdn.split_once('='))
-                .map(|(_, v)| v.to_string())
-                .unwrap_or_default()
-        };
+        let cn_of = |dn: &str| first_rdn_value(dn).unwrap_or_default();
         let list: Vec<String> = psos
             .iter()
             .map(|e| {
@@ -2028,6 +2063,53 @@ mod tests {
                 "1.2.840.113556.1.4.2239"
             ])),
             Some("1.2.840.113556.1.4.2239")
+        );
+    }
+
+    #[test]
+    fn group_names_are_read_from_escaped_dns() {
+        let v = |dn: &str| first_rdn_value(dn);
+        assert_eq!(v("cn=staff,ou=groups,dc=x").as_deref(), Some("staff"));
+        assert_eq!(
+            v("CN=sales\\, emea,OU=Groups,DC=x").as_deref(),
+            Some("sales, emea")
+        );
+        assert_eq!(
+            v("CN=sales\\2C emea,OU=Groups,DC=x").as_deref(),
+            Some("sales, emea")
+        );
+        assert_eq!(v("cn=sales\\2c emea,dc=x").as_deref(), Some("sales, emea"));
+        assert_eq!(v("cn=caf\\C3\\A9,dc=x").as_deref(), Some("café"));
+        assert_eq!(
+            v("cn=a\\+b\\;c\\\\d\\\"e,dc=x").as_deref(),
+            Some("a+b;c\\d\"e")
+        );
+        assert_eq!(v("cn=admins+uid=7,dc=x").as_deref(), Some("admins"));
+        assert_eq!(v("cn= padded ,dc=x").as_deref(), Some("padded"));
+        assert_eq!(
+            v("cn=\\ lead and trail\\ ,dc=x").as_deref(),
+            Some(" lead and trail ")
+        );
+        assert_eq!(v("cn=\\#hash,dc=x").as_deref(), Some("#hash"));
+        assert_eq!(v("cn=only").as_deref(), Some("only"));
+        assert_eq!(v("cn=trailing\\").as_deref(), Some("trailing\\"));
+        assert_eq!(v("no equals sign"), None);
+    }
+
+    #[test]
+    fn the_directorys_words_are_never_left_blank() {
+        assert_eq!(
+            directory_said(50, ""),
+            "rc=50 (insufficientAccessRights), no diagnostic text"
+        );
+        assert_eq!(
+            directory_said(50, "00002098: no write access "),
+            "rc=50 (insufficientAccessRights): 00002098: no write access"
+        );
+        let e = ad_error("CN=a", 50, "", false).to_string();
+        assert!(
+            e.ends_with("directory said rc=50 (insufficientAccessRights), no diagnostic text"),
+            "{e}"
         );
     }
 

@@ -430,6 +430,34 @@ async fn a_user_filter_on_mail_finds_the_account_again_at_the_password_step() {
 }
 
 #[tokio::test]
+async fn a_group_with_an_escaped_comma_in_its_name_is_read_whole() {
+    use sspr_app::ports::Directory;
+    let slapd = Slapd::start();
+    slapd.modify(
+        "dn: cn=sales\\, emea,ou=groups,dc=sspr,dc=test\nchangetype: add\nobjectClass: groupOfNames\n\
+         cn: sales, emea\nmember: uid=alice,ou=people,dc=sspr,dc=test\n",
+    );
+    let dir = sspr_ldap::LdapDirectory::new(ldap_config(
+        &slapd,
+        format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+        "cn=admin,dc=sspr,dc=test",
+        "admin-secret",
+    ))
+    .unwrap();
+    let alice = dir.find_user("alice").await.unwrap().unwrap();
+    assert!(
+        alice.groups.contains(&"sales, emea".to_string()),
+        "{:?}",
+        alice.groups
+    );
+    assert!(
+        alice.groups.contains(&"staff".to_string()),
+        "{:?}",
+        alice.groups
+    );
+}
+
+#[tokio::test]
 async fn starttls_works_and_a_service_account_without_rights_fails_in_words() {
     let slapd = Slapd::start();
     let s = server_on(
