@@ -74,6 +74,10 @@ pub struct LdapConfig {
     /// Checking a user's password always uses a connection of its own, never one of these.
     pub pool_size: usize,
     pub timeout_secs: u64,
+    /// After a URL fails to connect, the next URLs are tried first for this many seconds, so
+    /// a server that is down costs one timeout, not one per sign-in. It is still tried when
+    /// every URL has failed. 0: always try the URLs in order.
+    pub failed_url_rest_secs: u64,
 }
 
 impl Default for LdapConfig {
@@ -96,6 +100,7 @@ impl Default for LdapConfig {
             must_change_after_reset: false,
             pool_size: 4,
             timeout_secs: 5,
+            failed_url_rest_secs: 60,
         }
     }
 }
@@ -170,6 +175,8 @@ pub struct LdapDirectory {
     /// The root DSE's `supportedControl`, read once (AD: whether a reset can be made to
     /// honour the password history).
     controls: Arc<tokio::sync::OnceCell<Vec<String>>>,
+    /// URLs that failed to connect, with the time until which the others go first.
+    resting: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 /// LDAP_SERVER_POLICY_HINTS_OID (Windows Server 2012 and later), then the older
@@ -273,13 +280,43 @@ impl LdapDirectory {
             tls: Arc::new(tls),
             pool: Arc::new(pool),
             controls: Arc::new(tokio::sync::OnceCell::new()),
+            resting: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
         })
     }
 
-    /// A connection to the first URL that answers, TLS set up, not yet bound.
+    fn resting(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
+        // Nothing panics while holding it; a poisoned map of times is still a map.
+        self.resting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The URLs in the order to try them: those that have not failed lately, in the
+    /// configured order, then those resting after a failure (a last resort, not skipped).
+    fn connect_order(&self) -> Vec<String> {
+        let now = std::time::Instant::now();
+        let mut resting = self.resting();
+        resting.retain(|_, until| *until > now);
+        let (fresh, rest): (Vec<&String>, Vec<&String>) = self
+            .cfg
+            .urls
+            .iter()
+            .partition(|u| !resting.contains_key(u.as_str()));
+        fresh.into_iter().chain(rest).cloned().collect()
+    }
+
+    /// Whether `url` failed to connect lately and is tried only after the others.
+    pub fn is_resting(&self, url: &str) -> bool {
+        self.resting()
+            .get(url)
+            .is_some_and(|until| *until > std::time::Instant::now())
+    }
+
+    /// A connection to the first URL that answers, TLS set up, not yet bound. A URL that
+    /// fails rests for `failed_url_rest_secs`: the others go first meanwhile.
     async fn connect(&self) -> Result<Ldap, DirError> {
         let mut last = String::from("no URL configured");
-        for url in &self.cfg.urls {
+        for url in &self.connect_order() {
             let starttls = url.starts_with("ldap://") && !self.cfg.allow_plain;
             let settings = LdapConnSettings::new()
                 .set_config(self.tls.clone())
@@ -289,10 +326,18 @@ impl LdapDirectory {
                 Ok((conn, mut ldap)) => {
                     ldap3::drive!(conn);
                     ldap.with_timeout(Duration::from_secs(self.cfg.timeout_secs));
+                    self.resting().remove(url);
                     return Ok(ldap);
                 }
                 Err(e) => {
-                    tracing::warn!(url = %url, error = %e, "ldap: cannot connect");
+                    let rest = self.cfg.failed_url_rest_secs;
+                    tracing::warn!(url = %url, error = %e, rest_secs = rest, "ldap: cannot connect; the other URLs go first for a while");
+                    if rest > 0 {
+                        self.resting().insert(
+                            url.clone(),
+                            std::time::Instant::now() + Duration::from_secs(rest),
+                        );
+                    }
                     last = format!("{url}: {e}");
                 }
             }
@@ -2064,6 +2109,86 @@ mod tests {
             ])),
             Some("1.2.840.113556.1.4.2239")
         );
+    }
+
+    /// A listener that counts the connections it accepts and keeps them open.
+    async fn counting_listener(l: tokio::net::TcpListener) -> Arc<std::sync::atomic::AtomicUsize> {
+        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = n.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = l.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(sock);
+            }
+        });
+        n
+    }
+
+    /// The count once the listener has caught up with the connections already made.
+    async fn seen(n: &std::sync::atomic::AtomicUsize) -> usize {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        n.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_url_that_failed_rests_while_the_next_one_is_used() {
+        // A port nothing listens on (yet), then a live one.
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        drop(dead);
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_url = format!("ldap://{}", live.local_addr().unwrap());
+        let live_hits = counting_listener(live).await;
+        let dead_url = format!("ldap://{dead_addr}");
+        let dir = LdapDirectory::new(LdapConfig {
+            urls: vec![dead_url.clone(), live_url],
+            allow_plain: true,
+            bind_dn: "cn=svc".into(),
+            bind_password: "x".into(),
+            base_dn: "dc=x".into(),
+            timeout_secs: 2,
+            failed_url_rest_secs: 1,
+            ..LdapConfig::default()
+        })
+        .unwrap();
+        assert!(dir.connect().await.is_ok(), "the second URL answers");
+        assert_eq!(seen(&live_hits).await, 1);
+        assert!(dir.is_resting(&dead_url));
+        // The first URL comes back, but rests: the next connection goes to the second.
+        let back = tokio::net::TcpListener::bind(dead_addr).await.unwrap();
+        let back_hits = counting_listener(back).await;
+        assert!(dir.connect().await.is_ok());
+        assert_eq!((seen(&back_hits).await, seen(&live_hits).await), (0, 2));
+        // After the rest it is first again.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert!(!dir.is_resting(&dead_url));
+        assert!(dir.connect().await.is_ok());
+        assert_eq!((seen(&back_hits).await, seen(&live_hits).await), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_resting_url_is_still_tried_when_it_is_the_only_one() {
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = dead.local_addr().unwrap();
+        drop(dead);
+        let url = format!("ldap://{addr}");
+        let dir = LdapDirectory::new(LdapConfig {
+            urls: vec![url.clone()],
+            allow_plain: true,
+            bind_dn: "cn=svc".into(),
+            bind_password: "x".into(),
+            base_dn: "dc=x".into(),
+            ..LdapConfig::default()
+        })
+        .unwrap();
+        assert!(dir.connect().await.is_err());
+        assert!(dir.is_resting(&url));
+        let back = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let hits = counting_listener(back).await;
+        assert!(dir.connect().await.is_ok(), "a last resort, not skipped");
+        assert_eq!(seen(&hits).await, 1);
+        assert!(!dir.is_resting(&url));
     }
 
     #[test]
