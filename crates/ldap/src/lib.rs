@@ -318,14 +318,8 @@ impl LdapDirectory {
         let mut last = String::from("no URL configured");
         for url in &self.connect_order() {
             let starttls = url.starts_with("ldap://") && !self.cfg.allow_plain;
-            let settings = LdapConnSettings::new()
-                .set_config(self.tls.clone())
-                .set_starttls(starttls)
-                .set_conn_timeout(Duration::from_secs(self.cfg.timeout_secs));
-            match LdapConnAsync::with_settings(settings, url).await {
-                Ok((conn, mut ldap)) => {
-                    ldap3::drive!(conn);
-                    ldap.with_timeout(Duration::from_secs(self.cfg.timeout_secs));
+            match self.connect_to(url, starttls).await {
+                Ok(ldap) => {
                     self.resting().remove(url);
                     return Ok(ldap);
                 }
@@ -343,6 +337,18 @@ impl LdapDirectory {
             }
         }
         Err(unavailable(last))
+    }
+
+    /// A connection to `url`, with StartTLS on an `ldap://` URL when `starttls` is set.
+    async fn connect_to(&self, url: &str, starttls: bool) -> Result<Ldap, LdapError> {
+        let settings = LdapConnSettings::new()
+            .set_config(self.tls.clone())
+            .set_starttls(starttls)
+            .set_conn_timeout(Duration::from_secs(self.cfg.timeout_secs));
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url).await?;
+        ldap3::drive!(conn);
+        ldap.with_timeout(Duration::from_secs(self.cfg.timeout_secs));
+        Ok(ldap)
     }
 
     /// A pooled service connection: an idle one that is still open, else a new one, once a
@@ -1464,25 +1470,25 @@ impl LdapDirectory {
         if out.iter().all(|c| !c.ok) {
             return out;
         }
+        let reachable: Vec<String> = self
+            .cfg
+            .urls
+            .iter()
+            .zip(&out)
+            .filter(|(_, c)| c.ok)
+            .map(|(u, _)| u.clone())
+            .collect();
+        for url in &reachable {
+            out.push(self.tls_check(url).await);
+        }
         let mut ldap = match self.connect().await {
-            Ok(l) => {
-                out.push(Check::pass(
-                    "tls",
-                    "TLS handshake and certificate check passed",
-                ));
-                l
-            }
+            Ok(l) => l,
             Err(e) => {
-                let text = e.to_string();
-                let fix = if text.contains("certificate")
-                    || text.contains("UnknownIssuer")
-                    || text.contains("InvalidCertificate")
-                {
-                    "the directory's certificate is not trusted: set directory.ldap.ca_file to the CA that signed it, and make sure the certificate names the host in the URL"
-                } else {
-                    "check that the directory speaks LDAPS on this port (or StartTLS for ldap://)"
-                };
-                out.push(Check::fail("tls", text, fix));
+                out.push(Check::fail(
+                    "connect",
+                    e.to_string(),
+                    "no URL gives a usable connection: see the tls lines above",
+                ));
                 return out;
             }
         };
@@ -1578,6 +1584,62 @@ impl LdapDirectory {
                 name,
                 format!("cannot read the root DSE: {e}"),
                 "the directory dropped the search",
+            ),
+        }
+    }
+
+    /// TLS on one URL, said plainly: `ldaps://` must complete the handshake with a trusted
+    /// certificate, `ldap://` must do StartTLS; an `ldap://` URL used without it
+    /// (`allow_plain`) fails as unencrypted, saying whether the server offers StartTLS.
+    async fn tls_check(&self, url: &str) -> Check {
+        let name = "tls";
+        let ldaps = url.starts_with("ldaps://");
+        let how = if ldaps { "TLS (ldaps)" } else { "StartTLS" };
+        let tried = self.connect_to(url, !ldaps).await;
+        let untrusted = |text: &str| {
+            text.contains("certificate")
+                || text.contains("UnknownIssuer")
+                || text.contains("InvalidCertificate")
+        };
+        match (tried, ldaps || !self.cfg.allow_plain) {
+            (Ok(mut l), true) => {
+                let _ = l.unbind().await;
+                Check::pass(
+                    name,
+                    format!("{url}: {how} handshake and certificate check passed; encrypted"),
+                )
+            }
+            (Ok(mut l), false) => {
+                let _ = l.unbind().await;
+                Check::fail(
+                    name,
+                    format!(
+                        "{url} is UNENCRYPTED: directory.ldap.allow_plain is set, so passwords cross the network in clear (the server does offer StartTLS with a trusted certificate)"
+                    ),
+                    "turn off directory.ldap.allow_plain: sspr then uses StartTLS on this URL",
+                )
+            }
+            (Err(e), true) => {
+                let text = e.to_string();
+                let fix = if untrusted(&text) {
+                    "the directory's certificate is not trusted: set directory.ldap.ca_file to the CA that signed it, and make sure the certificate names the host in the URL"
+                } else if ldaps {
+                    "check that the directory speaks LDAPS on this port"
+                } else {
+                    "check that the directory offers StartTLS on this port (or use ldaps://)"
+                };
+                Check::fail(name, format!("{url}: {how} failed: {text}"), fix)
+            }
+            (Err(e), false) => Check::fail(
+                name,
+                format!(
+                    "{url} is UNENCRYPTED: directory.ldap.allow_plain is set, so passwords cross the network in clear; StartTLS on it failed: {e}"
+                ),
+                if untrusted(&e.to_string()) {
+                    "set directory.ldap.ca_file to the CA that signed the directory's certificate, then turn off directory.ldap.allow_plain"
+                } else {
+                    "give the directory a certificate and use ldaps:// (or StartTLS), then turn off directory.ldap.allow_plain"
+                },
             ),
         }
     }

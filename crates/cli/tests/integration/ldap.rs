@@ -1591,6 +1591,56 @@ fn doctor_with(
     )
 }
 
+/// Every URL's TLS is checked, and one used without encryption is called so.
+#[test]
+fn doctor_says_which_urls_are_unencrypted() {
+    let slapd = Slapd::start();
+    let ldaps = format!("ldaps://127.0.0.1:{}", slapd.ldaps_port);
+    let plain = format!("ldap://127.0.0.1:{}", slapd.ldap_port);
+    // Two URLs in the list (doctor_with writes `urls = ["…"]` around the text).
+    let both = format!("{ldaps}\", \"{plain}");
+    let extra = "group_base_dn = \"ou=groups,dc=sspr,dc=test\"\n";
+    let run = |urls: &str, extra: &str| {
+        doctor_with(
+            urls,
+            "ou=people,dc=sspr,dc=test",
+            extra,
+            "cn=sspr,dc=sspr,dc=test",
+            "service-secret",
+            &slapd.ca(),
+            "alice",
+        )
+    };
+    // Without allow_plain, ldap:// means StartTLS: both encrypted, both checked.
+    let (code, out) = run(&both, extra);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{ldaps}: TLS (ldaps) handshake and certificate check passed; encrypted"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{plain}: StartTLS handshake and certificate check passed; encrypted"
+        )),
+        "{out}"
+    );
+    // With allow_plain, the ldap:// URL is used in clear: said plainly, and a failure.
+    let (code, out) = run(&both, &format!("{extra}allow_plain = true\n"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("{ldaps}: TLS (ldaps) handshake")),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL tls") && out.contains(&format!("{plain} is UNENCRYPTED")),
+        "{out}"
+    );
+    assert!(out.contains("turn off directory.ldap.allow_plain"), "{out}");
+    assert!(!out.contains("ok   tls            TLS handshake"), "{out}");
+}
+
 #[test]
 fn doctor_explains_each_directory_problem_with_its_fix() {
     let slapd = Slapd::start();
