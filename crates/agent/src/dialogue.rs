@@ -315,8 +315,10 @@ impl Dialogue<'_> {
                     self.conv.info(&done.message);
                     return Ok(Outcome::PasswordChanged(first));
                 }
-                // 422: a rule was broken. 503: the directory refused or is down; the flow
-                // stays open so the user may try again.
+                // 422: a rule was broken. 503: the directory is down or busy; the flow stays
+                // open so the user may try again. A refusal by the directory (502
+                // directory_refused: the service account lacks a right, the account is
+                // protected) ends the dialogue with the support code: another try cannot help.
                 Err(e) => self.retryable(e, &[422, 503])?,
             }
         }

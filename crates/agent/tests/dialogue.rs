@@ -90,6 +90,7 @@ struct Server {
     down: bool,
     expire_on_verify: bool,
     directory_down_once: bool,
+    directory_refuses: bool,
     drawn: Vec<&'static str>,
     calls: Vec<String>,
     password: Option<String>,
@@ -107,6 +108,7 @@ impl Server {
             down: false,
             expire_on_verify: false,
             directory_down_once: false,
+            directory_refuses: false,
             drawn: Vec::new(),
             calls: Vec::new(),
             password: None,
@@ -280,6 +282,13 @@ impl ResetApi for Server {
                 503,
                 "directory_unavailable",
                 "The directory can't be reached. Try again in a moment.",
+            ));
+        }
+        if self.directory_refuses {
+            return Err(Server::refuse(
+                502,
+                "directory_refused",
+                "The account directory did not allow this change. Nothing was changed. Contact your helpdesk and give them the support code.",
             ));
         }
         if pw.chars().count() < 15 {
@@ -468,6 +477,28 @@ fn a_directory_outage_at_the_last_step_can_be_retried() {
     let (o, _) = run(&mut s, &mut u, Kind::Reset);
     assert_eq!(changed(&o), Some(NEW), "{}", u.all());
     assert!(u.saw("The directory can't be reached"));
+}
+
+#[test]
+fn a_directory_refusal_at_the_last_step_ends_with_the_support_code() {
+    let mut s = Server::new(1);
+    s.directory_refuses = true;
+    let mut u = User::new(&["1", "123456", NEW, NEW, NEW, NEW]);
+    let (o, log) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(o, Outcome::Failed, "{}", u.all());
+    assert!(
+        u.saw("Contact your helpdesk and give them the support code. (Support code: SUP-1234)")
+    );
+    assert_eq!(
+        s.calls.iter().filter(|c| *c == "password").count(),
+        1,
+        "not asked again: another try cannot help"
+    );
+    assert!(
+        log.text().contains("support_code=\"SUP-1234\""),
+        "{}",
+        log.text()
+    );
 }
 
 #[test]

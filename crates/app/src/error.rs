@@ -21,8 +21,13 @@ pub enum ErrorKind {
     PasswordRejected,
     /// Someone else is completing this flow right now (409).
     Conflict,
-    /// The directory could not be reached or refused the operation (503).
+    /// The directory could not be reached, did not answer, or failed otherwise (503).
     Directory,
+    /// The directory answered and refused the operation: the service account lacks a right,
+    /// or the account is one the directory protects. Nothing changed, and trying again will
+    /// not help until an administrator acts (502: the fault is in sspr's upstream, not in the
+    /// request, so it counts as a server error where operators watch for them).
+    DirectoryRefused,
     /// Too much load; try again (503).
     Busy,
     /// The store cannot save right now: down, unreachable, disk full, read-only (503).
@@ -42,6 +47,7 @@ impl ErrorKind {
             Self::PasswordRejected => "password_rejected",
             Self::Conflict => "conflict",
             Self::Directory => "directory_unavailable",
+            Self::DirectoryRefused => "directory_refused",
             Self::Busy => "busy",
             Self::StoreUnavailable => "store_unavailable",
             Self::Internal => "internal_error",

@@ -62,6 +62,7 @@ pub enum Msg {
     DirectoryDown,
     DirectoryDenied,
     DirectoryProtected,
+    UnlockNotOffered,
     SignInFailed,
     EnterPassword,
     SessionInvalid,
@@ -87,7 +88,7 @@ pub enum Msg {
     StoreUnavailable,
 }
 
-pub const ALL_MSGS: [Msg; 46] = [
+pub const ALL_MSGS: [Msg; 47] = [
     Msg::EnterUserId,
     Msg::ChooseMethod,
     Msg::RegistrationRequired,
@@ -111,6 +112,7 @@ pub const ALL_MSGS: [Msg; 46] = [
     Msg::DirectoryDown,
     Msg::DirectoryDenied,
     Msg::DirectoryProtected,
+    Msg::UnlockNotOffered,
     Msg::SignInFailed,
     Msg::EnterPassword,
     Msg::SessionInvalid,
@@ -228,6 +230,12 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
         }
         (Lang::Zh, DirectoryProtected) => {
             "此帐户受域保护（管理员帐户），无法在这里重置密码或解锁，未做任何更改。请联系技术支持。"
+        }
+        (Lang::En, UnlockNotOffered) => {
+            "Unlocking an account is not offered here. Reset your password instead: a reset also unlocks the account."
+        }
+        (Lang::Zh, UnlockNotOffered) => {
+            "此处不提供账户解锁。请改为重置密码：重置密码也会解锁账户。"
         }
         (Lang::En, SignInFailed) => "The user ID or password is not correct.",
         (Lang::Zh, SignInFailed) => "用户 ID 或密码不正确。",

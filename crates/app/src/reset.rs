@@ -68,6 +68,13 @@ impl App {
         }
 
         let policy = self.policy().await?;
+        // Unlock is switched off for everyone (the policy is global), so saying so reveals
+        // nothing about this account; sending the user to register could not help them.
+        if kind == FlowKind::Unlock && !policy.allow_unlock {
+            ev.reason = "unlock_not_allowed".into();
+            let err = AppError::new(ErrorKind::Forbidden, ctx.t(Msg::UnlockNotOffered));
+            return Err(self.fail(ev, err).await);
+        }
         let found = match self.directory.find_user(&login).await {
             Ok(u) => u,
             Err(e) => return Err(self.directory_failure(ctx, ev, e).await),
@@ -940,18 +947,40 @@ impl App {
         e: DirError,
     ) -> AppError {
         ev.activity = Activity::DirectoryError;
-        let (reason, msg) = match &e {
-            DirError::Unavailable(_) => ("directory_unavailable", Msg::DirectoryDown),
-            DirError::Permission(_) => ("directory_permission", Msg::DirectoryDenied),
-            DirError::Protected(_) => ("directory_protected_account", Msg::DirectoryProtected),
-            DirError::Rejected(_) | DirError::Other(_) => ("directory_error", Msg::DirectoryDenied),
+        // A refusal is an answer, not an outage: its own code, and no "try again later".
+        let (reason, msg, kind) = match &e {
+            DirError::Unavailable(_) => (
+                "directory_unavailable",
+                Msg::DirectoryDown,
+                ErrorKind::Directory,
+            ),
+            DirError::Permission(_) => (
+                "directory_permission",
+                Msg::DirectoryDenied,
+                ErrorKind::DirectoryRefused,
+            ),
+            DirError::Protected(_) => (
+                "directory_protected_account",
+                Msg::DirectoryProtected,
+                ErrorKind::DirectoryRefused,
+            ),
+            DirError::Rejected(_) | DirError::Other(_) => (
+                "directory_error",
+                Msg::DirectoryDenied,
+                ErrorKind::Directory,
+            ),
         };
         ev.reason = reason.into();
-        self.fail(
-            ev,
-            AppError::new(ErrorKind::Directory, ctx.t(msg)).with_log(e.to_string()),
-        )
-        .await
+        // The directory's own words (result code and diagnostic text) for the admin's log.
+        let cause = e.to_string();
+        match &mut ev.details {
+            serde_json::Value::Object(m) => {
+                m.insert("directory".into(), cause.clone().into());
+            }
+            d => *d = serde_json::json!({ "directory": cause }),
+        }
+        self.fail(ev, AppError::new(kind, ctx.t(msg)).with_log(cause))
+            .await
     }
 }
 

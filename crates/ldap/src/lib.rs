@@ -74,6 +74,10 @@ pub struct LdapConfig {
     /// Checking a user's password always uses a connection of its own, never one of these.
     pub pool_size: usize,
     pub timeout_secs: u64,
+    /// After a URL fails to connect, the next URLs are tried first for this many seconds, so
+    /// a server that is down costs one timeout, not one per sign-in. It is still tried when
+    /// every URL has failed. 0: always try the URLs in order.
+    pub failed_url_rest_secs: u64,
 }
 
 impl Default for LdapConfig {
@@ -96,6 +100,7 @@ impl Default for LdapConfig {
             must_change_after_reset: false,
             pool_size: 4,
             timeout_secs: 5,
+            failed_url_rest_secs: 60,
         }
     }
 }
@@ -167,7 +172,18 @@ pub struct LdapDirectory {
     cfg: Arc<LdapConfig>,
     tls: Arc<rustls::ClientConfig>,
     pool: Arc<Pool>,
+    /// The root DSE's `supportedControl`, read once (AD: whether a reset can be made to
+    /// honour the password history).
+    controls: Arc<tokio::sync::OnceCell<Vec<String>>>,
+    /// URLs that failed to connect, with the time until which the others go first.
+    resting: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
+
+/// LDAP_SERVER_POLICY_HINTS_OID (Windows Server 2012 and later), then the older
+/// LDAP_SERVER_POLICY_HINTS_DEPRECATED_OID (2008 R2): with either, AD applies the password
+/// history and minimum age to a reset as to a change. Sent non-critical, so a server that
+/// does not know it (Samba 4.17) ignores it silently: it is sent only where it is listed.
+const POLICY_HINTS_OIDS: [&str; 2] = ["1.2.840.113556.1.4.2239", "1.2.840.113556.1.4.2066"];
 
 /// Bound service connections: at most `pool_size` exist at once (one slot each), idle ones
 /// wait in `idle` for the next operation. A connection that failed at the transport level, or
@@ -263,31 +279,76 @@ impl LdapDirectory {
             cfg: Arc::new(cfg),
             tls: Arc::new(tls),
             pool: Arc::new(pool),
+            controls: Arc::new(tokio::sync::OnceCell::new()),
+            resting: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
         })
     }
 
-    /// A connection to the first URL that answers, TLS set up, not yet bound.
+    fn resting(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
+        // Nothing panics while holding it; a poisoned map of times is still a map.
+        self.resting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The URLs in the order to try them: those that have not failed lately, in the
+    /// configured order, then those resting after a failure (a last resort, not skipped).
+    fn connect_order(&self) -> Vec<String> {
+        let now = std::time::Instant::now();
+        let mut resting = self.resting();
+        resting.retain(|_, until| *until > now);
+        let (fresh, rest): (Vec<&String>, Vec<&String>) = self
+            .cfg
+            .urls
+            .iter()
+            .partition(|u| !resting.contains_key(u.as_str()));
+        fresh.into_iter().chain(rest).cloned().collect()
+    }
+
+    /// Whether `url` failed to connect lately and is tried only after the others.
+    pub fn is_resting(&self, url: &str) -> bool {
+        self.resting()
+            .get(url)
+            .is_some_and(|until| *until > std::time::Instant::now())
+    }
+
+    /// A connection to the first URL that answers, TLS set up, not yet bound. A URL that
+    /// fails rests for `failed_url_rest_secs`: the others go first meanwhile.
     async fn connect(&self) -> Result<Ldap, DirError> {
         let mut last = String::from("no URL configured");
-        for url in &self.cfg.urls {
+        for url in &self.connect_order() {
             let starttls = url.starts_with("ldap://") && !self.cfg.allow_plain;
-            let settings = LdapConnSettings::new()
-                .set_config(self.tls.clone())
-                .set_starttls(starttls)
-                .set_conn_timeout(Duration::from_secs(self.cfg.timeout_secs));
-            match LdapConnAsync::with_settings(settings, url).await {
-                Ok((conn, mut ldap)) => {
-                    ldap3::drive!(conn);
-                    ldap.with_timeout(Duration::from_secs(self.cfg.timeout_secs));
+            match self.connect_to(url, starttls).await {
+                Ok(ldap) => {
+                    self.resting().remove(url);
                     return Ok(ldap);
                 }
                 Err(e) => {
-                    tracing::warn!(url = %url, error = %e, "ldap: cannot connect");
+                    let rest = self.cfg.failed_url_rest_secs;
+                    tracing::warn!(url = %url, error = %e, rest_secs = rest, "ldap: cannot connect; the other URLs go first for a while");
+                    if rest > 0 {
+                        self.resting().insert(
+                            url.clone(),
+                            std::time::Instant::now() + Duration::from_secs(rest),
+                        );
+                    }
                     last = format!("{url}: {e}");
                 }
             }
         }
         Err(unavailable(last))
+    }
+
+    /// A connection to `url`, with StartTLS on an `ldap://` URL when `starttls` is set.
+    async fn connect_to(&self, url: &str, starttls: bool) -> Result<Ldap, LdapError> {
+        let settings = LdapConnSettings::new()
+            .set_config(self.tls.clone())
+            .set_starttls(starttls)
+            .set_conn_timeout(Duration::from_secs(self.cfg.timeout_secs));
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url).await?;
+        ldap3::drive!(conn);
+        ldap.with_timeout(Duration::from_secs(self.cfg.timeout_secs));
+        Ok(ldap)
     }
 
     /// A pooled service connection: an idle one that is still open, else a new one, once a
@@ -402,8 +463,9 @@ impl LdapDirectory {
             .map_err(unavailable)?;
         if r.rc != 0 {
             return Err(DirError::Permission(format!(
-                "ldap: the service account {} cannot bind: rc={} {}",
-                self.cfg.bind_dn, r.rc, r.text
+                "ldap: the service account {} cannot bind; directory said {}",
+                self.cfg.bind_dn,
+                directory_said(r.rc, &r.text)
             )));
         }
         Ok(ldap)
@@ -445,10 +507,8 @@ impl LdapDirectory {
 
     async fn groups(&self, ldap: &mut Ldap, e: &SearchEntry) -> Result<Vec<String>, DirError> {
         let cn_of = |dn: &str| {
-            dn.split(',')
-                .next()
-                .and_then(|rdn| rdn.split_once('='))
-                .map(|(_, v)| v.to_lowercase())
+            first_rdn_value(dn)
+                .map(|v| v.to_lowercase())
                 .unwrap_or_default()
         };
         let mut groups: Vec<String> = e
@@ -476,6 +536,49 @@ impl LdapDirectory {
         groups.dedup();
         Ok(groups)
     }
+}
+
+/// The value of a DN's first RDN, unescaped as RFC 4514 says: `CN=sales\, emea,OU=x` gives
+/// `sales, emea`, and `CN=sales\2C emea,OU=x` (AD and OpenLDAP may write either) the same; hex
+/// pairs are UTF-8 bytes (`\C3\A9` is `é`). An unescaped `,`, `;` or `+` ends the value (of
+/// a multi-valued RDN, the first value is taken); unescaped spaces around it are dropped.
+/// `None` for a DN without `=`.
+fn first_rdn_value(dn: &str) -> Option<String> {
+    let (_, value) = dn.split_once('=')?;
+    let b = value.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
+    // Bytes up to here are kept even if they are spaces: they were escaped or inside.
+    let mut keep = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if i + 1 < b.len() => {
+                match (hex(b[i + 1]), b.get(i + 2).and_then(|&c| hex(c))) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 3;
+                    }
+                    _ => {
+                        out.push(b[i + 1]);
+                        i += 2;
+                    }
+                }
+                keep = out.len();
+            }
+            b',' | b';' | b'+' => break,
+            b' ' if out.is_empty() => i += 1,
+            c => {
+                out.push(c);
+                if c != b' ' {
+                    keep = out.len();
+                }
+                i += 1;
+            }
+        }
+    }
+    out.truncate(keep);
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn rustls_native_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
@@ -533,15 +636,36 @@ fn ad_access_refused(rc: u32, text: &str) -> bool {
             && (t.starts_with("00000005") || t.contains("insuff") || t.contains("access")))
 }
 
+/// An LDAP result code with its name and the directory's diagnostic text, for the log and the
+/// audit details; an empty text is said to be empty rather than left blank.
+fn directory_said(rc: u32, text: &str) -> String {
+    let name = match rc {
+        16 => " (noSuchAttribute)",
+        19 => " (constraintViolation)",
+        32 => " (noSuchObject)",
+        49 => " (invalidCredentials)",
+        50 => " (insufficientAccessRights)",
+        53 => " (unwillingToPerform)",
+        _ => "",
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        format!("rc={rc}{name}, no diagnostic text")
+    } else {
+        format!("rc={rc}{name}: {text}")
+    }
+}
+
 /// The log and audit cause for a refusal on an account AD protects: members of Domain Admins
 /// and the other protected groups get `adminCount=1` and, from SDProp, the ACL of
 /// AdminSDHolder with inheritance turned off, so rights delegated on the users' OU never reach
 /// them.
-fn protected_account(dn: &str, what: &str, text: &str) -> DirError {
+fn protected_account(dn: &str, what: &str, rc: u32, text: &str) -> DirError {
     DirError::Protected(format!(
         "ldap: {what} of {dn} refused: protected account (adminCount=1): AdminSDHolder blocks the service account's rights. \
          Fix: delegate the rights on CN=AdminSDHolder,CN=System in the domain (SDProp copies them to protected accounts within the hour), \
-         or keep such accounts out of sspr's scope (base_dn, or (!(adminCount=1)) in user_filter). Directory said: {text}"
+         or keep such accounts out of sspr's scope (base_dn, or (!(adminCount=1)) in user_filter). Directory said {}",
+        directory_said(rc, text)
     ))
 }
 
@@ -557,12 +681,13 @@ fn ad_error(dn: &str, rc: u32, text: &str, must_change: bool) -> DirError {
             }])
         }
         50 => DirError::Permission(format!(
-            "ldap: the service account may not reset {dn} (Reset Password right{}): {text}",
+            "ldap: the service account may not reset {dn} (Reset Password right{}); directory said {}",
             if must_change {
                 ", and Write pwdLastSet for must_change_after_reset"
             } else {
                 ""
-            }
+            },
+            directory_said(rc, text)
         )),
         _ => DirError::Other(format!("ldap: reset of {dn}: rc={rc} {text}")),
     }
@@ -756,8 +881,18 @@ fn duration_words(secs: i64) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
-/// A policy entry's rules in words.
-fn policy_rules(e: &SearchEntry, kind: PolicyKind) -> Vec<String> {
+/// The first policy-hints control in `listed` (a root DSE's `supportedControl`).
+fn supported_hints(listed: &[String]) -> Option<&'static str> {
+    POLICY_HINTS_OIDS
+        .iter()
+        .copied()
+        .find(|oid| listed.iter().any(|c| c.trim() == *oid))
+}
+
+/// A policy entry's rules in words. Where a reset by sspr is not held to the history and
+/// minimum-age rules (`resets_keep_history` false: AD without the policy-hints control),
+/// those rules are not claimed; the user is told the history is not checked here instead.
+fn policy_rules(e: &SearchEntry, kind: PolicyKind, resets_keep_history: bool) -> Vec<String> {
     let num = |a: &str| {
         first(e, a)
             .and_then(|v| v.trim().parse::<i64>().ok())
@@ -790,7 +925,7 @@ fn policy_rules(e: &SearchEntry, kind: PolicyKind) -> Vec<String> {
     if min > 0 {
         rules.push(format!("The directory requires at least {min} characters."));
     }
-    if history > 0 {
+    if history > 0 && resets_keep_history {
         rules.push(format!(
             "The directory refuses your last {history} passwords."
         ));
@@ -801,11 +936,17 @@ fn policy_rules(e: &SearchEntry, kind: PolicyKind) -> Vec<String> {
                 .into(),
         );
     }
-    if min_age_secs > 0 {
+    if min_age_secs > 0 && resets_keep_history {
         rules.push(format!(
             "Once set, the password cannot be changed again for {}.",
             duration_words(min_age_secs)
         ));
+    }
+    if history > 0 && !resets_keep_history {
+        rules.push(
+            "A reset here is not checked against your earlier passwords: choose one you have not used before."
+                .into(),
+        );
     }
     rules
 }
@@ -820,6 +961,51 @@ impl LdapDirectory {
             .filter(|rdn| rdn.to_ascii_lowercase().starts_with("dc="))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The controls the server lists in its root DSE's `supportedControl`, read once.
+    async fn supported_controls(&self, ldap: &mut Ldap) -> Result<&[String], DirError> {
+        let listed = self
+            .controls
+            .get_or_try_init(|| async move {
+                let (entries, _) = ldap
+                    .search("", Scope::Base, "(objectClass=*)", vec!["supportedControl"])
+                    .await
+                    .map_err(unavailable)?
+                    .success()
+                    .map_err(unavailable)?;
+                Ok::<_, DirError>(
+                    entries
+                        .into_iter()
+                        .next()
+                        .map(SearchEntry::construct)
+                        .and_then(|e| {
+                            e.attrs
+                                .into_iter()
+                                .find(|(k, _)| k.eq_ignore_ascii_case("supportedControl"))
+                                .map(|(_, v)| v)
+                        })
+                        .unwrap_or_default(),
+                )
+            })
+            .await?;
+        Ok(listed.as_slice())
+    }
+
+    /// AD: the policy-hints control the server lists, if any. Without one, a reset is not
+    /// checked against the password history or the minimum age.
+    async fn policy_hints(&self, ldap: &mut Ldap) -> Result<Option<&'static str>, DirError> {
+        let listed = self.supported_controls(ldap).await?;
+        Ok(supported_hints(listed))
+    }
+
+    /// Whether a reset by sspr is held to the history and minimum-age rules: OpenLDAP's
+    /// ppolicy applies them to the password modify; AD only with the policy-hints control.
+    async fn resets_keep_history(&self, ldap: &mut Ldap) -> Result<bool, DirError> {
+        match self.cfg.flavor {
+            Flavor::OpenLdap => Ok(true),
+            Flavor::Ad => Ok(self.policy_hints(ldap).await?.is_some()),
+        }
     }
 
     /// The policy entry at `dn`, read with the attributes `kind` needs; `None` if it cannot
@@ -858,10 +1044,11 @@ impl LdapDirectory {
             },
             Flavor::Ad => (self.domain_dn(), PolicyKind::AdDomain),
         };
+        let enforced = self.resets_keep_history(ldap).await?;
         Ok(self
             .policy_entry(ldap, &dn, kind)
             .await?
-            .map(|e| policy_rules(&e, kind))
+            .map(|e| policy_rules(&e, kind, enforced))
             .unwrap_or_default())
     }
 
@@ -909,8 +1096,9 @@ impl LdapDirectory {
                 Flavor::Ad => PolicyKind::AdPso,
                 Flavor::OpenLdap => PolicyKind::Ppolicy,
             };
+            let enforced = self.resets_keep_history(ldap).await?;
             match self.policy_entry(ldap, &dn, kind).await? {
-                Some(e) => return Ok(policy_rules(&e, kind)),
+                Some(e) => return Ok(policy_rules(&e, kind, enforced)),
                 None => tracing::warn!(
                     login,
                     policy = %dn,
@@ -967,8 +1155,8 @@ impl LdapDirectory {
                 None => match &e {
                     LdapError::LdapResult { result } if result.rc == 50 => {
                         DirError::Permission(format!(
-                            "ldap: the service account may not reset {dn}: {}",
-                            result.text
+                            "ldap: the service account may not reset {dn} (write access to userPassword); directory said {}",
+                            directory_said(result.rc, &result.text)
                         ))
                     }
                     other => DirError::Other(format!("ldap: password modify on {dn}: {other}")),
@@ -1087,12 +1275,18 @@ impl LdapDirectory {
             .collect();
         let mut value = std::collections::HashSet::new();
         value.insert(quoted);
-        // LDAP_SERVER_POLICY_HINTS_OID, value SEQUENCE { INTEGER 1 }.
-        let hints = ldap3::controls::RawControl {
-            ctype: "1.2.840.113556.1.4.2239".into(),
-            crit: false,
-            val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
-        };
+        // The policy-hints control the server lists, value SEQUENCE { INTEGER 1 }; none where
+        // it lists neither (the rules shown then do not claim the history).
+        let hints: Vec<_> = self
+            .policy_hints(ldap)
+            .await?
+            .map(|oid| ldap3::controls::RawControl {
+                ctype: oid.into(),
+                crit: false,
+                val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
+            })
+            .into_iter()
+            .collect();
         let mut mods = vec![Mod::Replace(b"unicodePwd".to_vec(), value)];
         if self.cfg.must_change_after_reset {
             // In the same modify, so the reset and the flag apply together or not at all.
@@ -1101,14 +1295,14 @@ impl LdapDirectory {
             mods.push(Mod::Replace(b"pwdLastSet".to_vec(), zero));
         }
         let r = ldap
-            .with_controls(vec![hints])
+            .with_controls(hints)
             .modify(dn, mods)
             .await
             .map_err(unavailable)?;
         if r.rc != 0 {
             tracing::warn!(dn = %dn, rc = r.rc, text = %r.text, "ldap: AD password reset refused");
             if ad_access_refused(r.rc, &r.text) && self.ad_protected(ldap, dn).await {
-                return Err(protected_account(dn, "password reset", &r.text));
+                return Err(protected_account(dn, "password reset", r.rc, &r.text));
             }
             return Err(ad_error(
                 dn,
@@ -1188,11 +1382,11 @@ impl LdapDirectory {
             // 16: noSuchAttribute, the account was not locked.
             0 | 16 => Ok(()),
             50 if self.cfg.flavor == Flavor::Ad && self.ad_protected(ldap, dn).await => {
-                Err(protected_account(dn, "unlock", &r.text))
+                Err(protected_account(dn, "unlock", r.rc, &r.text))
             }
             50 => Err(DirError::Permission(format!(
-                "ldap: the service account may not unlock {dn}: {}",
-                r.text
+                "ldap: the service account may not unlock {dn}; directory said {}",
+                directory_said(r.rc, &r.text)
             ))),
             rc => Err(DirError::Other(format!(
                 "ldap: unlock {dn}: rc={rc} {}",
@@ -1276,25 +1470,25 @@ impl LdapDirectory {
         if out.iter().all(|c| !c.ok) {
             return out;
         }
+        let reachable: Vec<String> = self
+            .cfg
+            .urls
+            .iter()
+            .zip(&out)
+            .filter(|(_, c)| c.ok)
+            .map(|(u, _)| u.clone())
+            .collect();
+        for url in &reachable {
+            out.push(self.tls_check(url).await);
+        }
         let mut ldap = match self.connect().await {
-            Ok(l) => {
-                out.push(Check::pass(
-                    "tls",
-                    "TLS handshake and certificate check passed",
-                ));
-                l
-            }
+            Ok(l) => l,
             Err(e) => {
-                let text = e.to_string();
-                let fix = if text.contains("certificate")
-                    || text.contains("UnknownIssuer")
-                    || text.contains("InvalidCertificate")
-                {
-                    "the directory's certificate is not trusted: set directory.ldap.ca_file to the CA that signed it, and make sure the certificate names the host in the URL"
-                } else {
-                    "check that the directory speaks LDAPS on this port (or StartTLS for ldap://)"
-                };
-                out.push(Check::fail("tls", text, fix));
+                out.push(Check::fail(
+                    "connect",
+                    e.to_string(),
+                    "no URL gives a usable connection: see the tls lines above",
+                ));
                 return out;
             }
         };
@@ -1324,6 +1518,7 @@ impl LdapDirectory {
             }
         }
         if self.cfg.flavor == Flavor::Ad {
+            out.push(self.history_check(&mut ldap).await);
             out.push(self.list_psos(&mut ldap).await);
         }
         let Some(user) = sample_user else {
@@ -1369,6 +1564,86 @@ impl LdapDirectory {
         out
     }
 
+    /// AD: whether a reset by sspr is held to the password history and minimum age, which
+    /// takes the policy-hints control listed in the root DSE. Not an error where it is not
+    /// (Samba): the rules shown to users then say the history is not checked.
+    async fn history_check(&self, ldap: &mut Ldap) -> Check {
+        let name = "history";
+        match self.policy_hints(ldap).await {
+            Ok(Some(oid)) => Check::pass(
+                name,
+                format!(
+                    "enforced on resets: the directory supports the policy-hints control {oid}"
+                ),
+            ),
+            Ok(None) => Check::pass(
+                name,
+                "NOT enforced on resets: the directory lists no policy-hints control (1.2.840.113556.1.4.2239 or .2066) in supportedControl, so a reset may reuse an earlier password and ignores the minimum age; the rules shown to users say so instead of claiming them",
+            ),
+            Err(e) => Check::fail(
+                name,
+                format!("cannot read the root DSE: {e}"),
+                "the directory dropped the search",
+            ),
+        }
+    }
+
+    /// TLS on one URL, said plainly: `ldaps://` must complete the handshake with a trusted
+    /// certificate, `ldap://` must do StartTLS; an `ldap://` URL used without it
+    /// (`allow_plain`) fails as unencrypted, saying whether the server offers StartTLS.
+    async fn tls_check(&self, url: &str) -> Check {
+        let name = "tls";
+        let ldaps = url.starts_with("ldaps://");
+        let how = if ldaps { "TLS (ldaps)" } else { "StartTLS" };
+        let tried = self.connect_to(url, !ldaps).await;
+        let untrusted = |text: &str| {
+            text.contains("certificate")
+                || text.contains("UnknownIssuer")
+                || text.contains("InvalidCertificate")
+        };
+        match (tried, ldaps || !self.cfg.allow_plain) {
+            (Ok(mut l), true) => {
+                let _ = l.unbind().await;
+                Check::pass(
+                    name,
+                    format!("{url}: {how} handshake and certificate check passed; encrypted"),
+                )
+            }
+            (Ok(mut l), false) => {
+                let _ = l.unbind().await;
+                Check::fail(
+                    name,
+                    format!(
+                        "{url} is UNENCRYPTED: directory.ldap.allow_plain is set, so passwords cross the network in clear (the server does offer StartTLS with a trusted certificate)"
+                    ),
+                    "turn off directory.ldap.allow_plain: sspr then uses StartTLS on this URL",
+                )
+            }
+            (Err(e), true) => {
+                let text = e.to_string();
+                let fix = if untrusted(&text) {
+                    "the directory's certificate is not trusted: set directory.ldap.ca_file to the CA that signed it, and make sure the certificate names the host in the URL"
+                } else if ldaps {
+                    "check that the directory speaks LDAPS on this port"
+                } else {
+                    "check that the directory offers StartTLS on this port (or use ldaps://)"
+                };
+                Check::fail(name, format!("{url}: {how} failed: {text}"), fix)
+            }
+            (Err(e), false) => Check::fail(
+                name,
+                format!(
+                    "{url} is UNENCRYPTED: directory.ldap.allow_plain is set, so passwords cross the network in clear; StartTLS on it failed: {e}"
+                ),
+                if untrusted(&e.to_string()) {
+                    "set directory.ldap.ca_file to the CA that signed the directory's certificate, then turn off directory.ldap.allow_plain"
+                } else {
+                    "give the directory a certificate and use ldaps:// (or StartTLS), then turn off directory.ldap.allow_plain"
+                },
+            ),
+        }
+    }
+
     /// The AD domain's fine-grained password policies (PSOs) the service account can see.
     async fn list_psos(&self, ldap: &mut Ldap) -> Check {
         let name = "fine-grained";
@@ -1410,13 +1685,7 @@ impl LdapDirectory {
                 .unwrap_or(i64::MAX)
         };
         psos.sort_by_key(precedence);
-        let cn_of = |dn: &str| {
-            dn.split(',')
-                .next()
-                .and_then(|rdn| rdn.split_once('='))
-                .map(|(_, v)| v.to_string())
-                .unwrap_or_default()
-        };
+        let cn_of = |dn: &str| first_rdn_value(dn).unwrap_or_default();
         let list: Vec<String> = psos
             .iter()
             .map(|e| {
@@ -1469,9 +1738,10 @@ impl LdapDirectory {
             Flavor::Ad => PolicyKind::AdPso,
             Flavor::OpenLdap => PolicyKind::Ppolicy,
         };
+        let enforced = self.resets_keep_history(ldap).await.unwrap_or(false);
         match self.policy_entry(ldap, &dn, kind).await {
             Ok(Some(e)) => {
-                let rules = policy_rules(&e, kind);
+                let rules = policy_rules(&e, kind, enforced);
                 Check::pass(
                     name,
                     format!(
@@ -1854,11 +2124,180 @@ mod tests {
             .collect(),
             bin_attrs: Default::default(),
         };
-        let rules = policy_rules(&pso, PolicyKind::AdPso);
+        let rules = policy_rules(&pso, PolicyKind::AdPso, true);
         assert_eq!(rules.len(), 3, "{rules:?}");
         assert!(rules[0].contains("at least 14 characters"));
         assert!(rules[1].contains("three of"));
         assert!(rules[2].contains("for 1 day"));
+    }
+
+    #[test]
+    fn history_is_claimed_only_where_resets_enforce_it() {
+        let domain = SearchEntry {
+            dn: "DC=x".into(),
+            attrs: [
+                ("minPwdLength", "7"),
+                ("pwdHistoryLength", "24"),
+                ("pwdProperties", "1"),
+                ("minPwdAge", "-864000000000"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+            .collect(),
+            bin_attrs: Default::default(),
+        };
+        let held = policy_rules(&domain, PolicyKind::AdDomain, true).join(" ");
+        assert!(held.contains("refuses your last 24 passwords"), "{held}");
+        assert!(held.contains("for 1 day"), "{held}");
+        let not_held = policy_rules(&domain, PolicyKind::AdDomain, false).join(" ");
+        assert!(!not_held.contains("refuses your last"), "{not_held}");
+        assert!(!not_held.contains("cannot be changed again"), "{not_held}");
+        assert!(
+            not_held.contains("at least 7 characters")
+                && not_held.contains("three of")
+                && not_held.contains("not checked against your earlier passwords"),
+            "{not_held}"
+        );
+        let listed = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(supported_hints(&listed(&["1.2.840.113556.1.4.319"])), None);
+        assert_eq!(
+            supported_hints(&listed(&["1.2.840.113556.1.4.2066"])),
+            Some("1.2.840.113556.1.4.2066")
+        );
+        assert_eq!(
+            supported_hints(&listed(&[
+                "1.2.840.113556.1.4.2066",
+                "1.2.840.113556.1.4.2239"
+            ])),
+            Some("1.2.840.113556.1.4.2239")
+        );
+    }
+
+    /// A listener that counts the connections it accepts and keeps them open.
+    async fn counting_listener(l: tokio::net::TcpListener) -> Arc<std::sync::atomic::AtomicUsize> {
+        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = n.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = l.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(sock);
+            }
+        });
+        n
+    }
+
+    /// The count once the listener has caught up with the connections already made.
+    async fn seen(n: &std::sync::atomic::AtomicUsize) -> usize {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        n.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_url_that_failed_rests_while_the_next_one_is_used() {
+        // A port nothing listens on (yet), then a live one.
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        drop(dead);
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_url = format!("ldap://{}", live.local_addr().unwrap());
+        let live_hits = counting_listener(live).await;
+        let dead_url = format!("ldap://{dead_addr}");
+        let dir = LdapDirectory::new(LdapConfig {
+            urls: vec![dead_url.clone(), live_url],
+            allow_plain: true,
+            bind_dn: "cn=svc".into(),
+            bind_password: "x".into(),
+            base_dn: "dc=x".into(),
+            timeout_secs: 2,
+            failed_url_rest_secs: 1,
+            ..LdapConfig::default()
+        })
+        .unwrap();
+        assert!(dir.connect().await.is_ok(), "the second URL answers");
+        assert_eq!(seen(&live_hits).await, 1);
+        assert!(dir.is_resting(&dead_url));
+        // The first URL comes back, but rests: the next connection goes to the second.
+        let back = tokio::net::TcpListener::bind(dead_addr).await.unwrap();
+        let back_hits = counting_listener(back).await;
+        assert!(dir.connect().await.is_ok());
+        assert_eq!((seen(&back_hits).await, seen(&live_hits).await), (0, 2));
+        // After the rest it is first again.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert!(!dir.is_resting(&dead_url));
+        assert!(dir.connect().await.is_ok());
+        assert_eq!((seen(&back_hits).await, seen(&live_hits).await), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_resting_url_is_still_tried_when_it_is_the_only_one() {
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = dead.local_addr().unwrap();
+        drop(dead);
+        let url = format!("ldap://{addr}");
+        let dir = LdapDirectory::new(LdapConfig {
+            urls: vec![url.clone()],
+            allow_plain: true,
+            bind_dn: "cn=svc".into(),
+            bind_password: "x".into(),
+            base_dn: "dc=x".into(),
+            ..LdapConfig::default()
+        })
+        .unwrap();
+        assert!(dir.connect().await.is_err());
+        assert!(dir.is_resting(&url));
+        let back = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let hits = counting_listener(back).await;
+        assert!(dir.connect().await.is_ok(), "a last resort, not skipped");
+        assert_eq!(seen(&hits).await, 1);
+        assert!(!dir.is_resting(&url));
+    }
+
+    #[test]
+    fn group_names_are_read_from_escaped_dns() {
+        let v = |dn: &str| first_rdn_value(dn);
+        assert_eq!(v("cn=staff,ou=groups,dc=x").as_deref(), Some("staff"));
+        assert_eq!(
+            v("CN=sales\\, emea,OU=Groups,DC=x").as_deref(),
+            Some("sales, emea")
+        );
+        assert_eq!(
+            v("CN=sales\\2C emea,OU=Groups,DC=x").as_deref(),
+            Some("sales, emea")
+        );
+        assert_eq!(v("cn=sales\\2c emea,dc=x").as_deref(), Some("sales, emea"));
+        assert_eq!(v("cn=caf\\C3\\A9,dc=x").as_deref(), Some("café"));
+        assert_eq!(
+            v("cn=a\\+b\\;c\\\\d\\\"e,dc=x").as_deref(),
+            Some("a+b;c\\d\"e")
+        );
+        assert_eq!(v("cn=admins+uid=7,dc=x").as_deref(), Some("admins"));
+        assert_eq!(v("cn= padded ,dc=x").as_deref(), Some("padded"));
+        assert_eq!(
+            v("cn=\\ lead and trail\\ ,dc=x").as_deref(),
+            Some(" lead and trail ")
+        );
+        assert_eq!(v("cn=\\#hash,dc=x").as_deref(), Some("#hash"));
+        assert_eq!(v("cn=only").as_deref(), Some("only"));
+        assert_eq!(v("cn=trailing\\").as_deref(), Some("trailing\\"));
+        assert_eq!(v("no equals sign"), None);
+    }
+
+    #[test]
+    fn the_directorys_words_are_never_left_blank() {
+        assert_eq!(
+            directory_said(50, ""),
+            "rc=50 (insufficientAccessRights), no diagnostic text"
+        );
+        assert_eq!(
+            directory_said(50, "00002098: no write access "),
+            "rc=50 (insufficientAccessRights): 00002098: no write access"
+        );
+        let e = ad_error("CN=a", 50, "", false).to_string();
+        assert!(
+            e.ends_with("directory said rc=50 (insufficientAccessRights), no diagnostic text"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::TooMany => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::PasswordRejected => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::DirectoryRefused => StatusCode::BAD_GATEWAY,
         ErrorKind::Directory | ErrorKind::Busy | ErrorKind::StoreUnavailable => {
             StatusCode::SERVICE_UNAVAILABLE
         }

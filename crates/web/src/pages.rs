@@ -258,7 +258,10 @@ pub async fn password(p: Posted) -> Response {
         Err(e)
             if matches!(
                 e.kind,
-                ErrorKind::PasswordRejected | ErrorKind::Invalid | ErrorKind::Directory
+                ErrorKind::PasswordRejected
+                    | ErrorKind::Invalid
+                    | ErrorKind::Directory
+                    | ErrorKind::DirectoryRefused
             ) =>
         {
             let e = w.audited(e).await;

@@ -430,6 +430,34 @@ async fn a_user_filter_on_mail_finds_the_account_again_at_the_password_step() {
 }
 
 #[tokio::test]
+async fn a_group_with_an_escaped_comma_in_its_name_is_read_whole() {
+    use sspr_app::ports::Directory;
+    let slapd = Slapd::start();
+    slapd.modify(
+        "dn: cn=sales\\, emea,ou=groups,dc=sspr,dc=test\nchangetype: add\nobjectClass: groupOfNames\n\
+         cn: sales, emea\nmember: uid=alice,ou=people,dc=sspr,dc=test\n",
+    );
+    let dir = sspr_ldap::LdapDirectory::new(ldap_config(
+        &slapd,
+        format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+        "cn=admin,dc=sspr,dc=test",
+        "admin-secret",
+    ))
+    .unwrap();
+    let alice = dir.find_user("alice").await.unwrap().unwrap();
+    assert!(
+        alice.groups.contains(&"sales, emea".to_string()),
+        "{:?}",
+        alice.groups
+    );
+    assert!(
+        alice.groups.contains(&"staff".to_string()),
+        "{:?}",
+        alice.groups
+    );
+}
+
+#[tokio::test]
 async fn starttls_works_and_a_service_account_without_rights_fails_in_words() {
     let slapd = Slapd::start();
     let s = server_on(
@@ -443,22 +471,29 @@ async fn starttls_works_and_a_service_account_without_rights_fails_in_words() {
     let t = s.flow("alice").await;
     let code = s.email_code(&t, "alice@contoso.test").await;
     s.verify(&t, "email", &code).await;
-    // The weak account may read but not reset: the user is told nothing changed.
+    // The weak account may read but not reset: a refusal, not an outage (502
+    // directory_refused, not 503 directory_unavailable); the user is told nothing changed and
+    // to see the helpdesk, the admin's log gets the directory's result code.
     let (st, v) = s.set_password(&t, NEW).await;
-    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    assert_eq!(v["error"], "directory_unavailable");
+    assert_eq!(st, StatusCode::BAD_GATEWAY, "{v}");
+    assert_eq!(v["error"], "directory_refused");
+    let message = v["message"].as_str().unwrap();
     assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("Nothing was changed"),
+        message.contains("Nothing was changed")
+            && message.contains("helpdesk")
+            && message.contains("support code")
+            && !message.contains("Try again"),
         "{v}"
     );
     assert!(slapd.binds("alice", OLD), "the password is unchanged");
     let ev = s.audit("user=alice&activity=directory_error").await;
-    assert_eq!(
-        ev.last().unwrap()["reason"],
-        "directory_permission",
+    let last = ev.last().unwrap();
+    assert_eq!(last["reason"], "directory_permission", "{ev:?}");
+    assert_eq!(last["support_code"], v["support_code"], "{ev:?}");
+    let said = last["details"]["directory"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("may not reset uid=alice")
+            && said.contains("rc=50 (insufficientAccessRights)"),
         "{ev:?}"
     );
     s.stop().await;
@@ -1110,14 +1145,14 @@ async fn reset_and_unlock_write_to_active_directory() {
     let code = s.email_code(&t, "alice@contoso.test").await;
     s.verify(&t, "email", &code).await;
     let (st, v) = s.set_password(&t, "Another-Strong-Passw0rd-9").await;
-    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(st, StatusCode::BAD_GATEWAY, "{v}");
+    assert_eq!(v["error"], "directory_refused");
     assert!(ad.binds("alice", strong), "unchanged");
     let ev = s.audit("user=alice&activity=directory_error").await;
-    assert_eq!(
-        ev.last().unwrap()["reason"],
-        "directory_permission",
-        "{ev:?}"
-    );
+    let last = ev.last().unwrap();
+    assert_eq!(last["reason"], "directory_permission", "{ev:?}");
+    let said = last["details"]["directory"].as_str().unwrap_or_default();
+    assert!(said.contains("directory said rc="), "{ev:?}");
     s.stop().await;
 
     // sspr doctor: the administrator passes; the weak account is told which right it lacks.
@@ -1210,6 +1245,54 @@ async fn must_change_after_reset_sets_pwd_last_set_in_active_directory() {
         ad.attr("alice", "pwdLastSet"),
         vec!["0".to_string()],
         "unchanged"
+    );
+}
+
+/// Samba lists no policy-hints control, so a reset is not held to the password history: the
+/// rules shown must not claim it, and doctor says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_rules_claim_the_history_only_where_resets_enforce_it() {
+    use sspr_app::ports::Directory;
+    let ad = SambaAd::start();
+    let cfg = ad.config("Administrator", AD_ADMIN_PW);
+    let dir = sspr_ldap::LdapDirectory::new(cfg).unwrap();
+    let alice = dir.find_user("alice").await.unwrap().unwrap();
+    // The domain keeps 24 passwords, yet a reset to the password just set is accepted.
+    let pw = "Quiet-Violet-Harbour-7";
+    dir.reset_password(&alice, pw).await.unwrap();
+    dir.reset_password(&alice, pw).await.unwrap();
+    assert!(ad.binds("alice", pw));
+    for rules in [
+        dir.password_rules().await.unwrap(),
+        dir.password_rules_for(&alice).await.unwrap(),
+    ] {
+        let rules = rules.join(" ");
+        assert!(
+            rules.contains("at least 7 characters") && rules.contains("three of"),
+            "{rules}"
+        );
+        assert!(!rules.contains("refuses your last"), "{rules}");
+        assert!(
+            rules.contains("not checked against your earlier passwords"),
+            "{rules}"
+        );
+    }
+    let ca = ad.dir.path().join("tls/ca.pem");
+    let extra =
+        "flavor = \"ad\"\nuser_filter = \"(&(objectClass=user)(sAMAccountName={login}))\"\n";
+    let (code, out) = doctor_with(
+        "ldaps://127.0.0.1:636",
+        "CN=Users,DC=sspr,DC=test",
+        extra,
+        "CN=Administrator,CN=Users,DC=sspr,DC=test",
+        AD_ADMIN_PW,
+        &ca,
+        "alice",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("history") && out.contains("NOT enforced on resets"),
+        "{out}"
     );
 }
 
@@ -1398,14 +1481,16 @@ async fn fine_grained_password_policies_are_read_per_user() {
     );
 
     let dir = sspr_ldap::LdapDirectory::new(ad.config("Administrator", AD_ADMIN_PW)).unwrap();
-    // Without a user: the domain's policy, as before.
+    // Without a user: the domain's policy, as before. Samba lists no policy-hints control, so
+    // the history and minimum age, which a reset here is not held to, are not claimed.
     let domain = dir.password_rules().await.unwrap();
+    let not_checked = "A reset here is not checked against your earlier passwords: choose one you have not used before.";
     assert_eq!(
         domain,
         vec![
             "The directory requires at least 7 characters.".to_string(),
-            "The directory refuses your last 24 passwords.".to_string(),
             "The domain requires three of: uppercase letters, lowercase letters, digits, symbols; and not your account name.".to_string(),
+            not_checked.to_string(),
         ]
     );
     // alice is in the group the PSO applies to: its rules replace the domain's for her.
@@ -1413,8 +1498,7 @@ async fn fine_grained_password_policies_are_read_per_user() {
         dir.rules_for_login("alice").await.unwrap(),
         vec![
             "The directory requires at least 14 characters.".to_string(),
-            "The directory refuses your last 5 passwords.".to_string(),
-            "Once set, the password cannot be changed again for 2 days.".to_string(),
+            not_checked.to_string(),
         ]
     );
     // bob is not: the domain's rules.
@@ -1506,6 +1590,56 @@ fn doctor_with(
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
     )
+}
+
+/// Every URL's TLS is checked, and one used without encryption is called so.
+#[test]
+fn doctor_says_which_urls_are_unencrypted() {
+    let slapd = Slapd::start();
+    let ldaps = format!("ldaps://127.0.0.1:{}", slapd.ldaps_port);
+    let plain = format!("ldap://127.0.0.1:{}", slapd.ldap_port);
+    // Two URLs in the list (doctor_with writes `urls = ["…"]` around the text).
+    let both = format!("{ldaps}\", \"{plain}");
+    let extra = "group_base_dn = \"ou=groups,dc=sspr,dc=test\"\n";
+    let run = |urls: &str, extra: &str| {
+        doctor_with(
+            urls,
+            "ou=people,dc=sspr,dc=test",
+            extra,
+            "cn=sspr,dc=sspr,dc=test",
+            "service-secret",
+            &slapd.ca(),
+            "alice",
+        )
+    };
+    // Without allow_plain, ldap:// means StartTLS: both encrypted, both checked.
+    let (code, out) = run(&both, extra);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{ldaps}: TLS (ldaps) handshake and certificate check passed; encrypted"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{plain}: StartTLS handshake and certificate check passed; encrypted"
+        )),
+        "{out}"
+    );
+    // With allow_plain, the ldap:// URL is used in clear: said plainly, and a failure.
+    let (code, out) = run(&both, &format!("{extra}allow_plain = true\n"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("{ldaps}: TLS (ldaps) handshake")),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL tls") && out.contains(&format!("{plain} is UNENCRYPTED")),
+        "{out}"
+    );
+    assert!(out.contains("turn off directory.ldap.allow_plain"), "{out}");
+    assert!(!out.contains("ok   tls            TLS handshake"), "{out}");
 }
 
 #[test]

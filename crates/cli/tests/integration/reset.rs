@@ -193,10 +193,27 @@ async fn unlock_keeps_the_password_and_reset_also_unlocks() {
     assert_eq!(st, StatusCode::OK);
     assert!(s.password_works("carol", NEW).await);
 
-    // Unlock can be switched off: then an unlock request gets the uniform answer.
+    // Unlock can be switched off, for everyone: then every unlock request, for a known user
+    // or not, is told so and pointed at a reset (which also unlocks), never at registration.
     s.set_policy(|p| p["allow_unlock"] = json!(false)).await;
-    let (_, v) = s.start_flow("carol", "unlock").await;
-    assert_eq!(v["status"], "registration_required");
+    let (st, v) = s.start_flow("carol", "unlock").await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"], "forbidden", "{v}");
+    let said = v["message"].as_str().unwrap().to_string();
+    assert!(
+        said.contains("not offered here") && said.contains("Reset your password instead"),
+        "{v}"
+    );
+    assert!(
+        v["flow_token"].is_null() && v["register_url"].is_null(),
+        "{v}"
+    );
+    for nobody in ["nobody-at-all", "carol"] {
+        let (st2, v2) = s.start_flow(nobody, "unlock").await;
+        assert_eq!((st2, &v2["message"]), (st, &v["message"]), "{v2}");
+    }
+    let ev = s.audit("user=carol&activity=unlock_started").await;
+    assert_eq!(ev.last().unwrap()["reason"], "unlock_not_allowed", "{ev:?}");
     s.stop().await;
 }
 
