@@ -399,6 +399,90 @@ async fn reset_and_unlock_write_to_openldap() {
     s.stop().await;
 }
 
+/// A TCP proxy in front of slapd that, once it sees a Password Modify request go by (plain
+/// LDAP, so its OID is visible), holds the server's answer on that connection for `hold`.
+async fn answer_holding_proxy(upstream: u16, hold: Duration) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PASSWORD_MODIFY_OID: &[u8] = b"1.3.6.1.4.1.4203.1.11.1";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let seen2 = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    if buf[..n]
+                        .windows(PASSWORD_MODIFY_OID.len())
+                        .any(|w| w == PASSWORD_MODIFY_OID)
+                    {
+                        seen2.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if seen.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        tokio::time::sleep(hold).await;
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_write_whose_answer_comes_after_the_timeout_is_read_back_and_reported_as_done() {
+    let slapd = Slapd::start();
+    let proxy = answer_holding_proxy(slapd.ldap_port, Duration::from_secs(4)).await;
+    let mut cfg = ldap_config(
+        &slapd,
+        format!("ldap://127.0.0.1:{proxy}"),
+        "cn=sspr,dc=sspr,dc=test",
+        "service-secret",
+    );
+    // Plain LDAP so the proxy can see which request is the password write.
+    cfg.allow_plain = true;
+    cfg.timeout_secs = 2;
+    let s = Server::start_with(move |c| {
+        c.directory.kind = "ldap".into();
+        c.directory.ldap = Some(cfg);
+        c.directory.trust_contacts = true;
+    })
+    .await;
+    let t = s.flow("alice").await;
+    let code = s.email_code(&t, "alice@contoso.test").await;
+    let (st, v) = s.verify(&t, "email", &code).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // slapd applies the write at once; its answer reaches sspr only after sspr gave up.
+    let (st, v) = s.set_password(&t, NEW).await;
+    assert_eq!(st, StatusCode::OK, "read back, the write had landed: {v}");
+    assert_eq!(v["status"], "completed", "{v}");
+    assert!(slapd.binds("alice", NEW));
+    let ev = s.audit("user=alice&activity=reset_password").await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["result"], "success");
+    assert_eq!(ev[0]["reason"], "written_despite_error", "{ev:?}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_user_filter_on_mail_finds_the_account_again_at_the_password_step() {
     let slapd = Slapd::start();
