@@ -57,6 +57,7 @@ overlay ppolicy
 ppolicy_default "cn=default,ou=policies,dc=sspr,dc=test"
 access to attrs=userPassword
   by dn.exact="cn=sspr,dc=sspr,dc=test" write
+  by dn.exact="cn=pwonly,dc=sspr,dc=test" write
   by self write
   by anonymous auth
   by * none
@@ -66,6 +67,7 @@ access to attrs=pwdAccountLockedTime,pwdReset
 access to *
   by dn.exact="cn=sspr,dc=sspr,dc=test" read
   by dn.exact="cn=weak,dc=sspr,dc=test" read
+  by dn.exact="cn=pwonly,dc=sspr,dc=test" read
   by self read
   by * none
 "#,
@@ -85,6 +87,7 @@ access to *
              pwdMustChange: TRUE\n\n\
              dn: cn=sspr,dc=sspr,dc=test\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: sspr\nuserPassword: service-secret\n\n\
              dn: cn=weak,dc=sspr,dc=test\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: weak\nuserPassword: weak-secret\n\n\
+             dn: cn=pwonly,dc=sspr,dc=test\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: pwonly\nuserPassword: pwonly-secret\n\n\
              dn: uid=alice,ou=people,dc=sspr,dc=test\nobjectClass: inetOrgPerson\nuid: alice\ncn: Alice Liddell\nsn: Liddell\n\
              mail: alice@contoso.test\nmobile: +4915112345678\nuserPassword: {OLD}\n\n\
              dn: uid=mallory,ou=people,dc=sspr,dc=test\nobjectClass: inetOrgPerson\nuid: mallory\ncn: Mallory\nsn: M\n\
@@ -480,6 +483,60 @@ async fn a_write_whose_answer_comes_after_the_timeout_is_read_back_and_reported_
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0]["result"], "success");
     assert_eq!(ev[0]["reason"], "written_despite_error", "{ev:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_service_account_that_may_set_passwords_but_not_clear_locks_is_told_the_truth() {
+    let slapd = Slapd::start();
+    let s = server_on(
+        &slapd,
+        format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+        "cn=pwonly,dc=sspr,dc=test",
+        "pwonly-secret",
+    )
+    .await;
+    // Locked out by failed binds (ppolicy: 3 failures).
+    for _ in 0..3 {
+        assert!(!slapd.binds("alice", "not the password at all"));
+    }
+    let t = s.flow("alice").await;
+    let code = s.email_code(&t, "alice@contoso.test").await;
+    let (st, v) = s.verify(&t, "email", &code).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // The password is written; clearing the lock is refused to this account. The password
+    // changed, so the user hears that (not "Nothing was changed"), and a notice is queued.
+    let mails = s.mail_count("alice@contoso.test");
+    let (st, v) = s.set_password(&t, NEW).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let locked = !slapd
+        .attr(
+            "uid=alice,ou=people,dc=sspr,dc=test",
+            "pwdAccountLockedTime",
+        )
+        .is_empty();
+    if locked {
+        assert!(
+            v["message"].as_str().unwrap().contains("still locked"),
+            "{v}"
+        );
+    } else {
+        // ppolicy itself drops the lock on a password change.
+        assert!(slapd.binds("alice", NEW));
+    }
+    let ev = s.audit("user=alice&activity=reset_password").await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["result"], "success", "{ev:?}");
+    for _ in 0..100 {
+        if s.mail_count("alice@contoso.test") > mails {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        s.mail_count("alice@contoso.test") > mails,
+        "the reset notice"
+    );
     s.stop().await;
 }
 
