@@ -1203,6 +1203,56 @@ impl SambaAd {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_upn_logins_disabled_and_expired_accounts_are_handled_truthfully() {
+    let ad = SambaAd::start();
+    let mut cfg = ad.config("Administrator", AD_ADMIN_PW);
+    cfg.user_filter = "(&(objectClass=user)(userPrincipalName={login}))".into();
+    let s = Server::start_with(move |c| {
+        c.directory.kind = "ldap".into();
+        c.directory.ldap = Some(cfg);
+        c.directory.trust_contacts = true;
+    })
+    .await;
+    let verified = || async {
+        let t = s.flow("alice@sspr.test").await;
+        let code = s.email_code(&t, "alice@contoso.test").await;
+        let (st, v) = s.verify(&t, "email", &code).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        t
+    };
+
+    // A filter on userPrincipalName: the entry is found again at the password step.
+    let first = "Quiet-Violet-Harbour-7";
+    let t = verified().await;
+    let (st, v) = s.set_password(&t, first).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(ad.binds("alice", first));
+
+    // Disabled by an administrator after the user verified: nothing is written.
+    let t = verified().await;
+    ad.tool(&["user", "disable", "alice"]);
+    let (st, v) = s.set_password(&t, "Amber-Kettle-Moon-8").await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    ad.tool(&["user", "enable", "alice"]);
+    assert!(ad.binds("alice", first), "the password was not changed");
+    let ev = s
+        .audit("user=alice@sspr.test&activity=reset_password")
+        .await;
+    assert_eq!(ev.last().unwrap()["reason"], "disabled", "{ev:?}");
+
+    // An account whose accountExpires has passed is treated as disabled from the start.
+    ad.tool(&["user", "setexpiry", "alice", "--days=0"]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (st, v) = s.start_flow("alice@sspr.test", "reset").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "registration_required", "{v}");
+    let ev = s.audit("user=alice@sspr.test&activity=reset_started").await;
+    assert_eq!(ev.last().unwrap()["reason"], "disabled", "{ev:?}");
+    ad.tool(&["user", "setexpiry", "alice", "--noexpiry"]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_and_unlock_write_to_active_directory() {
     let ad = SambaAd::start();
     assert!(ad.binds("alice", AD_OLD));
