@@ -279,7 +279,7 @@ impl App {
         if let Err(e) = self.store.flow_complete(&done).await {
             tracing::error!(
                 flow = %crate::reset::short_id(&flow.id),
-                target = %flow.login,
+                target = %flow.account,
                 activity = done.event.activity.as_str(),
                 error = %e,
                 "the directory write landed but could not be recorded yet; the next sweep records it"
@@ -304,7 +304,7 @@ impl App {
             } else {
                 ("Your account was unlocked", "你的账户已被解锁")
             };
-            out.extend(self.notice_messages(ctx, &to, en, zh, &flow.login));
+            out.extend(self.notice_messages(ctx, &to, en, zh, &flow.account));
         }
         if reset
             && flow.privileged
@@ -313,10 +313,10 @@ impl App {
         {
             let en = format!(
                 "The password of administrator {} was reset through self-service",
-                flow.login
+                flow.account
             );
-            let zh = format!("管理员 {} 通过自助服务重置了密码", flow.login);
-            out.extend(self.notice_messages(ctx, &policy.admin_notify, &en, &zh, &flow.login));
+            let zh = format!("管理员 {} 通过自助服务重置了密码", flow.account);
+            out.extend(self.notice_messages(ctx, &policy.admin_notify, &en, &zh, &flow.account));
         }
         Ok(out)
     }
@@ -359,7 +359,7 @@ impl App {
     /// Settles one `Finishing` flow whose lease has run out.
     pub async fn settle(&self, flow: &FlowRecord) -> Settled {
         let s = self.settle_inner(flow).await;
-        tracing::info!(flow = %crate::reset::short_id(&flow.id), target = %flow.login, kind = flow.kind.as_str(), settled = ?s, "settled an interrupted directory write");
+        tracing::info!(flow = %crate::reset::short_id(&flow.id), target = %flow.account, kind = flow.kind.as_str(), settled = ?s, "settled an interrupted directory write");
         s
     }
 
@@ -370,8 +370,8 @@ impl App {
             FlowKind::Unlock => Activity::UnlockAccount,
         };
         let mut ev = self.event(&ctx, activity, Outcome::Success);
-        ev.actor = flow.login.clone();
-        ev.target = flow.login.clone();
+        ev.actor = flow.account.clone();
+        ev.target = flow.account.clone();
         ev.flow_id = Some(crate::reset::short_id(&flow.id));
         match self.landed(flow).await {
             Landed::Yes(user) => {
@@ -449,8 +449,8 @@ impl App {
             };
             let mut ev = self.event(&ctx, activity, Outcome::Failure);
             ev.at = flow.expires_at;
-            ev.actor = flow.login.clone();
-            ev.target = flow.login.clone();
+            ev.actor = flow.account.clone();
+            ev.target = flow.account.clone();
             ev.flow_id = Some(crate::reset::short_id(&flow.id));
             ev.reason = if flow.verified.len() >= flow.required as usize {
                 "verified_never_finished".into()

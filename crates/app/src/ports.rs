@@ -46,8 +46,11 @@ pub struct FlowRecord {
     pub state: FlowState,
     /// The directory's stable id of the user; empty for an ineligible flow.
     pub user_id: String,
-    /// The canonical login as entered.
+    /// The canonical login as entered: what the directory's filter matched.
     pub login: String,
+    /// The account's own name (uid, sAMAccountName), under which the audit log records the
+    /// flow; the login as entered when no account was found.
+    pub account: String,
     pub display_name: String,
     pub privileged: bool,
     pub required: u8,

@@ -114,6 +114,7 @@ impl App {
             state: FlowState::Ineligible,
             user_id: String::new(),
             login: login.clone(),
+            account: login.clone(),
             display_name: String::new(),
             privileged: false,
             required: policy.methods_required,
@@ -129,6 +130,15 @@ impl App {
             lang: ctx.lang,
         };
         ev.flow_id = Some(short_id(&flow.id));
+        if let Some(u) = &found
+            && u.login != login
+        {
+            // Typed as an alias (a mail address, a UPN): the log names the account.
+            flow.account = u.login.clone();
+            ev.actor = u.login.clone();
+            ev.target = u.login.clone();
+            ev.details = serde_json::json!({ "typed_as": login });
+        }
         if let (Ok(req), Some(u)) = (&verdict, &found) {
             flow.state = FlowState::Verifying;
             flow.user_id = u.id.clone();
@@ -303,7 +313,7 @@ impl App {
                     method,
                     &dest,
                     true,
-                    &flow.login,
+                    &flow.account,
                     Some(flow.id.clone()),
                 )
                 .await?;
@@ -576,8 +586,8 @@ impl App {
         activity: Activity,
     ) -> sspr_domain::AuditEvent {
         let mut ev = self.event(ctx, activity, Outcome::Success);
-        ev.actor = flow.login.clone();
-        ev.target = flow.login.clone();
+        ev.actor = flow.account.clone();
+        ev.target = flow.account.clone();
         ev.flow_id = Some(short_id(&flow.id));
         ev
     }

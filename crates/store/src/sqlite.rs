@@ -129,6 +129,7 @@ fn flow_from(r: &SqliteRow) -> StoreResult<FlowRecord> {
         state: FlowState::parse(&g("state")?).ok_or_else(|| StoreError("bad flow state".into()))?,
         user_id: g("user_id")?,
         login: g("login")?,
+        account: g("account")?,
         display_name: g("display_name")?,
         privileged: r.try_get::<i64, _>("privileged").map_err(err)? != 0,
         required: r.try_get::<i64, _>("required").map_err(err)? as u8,
@@ -257,8 +258,8 @@ impl Store for SqliteStore {
     async fn insert_flow(&self, f: &FlowRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO flows (id, kind, state, user_id, login, display_name, privileged, required, usable, verified,
-                                questions, created_at, expires_at, client_type, client_ip, finishing_at, dir_stamp, lang)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                                questions, created_at, expires_at, client_type, client_ip, finishing_at, dir_stamp, lang, account)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
         )
         .bind(&f.id)
         .bind(f.kind.as_str())
@@ -278,6 +279,7 @@ impl Store for SqliteStore {
         .bind(f.finishing_at)
         .bind(&f.dir_stamp)
         .bind(f.lang.tag())
+        .bind(&f.account)
         .execute(&self.pool)
         .await
         .map_err(err)?;

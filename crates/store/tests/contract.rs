@@ -557,6 +557,7 @@ fn flow(id: &str, user: &str, state: FlowState, expires_at: i64) -> FlowRecord {
         state,
         user_id: user.into(),
         login: user.into(),
+        account: user.into(),
         display_name: String::new(),
         privileged: false,
         required: 1,

@@ -1246,8 +1246,13 @@ async fn ad_upn_logins_disabled_and_expired_accounts_are_handled_truthfully() {
     let (st, v) = s.start_flow("alice@sspr.test", "reset").await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "registration_required", "{v}");
-    let ev = s.audit("user=alice@sspr.test&activity=reset_started").await;
+    let ev = s.audit("user=alice&activity=reset_started").await;
     assert_eq!(ev.last().unwrap()["reason"], "disabled", "{ev:?}");
+    assert_eq!(
+        ev.last().unwrap()["details"]["typed_as"],
+        "alice@sspr.test",
+        "{ev:?}"
+    );
     ad.tool(&["user", "setexpiry", "alice", "--noexpiry"]);
     s.stop().await;
 }
