@@ -1235,9 +1235,7 @@ async fn ad_upn_logins_disabled_and_expired_accounts_are_handled_truthfully() {
     assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
     ad.tool(&["user", "enable", "alice"]);
     assert!(ad.binds("alice", first), "the password was not changed");
-    let ev = s
-        .audit("user=alice@sspr.test&activity=reset_password")
-        .await;
+    let ev = s.audit("user=alice&activity=reset_password").await;
     assert_eq!(ev.last().unwrap()["reason"], "disabled", "{ev:?}");
 
     // An account whose accountExpires has passed is treated as disabled from the start.
@@ -1248,6 +1246,12 @@ async fn ad_upn_logins_disabled_and_expired_accounts_are_handled_truthfully() {
     assert_eq!(v["status"], "registration_required", "{v}");
     let ev = s.audit("user=alice&activity=reset_started").await;
     assert_eq!(ev.last().unwrap()["reason"], "disabled", "{ev:?}");
+    // Audited under the account, with what was typed.
+    assert_eq!(
+        ev.last().unwrap()["details"]["typed_as"],
+        "alice@sspr.test",
+        "{ev:?}"
+    );
     assert_eq!(
         ev.last().unwrap()["details"]["typed_as"],
         "alice@sspr.test",
