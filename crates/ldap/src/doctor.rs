@@ -423,6 +423,30 @@ impl LdapDirectory {
         }
     }
 
+    /// AD's `allowedAttributesEffective` on `dn`: the attributes the bound account may write
+    /// there. `None` when it cannot be read or is empty (then the probe decides).
+    async fn allowed_attributes_effective(&self, ldap: &mut Ldap, dn: &str) -> Option<Vec<String>> {
+        let (entries, _) = ldap
+            .search(
+                dn,
+                Scope::Base,
+                "(objectClass=*)",
+                vec!["allowedAttributesEffective"],
+            )
+            .await
+            .ok()?
+            .success()
+            .ok()?;
+        let e = SearchEntry::construct(entries.into_iter().next()?);
+        let values: Vec<String> = e
+            .attrs
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("allowedAttributesEffective"))
+            .flat_map(|(_, v)| v.iter().cloned())
+            .collect();
+        (!values.is_empty()).then_some(values)
+    }
+
     /// Deletes a value that cannot be there: a server that allows the write answers
     /// "no such attribute", one that does not answers "insufficient access". Nothing changes.
     async fn probe_rights(&self, ldap: &mut Ldap, dn: &str) -> Vec<Check> {
@@ -472,7 +496,22 @@ impl LdapDirectory {
                 ),
             });
         }
+        // AD says outright which attributes the bound account may write on an entry; a probe
+        // write there often answers neither "allowed" nor "denied" (a constraint instead).
+        let effective = match self.cfg.flavor {
+            Flavor::Ad => self.allowed_attributes_effective(ldap, dn).await,
+            Flavor::OpenLdap => None,
+        };
         for &(name, attr, fix) in &targets {
+            if let Some(allowed) = &effective
+                && allowed.iter().any(|a| a.eq_ignore_ascii_case(attr))
+            {
+                out.push(Check::pass(
+                    name,
+                    format!("may write {attr} on {dn} (allowedAttributesEffective)"),
+                ));
+                continue;
+            }
             match ldap.modify(dn, vec![probe(attr)]).await {
                 Ok(r) if r.rc == 16 || r.rc == 0 || r.rc == 20 => {
                     out.push(Check::pass(name, format!("may write {attr} on {dn}")))
