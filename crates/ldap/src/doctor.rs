@@ -172,9 +172,42 @@ impl LdapDirectory {
             Err(e) => out.push(Check::fail("groups", e.to_string(), "check directory.ldap.group_base_dn")),
         }
         out.push(self.user_policy_check(&mut ldap, user).await);
+        out.push(self.stamp_check(user).await);
         out.extend(self.probe_rights(&mut ldap, &entry.dn).await);
         let _ = ldap.unbind().await;
         out
+    }
+
+    /// Whether sspr can tell, after a crash or a lost answer, that a password write landed:
+    /// it reads the same stamp a reset reads, through the same code path.
+    async fn stamp_check(&self, user: &str) -> Check {
+        let name = "write check";
+        let found = match sspr_app::ports::Directory::find_user(self, user).await {
+            Ok(Some(u)) => u,
+            Ok(None) => return Check::fail(name, format!("{user} not found"), "see user search"),
+            Err(e) => return Check::fail(name, e.to_string(), "see user search"),
+        };
+        match sspr_app::ports::Directory::password_stamp(self, &found).await {
+            Ok(Some(_)) => Check::pass(
+                name,
+                "a password write can be read back (pwdLastSet / pwdChangedTime / userPassword): after a crash or a lost answer sspr records what happened",
+            ),
+            Ok(None) => Check::fail(
+                name,
+                "nothing readable changes when a password is written, so after a crash or a lost answer the outcome is recorded as unknown",
+                match self.cfg.flavor {
+                    Flavor::Ad => "give the service account read access to pwdLastSet on the users",
+                    Flavor::OpenLdap => {
+                        "load the ppolicy overlay (pwdChangedTime) or give the service account read access to pwdChangedTime or userPassword"
+                    }
+                },
+            ),
+            Err(e) => Check::fail(
+                name,
+                e.to_string(),
+                "check that the service account may read the users",
+            ),
+        }
     }
 
     /// AD: whether a reset by sspr is held to the password history and minimum age, which

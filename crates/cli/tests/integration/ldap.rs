@@ -1869,6 +1869,7 @@ fn doctor_explains_each_directory_problem_with_its_fix() {
         "ok   groups         alice is in staff",
         "ok   reset right",
         "ok   unlock right",
+        "ok   write check    a password write can be read back",
     ] {
         assert!(out.contains(line), "{line:?} missing:\n{out}");
     }
@@ -1886,6 +1887,13 @@ fn doctor_explains_each_directory_problem_with_its_fix() {
     );
     assert!(
         out.contains("FAIL unlock right") && out.contains("pwdAccountLockedTime"),
+        "{out}"
+    );
+    // It cannot read userPassword and alice has no pwdChangedTime yet: a crash during a write
+    // could not be settled, and doctor says so with the fix.
+    assert!(
+        out.contains("FAIL write check")
+            && out.contains("read access to pwdChangedTime or userPassword"),
         "{out}"
     );
     assert!(slapd.binds("alice", OLD), "the probe changed nothing");
