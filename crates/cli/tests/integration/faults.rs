@@ -697,7 +697,7 @@ async fn a_relay_that_accepts_and_hangs_holds_up_no_request_and_each_attempt_end
 {
     let (port, held) = hanging_relay();
     let mut s = Sspr::new().await;
-    live_delivery(&mut s, port, "timeout_secs = 2").await;
+    live_delivery(&mut s, port, "timeout_secs = 5").await;
     let rt = s.inspect().await;
 
     let t = s.email_code_requested().await;
@@ -709,7 +709,7 @@ async fn a_relay_that_accepts_and_hangs_holds_up_no_request_and_each_attempt_end
     // The attempt ends at the SMTP deadline, as a retryable timeout, and the user's flow is
     // still usable (another method, or the code when the relay recovers).
     let mut last = String::new();
-    for _ in 0..150 {
+    for _ in 0..300 {
         let m = rt.store.outbox_list(10).await.unwrap();
         last = m[0].last_error.clone();
         if !last.is_empty() {
