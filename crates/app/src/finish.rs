@@ -276,14 +276,19 @@ impl App {
                 keys::account_block(&flow.user_id),
             ],
         };
-        if let Err(e) = self.store.flow_complete(&done).await {
-            tracing::error!(
-                flow = %crate::reset::short_id(&flow.id),
-                target = %flow.account,
-                activity = done.event.activity.as_str(),
-                error = %e,
-                "the directory write landed but could not be recorded yet; the next sweep records it"
-            );
+        let queued = !done.notices.is_empty();
+        match self.store.flow_complete(&done).await {
+            Ok(()) if queued => self.wake_outbox(),
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(
+                    flow = %crate::reset::short_id(&flow.id),
+                    target = %flow.account,
+                    activity = done.event.activity.as_str(),
+                    error = %e,
+                    "the directory write landed but could not be recorded yet; the next sweep records it"
+                );
+            }
         }
     }
 
