@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Reaped, client_for, extract_code, free_port};
+use crate::harness::{PrivatePostgres, Reaped, client_for, extract_code, free_port};
 
 /// Generous bounds for the 1 s (readiness) and 2 s (request) targets.
 const READY_BOUND: Duration = Duration::from_secs(5);
@@ -397,120 +397,6 @@ async fn sqlite_on_a_full_disk_is_not_ready_and_answers_503_in_words() {
     s.assert_support_code_in_log(&verify_code);
 }
 
-/// A private PostgreSQL cluster (initdb, pg_ctl as the postgres user) on a free port, so the
-/// test can stop it without disturbing the shared one. Stopped on drop.
-struct PgCluster {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-}
-
-fn pg_bin() -> Option<PathBuf> {
-    let mut bins: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").exists().then_some((v, bin))
-        })
-        .collect();
-    bins.sort();
-    bins.pop().map(|(_, b)| b)
-}
-
-fn as_postgres(bin: &Path, tool: &str) -> Command {
-    let mut c = Command::new("runuser");
-    c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
-    c
-}
-
-fn run_ok(mut c: Command, what: &str) {
-    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl PgCluster {
-    fn create(dir: &Path) -> PgCluster {
-        let bin = pg_bin().expect(
-            "PostgreSQL's server programs (/usr/lib/postgresql/*/bin/initdb): apt-get install postgresql (CI installs it)",
-        );
-        std::fs::create_dir_all(dir).unwrap();
-        let mut c = Command::new("chown");
-        c.args(["-R", "postgres:postgres"]).arg(dir);
-        run_ok(c, "chown the cluster's directory to postgres");
-        let mut c = as_postgres(&bin, "initdb");
-        c.args([
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--no-sync",
-            "-D",
-        ])
-        .arg(dir.join("data"));
-        run_ok(c, "initdb");
-        let pg = PgCluster {
-            bin,
-            dir: dir.to_path_buf(),
-            port: free_port(),
-        };
-        pg.start();
-        pg
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn start(&self) {
-        let t0 = Instant::now();
-        let mut c = as_postgres(&self.bin, "pg_ctl");
-        c.arg("-D")
-            .arg(self.dir.join("data"))
-            .arg("-l")
-            .arg(self.dir.join("postgres.log"))
-            .args(["-w", "-t", "60", "-o"])
-            .arg(format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-                self.port,
-                self.dir.display()
-            ))
-            .arg("start")
-            .stdout(Stdio::null());
-        run_ok(c, "pg_ctl start");
-        println!("private PostgreSQL up in {:?}", t0.elapsed());
-    }
-
-    fn stop(&self) {
-        let mut c = as_postgres(&self.bin, "pg_ctl");
-        c.arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "-w", "stop"])
-            .stdout(Stdio::null());
-        run_ok(c, "pg_ctl stop");
-    }
-}
-
-impl Drop for PgCluster {
-    fn drop(&mut self) {
-        let _ = as_postgres(&self.bin, "pg_ctl")
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "-w", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -527,12 +413,7 @@ async fn postgres_stopped_mid_flow_is_not_ready_answers_503_and_the_flow_recover
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // The postgres user must reach its directory inside.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let pg = PgCluster::create(&dir.path().join("pg"));
+    let pg = PrivatePostgres::create();
     let sspr_dir = dir.path().join("sspr");
     std::fs::create_dir_all(&sspr_dir).unwrap();
     let s = Sspr::start(&sspr_dir, &pg.url()).await;

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method as HttpMethod, StatusCode};
 use serde_json::{Value, json};
@@ -605,4 +605,123 @@ pub fn wrong(code: &str) -> String {
             }
         })
         .collect()
+}
+
+/// A private PostgreSQL cluster (initdb, pg_ctl as the postgres user) on a free port, so a
+/// test can stop it without disturbing the shared one. Stopped on drop. Needs root.
+pub struct PrivatePostgres {
+    _tmp: tempfile::TempDir,
+    bin: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+}
+
+fn pg_bin() -> Option<PathBuf> {
+    let mut bins: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((v, bin))
+        })
+        .collect();
+    bins.sort();
+    bins.pop().map(|(_, b)| b)
+}
+
+fn as_postgres(bin: &Path, tool: &str) -> Command {
+    let mut c = Command::new("runuser");
+    c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+    c
+}
+
+fn run_ok(mut c: Command, what: &str) {
+    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PrivatePostgres {
+    /// initdb and start, in a directory of its own.
+    pub fn create() -> PrivatePostgres {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pg");
+        let bin = pg_bin().expect(
+            "PostgreSQL's server programs (/usr/lib/postgresql/*/bin/initdb): apt-get install postgresql (CI installs it)",
+        );
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = Command::new("chown");
+        c.args(["-R", "postgres:postgres"]).arg(tmp.path());
+        run_ok(c, "chown the cluster's directory to postgres");
+        let mut c = as_postgres(&bin, "initdb");
+        c.args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "-D",
+        ])
+        .arg(dir.join("data"));
+        run_ok(c, "initdb");
+        let pg = PrivatePostgres {
+            _tmp: tmp,
+            bin,
+            dir,
+            port: free_port(),
+        };
+        pg.start();
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn start(&self) {
+        let t0 = Instant::now();
+        let mut c = as_postgres(&self.bin, "pg_ctl");
+        c.arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("postgres.log"))
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                self.port,
+                self.dir.display()
+            ))
+            .arg("start")
+            .stdout(Stdio::null());
+        run_ok(c, "pg_ctl start");
+        println!("private PostgreSQL up in {:?}", t0.elapsed());
+    }
+
+    pub fn stop(&self) {
+        let mut c = as_postgres(&self.bin, "pg_ctl");
+        c.arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null());
+        run_ok(c, "pg_ctl stop");
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{SmtpSink, client_for, extract_code, free_port, wrong};
+use crate::harness::{PrivatePostgres, SmtpSink, client_for, extract_code, free_port, wrong};
 
 const PASSWORD: &str = "an initial passphrase for all";
 
@@ -893,89 +893,6 @@ async fn the_code_rate_limit_holds_for_concurrent_challenges_across_instances() 
     );
 }
 
-/// A PostgreSQL server of the test's own (initdb + pg_ctl in a temp dir), so it can be stopped.
-struct OwnPostgres {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
-}
-
-impl OwnPostgres {
-    fn pg_ctl(&self, action: &str) {
-        let data = self.dir.path().join("data");
-        let cmd = format!(
-            "{}/pg_ctl -D {} -w -l {}/pg.log -o '-p {} -k {} -c listen_addresses=127.0.0.1' {action}",
-            self.bin.display(),
-            data.display(),
-            self.dir.path().display(),
-            self.port,
-            self.dir.path().display()
-        );
-        let st = Command::new("su")
-            .args(["postgres", "-c", &cmd])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "pg_ctl {action} failed");
-    }
-
-    fn start() -> OwnPostgres {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries (apt-get install postgresql)")
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .find(|b| b.join("initdb").exists())
-            .expect("initdb");
-        let dir = tempfile::tempdir().unwrap();
-        let uid: u32 = String::from_utf8(
-            Command::new("id")
-                .args(["-u", "postgres"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-        std::os::unix::fs::chown(dir.path(), Some(uid), None).unwrap();
-        let init = format!(
-            "{}/initdb -D {}/data -A trust -U postgres",
-            bin.display(),
-            dir.path().display()
-        );
-        let st = Command::new("su")
-            .args(["postgres", "-c", &init])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "initdb failed");
-        let pg = OwnPostgres {
-            dir,
-            bin,
-            port: free_port(),
-        };
-        pg.pg_ctl("start");
-        pg
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let cmd = format!(
-            "{}/pg_ctl -D {} -m immediate stop",
-            self.bin.display(),
-            data.display()
-        );
-        let _ = Command::new("su")
-            .args(["postgres", "-c", &cmd])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 /// Polls `url` every 100 ms until it answers `want` (or `tries` run out); the last status seen.
 async fn wait_for(
     http: &reqwest::Client,
@@ -1000,7 +917,7 @@ async fn readiness_follows_the_database_and_the_server_reconnects_without_a_rest
         eprintln!("readiness test: already run in the first pass");
         return;
     }
-    let pg = OwnPostgres::start();
+    let pg = PrivatePostgres::create();
     let dir = tempfile::tempdir().unwrap();
     let tls = sspr_server::tls::ensure_self_signed(&dir.path().join("tls"), &["localhost".into()])
         .unwrap();
@@ -1036,14 +953,14 @@ async fn readiness_follows_the_database_and_the_server_reconnects_without_a_rest
         std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
     );
 
-    pg.pg_ctl("stop");
+    pg.stop();
     let down = wait_for(&http, &readyz, StatusCode::SERVICE_UNAVAILABLE, 100).await;
     assert_eq!(
         down,
         Some(StatusCode::SERVICE_UNAVAILABLE),
         "readiness must fail while the database is down"
     );
-    pg.pg_ctl("start");
+    pg.start();
     let back = wait_for(&http, &readyz, StatusCode::OK, 150).await;
     assert_eq!(
         back,
