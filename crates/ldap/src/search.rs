@@ -13,7 +13,6 @@ impl LdapDirectory {
         ldap: &mut Ldap,
         login: &str,
     ) -> Result<Option<SearchEntry>, DirError> {
-        let filter = self.cfg.user_filter.replace("{login}", &ldap_escape(login));
         let attrs = vec![
             "entryUUID",
             "objectGUID",
@@ -28,6 +27,17 @@ impl LdapDirectory {
             self.cfg.mail_attribute.as_str(),
             self.cfg.mobile_attribute.as_str(),
         ];
+        self.entry_with(ldap, login, attrs).await
+    }
+
+    /// The one entry the user filter matches for `login`, with `attrs`.
+    async fn entry_with(
+        &self,
+        ldap: &mut Ldap,
+        login: &str,
+        attrs: Vec<&str>,
+    ) -> Result<Option<SearchEntry>, DirError> {
+        let filter = self.cfg.user_filter.replace("{login}", &ldap_escape(login));
         let (entries, _) = ldap
             .search(&self.cfg.base_dn, Scope::Subtree, &filter, attrs)
             .await
@@ -103,10 +113,6 @@ impl LdapDirectory {
         ldap: &mut Ldap,
         user: &DirUser,
     ) -> Result<Option<String>, DirError> {
-        let filter = self
-            .cfg
-            .user_filter
-            .replace("{login}", &ldap_escape(&user.lookup));
         let attrs = vec![
             "entryUUID",
             "objectGUID",
@@ -115,13 +121,7 @@ impl LdapDirectory {
             "pwdLastSet",
             "uSNChanged",
         ];
-        let (entries, _) = ldap
-            .search(&self.cfg.base_dn, Scope::Subtree, &filter, attrs)
-            .await
-            .map_err(unavailable)?
-            .success()
-            .map_err(unavailable)?;
-        let Some(e) = entries.into_iter().next().map(SearchEntry::construct) else {
+        let Some(e) = self.entry_with(ldap, &user.lookup, attrs).await? else {
             return Err(DirError::Other(format!("ldap: {} vanished", user.login)));
         };
         if entry_id(&e) != user.id {
