@@ -32,8 +32,10 @@ use crate::ports::{Completion, DirError, DirUser, FlowRecord};
 enum Landed {
     Yes(DirUser),
     No,
-    /// Unreachable, or nothing it shows tells (no stamp).
+    /// Nothing it shows tells (no stamp, or the account is gone), now or later.
     Unknown,
+    /// It could not be asked; it may tell later.
+    Unreachable,
 }
 
 /// How a stale `Finishing` flow was settled (for the sweep's log and the tests).
@@ -172,7 +174,7 @@ impl App {
             }
             // Not visible (yet): it may still arrive. The flow stays `Finishing` until the
             // lease runs out, then the sweep asks again.
-            Landed::No | Landed::Unknown => {
+            Landed::No | Landed::Unknown | Landed::Unreachable => {
                 let mut ev = ev;
                 ev.activity = Activity::OutcomeUnknown;
                 ev.reason = "write_unconfirmed".into();
@@ -202,7 +204,7 @@ impl App {
             Ok(_) => return Landed::Unknown,
             Err(e) => {
                 tracing::warn!(flow = %crate::reset::short_id(&flow.id), error = %e, "cannot read the account back after a write");
-                return Landed::Unknown;
+                return Landed::Unreachable;
             }
         };
         match flow.kind {
@@ -221,7 +223,7 @@ impl App {
                 Ok(None) => Landed::Unknown,
                 Err(e) => {
                     tracing::warn!(flow = %crate::reset::short_id(&flow.id), error = %e, "cannot read the password stamp back after a write");
-                    Landed::Unknown
+                    Landed::Unreachable
                 }
             },
         }
@@ -406,33 +408,28 @@ impl App {
                     Settled::Deferred
                 }
             },
-            Landed::Unknown => {
-                // An unreachable directory may answer later; a directory that shows no stamp
-                // never will, so only that case is closed as unknown now.
-                let reachable = self.directory.find_user(&flow.login).await.is_ok();
-                if !reachable {
-                    return Settled::Deferred;
+            // An unreachable directory may answer later: ask again at the next sweep.
+            Landed::Unreachable => Settled::Deferred,
+            // A directory that shows no stamp never will: closed as unknown now.
+            Landed::Unknown => match self
+                .store
+                .flow_abort_finish(&flow.id, flow.finishing_at)
+                .await
+            {
+                Ok(true) => {
+                    ev.activity = Activity::OutcomeUnknown;
+                    ev.outcome = Outcome::Failure;
+                    ev.reason = "unverifiable".into();
+                    ev.details = serde_json::json!({ "kind": flow.kind.as_str() });
+                    self.record(ev).await;
+                    Settled::Unknown
                 }
-                match self
-                    .store
-                    .flow_abort_finish(&flow.id, flow.finishing_at)
-                    .await
-                {
-                    Ok(true) => {
-                        ev.activity = Activity::OutcomeUnknown;
-                        ev.outcome = Outcome::Failure;
-                        ev.reason = "unverifiable".into();
-                        ev.details = serde_json::json!({ "kind": flow.kind.as_str() });
-                        self.record(ev).await;
-                        Settled::Unknown
-                    }
-                    Ok(false) => Settled::Reopened,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot reopen an unverifiable flow");
-                        Settled::Deferred
-                    }
+                Ok(false) => Settled::Reopened,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reopen an unverifiable flow");
+                    Settled::Deferred
                 }
-            }
+            },
         }
     }
 
