@@ -301,8 +301,14 @@ async fn one_reset(
     new_password: &str,
     log: &mut Vec<String>,
 ) -> Option<String> {
-    let kill_ms = |s: &mut Sspr, step: Step| -> Option<u64> {
-        (step == kill_at).then(|| match step {
+    // One kill per reset: the first time `kill_at` runs; a retried step runs unharmed.
+    let mut killed = false;
+    let mut kill_ms = |s: &mut Sspr, step: Step| -> Option<u64> {
+        if killed || step != kill_at {
+            return None;
+        }
+        killed = true;
+        Some(match step {
             // Aimed at the whole step, its end (the write and its record) most of all.
             Step::Password => {
                 let d = s.password_ms.max(20);
@@ -313,16 +319,10 @@ async fn one_reset(
     };
     let mut token: Option<String> = None;
     let mut answers = Value::Null;
-    let mut killed = false;
     // At most a few rounds: each round moves the flow on from where the server says it is.
     for _round in 0..6 {
         let Some(t) = token.clone() else {
-            let k = if killed {
-                None
-            } else {
-                kill_ms(s, Step::Start)
-            };
-            killed |= k.is_some();
+            let k = kill_ms(s, Step::Start);
             match s.step(Step::Start, None, "", &Value::Null, k).await {
                 Ok((StatusCode::OK, v)) => token = v["flow_token"].as_str().map(String::from),
                 other => log.push(format!("start: {other:?}")),
@@ -356,12 +356,7 @@ async fn one_reset(
         match (st, v["status"].as_str().unwrap_or_default()) {
             (StatusCode::OK, "completed") => return Some(t),
             (StatusCode::OK, "choose_method") => {
-                let k = if killed {
-                    None
-                } else {
-                    kill_ms(s, Step::Challenge)
-                };
-                killed |= k.is_some();
+                let k = kill_ms(s, Step::Challenge);
                 match s.step(Step::Challenge, Some(&t), "", &Value::Null, k).await {
                     Ok((StatusCode::OK, c)) => answers = answers_for(&c),
                     other => {
@@ -369,23 +364,13 @@ async fn one_reset(
                         continue;
                     }
                 }
-                let k = if killed {
-                    None
-                } else {
-                    kill_ms(s, Step::Verify)
-                };
-                killed |= k.is_some();
+                let k = kill_ms(s, Step::Verify);
                 if let Err(e) = s.step(Step::Verify, Some(&t), "", &answers, k).await {
                     log.push(format!("verify: {e}"));
                 }
             }
             (StatusCode::OK, "set_password") => {
-                let k = if killed {
-                    None
-                } else {
-                    kill_ms(s, Step::Password)
-                };
-                killed |= k.is_some();
+                let k = kill_ms(s, Step::Password);
                 match s
                     .step(Step::Password, Some(&t), new_password, &answers, k)
                     .await
