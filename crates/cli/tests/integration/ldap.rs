@@ -981,7 +981,9 @@ impl Drop for SambaAd {
             .args(["-f", &self.dir.path().display().to_string()])
             .status();
         for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", 636)).is_err() {
+            if std::net::TcpStream::connect(("127.0.0.1", 636)).is_err()
+                && std::net::TcpStream::connect(("127.0.0.1", 389)).is_err()
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -1050,7 +1052,10 @@ impl SambaAd {
             .spawn()
             .unwrap();
         for _ in 0..120 {
-            if std::net::TcpStream::connect(("127.0.0.1", 636)).is_ok() {
+            // samba-tool talks to 389 and sspr to 636: both must answer (they open apart).
+            if std::net::TcpStream::connect(("127.0.0.1", 636)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", 389)).is_ok()
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(250));
