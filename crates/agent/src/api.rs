@@ -58,6 +58,30 @@ pub struct HttpApi {
     lang: &'static str,
     journal: Arc<dyn Journal>,
     verbose: bool,
+    origin: Origin,
+}
+
+/// Who is asking, as the server's audit log and limits see it.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// SSH rather than a local login screen.
+    pub ssh: bool,
+    /// PAM_RHOST: the remote host an SSH login comes from.
+    pub remote_host: Option<String>,
+}
+
+impl Origin {
+    fn client_type(&self) -> &'static str {
+        if self.ssh { "ssh" } else { "logon_screen" }
+    }
+
+    /// A header value: printable ASCII, bounded, or nothing.
+    fn remote_host(&self) -> Option<&str> {
+        self.remote_host
+            .as_deref()
+            .map(str::trim)
+            .filter(|h| !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_graphic()))
+    }
 }
 
 impl HttpApi {
@@ -97,7 +121,14 @@ impl HttpApi {
             lang: lang.tag(),
             journal,
             verbose: cfg.verbose,
+            origin: Origin::default(),
         })
+    }
+
+    /// Says where the login comes from (SSH, its remote host) on every request.
+    pub fn with_origin(mut self, origin: Origin) -> HttpApi {
+        self.origin = origin;
+        self
     }
 
     fn call<R: DeserializeOwned>(
@@ -111,9 +142,12 @@ impl HttpApi {
         let mut req = self
             .agent
             .request(method, &url)
-            .set(sspr_proto::CLIENT_TYPE_HEADER, "logon_screen")
+            .set(sspr_proto::CLIENT_TYPE_HEADER, self.origin.client_type())
             .set("accept-language", self.lang)
             .set("accept", "application/json");
+        if let Some(host) = self.origin.remote_host() {
+            req = req.set(sspr_proto::REMOTE_HOST_HEADER, host);
+        }
         if let Some(token) = flow {
             req = req.set("authorization", &format!("Bearer {token}"));
         }

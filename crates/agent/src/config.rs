@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::screen::{Screen, ScreenSetting};
 use crate::text::Lang;
 
 /// Where the packaged config lives.
@@ -49,6 +50,10 @@ struct Raw {
     syslog_socket: PathBuf,
     #[serde(default = "default_services")]
     services: Vec<String>,
+    #[serde(default = "default_screen")]
+    screen: String,
+    #[serde(default = "default_grace")]
+    ssh_login_grace_secs: u64,
 }
 
 fn default_connect() -> u64 {
@@ -74,6 +79,13 @@ fn default_syslog() -> PathBuf {
 /// and expect scripts wait for), and a daemon cannot hold a dialogue anyway.
 pub const DEFAULT_SERVICES: &[&str] =
     &["login", "gdm-password", "lightdm", "sddm", "greetd", "sshd"];
+fn default_screen() -> String {
+    "auto".into()
+}
+/// sshd's own default `LoginGraceTime`.
+fn default_grace() -> u64 {
+    120
+}
 fn default_services() -> Vec<String> {
     DEFAULT_SERVICES.iter().map(|s| s.to_string()).collect()
 }
@@ -111,6 +123,10 @@ pub struct AgentConfig {
     pub syslog_socket: PathBuf,
     /// PAM services that offer the reset; `["*"]` for all.
     pub services: Vec<String>,
+    /// How the login screen renders the dialogue (`auto`: from the PAM service).
+    pub screen: ScreenSetting,
+    /// sshd's `LoginGraceTime` on this machine; 0 when it is unlimited.
+    pub ssh_login_grace: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +210,17 @@ impl AgentConfig {
                 )));
             }
         };
+        let screen = match raw.screen.trim() {
+            "auto" | "" => ScreenSetting::Auto,
+            "terminal" => ScreenSetting::Fixed(Screen::Terminal),
+            "greeter" => ScreenSetting::Fixed(Screen::Greeter),
+            "gdm" => ScreenSetting::Fixed(Screen::Gdm),
+            other => {
+                return Err(ConfigError(format!(
+                    "screen must be auto, terminal, greeter or gdm (got {other:?})"
+                )));
+            }
+        };
         Ok(Some(AgentConfig {
             server_url,
             ca_file: raw.ca_file,
@@ -208,6 +235,9 @@ impl AgentConfig {
             verbose,
             syslog_socket: raw.syslog_socket,
             services: raw.services,
+            screen,
+            ssh_login_grace: (raw.ssh_login_grace_secs > 0)
+                .then(|| Duration::from_secs(raw.ssh_login_grace_secs)),
         }))
     }
 
@@ -347,6 +377,10 @@ mod tests {
             (
                 "server_url = \"https://x\"\nlocale = \"fr\"",
                 "auto, en or zh",
+            ),
+            (
+                "server_url = \"https://x\"\nscreen = \"kde\"",
+                "auto, terminal, greeter or gdm",
             ),
             ("server_url = \"https://x\"\nservr = 1", "unknown field"),
         ];

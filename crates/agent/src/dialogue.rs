@@ -7,6 +7,7 @@ use zeroize::Zeroizing;
 use crate::api::{ApiFailure, ResetApi};
 use crate::conversation::{Cancelled, Conversation};
 use crate::journal::{Event, Journal};
+use crate::screen::{GREETER_LINES, Screen, first_sentence};
 use crate::text::{Lang, T, clean, t};
 
 /// Wrong inputs allowed at one prompt before the dialogue gives up.
@@ -62,6 +63,14 @@ pub struct Dialogue<'a> {
     pub user: &'a str,
     /// For the log only.
     pub server: &'a str,
+    /// How the conversation is rendered: a greeter gets one short message per prompt.
+    pub screen: Screen,
+}
+
+/// What a user typed that cannot be used: the PAM conversation turns bytes that are not UTF-8
+/// (a Latin-1 console) into U+FFFD, which must never become part of a password or a code.
+fn unreadable(typed: &str) -> bool {
+    typed.contains('\u{FFFD}')
 }
 
 /// Why a step stopped short of its goal.
@@ -115,6 +124,7 @@ pub fn run(d: &mut Dialogue<'_>, kind: Kind) -> Outcome {
         lang: d.lang,
         user: d.user,
         server: d.server,
+        screen: d.screen,
     };
     let result = d.flow(kind);
     let (outcome, support_code) = match result {
@@ -138,8 +148,30 @@ impl Dialogue<'_> {
         t(self.lang, what)
     }
 
+    /// The long words on a terminal, the short ones on a greeter.
+    fn say(&self, long: T<'_>, short: T<'_>) -> String {
+        self.t(if self.greeter() { short } else { long })
+    }
+
+    fn greeter(&self) -> bool {
+        self.screen.is_greeter()
+    }
+
+    /// A server's sentence as this screen can show it: whole on a terminal, its first
+    /// sentence on a greeter.
+    fn server_words<'s>(&self, text: &'s str) -> &'s str {
+        if self.greeter() {
+            first_sentence(text)
+        } else {
+            text
+        }
+    }
+
     fn flow(&mut self, kind: Kind) -> Result<Outcome, Stop> {
-        self.conv.info(&self.t(T::Contacting));
+        // A greeter shows its own spinner; a message here would crowd the next step out.
+        if !self.greeter() {
+            self.conv.info(&self.t(T::Contacting));
+        }
         let mut state = self
             .api
             .start(self.user, kind.as_str())
@@ -171,7 +203,7 @@ impl Dialogue<'_> {
                 "set_password" => return self.new_password(&token),
                 "ready_to_unlock" => {
                     let done = self.api.unlock(&token).map_err(|e| self.failed(e))?;
-                    self.conv.info(&done.message);
+                    self.conv.info(self.server_words(&done.message));
                     return Ok(Outcome::Unlocked);
                 }
                 other => {
@@ -192,17 +224,28 @@ impl Dialogue<'_> {
         }
         let step = state.verified.len() + 1;
         let of = usize::from(state.required).max(step);
-        self.conv.info(&self.t(T::ChooseMethod { step, of }));
-        let mut lines = Vec::new();
-        for (i, m) in methods.iter().enumerate() {
-            lines.push(self.t(T::MethodLine {
-                n: i + 1,
-                label: &m.label,
-            }));
-        }
-        self.conv.info(&lines.join("\n"));
         let n = methods.len();
-        let choice = self.choose(n)?;
+        // "Another way" is the list of methods; where a greeter skipped the list (one
+        // method), it is the way out.
+        let back = if self.greeter() && n == 1 {
+            Err(Stop::Cancelled)
+        } else {
+            Ok(Step::Again)
+        };
+        let choice = if self.greeter() {
+            self.greeter_menu(state, step, of)?
+        } else {
+            self.conv.info(&self.t(T::ChooseMethod { step, of }));
+            let mut lines = Vec::new();
+            for (i, m) in methods.iter().enumerate() {
+                lines.push(self.t(T::MethodLine {
+                    n: i + 1,
+                    label: &m.label,
+                }));
+            }
+            self.conv.info(&lines.join("\n"));
+            self.choose(n)?
+        };
         let method = methods[choice].method.clone();
         self.journal.event(&Event::MethodChosen {
             user: self.user.to_string(),
@@ -212,15 +255,27 @@ impl Dialogue<'_> {
         // block applies to every method, and the user can leave with Enter).
         let challenge = match self.api.challenge(token, &method) {
             Ok(c) => c,
-            Err(e) => return self.retryable(e, &[400, 429]).map(|()| Step::Again),
+            Err(e) => return self.retryable(e, &[400, 429]).and(back),
         };
-        self.conv.info(&challenge.message);
+        if !self.greeter() {
+            self.conv.info(&challenge.message);
+        }
         if method == "questions" {
             let mut answers = Vec::new();
             for q in &challenge.questions {
-                let a = Zeroizing::new(self.conv.secret(&format!("{} ", q.text))?);
+                let a = if self.greeter() {
+                    self.conv.info(&q.text);
+                    self.conv.secret(&self.t(T::GreeterAnswerPrompt))?
+                } else {
+                    self.conv.secret(&format!("{} ", q.text))?
+                };
+                let a = Zeroizing::new(a);
                 if a.trim().is_empty() {
-                    return Ok(Step::Again);
+                    return back;
+                }
+                if unreadable(&a) {
+                    self.conv.error(&self.say(T::NotUtf8, T::GreeterNotUtf8));
+                    return back;
                 }
                 answers.push(Answer {
                     question_id: q.id.clone(),
@@ -240,17 +295,26 @@ impl Dialogue<'_> {
             }
             return match result {
                 Ok(next) => Ok(Step::Next(next)),
-                Err(e) => self.retryable(e, &[400]).map(|()| Step::Again),
+                Err(e) => self.retryable(e, &[400]).and(back),
             };
         }
-        if let Some(to) = &challenge.sent_to {
+        if self.greeter() {
+            let to = challenge.sent_to.as_deref();
+            self.conv.info(&self.t(T::GreeterCode { to }));
+        } else if let Some(to) = &challenge.sent_to {
             self.conv.info(&self.t(T::SentTo { to }));
         }
         for _ in 0..MAX_TRIES {
-            let code = self.conv.prompt(&self.t(T::CodePrompt))?;
+            let code = self
+                .conv
+                .prompt(&self.say(T::CodePrompt, T::GreeterCodePrompt))?;
             let code = code.trim();
             if code.is_empty() {
-                return Ok(Step::Again);
+                return back;
+            }
+            if unreadable(code) {
+                self.conv.error(&self.say(T::NotUtf8, T::GreeterNotUtf8));
+                continue;
             }
             let req = VerifyRequest {
                 method: method.clone(),
@@ -268,10 +332,41 @@ impl Dialogue<'_> {
         Err(Stop::Failed { support_code: None })
     }
 
-    /// Asks for a number from 1 to `n`; with one choice, takes it.
+    /// The choice of method on a greeter: one short line per method, under a heading when it
+    /// fits; a single method is taken without asking (a question with one answer is one step
+    /// too many on a screen this small).
+    fn greeter_menu(
+        &mut self,
+        state: &FlowResponse,
+        step: usize,
+        of: usize,
+    ) -> Result<usize, Stop> {
+        let n = state.methods.len();
+        if n == 1 {
+            return Ok(0);
+        }
+        let mut lines = Vec::new();
+        if n < GREETER_LINES {
+            lines.push(self.t(T::GreeterChoose { step, of, n }));
+        }
+        for (i, m) in state.methods.iter().enumerate() {
+            let label = self.t(T::GreeterMethod {
+                method: &m.method,
+                destination: m.destination.as_deref(),
+                label: &m.label,
+            });
+            lines.push(format!("{}  {label}", i + 1));
+        }
+        self.conv.info(&lines.join("\n"));
+        self.choose(n)
+    }
+
+    /// Asks for a number from 1 to `n`.
     fn choose(&mut self, n: usize) -> Result<usize, Stop> {
         for _ in 0..MAX_TRIES {
-            let answer = self.conv.prompt(&self.t(T::MethodPrompt { n }))?;
+            let answer = self
+                .conv
+                .prompt(&self.say(T::MethodPrompt { n }, T::GreeterChoosePrompt { n }))?;
             let answer = answer.trim();
             if answer.is_empty() {
                 return Err(Stop::Cancelled);
@@ -286,7 +381,11 @@ impl Dialogue<'_> {
     }
 
     fn new_password(&mut self, token: &str) -> Result<Outcome, Stop> {
-        match self.api.password_policy(token) {
+        let policy = self.api.password_policy(token);
+        match &policy {
+            // A greeter has room for the length only; the server still checks every rule and
+            // names the one broken.
+            Ok(_) if self.greeter() => {}
             Ok(p) if !p.rules.is_empty() => {
                 let mut lines = vec![self.t(T::RulesHeader)];
                 lines.extend(p.rules.iter().map(|r| format!("  - {r}")));
@@ -299,20 +398,40 @@ impl Dialogue<'_> {
                 e.cause()
             )),
         }
+        let min = policy.as_ref().map(|p| p.min_length).unwrap_or(0);
         for _ in 0..MAX_TRIES {
-            let first = Zeroizing::new(self.conv.secret(&self.t(T::NewPassword))?);
+            if self.greeter() && min > 0 {
+                self.conv.info(&self.t(T::GreeterNewPassword { min }));
+            }
+            let first = Zeroizing::new(
+                self.conv
+                    .secret(&self.say(T::NewPassword, T::GreeterNewPasswordPrompt))?,
+            );
             if first.is_empty() {
                 self.conv.error(&self.t(T::Empty));
                 continue;
             }
-            let second = Zeroizing::new(self.conv.secret(&self.t(T::ConfirmPassword))?);
+            if unreadable(&first) {
+                self.conv.error(&self.say(T::NotUtf8, T::GreeterNotUtf8));
+                continue;
+            }
+            if self.greeter() {
+                self.conv.info(&self.t(T::GreeterConfirm));
+            }
+            let second = Zeroizing::new(
+                self.conv
+                    .secret(&self.say(T::ConfirmPassword, T::GreeterConfirmPrompt))?,
+            );
             if *first != *second {
                 self.conv.error(&self.t(T::Mismatch));
                 continue;
             }
             match self.api.set_password(token, &first) {
                 Ok(done) => {
-                    self.conv.info(&done.message);
+                    // On a greeter the login stack says it, with what to do next.
+                    if !self.greeter() {
+                        self.conv.info(&done.message);
+                    }
                     return Ok(Outcome::PasswordChanged(first));
                 }
                 // 422: a rule was broken. 503: the directory is down or busy; the flow stays
@@ -331,6 +450,11 @@ impl Dialogue<'_> {
     fn retryable(&mut self, e: ApiFailure, statuses: &[u16]) -> Result<(), Stop> {
         match e {
             ApiFailure::Refused { status, error } if statuses.contains(&status) => {
+                // The user can try again at once: on a greeter the reason is enough.
+                if self.greeter() {
+                    self.conv.error(first_sentence(&error.message));
+                    return Ok(());
+                }
                 let mut text = self.t(T::WithSupportCode {
                     message: &error.message,
                     code: &error.support_code,
@@ -350,21 +474,32 @@ impl Dialogue<'_> {
     fn failed(&mut self, e: ApiFailure) -> Stop {
         match &e {
             ApiFailure::Refused { error, .. } => {
-                self.conv.error(&self.t(T::WithSupportCode {
-                    message: &error.message,
-                    code: &error.support_code,
-                }));
+                let text = if self.greeter() {
+                    format!(
+                        "{}\n{}",
+                        first_sentence(&error.message),
+                        self.t(T::GreeterSupportCode {
+                            code: &error.support_code
+                        })
+                    )
+                } else {
+                    self.t(T::WithSupportCode {
+                        message: &error.message,
+                        code: &error.support_code,
+                    })
+                };
+                self.conv.error(&text);
                 Stop::Failed {
                     support_code: Some(error.support_code.clone()),
                 }
             }
             other => {
                 let words = match other {
-                    ApiFailure::Untrusted(_) => T::Untrusted,
-                    ApiFailure::Protocol(_) => T::ServerBroken,
-                    _ => T::Unreachable,
+                    ApiFailure::Untrusted(_) => self.say(T::Untrusted, T::GreeterUntrusted),
+                    ApiFailure::Protocol(_) => self.say(T::ServerBroken, T::GreeterServerBroken),
+                    _ => self.say(T::Unreachable, T::GreeterUnreachable),
                 };
-                self.conv.error(&self.t(words));
+                self.conv.error(&words);
                 self.journal.event(&Event::ServerError {
                     user: self.user.to_string(),
                     cause: other.cause(),

@@ -17,6 +17,7 @@ pub mod conversation;
 pub mod dialogue;
 pub mod journal;
 pub mod login;
+pub mod screen;
 #[cfg(unix)]
 pub mod syslog;
 pub mod text;

@@ -2,318 +2,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+mod support;
 
+use sspr_agent::Lang;
 use sspr_agent::api::{ApiFailure, ResetApi};
 use sspr_agent::config::AgentConfig;
 use sspr_agent::dialogue::{self, Dialogue, Kind, Outcome};
-use sspr_agent::journal::{Event, Journal};
-use sspr_agent::login::{Next, password_prompt};
-use sspr_agent::{Cancelled, Conversation, Lang};
-use sspr_proto::{
-    ApiError, ChallengeResponse, FlowResponse, MethodOption, PasswordPolicyResponse, QuestionText,
-    VerifyRequest,
-};
-
-/// Answers prompts from a script, in order, and keeps everything shown.
-struct User {
-    answers: VecDeque<&'static str>,
-    transcript: Vec<String>,
-}
-
-impl User {
-    fn new(answers: &[&'static str]) -> User {
-        User {
-            answers: answers.iter().copied().collect(),
-            transcript: Vec::new(),
-        }
-    }
-
-    fn next(&mut self, kind: &str, text: &str) -> Result<String, Cancelled> {
-        self.transcript.push(format!("{kind} {text}"));
-        match self.answers.pop_front() {
-            // "^C" stands for the user backing out (Escape at the greeter).
-            Some("^C") | None => Err(Cancelled),
-            Some(a) => Ok(a.to_string()),
-        }
-    }
-
-    fn saw(&self, text: &str) -> bool {
-        self.transcript.iter().any(|l| l.contains(text))
-    }
-
-    fn all(&self) -> String {
-        self.transcript.join("\n")
-    }
-}
-
-impl Conversation for User {
-    fn prompt(&mut self, text: &str) -> Result<String, Cancelled> {
-        self.next("prompt", text)
-    }
-    fn secret(&mut self, text: &str) -> Result<String, Cancelled> {
-        self.next("secret", text)
-    }
-    fn info(&mut self, text: &str) {
-        self.transcript.push(format!("info {text}"));
-    }
-    fn error(&mut self, text: &str) {
-        self.transcript.push(format!("error {text}"));
-    }
-}
-
-#[derive(Default)]
-struct Log(Mutex<Vec<String>>);
-
-impl Journal for Log {
-    fn event(&self, e: &Event) {
-        self.0.lock().unwrap().push(e.to_string());
-    }
-    fn detail(&self, t: &str) {
-        self.0.lock().unwrap().push(format!("detail {t}"));
-    }
-}
-
-impl Log {
-    fn text(&self) -> String {
-        self.0.lock().unwrap().join("\n")
-    }
-}
-
-/// A server with one user, `alice`, registered for email (code 123456), questions and TOTP
-/// (code 654321). Passwords need 15 characters.
-struct Server {
-    required: u8,
-    verified: Vec<String>,
-    registered: bool,
-    down: bool,
-    expire_on_verify: bool,
-    directory_down_once: bool,
-    directory_refuses: bool,
-    drawn: Vec<&'static str>,
-    calls: Vec<String>,
-    password: Option<String>,
-    unlocked: bool,
-    kind: String,
-    email_limited: bool,
-}
-
-impl Server {
-    fn new(required: u8) -> Server {
-        Server {
-            required,
-            verified: Vec::new(),
-            registered: true,
-            down: false,
-            expire_on_verify: false,
-            directory_down_once: false,
-            directory_refuses: false,
-            drawn: Vec::new(),
-            calls: Vec::new(),
-            password: None,
-            unlocked: false,
-            kind: "reset".into(),
-            email_limited: false,
-        }
-    }
-
-    fn state(&self, kind: &str) -> FlowResponse {
-        let done = self.verified.len() >= self.required as usize;
-        let status = match (done, kind) {
-            (false, _) => "choose_method",
-            (true, "unlock") => "ready_to_unlock",
-            (true, _) => "set_password",
-        };
-        let methods = if done {
-            Vec::new()
-        } else {
-            [
-                ("email", "Email a code to a•••e@e•••.com"),
-                ("questions", "Answer my security questions"),
-                ("totp", "Enter a code from my authenticator app"),
-            ]
-            .iter()
-            .filter(|(m, _)| !self.verified.iter().any(|v| v == m))
-            .map(|(m, l)| MethodOption {
-                method: m.to_string(),
-                label: l.to_string(),
-                destination: None,
-            })
-            .collect()
-        };
-        FlowResponse {
-            flow_token: None,
-            status: status.into(),
-            kind: kind.into(),
-            message: "Choose how to verify that it is you.".into(),
-            register_url: None,
-            methods,
-            required: self.required,
-            verified: self.verified.clone(),
-            expires_in: 900,
-        }
-    }
-
-    fn refuse(status: u16, error: &str, message: &str) -> ApiFailure {
-        ApiFailure::Refused {
-            status,
-            error: ApiError {
-                error: error.into(),
-                message: message.into(),
-                support_code: "SUP-1234".into(),
-                details: Vec::new(),
-            },
-        }
-    }
-
-    fn up(&mut self, call: &str) -> Result<(), ApiFailure> {
-        self.calls.push(call.to_string());
-        if self.down {
-            Err(ApiFailure::Unreachable("connection refused".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl ResetApi for Server {
-    fn start(&mut self, user: &str, kind: &str) -> Result<FlowResponse, ApiFailure> {
-        self.up("start")?;
-        if !self.registered || user != "alice" {
-            return Ok(FlowResponse {
-                flow_token: Some("tok".into()),
-                status: "registration_required".into(),
-                kind: kind.into(),
-                message: "More security info is needed.".into(),
-                register_url: Some("https://sspr.example.com/register".into()),
-                methods: Vec::new(),
-                required: self.required,
-                verified: Vec::new(),
-                expires_in: 900,
-            });
-        }
-        self.kind = kind.to_string();
-        let mut r = self.state(kind);
-        r.flow_token = Some("tok".into());
-        Ok(r)
-    }
-
-    fn challenge(&mut self, flow: &str, method: &str) -> Result<ChallengeResponse, ApiFailure> {
-        self.up(&format!("challenge {method}"))?;
-        if self.email_limited && method == "email" {
-            return Err(Server::refuse(
-                429,
-                "too_many_requests",
-                "Too many codes were requested. Wait a while, or choose another method.",
-            ));
-        }
-        assert_eq!(flow, "tok");
-        let mut r = ChallengeResponse {
-            method: method.into(),
-            message: "We sent a code.".into(),
-            sent_to: None,
-            questions: Vec::new(),
-            expires_in: None,
-        };
-        match method {
-            "email" => r.sent_to = Some("a•••e@e•••.com".into()),
-            "questions" => {
-                self.drawn = vec!["q3", "q7"];
-                r.message = "Answer these security questions.".into();
-                r.questions = vec![
-                    QuestionText {
-                        id: "q3".into(),
-                        text: "Your first pet's name?".into(),
-                    },
-                    QuestionText {
-                        id: "q7".into(),
-                        text: "The street you grew up on?".into(),
-                    },
-                ];
-            }
-            _ => r.message = "Enter the code shown in your authenticator app.".into(),
-        }
-        Ok(r)
-    }
-
-    fn verify(&mut self, _: &str, req: &VerifyRequest) -> Result<FlowResponse, ApiFailure> {
-        self.up(&format!("verify {}", req.method))?;
-        if self.expire_on_verify {
-            return Err(Server::refuse(
-                401,
-                "unauthorized",
-                "This reset session has expired or is not valid. Start again.",
-            ));
-        }
-        let ok = match req.method.as_str() {
-            "email" => req.code.as_deref() == Some("123456"),
-            "totp" => req.code.as_deref() == Some("654321"),
-            "questions" => req.answers.as_ref().is_some_and(|a| {
-                a.len() == 2 && a[0].answer == "Rex" && a[1].answer == "Elm Street"
-            }),
-            _ => false,
-        };
-        if !ok {
-            return Err(Server::refuse(
-                400,
-                "verification_failed",
-                "That code is not right, or it has expired.",
-            ));
-        }
-        self.verified.push(req.method.clone());
-        Ok(self.state(&self.kind))
-    }
-
-    fn password_policy(&mut self, _: &str) -> Result<PasswordPolicyResponse, ApiFailure> {
-        self.up("policy")?;
-        Ok(PasswordPolicyResponse {
-            min_length: 15,
-            max_length: 256,
-            rules: vec!["At least 15 characters.".into()],
-        })
-    }
-
-    fn set_password(&mut self, _: &str, pw: &str) -> Result<FlowResponse, ApiFailure> {
-        self.up("password")?;
-        if self.directory_down_once {
-            self.directory_down_once = false;
-            return Err(Server::refuse(
-                503,
-                "directory_unavailable",
-                "The directory can't be reached. Try again in a moment.",
-            ));
-        }
-        if self.directory_refuses {
-            return Err(Server::refuse(
-                502,
-                "directory_refused",
-                "The account directory did not allow this change. Nothing was changed. Contact your helpdesk and give them the support code.",
-            ));
-        }
-        if pw.chars().count() < 15 {
-            let mut e = Server::refuse(422, "password_rejected", "This password can't be used.");
-            if let ApiFailure::Refused { error, .. } = &mut e {
-                error.details = vec!["Use at least 15 characters.".into()];
-            }
-            return Err(e);
-        }
-        self.password = Some(pw.to_string());
-        let mut r = self.state("reset");
-        r.status = "completed".into();
-        r.message = "Your password was changed.".into();
-        Ok(r)
-    }
-
-    fn unlock(&mut self, _: &str) -> Result<FlowResponse, ApiFailure> {
-        self.up("unlock")?;
-        self.unlocked = true;
-        let mut r = self.state("unlock");
-        r.status = "completed".into();
-        r.message = "Your account is unlocked.".into();
-        Ok(r)
-    }
-}
+use sspr_agent::login::{Next, Place, password_prompt};
+use sspr_agent::screen::Screen;
+use sspr_proto::{ChallengeResponse, FlowResponse, PasswordPolicyResponse, VerifyRequest};
+use support::{Log, Server, User};
 
 const NEW: &str = "correct horse battery staple";
 
@@ -326,6 +24,7 @@ fn run(server: &mut Server, user: &mut User, kind: Kind) -> (Outcome, Log) {
         lang: Lang::En,
         user: "alice",
         server: "https://sspr.example.com",
+        screen: Screen::Terminal,
     };
     let o = dialogue::run(&mut d, kind);
     (o, log)
@@ -548,6 +247,7 @@ fn an_untrusted_server_is_told_apart() {
         lang: Lang::En,
         user: "alice",
         server: "https://x",
+        screen: Screen::Terminal,
     };
     assert_eq!(dialogue::run(&mut d, Kind::Reset), Outcome::Failed);
     assert!(u.saw("could not be verified as genuine"));
@@ -616,6 +316,7 @@ fn chinese_throughout() {
         lang: Lang::Zh,
         user: "alice",
         server: "https://x",
+        screen: Screen::Terminal,
     };
     assert!(changed(&dialogue::run(&mut d, Kind::Reset)).is_some());
     assert!(u.saw("正在连接密码重置服务"));
@@ -635,10 +336,18 @@ fn config(extra: &str) -> AgentConfig {
 fn login(cfg: &AgentConfig, user: &mut User, server: Server) -> (Next, bool, Log) {
     let log = Log::default();
     let mut connected = false;
-    let next = password_prompt(user, cfg, Lang::En, "alice", &log, || {
-        connected = true;
-        Ok(Box::new(server))
-    });
+    let next = password_prompt(
+        user,
+        cfg,
+        Lang::En,
+        "alice",
+        &log,
+        &Place::terminal(),
+        || {
+            connected = true;
+            Ok(Box::new(server))
+        },
+    );
     (next, connected, log)
 }
 
@@ -752,4 +461,49 @@ fn a_conversation_that_fails_at_once_changes_nothing() {
     let (next, connected, _) = login(&cfg, &mut u, Server::new(1));
     assert_eq!(next, Next::Nothing);
     assert!(!connected);
+}
+
+#[test]
+fn a_new_password_that_is_not_utf8_is_refused_before_anything_changes() {
+    // PAM's conversation turns the bytes of a Latin-1 console into U+FFFD.
+    let mut s = Server::new(1);
+    let latin1 = "Gr\u{FFFD}\u{FFFD}e aus M\u{FFFD}nchen 2026";
+    let mut u = User::new(&["1", "123456", latin1, latin1, NEW, NEW]);
+    let (o, _) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(changed(&o), Some(NEW), "{}", u.all());
+    assert!(u.saw("did not arrive as UTF-8"), "{}", u.all());
+    assert_eq!(s.password.as_deref(), Some(NEW), "only the readable password was sent");
+    assert!(!s.calls.iter().any(|c| c.contains('\u{FFFD}')));
+}
+
+#[test]
+fn an_ssh_login_says_how_long_it_has_and_refuses_to_start_without_enough() {
+    let cfg = config("");
+    let log = Log::default();
+    let plenty = Place {
+        screen: Screen::Terminal,
+        time_left: Some(Box::new(|| Some(110))),
+        has_keyring: Box::new(|| false),
+    };
+    let mut u = User::new(&["", "1", "1", "123456", NEW, NEW]);
+    let next = password_prompt(&mut u, &cfg, Lang::En, "alice", &log, &plenty, || {
+        Ok(Box::new(Server::new(1)))
+    });
+    assert!(matches!(&next, Next::UsePassword(p) if p.as_str() == NEW), "{}", u.all());
+    assert!(u.saw("closes in about 110 s"), "{}", u.all());
+
+    let short = Place {
+        screen: Screen::Terminal,
+        time_left: Some(Box::new(|| Some(20))),
+        has_keyring: Box::new(|| false),
+    };
+    let mut u = User::new(&["", "1", "my old password"]);
+    let mut connected = false;
+    let next = password_prompt(&mut u, &cfg, Lang::En, "alice", &log, &short, || {
+        connected = true;
+        Ok(Box::new(Server::new(1)))
+    });
+    assert!(!connected, "no reset is started that sshd would cut off");
+    assert!(u.saw("Not enough time"), "{}", u.all());
+    assert!(matches!(&next, Next::UsePassword(p) if p.as_str() == "my old password"));
 }

@@ -13,6 +13,10 @@ use crate::messages::{Lang, Msg, t};
 use crate::ports::{Channel, Directory, OutboxMessage, Store};
 
 /// How long a failure's audit write may take when the store already failed the request.
+/// How many sources' worth of flows one logon agent's machine may start in all (see
+/// [`RequestCtx::source`]).
+pub const MACHINE_SHARE: u32 = 10;
+
 const AUDIT_WHEN_UNAVAILABLE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// An audit event the store could not take, in the server's log instead, whole but for its
@@ -41,6 +45,8 @@ pub struct RequestCtx {
     pub ip: String,
     pub client_type: ClientType,
     pub lang: Lang,
+    /// For the logon agent: the remote host of the login (an SSH client), as the agent says.
+    pub remote_host: Option<String>,
 }
 
 impl RequestCtx {
@@ -49,7 +55,31 @@ impl RequestCtx {
             ip: ip.into(),
             client_type,
             lang,
+            remote_host: None,
         }
+    }
+
+    /// Whom the per-client limits count. A browser or API client: its address. The logon
+    /// agent speaks for a machine that many people sign in to, locally and over SSH: one
+    /// address there is one remote host (PAM_RHOST) or, at the machine itself, one user, so
+    /// that an SSH client hammering the machine, or one user, cannot use up the self-service
+    /// of everyone else on it. [`RequestCtx::machine_cap`] still bounds the machine as a whole.
+    pub fn source(&self, login: &str) -> String {
+        if !self.client_type.is_logon_agent() {
+            return self.ip.clone();
+        }
+        match &self.remote_host {
+            Some(host) => format!("{}>host:{host}", self.ip),
+            None => format!("{}>user:{login}", self.ip),
+        }
+    }
+
+    /// Everything from one logon agent's machine together, over all its users and remote
+    /// hosts: [`MACHINE_SHARE`] times what one source may start.
+    pub fn machine_cap(&self) -> Option<String> {
+        self.client_type
+            .is_logon_agent()
+            .then(|| keys::ip_starts(&self.ip))
     }
     pub fn t(&self, m: Msg) -> String {
         t(self.lang, m).to_string()
@@ -115,6 +145,9 @@ impl App {
         e.client_ip = ctx.ip.clone();
         e.client_type = ctx.client_type;
         e.actor = "anonymous".into();
+        if let Some(host) = &ctx.remote_host {
+            e.details = serde_json::json!({ "remote_host": host });
+        }
         e
     }
 

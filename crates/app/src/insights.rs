@@ -868,6 +868,7 @@ mod tests {
             ins.by_client,
             [
                 ("logon_screen".to_owned(), 2),
+                ("ssh".to_owned(), 0),
                 ("browser".to_owned(), 1),
                 ("cli".to_owned(), 0),
                 ("api".to_owned(), 0),

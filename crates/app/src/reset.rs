@@ -51,14 +51,19 @@ impl App {
 
         // The block is read; the windows are taken atomically, so concurrent requests on any
         // instance cannot all slip under a limit at once.
-        let mut wait = self.first_exceeded(&[keys::ip_block(&ctx.ip)], &[]).await?;
+        let source = ctx.source(&login);
+        let mut wait = self.first_exceeded(&[keys::ip_block(&source)], &[]).await?;
         if wait.is_none() {
-            wait = self
-                .reserve(&[
-                    (keys::ip_starts(&ctx.ip), limits.ip_starts),
-                    (keys::login_starts(&login), limits.account_starts),
-                ])
-                .await?;
+            let mut windows = vec![
+                (keys::ip_starts(&source), limits.ip_starts),
+                (keys::login_starts(&login), limits.account_starts),
+            ];
+            if let Some(machine) = ctx.machine_cap() {
+                let mut w = limits.ip_starts;
+                w.max = w.max.saturating_mul(crate::app::MACHINE_SHARE);
+                windows.push((machine, w));
+            }
+            wait = self.reserve(&windows).await?;
         }
         if let Some(wait) = wait {
             ev.activity = Activity::RateLimited;
@@ -137,7 +142,7 @@ impl App {
             flow.account = u.login.clone();
             ev.actor = u.login.clone();
             ev.target = u.login.clone();
-            ev.details = serde_json::json!({ "typed_as": login });
+            ev.merge_details(serde_json::json!({ "typed_as": login }));
         }
         if let (Ok(req), Some(u)) = (&verdict, &found) {
             flow.state = FlowState::Verifying;
@@ -290,7 +295,7 @@ impl App {
         let mut ev = self.flow_event(ctx, &flow, Activity::CodeSent);
         let method = self.pick_method(ctx, &flow, method, &mut ev).await?;
         self.check_not_blocked(ctx, &flow, ev.clone()).await?;
-        ev.details = serde_json::json!({ "method": method });
+        ev.merge_details(serde_json::json!({ "method": method }));
         let limits = &self.settings.limits;
         match method {
             Method::Email | Method::Sms => {
@@ -317,7 +322,7 @@ impl App {
                     Some(flow.id.clone()),
                 )
                 .await?;
-                ev.details = serde_json::json!({ "method": method, "destination": masked });
+                ev.merge_details(serde_json::json!({ "method": method, "destination": masked }));
                 self.record(ev).await;
                 Ok(ChallengeResponse {
                     method: method.as_str().into(),
@@ -386,7 +391,7 @@ impl App {
         let mut ev = self.flow_event(ctx, &flow, Activity::MethodVerified);
         let method = self.pick_method(ctx, &flow, &req.method, &mut ev).await?;
         self.check_not_blocked(ctx, &flow, ev.clone()).await?;
-        ev.details = serde_json::json!({ "method": method });
+        ev.merge_details(serde_json::json!({ "method": method }));
 
         let outcome = match method {
             Method::Email | Method::Sms => {
@@ -632,7 +637,7 @@ impl App {
         }
         if let Some(until) = self
             .store
-            .blocked_until(&keys::ip_block(&ctx.ip), now)
+            .blocked_until(&keys::ip_block(&ctx.source(&flow.login)), now)
             .await?
         {
             ev.activity = Activity::RateLimited;
@@ -676,7 +681,7 @@ impl App {
             self.store
                 .hit(&keys::account_failures(&flow.user_id), now)
                 .await?;
-            self.ip_failure(&ctx.ip).await?;
+            self.ip_failure(&ctx.source(&flow.login)).await?;
             let n = self
                 .store
                 .hits_since(

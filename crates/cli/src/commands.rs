@@ -516,7 +516,7 @@ pub struct AuditArgs {
     /// success or failure.
     #[arg(long)]
     result: Option<String>,
-    /// logon_screen, browser, cli or api.
+    /// logon_screen, ssh, browser, cli or api.
     #[arg(long)]
     client_type: Option<String>,
     #[arg(long)]

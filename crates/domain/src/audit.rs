@@ -14,6 +14,8 @@ use crate::clock::UnixTime;
 pub enum ClientType {
     /// The logon agent at a workstation's login screen (PAM module or `sspr-logon`).
     LogonScreen,
+    /// The logon agent in an SSH login (sshd's keyboard-interactive).
+    Ssh,
     /// The web portal in a browser.
     Browser,
     /// The admin CLI.
@@ -24,11 +26,18 @@ pub enum ClientType {
 }
 
 impl ClientType {
-    pub const ALL: [ClientType; 4] = [Self::LogonScreen, Self::Browser, Self::Cli, Self::Api];
+    pub const ALL: [ClientType; 5] = [
+        Self::LogonScreen,
+        Self::Ssh,
+        Self::Browser,
+        Self::Cli,
+        Self::Api,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::LogonScreen => "logon_screen",
+            Self::Ssh => "ssh",
             Self::Browser => "browser",
             Self::Cli => "cli",
             Self::Api => "api",
@@ -38,6 +47,11 @@ impl ClientType {
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim().to_ascii_lowercase().replace('-', "_");
         Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// The logon agent, at a login screen or in an SSH login: a machine shared by its users.
+    pub fn is_logon_agent(self) -> bool {
+        matches!(self, Self::LogonScreen | Self::Ssh)
     }
 }
 
@@ -205,6 +219,14 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
+    /// Adds `more`'s fields to the details (both objects), or sets them.
+    pub fn merge_details(&mut self, more: serde_json::Value) {
+        match (&mut self.details, more) {
+            (serde_json::Value::Object(have), serde_json::Value::Object(add)) => have.extend(add),
+            (slot, more) => *slot = more,
+        }
+    }
+
     pub fn new(at: UnixTime, activity: Activity, outcome: Outcome) -> Self {
         Self {
             id: 0,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use sspr_agent::config::DEFAULT_PATH;
 use sspr_agent::dialogue::{self, Dialogue, Kind, Outcome};
+use sspr_agent::screen::{Screen, ScreenSetting};
 use sspr_agent::{AgentConfig, Cancelled, Conversation, HttpApi, Journal, Lang};
 
 mod pin;
@@ -125,6 +126,11 @@ fn main() -> ExitCode {
         lang,
         user: &user,
         server: &cfg.server_url,
+        // A terminal, unless the config says what really shows it (a kiosk greeter).
+        screen: match cfg.screen {
+            ScreenSetting::Fixed(s) => s,
+            ScreenSetting::Auto => Screen::Terminal,
+        },
     };
     ExitCode::from(match dialogue::run(&mut d, kind) {
         Outcome::PasswordChanged(_) | Outcome::Unlocked => CHANGED,

@@ -9,6 +9,7 @@ pub const PAM_IGNORE: c_int = 25;
 pub const PAM_SILENT: c_int = 0x8000;
 
 pub const PAM_SERVICE: c_int = 1;
+pub const PAM_RHOST: c_int = 4;
 
 pub const PAM_CONV: c_int = 5;
 pub const PAM_AUTHTOK: c_int = 6;
@@ -148,8 +149,17 @@ impl Handle {
 
     /// The PAM service name (`login`, `gdm-password`, `sudo`…).
     pub fn service(&self) -> Option<String> {
-        let p = self.item(PAM_SERVICE)?;
-        // SAFETY: PAM_SERVICE is a NUL-terminated string owned by libpam.
+        self.string_item(PAM_SERVICE)
+    }
+
+    /// PAM_RHOST: the remote host of the login (sshd sets the client's address).
+    pub fn rhost(&self) -> Option<String> {
+        self.string_item(PAM_RHOST).filter(|h| !h.is_empty())
+    }
+
+    fn string_item(&self, item_type: c_int) -> Option<String> {
+        let p = self.item(item_type)?;
+        // SAFETY: the string items are NUL-terminated strings owned by libpam.
         Some(
             unsafe { CStr::from_ptr(p as *const c_char) }
                 .to_string_lossy()
@@ -165,4 +175,32 @@ impl Handle {
         // SAFETY: as above.
         (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
     }
+}
+
+/// The home directory of `user` from the system's user database (NSS: files, SSSD, LDAP).
+pub fn home_of(user: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = CString::new(user).ok()?;
+    // SAFETY: passwd is plain data; getpwnam_r fills it with pointers into `buf`.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let mut buf = vec![0 as c_char; 16 * 1024];
+    // SAFETY: every pointer is valid for the call; buf outlives the use of pw's fields below.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || pw.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: pw_dir points into buf, NUL-terminated.
+    let dir = unsafe { CStr::from_ptr(pw.pw_dir) };
+    Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(
+        dir.to_bytes(),
+    )))
 }

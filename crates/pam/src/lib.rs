@@ -22,9 +22,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use sspr_agent::api::Origin;
 use sspr_agent::config::DEFAULT_PATH;
 use sspr_agent::journal::Event;
-use sspr_agent::login::{Next, password_prompt, plain_prompt};
+use sspr_agent::login::{Next, Place, password_prompt, plain_prompt};
+use sspr_agent::screen::Screen;
 use sspr_agent::syslog::Syslog;
 use sspr_agent::{AgentConfig, Cancelled, Conversation, HttpApi, Journal, Lang, ResetApi};
 use zeroize::{Zeroize, Zeroizing};
@@ -70,6 +72,7 @@ fn config_path(args: &[String]) -> PathBuf {
 }
 
 fn authenticate(pamh: *mut PamHandle, flags: c_int, args: &[String]) -> c_int {
+    let began = std::time::Instant::now();
     // SAFETY: pamh is the live handle libpam gave us.
     let handle = unsafe { ffi::Handle::new(pamh) };
     if handle.authtok_is_set() {
@@ -99,7 +102,8 @@ fn authenticate(pamh: *mut PamHandle, flags: c_int, args: &[String]) -> c_int {
         }
     };
     let lang = cfg.lang(env);
-    if !handle.service().is_some_and(|s| cfg.offers_reset_to(&s)) {
+    let service = handle.service();
+    if !service.as_deref().is_some_and(|s| cfg.offers_reset_to(s)) {
         let next = plain_prompt(&mut conv, lang);
         return hand_on(&handle, next, conv.raw.take());
     }
@@ -111,11 +115,51 @@ fn authenticate(pamh: *mut PamHandle, flags: c_int, args: &[String]) -> c_int {
         "pam_sspr",
         cfg.verbose,
     ));
-    let connect = || -> Result<Box<dyn ResetApi>, sspr_agent::ConfigError> {
-        Ok(Box::new(HttpApi::new(&cfg, lang, journal.clone())?))
+    let ssh = service.as_deref() == Some("sshd");
+    let origin = Origin {
+        ssh,
+        remote_host: handle.rhost(),
     };
-    let next = password_prompt(&mut conv, &cfg, lang, &user, journal.as_ref(), connect);
+    let grace = cfg.ssh_login_grace.filter(|_| ssh);
+    let place = Place {
+        screen: Screen::detect(cfg.screen, service.as_deref()),
+        // sshd's clock started at the connection, a moment before this module: an estimate
+        // on the safe side of it is all the user needs.
+        time_left: grace.map(|g| {
+            Box::new(move || Some(g.saturating_sub(began.elapsed()).as_secs()))
+                as Box<dyn Fn() -> Option<u64>>
+        }),
+        has_keyring: Box::new(|| has_keyring(&user)),
+    };
+    let connect = || -> Result<Box<dyn ResetApi>, sspr_agent::ConfigError> {
+        Ok(Box::new(
+            HttpApi::new(&cfg, lang, journal.clone())?.with_origin(origin),
+        ))
+    };
+    let next = password_prompt(
+        &mut conv,
+        &cfg,
+        lang,
+        &user,
+        journal.as_ref(),
+        &place,
+        connect,
+    );
     hand_on(&handle, next, conv.raw.take())
+}
+
+/// Whether `user` has a GNOME login keyring or a KDE wallet, both encrypted with the login
+/// password: after a reset they still open with the old one only.
+fn has_keyring(user: &str) -> bool {
+    let Some(home) = ffi::home_of(user) else {
+        return false;
+    };
+    [
+        ".local/share/keyrings/login.keyring",
+        ".local/share/kwalletd/kdewallet.kwl",
+    ]
+    .iter()
+    .any(|f| home.join(f).is_file())
 }
 
 /// Gives the password to the rest of the stack. Always `PAM_IGNORE`: the module never decides.

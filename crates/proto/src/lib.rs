@@ -7,8 +7,11 @@
 use serde::{Deserialize, Serialize};
 
 /// Sent by clients to say who they are; recorded in the audit log.
-/// Values: `logon_screen`, `browser`, `cli`, `api`.
+/// Values: `logon_screen`, `ssh`, `browser`, `cli`, `api`.
 pub const CLIENT_TYPE_HEADER: &str = "x-sspr-client";
+/// The remote host a login at a machine comes from (PAM_RHOST: an SSH client's address), sent
+/// by the logon agent; recorded in the audit log and used to share out the machine's limits.
+pub const REMOTE_HOST_HEADER: &str = "x-sspr-remote-host";
 
 /// Every error. `support_code` finds the matching audit event.
 #[derive(Debug, Clone, Serialize, Deserialize)]

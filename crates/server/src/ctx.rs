@@ -72,7 +72,15 @@ pub fn ctx_from_parts(parts: &Parts, state: &State) -> RequestCtx {
         .map(Lang::negotiate);
     let lang =
         query_lang.unwrap_or_else(|| Lang::negotiate(header("accept-language").unwrap_or("")));
-    RequestCtx::new(ip, client_type, lang)
+    let mut ctx = RequestCtx::new(ip, client_type, lang);
+    // Only the logon agent speaks for logins on a machine; a bounded, printable value or none.
+    if client_type.is_logon_agent() {
+        ctx.remote_host = header(sspr_proto::REMOTE_HOST_HEADER)
+            .map(str::trim)
+            .filter(|h| !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_string);
+    }
+    ctx
 }
 
 /// The bearer token of `Authorization: Bearer …`, if any.

@@ -461,7 +461,7 @@ pub fn audit_filter(p: &AuditParams) -> Result<AuditFilter, String> {
             .as_deref()
             .map(|a| {
                 ClientType::parse(a)
-                    .ok_or("client_type must be logon_screen, browser, cli or api".to_string())
+                    .ok_or("client_type must be logon_screen, ssh, browser, cli or api".to_string())
             })
             .transpose()?,
         client_ip: p.ip.clone(),
