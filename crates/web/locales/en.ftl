@@ -162,6 +162,7 @@ admin-none = none
 admin-succeeded = Succeeded
 admin-failed = Failed
 admin-client-logon_screen = Sign-in screen
+admin-client-ssh = SSH login
 admin-client-browser = Web browser
 admin-client-cli = Command line
 admin-client-api = Other API client

@@ -160,6 +160,7 @@ admin-none = 无
 admin-succeeded = 成功
 admin-failed = 失败
 admin-client-logon_screen = 登录界面
+admin-client-ssh = SSH 登录
 admin-client-browser = 网页浏览器
 admin-client-cli = 命令行
 admin-client-api = 其他 API 客户端
