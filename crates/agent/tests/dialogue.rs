@@ -472,7 +472,11 @@ fn a_new_password_that_is_not_utf8_is_refused_before_anything_changes() {
     let (o, _) = run(&mut s, &mut u, Kind::Reset);
     assert_eq!(changed(&o), Some(NEW), "{}", u.all());
     assert!(u.saw("did not arrive as UTF-8"), "{}", u.all());
-    assert_eq!(s.password.as_deref(), Some(NEW), "only the readable password was sent");
+    assert_eq!(
+        s.password.as_deref(),
+        Some(NEW),
+        "only the readable password was sent"
+    );
     assert!(!s.calls.iter().any(|c| c.contains('\u{FFFD}')));
 }
 
@@ -489,7 +493,11 @@ fn an_ssh_login_says_how_long_it_has_and_refuses_to_start_without_enough() {
     let next = password_prompt(&mut u, &cfg, Lang::En, "alice", &log, &plenty, || {
         Ok(Box::new(Server::new(1)))
     });
-    assert!(matches!(&next, Next::UsePassword(p) if p.as_str() == NEW), "{}", u.all());
+    assert!(
+        matches!(&next, Next::UsePassword(p) if p.as_str() == NEW),
+        "{}",
+        u.all()
+    );
     assert!(u.saw("closes in about 110 s"), "{}", u.all());
 
     let short = Place {

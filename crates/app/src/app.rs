@@ -79,7 +79,7 @@ impl RequestCtx {
     pub fn machine_cap(&self) -> Option<String> {
         self.client_type
             .is_logon_agent()
-            .then(|| keys::ip_starts(&self.ip))
+            .then(|| keys::machine_starts(&self.ip))
     }
     pub fn t(&self, m: Msg) -> String {
         t(self.lang, m).to_string()
@@ -308,6 +308,10 @@ impl App {
 pub mod keys {
     pub fn ip_starts(ip: &str) -> String {
         format!("ip-start:{ip}")
+    }
+    /// Everything a logon agent's machine starts, over all its users and remote hosts.
+    pub fn machine_starts(ip: &str) -> String {
+        format!("machine-start:{ip}")
     }
     pub fn ip_failures(ip: &str) -> String {
         format!("ip-fail:{ip}")

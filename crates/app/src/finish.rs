@@ -178,7 +178,7 @@ impl App {
                 let mut ev = ev;
                 ev.activity = Activity::OutcomeUnknown;
                 ev.reason = "write_unconfirmed".into();
-                ev.details = serde_json::json!({ "kind": flow.kind.as_str() });
+                ev.merge_details(serde_json::json!({ "kind": flow.kind.as_str() }));
                 let err = AppError::new(ErrorKind::Directory, ctx.t(Msg::OutcomeUnknown))
                     .with_retry_after(self.lease())
                     .with_log(e.to_string());
@@ -256,7 +256,7 @@ impl App {
         if flow.kind == FlowKind::Reset && user.locked {
             details["still_locked"] = serde_json::Value::Bool(true);
         }
-        ev.details = details;
+        ev.merge_details(details);
         let notices = match self.completion_notices(ctx, flow, user).await {
             Ok(n) => n,
             Err(e) => {
@@ -420,7 +420,7 @@ impl App {
                     ev.activity = Activity::OutcomeUnknown;
                     ev.outcome = Outcome::Failure;
                     ev.reason = "unverifiable".into();
-                    ev.details = serde_json::json!({ "kind": flow.kind.as_str() });
+                    ev.merge_details(serde_json::json!({ "kind": flow.kind.as_str() }));
                     self.record(ev).await;
                     Settled::Unknown
                 }

@@ -178,8 +178,9 @@ impl App {
                     let err = self.too_many(ctx, Msg::Blocked, until - now);
                     return Err(self.fail(ev, err).await);
                 }
-                ev.details =
-                    serde_json::json!({ "methods": flow.usable, "required": flow.required });
+                ev.merge_details(
+                    serde_json::json!({ "methods": flow.usable, "required": flow.required }),
+                );
                 self.record(ev).await;
                 let mut r = self.flow_response(ctx, &flow, &records);
                 r.flow_token = Some(flow_token);

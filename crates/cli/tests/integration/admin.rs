@@ -277,7 +277,7 @@ async fn audit_queries_filter_and_export_csv() {
     let browser = s.audit("client_type=browser").await;
     assert_eq!(browser.len(), 2, "{browser:?}");
     assert!(browser.iter().all(|e| e["target"] == "bob"));
-    assert_eq!(s.audit("client_type=logon_screen").await.len(), 2);
+    assert_eq!(s.audit("client_type=api").await.len(), 2);
     // ip: the admin token was created locally, everything else came over HTTPS.
     let local = s.audit("ip=local").await;
     assert_eq!(local.len(), 1, "{local:?}");
@@ -326,7 +326,7 @@ async fn audit_queries_filter_and_export_csv() {
         ("result=maybe", "result must be success or failure"),
         (
             "client_type=fax",
-            "client_type must be logon_screen, browser, cli or api",
+            "client_type must be logon_screen, ssh, browser, cli or api",
         ),
         ("colour=blue", "colour"),
     ] {

@@ -360,8 +360,7 @@ impl Server {
         bearer: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        self.call_as(method, path, bearer, body, "logon_screen")
-            .await
+        self.call_as(method, path, bearer, body, "api").await
     }
 
     pub async fn call_as(

@@ -23,7 +23,7 @@ async fn post_raw(
     let mut rb = s
         .http
         .post(format!("{}{}", s.url, path))
-        .header("x-sspr-client", "logon_screen")
+        .header("x-sspr-client", "api")
         .json(&body);
     if let Some(b) = bearer {
         rb = rb.bearer_auth(b);
@@ -640,6 +640,95 @@ async fn waiting_retry_after_of_the_per_user_start_limit_is_enough() {
         st,
         StatusCode::OK,
         "after waiting Retry-After ({ra} s) the start must work: {v}"
+    );
+    s.stop().await;
+}
+
+/// A logon agent speaks for a machine that many people use, locally and over SSH: one SSH
+/// client, or one user, using up the start limit leaves everyone else on that machine their
+/// self-service, and the machine as a whole is still capped (10 times one share).
+#[tokio::test]
+async fn a_machines_start_limit_is_shared_out_per_remote_host_and_user_under_a_cap() {
+    async fn start(s: &Server, user: &str, client: &str, rhost: Option<&str>) -> StatusCode {
+        let mut rb = s
+            .http
+            .post(format!("{}/api/v1/flow/start", s.url))
+            .header("x-sspr-client", client)
+            .json(&json!({ "user": user, "kind": "reset" }));
+        if let Some(h) = rhost {
+            rb = rb.header("x-sspr-remote-host", h);
+        }
+        rb.send().await.unwrap().status()
+    }
+    let s = Server::start_with(|c| {
+        c.limits.ip_starts = Window { max: 5, secs: 600 };
+        c.limits.account_starts = Window {
+            max: 1000,
+            secs: 600,
+        };
+    })
+    .await;
+    let attacker = Some("198.51.100.66");
+    for i in 0..5 {
+        let st = start(&s, &format!("guess{i}"), "ssh", attacker).await;
+        assert_eq!(st, StatusCode::OK, "start {i}");
+    }
+    assert_eq!(
+        start(&s, "guess5", "ssh", attacker).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the SSH client has used its share"
+    );
+    assert_eq!(
+        start(&s, "alice", "ssh", Some("203.0.113.9")).await,
+        StatusCode::OK,
+        "another SSH client of the same machine still can"
+    );
+    assert_eq!(
+        start(&s, "alice", "logon_screen", None).await,
+        StatusCode::OK,
+        "and so can a user at the machine's own screen"
+    );
+    for _ in 0..5 {
+        assert_eq!(start(&s, "bob", "logon_screen", None).await, StatusCode::OK);
+    }
+    assert_eq!(
+        start(&s, "bob", "logon_screen", None).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "one user at the screen has a share too"
+    );
+    assert_eq!(
+        start(&s, "carol", "logon_screen", None).await,
+        StatusCode::OK
+    );
+    // The machine's cap: 50 starts in all (5 × 10); 5 + 1 + 1 + 5 + 1 were taken above.
+    let mut taken = 13;
+    let mut host = 0;
+    while taken < 50 {
+        host += 1;
+        let h = format!("192.0.2.{host}");
+        assert_eq!(
+            start(&s, "dave", "ssh", Some(&h)).await,
+            StatusCode::OK,
+            "{taken}"
+        );
+        taken += 1;
+    }
+    assert_eq!(
+        start(&s, "erin", "ssh", Some("192.0.2.200")).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the machine as a whole is capped"
+    );
+    // The browser's own per-address budget is apart from the machine's.
+    let (st, v) = s.start_flow("frank", "reset").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let starts = s
+        .audit("activity=reset_started&client_type=ssh&limit=500")
+        .await;
+    assert!(
+        starts
+            .iter()
+            .any(|e| e["details"]["remote_host"] == "203.0.113.9"),
+        "{starts:#?}"
     );
     s.stop().await;
 }

@@ -89,7 +89,7 @@ fn agent_config(dir: &Path, name: &str, server_url: &str, extra: &str, log: &Sys
     std::fs::write(
         &path,
         format!(
-            "server_url = \"{server_url}\"\nservices = [\"sspr-test\"]\nenable_logging = 1\nsyslog_socket = \"{}\"\ntimeout_secs = 3\nconnect_timeout_secs = 2\n{extra}\n",
+            "server_url = \"{server_url}\"\nservices = [\"sspr-test\", \"sshd\"]\nenable_logging = 1\nsyslog_socket = \"{}\"\ntimeout_secs = 3\nconnect_timeout_secs = 2\n{extra}\n",
             log.path.display()
         ),
     )
@@ -153,19 +153,27 @@ impl Pam {
     }
 
     fn start_service(services: &Path, service: &str, user: &str) -> Pam {
+        Pam::start_with(services, service, user, "", "C.UTF-8")
+    }
+
+    /// `item`: a PAM item for pamtester's `-I` (`rhost=203.0.113.9`), or "".
+    fn start_with(services: &Path, service: &str, user: &str, item: &str, lang: &str) -> Pam {
         // stdbuf: pamtester prints PAM_TEXT_INFO with stdio, which a pipe would hold back.
         // One pipe for stdout and stderr keeps prompts (stderr) and texts (stdout) in order.
+        let script = if item.is_empty() {
+            "exec stdbuf -o0 pamtester -v \"$0\" \"$1\" authenticate 2>&1"
+        } else {
+            "exec stdbuf -o0 pamtester -v -I \"$2\" \"$0\" \"$1\" authenticate 2>&1"
+        };
         let mut child = Command::new("sh")
-            .args([
-                "-c",
-                "exec stdbuf -o0 pamtester -v \"$0\" \"$1\" authenticate 2>&1",
-            ])
+            .args(["-c", script])
             .arg(service)
             .arg(user)
+            .arg(item)
             .env("LD_PRELOAD", "libpam_wrapper.so")
             .env("PAM_WRAPPER", "1")
             .env("PAM_WRAPPER_SERVICE_DIR", services)
-            .env("LANG", "C.UTF-8")
+            .env("LANG", lang)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -210,6 +218,13 @@ impl Pam {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    fn send_bytes(&mut self, line: &[u8]) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(line).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
     }
 
     fn send(&mut self, line: &str) {
@@ -356,6 +371,80 @@ async fn forgot_password_at_the_pam_prompt_resets_and_logs_in() {
             "{secret:?} leaked into the log:\n{syslog}"
         );
     }
+    s.stop().await;
+}
+
+/// An SSH login (the PAM service `sshd`, PAM_RHOST set as sshd sets it) from a console in a
+/// Latin-1 locale: the time sshd leaves is said, a new password typed in Latin-1 is refused
+/// before anything changes, and the server audits the reset as SSH from that remote host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssh_reset_from_a_latin1_console_is_audited_as_ssh_and_refuses_unreadable_input() {
+    let s = Server::start().await;
+    s.registered_user("alice").await;
+    let dir = s.dir.path();
+    let log = Syslog::start(dir);
+    let config = agent_config(
+        dir,
+        "logon.toml",
+        &s.url,
+        &format!("ca_file = \"{}\"", s.ca().display()),
+        &log,
+    );
+    let services = pam_service(dir, &s, &config);
+    std::fs::copy(services.join("sspr-test"), services.join("sshd")).unwrap();
+
+    let mut pam = Pam::start_with(
+        &services,
+        "sshd",
+        "alice",
+        "rhost=203.0.113.9",
+        "de_DE.ISO-8859-1",
+    );
+    pam.expect("Password (press Enter if you forgot it):").await;
+    pam.send("");
+    pam.expect("Choose 1 or 2:").await;
+    pam.send("1");
+    pam.expect("This SSH login closes in about 1").await;
+    pam.expect("Choose 1-2, or press Enter to cancel:").await;
+    let before = s.mail_count("alice@contoso.test");
+    pam.send("1");
+    pam.expect("Code (press Enter to choose another way):")
+        .await;
+    let code = s.wait_mail_code("alice@contoso.test", before).await;
+    pam.send(&code);
+    pam.expect("New password:").await;
+    // "Grüße aus München 2026" as a Latin-1 console sends it: ü and ß are one byte each.
+    let latin1: &[u8] = b"Gr\xfc\xdfe aus M\xfcnchen 2026";
+    pam.send_bytes(latin1);
+    pam.expect("did not arrive as UTF-8").await;
+    assert!(
+        s.password_works("alice", PASSWORD).await,
+        "nothing changed: the old password still works"
+    );
+    pam.expect("New password:").await;
+    pam.send(NEW);
+    pam.expect("Retype new password:").await;
+    pam.send(NEW);
+    pam.expect("Signing you in with your new password").await;
+    let (ok, out) = pam.finish().await;
+    assert!(ok, "the stack authenticates with the new password:\n{out}");
+    assert!(s.password_works("alice", NEW).await);
+
+    let events = s.audit("user=alice&limit=500").await;
+    let reset = events
+        .iter()
+        .find(|e| e["activity"] == "reset_password" && e["result"] == "success")
+        .unwrap_or_else(|| panic!("no reset_password event: {events:#?}"));
+    assert_eq!(reset["client_type"], "ssh", "{reset:#}");
+    let started = events
+        .iter()
+        .find(|e| e["activity"] == "reset_started")
+        .unwrap_or_else(|| panic!("no reset_started event: {events:#?}"));
+    assert_eq!(
+        started["details"]["remote_host"], "203.0.113.9",
+        "{started:#}"
+    );
+    assert!(!s.audit("client_type=ssh").await.is_empty());
     s.stop().await;
 }
 

@@ -75,7 +75,7 @@ async fn reset_with_one_method_changes_the_password_in_the_directory() {
     for e in &events {
         assert_eq!(e["client_ip"], "127.0.0.1", "{e}");
         if e["activity"] != "registration_sign_in" {
-            assert_eq!(e["client_type"], "logon_screen", "{e}");
+            assert_eq!(e["client_type"], "api", "{e}");
         }
     }
     let dump = serde_json::to_string(&events).unwrap();
