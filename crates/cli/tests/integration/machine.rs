@@ -27,9 +27,6 @@ pub(crate) fn system_tests(what: &str) -> bool {
     false
 }
 
-/// The uid and gid the directory gives alice (posixAccount, added by `Machine::start`).
-pub(crate) const ALICE_UID: u32 = 20001;
-
 pub(crate) struct Machine {
     pub(crate) dir: tempfile::TempDir,
     wrap: PathBuf,

@@ -78,7 +78,7 @@ impl Site {
         pam.send("");
         pam.expect("Choose 1 or 2:").await;
         pam.send("1");
-        pam.expect("Email a code to a").await;
+        pam.expect("1  Email a code").await;
         pam.expect("Choose 1-2, or press Enter to cancel:").await;
         let before = self.s.mail_count(MAIL);
         pam.send("1");
@@ -99,17 +99,35 @@ impl Site {
             .lines()
             .filter(|l| {
                 let l = l.to_lowercase();
-                (l.contains("cached") && (l.contains("auth") || l.contains("password")))
-                    || l.contains("offline")
-                    || l.contains("pam_status")
-                    || l.contains("sdap_auth")
+                ["sysdb_cache_auth", "pam_handle_cached_login", "sdap_pam_auth_handler_done",
+                 "offline", "pam_reply]", "auth_bind_user_done", "sdap_auth4chpass_done"]
+                    .iter()
+                    .any(|k| l.contains(&k.to_lowercase()))
             })
             .map(|l| l.chars().take(220).collect::<String>())
             .collect::<Vec<_>>()
             .join("\n")
     }
 
-    fn log_len(&self) -> usize {
+    /// How SSSD authenticated since `from`, from its debug log (`-d 0x3ff0`): `cache-hit`
+    /// (sysdb_cache_auth: "Hashes do match!"), `cache-miss` ("Cached authentication failed",
+    /// after which it asks the directory), `online-ok` (the directory accepted the password:
+    /// "Password successfully cached"), `offline` (the back end cannot reach the directory).
+    pub(crate) fn sssd_did(&self, from: usize) -> Vec<&'static str> {
+        let log = self.m.sssd_log_since(from);
+        [
+            ("Hashes do match!", "cache-hit"),
+            ("Cached authentication failed", "cache-miss"),
+            ("Password successfully cached", "online-ok"),
+            ("Backend is offline", "offline"),
+        ]
+        .into_iter()
+        .filter(|(k, _)| log.contains(k))
+        .map(|(_, v)| v)
+        .collect()
+    }
+
+    pub(crate) fn log_len(&self) -> usize {
         self.m.sssd_log().len()
     }
 }
@@ -131,6 +149,12 @@ async fn a_reset_that_continues_into_the_session(cached_auth_timeout: bool, new:
     let (ok, out) = site.login(OLD).await;
     assert!(ok, "and again (from SSSD's cache with cached_auth_timeout):\n{out}");
     println!("SSSD, second login with the current password:\n{}", site.sssd_said(mark));
+    let want: &[&str] = if cached_auth_timeout {
+        &["cache-hit"]
+    } else {
+        &["online-ok"]
+    };
+    assert_eq!(site.sssd_did(mark), want);
     let (ok, _) = site.login("not the password at all").await;
     assert!(!ok, "a wrong password does not log in");
     assert_eq!(site.log.settled().await, "", "a normal login logs nothing");
@@ -149,6 +173,12 @@ async fn a_reset_that_continues_into_the_session(cached_auth_timeout: bool, new:
     assert!(ok, "pam_sss accepts the new password at once:\n{out}");
     assert!(!out.contains("\nPassword:"), "no second prompt:\n{out}");
     println!("SSSD, the login that carried the reset:\n{}", site.sssd_said(mark));
+    let want: &[&str] = if cached_auth_timeout {
+        &["cache-miss", "online-ok"]
+    } else {
+        &["online-ok"]
+    };
+    assert_eq!(site.sssd_did(mark), want, "pam_sss checked the new password online");
     assert!(site.slapd.binds("alice", new), "the directory has the new password");
     assert!(!site.slapd.binds("alice", OLD));
 
@@ -158,6 +188,12 @@ async fn a_reset_that_continues_into_the_session(cached_auth_timeout: bool, new:
     let (ok, out) = site.login(OLD).await;
     assert!(!ok, "the old password no longer logs in:\n{out}");
     println!("SSSD, the old password after the reset:\n{}", site.sssd_said(mark));
+    let want: &[&str] = if cached_auth_timeout {
+        &["cache-miss"]
+    } else {
+        &[]
+    };
+    assert_eq!(site.sssd_did(mark), want, "refused by the directory, not the cache");
     let (ok, out) = site.login(new).await;
     assert!(ok, "the new password logs in:\n{out}");
     let syslog = site.log.until(|t| t.contains("result=password_changed")).await;
@@ -205,6 +241,7 @@ async fn sssd_with_cached_auth_timeout_keeps_the_old_password_after_a_reset_else
     let mark = site.log_len();
     let (ok, out) = site.login(OLD).await;
     println!("SSSD, old password after a reset elsewhere:\n{}", site.sssd_said(mark));
+    assert_eq!(site.sssd_did(mark), ["cache-hit"]);
     assert!(
         ok,
         "SSSD still accepts the old password from its cache (if this fails, SSSD now checks \
@@ -213,6 +250,7 @@ async fn sssd_with_cached_auth_timeout_keeps_the_old_password_after_a_reset_else
     let mark = site.log_len();
     let (ok, out) = site.login(new).await;
     println!("SSSD, new password:\n{}", site.sssd_said(mark));
+    assert_eq!(site.sssd_did(mark), ["cache-miss", "online-ok"]);
     assert!(ok, "the new password misses the cache and is checked online:\n{out}");
     let (ok, out) = site.login(OLD).await;
     assert!(!ok, "after which the old one is refused:\n{out}");
@@ -243,6 +281,11 @@ async fn sssd_after_reset_prompt_only_the_new_password_goes_on() {
     let (ok, out) = pam.finish().await;
     println!("SSSD, the new password typed after the reset:\n{}", site.sssd_said(mark));
     assert!(ok, "the new password logs in:\n{out}");
+    assert_eq!(
+        site.sssd_did(mark),
+        ["cache-miss", "online-ok"],
+        "pam_sss checked the new password online and refreshed its cache"
+    );
     assert!(site.slapd.binds("alice", new));
 
     let (ok, out) = site.login(OLD).await;
@@ -268,6 +311,7 @@ async fn sssd_offline_the_cached_password_works_and_a_reset_attempt_is_told_why_
     println!("offline login, what the user saw:\n{out}");
     println!("SSSD:\n{}", site.sssd_said(mark));
     assert!(ok, "offline, SSSD logs in from its cache:\n{out}");
+    assert_eq!(site.sssd_did(mark), ["cache-hit", "offline"]);
 
     let mut pam = site.m.pam("sspr-test", "alice");
     pam.expect(FIRST_PROMPT).await;
@@ -275,14 +319,23 @@ async fn sssd_offline_the_cached_password_works_and_a_reset_attempt_is_told_why_
     pam.expect("Choose 1 or 2:").await;
     let asked = std::time::Instant::now();
     pam.send("1");
+    // The server is up but its directory is not: the user is told, nothing changes.
+    pam.expect("We could not reach the account directory, so nothing was changed.")
+        .await;
     pam.expect("Password:").await;
     let waited = asked.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "told in {waited:?}"
+    );
     pam.send(OLD);
     let (ok, out) = pam.finish().await;
     println!("reset attempt offline ({waited:?}), what the user saw:\n{out}");
     assert!(ok, "the login goes on with the cached password:\n{out}");
     let syslog = site.log.settled().await;
     println!("agent's log:\n{syslog}");
+    assert!(syslog.contains("POST /api/v1/flow/start -> 503"), "{syslog}");
+    assert!(syslog.contains("result=failed support_code="), "{syslog}");
     let events = site.s.audit("user=alice&limit=100").await;
     println!(
         "audit: {:?}",
@@ -290,5 +343,11 @@ async fn sssd_offline_the_cached_password_works_and_a_reset_attempt_is_told_why_
             .iter()
             .map(|e| format!("{} {} {}", e["activity"], e["result"], e["reason"]))
             .collect::<Vec<_>>()
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["activity"] == "directory_error" && e["reason"] == "directory_unavailable"),
+        "{events:#?}"
     );
 }
