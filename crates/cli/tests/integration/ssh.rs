@@ -21,9 +21,11 @@ use crate::sssd::site;
 /// sshd's LoginGraceTime here, and the agent's `ssh_login_grace_secs`: they must agree.
 const GRACE: u64 = 120;
 
+/// `command` "" is an interactive login (`-tt`: a shell on a terminal), as a person makes it.
 fn ssh_client(port: u16, user: &str, command: &str) -> Pam {
+    let tty = if command.is_empty() { "-tt " } else { "" };
     let ssh = format!(
-        "ssh -F /dev/null -p {port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+        "ssh {tty}-F /dev/null -p {port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
          -o PreferredAuthentications=keyboard-interactive -o PubkeyAuthentication=no \
          -o LogLevel=ERROR {user}@127.0.0.1 {command}"
     );
@@ -99,10 +101,13 @@ async fn ssh_a_reset_over_keyboard_interactive_is_audited_as_ssh_from_the_remote
     assert!(ok, "{out}\nsshd:\n{}", std::fs::read_to_string(&sshd_log).unwrap());
     assert!(site.s.audit("client_type=ssh").await.is_empty());
 
-    // The reset over SSH: menu, time left, code from the mail, new password twice, session.
+    // The reset over SSH, logging in interactively: menu, time left, code from the mail, new
+    // password twice, a shell. sshd shows what PAM said after the last answer ("Your password
+    // has been reset", "Signing you in…") as part of the login message, which it prints only
+    // for an interactive login: `ssh host command` would run the command without it.
     let new = "granite window over the bay";
     let t0 = std::time::Instant::now();
-    let mut ssh = ssh_client(port, "alice", "'echo ok-$(id -u)'");
+    let mut ssh = ssh_client(port, "alice", "");
     ssh.expect("Password (press Enter if you forgot it):").await;
     ssh.send("");
     ssh.expect("Choose 1 or 2:").await;
@@ -119,8 +124,11 @@ async fn ssh_a_reset_over_keyboard_interactive_is_audited_as_ssh_from_the_remote
     ssh.send(new);
     ssh.expect("Retype new password:").await;
     ssh.send(new);
+    ssh.expect("Your password has been reset").await;
     ssh.expect("Signing you in with your new password").await;
+    ssh.send("echo ok-$(id -u)");
     ssh.expect("ok-20001").await;
+    ssh.send("exit");
     let (ok, out) = ssh.finish().await;
     println!("the SSH session took {:?}; what the user saw:\n{out}", t0.elapsed());
     assert!(ok, "{out}\nsshd:\n{}", std::fs::read_to_string(&sshd_log).unwrap());
