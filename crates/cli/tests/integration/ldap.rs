@@ -300,7 +300,12 @@ fn ldap_config(slapd: &Slapd, url: String, bind_dn: &str, pw: &str) -> sspr_ldap
     }
 }
 
-pub(crate) async fn server_on(slapd: &Slapd, url: String, bind_dn: &'static str, pw: &'static str) -> Server {
+pub(crate) async fn server_on(
+    slapd: &Slapd,
+    url: String,
+    bind_dn: &'static str,
+    pw: &'static str,
+) -> Server {
     let cfg = ldap_config(slapd, url, bind_dn, pw);
     Server::start_with(move |c| {
         c.directory.kind = "ldap".into();

@@ -84,7 +84,13 @@ impl Syslog {
 }
 
 /// An agent config for `server_url`.
-pub(crate) fn agent_config(dir: &Path, name: &str, server_url: &str, extra: &str, log: &Syslog) -> PathBuf {
+pub(crate) fn agent_config(
+    dir: &Path,
+    name: &str,
+    server_url: &str,
+    extra: &str,
+    log: &Syslog,
+) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(
         &path,

@@ -160,7 +160,9 @@ impl Machine {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("sssd must be installed: sssd-ldap sssd-tools libpam-sss libnss-sss (see .ci/run)");
+            .expect(
+                "sssd must be installed: sssd-ldap sssd-tools libpam-sss libnss-sss (see .ci/run)",
+            );
         self.sssd = Some(Reaped(child));
         // Up when alice resolves through NSS.
         let t0 = Instant::now();

@@ -98,7 +98,11 @@ async fn ssh_a_reset_over_keyboard_interactive_is_audited_as_ssh_from_the_remote
     ssh.send(OLD);
     ssh.expect("ok-20001").await;
     let (ok, out) = ssh.finish().await;
-    assert!(ok, "{out}\nsshd:\n{}", std::fs::read_to_string(&sshd_log).unwrap());
+    assert!(
+        ok,
+        "{out}\nsshd:\n{}",
+        std::fs::read_to_string(&sshd_log).unwrap()
+    );
     assert!(site.s.audit("client_type=ssh").await.is_empty());
 
     // The reset over SSH, logging in interactively: menu, time left, code from the mail, new
@@ -130,8 +134,15 @@ async fn ssh_a_reset_over_keyboard_interactive_is_audited_as_ssh_from_the_remote
     ssh.expect("ok-20001").await;
     ssh.send("exit");
     let (ok, out) = ssh.finish().await;
-    println!("the SSH session took {:?}; what the user saw:\n{out}", t0.elapsed());
-    assert!(ok, "{out}\nsshd:\n{}", std::fs::read_to_string(&sshd_log).unwrap());
+    println!(
+        "the SSH session took {:?}; what the user saw:\n{out}",
+        t0.elapsed()
+    );
+    assert!(
+        ok,
+        "{out}\nsshd:\n{}",
+        std::fs::read_to_string(&sshd_log).unwrap()
+    );
     assert!(site.slapd.binds("alice", new));
 
     // The old password is refused over SSH now, the new one works.

@@ -99,10 +99,17 @@ impl Site {
             .lines()
             .filter(|l| {
                 let l = l.to_lowercase();
-                ["sysdb_cache_auth", "pam_handle_cached_login", "sdap_pam_auth_handler_done",
-                 "offline", "pam_reply]", "auth_bind_user_done", "sdap_auth4chpass_done"]
-                    .iter()
-                    .any(|k| l.contains(&k.to_lowercase()))
+                [
+                    "sysdb_cache_auth",
+                    "pam_handle_cached_login",
+                    "sdap_pam_auth_handler_done",
+                    "offline",
+                    "pam_reply]",
+                    "auth_bind_user_done",
+                    "sdap_auth4chpass_done",
+                ]
+                .iter()
+                .any(|k| l.contains(&k.to_lowercase()))
             })
             .map(|l| l.chars().take(220).collect::<String>())
             .collect::<Vec<_>>()
@@ -147,8 +154,14 @@ async fn a_reset_that_continues_into_the_session(cached_auth_timeout: bool, new:
     assert!(ok, "the current password logs in through pam_sss:\n{out}");
     let mark = site.log_len();
     let (ok, out) = site.login(OLD).await;
-    assert!(ok, "and again (from SSSD's cache with cached_auth_timeout):\n{out}");
-    println!("SSSD, second login with the current password:\n{}", site.sssd_said(mark));
+    assert!(
+        ok,
+        "and again (from SSSD's cache with cached_auth_timeout):\n{out}"
+    );
+    println!(
+        "SSSD, second login with the current password:\n{}",
+        site.sssd_said(mark)
+    );
     let want: &[&str] = if cached_auth_timeout {
         &["cache-hit"]
     } else {
@@ -172,14 +185,24 @@ async fn a_reset_that_continues_into_the_session(cached_auth_timeout: bool, new:
     let (ok, out) = pam.finish().await;
     assert!(ok, "pam_sss accepts the new password at once:\n{out}");
     assert!(!out.contains("\nPassword:"), "no second prompt:\n{out}");
-    println!("SSSD, the login that carried the reset:\n{}", site.sssd_said(mark));
+    println!(
+        "SSSD, the login that carried the reset:\n{}",
+        site.sssd_said(mark)
+    );
     let want: &[&str] = if cached_auth_timeout {
         &["cache-miss", "online-ok"]
     } else {
         &["online-ok"]
     };
-    assert_eq!(site.sssd_did(mark), want, "pam_sss checked the new password online");
-    assert!(site.slapd.binds("alice", new), "the directory has the new password");
+    assert_eq!(
+        site.sssd_did(mark),
+        want,
+        "pam_sss checked the new password online"
+    );
+    assert!(
+        site.slapd.binds("alice", new),
+        "the directory has the new password"
+    );
     assert!(!site.slapd.binds("alice", OLD));
 
     // A fresh login: the old password is refused, the new one works, also within
@@ -187,16 +210,26 @@ async fn a_reset_that_continues_into_the_session(cached_auth_timeout: bool, new:
     let mark = site.log_len();
     let (ok, out) = site.login(OLD).await;
     assert!(!ok, "the old password no longer logs in:\n{out}");
-    println!("SSSD, the old password after the reset:\n{}", site.sssd_said(mark));
+    println!(
+        "SSSD, the old password after the reset:\n{}",
+        site.sssd_said(mark)
+    );
     let want: &[&str] = if cached_auth_timeout {
         &["cache-miss"]
     } else {
         &[]
     };
-    assert_eq!(site.sssd_did(mark), want, "refused by the directory, not the cache");
+    assert_eq!(
+        site.sssd_did(mark),
+        want,
+        "refused by the directory, not the cache"
+    );
     let (ok, out) = site.login(new).await;
     assert!(ok, "the new password logs in:\n{out}");
-    let syslog = site.log.until(|t| t.contains("result=password_changed")).await;
+    let syslog = site
+        .log
+        .until(|t| t.contains("result=password_changed"))
+        .await;
     assert!(syslog.contains("result=password_changed"), "{syslog}");
     println!("done in {:?}", t0.elapsed());
 }
@@ -240,7 +273,10 @@ async fn sssd_with_cached_auth_timeout_keeps_the_old_password_after_a_reset_else
 
     let mark = site.log_len();
     let (ok, out) = site.login(OLD).await;
-    println!("SSSD, old password after a reset elsewhere:\n{}", site.sssd_said(mark));
+    println!(
+        "SSSD, old password after a reset elsewhere:\n{}",
+        site.sssd_said(mark)
+    );
     assert_eq!(site.sssd_did(mark), ["cache-hit"]);
     assert!(
         ok,
@@ -251,7 +287,10 @@ async fn sssd_with_cached_auth_timeout_keeps_the_old_password_after_a_reset_else
     let (ok, out) = site.login(new).await;
     println!("SSSD, new password:\n{}", site.sssd_said(mark));
     assert_eq!(site.sssd_did(mark), ["cache-miss", "online-ok"]);
-    assert!(ok, "the new password misses the cache and is checked online:\n{out}");
+    assert!(
+        ok,
+        "the new password misses the cache and is checked online:\n{out}"
+    );
     let (ok, out) = site.login(OLD).await;
     assert!(!ok, "after which the old one is refused:\n{out}");
 }
@@ -279,7 +318,10 @@ async fn sssd_after_reset_prompt_only_the_new_password_goes_on() {
     let mark = site.log_len();
     pam.send(new);
     let (ok, out) = pam.finish().await;
-    println!("SSSD, the new password typed after the reset:\n{}", site.sssd_said(mark));
+    println!(
+        "SSSD, the new password typed after the reset:\n{}",
+        site.sssd_said(mark)
+    );
     assert!(ok, "the new password logs in:\n{out}");
     assert_eq!(
         site.sssd_did(mark),
@@ -289,7 +331,10 @@ async fn sssd_after_reset_prompt_only_the_new_password_goes_on() {
     assert!(site.slapd.binds("alice", new));
 
     let (ok, out) = site.login(OLD).await;
-    assert!(!ok, "the old password is refused, cached_auth_timeout or not:\n{out}");
+    assert!(
+        !ok,
+        "the old password is refused, cached_auth_timeout or not:\n{out}"
+    );
     let (ok, out) = site.login(new).await;
     assert!(ok, "{out}");
 }
@@ -334,7 +379,10 @@ async fn sssd_offline_the_cached_password_works_and_a_reset_attempt_is_told_why_
     assert!(ok, "the login goes on with the cached password:\n{out}");
     let syslog = site.log.settled().await;
     println!("agent's log:\n{syslog}");
-    assert!(syslog.contains("POST /api/v1/flow/start -> 503"), "{syslog}");
+    assert!(
+        syslog.contains("POST /api/v1/flow/start -> 503"),
+        "{syslog}"
+    );
     assert!(syslog.contains("result=failed support_code="), "{syslog}");
     let events = site.s.audit("user=alice&limit=100").await;
     println!(
