@@ -19,6 +19,7 @@ use sspr_app::{AppError, ErrorKind, Lang, RequestCtx};
 use sspr_domain::ClientType;
 use sspr_server::State;
 
+use crate::form;
 use crate::i18n::CATALOG;
 use crate::render::render;
 
@@ -273,13 +274,42 @@ impl FromRequest<Arc<State>> for Posted {
             .get("sec-fetch-site")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v == "cross-site" || v == "same-site");
+        let is_form = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
         let req = Request::from_parts(parts, body);
-        let form = match axum::Form::<HashMap<String, String>>::from_request(req, state).await {
-            Ok(axum::Form(f)) => f,
-            Err(rej) => {
-                let e = AppError::invalid(web.tr("error-bad-form")).with_log(rej.body_text());
+        let read = match axum::body::Bytes::from_request(req, state).await {
+            Ok(_) if !is_form => Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "error-bad-form",
+                "not application/x-www-form-urlencoded".to_string(),
+            )),
+            Ok(bytes) => form::parse(&bytes).map_err(|e| match e {
+                form::FormError::NotUtf8 => (
+                    StatusCode::BAD_REQUEST,
+                    "error-form-not-utf8",
+                    "a field is not UTF-8".to_string(),
+                ),
+                form::FormError::Repeated(name) => (
+                    StatusCode::BAD_REQUEST,
+                    "error-form-repeated",
+                    format!("field {name:?} sent more than once"),
+                ),
+            }),
+            Err(rej) => Err((rej.status(), "error-bad-form", rej.body_text())),
+        };
+        let form = match read {
+            Ok(f) => f,
+            Err((status, key, log)) => {
+                let e = AppError::invalid(web.tr(key)).with_log(log);
                 let e = web.audited(e).await;
-                return Err(web.error_status(StatusCode::BAD_REQUEST, e));
+                return Err(web.error_status(status, e));
             }
         };
         let sent = form.get("csrf").map(String::as_str).unwrap_or("");
