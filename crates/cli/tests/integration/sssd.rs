@@ -312,9 +312,15 @@ async fn sssd_after_reset_prompt_only_the_new_password_goes_on() {
     site.reset(&mut pam, new).await;
     pam.expect("Sign in with your new password.").await;
     pam.expect("Password:").await;
+    let mark = site.log_len();
     pam.send(OLD);
-    pam.expect("not the new password").await;
+    pam.expect("That is not the new password.").await;
     pam.expect("Password:").await;
+    assert_eq!(
+        site.sssd_did(mark),
+        Vec::<&str>::new(),
+        "the old password never reached pam_sss (its cache would have taken it)"
+    );
     let mark = site.log_len();
     pam.send(new);
     let (ok, out) = pam.finish().await;
