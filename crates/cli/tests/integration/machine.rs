@@ -59,6 +59,14 @@ impl Machine {
     /// `cache_credentials = True`; `domain_extra` goes into the domain section
     /// (`cached_auth_timeout = 3600`). alice becomes a POSIX account in the directory.
     pub(crate) fn start(slapd: &Slapd, domain_extra: &str) -> Machine {
+        let ns = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "true"])
+            .status();
+        assert!(
+            matches!(ns, Ok(s) if s.success()),
+            "`unshare -m` failed ({ns:?}): the machine tests need root with CAP_SYS_ADMIN \
+             (a privileged container or a VM) and util-linux"
+        );
         slapd.modify(
             "dn: uid=alice,ou=people,dc=sspr,dc=test\nchangetype: modify\n\
              add: objectClass\nobjectClass: posixAccount\n-\n\
