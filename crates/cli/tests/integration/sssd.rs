@@ -405,3 +405,39 @@ async fn sssd_offline_the_cached_password_works_and_a_reset_attempt_is_told_why_
         "{events:#?}"
     );
 }
+
+/// A reset at the prompt, then the directory goes away (a laptop leaves the office): the login
+/// that carried the reset stored the new password in SSSD's cache, so offline the new password
+/// works and the old one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sssd_offline_after_a_reset_the_new_password_is_the_cached_one() {
+    if !system_tests("sssd::") {
+        return;
+    }
+    let mut site = site("continue", "", "").await;
+    let new = "driftwood fire on the shore";
+    let (ok, out) = site.login(OLD).await;
+    assert!(ok, "{out}");
+    let mut pam = site.m.pam("sspr-test", "alice");
+    site.reset(&mut pam, new).await;
+    pam.expect("Signing you in with your new password").await;
+    let (ok, out) = pam.finish().await;
+    assert!(ok, "{out}");
+    tokio::task::block_in_place(|| site.slapd.stop());
+
+    let mark = site.log_len();
+    let (ok, out) = site.login(OLD).await;
+    println!("SSSD, old password offline:\n{}", site.sssd_said(mark));
+    assert!(
+        !ok,
+        "offline, the old password is refused by the cache:\n{out}"
+    );
+    let mark = site.log_len();
+    let (ok, out) = site.login(new).await;
+    println!("SSSD, new password offline:\n{}", site.sssd_said(mark));
+    assert!(
+        ok,
+        "offline, the new password logs in from the cache:\n{out}"
+    );
+    assert_eq!(site.sssd_did(mark), ["cache-hit", "offline"]);
+}
