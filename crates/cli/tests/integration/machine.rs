@@ -1,8 +1,9 @@
 //! A workstation joined to the test's OpenLDAP through a real SSSD (LDAP provider), in a
 //! private mount namespace: every process of the machine (sssd, pamtester, sshd) runs under
 //! `unshare -m` with the machine's own directories bound over /etc/sssd, /var/lib/sss,
-//! /var/log/sssd, /etc/pam.d and /etc/nsswitch.conf. Nothing on the host changes, nothing
-//! needs restoring; a second machine (or the host's own sssd) is not disturbed. Needs root.
+//! /var/log, /etc/pam.d and /etc/nsswitch.conf (and /run for the daemons). Nothing on the host
+//! changes, nothing needs restoring; a second machine (or the host's own sssd) is not
+//! disturbed. Needs root.
 //!
 //! These tests touch the system (namespaces, mounts, root daemons): they run only with
 //! `SSPR_TEST_SYSTEM=1` and otherwise print a skip line.
@@ -85,8 +86,8 @@ impl Machine {
             "sss/secrets",
             "etc-sssd/conf.d",
             "pam.d",
-            "log",
-            "run",
+            "varlog/sssd",
+            "run/sshd",
         ] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
@@ -129,14 +130,19 @@ impl Machine {
              password required pam_deny.so\nsession required pam_deny.so\n",
         )
         .unwrap();
-        // MACHINE_RUN: sssd's pid file is /run/sssd.pid; only sssd gets a /run of its own.
+        // Logins are recorded in the machine's own utmp, wtmp, btmp and lastlog.
+        for f in ["run/utmp", "varlog/wtmp", "varlog/btmp", "varlog/lastlog"] {
+            std::fs::write(d.join(f), b"").unwrap();
+        }
+        // MACHINE_RUN: the daemons (sssd: /run/sssd.pid; sshd: /run/sshd, /run/utmp) get the
+        // machine's /run; pamtester and the rest see the host's.
         let wrap = d.join("in-machine");
         std::fs::write(
             &wrap,
             format!(
                 "#!/bin/sh\nexec unshare -m --propagation private sh -c '\
                  mount --bind {d}/sss /var/lib/sss && mount --bind {d}/etc-sssd /etc/sssd && \
-                 mount --bind {d}/log /var/log/sssd && mount --bind {d}/pam.d /etc/pam.d && \
+                 mount --bind {d}/varlog /var/log && mount --bind {d}/pam.d /etc/pam.d && \
                  mount --bind {d}/nsswitch.conf /etc/nsswitch.conf && \
                  if [ -n \"$MACHINE_RUN\" ]; then mount --bind {d}/run /run; fi && \
                  exec \"$@\"' sh \"$@\"\n",

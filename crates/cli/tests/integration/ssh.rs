@@ -9,6 +9,7 @@
 //! Runs only with `SSPR_TEST_SYSTEM=1`:
 //! `SSPR_TEST_SYSTEM=1 cargo test -p sspr --test integration ssh:: -- --nocapture`
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::harness::{Reaped, free_port};
 use crate::ldap::OLD;
 use crate::logon::Pam;
 use crate::machine::system_tests;
-use crate::sssd::site;
+use crate::sssd::{Site, site};
 
 /// sshd's LoginGraceTime here, and the agent's `ssh_login_grace_secs`: they must agree.
 const GRACE: u64 = 120;
@@ -35,21 +36,11 @@ fn ssh_client(port: u16, user: &str, command: &str) -> Pam {
     Pam::spawn(c)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ssh_a_reset_over_keyboard_interactive_is_audited_as_ssh_from_the_remote_host() {
-    if !system_tests("ssh::") {
-        return;
-    }
-    let site = site(
-        "continue",
-        "cached_auth_timeout = 3600",
-        &format!("ssh_login_grace_secs = {GRACE}"),
-    )
-    .await;
+/// sshd of its own in the site's machine: port, host key, config with `LoginGraceTime
+/// grace`; its PAM service `sshd` is the machine's pam_sspr + pam_sss stack.
+async fn sshd(site: &Site, grace: u64) -> (u16, Reaped, PathBuf) {
     let d = site.m.dir.path();
     site.m.sspr_sss_stack("sshd", &site.config);
-
-    // sshd of its own: port, host key, config; PAM service `sshd` in the machine.
     let port = free_port();
     let key = d.join("ssh_host_ed25519_key");
     let st = Command::new("ssh-keygen")
@@ -64,33 +55,48 @@ async fn ssh_a_reset_over_keyboard_interactive_is_audited_as_ssh_from_the_remote
         format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nPidFile {pid}\n\
              UsePAM yes\nKbdInteractiveAuthentication yes\nPasswordAuthentication no\n\
-             PubkeyAuthentication no\nPermitRootLogin no\nLoginGraceTime {GRACE}\n\
+             PubkeyAuthentication no\nPermitRootLogin no\nLoginGraceTime {grace}\n\
              StrictModes no\nPrintMotd no\n",
             key = key.display(),
             pid = d.join("sshd.pid").display(),
         ),
     )
     .unwrap();
-    // The privilege separation directory, as the ssh service's start would make it.
-    std::fs::create_dir_all("/run/sshd").unwrap();
     let sshd_log = d.join("sshd.log");
     let sshd = site
         .m
         .command("/usr/sbin/sshd")
         .args(["-D", "-e", "-f"])
         .arg(&conf)
+        // The machine's /run: its privilege separation directory /run/sshd, its utmp.
+        .env("MACHINE_RUN", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&sshd_log).unwrap())
         .spawn()
         .expect("openssh-server must be installed (see .ci/run)");
-    let _sshd = Reaped(sshd);
+    let sshd = Reaped(sshd);
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (port, sshd, sshd_log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_a_reset_over_keyboard_interactive_is_audited_as_ssh_from_the_remote_host() {
+    if !system_tests("ssh::") {
+        return;
+    }
+    let site = site(
+        "continue",
+        "cached_auth_timeout = 3600",
+        &format!("ssh_login_grace_secs = {GRACE}"),
+    )
+    .await;
+    let (port, _sshd, sshd_log) = sshd(&site, GRACE).await;
 
     // A normal SSH login: the current password, checked by SSSD; the agent contacts no one.
     let mut ssh = ssh_client(port, "alice", "'echo ok-$(id -u)'");
@@ -184,5 +190,37 @@ async fn ssh_a_reset_over_keyboard_interactive_is_audited_as_ssh_from_the_remote
     assert!(
         sshd_said.contains("Accepted keyboard-interactive/pam for alice from 127.0.0.1"),
         "{sshd_said}"
+    );
+    let syslog = site
+        .log
+        .until(|t| t.contains("result=password_changed"))
+        .await;
+    assert!(syslog.contains("result=password_changed"), "{syslog}");
+    assert!(!syslog.contains(new) && !syslog.contains(OLD), "{syslog}");
+}
+
+/// sshd's LoginGraceTime too short for a reset: the user is told at once, and the login goes
+/// on with the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_with_too_little_login_grace_time_no_reset_starts_and_the_login_goes_on() {
+    if !system_tests("ssh::") {
+        return;
+    }
+    let site = site("continue", "", "ssh_login_grace_secs = 30").await;
+    let (port, _sshd, _) = sshd(&site, 30).await;
+    let mut ssh = ssh_client(port, "alice", "'echo ok-$(id -u)'");
+    ssh.expect("Password (press Enter if you forgot it):").await;
+    ssh.send("");
+    ssh.expect("Choose 1 or 2:").await;
+    ssh.send("1");
+    ssh.expect("Password:").await;
+    ssh.send(OLD);
+    ssh.expect("ok-20001").await;
+    let (ok, out) = ssh.finish().await;
+    println!("what the user saw:\n{out}");
+    assert!(ok, "{out}");
+    assert!(
+        site.s.audit("client_type=ssh").await.is_empty(),
+        "no reset was started"
     );
 }
