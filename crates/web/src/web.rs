@@ -63,6 +63,8 @@ pub struct Web {
     pub set: Vec<String>,
     pub path: String,
     method: axum::http::Method,
+    /// When the failure shown on this page may be retried, for `Retry-After` (see `status_for`).
+    retry_after: Option<i64>,
 }
 
 impl FromRequestParts<Arc<State>> for Web {
@@ -113,6 +115,7 @@ fn web_from_parts(parts: &Parts, state: &Arc<State>) -> Web {
         set,
         path: here(parts.method.as_str(), parts.uri.path()),
         method: parts.method.clone(),
+        retry_after: None,
     }
 }
 
@@ -202,10 +205,11 @@ impl Web {
         self.error_status(status, e)
     }
 
-    pub fn error_status(self, status: StatusCode, e: AppError) -> Response {
+    pub fn error_status(mut self, status: StatusCode, e: AppError) -> Response {
         let e = e.localized(self.ctx.lang);
+        self.retry_after = e.retry_after;
         let retry = sspr_server::respond::retry_minutes(&e);
-        let mut resp = self.page_status(
+        self.page_status(
             status,
             "error.html",
             serde_json::json!({
@@ -214,18 +218,21 @@ impl Web {
                 "support_code": e.support_code,
                 "retry_minutes": retry,
             }),
-        );
-        if status == StatusCode::SERVICE_UNAVAILABLE
-            && let Some(v) = e
-                .retry_after
-                .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
-        {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        resp
+        )
+    }
+
+    /// The status of a page that shows `e`; a 429 or 503 then says when to try again.
+    pub fn status_for(&mut self, e: &AppError) -> StatusCode {
+        self.retry_after = e.retry_after;
+        sspr_server::respond::status_of(e.kind)
     }
 
     pub fn finish(self, mut resp: Response) -> Response {
+        if let Some(v) = sspr_server::respond::retry_after(resp.status(), self.retry_after)
+            .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         // Here rather than only as a layer, so that the fallback pages get it too.
         resp.headers_mut().insert(
             header::CONTENT_SECURITY_POLICY,

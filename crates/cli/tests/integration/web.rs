@@ -406,3 +406,51 @@ async fn a_form_with_a_repeated_field_or_text_that_is_not_utf8_is_refused_with_a
         p.body
     );
 }
+
+#[tokio::test]
+async fn a_throttled_page_says_when_to_come_back_in_retry_after() {
+    let s = Server::start().await;
+    s.user("ann", &["staff"]).await;
+    let mut b = Browser::new(&s);
+    let csrf = b.get("/admin").await.field("csrf");
+    let mut throttled = None;
+    for _ in 0..12 {
+        let p = b
+            .post(
+                "/admin/sign-in",
+                &[
+                    ("csrf", &csrf),
+                    ("next", "/admin"),
+                    ("user", "ann"),
+                    ("password", "not the password"),
+                ],
+            )
+            .await;
+        if p.status == StatusCode::TOO_MANY_REQUESTS {
+            throttled = Some(p);
+            break;
+        }
+        assert_eq!(p.status, StatusCode::UNAUTHORIZED, "{}", p.body);
+        assert!(
+            p.headers.get("retry-after").is_none(),
+            "only on 429 and 503"
+        );
+    }
+    let p = throttled.expect("wrong admin passwords are throttled");
+    let secs: i64 = p
+        .headers
+        .get("retry-after")
+        .expect("a 429 page carries Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The block's real end, not a default: the page says the same in minutes.
+    assert!(secs > 60, "{secs}");
+    let minutes = (secs + 59) / 60;
+    assert!(
+        p.body.contains(&format!("{minutes} minutes")),
+        "{secs} s; {}",
+        p.body
+    );
+}
