@@ -110,7 +110,11 @@ async fn ssh_a_reset_over_keyboard_interactive_is_audited_as_ssh_from_the_remote
         std::fs::read_to_string(&sshd_log).unwrap()
     );
     assert!(site.s.audit("client_type=ssh").await.is_empty());
-    assert_eq!(site.log.settled().await, "", "a normal SSH login logs nothing");
+    assert_eq!(
+        site.log.settled().await,
+        "",
+        "a normal SSH login logs nothing"
+    );
 
     // The reset over SSH, logging in interactively: menu, time left, code from the mail, new
     // password twice, a shell. sshd shows what PAM said after the last answer ("Your password
