@@ -174,6 +174,14 @@ fn malformed(field: &str) -> Vec<Case> {
             vec!["unknown field".into(), "admin".into()],
         ),
         (
+            "repeated field".into(),
+            JSON,
+            format!("{{\"{field}\":\"a\",\"{field}\":\"b\"}}").into_bytes(),
+            u,
+            "invalid_request",
+            vec!["duplicate field".into(), field.into()],
+        ),
+        (
             "missing field".into(),
             JSON,
             b"{}".to_vec(),
@@ -275,6 +283,7 @@ async fn sign_in_refuses_malformed_bodies_and_opens_no_session() {
     for (label, ct, body, status, error, mentions) in malformed("user") {
         // Sign-in also needs the password; the shapes about `user` stay the same.
         let body = if label == "missing field"
+            || label == "repeated field"
             || label == "100 KiB"
             || ct != JSON
             || label.starts_with("invalid")
