@@ -279,7 +279,9 @@ exec "$@"
 """)
         with open(self.p("session"), "w") as f:
             f.write("#!/bin/sh\nexec sleep 600\n")
-        with open(self.p("sessions", "sspr-test.desktop"), "w") as f:
+        # The greeters list sessions from the system's directories (liblightdm does not read
+        # --config) and ask for lightdm-xsession: the test session takes that name here.
+        with open(self.p("sessions", "lightdm-xsession.desktop"), "w") as f:
             f.write(f"[Desktop Entry]\nName=sspr test session\nExec={self.p('session')}\nType=Application\n")
         for s in (xserver, wrapper, self.p("session")):
             os.chmod(s, 0o755)
@@ -293,7 +295,7 @@ greeters-directory=/usr/share/xgreeters
 [Seat:*]
 xserver-command={xserver}
 greeter-session={GREETERS[self.greeter]}
-user-session=sspr-test
+user-session=lightdm-xsession
 session-wrapper={wrapper}
 greeter-hide-users=true
 greeter-show-manual-login=true
@@ -475,7 +477,7 @@ allow-guest=false
         self.shot(n, "session")
         self.rows.append(("session", "the session starts (marker file)", started, 1.0 if started else 0.0,
                           open(marker).read().strip() if started else "no marker"))
-        matched = "match" in probe.split()
+        matched = probe.strip().endswith(" match")
         self.rows.append(("session", "signed in with the NEW password (pam_probe)", matched and started,
                           1.0 if matched else 0.0, probe.strip().replace("\n", "; ")[-60:]))
 
