@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 use crate::api::{ApiFailure, ResetApi};
 use crate::conversation::{Cancelled, Conversation};
 use crate::journal::{Event, Journal};
-use crate::screen::{GREETER_LINES, Screen, first_sentence};
+use crate::screen::{GREETER_LINES, GREETER_WIDTH, Screen, first_sentence, wrap};
 use crate::text::{Lang, T, clean, t};
 
 /// Wrong inputs allowed at one prompt before the dialogue gives up.
@@ -332,9 +332,10 @@ impl Dialogue<'_> {
         Err(Stop::Failed { support_code: None })
     }
 
-    /// The choice of method on a greeter: one short line per method, under a heading when it
-    /// fits; a single method is taken without asking (a question with one answer is one step
-    /// too many on a screen this small).
+    /// The choice of method on a greeter: a heading and every method as one word on one line
+    /// ("1 Email  2 Text  3 App"), where the code goes being said at the next step; the heading
+    /// gives way when the list needs both lines. A single method is taken without asking (a
+    /// question with one answer is one step too many on a screen this small).
     fn greeter_menu(
         &mut self,
         state: &FlowResponse,
@@ -345,19 +346,26 @@ impl Dialogue<'_> {
         if n == 1 {
             return Ok(0);
         }
-        let mut lines = Vec::new();
-        if n < GREETER_LINES {
-            lines.push(self.t(T::GreeterChoose { step, of, n }));
+        let list = state
+            .methods
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let word = self.t(T::GreeterMethod {
+                    method: &m.method,
+                    label: &m.label,
+                });
+                format!("{} {word}", i + 1)
+            })
+            .collect::<Vec<_>>()
+            .join("  ");
+        let heading = self.t(T::GreeterChoose { step, of, n });
+        let both = format!("{heading}\n{list}");
+        if wrap(&both, GREETER_WIDTH).len() <= GREETER_LINES {
+            self.conv.info(&both);
+        } else {
+            self.conv.info(&list);
         }
-        for (i, m) in state.methods.iter().enumerate() {
-            let label = self.t(T::GreeterMethod {
-                method: &m.method,
-                destination: m.destination.as_deref(),
-                label: &m.label,
-            });
-            lines.push(format!("{}  {label}", i + 1));
-        }
-        self.conv.info(&lines.join("\n"));
         self.choose(n)
     }
 

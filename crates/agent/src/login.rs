@@ -136,11 +136,11 @@ fn prompt_on(
     match dialogue::run(&mut d, kind) {
         Outcome::PasswordChanged(new) => {
             let keyring = (place.has_keyring)();
-            if greeter {
-                d.conv.info(&t(lang, T::GreeterChanged));
-            }
-            if keyring {
-                d.conv.info(&say(T::KeyringOld, T::GreeterKeyringOld));
+            match (greeter, keyring) {
+                (true, true) => d.conv.info(&t(lang, T::GreeterKeyringOld)),
+                (true, false) => d.conv.info(&t(lang, T::GreeterChanged)),
+                (false, true) => d.conv.info(&t(lang, T::KeyringOld)),
+                (false, false) => {}
             }
             match (cfg.after_reset, greeter) {
                 (AfterReset::Continue, false) => {
@@ -159,7 +159,7 @@ fn prompt_on(
                 }
                 (AfterReset::Prompt, _) => {
                     d.conv.info(&say(T::SignInWithNew, T::GreeterSignInWithNew));
-                    plain_prompt(d.conv, lang)
+                    the_new_password(d.conv, lang, &new)
                 }
             }
         }
@@ -169,6 +169,22 @@ fn prompt_on(
         }
         _ => plain_prompt(d.conv, lang),
     }
+}
+
+/// After a reset in prompt mode: the user proves they know the new password, and only the new
+/// password goes on. A module after the agent that caches credentials (pam_sss with
+/// `cached_auth_timeout`) would otherwise accept the old one from its cache; the new one makes
+/// it ask the directory and refresh the cache, after which the old one is refused there too.
+fn the_new_password(conv: &mut dyn Conversation, lang: Lang, new: &str) -> Next {
+    for _ in 0..MAX_TRIES {
+        match plain_prompt(conv, lang) {
+            Next::UsePassword(p) if *p == new => return Next::UsePassword(p),
+            Next::UsePassword(_) => conv.error(&t(lang, T::NotTheNewPassword)),
+            Next::Nothing => return Next::Nothing,
+        }
+    }
+    conv.error(&t(lang, T::TooManyTries));
+    Next::Nothing
 }
 
 /// "Reset, unlock, or back?" `None` is back.

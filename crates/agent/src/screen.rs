@@ -7,9 +7,9 @@
 //! - lightdm-gtk-greeter has one message label: each message replaces the previous one, Enter
 //!   clears it, and a prompt's own text is shown only in corner cases. What the user reads at a
 //!   prompt is the last message sent before it, and nothing else.
-//! - slick-greeter turns the prompt into the entry's placeholder (about 33 characters) and
-//!   stacks messages in a box of fixed height, cut at about 36 characters a line; too many
-//!   lines push the entry out of sight.
+//! - slick-greeter turns the prompt into the entry's placeholder (29 to 31 characters shown)
+//!   and stacks messages in a box of fixed height, cut at 33 to 36 characters a line; a third
+//!   line pushes the entry out of sight.
 //! - GDM shows one prompt at a time with its text as the entry's label, and queues messages,
 //!   each shown for a time that grows with its length.
 //!
@@ -19,12 +19,13 @@
 
 use crate::conversation::{Cancelled, Conversation};
 
-/// Columns of one line of a greeter message (slick-greeter cuts at about 36).
+/// Columns of one line of a greeter message (slick-greeter cuts at 33 to 36, by the letters).
 pub const GREETER_WIDTH: usize = 32;
-/// Lines of one greeter message (more push slick-greeter's entry out of sight).
-pub const GREETER_LINES: usize = 3;
-/// Characters of a greeter prompt (slick-greeter's placeholder shows about 33).
-pub const GREETER_PROMPT: usize = 30;
+/// Lines of one greeter message. On slick-greeter, with two lines the entry's placeholder and
+/// what is typed stay in sight; a third pushes all but the entry's top edge out of sight.
+pub const GREETER_LINES: usize = 2;
+/// Characters of a greeter prompt (slick-greeter's placeholder shows 29 to 31).
+pub const GREETER_PROMPT: usize = 28;
 
 /// What renders the conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,7 +298,7 @@ mod tests {
             let mut c = OnePerPrompt::new(&mut rec);
             c.info("Old news that gives way to what matters now.");
             c.error("That code is not right.");
-            c.info("Type the code sent to a•••e@e•••.com");
+            c.info("Type the code sent to a•@e•.com");
             let _ = c.prompt("Code (press Enter to choose another way)");
             c.error("The password is too short: use at least 15 characters.");
             c.info("Choose a new password of at least 15 characters.");
@@ -307,8 +308,8 @@ mod tests {
         assert_eq!(
             rec.0,
             [
-                "error That code is not right.\nType the code sent to\na•••e@e•••.com",
-                "prompt Code (press Enter to choose a…",
+                "error That code is not right.\nType the code sent to a•@e•.com",
+                "prompt Code (press Enter to choose…",
                 "error The password is too short: use\nat least 15 characters.",
                 "secret New password",
                 "info Done.",

@@ -35,6 +35,11 @@ impl Lang {
     }
 }
 
+/// A method the agent has no short word for: the first word of the server's label.
+fn first_word(label: &str) -> String {
+    label.split_whitespace().next().unwrap_or(label).to_string()
+}
+
 /// Text from the server as the user may see it: no control characters but line breaks, so a
 /// compromised or confused server cannot drive the terminal with escape sequences.
 pub fn clean(text: &str) -> String {
@@ -106,8 +111,8 @@ pub enum T<'a> {
         secs: u64,
     },
     TooLittleTime,
-    // The greeter's short texts (see crate::screen): one idea per step, lines of at most 32
-    // columns, prompts of at most 30 characters.
+    // The greeter's short texts (see crate::screen): one idea per step, at most two lines of 32
+    // columns, prompts of at most 28 characters.
     GreeterHint {
         gesture: &'a str,
     },
@@ -126,10 +131,10 @@ pub enum T<'a> {
     GreeterChoosePrompt {
         n: usize,
     },
-    /// A method as one short line: "Email a•••e@e•••.com".
+    /// A method as one word ("Email"): the list of all of them fits one line. Where the
+    /// code goes is said at the next step.
     GreeterMethod {
         method: &'a str,
-        destination: Option<&'a str>,
         label: &'a str,
     },
     GreeterCode {
@@ -154,8 +159,12 @@ pub enum T<'a> {
         code: &'a str,
     },
     GreeterNotUtf8,
+    /// After a reset, with a keyring: the outcome, what to do and the keyring in one message
+    /// (two would not fit; GNOME explains the keyring itself when it asks for the old password).
     GreeterKeyringOld,
     GreeterSignInWithNew,
+    /// Prompt mode: what was typed after the reset is not the new password.
+    NotTheNewPassword,
     GdmPasswordPrompt {
         gesture: &'a str,
     },
@@ -211,21 +220,19 @@ fn en(what: T<'_>) -> String {
         T::GreeterHint { gesture: "" } => "Forgot password? Press Enter.".into(),
         T::GreeterHint { gesture } => format!("Forgot password? Type {gesture}"),
         T::GreeterPassword => "Password".into(),
-        T::GreeterMenu { unlock: true } => "Forgot password? Type 1 or 2:\n1  Reset my password\n2  Unlock my account".into(),
+        T::GreeterMenu { unlock: true } => "Type 1 to reset your password,\nor 2 to unlock your account.".into(),
         T::GreeterMenu { unlock: false } => "Forgot your password?\nType y to reset it now.".into(),
         T::GreeterMenuPrompt { unlock: true } => "1 or 2 (Enter: go back)".into(),
         T::GreeterMenuPrompt { unlock: false } => "y to reset (Enter: go back)".into(),
         T::GreeterChoose { step, of, n } if of > 1 => format!("Step {step} of {of}. Type 1-{n}:"),
         T::GreeterChoose { n, .. } => format!("Prove it's you. Type 1-{n}:"),
         T::GreeterChoosePrompt { n } => format!("1-{n} (Enter: cancel)"),
-        T::GreeterMethod { method, destination, label } => match (method, destination) {
-            ("email", Some(d)) => format!("Email {d}"),
-            ("sms", Some(d)) => format!("Text {d}"),
-            ("email", None) => "Email a code".into(),
-            ("sms", None) => "Text a code".into(),
-            ("questions", _) => "Security questions".into(),
-            ("totp", _) => "Authenticator app".into(),
-            _ => label.to_string(),
+        T::GreeterMethod { method, label } => match method {
+            "email" => "Email".into(),
+            "sms" => "Text".into(),
+            "questions" => "Questions".into(),
+            "totp" => "App".into(),
+            _ => first_word(label),
         },
         T::GreeterCode { to: Some(to) } => format!("Type the code sent to {to}"),
         T::GreeterCode { to: None } => "Type the code from your authenticator app".into(),
@@ -238,16 +245,17 @@ fn en(what: T<'_>) -> String {
         T::GreeterChanged => "Your password is changed.".into(),
         T::GreeterPressEnter => "Press Enter to sign in.".into(),
         T::GreeterPressEnterPrompt => "Press Enter to sign in".into(),
-        T::GreeterUnreachable => "The reset service can't be reached. Sign in as usual, or call your helpdesk.".into(),
+        T::GreeterUnreachable => "Can't reach the reset service. Call your helpdesk.".into(),
         T::GreeterUntrusted => "The reset service is not trusted. Call your helpdesk.".into(),
         T::GreeterServerBroken => "The reset service gave an odd answer. Call your helpdesk.".into(),
         T::GreeterNotConfigured => "Reset is not set up right here. Call your helpdesk.".into(),
         T::GreeterSupportCode { code } => format!("Support code: {code}"),
-        T::GreeterNotUtf8 => "Characters this computer can't read were typed. Nothing changed.".into(),
-        T::GreeterKeyringOld => "Your keyring still opens with your old password.".into(),
+        T::GreeterNotUtf8 => "Unreadable characters were typed. Nothing changed.".into(),
+        T::GreeterKeyringOld => "Password changed. Press Enter.\nKeyring still uses old password.".into(),
         T::GreeterSignInWithNew => "Sign in with the new password.".into(),
-        T::GdmPasswordPrompt { gesture: "" } => "Password (Enter if forgotten):".into(),
-        T::GdmPasswordPrompt { gesture } => format!("Password ({gesture} if forgotten):"),
+        T::NotTheNewPassword => "That is not the new password.".into(),
+        T::GdmPasswordPrompt { gesture: "" } => "Password (forgot it? Enter):".into(),
+        T::GdmPasswordPrompt { gesture } => format!("Password (forgot it? {gesture}):"),
     }
 }
 
@@ -299,21 +307,19 @@ fn zh(what: T<'_>) -> String {
         T::GreeterHint { gesture: "" } => "忘记密码？请直接按回车。".into(),
         T::GreeterHint { gesture } => format!("忘记密码？请输入 {gesture}"),
         T::GreeterPassword => "密码".into(),
-        T::GreeterMenu { unlock: true } => "忘记密码？请输入 1 或 2：\n1  重置我的密码\n2  解锁我的帐户".into(),
+        T::GreeterMenu { unlock: true } => "输入 1 重置密码，\n输入 2 解锁帐户。".into(),
         T::GreeterMenu { unlock: false } => "忘记密码了？\n输入 y 立即重置。".into(),
         T::GreeterMenuPrompt { unlock: true } => "1 或 2（回车返回）".into(),
         T::GreeterMenuPrompt { unlock: false } => "y 重置（回车返回）".into(),
         T::GreeterChoose { step, of, n } if of > 1 => format!("第 {step}/{of} 步，请输入 1-{n}："),
         T::GreeterChoose { n, .. } => format!("验证身份，请输入 1-{n}："),
         T::GreeterChoosePrompt { n } => format!("1-{n}（回车取消）"),
-        T::GreeterMethod { method, destination, label } => match (method, destination) {
-            ("email", Some(d)) => format!("邮件 {d}"),
-            ("sms", Some(d)) => format!("短信 {d}"),
-            ("email", None) => "邮件验证码".into(),
-            ("sms", None) => "短信验证码".into(),
-            ("questions", _) => "安全问题".into(),
-            ("totp", _) => "验证器应用".into(),
-            _ => label.to_string(),
+        T::GreeterMethod { method, label } => match method {
+            "email" => "邮件".into(),
+            "sms" => "短信".into(),
+            "questions" => "安全问题".into(),
+            "totp" => "验证器".into(),
+            _ => first_word(label),
         },
         T::GreeterCode { to: Some(to) } => format!("请输入发送到 {to} 的验证码"),
         T::GreeterCode { to: None } => "请输入验证器应用中的验证码".into(),
@@ -332,8 +338,9 @@ fn zh(what: T<'_>) -> String {
         T::GreeterNotConfigured => "本机重置设置有误。请联系技术支持。".into(),
         T::GreeterSupportCode { code } => format!("支持代码：{code}"),
         T::GreeterNotUtf8 => "输入了本机无法识别的字符，未做任何更改。".into(),
-        T::GreeterKeyringOld => "你的密钥环仍使用旧密码。".into(),
+        T::GreeterKeyringOld => "密码已更改，按回车登录。\n密钥环仍使用旧密码。".into(),
         T::GreeterSignInWithNew => "请用新密码登录。".into(),
+        T::NotTheNewPassword => "这不是新密码。".into(),
         T::GdmPasswordPrompt { gesture: "" } => "密码（忘记请按回车）：".into(),
         T::GdmPasswordPrompt { gesture } => format!("密码（忘记请输入 {gesture}）："),
     }
@@ -358,6 +365,66 @@ mod tests {
     #[test]
     fn server_text_loses_control_characters() {
         assert_eq!(clean("a\u{1b}[2Jb\nc\r\u{7}"), "a[2Jb\nc");
+    }
+
+    #[test]
+    fn every_greeter_text_fits_slick_greeter() {
+        use crate::screen::{GREETER_LINES, GREETER_PROMPT, GREETER_WIDTH, wrap};
+        let messages = [
+            T::GreeterHint { gesture: "" },
+            T::GreeterHint { gesture: "help" },
+            T::GreeterMenu { unlock: true },
+            T::GreeterMenu { unlock: false },
+            T::GreeterChoose {
+                step: 2,
+                of: 2,
+                n: 4,
+            },
+            T::GreeterChoose {
+                step: 1,
+                of: 1,
+                n: 4,
+            },
+            T::GreeterCode {
+                to: Some("d••o@e••••••.test"),
+            },
+            T::GreeterCode { to: None },
+            T::GreeterNewPassword { min: 15 },
+            T::GreeterConfirm,
+            T::GreeterChanged,
+            T::GreeterPressEnter,
+            T::GreeterUnreachable,
+            T::GreeterUntrusted,
+            T::GreeterServerBroken,
+            T::GreeterNotConfigured,
+            T::GreeterNotUtf8,
+            T::GreeterKeyringOld,
+            T::GreeterSignInWithNew,
+            T::NotTheNewPassword,
+        ];
+        let prompts = [
+            T::GreeterPassword,
+            T::GreeterMenuPrompt { unlock: true },
+            T::GreeterMenuPrompt { unlock: false },
+            T::GreeterChoosePrompt { n: 4 },
+            T::GreeterCodePrompt,
+            T::GreeterAnswerPrompt,
+            T::GreeterNewPasswordPrompt,
+            T::GreeterConfirmPrompt,
+            T::GreeterPressEnterPrompt,
+            T::GdmPasswordPrompt { gesture: "" },
+        ];
+        for lang in [Lang::En, Lang::Zh] {
+            for m in &messages {
+                let text = t(lang, m.clone());
+                let lines = wrap(&text, GREETER_WIDTH);
+                assert!(lines.len() <= GREETER_LINES, "{text:?} takes {lines:?}");
+            }
+            for p in &prompts {
+                let text = t(lang, p.clone());
+                assert!(text.chars().count() <= GREETER_PROMPT, "{text:?} is cut");
+            }
+        }
     }
 
     #[test]

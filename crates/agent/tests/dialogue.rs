@@ -403,6 +403,23 @@ fn after_reset_prompt_sends_the_user_back_to_the_prompt() {
 }
 
 #[test]
+fn after_reset_prompt_never_hands_the_old_password_on() {
+    // A caching module after the agent (pam_sss with cached_auth_timeout) would accept the old
+    // password from its cache: only the new one goes on, and it refreshes that cache.
+    let cfg = config("after_reset = \"prompt\"");
+    let mut u = User::new(&["", "1", "1", "123456", NEW, NEW, "my old password", NEW]);
+    let (next, _, _) = login(&cfg, &mut u, Server::new(1));
+    assert_eq!(password(&next), Some(NEW), "{}", u.all());
+    assert!(u.saw("That is not the new password."));
+
+    let old = ["old"; dialogue::MAX_TRIES];
+    let mut u = User::new(&[&["", "1", "1", "123456", NEW, NEW][..], &old].concat());
+    let (next, _, _) = login(&cfg, &mut u, Server::new(1));
+    assert_eq!(password(&next), None, "{}", u.all());
+    assert!(u.saw("Too many tries"));
+}
+
+#[test]
 fn enter_at_the_menu_goes_back_to_a_normal_login() {
     let cfg = config("");
     let mut u = User::new(&["", "", "my password"]);

@@ -63,14 +63,16 @@ impl Conversation for Gtk {
     }
 }
 
-/// Lines of slick-greeter's box above the entry before the entry is pushed out of sight.
-const SLICK_LINES: usize = 3;
-/// Characters of a message line, and of the placeholder, that slick-greeter shows.
-const SLICK_COLUMNS: usize = 36;
-const SLICK_PLACEHOLDER: usize = 33;
+/// Lines of slick-greeter's box above the entry with the entry still in sight (a third shows
+/// only the entry's top edge).
+const SLICK_LINES: usize = 2;
+/// Characters of a message line, and of the placeholder, that slick-greeter shows at least
+/// (33 to 36 and 29 to 31 were seen, by the letters).
+const SLICK_COLUMNS: usize = 33;
+const SLICK_PLACEHOLDER: usize = 29;
 
 /// slick-greeter 1.6.1 (`PromptBox`, `GreeterList`): messages stack as lines in a box of fixed
-/// height, each cut at ~36 characters; a prompt becomes the entry's placeholder, cut at ~33;
+/// height, each cut at 33-36 characters; a prompt becomes the entry's placeholder, cut at 29-31;
 /// the box is cleared at the first message or prompt after an answer; when a message came
 /// after the last answer, it stops at a "Log In" button instead of starting the session.
 struct Slick {
@@ -175,15 +177,14 @@ fn greeter_login(
 /// Each step's answer, and words the user must be able to read before giving it.
 const RESET: &[(&str, &[&str])] = &[
     ("", &["forgot password", "press enter"]),
-    ("1", &["1  reset my password", "2  unlock my account"]),
     (
         "1",
         &[
-            "1  email a code",
-            "2  security questions",
-            "3  authenticator",
+            "type 1 to reset your password",
+            "or 2 to unlock your account",
         ],
     ),
+    ("1", &["type 1-3", "1 email  2 questions  3 app"]),
     ("999999", &["type the code"]),
     ("123456", &["not right"]),
     ("short", &["new password", "15 characters"]),
@@ -251,11 +252,14 @@ fn a_stale_keyring_is_told_at_the_outcome_on_both_greeters() {
     let steps: &[(&str, &[&str])] = &[
         ("", &["forgot"]),
         ("1", &["reset"]),
-        ("3", &["authenticator"]),
+        ("3", &["3 app"]),
         ("654321", &["type the code"]),
         (NEW, &["new password"]),
         (NEW, &["again"]),
-        ("", &["password is changed", "keyring", "old password"]),
+        (
+            "",
+            &["password changed", "press enter", "keyring", "old password"],
+        ),
     ];
     let mut gtk = Gtk::new(&answers(steps));
     greeter_login(&mut gtk, Server::new(1), Screen::Greeter, true);
@@ -274,7 +278,10 @@ fn a_server_that_is_down_is_said_in_a_few_words_and_sign_in_goes_on() {
     let steps: &[(&str, &[&str])] = &[
         ("", &["forgot"]),
         ("1", &["reset"]),
-        ("my old password", &["can't be reached", "sign in as usual"]),
+        (
+            "my old password",
+            &["can't reach the reset service", "helpdesk"],
+        ),
     ];
     let mut slick = Slick::new(&answers(steps));
     let next = greeter_login(&mut slick, s, Screen::Greeter, false);
@@ -305,7 +312,7 @@ fn gdm_gets_the_way_in_in_the_prompt_and_no_message_on_a_normal_login() {
     }
     let mut gdm = Gdm(Vec::new());
     greeter_login(&mut gdm, Server::new(1), Screen::Gdm, false);
-    assert_eq!(gdm.0, ["secret Password (Enter if forgotten):"]);
+    assert_eq!(gdm.0, ["secret Password (forgot it? Enter):"]);
 }
 
 #[test]
