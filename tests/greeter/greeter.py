@@ -34,23 +34,23 @@ EXPECT = {
         "prompt": "Password",
     },
     "menu": {
-        "message": ["Forgot password? Type 1 or 2:", "1 Reset my password", "2 Unlock my account"],
+        "message": ["Type 1 to reset your password,", "or 2 to unlock your account."],
         "prompt": "1 or 2 (Enter: go back)",
     },
     "method": {
-        "message": ["Prove it's you. Type 1-2:", "1 Email", "2 Security questions"],
+        "message": ["Prove it's you. Type 1-2:", "1 Email", "2 Questions"],
         "prompt": "1-2 (Enter: cancel)",
     },
     "code": {
-        "message": ["Type the code sent to"],
+        "message": ["Type the code sent to"],  # then the masked address, which OCR garbles
         "prompt": "Code (Enter: another way)",
     },
     "wrong-code": {
-        "message": ["That code is not right"],
+        "message": ["That code is not right, or it", "has expired."],
         "prompt": "Code (Enter: another way)",
     },
     "new-password": {
-        "message": ["Choose a new password of at least"],
+        "message": ["Choose a new password of at", "least 15 characters."],
         "prompt": "New password",
     },
     "retype": {
