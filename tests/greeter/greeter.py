@@ -70,7 +70,8 @@ WRONG_CODE_DIGITS = "0"
 GREETERS = {"gtk": "lightdm-gtk-greeter", "slick": "slick-greeter"}
 ENTRY_MIN = 16  # px of the entry's height that must be in view (it is about 30)
 MATCH = 0.82  # difflib ratio a phrase needs against the OCR text
-EDGE = 0.75  # ... and its first and last words each (a cut line loses its last word)
+EDGE = 0.5  # ... and its first and last words each, the last one not cut short (a line cut
+# at the greeter's edge loses the end of its last word)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
@@ -81,8 +82,14 @@ def log(msg):
     print(f"[greeter {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+# OCR reads a lone digit as a look-alike letter ("l or 2"): one-character words are compared
+# by their digit on both sides.
+LOOKALIKE = str.maketrans({"l": "1", "i": "1", "o": "0", "z": "2", "s": "5", "b": "6", "g": "9"})
+
+
 def words(text):
-    return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+    out = re.sub(r"[^a-z0-9|]+", " ", text.lower()).replace("|", "1").split()
+    return [w.translate(LOOKALIKE) if len(w) == 1 else w for w in out]
 
 
 def ratio(a, b):
@@ -105,7 +112,8 @@ def seen(phrase, ocr):
                 continue
             r = ratio(target, " ".join(cand))
             if r > best[0]:
-                edges = ratio(want[0], cand[0]) >= EDGE and ratio(want[-1], cand[-1]) >= EDGE
+                edges = (ratio(want[0], cand[0]) >= EDGE and ratio(want[-1], cand[-1]) >= EDGE
+                         and not (cand[-1] != want[-1] and want[-1].startswith(cand[-1])))
                 best = (r, " ".join(cand), edges)
     return best[0] >= MATCH and best[2], best[0], best[1]
 
