@@ -42,7 +42,8 @@ EXPECT = {
         "prompt": "1-2 (Enter: cancel)",
     },
     "code": {
-        "message": ["Type the code sent to"],  # then the masked address, which OCR garbles
+        # then the masked address d••o@e••••••.test: OCR garbles the bullets, its end is read
+        "message": ["Type the code sent to", "test"],
         "prompt": "Code (Enter: another way)",
     },
     "wrong-code": {
@@ -68,6 +69,7 @@ OLD_PASSWORD = "sspr-demo-initial-password"
 NEW_PASSWORD = "Greeter-Reset-Pw-2026-ok"
 WRONG_CODE_DIGITS = "0"
 GREETERS = {"gtk": "lightdm-gtk-greeter", "slick": "slick-greeter"}
+SETTLE = float(os.environ.get("SSPR_GREETER_SETTLE", "1.2"))  # s for the greeter to draw a prompt
 ENTRY_MIN = 16  # px of the entry's height that must be in view (it is about 30)
 MATCH = 0.82  # difflib ratio a phrase needs against the OCR text
 EDGE = 0.5  # ... and its first and last words each, the last one not cut short (a line cut
@@ -315,11 +317,14 @@ allow-guest=false
         self.lightdm = self.spawn(["lightdm", "-d", "--config", self.p("lightdm.conf")], "lightdm.out", env=env)
         self.lightdm_log = self.p("log", "lightdm.log")
         self.wait_log("Greeter connected", 60)
+        # The greeter asks for the user name through PAM's first prompt ("login:") once its
+        # window is up.
+        self.wait_log("Prompt greeter with", 60)
         args = open(self.p("xserver.args")).read().split()
         self.display = next(a for a in args if a.startswith(":"))
         self.env = dict(os.environ, DISPLAY=self.display)
         self.env.pop("XAUTHORITY", None)
-        time.sleep(3)  # the greeter maps and draws its window
+        time.sleep(2 * SETTLE)  # the greeter draws its window
 
     # -- driving ------------------------------------------------------------------------
     def lightdm_text(self):
@@ -346,7 +351,7 @@ allow-guest=false
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.prompts() > before:
-                time.sleep(1.2)  # the greeter draws it
+                time.sleep(SETTLE)  # the greeter draws it
                 return True
             time.sleep(0.2)
         return False
