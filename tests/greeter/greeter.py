@@ -58,6 +58,14 @@ EXPECT = {
         "message": ["Type the new password again."],
         "prompt": "New password again",
     },
+    "rule-broken": {  # the server's first sentence, after a too short new password
+        "message": ["The password is too short: use", "at least 15 characters."],
+        "prompt": "New password",
+    },
+    "mismatch": {
+        "message": ["The two passwords don't match.", "Try again."],
+        "prompt": "New password",
+    },
     "outcome": {
         "message": ["Your password is changed.", "Press Enter to sign in."],
         "prompt": "Press Enter to sign in",
@@ -67,6 +75,7 @@ EXPECT = {
 USER = "demo"  # the demo user `sspr serve` creates on first start
 OLD_PASSWORD = "sspr-demo-initial-password"
 NEW_PASSWORD = "Greeter-Reset-Pw-2026-ok"
+SHORT_PASSWORD = "Short-pw-26"  # breaks the demo policy's 15 characters
 WRONG_CODE_DIGITS = "0"
 GREETERS = {"gtk": "lightdm-gtk-greeter", "slick": "slick-greeter"}
 SETTLE = float(os.environ.get("SSPR_GREETER_SETTLE", "1.2"))  # s for the greeter to draw a prompt
@@ -470,12 +479,17 @@ allow-guest=false
             return self.fail_row("wrong-code", "the prompt after a wrong code")
         n += 1
         self.check("wrong-code", self.shot(n, "wrong-code"))
-        for step, answer in [("new-password", code), ("retype", NEW_PASSWORD), ("outcome", NEW_PASSWORD)]:
+        # (step to check after typing the answer, or None: no screenshot)
+        for step, answer in [("new-password", code), ("retype", SHORT_PASSWORD),
+                             ("rule-broken", SHORT_PASSWORD), (None, NEW_PASSWORD),
+                             ("mismatch", NEW_PASSWORD[::-1]), (None, NEW_PASSWORD),
+                             ("outcome", NEW_PASSWORD)]:
             before = self.type_line(answer)
             if not self.wait_prompt(before):
-                return self.fail_row(step, "the prompt (none came)")
-            n += 1
-            self.check(step, self.shot(n, step))
+                return self.fail_row(step or "retype", "the prompt (none came)")
+            if step:
+                n += 1
+                self.check(step, self.shot(n, step))
         # From now on only the new password signs in.
         with open(self.expected, "w") as f:
             f.write(NEW_PASSWORD + "\n")
