@@ -77,6 +77,8 @@ EXPECT = {
     },
 }
 
+MARK = "written by sspr tests/greeter"
+PAM_SAVED = "/var/tmp/sspr-greeter-pam.d-lightdm.orig"  # survives a killed run
 USER = "demo"  # the demo user `sspr serve` creates on first start
 OLD_PASSWORD = "sspr-demo-initial-password"
 NEW_PASSWORD = "Greeter-Reset-Pw-2026-ok"
@@ -245,7 +247,7 @@ class Run:
                     f'services = ["lightdm"]\nscreen = "auto"\nlocale = "en"\nenable_logging = 1\n'
                     f'syslog_socket = "{self.syslog.path}"\ntimeout_secs = 10\nconnect_timeout_secs = 3\n')
         pam = (
-            "#%PAM-1.0\n# written by sspr tests/greeter (the original is restored afterwards)\n"
+            f"#%PAM-1.0\n# {MARK} (the original is restored afterwards, kept meanwhile in {PAM_SAVED})\n"
             f"auth [success=ok default=ignore] {os.path.join(DEBUG, 'libpam_sspr.so')} config={agent}\n"
             f"auth required {probe} file={self.expected} log={self.p('probe.log')}\n"
             "account required pam_permit.so\n"
@@ -253,7 +255,13 @@ class Run:
             "password required pam_deny.so\n"
         )
         target = "/etc/pam.d/lightdm"
+        # A run killed before it could restore the file left ours there: put the original back.
+        if os.path.exists(target) and MARK in open(target).read():
+            if not os.path.exists(PAM_SAVED):
+                raise SystemExit(f"{target} is this test's and {PAM_SAVED} is gone: restore it by hand")
+            shutil.copy2(PAM_SAVED, target)
         if os.path.exists(target):
+            shutil.copy2(target, PAM_SAVED)
             self.pam_backup = self.p("pam.d-lightdm.orig")
             shutil.copy2(target, self.pam_backup)
         else:
@@ -269,6 +277,8 @@ class Run:
         else:
             os.unlink("/etc/pam.d/lightdm")
         self.pam_backup = None
+        if os.path.exists(PAM_SAVED):
+            os.unlink(PAM_SAVED)
 
     def start_lightdm(self):
         for d in ("run", "cache", "log", "sessions", "markers"):
@@ -635,6 +645,11 @@ def main():
     ap.add_argument("--break-step", metavar="STEP",
                     help="expect a wrong text at STEP: the run must then fail (checks the check)")
     a = ap.parse_args()
+
+    def terminated(signum, _frame):
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminated)  # still restore /etc/pam.d/lightdm, remove the user
     if a.break_step:
         EXPECT[a.break_step]["message"] = ["Your account has been deleted forever"]
     greeters = ["gtk", "slick"] if a.greeter == "both" else [a.greeter]
