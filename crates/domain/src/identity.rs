@@ -6,14 +6,98 @@ use unicode_normalization::UnicodeNormalization;
 /// The longest user ID accepted; longer input is refused before any lookup.
 pub const MAX_LOGIN_LEN: usize = 256;
 
-/// Trims, applies NFKC and lowercases. Returns `None` for an empty or oversized ID or one with
-/// control characters, which no directory holds.
+/// Trims, applies NFKC and lowercases (close to RFC 8265's UsernameCaseMapped, which sspr
+/// follows for the names it creates). Returns `None` for an empty or oversized ID or one with
+/// control or invisible characters, which no directory should hold.
 pub fn canonical_login(raw: &str) -> Option<String> {
     let s: String = raw.trim().nfkc().collect::<String>().to_lowercase();
-    if s.is_empty() || s.chars().count() > MAX_LOGIN_LEN || s.chars().any(char::is_control) {
+    if s.is_empty()
+        || s.chars().count() > MAX_LOGIN_LEN
+        || s.chars().any(|c| c.is_control() || invisible(c))
+    {
         return None;
     }
     Some(s)
+}
+
+/// Why a login name may not be created, in words that say what to fix; `None` when it may.
+/// Beyond what [`canonical_login`] refuses: invisible characters (a zero-width space makes a
+/// second account that looks like the first) and letters of two of the scripts that share
+/// look-alikes (Latin, Greek, Cyrillic: "аlice" with a Cyrillic "а" is not "alice").
+pub fn login_problem(raw: &str) -> Option<String> {
+    if let Some((i, c)) = raw.trim().chars().enumerate().find(|(_, c)| invisible(*c)) {
+        return Some(format!(
+            "the login has an invisible character (U+{:04X}) at position {}: type it again without it",
+            c as u32,
+            i + 1
+        ));
+    }
+    let Some(login) = canonical_login(raw) else {
+        return Some(
+            "the login is empty, longer than 256 characters or has control characters".into(),
+        );
+    };
+    let mut first: Option<(Script, char)> = None;
+    for c in login.chars() {
+        let Some(script) = script(c) else { continue };
+        match first {
+            None => first = Some((script, c)),
+            Some((s, f)) if s != script => {
+                return Some(format!(
+                    "the login mixes {} letters ('{f}') and {} letters ('{c}', U+{:04X}): type it with one keyboard layout",
+                    s.name(),
+                    script.name(),
+                    c as u32
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// Characters that show as nothing: format characters, joiners, fillers, variation selectors
+/// (Unicode's default-ignorable code points).
+fn invisible(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F..=0x1160 | 0x17B4..=0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
+        | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFF8 | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
+        | 0xE0000..=0xE0FFF)
+}
+
+/// The scripts whose letters look alike.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Script {
+    Latin,
+    Greek,
+    Cyrillic,
+}
+
+impl Script {
+    fn name(self) -> &'static str {
+        match self {
+            Script::Latin => "Latin",
+            Script::Greek => "Greek",
+            Script::Cyrillic => "Cyrillic",
+        }
+    }
+}
+
+fn script(c: char) -> Option<Script> {
+    if !c.is_alphabetic() {
+        return None;
+    }
+    match c as u32 {
+        0x0041..=0x024F | 0x1E00..=0x1EFF | 0x2C60..=0x2C7F | 0xA720..=0xA7FF => {
+            Some(Script::Latin)
+        }
+        0x0370..=0x03FF | 0x1F00..=0x1FFF => Some(Script::Greek),
+        0x0400..=0x052F | 0x1C80..=0x1C8F | 0x2DE0..=0x2DFF | 0xA640..=0xA69F => {
+            Some(Script::Cyrillic)
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -25,6 +109,33 @@ mod tests {
         assert_eq!(canonical_login(" Alice "), Some("alice".into()));
         assert_eq!(canonical_login("ALICE"), canonical_login("alice"));
         assert_eq!(canonical_login("Ａｌｉｃｅ"), Some("alice".into()));
+    }
+
+    #[test]
+    fn invisible_characters_and_look_alike_scripts_are_refused_at_creation() {
+        let zw = login_problem("ali\u{200B}ce").unwrap();
+        assert!(zw.contains("U+200B") && zw.contains("position 4"), "{zw}");
+        assert!(login_problem("alice\u{FEFF}").is_some());
+        assert_eq!(canonical_login("ali\u{200D}ce"), None, "never found either");
+        let mixed = login_problem("\u{0430}lice").unwrap();
+        assert!(
+            mixed.contains("Cyrillic") && mixed.contains("Latin"),
+            "{mixed}"
+        );
+        assert!(login_problem("pаypal").is_some());
+        assert!(login_problem("ΑLICE").is_some(), "a Greek capital alpha");
+        for fine in [
+            "alice",
+            "josé.garcía",
+            "o'brien-2",
+            "张伟",
+            "tanaka.太郎",
+            "иван",
+            "ελένη",
+            "Ａｌｉｃｅ",
+        ] {
+            assert_eq!(login_problem(fine), None, "{fine}");
+        }
     }
 
     #[test]

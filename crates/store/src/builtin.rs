@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sspr_app::crypto::{HashPool, token_hash};
 use sspr_app::ports::{DirError, DirUser, Directory, UserFlag, UserRecord, UserStore};
-use sspr_domain::identity::canonical_login;
+use sspr_domain::identity::{canonical_login, login_problem};
 use sspr_domain::{Clock, Random, Rejection};
 
 /// An account to create.
@@ -66,6 +66,9 @@ impl BuiltinDirectory {
 
     /// Creates an account. The password must already satisfy the policy (the CLI checks).
     pub async fn add_user(&self, u: &NewUser) -> Result<(), String> {
+        if let Some(problem) = login_problem(&u.login) {
+            return Err(problem);
+        }
         let id = canonical_login(&u.login).ok_or("the login is empty or has control characters")?;
         if u.password.trim().is_empty() {
             return Err("the password cannot be empty".into());

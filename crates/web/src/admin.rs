@@ -27,7 +27,6 @@ use sspr_domain::clock::UnixTime;
 use sspr_domain::policy::CustomQuestion;
 use sspr_domain::{Method, PasswordRules, Policy, Rejection, Scope};
 use sspr_server::State;
-use sspr_server::respond::status_of;
 use sspr_server::routes::{AuditParams, audit_filter, event_dto, events_csv};
 
 use crate::charts;
@@ -193,7 +192,8 @@ pub async fn sign_in(p: Posted) -> Response {
         }
         Err(e) => {
             let e = w.audited(e).await;
-            signin_page(w, status_of(e.kind), next, Some(e), &user)
+            let status = w.status_for(&e);
+            signin_page(w, status, next, Some(e), &user)
         }
     }
 }
@@ -725,7 +725,7 @@ pub async fn policy_page(w: Web) -> Response {
 /// `action=preview` shows what users would see; `action=save` stores the policy.
 pub async fn policy_post(p: Posted) -> Response {
     let Posted { web, mut form } = p;
-    let (w, s) = match gate_post(web).await {
+    let (mut w, s) = match gate_post(web).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -785,7 +785,8 @@ pub async fn policy_post(p: Posted) -> Response {
                 support_code: e.support_code.clone(),
                 ..policy_view(form)
             };
-            admin_page(w, &s, status_of(e.kind), "policy", view)
+            let status = w.status_for(&e);
+            admin_page(w, &s, status, "policy", view)
         }
     }
 }
@@ -814,7 +815,7 @@ pub async fn users_page(w: Web, q: Result<Query<UserParams>, QueryRejection>) ->
     }
 }
 
-async fn user_lookup(w: Web, s: &SessionRecord, q: String) -> Response {
+async fn user_lookup(mut w: Web, s: &SessionRecord, q: String) -> Response {
     let app = w.state.app.clone();
     let lang = w.lang();
     let not_found = |w: Web| {
@@ -838,10 +839,11 @@ async fn user_lookup(w: Web, s: &SessionRecord, q: String) -> Response {
             let e = AppError::new(ErrorKind::Directory, w.tr("admin-directory-error"))
                 .with_log(e.to_string());
             let e = w.audited(e).await;
+            let status = w.status_for(&e);
             return admin_page(
                 w,
                 s,
-                status_of(e.kind),
+                status,
                 "users",
                 json!({ "q": q, "error": e.message, "support_code": e.support_code }),
             );

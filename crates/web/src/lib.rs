@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod charts;
+pub mod form;
 pub mod i18n;
 pub mod pages;
 pub mod register;

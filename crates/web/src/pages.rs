@@ -30,10 +30,10 @@ pub async fn unlock(w: Web) -> Response {
     start_page(w, FlowKind::Unlock, None, "")
 }
 
-fn start_page(w: Web, kind: FlowKind, error: Option<AppError>, user: &str) -> Response {
+fn start_page(mut w: Web, kind: FlowKind, error: Option<AppError>, user: &str) -> Response {
     let challenge = w.state.app.pow_challenge();
     let status = match &error {
-        Some(e) => sspr_server::respond::status_of(e.kind),
+        Some(e) => w.status_for(e),
         None => StatusCode::OK,
     };
     w.page_status(
@@ -160,7 +160,7 @@ pub async fn challenge(p: Posted) -> Response {
 
 /// An error inside the flow: the flow page again with the message on top when the flow can
 /// go on (a wrong code, a method used up), the error page when it cannot.
-async fn flow_error(w: Web, token: &str, e: AppError) -> Response {
+async fn flow_error(mut w: Web, token: &str, e: AppError) -> Response {
     let app = w.state.app.clone();
     let e = w.audited(e).await;
     if matches!(e.kind, ErrorKind::Unauthorized) {
@@ -168,7 +168,7 @@ async fn flow_error(w: Web, token: &str, e: AppError) -> Response {
     }
     match app.flow_status(&w.ctx, token).await {
         Ok(r) if r.status == "choose_method" => {
-            let status = sspr_server::respond::status_of(e.kind);
+            let status = w.status_for(&e);
             let step = (r.verified.len() + 1).min(r.required.into());
             w.page_status(
                 status,
@@ -265,7 +265,7 @@ pub async fn password(p: Posted) -> Response {
             ) =>
         {
             let e = w.audited(e).await;
-            let status = sspr_server::respond::status_of(e.kind);
+            let status = w.status_for(&e);
             let flow = app.flow_status(&w.ctx, &t).await.ok();
             let rules = app.password_policy_view(&w.ctx, Some(&t)).await.ok();
             w.page_status(

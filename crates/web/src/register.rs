@@ -122,7 +122,7 @@ pub async fn sign_in(p: Posted) -> Response {
         }
         Err(e) => {
             let e = w.audited(e).await;
-            let status = sspr_server::respond::status_of(e.kind);
+            let status = w.status_for(&e);
             signin_page(w, status, Some(e), user.trim())
         }
     }
@@ -197,9 +197,9 @@ fn sections(st: &RegistrationStatus) -> Vec<Section> {
         .collect()
 }
 
-fn home_page(w: Web, s: &SessionRecord, st: RegistrationStatus, v: View) -> Response {
+fn home_page(mut w: Web, s: &SessionRecord, st: RegistrationStatus, v: View) -> Response {
     let status = match &v.error {
-        Some(e) => sspr_server::respond::status_of(e.kind),
+        Some(e) => w.status_for(e),
         None => StatusCode::OK,
     };
     let e = v.error.as_ref();
@@ -368,7 +368,7 @@ pub async fn questions(w: Web) -> Page {
 }
 
 async fn questions_page(
-    w: Web,
+    mut w: Web,
     s: &SessionRecord,
     chosen: &[String],
     error: Option<AppError>,
@@ -393,7 +393,7 @@ async fn questions_page(
         })
         .collect();
     let status = match &error {
-        Some(e) => sspr_server::respond::status_of(e.kind),
+        Some(e) => w.status_for(e),
         None => StatusCode::OK,
     };
     let e = error.as_ref();
@@ -477,7 +477,7 @@ pub async fn enrol_totp(p: Posted) -> Page {
 
 /// Confirms the authenticator app with a code it shows.
 pub async fn verify_totp(p: Posted) -> Page {
-    let (w, s, f) = session_for(p).await?;
+    let (mut w, s, f) = session_for(p).await?;
     let app = w.state.app.clone();
     match app.confirm_totp(&w.ctx, &s, f.get("code")).await {
         Ok(st) => Ok(after_change(w, &s, Ok(st), View::default(), None, None).await),
@@ -485,7 +485,7 @@ pub async fn verify_totp(p: Posted) -> Page {
         // makes a new one).
         Err(e) if e.kind == ErrorKind::VerificationFailed => {
             let e = w.audited(e).await;
-            let status = sspr_server::respond::status_of(e.kind);
+            let status = w.status_for(&e);
             Ok(w.page_status(
                 status,
                 "register_totp.html",

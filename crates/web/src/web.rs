@@ -19,6 +19,7 @@ use sspr_app::{AppError, ErrorKind, Lang, RequestCtx};
 use sspr_domain::ClientType;
 use sspr_server::State;
 
+use crate::form;
 use crate::i18n::CATALOG;
 use crate::render::render;
 
@@ -62,6 +63,8 @@ pub struct Web {
     pub set: Vec<String>,
     pub path: String,
     method: axum::http::Method,
+    /// When the failure shown on this page may be retried, for `Retry-After` (see `status_for`).
+    retry_after: Option<i64>,
 }
 
 impl FromRequestParts<Arc<State>> for Web {
@@ -112,6 +115,7 @@ fn web_from_parts(parts: &Parts, state: &Arc<State>) -> Web {
         set,
         path: here(parts.method.as_str(), parts.uri.path()),
         method: parts.method.clone(),
+        retry_after: None,
     }
 }
 
@@ -201,10 +205,11 @@ impl Web {
         self.error_status(status, e)
     }
 
-    pub fn error_status(self, status: StatusCode, e: AppError) -> Response {
+    pub fn error_status(mut self, status: StatusCode, e: AppError) -> Response {
         let e = e.localized(self.ctx.lang);
+        self.retry_after = e.retry_after;
         let retry = sspr_server::respond::retry_minutes(&e);
-        let mut resp = self.page_status(
+        self.page_status(
             status,
             "error.html",
             serde_json::json!({
@@ -213,18 +218,21 @@ impl Web {
                 "support_code": e.support_code,
                 "retry_minutes": retry,
             }),
-        );
-        if status == StatusCode::SERVICE_UNAVAILABLE
-            && let Some(v) = e
-                .retry_after
-                .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
-        {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        resp
+        )
+    }
+
+    /// The status of a page that shows `e`; a 429 or 503 then says when to try again.
+    pub fn status_for(&mut self, e: &AppError) -> StatusCode {
+        self.retry_after = e.retry_after;
+        sspr_server::respond::status_of(e.kind)
     }
 
     pub fn finish(self, mut resp: Response) -> Response {
+        if let Some(v) = sspr_server::respond::retry_after(resp.status(), self.retry_after)
+            .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         // Here rather than only as a layer, so that the fallback pages get it too.
         resp.headers_mut().insert(
             header::CONTENT_SECURITY_POLICY,
@@ -273,13 +281,42 @@ impl FromRequest<Arc<State>> for Posted {
             .get("sec-fetch-site")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v == "cross-site" || v == "same-site");
+        let is_form = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
         let req = Request::from_parts(parts, body);
-        let form = match axum::Form::<HashMap<String, String>>::from_request(req, state).await {
-            Ok(axum::Form(f)) => f,
-            Err(rej) => {
-                let e = AppError::invalid(web.tr("error-bad-form")).with_log(rej.body_text());
+        let read = match axum::body::Bytes::from_request(req, state).await {
+            Ok(_) if !is_form => Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "error-bad-form",
+                "not application/x-www-form-urlencoded".to_string(),
+            )),
+            Ok(bytes) => form::parse(&bytes).map_err(|e| match e {
+                form::FormError::NotUtf8 => (
+                    StatusCode::BAD_REQUEST,
+                    "error-form-not-utf8",
+                    "a field is not UTF-8".to_string(),
+                ),
+                form::FormError::Repeated(name) => (
+                    StatusCode::BAD_REQUEST,
+                    "error-form-repeated",
+                    format!("field {name:?} sent more than once"),
+                ),
+            }),
+            Err(rej) => Err((rej.status(), "error-bad-form", rej.body_text())),
+        };
+        let form = match read {
+            Ok(f) => f,
+            Err((status, key, log)) => {
+                let e = AppError::invalid(web.tr(key)).with_log(log);
                 let e = web.audited(e).await;
-                return Err(web.error_status(StatusCode::BAD_REQUEST, e));
+                return Err(web.error_status(status, e));
             }
         };
         let sent = form.get("csrf").map(String::as_str).unwrap_or("");

@@ -210,6 +210,22 @@ fn cli_admin_commands_work_on_the_database() {
     let (code, _, _) = run(&["users", "lock", "nobody"], "");
     assert_eq!(code, 2);
 
+    // Login names that look like another: refused in words, nothing created.
+    for (login, says) in [
+        ("zo\u{200B}e", "invisible character (U+200B)"),
+        ("\u{0437}oe", "mixes Cyrillic letters"),
+        ("\u{0430}lice", "mixes Cyrillic letters"),
+    ] {
+        let (code, out, err) = run(&["users", "add", login], "a perfectly long passphrase\n");
+        assert_ne!(code, 0, "{login:?} was accepted: {out}");
+        assert!(err.contains(says), "{login:?}: {err}");
+    }
+    let (_, out, _) = run(&["users", "list", "--format", "json"], "");
+    let users: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 2, "{out}");
+    let (code, _, _) = run(&["users", "status", "zo\u{200B}e"], "");
+    assert_eq!(code, 2, "an invisible character never finds an account");
+
     // Policy: a bad change is refused in words and nothing changes; a good one is audited.
     let (code, _, err) = run(&["policy", "set", "methods_required=3"], "");
     assert_eq!(code, 2);

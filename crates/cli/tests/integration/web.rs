@@ -105,6 +105,31 @@ impl<'a> Browser<'a> {
         }
     }
 
+    /// A POST with a body as given: what a crafted request, not a browser, sends.
+    async fn post_raw(&mut self, path: &str, content_type: &str, body: &[u8]) -> Page {
+        let client = crate::harness::client_builder(&self.s.ca())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = client
+            .post(format!("{}{}", self.s.url, path))
+            .header("accept", "text/html")
+            .header("cookie", self.jar.header())
+            .header("content-type", content_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        self.jar.take(&headers);
+        Page {
+            status,
+            headers,
+            body: r.text().await.unwrap(),
+        }
+    }
+
     async fn get(&mut self, path: &str) -> Page {
         self.send(HttpMethod::GET, path, &[], &[]).await
     }
@@ -340,4 +365,92 @@ async fn a_browser_reset_keeps_the_token_out_of_urls_builds_links_from_the_publi
     let ev = s.audit("activity=request_rejected").await;
     assert!(ev.iter().any(|e| e["reason"] == "pow_reused"), "{ev:?}");
     s.stop().await;
+}
+
+#[tokio::test]
+async fn a_form_with_a_repeated_field_or_text_that_is_not_utf8_is_refused_with_a_clear_page() {
+    let s = Server::start().await;
+    let mut b = Browser::new(&s);
+    let page = b.get("/reset").await;
+    let csrf = page.field("csrf");
+    let pow = page.attr("data-pow");
+    let bits: u8 = pow.split('.').nth(2).unwrap().parse().unwrap();
+    let form = "application/x-www-form-urlencoded";
+    let cases: [(&[u8], &str); 4] = [
+        (b"&kind=reset&user=demo&user=nobody", "more than once"),
+        (b"&kind=reset&kind=unlock&user=demo", "more than once"),
+        (b"&kind=reset&user=d%E9mo", "UTF-8"),
+        (b"&kind=reset&user=d\xe9mo", "UTF-8"),
+    ];
+    for (tail, says) in cases {
+        let body = [format!("csrf={csrf}").as_bytes(), tail].concat();
+        let p = b.post_raw("/start", form, &body).await;
+        let what = String::from_utf8_lossy(tail);
+        assert_eq!(p.status, StatusCode::BAD_REQUEST, "{what}");
+        assert!(p.body.contains(says), "{what}: {}", p.body);
+        assert!(p.body.contains("support-code"), "{what}: no support code");
+        check_page_headers(&what, &p);
+    }
+    // Not a form at all.
+    let body = format!("csrf={csrf}&kind=reset&user=demo");
+    let p = b.post_raw("/start", "text/plain", body.as_bytes()).await;
+    assert_eq!(p.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // The same form, each field once and the browser check solved, is read as before.
+    let sol = sspr_app::pow::solve(&pow, bits);
+    let body = format!("{body}&pow={pow}&pow_solution={sol}");
+    let p = b.post_raw("/start", form, body.as_bytes()).await;
+    assert!(
+        p.status.is_success() || p.status.is_redirection(),
+        "{}: {}",
+        p.status,
+        p.body
+    );
+}
+
+#[tokio::test]
+async fn a_throttled_page_says_when_to_come_back_in_retry_after() {
+    let s = Server::start().await;
+    s.user("ann", &["staff"]).await;
+    let mut b = Browser::new(&s);
+    let csrf = b.get("/admin").await.field("csrf");
+    let mut throttled = None;
+    for _ in 0..12 {
+        let p = b
+            .post(
+                "/admin/sign-in",
+                &[
+                    ("csrf", &csrf),
+                    ("next", "/admin"),
+                    ("user", "ann"),
+                    ("password", "not the password"),
+                ],
+            )
+            .await;
+        if p.status == StatusCode::TOO_MANY_REQUESTS {
+            throttled = Some(p);
+            break;
+        }
+        assert_eq!(p.status, StatusCode::UNAUTHORIZED, "{}", p.body);
+        assert!(
+            p.headers.get("retry-after").is_none(),
+            "only on 429 and 503"
+        );
+    }
+    let p = throttled.expect("wrong admin passwords are throttled");
+    let secs: i64 = p
+        .headers
+        .get("retry-after")
+        .expect("a 429 page carries Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The block's real end, not a default: the page says the same in minutes.
+    assert!(secs > 60, "{secs}");
+    let minutes = (secs + 59) / 60;
+    assert!(
+        p.body.contains(&format!("{minutes} minutes")),
+        "{secs} s; {}",
+        p.body
+    );
 }
