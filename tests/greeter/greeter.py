@@ -85,6 +85,11 @@ NEW_PASSWORD = "Greeter-Reset-Pw-2026-ok"
 SHORT_PASSWORD = "Short-pw-26"  # breaks the demo policy's 15 characters
 WRONG_CODE_DIGITS = "0"
 GREETERS = {"gtk": "lightdm-gtk-greeter", "slick": "slick-greeter"}
+STEPS = {  # the steps each scenario checks, in order
+    "reset": ["first-prompt", "menu", "method", "code", "wrong-code", "new-password", "retype",
+              "rule-broken", "mismatch", "outcome", "session"],
+    "unreachable": ["unreachable", "session"],
+}
 SCENARIOS = {"reset": "a whole reset", "unreachable": "the sspr server unreachable"}
 SETTLE = float(os.environ.get("SSPR_GREETER_SETTLE", "1.2"))  # s for the greeter to draw a prompt
 ENTRY_MIN = 16  # px of the entry's height that must be in view (it is about 30)
@@ -642,7 +647,7 @@ def main():
     ap.add_argument("--scenario", choices=["reset", "unreachable", "all"], default="all")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, screenshots)")
     ap.add_argument("--docs", action="store_true", help="write docs/greeter/ (screenshots, results.md)")
-    ap.add_argument("--break-step", metavar="STEP",
+    ap.add_argument("--break-step", metavar="STEP", choices=list(EXPECT),
                     help="expect a wrong text at STEP: the run must then fail (checks the check)")
     a = ap.parse_args()
 
@@ -676,6 +681,10 @@ def main():
             r.stop()
         if failed:
             r.fail_row("setup", failed)
+        reached = {row[0] for row in r.rows}
+        for step in STEPS[scenario]:
+            if step not in reached:
+                r.fail_row(step, "not reached")
         r.elapsed = time.time() - t
         ok = report(r)
         print(f"-- {GREETERS[g]}, {scenario}: {r.elapsed:.0f} s; files in {tmp}")
