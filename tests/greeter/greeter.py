@@ -622,7 +622,7 @@ def docs(results, elapsed):
             crop = []
             if box:
                 x0, y0 = max(0, box[0] - 60), max(0, box[1] - 50)
-                x1, y1 = min(1024, box[2] + 60), min(768, box[3] + 50)
+                x1, y1 = min(1024, max(box[2] + 60, x0 + 400)), min(768, box[3] + 50)  # the whole entry
                 crop = ["-crop", f"{x1 - x0}x{y1 - y0}+{x0}+{y0}", "+repage"]
             run(["convert", png, *crop, "-colors", "64", dst])
             md += [f"### {step}", "", f"![{r.greeter} {step}]({name})", "",
