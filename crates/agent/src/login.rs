@@ -35,6 +35,9 @@ pub struct Place<'a> {
     /// SSH: seconds sshd leaves for the rest of the login (`LoginGraceTime` less the time
     /// spent so far), when known.
     pub time_left: Option<Box<dyn Fn() -> Option<u64> + 'a>>,
+    /// An SSH login: sshd shows a message only with the next prompt (or, after the last
+    /// answer, in an interactive session's banner), so an outcome needs a prompt after it.
+    pub ssh: bool,
     /// Whether the user has a desktop keyring encrypted with the login password. Asked only
     /// after a reset: a home directory can be slow (NFS) and a normal login must not wait.
     pub has_keyring: Box<dyn Fn() -> bool + 'a>,
@@ -44,6 +47,7 @@ impl Place<'_> {
     pub fn terminal() -> Place<'static> {
         Place {
             screen: Screen::Terminal,
+            ssh: false,
             time_left: None,
             has_keyring: Box::new(|| false),
         }
@@ -143,6 +147,11 @@ fn prompt_on(
                 (false, false) => {}
             }
             match (cfg.after_reset, greeter) {
+                // `ssh host command` would otherwise end without a word about the outcome.
+                (AfterReset::Continue, false) if place.ssh => {
+                    let _ = d.conv.secret(&t(lang, T::PressEnterPrompt));
+                    Next::UsePassword(new)
+                }
                 (AfterReset::Continue, false) => {
                     d.conv.info(&t(lang, T::SigningIn));
                     Next::UsePassword(new)

@@ -111,6 +111,8 @@ pub enum T<'a> {
         secs: u64,
     },
     TooLittleTime,
+    /// SSH, after a reset: the prompt that shows the outcome.
+    PressEnterPrompt,
     // The greeter's short texts (see crate::screen): one idea per step, at most two lines of 32
     // columns, prompts of at most 28 characters.
     GreeterHint {
@@ -217,6 +219,7 @@ fn en(what: T<'_>) -> String {
         T::KeyringOld => "Your login keyring still opens with your old password: when the desktop asks, type the old password, or create a new keyring (the passwords saved in the old one are then lost).".into(),
         T::TimeLeft { secs } => format!("This SSH login closes in about {secs} s: finish before then, or connect again."),
         T::TooLittleTime => "Not enough time is left in this SSH login for a reset. Connect again and press Enter at the password prompt straight away.".into(),
+        T::PressEnterPrompt => "Press Enter to sign in: ".into(),
         T::GreeterHint { gesture: "" } => "Forgot password? Press Enter.".into(),
         T::GreeterHint { gesture } => format!("Forgot password? Type {gesture}"),
         T::GreeterPassword => "Password".into(),
@@ -304,6 +307,7 @@ fn zh(what: T<'_>) -> String {
         T::KeyringOld => "你的登录密钥环仍然使用旧密码：桌面询问时请输入旧密码，或新建密钥环（旧密钥环中保存的密码将丢失）。".into(),
         T::TimeLeft { secs } => format!("此 SSH 登录约 {secs} 秒后关闭：请在此之前完成，或重新连接。"),
         T::TooLittleTime => "此 SSH 登录剩余时间不足以重置密码。请重新连接，并在密码提示处立即按回车。".into(),
+        T::PressEnterPrompt => "按回车登录：".into(),
         T::GreeterHint { gesture: "" } => "忘记密码？请直接按回车。".into(),
         T::GreeterHint { gesture } => format!("忘记密码？请输入 {gesture}"),
         T::GreeterPassword => "密码".into(),

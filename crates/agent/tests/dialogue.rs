@@ -503,10 +503,11 @@ fn an_ssh_login_says_how_long_it_has_and_refuses_to_start_without_enough() {
     let log = Log::default();
     let plenty = Place {
         screen: Screen::Terminal,
+        ssh: true,
         time_left: Some(Box::new(|| Some(110))),
         has_keyring: Box::new(|| false),
     };
-    let mut u = User::new(&["", "1", "1", "123456", NEW, NEW]);
+    let mut u = User::new(&["", "1", "1", "123456", NEW, NEW, ""]);
     let next = password_prompt(&mut u, &cfg, Lang::En, "alice", &log, &plenty, || {
         Ok(Box::new(Server::new(1)))
     });
@@ -516,9 +517,19 @@ fn an_ssh_login_says_how_long_it_has_and_refuses_to_start_without_enough() {
         u.all()
     );
     assert!(u.saw("closes in about 110 s"), "{}", u.all());
+    // The outcome comes before a last prompt: sshd shows no message after the last answer
+    // when the client runs a command.
+    let end = u.transcript.len();
+    assert!(
+        u.transcript[end - 2].contains("password was changed"),
+        "{}",
+        u.all()
+    );
+    assert_eq!(u.transcript[end - 1], "secret Press Enter to sign in: ");
 
     let short = Place {
         screen: Screen::Terminal,
+        ssh: true,
         time_left: Some(Box::new(|| Some(20))),
         has_keyring: Box::new(|| false),
     };

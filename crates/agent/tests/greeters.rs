@@ -165,6 +165,7 @@ fn greeter_login(
 ) -> Next {
     let place = Place {
         screen,
+        ssh: false,
         time_left: None,
         has_keyring: Box::new(move || keyring),
     };

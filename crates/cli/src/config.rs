@@ -42,6 +42,7 @@ pub struct Config {
     pub breached_passwords_file: Option<PathBuf>,
     pub delivery: DeliveryConfig,
     pub web: WebConfig,
+    pub connections: ConnectionsConfig,
     /// Create the demo user on first start when the built-in directory is empty.
     pub demo: bool,
 }
@@ -125,6 +126,28 @@ pub struct WebConfig {
     pub pow_bits: u8,
 }
 
+/// How many connections the server holds, and how long a handshake may take.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Connections held at once (lowered to what the open-file limit allows).
+    pub max: usize,
+    /// Connections held at once from one client address (trusted proxies are exempt).
+    pub per_ip: usize,
+    /// Seconds for a TLS handshake.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            max: 10_000,
+            per_ip: 256,
+            handshake_timeout_secs: 5,
+        }
+    }
+}
+
 impl Default for WebConfig {
     fn default() -> Self {
         Self {
@@ -152,6 +175,7 @@ impl Default for Config {
             breached_passwords_file: None,
             delivery: DeliveryConfig::default(),
             web: WebConfig::default(),
+            connections: ConnectionsConfig::default(),
             demo: true,
         }
     }
@@ -291,6 +315,19 @@ impl Config {
         }
         if self.web.admin_groups.iter().all(|g| g.trim().is_empty()) {
             e.push("web.admin_groups is empty: name at least one directory group whose members may use the admin pages".into());
+        }
+        let c = &self.connections;
+        if c.max == 0 || c.per_ip == 0 || c.per_ip > c.max {
+            e.push(format!(
+                "connections.max ({}) and connections.per_ip ({}) must be at least 1, per_ip no more than max",
+                c.max, c.per_ip
+            ));
+        }
+        if !(1..=60).contains(&c.handshake_timeout_secs) {
+            e.push(format!(
+                "connections.handshake_timeout_secs is {}: use 1 to 60",
+                c.handshake_timeout_secs
+            ));
         }
         if !["text", "json"].contains(&self.log_format.as_str()) {
             e.push("log_format must be \"text\" or \"json\"".into());

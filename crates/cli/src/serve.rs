@@ -86,7 +86,13 @@ pub async fn run_with(
     });
     let router = sspr_server::router_with(state, sspr_web::routes(), sspr_web::fallbacks());
     tracing::info!(listen = %cfg.listen, public_url = %cfg.public_url, "sspr is listening");
-    sspr_server::serve(listener, tls, router, shutdown).await?;
+    let limits = sspr_server::conn::ConnLimits {
+        max: cfg.connections.max,
+        per_ip: cfg.connections.per_ip,
+        handshake: Duration::from_secs(cfg.connections.handshake_timeout_secs),
+        exempt: cfg.trusted_proxies.clone(),
+    };
+    sspr_server::serve(listener, tls, router, limits, shutdown).await?;
     tracing::info!("stopping: the outbox worker finishes sends under way and gives back the rest");
     let _ = stop_tx.send(true);
     // The worker needs at most its grace (5 s) plus a moment to give messages back.

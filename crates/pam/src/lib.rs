@@ -123,6 +123,7 @@ fn authenticate(pamh: *mut PamHandle, flags: c_int, args: &[String]) -> c_int {
     let grace = cfg.ssh_login_grace.filter(|_| ssh);
     let place = Place {
         screen: Screen::detect(cfg.screen, service.as_deref()),
+        ssh,
         // sshd's clock started at the connection, a moment before this module: an estimate
         // on the safe side of it is all the user needs.
         time_left: grace.map(|g| {

@@ -4,6 +4,7 @@
 //! Every response carries strict security headers (HSTS, no-store, nosniff, no framing, no
 //! referrer); every request body is capped; shutdown drains in-flight requests.
 
+pub mod conn;
 pub mod ctx;
 pub mod respond;
 pub mod routes;
@@ -208,9 +209,12 @@ pub async fn serve(
     listener: std::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
+    limits: conn::ConnLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    let handshake = limits.handshake;
+    let gate = conn::Gate::new(limits.fitted_to_the_fd_limit());
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     tokio::spawn(async move {
@@ -218,8 +222,15 @@ pub async fn serve(
         h.graceful_shutdown(Some(Duration::from_secs(10)));
     });
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-    let mut server = axum_server::tls_rustls::from_tcp_rustls(listener, config)?.handle(handle);
-    // Slow or idle clients do not hold connections forever.
+    let mut server = axum_server::tls_rustls::from_tcp_rustls(listener, config)?
+        .handle(handle)
+        .map(|tls| conn::Capped {
+            inner: tls.handshake_timeout(handshake),
+            gate,
+        })
+        // After the handshake, the first request must arrive whole within this time...
+        .first_request_timeout(Duration::from_secs(10));
+    // ...and so must every later one's headers, idle keep-alive included.
     server
         .http_builder()
         .http1()

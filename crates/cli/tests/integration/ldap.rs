@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::harness::{Server, free_port};
 
 const NEW: &str = "quiet violet harbour lamps";
-const OLD: &str = "alice initial password";
+pub(crate) const OLD: &str = "alice initial password";
 
 pub struct Slapd {
     pub dir: tempfile::TempDir,
@@ -145,6 +145,12 @@ access to *
             std::thread::sleep(Duration::from_millis(50));
         }
         child
+    }
+
+    /// Kills slapd: the directory is down until `restart`.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Kills slapd (as a crash would: every connection to it drops) and starts it again on
@@ -294,7 +300,12 @@ fn ldap_config(slapd: &Slapd, url: String, bind_dn: &str, pw: &str) -> sspr_ldap
     }
 }
 
-async fn server_on(slapd: &Slapd, url: String, bind_dn: &'static str, pw: &'static str) -> Server {
+pub(crate) async fn server_on(
+    slapd: &Slapd,
+    url: String,
+    bind_dn: &'static str,
+    pw: &'static str,
+) -> Server {
     let cfg = ldap_config(slapd, url, bind_dn, pw);
     Server::start_with(move |c| {
         c.directory.kind = "ldap".into();

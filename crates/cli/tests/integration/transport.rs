@@ -147,3 +147,85 @@ async fn shutdown_is_graceful() {
     // `stop` asserts the server task ends cleanly with Ok within the drain period.
     s.stop().await;
 }
+
+/// Waits until the server closes `sock` (end of stream or reset), up to `limit`.
+async fn closed_within(sock: &mut tokio::net::TcpStream, limit: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(limit, sock.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn idle_connections_from_one_address_cannot_lock_the_others_out() {
+    let s = Server::start_with(|c| {
+        c.connections.per_ip = 20;
+        // Long enough that no connection below the share is closed for being slow here.
+        c.connections.handshake_timeout_secs = 60;
+    })
+    .await;
+    let port = s.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // Sixty sockets from 127.0.0.1 that never start TLS: twenty are held, the rest closed at
+    // once, before any handshake work.
+    let mut idle = Vec::new();
+    for _ in 0..60 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut closed = 0;
+    for sock in idle.iter_mut() {
+        if closed_within(sock, std::time::Duration::from_millis(300)).await {
+            closed += 1;
+        }
+    }
+    // The harness's own client may hold a keep-alive connection from the same address.
+    let held = 60 - closed;
+    assert!(
+        (19..=20).contains(&held),
+        "one address holds its share of 20, no more: {held} held"
+    );
+
+    // Another address is served meanwhile...
+    let other = crate::harness::client_builder(&s.ca())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let r = other
+        .get(format!("{}/healthz", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // ...and the first gets its places back when its sockets close.
+    drop(idle);
+    let mut back = false;
+    for _ in 0..100 {
+        if s.http
+            .get(format!("{}/healthz", s.url))
+            .send()
+            .await
+            .is_ok()
+        {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        back,
+        "127.0.0.1 is served again once its idle sockets are gone"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_never_starts_tls_is_closed_after_the_handshake_timeout() {
+    let s = Server::start_with(|c| c.connections.handshake_timeout_secs = 1).await;
+    let port = s.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    // Bounded, not timed: it must close at some point well before the 30 s limit.
+    assert!(closed_within(&mut sock, std::time::Duration::from_secs(30)).await);
+}
