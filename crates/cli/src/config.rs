@@ -141,7 +141,7 @@ pub struct ConnectionsConfig {
 impl Default for ConnectionsConfig {
     fn default() -> Self {
         Self {
-            max: 10_000,
+            max: 20_000,
             per_ip: 256,
             handshake_timeout_secs: 5,
         }

@@ -41,7 +41,7 @@ pub struct ConnLimits {
 impl Default for ConnLimits {
     fn default() -> Self {
         ConnLimits {
-            max: 10_000,
+            max: 20_000,
             per_ip: 256,
             handshake: Duration::from_secs(5),
             exempt: Vec::new(),
