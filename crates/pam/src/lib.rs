@@ -79,6 +79,12 @@ fn authenticate(pamh: *mut PamHandle, flags: c_int, args: &[String]) -> c_int {
         // An earlier module already asked for the password; nothing for us to add.
         return PAM_IGNORE;
     }
+    // The user name comes first, on every path, as from any password module: a greeter that
+    // starts without one (LightDM's "Other…", a console) reads the first prompt as the name,
+    // so a password prompt before it would take the name for the password.
+    let Some(user) = handle.user() else {
+        return PAM_IGNORE;
+    };
     let mut conv = PamConversation {
         handle: &handle,
         silent: flags & PAM_SILENT != 0,
@@ -107,9 +113,6 @@ fn authenticate(pamh: *mut PamHandle, flags: c_int, args: &[String]) -> c_int {
         let next = plain_prompt(&mut conv, lang);
         return hand_on(&handle, next, conv.raw.take());
     }
-    let Some(user) = handle.user() else {
-        return PAM_IGNORE;
-    };
     let journal: Arc<dyn Journal> = Arc::new(Syslog::new(
         cfg.syslog_socket.clone(),
         "pam_sspr",
