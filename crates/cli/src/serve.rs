@@ -161,7 +161,9 @@ async fn housekeeping(app: Arc<sspr_app::App>, mut stop: tokio::sync::watch::Rec
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "flow sweep failed"),
         }
-        if last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)) {
+        // Every minute: a used or expired code's message leaves the dev outbox (and the WAL)
+        // soon after, not ten minutes later.
+        if last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
             last_purge = Some(tokio::time::Instant::now());
             match app.store.purge_expired(app.now()).await {
                 Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired rows"),

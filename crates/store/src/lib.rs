@@ -11,6 +11,7 @@ mod codec;
 pub mod copy;
 mod finish_sql;
 mod postgres;
+mod purge_sql;
 mod sqlite;
 
 pub use builtin::{BuiltinDirectory, NewUser, UserRow};

@@ -1065,19 +1065,7 @@ impl Store for PgStore {
 
     async fn purge_expired(&self, now: UnixTime) -> StoreResult<u64> {
         let mut n = 0;
-        // Keep a day of history past expiry for the helpdesk; counters keep 8 days (the
-        // longest configurable block is 7).
-        for (sql, cutoff) in [
-            (
-                // A flow still finishing waits for its reconciliation, however old.
-                "DELETE FROM flows WHERE expires_at < $1 AND state <> 'finishing'",
-                now - 86_400,
-            ),
-            ("DELETE FROM sessions WHERE expires_at < $1", now),
-            ("DELETE FROM codes WHERE expires_at < $1", now - 86_400),
-            ("DELETE FROM throttle_hits WHERE at < $1", now - 8 * 86_400),
-            ("DELETE FROM throttle_blocks WHERE until < $1", now),
-        ] {
+        for (sql, cutoff) in crate::purge_sql::statements(now) {
             n += sqlx::query(sql)
                 .bind(cutoff)
                 .execute(&self.pool)

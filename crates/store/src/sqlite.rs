@@ -50,7 +50,10 @@ impl SqliteStore {
             // Waiting longer for the write lock than a person waits for an answer helps
             // no one: past it the request gets a 503 with Retry-After.
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted and overwritten content (a sent code's message) is zeroed, not left in
+            // free pages where a copy of the file would still show it.
+            .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -952,19 +955,7 @@ impl Store for SqliteStore {
 
     async fn purge_expired(&self, now: UnixTime) -> StoreResult<u64> {
         let mut n = 0;
-        // Keep a day of history past expiry for the helpdesk; counters keep 8 days (the
-        // longest configurable block is 7).
-        for (sql, cutoff) in [
-            (
-                // A flow still finishing waits for its reconciliation, however old.
-                "DELETE FROM flows WHERE expires_at < $1 AND state <> 'finishing'",
-                now - 86_400,
-            ),
-            ("DELETE FROM sessions WHERE expires_at < $1", now),
-            ("DELETE FROM codes WHERE expires_at < $1", now - 86_400),
-            ("DELETE FROM throttle_hits WHERE at < $1", now - 8 * 86_400),
-            ("DELETE FROM throttle_blocks WHERE until < $1", now),
-        ] {
+        for (sql, cutoff) in crate::purge_sql::statements(now) {
             n += sqlx::query(sql)
                 .bind(cutoff)
                 .execute(&self.pool)
@@ -972,6 +963,12 @@ impl Store for SqliteStore {
                 .map_err(err)?
                 .rows_affected();
         }
+        // Erased rows leave their bytes in the WAL until it is truncated (secure_delete
+        // zeroes them in the database file itself).
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
         Ok(n)
     }
 }

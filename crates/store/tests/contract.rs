@@ -144,6 +144,7 @@ contract_tests!(
     a_late_reconciler_never_reopens_a_newer_attempt,
     abandoned_flows_are_reported_once_and_finishing_flows_are_kept,
     a_code_is_dead_when_the_clock_reads_before_its_creation,
+    a_kept_body_goes_once_its_code_is_used_or_expired,
 );
 
 fn code(owner: &str, mac: &str, expires_at: i64) -> CodeRecord {
@@ -692,4 +693,47 @@ async fn a_code_is_dead_when_the_clock_reads_before_its_creation(s: Arc<dyn Stor
         "a clock set back must not keep a code alive"
     );
     assert!(s.consume_code(id, 5_001, 3).await.unwrap());
+}
+
+async fn a_kept_body_goes_once_its_code_is_used_or_expired(s: Arc<dyn Store>) {
+    let used = s
+        .issue_code(
+            &code("k1", "m1", 1000),
+            &OutboxMessage::new(Channel::Email, "a@b.c", "s", "code 111111", 0),
+        )
+        .await
+        .unwrap();
+    s.issue_code(
+        &code("k2", "m2", 1000),
+        &OutboxMessage::new(Channel::Email, "a@b.c", "s", "code 222222", 0),
+    )
+    .await
+    .unwrap();
+    s.enqueue(&OutboxMessage::new(
+        Channel::Email,
+        "a@b.c",
+        "s",
+        "a notice",
+        0,
+    ))
+    .await
+    .unwrap();
+    // The dev outbox keeps bodies after sending, for `sspr outbox`.
+    for m in s.claim_outbox(0, 60, 10, None).await.unwrap() {
+        s.outbox_sent(m.id, true).await.unwrap();
+    }
+    assert!(s.consume_code(used, 10, 3).await.unwrap());
+    let bodies = |list: Vec<OutboxMessage>| {
+        let mut b: Vec<String> = list.into_iter().map(|m| m.body).collect();
+        b.sort();
+        b
+    };
+    s.purge_expired(100).await.unwrap();
+    assert_eq!(
+        bodies(s.outbox_list(10).await.unwrap()),
+        ["", "", "code 222222"],
+        "a used code's body and a body without a code go; a live code's stays"
+    );
+    s.purge_expired(1000).await.unwrap();
+    assert_eq!(bodies(s.outbox_list(10).await.unwrap()), ["", "", ""]);
 }

@@ -1,0 +1,30 @@
+//! What housekeeping deletes or erases, in SQL that SQLite and PostgreSQL both run unchanged:
+//! written once here.
+
+use sspr_domain::clock::UnixTime;
+
+/// Each statement with its `$1`. History is kept a day past expiry for the helpdesk; counters
+/// 8 days (the longest configurable block is 7).
+pub(crate) fn statements(now: UnixTime) -> [(&'static str, UnixTime); 6] {
+    [
+        // A flow still finishing waits for its reconciliation, however old.
+        (
+            "DELETE FROM flows WHERE expires_at < $1 AND state <> 'finishing'",
+            now - 86_400,
+        ),
+        ("DELETE FROM sessions WHERE expires_at < $1", now),
+        ("DELETE FROM codes WHERE expires_at < $1", now - 86_400),
+        ("DELETE FROM throttle_hits WHERE at < $1", now - 8 * 86_400),
+        ("DELETE FROM throttle_blocks WHERE until < $1", now),
+        // A body kept after sending (the dev outbox) holds a code in clear: it goes once its
+        // code is used or expired, and at once when it has none. A message still to be sent
+        // keeps its body.
+        (
+            "UPDATE outbox SET body = '' WHERE body <> '' AND status = 'sent'
+             AND NOT EXISTS (SELECT 1 FROM codes
+                             WHERE codes.id = outbox.code_id AND codes.expires_at > $1
+                               AND NOT codes.used)",
+            now,
+        ),
+    ]
+}
