@@ -17,11 +17,11 @@ pub(crate) fn statements(now: UnixTime) -> [(&'static str, UnixTime); 6] {
         ("DELETE FROM throttle_hits WHERE at < $1", now - 8 * 86_400),
         ("DELETE FROM throttle_blocks WHERE until < $1", now),
         // A body kept after sending (the dev outbox) holds a code in clear: it goes once its
-        // code is used or expired, and at once when it has none. A message still to be sent
-        // keeps its body.
+        // code is used or expired. A message still to be sent keeps its body, and so does a
+        // notice, which holds no secret.
         (
             "UPDATE outbox SET body = '' WHERE body <> '' AND status = 'sent'
-             AND NOT EXISTS (SELECT 1 FROM codes
+             AND code_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM codes
                              WHERE codes.id = outbox.code_id AND codes.expires_at > $1
                                AND NOT codes.used)",
             now,

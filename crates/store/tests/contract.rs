@@ -731,9 +731,12 @@ async fn a_kept_body_goes_once_its_code_is_used_or_expired(s: Arc<dyn Store>) {
     s.purge_expired(100).await.unwrap();
     assert_eq!(
         bodies(s.outbox_list(10).await.unwrap()),
-        ["", "", "code 222222"],
-        "a used code's body and a body without a code go; a live code's stays"
+        ["", "a notice", "code 222222"],
+        "a used code's body goes; a live code's and a notice (no secret) stay"
     );
     s.purge_expired(1000).await.unwrap();
-    assert_eq!(bodies(s.outbox_list(10).await.unwrap()), ["", "", ""]);
+    assert_eq!(
+        bodies(s.outbox_list(10).await.unwrap()),
+        ["", "", "a notice"]
+    );
 }
