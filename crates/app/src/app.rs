@@ -323,8 +323,18 @@ pub mod keys {
     pub fn login_starts(login: &str) -> String {
         format!("login-start:{login}")
     }
+    /// Failed sign-ins to `login` from everywhere.
     pub fn login_failures(login: &str) -> String {
         format!("login-fail:{login}")
+    }
+    /// Failed sign-ins to `login` from one address. A login holds no control character, so
+    /// the line break cannot be forged from either side.
+    pub fn login_ip_failures(login: &str, ip: &str) -> String {
+        format!("{}{ip}", login_ip_prefix(login))
+    }
+    /// What every `login_ip_failures` key of `login` starts with.
+    pub fn login_ip_prefix(login: &str) -> String {
+        format!("login-ip-fail:{login}\n")
     }
     pub fn account_failures(user_id: &str) -> String {
         format!("acct-fail:{user_id}")

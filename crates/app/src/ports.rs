@@ -312,6 +312,8 @@ pub trait Store: FinishStore {
     async fn block(&self, key: &str, until: UnixTime) -> StoreResult<()>;
     async fn blocked_until(&self, key: &str, now: UnixTime) -> StoreResult<Option<UnixTime>>;
     async fn clear_throttle(&self, keys: &[String]) -> StoreResult<()>;
+    /// Clears every counter and block whose key starts with `prefix`.
+    async fn clear_throttle_prefix(&self, prefix: &str) -> StoreResult<()>;
 
     async fn methods(&self, user_id: &str) -> StoreResult<Vec<MethodRecord>>;
     async fn put_method(&self, method: &MethodRecord) -> StoreResult<()>;

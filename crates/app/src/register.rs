@@ -19,6 +19,10 @@ use crate::messages::Msg;
 use crate::ports::{MethodRecord, MethodStatus, SessionRecord};
 use crate::reset::mask_destination;
 
+/// Addresses whose failed sign-ins, each up to `account_failures`, stop an account's sign-in
+/// from everywhere (admin pages and registration).
+pub const SIGN_IN_SOURCES: u32 = 10;
+
 impl App {
     /// Signs in with the current password. Unknown users, disabled users and wrong passwords
     /// get one answer, after the same Argon2 work.
@@ -65,6 +69,20 @@ impl App {
 
     /// The rate limits, the directory lookup and the password check shared by every
     /// sign-in. Failures are counted and audited on `ev`; every failure reads `failed`.
+    /// Clears the sign-in lockout of `login`, from every address (`sspr users unlock`).
+    pub async fn clear_sign_in_lockout(&self, login: &str) -> Result<(), AppError> {
+        let Some(login) = canonical_login(login) else {
+            return Ok(());
+        };
+        self.store
+            .clear_throttle(&[keys::login_failures(&login)])
+            .await?;
+        self.store
+            .clear_throttle_prefix(&keys::login_ip_prefix(&login))
+            .await?;
+        Ok(())
+    }
+
     pub(crate) async fn check_credentials(
         &self,
         ctx: &RequestCtx,
@@ -95,10 +113,24 @@ impl App {
         }
         let limits = &self.settings.limits;
         let now = self.now();
+        // Failures count per (account, address) and per account. One address is stopped at
+        // its own budget (`account_failures`), so it adds at most that much to the account's
+        // count, and the account as a whole is stopped only when SIGN_IN_SOURCES addresses
+        // have each used theirs: one address cannot lock everyone else out of an account.
+        let everywhere = sspr_domain::Window {
+            max: limits.account_failures.max.saturating_mul(SIGN_IN_SOURCES),
+            secs: limits.account_failures.secs,
+        };
         let mut wait = self
             .first_exceeded(
                 &[keys::ip_block(&ctx.ip)],
-                &[(keys::login_failures(&login), limits.account_failures)],
+                &[
+                    (
+                        keys::login_ip_failures(&login, &ctx.ip),
+                        limits.account_failures,
+                    ),
+                    (keys::login_failures(&login), everywhere),
+                ],
             )
             .await?;
         if wait.is_none() {
@@ -128,6 +160,9 @@ impl App {
         match (ok, found) {
             (true, Some(u)) => Ok(u),
             (_, found) => {
+                self.store
+                    .hit(&keys::login_ip_failures(&login, &ctx.ip), now)
+                    .await?;
                 self.store.hit(&keys::login_failures(&login), now).await?;
                 self.ip_failure(&ctx.ip).await?;
                 ev.reason = match found {

@@ -241,7 +241,26 @@ pub async fn users(c: UsersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         UsersCmd::Lock { login } => flag(rt, &login, Flag::Locked, true, "locked").await,
-        UsersCmd::Unlock { login } => flag(rt, &login, Flag::Locked, false, "unlocked").await,
+        UsersCmd::Unlock { login } => {
+            // The sign-in lockout is sspr's own, whatever directory holds the account.
+            rt.app
+                .clear_sign_in_lockout(&login)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.log))?;
+            let builtin = rt
+                .builtin
+                .set_flag(&login, Flag::Locked, false)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            if builtin {
+                audit_user_change(rt, &login, "unlocked").await;
+                println!("{login} unlocked");
+            } else {
+                audit_user_change(rt, &login, "sign_in_lockout_cleared").await;
+                println!("{login}: sign-in lockout cleared (not in the built-in directory)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         UsersCmd::Disable { login } => flag(rt, &login, Flag::Enabled, false, "disabled").await,
         UsersCmd::Enable { login } => flag(rt, &login, Flag::Enabled, true, "enabled").await,
     }

@@ -146,6 +146,9 @@ impl Store for FakeStore {
     async fn clear_throttle(&self, _: &[String]) -> StoreResult<()> {
         Ok(())
     }
+    async fn clear_throttle_prefix(&self, _: &str) -> StoreResult<()> {
+        Ok(())
+    }
     async fn methods(&self, _: &str) -> StoreResult<Vec<MethodRecord>> {
         Ok(vec![])
     }

@@ -601,6 +601,19 @@ impl Store for PgStore {
         tx.commit().await.map_err(err)
     }
 
+    async fn clear_throttle_prefix(&self, prefix: &str) -> StoreResult<()> {
+        // substr, not LIKE: a key may hold `%` or `_` (it holds what users typed).
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        for sql in crate::purge_sql::CLEAR_THROTTLE_PREFIX {
+            sqlx::query(sql)
+                .bind(prefix)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
     async fn methods(&self, user_id: &str) -> StoreResult<Vec<MethodRecord>> {
         // COLLATE "C": byte order, as SQLite sorts, whatever the database's collation.
         let rows = sqlx::query(

@@ -1,5 +1,5 @@
-//! What housekeeping deletes or erases, in SQL that SQLite and PostgreSQL both run unchanged:
-//! written once here.
+//! What housekeeping deletes or erases, and the throttle tables, in SQL that SQLite and
+//! PostgreSQL both run unchanged: written once here.
 
 use sspr_domain::clock::UnixTime;
 
@@ -28,3 +28,9 @@ pub(crate) fn statements(now: UnixTime) -> [(&'static str, UnixTime); 6] {
         ),
     ]
 }
+
+/// Clears the counters and blocks whose key starts with `$1`.
+pub(crate) const CLEAR_THROTTLE_PREFIX: [&str; 2] = [
+    "DELETE FROM throttle_hits WHERE substr(key, 1, length($1)) = $1",
+    "DELETE FROM throttle_blocks WHERE substr(key, 1, length($1)) = $1",
+];

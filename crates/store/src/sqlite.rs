@@ -507,6 +507,19 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(err)
     }
 
+    async fn clear_throttle_prefix(&self, prefix: &str) -> StoreResult<()> {
+        // substr, not LIKE: a key may hold `%` or `_` (it holds what users typed).
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        for sql in crate::purge_sql::CLEAR_THROTTLE_PREFIX {
+            sqlx::query(sql)
+                .bind(prefix)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
     async fn methods(&self, user_id: &str) -> StoreResult<Vec<MethodRecord>> {
         let rows = sqlx::query("SELECT * FROM methods WHERE user_id = $1 ORDER BY method, status")
             .bind(user_id)

@@ -145,6 +145,7 @@ contract_tests!(
     abandoned_flows_are_reported_once_and_finishing_flows_are_kept,
     a_code_is_dead_when_the_clock_reads_before_its_creation,
     a_kept_body_goes_once_its_code_is_used_or_expired,
+    clearing_by_prefix_takes_exactly_the_keys_under_it,
 );
 
 fn code(owner: &str, mac: &str, expires_at: i64) -> CodeRecord {
@@ -739,4 +740,25 @@ async fn a_kept_body_goes_once_its_code_is_used_or_expired(s: Arc<dyn Store>) {
         bodies(s.outbox_list(10).await.unwrap()),
         ["", "", "a notice"]
     );
+}
+
+async fn clearing_by_prefix_takes_exactly_the_keys_under_it(s: Arc<dyn Store>) {
+    for k in ["p:a%\nx", "p:a%\ny", "p:a%b", "p:ab\nx"] {
+        s.hit(k, 10).await.unwrap();
+        s.block(k, 100).await.unwrap();
+    }
+    s.clear_throttle_prefix("p:a%\n").await.unwrap();
+    for (k, kept) in [
+        ("p:a%\nx", false),
+        ("p:a%\ny", false),
+        ("p:a%b", true),
+        ("p:ab\nx", true),
+    ] {
+        assert_eq!(s.hits_since(k, 0).await.unwrap() == 1, kept, "{k:?}");
+        assert_eq!(
+            s.blocked_until(k, 50).await.unwrap().is_some(),
+            kept,
+            "{k:?}"
+        );
+    }
 }

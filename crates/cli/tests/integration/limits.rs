@@ -732,3 +732,66 @@ async fn a_machines_start_limit_is_shared_out_per_remote_host_and_user_under_a_c
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn one_address_cannot_lock_an_account_out_of_sign_in_for_everyone() {
+    let s = Server::start().await;
+    s.user("ann", &["staff"]).await;
+    let from = |last: u8| {
+        crate::harness::client_builder(&s.ca())
+            .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .build()
+            .unwrap()
+    };
+    let sign_in = |c: reqwest::Client, password: &'static str| {
+        let url = format!("{}/api/v1/session", s.url);
+        async move {
+            let r = c
+                .post(url)
+                .header("x-sspr-client", "api")
+                .json(&json!({ "user": "ann", "password": password }))
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.headers().clone())
+        }
+    };
+    // The default budget: 5 failures per (account, address) a day.
+    let attacker = from(1);
+    for _ in 0..5 {
+        let (st, _) = sign_in(attacker.clone(), "not the password at all").await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+    }
+    let (st, h) = sign_in(attacker.clone(), PASSWORD).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "that address is stopped");
+    assert!(h.contains_key("retry-after"));
+    // The owner, elsewhere, still signs in: the lockout is not a denial of service.
+    let (st, _) = sign_in(from(2), PASSWORD).await;
+    assert_eq!(st, StatusCode::OK, "another address is not locked out");
+
+    // An administrator clears it, for every address.
+    let code = sspr::commands::users(
+        sspr::commands::UsersCmd::Unlock {
+            login: "ann".into(),
+        },
+        &s.rt,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    let (st, _) = sign_in(attacker.clone(), PASSWORD).await;
+    assert_eq!(st, StatusCode::OK, "`sspr users unlock` clears the lockout");
+    let ev = s.audit("activity=admin_user_changed").await;
+    assert!(ev.iter().any(|e| e["reason"] == "unlocked"), "{ev:?}");
+
+    // Ten addresses' budgets stop the account everywhere: a distributed guess is bounded.
+    for last in 10..20 {
+        for _ in 0..5 {
+            let (st, _) = sign_in(from(last), "not the password at all").await;
+            assert_eq!(st, StatusCode::UNAUTHORIZED);
+        }
+    }
+    let (st, _) = sign_in(from(30), PASSWORD).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "the account-wide limit");
+    s.stop().await;
+}
