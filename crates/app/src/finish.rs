@@ -277,6 +277,7 @@ impl App {
                 keys::account_codes(&flow.user_id),
                 keys::account_block(&flow.user_id),
             ],
+            end_sessions: flow.kind == FlowKind::Reset,
         };
         let queued = !done.notices.is_empty();
         match self.store.flow_complete(&done).await {

@@ -82,6 +82,9 @@ pub struct Completion {
     pub notices: Vec<OutboxMessage>,
     /// Throttle keys a success clears.
     pub clear: Vec<String>,
+    /// A reset: the user's signed-in sessions (registration, admin pages) end with it, so
+    /// whoever held them (a thief, if the reset recovers a stolen account) is signed out.
+    pub end_sessions: bool,
 }
 
 /// A one-time code: email or SMS at reset, or confirming a new address at registration.

@@ -66,6 +66,13 @@ macro_rules! impl_finish_store {
                             .map_err(err)?;
                     }
                 }
+                if done.end_sessions {
+                    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                        .bind(&done.user_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                }
                 insert_audit(&mut tx, &done.event).await?;
                 for m in &done.notices {
                     insert_outbox(&mut tx, m).await?;

@@ -611,8 +611,26 @@ async fn one_writer_passes_the_finish_gate_and_its_completion_is_one_transaction
         event: ev,
         notices: vec![OutboxMessage::new(Channel::Email, "a@b.c", "s", "b", 120)],
         clear: vec!["acct-fail:alice".into()],
+        end_sessions: true,
     };
+    for (id, user) in [("s-alice", "alice"), ("s-bob", "bob")] {
+        s.insert_session(&sspr_app::ports::SessionRecord {
+            id: id.into(),
+            user_id: user.into(),
+            login: user.into(),
+            display_name: user.into(),
+            groups: vec![],
+            expires_at: 10_000,
+        })
+        .await
+        .unwrap();
+    }
     s.flow_complete(&done).await.unwrap();
+    assert!(
+        s.session("s-alice").await.unwrap().is_none(),
+        "a reset signs the user out everywhere"
+    );
+    assert!(s.session("s-bob").await.unwrap().is_some());
     assert_eq!(
         s.flow("f1").await.unwrap().unwrap().state,
         FlowState::Completed

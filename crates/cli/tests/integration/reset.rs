@@ -546,3 +546,59 @@ async fn answers_to_a_custom_question_the_admin_removed_are_never_drawn_as_a_bla
     assert_eq!(ev.len(), 1, "{ev:?}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_reset_signs_the_user_out_everywhere_and_an_unlock_does_not() {
+    let s = Server::start().await;
+    s.registered_user("alice").await;
+    let sign_in = |pw: &'static str| {
+        let s = &s;
+        async move {
+            let (st, v) = s
+                .post(
+                    "/api/v1/session",
+                    None,
+                    json!({ "user": "alice", "password": pw }),
+                )
+                .await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            v["session_token"].as_str().unwrap().to_string()
+        }
+    };
+    let me = |token: String| {
+        let s = &s;
+        async move {
+            s.call(reqwest::Method::GET, "/api/v1/me", Some(&token), None)
+                .await
+                .0
+        }
+    };
+    // Whoever signed in before the reset (the owner on another device, or a thief).
+    let before = sign_in(PASSWORD).await;
+    assert_eq!(me(before.clone()).await, StatusCode::OK);
+
+    // An unlock (the user knows the password) leaves sessions alone.
+    let (st, v) = s.start_flow("alice", "unlock").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let t = v["flow_token"].as_str().unwrap().to_string();
+    let code = s.email_code(&t, "alice@contoso.test").await;
+    let (st, v) = s.verify(&t, "email", &code).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(me(before.clone()).await, StatusCode::OK);
+
+    let new = "a fresh passphrase after the storm";
+    let t = s.flow("alice").await;
+    let code = s.email_code(&t, "alice@contoso.test").await;
+    let (st, v) = s.verify(&t, "email", &code).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = s.set_password(&t, new).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        me(before).await,
+        StatusCode::UNAUTHORIZED,
+        "a session from before the reset ends with it"
+    );
+    let after = sign_in(new).await;
+    assert_eq!(me(after).await, StatusCode::OK);
+    s.stop().await;
+}
