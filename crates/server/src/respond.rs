@@ -58,22 +58,9 @@ pub async fn audited(state: &State, ctx: &RequestCtx, e: AppError) -> AppError {
     state.app.fail(ev, e).await
 }
 
-/// `Retry-After` for a response: every 429 and 503 has one (RFC 9110 §10.2.3: a client told
-/// "not now" should learn when), the failure's own time when it has one, else a short default
-/// (5 s: a busy or briefly unreachable dependency); other statuses only with their own.
-pub fn retry_after(status: StatusCode, known: Option<i64>) -> Option<i64> {
-    let now_or_later = matches!(
-        status,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    );
-    match known {
-        Some(secs) => Some(secs.max(1)),
-        None if now_or_later => Some(DEFAULT_RETRY_SECS),
-        None => None,
-    }
-}
-
-/// When a 429 or 503 does not know better.
+/// `Retry-After` of a 429 or 503 whose failure does not know its own time (a busy or briefly
+/// unreachable dependency). RFC 9110 §10.2.3: a client told "not now" should learn when. The
+/// router's layer adds it; handlers set the failure's own time where it has one.
 pub const DEFAULT_RETRY_SECS: i64 = 5;
 
 /// Seconds to wait, as whole minutes for people (at least one).
@@ -96,7 +83,7 @@ pub async fn error_with_status(
         details: e.details.clone(),
     };
     let mut resp = (status, axum::Json(body)).into_response();
-    if let Some(secs) = retry_after(status, e.retry_after)
+    if let Some(secs) = e.retry_after
         && let Ok(v) = HeaderValue::from_str(&secs.to_string())
     {
         resp.headers_mut()

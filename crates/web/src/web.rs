@@ -228,7 +228,9 @@ impl Web {
     }
 
     pub fn finish(self, mut resp: Response) -> Response {
-        if let Some(v) = sspr_server::respond::retry_after(resp.status(), self.retry_after)
+        // The failure's own time; the router's layer gives any other 429 or 503 the default.
+        if let Some(v) = self
+            .retry_after
             .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);

@@ -73,27 +73,19 @@ impl<'a> Browser<'a> {
         }
     }
 
-    async fn send(
-        &mut self,
-        method: HttpMethod,
-        path: &str,
-        form: &[(&str, &str)],
-        extra: &[(&str, &str)],
-    ) -> Page {
-        let client = crate::harness::client_builder(&self.s.ca())
+    /// A request as the browser makes it: its cookies, HTML wanted, no redirects followed.
+    fn request(&self, method: HttpMethod, path: &str) -> reqwest::RequestBuilder {
+        crate::harness::client_builder(&self.s.ca())
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap();
-        let mut rb = client
-            .request(method.clone(), format!("{}{}", self.s.url, path))
+            .unwrap()
+            .request(method, format!("{}{}", self.s.url, path))
             .header("accept", "text/html")
-            .header("cookie", self.jar.header());
-        for (k, v) in extra {
-            rb = rb.header(*k, *v);
-        }
-        if method == HttpMethod::POST {
-            rb = rb.form(form);
-        }
+            .header("cookie", self.jar.header())
+    }
+
+    /// Sends it, keeps the cookies set, and reads the page.
+    async fn read(&mut self, rb: reqwest::RequestBuilder) -> Page {
         let r = rb.send().await.unwrap();
         let status = r.status();
         let headers = r.headers().clone();
@@ -105,29 +97,30 @@ impl<'a> Browser<'a> {
         }
     }
 
+    async fn send(
+        &mut self,
+        method: HttpMethod,
+        path: &str,
+        form: &[(&str, &str)],
+        extra: &[(&str, &str)],
+    ) -> Page {
+        let mut rb = self.request(method.clone(), path);
+        for (k, v) in extra {
+            rb = rb.header(*k, *v);
+        }
+        if method == HttpMethod::POST {
+            rb = rb.form(form);
+        }
+        self.read(rb).await
+    }
+
     /// A POST with a body as given: what a crafted request, not a browser, sends.
     async fn post_raw(&mut self, path: &str, content_type: &str, body: &[u8]) -> Page {
-        let client = crate::harness::client_builder(&self.s.ca())
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let r = client
-            .post(format!("{}{}", self.s.url, path))
-            .header("accept", "text/html")
-            .header("cookie", self.jar.header())
+        let rb = self
+            .request(HttpMethod::POST, path)
             .header("content-type", content_type)
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let headers = r.headers().clone();
-        self.jar.take(&headers);
-        Page {
-            status,
-            headers,
-            body: r.text().await.unwrap(),
-        }
+            .body(body.to_vec());
+        self.read(rb).await
     }
 
     async fn get(&mut self, path: &str) -> Page {
