@@ -86,9 +86,10 @@ pub enum Msg {
     AlreadyChanged,
     ChangedStillLocked,
     StoreUnavailable,
+    Busy,
 }
 
-pub const ALL_MSGS: [Msg; 47] = [
+pub const ALL_MSGS: [Msg; 48] = [
     Msg::EnterUserId,
     Msg::ChooseMethod,
     Msg::RegistrationRequired,
@@ -136,6 +137,7 @@ pub const ALL_MSGS: [Msg; 47] = [
     Msg::AlreadyChanged,
     Msg::ChangedStillLocked,
     Msg::StoreUnavailable,
+    Msg::Busy,
 ];
 
 pub fn t(lang: Lang, m: Msg) -> &'static str {
@@ -215,6 +217,8 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
             "Your account is unlocked. Sign in with your current password."
         }
         (Lang::Zh, AccountUnlocked) => "账户已解锁。请使用当前密码登录。",
+        (Lang::En, Busy) => "The service is busy, so nothing was changed. Try again in a moment.",
+        (Lang::Zh, Busy) => "服务繁忙，未做任何更改。请稍后再试。",
         (Lang::En, DirectoryDown) => {
             "We could not reach the account directory, so nothing was changed. Try again in a few minutes."
         }

@@ -419,6 +419,10 @@ pub enum DirError {
     Rejected(Vec<sspr_domain::Rejection>),
     #[error("directory unavailable: {0}")]
     Unavailable(String),
+    /// sspr's own limit on concurrent work (password checks, hashing) was reached: nothing
+    /// was sent to the directory, and trying again shortly may work.
+    #[error("too busy: {0}")]
+    Busy(String),
     #[error("directory denied the operation: {0}")]
     Permission(String),
     /// The directory shields this account from delegated rights (AD `adminCount=1`).
@@ -435,6 +439,11 @@ pub trait Directory: Send + Sync + 'static {
     async fn find_user(&self, login: &str) -> Result<Option<DirUser>, DirError>;
     /// Checks the current password (registration sign-in). Never called with an empty one.
     async fn check_password(&self, user: &DirUser, password: &str) -> Result<bool, DirError>;
+    /// The work of [`Directory::check_password`] for a login that cannot sign in (no such
+    /// user, or a disabled one), without checking anything: the same lookups, the same
+    /// connection and bind or hash, the same limits. So the answer, its time, and how it
+    /// fails under load are the same whether the account exists or not.
+    async fn check_password_of_nobody(&self, login: &str, password: &str) -> Result<(), DirError>;
     /// Sets a new password with reset semantics (no old password) and unlocks the account.
     async fn reset_password(&self, user: &DirUser, new_password: &str) -> Result<(), DirError>;
     async fn unlock(&self, user: &DirUser) -> Result<(), DirError>;

@@ -150,12 +150,20 @@ impl App {
             Ok(u) => u,
             Err(e) => return Err(self.directory_failure(ctx, ev.clone(), e).await),
         };
-        let ok = match &found {
-            Some(u) if u.enabled => match self.directory.check_password(u, password).await {
-                Ok(ok) => ok,
-                Err(e) => return Err(self.directory_failure(ctx, ev.clone(), e).await),
-            },
-            _ => self.hasher.verify_dummy(password).await?,
+        // Accounts that cannot sign in cost the directory the same work as those that can,
+        // so neither the time nor a failure under load (a 503 instead of a 401) tells them
+        // apart.
+        let checked = match &found {
+            Some(u) if u.enabled => self.directory.check_password(u, password).await,
+            _ => self
+                .directory
+                .check_password_of_nobody(&login, password)
+                .await
+                .map(|()| false),
+        };
+        let ok = match checked {
+            Ok(ok) => ok,
+            Err(e) => return Err(self.directory_failure(ctx, ev.clone(), e).await),
         };
         match (ok, found) {
             (true, Some(u)) => Ok(u),

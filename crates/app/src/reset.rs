@@ -970,6 +970,7 @@ impl App {
                 Msg::DirectoryDown,
                 ErrorKind::Directory,
             ),
+            DirError::Busy(_) => ("busy", Msg::Busy, ErrorKind::Busy),
             DirError::Permission(_) => (
                 "directory_permission",
                 Msg::DirectoryDenied,

@@ -136,6 +136,9 @@ pub struct ConnectionsConfig {
     pub per_ip: usize,
     /// Seconds for a TLS handshake.
     pub handshake_timeout_secs: u64,
+    /// Requests handled at once; more get 503 `busy` with `Retry-After` at once, rather
+    /// than queueing until every answer is late (`/healthz` and `/readyz` are exempt).
+    pub max_requests: usize,
 }
 
 impl Default for ConnectionsConfig {
@@ -144,6 +147,7 @@ impl Default for ConnectionsConfig {
             max: 20_000,
             per_ip: 256,
             handshake_timeout_secs: 5,
+            max_requests: 1024,
         }
     }
 }

@@ -91,6 +91,7 @@ pub async fn run_with(
         per_ip: cfg.connections.per_ip,
         handshake: Duration::from_secs(cfg.connections.handshake_timeout_secs),
         exempt: cfg.trusted_proxies.clone(),
+        requests: cfg.connections.max_requests,
     };
     sspr_server::serve(listener, tls, router, limits, shutdown).await?;
     tracing::info!("stopping: the outbox worker finishes sends under way and gives back the rest");

@@ -16,6 +16,8 @@ use crate::{LdapConfig, LdapDirectory, directory_said, unavailable};
 pub(crate) struct Pool {
     idle: std::sync::Mutex<Vec<Ldap>>,
     slots: Arc<tokio::sync::Semaphore>,
+    /// Binds as a user (password checks) running at once, each on a connection of its own.
+    binds: Arc<tokio::sync::Semaphore>,
 }
 
 impl Pool {
@@ -97,6 +99,7 @@ impl LdapDirectory {
         let pool = Pool {
             idle: std::sync::Mutex::new(Vec::new()),
             slots: Arc::new(tokio::sync::Semaphore::new(cfg.pool_size)),
+            binds: Arc::new(tokio::sync::Semaphore::new(cfg.password_checks)),
         };
         Ok(Self {
             cfg: Arc::new(cfg),
@@ -206,6 +209,35 @@ impl LdapDirectory {
             slot,
             reused: false,
         })
+    }
+
+    /// Whether `password` binds as `dn`, on a connection of its own (a pooled one must stay
+    /// bound as the service), closed after. At most `password_checks` run at once, so a flood
+    /// of sign-ins cannot open connections to the directory without bound; one that waits
+    /// longer than `timeout_secs` for its turn is refused as busy, untried.
+    pub(crate) async fn bind_as(&self, dn: &str, password: &str) -> Result<bool, DirError> {
+        let secs = self.cfg.timeout_secs;
+        let turn = tokio::time::timeout(
+            Duration::from_secs(secs),
+            self.pool.binds.clone().acquire_owned(),
+        )
+        .await;
+        let _turn = match turn {
+            Ok(Ok(turn)) => turn,
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => {
+                return Err(DirError::Busy(format!(
+                    "all {} password checks stayed busy for {secs} s (directory.ldap.password_checks)",
+                    self.cfg.password_checks
+                )));
+            }
+        };
+        let mut ldap = self.connect().await?;
+        let r = self
+            .timed(async { ldap.simple_bind(dn, password).await.map_err(unavailable) })
+            .await;
+        let _ = ldap.unbind().await;
+        Ok(r?.rc == 0)
     }
 
     /// Puts a connection back for reuse, unless the operation on it failed at the transport

@@ -81,6 +81,10 @@ pub struct LdapConfig {
     /// At most this many bound service connections are open at once; idle ones are reused.
     /// Checking a user's password always uses a connection of its own, never one of these.
     pub pool_size: usize,
+    /// At most this many password checks (a bind as the user, each on a connection of its
+    /// own) run at once; more wait up to `timeout_secs`, then get a "busy" answer. Unknown
+    /// user IDs take a turn too, so how sign-ins fail under load does not reveal accounts.
+    pub password_checks: usize,
     pub timeout_secs: u64,
     /// After a URL fails to connect, the next URLs are tried first for this many seconds, so
     /// a server that is down costs one timeout, not one per sign-in. It is still tried when
@@ -107,6 +111,7 @@ impl Default for LdapConfig {
             policy_dn: None,
             must_change_after_reset: false,
             pool_size: 4,
+            password_checks: 16,
             timeout_secs: 5,
             failed_url_rest_secs: 60,
         }
@@ -170,6 +175,9 @@ impl LdapConfig {
         }
         if self.pool_size == 0 {
             e.push("directory.ldap.pool_size must be at least 1".into());
+        }
+        if self.password_checks == 0 {
+            e.push("directory.ldap.password_checks must be at least 1".into());
         }
         e
     }
@@ -252,11 +260,19 @@ impl Directory for LdapDirectory {
             return Ok(false);
         }
         let dn = self.dn_of(user).await?;
-        // A connection of its own, closed after: a pooled one must stay bound as the service.
-        let mut ldap = self.connect().await?;
-        let r = ldap.simple_bind(&dn, password).await.map_err(unavailable)?;
-        let _ = ldap.unbind().await;
-        Ok(r.rc == 0)
+        self.bind_as(&dn, password).await
+    }
+
+    async fn check_password_of_nobody(&self, login: &str, password: &str) -> Result<(), DirError> {
+        if password.is_empty() {
+            return Ok(());
+        }
+        // dn_of's search, then a bind to a name no entry has: the directory answers
+        // invalidCredentials, as it does to a wrong password, after the same round trips.
+        pooled_read!(self, |l| self.entry(l, login))?;
+        let nobody = format!("cn=sspr-no-such-account,{}", self.cfg.base_dn);
+        self.bind_as(&nobody, password).await?;
+        Ok(())
     }
 
     async fn reset_password(&self, user: &DirUser, new_password: &str) -> Result<(), DirError> {

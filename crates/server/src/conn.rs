@@ -36,6 +36,8 @@ pub struct ConnLimits {
     pub handshake: Duration,
     /// Addresses exempt from `per_ip` (the reverse proxies in front).
     pub exempt: Vec<IpNet>,
+    /// Requests handled at once (see [`shedding`]).
+    pub requests: usize,
 }
 
 impl Default for ConnLimits {
@@ -45,6 +47,7 @@ impl Default for ConnLimits {
             per_ip: 256,
             handshake: Duration::from_secs(5),
             exempt: Vec::new(),
+            requests: 1024,
         }
     }
 }
@@ -266,6 +269,80 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Held<T> {
     }
 }
 
+/// Wraps `router` so that at most `max` requests are handled at once. One more gets 503
+/// `busy` with `Retry-After` straight away: under a flood, answering some clients at once
+/// beats answering every client late. Nothing is written for a refused request (an audit
+/// event each would add to the load); a warning is logged at the 1st, 2nd, 4th, 8th…
+/// refusal. Health checks are never refused: a load balancer must see the process alive.
+pub fn shedding(router: axum::Router, max: usize) -> axum::Router {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let in_flight = in_flight.clone();
+            let refused = refused.clone();
+            async move {
+                let path = req.uri().path();
+                let exempt = path == "/healthz" || path == "/readyz";
+                let _counted = InFlight::enter(&in_flight);
+                let now = in_flight.load(Ordering::Relaxed);
+                if now > max && !exempt {
+                    let n = refused.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        tracing::warn!(
+                            in_flight = now,
+                            max,
+                            refused = n,
+                            "request refused: too many at once (connections.max_requests)"
+                        );
+                    }
+                    return busy(path.starts_with("/api/"));
+                }
+                next.run(req).await
+            }
+        },
+    ))
+}
+
+/// One request counted in flight until it is dropped (answered, or its client went away).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(n: &Arc<AtomicUsize>) -> InFlight {
+        n.fetch_add(1, Ordering::Relaxed);
+        InFlight(n.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn busy(api: bool) -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+    const MESSAGE: &str = "The service is busy, so nothing was changed. Try again in a moment.";
+    let (kind, body) = if api {
+        (
+            "application/json",
+            format!(r#"{{"error":"busy","message":"{MESSAGE}"}}"#),
+        )
+    } else {
+        ("text/plain; charset=utf-8", format!("{MESSAGE}\n"))
+    };
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(crate::respond::DEFAULT_RETRY_SECS),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +353,7 @@ mod tests {
             per_ip,
             handshake: Duration::from_secs(5),
             exempt: exempt.iter().filter_map(|n| n.parse().ok()).collect(),
+            requests: 1024,
         })
     }
 

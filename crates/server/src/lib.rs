@@ -214,6 +214,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let handshake = limits.handshake;
+    let router = conn::shedding(router, limits.requests);
     let gate = conn::Gate::new(limits.fitted_to_the_fd_limit());
     let handle = axum_server::Handle::new();
     let h = handle.clone();

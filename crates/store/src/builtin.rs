@@ -47,6 +47,15 @@ fn derr(e: sspr_app::ports::StoreError) -> DirError {
     DirError::Unavailable(format!("built-in directory: {e}"))
 }
 
+/// A hashing failure: busy when every Argon2 slot stayed taken (nothing was tried).
+fn herr(e: sspr_app::AppError) -> DirError {
+    if e.kind == sspr_app::ErrorKind::Busy {
+        DirError::Busy(format!("built-in directory: {e}"))
+    } else {
+        DirError::Other(e.to_string())
+    }
+}
+
 impl BuiltinDirectory {
     pub fn new(
         users: Arc<dyn UserStore>,
@@ -163,11 +172,22 @@ impl Directory for BuiltinDirectory {
                     .hasher
                     .verify(password, &u.password_hash)
                     .await
-                    .map_err(|e| DirError::Other(e.to_string()))?;
+                    .map_err(herr)?;
                 Ok(ok && !u.locked)
             }
             None => Ok(false),
         }
+    }
+
+    async fn check_password_of_nobody(&self, login: &str, password: &str) -> Result<(), DirError> {
+        if password.is_empty() {
+            return Ok(());
+        }
+        // The read check_password makes, then one Argon2 verification.
+        let id = canonical_login(login).unwrap_or_default();
+        self.users.user(&id).await.map_err(derr)?;
+        self.hasher.verify_dummy(password).await.map_err(herr)?;
+        Ok(())
     }
 
     async fn reset_password(&self, user: &DirUser, new_password: &str) -> Result<(), DirError> {
@@ -182,12 +202,7 @@ impl Directory for BuiltinDirectory {
                 .map_err(derr)?;
             previous.insert(0, current.password_hash.clone());
             for h in &previous {
-                if self
-                    .hasher
-                    .verify(new_password, h)
-                    .await
-                    .map_err(|e| DirError::Other(e.to_string()))?
-                {
+                if self.hasher.verify(new_password, h).await.map_err(herr)? {
                     return Err(DirError::Rejected(vec![Rejection::History]));
                 }
             }
@@ -196,7 +211,7 @@ impl Directory for BuiltinDirectory {
             .hasher
             .hash(new_password, self.rng.as_ref())
             .await
-            .map_err(|e| DirError::Other(e.to_string()))?;
+            .map_err(herr)?;
         self.users
             .set_user_password(&user.id, &hash, self.clock.now(), self.history.max(1))
             .await

@@ -317,3 +317,166 @@ async fn requesting_resets_changes_nothing_on_the_account() {
     );
     s.stop().await;
 }
+
+/// A TCP proxy in front of slapd; once `refuse` is set, it closes every new connection at
+/// once (a directory out of connections or file descriptors), while those already open keep
+/// working.
+async fn refusing_proxy(upstream: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = refuse.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            if r.load(Ordering::SeqCst) {
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut server) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (port, refuse)
+}
+
+/// Removes the support code (different for every answer) after checking its shape.
+fn without_support_code(mut a: Answer) -> Answer {
+    if let Some(code) = a.body.as_object_mut().unwrap().remove("support_code") {
+        assert_eq!(code.as_str().unwrap().len(), 11);
+    }
+    a
+}
+
+#[tokio::test]
+async fn a_directory_out_of_connections_answers_known_and_unknown_ids_alike() {
+    let slapd = crate::ldap::Slapd::start();
+    let (proxy, refuse) = refusing_proxy(slapd.ldaps_port).await;
+    let mut cfg = crate::ldap::ldap_config(
+        &slapd,
+        format!("ldaps://127.0.0.1:{proxy}"),
+        "cn=sspr,dc=sspr,dc=test",
+        "service-secret",
+    );
+    cfg.timeout_secs = 2;
+    let s = Server::start_with(move |c| {
+        c.directory.kind = "ldap".into();
+        c.directory.ldap = Some(cfg);
+        c.limits.account_failures = Window {
+            max: 100,
+            secs: 3600,
+        };
+    })
+    .await;
+    let known = json!({ "user": "mallory", "password": "a wrong password here" });
+    let unknown = json!({ "user": "nosuchuser", "password": "a wrong password here" });
+
+    // A directory that answers: one answer for both, after a bind for both.
+    let a = without_support_code(post_full(&s, "/api/v1/session", known.clone()).await);
+    let b = without_support_code(post_full(&s, "/api/v1/session", unknown.clone()).await);
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    assert_eq!(
+        (a.status, &a.headers, &a.body),
+        (b.status, &b.headers, &b.body)
+    );
+
+    // The pooled service connection stays; new connections (a bind as the user needs one)
+    // are refused. Both IDs must fail the same way: before, the known one got 503 and the
+    // unknown one 401, which told which accounts exist.
+    refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    let a = without_support_code(post_full(&s, "/api/v1/session", known).await);
+    let b = without_support_code(post_full(&s, "/api/v1/session", unknown).await);
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
+    assert_eq!(a.body["error"], "directory_unavailable", "{}", a.body);
+    assert_eq!(
+        (a.status, &a.headers, &a.body),
+        (b.status, &b.headers, &b.body)
+    );
+    for who in ["mallory", "nosuchuser"] {
+        let ev = s
+            .audit(&format!("user={who}&activity=directory_error"))
+            .await;
+        assert_eq!(ev.len(), 1, "{who}: {ev:?}");
+        assert_eq!(ev[0]["reason"], "directory_unavailable", "{ev:?}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_busy_server_answers_known_and_unknown_ids_alike() {
+    // One Argon2 slot and almost no wait: most of a burst of sign-ins finds it taken.
+    let s = Server::start_with(|c| {
+        c.limits.argon2_concurrency = 1;
+        c.limits.argon2_queue_timeout_ms = 1;
+        for w in [
+            &mut c.limits.ip_starts,
+            &mut c.limits.ip_failures,
+            &mut c.limits.account_failures,
+        ] {
+            *w = Window {
+                max: 100_000,
+                secs: 3600,
+            };
+        }
+    })
+    .await;
+    s.user("alice", &["staff"]).await;
+    let burst = |user: &'static str| {
+        let tasks: Vec<_> = (0..24)
+            .map(|_| {
+                let url = format!("{}/api/v1/session", s.url);
+                let http = s.http.clone();
+                tokio::spawn(async move {
+                    let r = http
+                        .post(url)
+                        .json(&json!({ "user": user, "password": "a wrong password here" }))
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = r.status();
+                    let retry = r.headers().get("retry-after").is_some();
+                    let mut v: Value = r.json().await.unwrap();
+                    v.as_object_mut().unwrap().remove("support_code");
+                    (status, retry, v)
+                })
+            })
+            .collect::<Vec<_>>();
+        async move {
+            let mut seen = std::collections::BTreeSet::new();
+            for t in tasks {
+                let (status, retry, v) = t.await.unwrap();
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    assert!(retry, "a 503 without Retry-After: {v}");
+                }
+                seen.insert((status.as_u16(), v.to_string()));
+            }
+            seen
+        }
+    };
+    let (known, unknown) = tokio::join!(burst("alice"), burst("nosuchuser"));
+    let busy = |set: &std::collections::BTreeSet<(u16, String)>| {
+        set.iter()
+            .filter(|(st, _)| *st == 503)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        !busy(&known).is_empty(),
+        "no sign-in found the server busy: {known:?}"
+    );
+    // Whatever answers a busy server gives, it gives them to both.
+    assert_eq!(
+        busy(&known),
+        busy(&unknown),
+        "known {known:?}\nunknown {unknown:?}"
+    );
+    assert!(
+        known.iter().all(|(st, _)| [401, 503].contains(st)),
+        "{known:?}"
+    );
+    s.stop().await;
+}

@@ -287,7 +287,12 @@ fn attr_values(ldif: &str, attr: &str) -> Vec<String> {
         .collect()
 }
 
-fn ldap_config(slapd: &Slapd, url: String, bind_dn: &str, pw: &str) -> sspr_ldap::LdapConfig {
+pub(crate) fn ldap_config(
+    slapd: &Slapd,
+    url: String,
+    bind_dn: &str,
+    pw: &str,
+) -> sspr_ldap::LdapConfig {
     sspr_ldap::LdapConfig {
         urls: vec![url],
         ca_file: Some(slapd.ca()),
@@ -945,6 +950,45 @@ async fn service_connections_are_pooled_and_survive_a_restart() {
     assert!(dir.password_rules().await.unwrap().len() >= 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn password_checks_open_a_bounded_number_of_connections() {
+    use sspr_app::ports::Directory;
+    let slapd = Slapd::start();
+    let url = format!("ldaps://127.0.0.1:{}", slapd.ldaps_port);
+    let mut cfg = ldap_config(&slapd, url, "cn=sspr,dc=sspr,dc=test", "service-secret");
+    cfg.password_checks = 2;
+    let dir = sspr_ldap::LdapDirectory::new(cfg).unwrap();
+    let alice = dir.find_user("alice").await.unwrap().unwrap();
+    // A burst of sign-ins, real and unknown users: at most 4 pooled connections for the
+    // searches plus 2 for binds, where each check used to open a connection of its own.
+    let burst = async {
+        let tasks: Vec<_> = (0..24)
+            .map(|i| {
+                let (dir, alice) = (dir.clone(), alice.clone());
+                tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        dir.check_password(&alice, OLD).await
+                    } else {
+                        dir.check_password_of_nobody("nosuchuser", "some password")
+                            .await
+                            .map(|()| true)
+                    }
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            if t.await.unwrap().unwrap() {
+                ok += 1;
+            }
+        }
+        ok
+    };
+    let (ok, max) = max_connections_during(&slapd, burst).await;
+    assert_eq!(ok, 24, "every check answered (alice's password is right)");
+    assert!(max <= 6, "{max} connections at once");
+}
+
 #[test]
 fn ldap_configuration_is_checked() {
     let bad = sspr_ldap::LdapConfig {
@@ -1249,6 +1293,18 @@ async fn ad_upn_logins_disabled_and_expired_accounts_are_handled_truthfully() {
     ad.tool(&["user", "disable", "alice"]);
     let (st, v) = s.set_password(&t, "Amber-Kettle-Moon-8").await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    // Signing in as a disabled or unknown user binds to a name no entry has: Samba answers
+    // invalidCredentials, as to a wrong password, not an error.
+    for user in ["alice@sspr.test", "nosuchuser@sspr.test"] {
+        let (st, v) = s
+            .post(
+                "/api/v1/session",
+                None,
+                json!({ "user": user, "password": first }),
+            )
+            .await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{user}: {v}");
+    }
     ad.tool(&["user", "enable", "alice"]);
     assert!(ad.binds("alice", first), "the password was not changed");
     let ev = s.audit("user=alice&activity=reset_password").await;

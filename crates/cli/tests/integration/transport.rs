@@ -229,3 +229,87 @@ async fn a_connection_that_never_starts_tls_is_closed_after_the_handshake_timeou
     // Bounded, not timed: it must close at some point well before the 30 s limit.
     assert!(closed_within(&mut sock, std::time::Duration::from_secs(30)).await);
 }
+
+/// A request held in flight: its headers sent over a real TLS connection, its body never.
+fn request_without_its_body(port: u16) -> std::process::Child {
+    use std::io::Write;
+    let mut c = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["-servername", "localhost"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl must be installed (see .ci/run)");
+    let head = "POST /api/v1/session HTTP/1.1\r\nHost: localhost\r\n\
+                Content-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+    c.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(head.as_bytes())
+        .unwrap();
+    c
+}
+
+#[tokio::test]
+async fn requests_beyond_max_requests_get_503_at_once_and_health_checks_still_answer() {
+    let s = Server::start_with(|c| c.connections.max_requests = 2).await;
+    let port: u16 = s.url.rsplit(':').next().unwrap().parse().unwrap();
+    let sign_in = || async {
+        let r = s
+            .http
+            .post(format!("{}/api/v1/session", s.url))
+            .json(&serde_json::json!({ "user": "nobody", "password": "wrong password" }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        (status, retry, r.text().await.unwrap())
+    };
+    assert_eq!(sign_in().await.0, StatusCode::UNAUTHORIZED);
+
+    let mut held: Vec<_> = (0..2).map(|_| request_without_its_body(port)).collect();
+    let mut refused = None;
+    for _ in 0..100 {
+        let a = sign_in().await;
+        if a.0 == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(a);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, retry, body) = refused.expect("a third request at once was never refused");
+    assert_eq!(retry.as_deref(), Some("5"));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"], "busy", "{body}");
+    let (st, _) = s.call(reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!(st, StatusCode::OK, "health checks are never refused");
+
+    // The held requests end (their clients go away): the server takes requests again.
+    for c in &mut held {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let mut back = false;
+    for _ in 0..100 {
+        if sign_in().await.0 == StatusCode::UNAUTHORIZED {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        back,
+        "requests were still refused after the held ones ended"
+    );
+    s.stop().await;
+}
