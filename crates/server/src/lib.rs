@@ -226,7 +226,11 @@ pub async fn serve(
     let mut server = axum_server::tls_rustls::from_tcp_rustls(listener, config)?
         .handle(handle)
         .map(|tls| conn::Capped {
-            inner: tls.handshake_timeout(handshake),
+            // Without TCP_NODELAY a response written in two parts waits for the client's
+            // delayed ACK (~40 ms) before its second part leaves.
+            inner: tls
+                .handshake_timeout(handshake)
+                .acceptor(axum_server::accept::NoDelayAcceptor::new()),
             gate,
         })
         // After the handshake, the first request must arrive whole within this time...
