@@ -37,6 +37,9 @@ pub fn login_problem(raw: &str) -> Option<String> {
             "the login is empty, longer than 256 characters or has control characters".into(),
         );
     };
+    if let Some(problem) = precis_problem(raw.trim()) {
+        return Some(problem);
+    }
     let mut first: Option<(Script, char)> = None;
     for c in login.chars() {
         let Some(script) = script(c) else { continue };
@@ -54,6 +57,34 @@ pub fn login_problem(raw: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// What RFC 8265's UsernameCaseMapped profile refuses: spaces, symbols, non-ASCII
+/// punctuation, compatibility characters other than full- and half-width forms ("ﬁ" is not
+/// "fi"), and right-to-left text that breaks the bidi rule. Existing directory accounts are
+/// never refused at lookup: this applies to the names sspr creates.
+fn precis_problem(login: &str) -> Option<String> {
+    use precis_core::profile::PrecisFastInvocation;
+    match precis_profiles::UsernameCaseMapped::enforce(login) {
+        Ok(_) => None,
+        Err(precis_core::Error::BadCodepoint(info)) => {
+            let shown = char::from_u32(info.cp)
+                .filter(|c| !c.is_whitespace())
+                .map(|c| format!("'{c}', "))
+                .unwrap_or_default();
+            Some(format!(
+                "the login has a character user names may not hold ({shown}U+{:04X}) at position {}: \
+                 use letters, digits and ASCII punctuation such as . _ -",
+                info.cp,
+                info.position + 1
+            ))
+        }
+        Err(_) => Some(
+            "the login is not a valid user name (RFC 8265): check its right-to-left text \
+             or retype it with letters, digits and ASCII punctuation"
+                .into(),
+        ),
+    }
 }
 
 /// Characters that show as nothing: format characters, joiners, fillers, variation selectors
@@ -136,6 +167,25 @@ mod tests {
         ] {
             assert_eq!(login_problem(fine), None, "{fine}");
         }
+    }
+
+    #[test]
+    fn names_rfc_8265_refuses_are_refused_at_creation_with_the_character_named() {
+        let space = login_problem("john smith").unwrap();
+        assert!(
+            space.contains("U+0020") && space.contains("position 5"),
+            "{space}"
+        );
+        let lig = login_problem("\u{FB01}nance").unwrap();
+        assert!(
+            lig.contains("U+FB01"),
+            "a ligature is not two letters: {lig}"
+        );
+        for bad in ["alice\u{2603}", "bob\u{00A0}x", "ali\u{2126}"] {
+            assert!(login_problem(bad).is_some(), "{bad:?}");
+        }
+        // Lookups stay lenient: a directory may hold names sspr would not create.
+        assert_eq!(canonical_login("John Smith"), Some("john smith".into()));
     }
 
     #[test]

@@ -215,6 +215,8 @@ fn cli_admin_commands_work_on_the_database() {
         ("zo\u{200B}e", "invisible character (U+200B)"),
         ("\u{0437}oe", "mixes Cyrillic letters"),
         ("\u{0430}lice", "mixes Cyrillic letters"),
+        ("zoe smith", "U+0020) at position 4"),
+        ("\u{FB01}ona", "U+FB01) at position 1"),
     ] {
         let (code, out, err) = run(&["users", "add", login], "a perfectly long passphrase\n");
         assert_ne!(code, 0, "{login:?} was accepted: {out}");
