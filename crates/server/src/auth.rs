@@ -2,9 +2,9 @@
 //! `security` schemes (`flow`, `session`, `admin`), so a handler's signature says what it
 //! requires and its body is only its own work.
 //!
-//! A rejection is the API error the handler would have answered: 401 with the usual JSON body
-//! and a support code, audited like any refused request. They run before the body is read, so
-//! a request without its token is unauthorised whatever its body.
+//! A rejection is an API error like any other: 401 with the JSON body and a support code that
+//! finds its audit event. Extractors run before the body is read, so a request without its
+//! token is unauthorised whatever its body.
 
 use std::sync::Arc;
 
@@ -18,14 +18,15 @@ use crate::State;
 use crate::ctx::{bearer_token, ctx_from_parts};
 use crate::respond::error;
 
-/// The reset or unlock flow's bearer token. Only its presence is checked here: the flow
-/// services look it up themselves, since what a dead flow means depends on the step.
+/// The reset or unlock flow's bearer token. Only its presence is checked here: each flow
+/// service looks the flow up itself, as part of its step.
 pub struct FlowToken(pub String);
 
 /// The registration session behind the bearer token: present, live and not expired.
 pub struct SignedIn(pub SessionRecord);
 
-/// An admin API token; holds the audit log's actor name for it (`admin:<token name>`).
+/// A valid admin API token; holds its actor name for the audit log (`admin:<token name>`).
+/// (The admin pages' sessions are the portal's, in a cookie.)
 pub struct Admin(pub String);
 
 fn missing(what: &str) -> AppError {
