@@ -189,6 +189,29 @@ impl App {
             methods,
         ))
     }
+
+    /// One user's registration, for the helpdesk.
+    pub async fn user_summary(&self, login: &str) -> Result<sspr_proto::UserSummary, AppError> {
+        let u = self
+            .directory
+            .find_user(login)
+            .await
+            .map_err(|e| {
+                AppError::new(ErrorKind::Directory, "The directory could not be reached.")
+                    .with_log(e.to_string())
+            })?
+            .ok_or_else(|| AppError::invalid(format!("no user {login:?} in the directory")))?;
+        let (registered, methods) = self.registration_of(&u.id, &u.groups).await?;
+        Ok(sspr_proto::UserSummary {
+            login: u.login,
+            display_name: u.display_name,
+            enabled: u.enabled,
+            locked: u.locked,
+            groups: u.groups,
+            registered,
+            methods: methods.iter().map(|m| m.as_str().to_string()).collect(),
+        })
+    }
 }
 
 /// An admin-page session lasts this long from sign-in (the cookie's `Max-Age` too).

@@ -84,22 +84,27 @@ pub fn ctx_from_parts(parts: &Parts, state: &State) -> RequestCtx {
 }
 
 /// The bearer token of `Authorization: Bearer …`, if any.
+pub fn bearer_token(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_string())
+}
+
+/// The bearer token, where one is optional; [`crate::auth`] has the extractors for where one
+/// is required.
 pub struct Bearer(pub Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Bearer {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(|t| t.trim().to_string());
-        Ok(Bearer(token))
+        Ok(Bearer(bearer_token(parts)))
     }
 }
 

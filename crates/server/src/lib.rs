@@ -4,6 +4,7 @@
 //! Every response carries strict security headers (HSTS, no-store, nosniff, no framing, no
 //! referrer); every request body is capped; shutdown drains in-flight requests.
 
+pub mod auth;
 pub mod conn;
 pub mod ctx;
 pub mod respond;

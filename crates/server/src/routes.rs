@@ -1,4 +1,5 @@
-//! The HTTP API, `/api/v1`. Handlers only translate: HTTP in, a service call, HTTP out.
+//! The HTTP API, `/api/v1`. Handlers only translate: HTTP in, a service call, HTTP out. Who
+//! may call what is in their signatures ([`FlowToken`], [`SignedIn`], [`Admin`]: see `auth`).
 
 use std::sync::Arc;
 
@@ -6,27 +7,19 @@ use axum::extract::{Path, Query, State as AxState};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use sspr_app::AppError;
 use sspr_app::ports::AuditFilter;
-use sspr_app::{AppError, ErrorKind};
 use sspr_domain::audit::{Activity, ClientType, Outcome};
 use sspr_domain::clock::{parse_rfc3339, rfc3339};
 use sspr_domain::{FlowKind, Method, Policy};
 use sspr_proto::*;
 
 use crate::State;
+use crate::auth::{Admin, FlowToken, SignedIn};
 use crate::ctx::{Bearer, Body, Ctx};
 use crate::respond::{error, reply};
 
 type S = AxState<Arc<State>>;
-
-fn need_bearer(b: Bearer, what: &str) -> Result<String, AppError> {
-    b.0.ok_or_else(|| {
-        AppError::new(
-            ErrorKind::Unauthorized,
-            format!("Send the {what} as Authorization: Bearer <token>."),
-        )
-    })
-}
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = Message)))]
@@ -119,11 +112,8 @@ pub async fn flow_start(AxState(s): S, Ctx(ctx): Ctx, Body(req): Body<StartReque
 
 /// Where the flow stands.
 #[utoipa::path(get, path = "/api/v1/flow", security(("flow" = [])), responses((status = 200, body = FlowResponse), (status = 401, body = ApiError)))]
-pub async fn flow_status(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
-    let r = match need_bearer(b, "flow token") {
-        Ok(t) => s.app.flow_status(&ctx, &t).await,
-        Err(e) => Err(e),
-    };
+pub async fn flow_status(AxState(s): S, Ctx(ctx): Ctx, FlowToken(t): FlowToken) -> Response {
+    let r = s.app.flow_status(&ctx, &t).await;
     reply(&s, &ctx, r).await
 }
 
@@ -133,13 +123,10 @@ pub async fn flow_status(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
 pub async fn flow_challenge(
     AxState(s): S,
     Ctx(ctx): Ctx,
-    b: Bearer,
+    FlowToken(t): FlowToken,
     Body(req): Body<ChallengeRequest>,
 ) -> Response {
-    let r = match need_bearer(b, "flow token") {
-        Ok(t) => s.app.challenge(&ctx, &t, &req.method).await,
-        Err(e) => Err(e),
-    };
+    let r = s.app.challenge(&ctx, &t, &req.method).await;
     reply(&s, &ctx, r).await
 }
 
@@ -149,13 +136,10 @@ pub async fn flow_challenge(
 pub async fn flow_verify(
     AxState(s): S,
     Ctx(ctx): Ctx,
-    b: Bearer,
+    FlowToken(t): FlowToken,
     Body(req): Body<VerifyRequest>,
 ) -> Response {
-    let r = match need_bearer(b, "flow token") {
-        Ok(t) => s.app.verify(&ctx, &t, &req).await,
-        Err(e) => Err(e),
-    };
+    let r = s.app.verify(&ctx, &t, &req).await;
     reply(&s, &ctx, r).await
 }
 
@@ -165,24 +149,18 @@ pub async fn flow_verify(
 pub async fn flow_password(
     AxState(s): S,
     Ctx(ctx): Ctx,
-    b: Bearer,
+    FlowToken(t): FlowToken,
     Body(req): Body<NewPasswordRequest>,
 ) -> Response {
-    let r = match need_bearer(b, "flow token") {
-        Ok(t) => s.app.set_password(&ctx, &t, &req.new_password).await,
-        Err(e) => Err(e),
-    };
+    let r = s.app.set_password(&ctx, &t, &req.new_password).await;
     reply(&s, &ctx, r).await
 }
 
 /// Unlocks the account (unlock flows) once enough methods are verified.
 #[utoipa::path(post, path = "/api/v1/flow/unlock", security(("flow" = [])),
     responses((status = 200, body = FlowResponse), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
-pub async fn flow_unlock(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
-    let r = match need_bearer(b, "flow token") {
-        Ok(t) => s.app.unlock(&ctx, &t).await,
-        Err(e) => Err(e),
-    };
+pub async fn flow_unlock(AxState(s): S, Ctx(ctx): Ctx, FlowToken(t): FlowToken) -> Response {
+    let r = s.app.unlock(&ctx, &t).await;
     reply(&s, &ctx, r).await
 }
 
@@ -194,34 +172,19 @@ pub async fn sign_in(AxState(s): S, Ctx(ctx): Ctx, Body(req): Body<SignInRequest
     reply(&s, &ctx, r).await
 }
 
-async fn session_of(
-    s: &State,
-    ctx: &sspr_app::RequestCtx,
-    b: Bearer,
-) -> Result<sspr_app::ports::SessionRecord, AppError> {
-    let t = need_bearer(b, "session token")?;
-    s.app.session(ctx, &t).await
-}
-
 /// Signs out.
 #[utoipa::path(delete, path = "/api/v1/session", security(("session" = [])), responses((status = 200, body = Message)))]
-pub async fn sign_out(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
-    let r = match session_of(&s, &ctx, b).await {
-        Ok(sess) => s.app.sign_out(&sess).await.map(|_| Message {
-            message: "signed out".into(),
-        }),
-        Err(e) => Err(e),
-    };
+pub async fn sign_out(AxState(s): S, Ctx(ctx): Ctx, SignedIn(sess): SignedIn) -> Response {
+    let r = s.app.sign_out(&sess).await.map(|_| Message {
+        message: "signed out".into(),
+    });
     reply(&s, &ctx, r).await
 }
 
 /// The signed-in user's registration.
 #[utoipa::path(get, path = "/api/v1/me", security(("session" = [])), responses((status = 200, body = RegistrationStatus), (status = 401, body = ApiError)))]
-pub async fn me(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
-    let r = match session_of(&s, &ctx, b).await {
-        Ok(sess) => s.app.my_status(&ctx, &sess).await,
-        Err(e) => Err(e),
-    };
+pub async fn me(AxState(s): S, Ctx(ctx): Ctx, SignedIn(sess): SignedIn) -> Response {
+    let r = s.app.my_status(&ctx, &sess).await;
     reply(&s, &ctx, r).await
 }
 
@@ -231,17 +194,13 @@ pub async fn me(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
 pub async fn add_email(
     AxState(s): S,
     Ctx(ctx): Ctx,
-    b: Bearer,
+    SignedIn(sess): SignedIn,
     Body(req): Body<ContactRequest>,
 ) -> Response {
-    let r = match session_of(&s, &ctx, b).await {
-        Ok(sess) => {
-            s.app
-                .add_contact(&ctx, &sess, Method::Email, &req.value)
-                .await
-        }
-        Err(e) => Err(e),
-    };
+    let r = s
+        .app
+        .add_contact(&ctx, &sess, Method::Email, &req.value)
+        .await;
     reply(&s, &ctx, r).await
 }
 
@@ -251,17 +210,13 @@ pub async fn add_email(
 pub async fn verify_email(
     AxState(s): S,
     Ctx(ctx): Ctx,
-    b: Bearer,
+    SignedIn(sess): SignedIn,
     Body(req): Body<CodeRequest>,
 ) -> Response {
-    let r = match session_of(&s, &ctx, b).await {
-        Ok(sess) => {
-            s.app
-                .confirm_contact(&ctx, &sess, Method::Email, &req.code)
-                .await
-        }
-        Err(e) => Err(e),
-    };
+    let r = s
+        .app
+        .confirm_contact(&ctx, &sess, Method::Email, &req.code)
+        .await;
     reply(&s, &ctx, r).await
 }
 
@@ -271,17 +226,13 @@ pub async fn verify_email(
 pub async fn add_phone(
     AxState(s): S,
     Ctx(ctx): Ctx,
-    b: Bearer,
+    SignedIn(sess): SignedIn,
     Body(req): Body<ContactRequest>,
 ) -> Response {
-    let r = match session_of(&s, &ctx, b).await {
-        Ok(sess) => {
-            s.app
-                .add_contact(&ctx, &sess, Method::Sms, &req.value)
-                .await
-        }
-        Err(e) => Err(e),
-    };
+    let r = s
+        .app
+        .add_contact(&ctx, &sess, Method::Sms, &req.value)
+        .await;
     reply(&s, &ctx, r).await
 }
 
@@ -291,17 +242,13 @@ pub async fn add_phone(
 pub async fn verify_phone(
     AxState(s): S,
     Ctx(ctx): Ctx,
-    b: Bearer,
+    SignedIn(sess): SignedIn,
     Body(req): Body<CodeRequest>,
 ) -> Response {
-    let r = match session_of(&s, &ctx, b).await {
-        Ok(sess) => {
-            s.app
-                .confirm_contact(&ctx, &sess, Method::Sms, &req.code)
-                .await
-        }
-        Err(e) => Err(e),
-    };
+    let r = s
+        .app
+        .confirm_contact(&ctx, &sess, Method::Sms, &req.code)
+        .await;
     reply(&s, &ctx, r).await
 }
 
@@ -311,23 +258,17 @@ pub async fn verify_phone(
 pub async fn set_questions(
     AxState(s): S,
     Ctx(ctx): Ctx,
-    b: Bearer,
+    SignedIn(sess): SignedIn,
     Body(req): Body<QuestionsRequest>,
 ) -> Response {
-    let r = match session_of(&s, &ctx, b).await {
-        Ok(sess) => s.app.set_questions(&ctx, &sess, &req.answers).await,
-        Err(e) => Err(e),
-    };
+    let r = s.app.set_questions(&ctx, &sess, &req.answers).await;
     reply(&s, &ctx, r).await
 }
 
 /// Starts authenticator-app enrolment: returns the otpauth URI and its QR code.
 #[utoipa::path(post, path = "/api/v1/me/totp", security(("session" = [])), responses((status = 200, body = TotpEnrolment)))]
-pub async fn enrol_totp(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
-    let r = match session_of(&s, &ctx, b).await {
-        Ok(sess) => s.app.enrol_totp(&ctx, &sess).await,
-        Err(e) => Err(e),
-    };
+pub async fn enrol_totp(AxState(s): S, Ctx(ctx): Ctx, SignedIn(sess): SignedIn) -> Response {
+    let r = s.app.enrol_totp(&ctx, &sess).await;
     reply(&s, &ctx, r).await
 }
 
@@ -337,13 +278,10 @@ pub async fn enrol_totp(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
 pub async fn verify_totp(
     AxState(s): S,
     Ctx(ctx): Ctx,
-    b: Bearer,
+    SignedIn(sess): SignedIn,
     Body(req): Body<CodeRequest>,
 ) -> Response {
-    let r = match session_of(&s, &ctx, b).await {
-        Ok(sess) => s.app.confirm_totp(&ctx, &sess, &req.code).await,
-        Err(e) => Err(e),
-    };
+    let r = s.app.confirm_totp(&ctx, &sess, &req.code).await;
     reply(&s, &ctx, r).await
 }
 
@@ -353,13 +291,12 @@ pub async fn verify_totp(
 pub async fn remove_method(
     AxState(s): S,
     Ctx(ctx): Ctx,
-    b: Bearer,
+    SignedIn(sess): SignedIn,
     Path(method): Path<String>,
 ) -> Response {
-    let r = match (session_of(&s, &ctx, b).await, Method::parse(&method)) {
-        (Ok(sess), Some(m)) => s.app.remove_method(&ctx, &sess, m).await,
-        (Err(e), _) => Err(e),
-        (_, None) => Err(AppError::invalid(
+    let r = match Method::parse(&method) {
+        Some(m) => s.app.remove_method(&ctx, &sess, m).await,
+        None => Err(AppError::invalid(
             "method must be one of email, sms, questions, totp",
         )),
     };
@@ -368,11 +305,8 @@ pub async fn remove_method(
 
 /// Confirms the registered methods are still current (reconfirmation).
 #[utoipa::path(post, path = "/api/v1/me/confirm", security(("session" = [])), responses((status = 200, body = RegistrationStatus)))]
-pub async fn reconfirm(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
-    let r = match session_of(&s, &ctx, b).await {
-        Ok(sess) => s.app.reconfirm(&ctx, &sess).await,
-        Err(e) => Err(e),
-    };
+pub async fn reconfirm(AxState(s): S, Ctx(ctx): Ctx, SignedIn(sess): SignedIn) -> Response {
+    let r = s.app.reconfirm(&ctx, &sess).await;
     reply(&s, &ctx, r).await
 }
 
@@ -382,12 +316,8 @@ pub async fn reconfirm(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
 
 /// The self-service policy.
 #[utoipa::path(get, path = "/api/v1/admin/policy", security(("admin" = [])), responses((status = 200, body = Object), (status = 401, body = ApiError)))]
-pub async fn get_policy(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
-    let r = async {
-        s.app.admin(&ctx, b.0.as_deref()).await?;
-        s.app.policy().await
-    }
-    .await;
+pub async fn get_policy(AxState(s): S, Ctx(ctx): Ctx, _: Admin) -> Response {
+    let r = s.app.policy().await;
     reply(&s, &ctx, r).await
 }
 
@@ -397,14 +327,10 @@ pub async fn get_policy(AxState(s): S, Ctx(ctx): Ctx, b: Bearer) -> Response {
 pub async fn put_policy(
     AxState(s): S,
     Ctx(ctx): Ctx,
-    b: Bearer,
+    Admin(actor): Admin,
     Body(p): Body<Policy>,
 ) -> Response {
-    let r = async {
-        let actor = s.app.admin(&ctx, b.0.as_deref()).await?;
-        s.app.set_policy(&ctx, &actor, p).await
-    }
-    .await;
+    let r = s.app.set_policy(&ctx, &actor, p).await;
     reply(&s, &ctx, r).await
 }
 
@@ -536,11 +462,10 @@ pub fn events_csv(events: &[AuditEventDto]) -> String {
 pub async fn audit(
     AxState(s): S,
     Ctx(ctx): Ctx,
-    b: Bearer,
+    _: Admin,
     q: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let r = async {
-        s.app.admin(&ctx, b.0.as_deref()).await?;
         let Query(p) = q.map_err(|e| AppError::invalid(e.body_text()))?;
         let f = audit_filter(&p).map_err(AppError::invalid)?;
         let events: Vec<AuditEventDto> = s
@@ -570,32 +495,9 @@ pub async fn audit(
 pub async fn admin_user(
     AxState(s): S,
     Ctx(ctx): Ctx,
-    b: Bearer,
+    _: Admin,
     Path(login): Path<String>,
 ) -> Response {
-    let r = async {
-        s.app.admin(&ctx, b.0.as_deref()).await?;
-        let u = s
-            .app
-            .directory
-            .find_user(&login)
-            .await
-            .map_err(|e| {
-                AppError::new(ErrorKind::Directory, "The directory could not be reached.")
-                    .with_log(e.to_string())
-            })?
-            .ok_or_else(|| AppError::invalid(format!("no user {login:?} in the directory")))?;
-        let (registered, methods) = s.app.registration_of(&u.id, &u.groups).await?;
-        Ok(UserSummary {
-            login: u.login,
-            display_name: u.display_name,
-            enabled: u.enabled,
-            locked: u.locked,
-            groups: u.groups,
-            registered,
-            methods: methods.iter().map(|m| m.as_str().to_string()).collect(),
-        })
-    }
-    .await;
+    let r = s.app.user_summary(&login).await;
     reply(&s, &ctx, r).await
 }

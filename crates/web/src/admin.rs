@@ -31,7 +31,7 @@ use sspr_server::routes::{AuditParams, audit_filter, event_dto, events_csv};
 
 use crate::charts;
 use crate::i18n::CATALOG;
-use crate::web::{ADMIN_COOKIE, Posted, Web, cookie};
+use crate::web::{ADMIN_COOKIE, Gate, Gated, Posted, Web, cookie};
 
 /// How long the admin cookie lives; the service ends the session after an hour at most.
 const SESSION_SECS: i64 = sspr_app::admin::ADMIN_SESSION_SECS;
@@ -86,24 +86,28 @@ async fn session_of(w: &mut Web) -> Result<Option<SessionRecord>, AppError> {
     Ok(s)
 }
 
-/// For a page: the admin, or the sign-in form (401) that comes back to `here`.
-async fn gate(mut w: Web, here: &str) -> Result<(Web, SessionRecord), Response> {
-    match session_of(&mut w).await {
-        Ok(Some(s)) => Ok((w, s)),
-        Ok(None) => Err(signin_page(w, StatusCode::UNAUTHORIZED, here, None, "")),
-        Err(e) => Err(w.fail(e).await),
-    }
-}
+/// The signed-in admin. Without a live session a page answers with the sign-in form (401)
+/// that comes back to it, and a form with a 401 error page.
+pub struct SignedInAdmin(pub SessionRecord);
 
-/// For a form: the admin, or a 401 error page.
-async fn gate_post(mut w: Web) -> Result<(Web, SessionRecord), Response> {
-    match session_of(&mut w).await {
-        Ok(Some(s)) => Ok((w, s)),
-        Ok(None) => {
-            let e = AppError::new(ErrorKind::Unauthorized, w.tr("admin-session-ended"));
-            Err(w.fail(e).await)
+impl Gate for SignedInAdmin {
+    async fn check(mut w: Web, form: bool) -> Result<(Web, Self), Response> {
+        match session_of(&mut w).await {
+            Ok(Some(s)) => Ok((w, SignedInAdmin(s))),
+            Ok(None) if form => {
+                let e = AppError::new(ErrorKind::Unauthorized, w.tr("admin-session-ended"));
+                Err(w.fail(e).await)
+            }
+            Ok(None) => {
+                // The export is a download, not a page: signing in comes back to its filters.
+                let here = match w.path.as_str() {
+                    "/admin/audit/export" => "/admin/audit".to_string(),
+                    p => p.to_string(),
+                };
+                Err(signin_page(w, StatusCode::UNAUTHORIZED, &here, None, ""))
+            }
+            Err(e) => Err(w.fail(e).await),
         }
-        Err(e) => Err(w.fail(e).await),
     }
 }
 
@@ -256,11 +260,10 @@ async fn active_methods(w: &Web, user_id: &str) -> Result<Vec<Method>, AppError>
     w.state.app.active_methods(user_id).await
 }
 
-pub async fn insights_page(w: Web, q: Result<Query<InsightsParams>, QueryRejection>) -> Response {
-    let (w, s) = match gate(w, "/admin/insights").await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn insights_page(
+    Gated(SignedInAdmin(s), w): Gated<SignedInAdmin>,
+    q: Result<Query<InsightsParams>, QueryRejection>,
+) -> Response {
     let days = period(q.ok().and_then(|Query(q)| q.days).as_deref());
     let app = w.state.app.clone();
     let now = app.now();
@@ -705,11 +708,7 @@ fn policy_view(f: HashMap<String, String>) -> PolicyView {
     }
 }
 
-pub async fn policy_page(w: Web) -> Response {
-    let (w, s) = match gate(w, "/admin/policy").await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn policy_page(Gated(SignedInAdmin(s), w): Gated<SignedInAdmin>) -> Response {
     match w.state.app.policy().await {
         Ok(p) => admin_page(
             w,
@@ -723,12 +722,8 @@ pub async fn policy_page(w: Web) -> Response {
 }
 
 /// `action=preview` shows what users would see; `action=save` stores the policy.
-pub async fn policy_post(p: Posted) -> Response {
-    let Posted { web, mut form } = p;
-    let (mut w, s) = match gate_post(web).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn policy_post(Gated(SignedInAdmin(s), p): Gated<SignedInAdmin, Posted>) -> Response {
+    let (mut w, mut form) = (p.web, p.form);
     let app = w.state.app.clone();
     let lang = w.lang();
     let save = form.get("action").map(String::as_str) == Some("save");
@@ -799,11 +794,10 @@ pub struct UserParams {
     q: Option<String>,
 }
 
-pub async fn users_page(w: Web, q: Result<Query<UserParams>, QueryRejection>) -> Response {
-    let (w, s) = match gate(w, "/admin/users").await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn users_page(
+    Gated(SignedInAdmin(s), w): Gated<SignedInAdmin>,
+    q: Result<Query<UserParams>, QueryRejection>,
+) -> Response {
     let q = q
         .ok()
         .and_then(|Query(p)| p.q)
@@ -997,11 +991,10 @@ fn read_filter(
     }
 }
 
-pub async fn audit_page(w: Web, q: Result<Query<AuditParams>, QueryRejection>) -> Response {
-    let (w, s) = match gate(w, "/admin/audit").await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn audit_page(
+    Gated(SignedInAdmin(s), w): Gated<SignedInAdmin>,
+    q: Result<Query<AuditParams>, QueryRejection>,
+) -> Response {
     let lang = w.lang();
     let (params, filter) = read_filter(lang, q);
     let fields = params.as_ref().map(filter_fields).unwrap_or_default();
@@ -1040,11 +1033,10 @@ fn merge(mut a: Value, b: Value) -> Value {
 
 /// `GET /admin/audit/export?format=csv|json&<filters>`: a download of up to
 /// [`EXPORT_ROWS`] events, oldest first.
-pub async fn audit_export(w: Web, q: Result<Query<AuditParams>, QueryRejection>) -> Response {
-    let (w, s) = match gate(w, "/admin/audit").await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn audit_export(
+    Gated(SignedInAdmin(s), w): Gated<SignedInAdmin>,
+    q: Result<Query<AuditParams>, QueryRejection>,
+) -> Response {
     let lang = w.lang();
     let (params, filter) = read_filter(lang, q);
     let query = params

@@ -9,7 +9,7 @@ use sspr_app::{AppError, ErrorKind};
 use sspr_domain::FlowKind;
 use sspr_proto::{Answer, FlowResponse, VerifyRequest};
 
-use crate::web::{FLOW_COOKIE, Posted, Web, cookie};
+use crate::web::{FLOW_COOKIE, Gate, Gated, Posted, Web, cookie};
 
 pub async fn home(w: Web) -> Response {
     let allow_unlock = w
@@ -74,21 +74,26 @@ pub async fn start(p: Posted) -> Response {
     }
 }
 
-fn flow_token(w: &Web) -> Option<String> {
-    w.cookie(FLOW_COOKIE).map(str::to_string)
+/// The flow token from its cookie. Whether the flow is still alive is the service's to say;
+/// without the cookie (expired, or a bookmark) it is back to the start with a word why.
+pub struct InFlow(pub String);
+
+impl Gate for InFlow {
+    async fn check(w: Web, _form: bool) -> Result<(Web, Self), Response> {
+        match w.cookie(FLOW_COOKIE).map(str::to_string) {
+            Some(t) => Ok((w, InFlow(t))),
+            None => Err(no_flow(w)),
+        }
+    }
 }
 
-/// No flow cookie (expired, or a bookmark): back to the start with a word why.
 fn no_flow(w: Web) -> Response {
     let e = AppError::new(ErrorKind::Unauthorized, w.tr("flow-missing"));
     start_page(w, FlowKind::Reset, Some(e), "")
 }
 
 /// Where the flow stands, as a page.
-pub async fn flow(mut w: Web) -> Response {
-    let Some(t) = flow_token(&w) else {
-        return no_flow(w);
-    };
+pub async fn flow(Gated(InFlow(t), mut w): Gated<InFlow>) -> Response {
     let app = w.state.app.clone();
     let r = match app.flow_status(&w.ctx, &t).await {
         Ok(r) => r,
@@ -146,10 +151,7 @@ fn need_info(w: Web, r: FlowResponse) -> Response {
 }
 
 /// Sends a code, draws questions, or asks for the authenticator code.
-pub async fn challenge(p: Posted) -> Response {
-    let Some(t) = flow_token(&p.web) else {
-        return no_flow(p.web);
-    };
+pub async fn challenge(Gated(InFlow(t), p): Gated<InFlow, Posted>) -> Response {
     let method = p.get("method").to_string();
     let w = p.web;
     match w.state.app.clone().challenge(&w.ctx, &t, &method).await {
@@ -184,10 +186,7 @@ async fn flow_error(mut w: Web, token: &str, e: AppError) -> Response {
 }
 
 /// Checks a code or the answers.
-pub async fn verify(p: Posted) -> Response {
-    let Some(t) = flow_token(&p.web) else {
-        return no_flow(p.web);
-    };
+pub async fn verify(Gated(InFlow(t), p): Gated<InFlow, Posted>) -> Response {
     let method = p.get("method").to_string();
     let answers: Vec<Answer> = {
         let mut ids: Vec<&String> = p.form.keys().filter(|k| k.starts_with("answer-")).collect();
@@ -236,10 +235,7 @@ pub async fn verify(p: Posted) -> Response {
 }
 
 /// Sets the new password.
-pub async fn password(p: Posted) -> Response {
-    let Some(t) = flow_token(&p.web) else {
-        return no_flow(p.web);
-    };
+pub async fn password(Gated(InFlow(t), p): Gated<InFlow, Posted>) -> Response {
     let pw = p.get("new_password").to_string();
     let again = p.get("confirm_password").to_string();
     let mut w = p.web;
@@ -282,10 +278,7 @@ pub async fn password(p: Posted) -> Response {
 }
 
 /// Unlocks the account.
-pub async fn do_unlock(p: Posted) -> Response {
-    let Some(t) = flow_token(&p.web) else {
-        return no_flow(p.web);
-    };
+pub async fn do_unlock(Gated(InFlow(t), p): Gated<InFlow, Posted>) -> Response {
     let mut w = p.web;
     match w.state.app.clone().unlock(&w.ctx, &t).await {
         Ok(r) => {

@@ -6,7 +6,6 @@
 //! Every change answers with the registration page itself, its result on top (a success is
 //! always shown; an error with its support code, in place of the page's usual status).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -24,7 +23,7 @@ use sspr_server::State;
 
 use sspr_server::respond::retry_minutes;
 
-use crate::web::{Posted, SESSION_COOKIE, Web, cookie};
+use crate::web::{Gate, Gated, Posted, SESSION_COOKIE, Web, cookie};
 
 pub fn routes() -> Router<Arc<State>> {
     Router::new()
@@ -42,35 +41,35 @@ pub fn routes() -> Router<Arc<State>> {
         .route("/register/confirm", post(confirm))
 }
 
-/// A handler's answer: the page, or the page that stands in for it (the sign-in form when
-/// the session has ended, the error page).
-type Page = Result<Response, Response>;
-
 // ---------------------------------------------------------------------------------------------
 // Session
 // ---------------------------------------------------------------------------------------------
 
 /// The signed-in user, or the sign-in form: plain without a session cookie, with a word why
 /// (and the cookie cleared) when the session has expired or was signed out.
-async fn signed_in(mut w: Web) -> Result<(Web, SessionRecord), Response> {
-    let Some(token) = w.cookie(SESSION_COOKIE).map(str::to_string) else {
-        // A GET is someone arriving; a form posted without a session is unauthorised.
-        let status = if w.is_get() {
-            StatusCode::OK
-        } else {
-            StatusCode::UNAUTHORIZED
+pub struct SignedIn(pub SessionRecord);
+
+impl Gate for SignedIn {
+    async fn check(mut w: Web, _form: bool) -> Result<(Web, Self), Response> {
+        let Some(token) = w.cookie(SESSION_COOKIE).map(str::to_string) else {
+            // A GET is someone arriving; a form posted without a session is unauthorised.
+            let status = if w.is_get() {
+                StatusCode::OK
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            return Err(signin_page(w, status, None, ""));
         };
-        return Err(signin_page(w, status, None, ""));
-    };
-    let app = w.state.app.clone();
-    match app.session(&w.ctx, &token).await {
-        Ok(s) => Ok((w, s)),
-        Err(e) if e.kind == ErrorKind::Unauthorized => {
-            w.set.push(cookie(SESSION_COOKIE, "", 0));
-            let e = AppError::new(ErrorKind::Unauthorized, w.tr("register-session-ended"));
-            Err(signin_page(w, StatusCode::UNAUTHORIZED, Some(e), ""))
+        let app = w.state.app.clone();
+        match app.session(&w.ctx, &token).await {
+            Ok(s) => Ok((w, SignedIn(s))),
+            Err(e) if e.kind == ErrorKind::Unauthorized => {
+                w.set.push(cookie(SESSION_COOKIE, "", 0));
+                let e = AppError::new(ErrorKind::Unauthorized, w.tr("register-session-ended"));
+                Err(signin_page(w, StatusCode::UNAUTHORIZED, Some(e), ""))
+            }
+            Err(e) => Err(w.fail(e).await),
         }
-        Err(e) => Err(w.fail(e).await),
     }
 }
 
@@ -89,12 +88,11 @@ fn signin_page(w: Web, status: StatusCode, error: Option<AppError>, user: &str) 
 }
 
 /// GET /register: the registration page, or the sign-in form.
-pub async fn home(w: Web) -> Page {
-    let (w, s) = signed_in(w).await?;
+pub async fn home(Gated(SignedIn(s), w): Gated<SignedIn>) -> Response {
     let app = w.state.app.clone();
     match app.my_status(&w.ctx, &s).await {
-        Ok(st) => Ok(home_page(w, &s, st, View::default())),
-        Err(e) => Err(w.fail(e).await),
+        Ok(st) => home_page(w, &s, st, View::default()),
+        Err(e) => w.fail(e).await,
     }
 }
 
@@ -265,25 +263,12 @@ async fn after_change(
     }
 }
 
-/// The web, the session and the form's fields: what every change handler starts with.
-async fn session_for(p: Posted) -> Result<(Web, SessionRecord, Form), Response> {
-    let Posted { web, form } = p;
-    let (w, s) = signed_in(web).await?;
-    Ok((w, s, Form(form)))
-}
+/// A change form from a signed-in user.
+type Change = Gated<SignedIn, Posted>;
 
-/// The fields of a form whose CSRF check passed (see [`Posted`]).
-struct Form(HashMap<String, String>);
-
-impl Form {
-    fn get(&self, k: &str) -> &str {
-        self.0.get(k).map(String::as_str).unwrap_or("")
-    }
-}
-
-async fn add_contact(p: Posted, method: Method) -> Page {
-    let (w, s, f) = session_for(p).await?;
-    let value = f.get("value").trim().to_string();
+async fn add_contact(Gated(SignedIn(s), p): Change, method: Method) -> Response {
+    let value = p.get("value").trim().to_string();
+    let w = p.web;
     let app = w.state.app.clone();
     let r = app.add_contact(&w.ctx, &s, method, &value).await;
     let (v, ok, err) = match method {
@@ -304,55 +289,57 @@ async fn add_contact(p: Posted, method: Method) -> Page {
             "email",
         ),
     };
-    Ok(after_change(w, &s, r, v, Some(ok), Some(err)).await)
+    after_change(w, &s, r, v, Some(ok), Some(err)).await
 }
 
-async fn confirm_contact(p: Posted, method: Method) -> Page {
-    let (w, s, f) = session_for(p).await?;
+async fn confirm_contact(Gated(SignedIn(s), p): Change, method: Method) -> Response {
+    let code = p.get("code").to_string();
+    let w = p.web;
     let app = w.state.app.clone();
-    let r = app.confirm_contact(&w.ctx, &s, method, f.get("code")).await;
+    let r = app.confirm_contact(&w.ctx, &s, method, &code).await;
     let field = match method {
         Method::Sms => "phone-code",
         _ => "email-code",
     };
-    Ok(after_change(w, &s, r, View::default(), None, Some(field)).await)
+    after_change(w, &s, r, View::default(), None, Some(field)).await
 }
 
 /// Adds (or replaces) the email address; a code goes there.
-pub async fn add_email(p: Posted) -> Page {
+pub async fn add_email(p: Change) -> Response {
     add_contact(p, Method::Email).await
 }
 
-pub async fn verify_email(p: Posted) -> Page {
+pub async fn verify_email(p: Change) -> Response {
     confirm_contact(p, Method::Email).await
 }
 
 /// Adds (or replaces) the mobile number; a code is texted there.
-pub async fn add_phone(p: Posted) -> Page {
+pub async fn add_phone(p: Change) -> Response {
     add_contact(p, Method::Sms).await
 }
 
-pub async fn verify_phone(p: Posted) -> Page {
+pub async fn verify_phone(p: Change) -> Response {
     confirm_contact(p, Method::Sms).await
 }
 
 /// Removes one method.
-pub async fn remove(p: Posted) -> Page {
-    let (w, s, f) = session_for(p).await?;
+pub async fn remove(Gated(SignedIn(s), p): Change) -> Response {
+    let method = Method::parse(p.get("method"));
+    let w = p.web;
     let app = w.state.app.clone();
-    let r = match Method::parse(f.get("method")) {
+    let r = match method {
         Some(m) => app.remove_method(&w.ctx, &s, m).await,
         None => Err(AppError::invalid(w.tr("register-bad-method"))),
     };
-    Ok(after_change(w, &s, r, View::default(), None, None).await)
+    after_change(w, &s, r, View::default(), None, None).await
 }
 
 /// The user says the registered methods are still current.
-pub async fn confirm(p: Posted) -> Page {
-    let (w, s, _) = session_for(p).await?;
+pub async fn confirm(Gated(SignedIn(s), p): Change) -> Response {
+    let w = p.web;
     let app = w.state.app.clone();
     let r = app.reconfirm(&w.ctx, &s).await;
-    Ok(after_change(w, &s, r, View::default(), None, None).await)
+    after_change(w, &s, r, View::default(), None, None).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -362,9 +349,8 @@ pub async fn confirm(p: Posted) -> Page {
 /// At most this many rows are read from a posted form (the policy allows 3 to 5).
 const MAX_ROWS: usize = 10;
 
-pub async fn questions(w: Web) -> Page {
-    let (w, s) = signed_in(w).await?;
-    Ok(questions_page(w, &s, &[], None).await)
+pub async fn questions(Gated(SignedIn(s), w): Gated<SignedIn>) -> Response {
+    questions_page(w, &s, &[], None).await
 }
 
 async fn questions_page(
@@ -416,18 +402,18 @@ async fn questions_page(
 }
 
 /// Saves the questions and answers: fields `q1`…`qN` (question ids) and `a1`…`aN`.
-pub async fn save_questions(p: Posted) -> Page {
-    let (w, s, f) = session_for(p).await?;
+pub async fn save_questions(Gated(SignedIn(s), p): Change) -> Response {
     let mut answers = Vec::new();
     for n in 1..=MAX_ROWS {
-        let Some(q) = f.0.get(&format!("q{n}")) else {
+        let Some(q) = p.form.get(&format!("q{n}")) else {
             break;
         };
         answers.push(Answer {
             question_id: q.trim().to_string(),
-            answer: f.get(&format!("a{n}")).to_string(),
+            answer: p.get(&format!("a{n}")).to_string(),
         });
     }
+    let w = p.web;
     let chosen: Vec<String> = answers.iter().map(|a| a.question_id.clone()).collect();
     let app = w.state.app.clone();
     let r = if answers.is_empty() || answers.iter().any(|a| a.question_id.is_empty()) {
@@ -436,11 +422,11 @@ pub async fn save_questions(p: Posted) -> Page {
         app.set_questions(&w.ctx, &s, &answers).await
     };
     match r {
-        Ok(st) => Ok(after_change(w, &s, Ok(st), View::default(), None, None).await),
+        Ok(st) => after_change(w, &s, Ok(st), View::default(), None, None).await,
         Err(e) => {
             let e = w.audited(e).await;
             // The choices come back; the answers are typed again.
-            Ok(questions_page(w, &s, &chosen, Some(e)).await)
+            questions_page(w, &s, &chosen, Some(e)).await
         }
     }
 }
@@ -450,8 +436,8 @@ pub async fn save_questions(p: Posted) -> Page {
 // ---------------------------------------------------------------------------------------------
 
 /// Starts (or restarts) authenticator enrolment: the QR code, the key to type, a code field.
-pub async fn enrol_totp(p: Posted) -> Page {
-    let (w, s, _) = session_for(p).await?;
+pub async fn enrol_totp(Gated(SignedIn(s), p): Change) -> Response {
+    let w = p.web;
     let app = w.state.app.clone();
     match app.enrol_totp(&w.ctx, &s).await {
         Ok(en) => {
@@ -459,7 +445,7 @@ pub async fn enrol_totp(p: Posted) -> Page {
             if qr.is_none() {
                 tracing::error!("the authenticator QR code is not safe to inline; not shown");
             }
-            Ok(w.page(
+            w.page(
                 "register_totp.html",
                 json!({
                     "enrol": true,
@@ -469,24 +455,25 @@ pub async fn enrol_totp(p: Posted) -> Page {
                     "otpauth_uri": en.otpauth_uri,
                     "error": null,
                 }),
-            ))
+            )
         }
-        Err(e) => Ok(after_change(w, &s, Err(e), View::default(), None, None).await),
+        Err(e) => after_change(w, &s, Err(e), View::default(), None, None).await,
     }
 }
 
 /// Confirms the authenticator app with a code it shows.
-pub async fn verify_totp(p: Posted) -> Page {
-    let (mut w, s, f) = session_for(p).await?;
+pub async fn verify_totp(Gated(SignedIn(s), p): Change) -> Response {
+    let code = p.get("code").to_string();
+    let mut w = p.web;
     let app = w.state.app.clone();
-    match app.confirm_totp(&w.ctx, &s, f.get("code")).await {
-        Ok(st) => Ok(after_change(w, &s, Ok(st), View::default(), None, None).await),
+    match app.confirm_totp(&w.ctx, &s, &code).await {
+        Ok(st) => after_change(w, &s, Ok(st), View::default(), None, None).await,
         // A wrong code: the code field again (the QR code is not shown twice; starting over
         // makes a new one).
         Err(e) if e.kind == ErrorKind::VerificationFailed => {
             let e = w.audited(e).await;
             let status = w.status_for(&e);
-            Ok(w.page_status(
+            w.page_status(
                 status,
                 "register_totp.html",
                 json!({
@@ -496,9 +483,9 @@ pub async fn verify_totp(p: Posted) -> Page {
                     "support_code": e.support_code,
                     "retry_minutes": retry_minutes(&e),
                 }),
-            ))
+            )
         }
-        Err(e) => Ok(after_change(w, &s, Err(e), View::default(), None, Some("totp-code")).await),
+        Err(e) => after_change(w, &s, Err(e), View::default(), None, Some("totp-code")).await,
     }
 }
 

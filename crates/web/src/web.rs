@@ -5,8 +5,12 @@
 //! server key. A POST without both, or from another site (`Sec-Fetch-Site`), is refused
 //! before its handler runs: handlers take [`Posted`], which does that check, so no form can
 //! forget it.
+//!
+//! Pages that need a flow or a session take [`Gated`], for the same reason: the check runs
+//! before the handler, which then only does its own work.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -340,5 +344,40 @@ impl FromRequest<Arc<State>> for Posted {
             return Err(web.error_status(StatusCode::FORBIDDEN, e));
         }
         Ok(Posted { web, form })
+    }
+}
+
+/// What a page needs before its handler runs (a flow, a session), read from the request; or
+/// the response that stands in for the handler's when it is missing (the start page, the
+/// sign-in form, an error page).
+pub trait Gate: Sized + Send {
+    /// `form` says whether the request is a form POST (already CSRF-checked) rather than a
+    /// page, for gates that answer the two differently.
+    fn check(w: Web, form: bool) -> impl Future<Output = Result<(Web, Self), Response>> + Send;
+}
+
+/// A request that passed gate `G`: `Gated<G>` for a page, `Gated<G, Posted>` for a form,
+/// whose CSRF check comes first (a forged form is refused as forged, whatever its session).
+pub struct Gated<G, T = Web>(pub G, pub T);
+
+impl<G: Gate> FromRequestParts<Arc<State>> for Gated<G> {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<State>,
+    ) -> Result<Self, Self::Rejection> {
+        let (w, g) = G::check(web_from_parts(parts, state), false).await?;
+        Ok(Gated(g, w))
+    }
+}
+
+impl<G: Gate> FromRequest<Arc<State>> for Gated<G, Posted> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &Arc<State>) -> Result<Self, Self::Rejection> {
+        let Posted { web, form } = Posted::from_request(req, state).await?;
+        let (web, g) = G::check(web, true).await?;
+        Ok(Gated(g, Posted { web, form }))
     }
 }

@@ -594,6 +594,58 @@ async fn unknown_routes_and_missing_or_garbage_bearers() {
     s.stop().await;
 }
 
+/// Who is asking is checked before the body is read: without its token, a request is
+/// unauthorised whatever its body, and audited as such (an admin one as `admin_auth_failed`).
+/// With the token, the same body gets the body's own error.
+#[tokio::test]
+async fn without_a_token_a_malformed_body_is_unauthorised_first() {
+    let s = Server::start().await;
+    s.registered_user("alice").await;
+    let t = s.flow("alice").await;
+    let (_, sess) = s
+        .post(
+            "/api/v1/session",
+            None,
+            json!({ "user": "alice", "password": PASSWORD }),
+        )
+        .await;
+    let sess = sess["session_token"].as_str().unwrap().to_string();
+    let admin = s.admin_token.clone();
+    let calls = [
+        (HttpMethod::POST, "/api/v1/flow/challenge", t.as_str()),
+        (HttpMethod::POST, "/api/v1/me/email", sess.as_str()),
+        (HttpMethod::PUT, "/api/v1/admin/policy", admin.as_str()),
+    ];
+    for (m, path, token) in calls {
+        let (st, v) = raw(&s, m.clone(), path, None, JSON, Some(b"{".to_vec())).await;
+        assert_error(
+            &s,
+            &format!("{path} without a token"),
+            st,
+            &v,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            &["Authorization: Bearer"],
+        )
+        .await;
+        let (st, v) = raw(&s, m, path, Some(token), JSON, Some(b"{".to_vec())).await;
+        assert_error(
+            &s,
+            &format!("{path} with its token"),
+            st,
+            &v,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &["not valid JSON"],
+        )
+        .await;
+    }
+    let ev = s.audit("activity=admin_auth_failed").await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["reason"], "no_token");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn email_registration_refuses_arrays_and_header_injection_and_sends_nothing() {
     let s = Server::start().await;

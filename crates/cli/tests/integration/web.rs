@@ -447,3 +447,53 @@ async fn a_throttled_page_says_when_to_come_back_in_retry_after() {
         p.body
     );
 }
+
+/// A page that needs a flow or a session, without one: the start page for a flow, the sign-in
+/// form for registration (a page is someone arriving; a form is unauthorised), the admin
+/// sign-in form that comes back to the page, and for an admin form a 401 error page.
+#[tokio::test]
+async fn a_page_without_its_flow_or_session_answers_with_the_page_that_starts_one() {
+    let s = Server::start().await;
+    let mut b = Browser::new(&s);
+    let token = b.get("/reset").await.field("csrf");
+    let csrf = [("csrf", token.as_str())];
+
+    for p in [b.get("/flow").await, b.post("/flow/challenge", &csrf).await] {
+        assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+        assert!(p.body.contains("id=\"start-form\""), "{}", p.body);
+        assert!(p.body.contains("reset session has ended"), "{}", p.body);
+    }
+
+    let p = b.get("/register").await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.body.contains("id=\"sign-in-form\""), "{}", p.body);
+    let p = b.post("/register/email", &csrf).await;
+    assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+    assert!(p.body.contains("id=\"sign-in-form\""), "{}", p.body);
+    // A session cookie that names no session: the form with a word why, the cookie gone.
+    b.jar.0.insert("__Host-sspr-session".into(), "0".repeat(32));
+    let p = b.get("/register").await;
+    assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+    assert!(p.body.contains("Your session has ended"), "{}", p.body);
+    assert!(!b.jar.0.contains_key("__Host-sspr-session"));
+
+    for (path, next) in [
+        ("/admin/policy", "/admin/policy"),
+        ("/admin/users", "/admin/users"),
+        ("/admin/audit/export", "/admin/audit"),
+    ] {
+        let p = b.get(path).await;
+        assert_eq!(p.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(p.body.contains("id=\"admin-signin-form\""), "{path}");
+        assert_eq!(p.field("next").replace("&#x2f;", "/"), next, "{path}");
+    }
+    let p = b.post("/admin/policy", &csrf).await;
+    assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        p.body.contains("administrator session has ended"),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains("support-code"), "{}", p.body);
+    s.stop().await;
+}
