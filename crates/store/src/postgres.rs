@@ -1168,20 +1168,21 @@ impl UserStore for PgStore {
     }
 
     async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
-        let Some(r) = sqlx::query("SELECT * FROM dir_users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?
-        else {
+        // One statement that always returns one row, NULLs for an unknown id, with the groups
+        // looked up either way: a known and an unknown login cost the same work, so the time
+        // of a flow start or a sign-in does not tell whether the account exists.
+        let r = sqlx::query(
+            "SELECT u.*, ARRAY(SELECT grp FROM dir_groups WHERE user_id = w.id ORDER BY grp) AS grps
+             FROM (SELECT $1::text AS id) AS w LEFT JOIN dir_users AS u ON u.id = w.id",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(err)?;
+        let groups: Vec<String> = r.try_get("grps").map_err(err)?;
+        if r.try_get::<Option<String>, _>("id").map_err(err)?.is_none() {
             return Ok(None);
-        };
-        let groups: Vec<String> =
-            sqlx::query_scalar("SELECT grp FROM dir_groups WHERE user_id = $1 ORDER BY grp")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(err)?;
+        }
         user_from(&r, groups).map(Some)
     }
 

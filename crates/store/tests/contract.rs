@@ -780,3 +780,61 @@ async fn clearing_by_prefix_takes_exactly_the_keys_under_it(s: Arc<dyn Store>) {
         );
     }
 }
+
+/// The built-in directory's lookup, on both stores: it reads the account and its groups in
+/// one statement that answers for unknown ids too (so both cost the same), and must still
+/// return exactly what was stored.
+mod user_lookup {
+    use sspr_app::ports::{UserRecord, UserStore};
+
+    use super::*;
+
+    fn record(id: &str, groups: &[&str]) -> UserRecord {
+        UserRecord {
+            id: id.into(),
+            display_name: format!("{id} display"),
+            enabled: true,
+            locked: false,
+            password_hash: format!("$argon2id$hash-of-{id}"),
+            email: Some(format!("{id}@example.test")),
+            mobile: None,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    async fn finds_users_with_their_groups_and_nothing_for_unknown_ids(s: &dyn UserStore) {
+        // Out of order and with characters a separator-joined list would trip on.
+        let groups = ["zeta", "a,b", "quote\"d", "ünïcode", "staff"];
+        assert!(s.insert_user(&record("alice", &groups), 10).await.unwrap());
+        assert!(s.insert_user(&record("bob", &[]), 10).await.unwrap());
+        let mut carol = record("carol", &["staff"]);
+        carol.enabled = false;
+        carol.locked = true;
+        carol.email = None;
+        carol.mobile = Some("+15550100".into());
+        assert!(s.insert_user(&carol, 10).await.unwrap());
+
+        let mut sorted = record("alice", &groups);
+        sorted.groups.sort();
+        assert_eq!(s.user("alice").await.unwrap(), Some(sorted));
+        assert_eq!(s.user("bob").await.unwrap(), Some(record("bob", &[])));
+        assert_eq!(s.user("carol").await.unwrap(), Some(carol));
+        for unknown in ["nobody", "", "alice ", "ALICE", "a%"] {
+            assert_eq!(s.user(unknown).await.unwrap(), None, "{unknown:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        finds_users_with_their_groups_and_nothing_for_unknown_ids(&s).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let schema = PgSchema::create().await;
+        let s = schema.instance().await;
+        finds_users_with_their_groups_and_nothing_for_unknown_ids(s.as_ref()).await;
+    }
+}
