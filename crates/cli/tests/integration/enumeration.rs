@@ -3,7 +3,7 @@
 // Helpers fail loudly on purpose: a panic is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -156,64 +156,8 @@ async fn start_gives_one_answer_for_every_user_who_cannot_reset() {
     s.stop().await;
 }
 
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 #[tokio::test]
-async fn start_takes_the_same_time_for_every_user_who_cannot_reset() {
-    let s = Server::start_with(|c| {
-        c.limits.ip_starts = Window {
-            max: 100_000,
-            secs: 600,
-        };
-        c.limits.account_starts = Window {
-            max: 100_000,
-            secs: 3600,
-        };
-    })
-    .await;
-    let classes = four_classes(&s).await;
-    // Warm up connections and caches.
-    for (login, _) in classes {
-        let (st, _) = s.start_flow(login, "reset").await;
-        assert_eq!(st, StatusCode::OK);
-    }
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); classes.len()];
-    for _ in 0..40 {
-        for (i, (login, _)) in classes.iter().enumerate() {
-            let t0 = Instant::now();
-            let (st, v) = s.start_flow(login, "reset").await;
-            times[i].push(t0.elapsed());
-            assert_eq!(st, StatusCode::OK, "{login}: {v}");
-            assert_eq!(v["status"], "registration_required");
-        }
-    }
-    let medians: Vec<Duration> = times.iter_mut().map(|t| median(t)).collect();
-    for (i, (login, _)) in classes.iter().enumerate() {
-        println!("flow/start median for {login}: {:.2} ms", ms(medians[i]));
-    }
-    for i in 0..medians.len() {
-        for j in i + 1..medians.len() {
-            let d = ms(medians[i].abs_diff(medians[j]));
-            assert!(
-                d < 15.0,
-                "{} vs {}: medians differ by {d:.2} ms ({medians:?})",
-                classes[i].0,
-                classes[j].0
-            );
-        }
-    }
-    s.stop().await;
-}
-
-#[tokio::test]
-async fn sign_in_gives_one_answer_in_the_same_time_for_unknown_users_and_wrong_passwords() {
+async fn sign_in_gives_one_answer_for_unknown_users_and_wrong_passwords() {
     let s = Server::start_with(|c| {
         c.limits.ip_starts = Window {
             max: 100_000,
@@ -255,28 +199,6 @@ async fn sign_in_gives_one_answer_in_the_same_time_for_unknown_users_and_wrong_p
         "wrong_password"
     );
 
-    let (mut tu, mut tw) = (Vec::new(), Vec::new());
-    for _ in 0..15 {
-        for (body, out) in [(&unknown, &mut tu), (&wrong_pw, &mut tw)] {
-            let t0 = Instant::now();
-            let (st, v) = s.post("/api/v1/session", None, body.clone()).await;
-            out.push(t0.elapsed());
-            assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
-        }
-    }
-    let (mu, mw) = (median(&mut tu), median(&mut tw));
-    println!(
-        "sign-in median: unknown user {:.2} ms, wrong password {:.2} ms",
-        ms(mu),
-        ms(mw)
-    );
-    let d = ms(mu.abs_diff(mw));
-    assert!(d < 25.0, "sign-in medians differ by {d:.2} ms");
-    // Argon2 really ran for both (a dummy hash for the unknown user), not a fast path.
-    assert!(
-        mu > Duration::from_millis(2),
-        "unknown-user sign-in took only {mu:?}"
-    );
     s.stop().await;
 }
 
