@@ -202,12 +202,7 @@ impl Config {
                 .ignore(&["config"])
                 .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_")),
         );
-        let mut cfg: Config = f.extract().map_err(|e| {
-            e.into_iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+        let mut cfg = extract(f)?;
         if let Some(l) = cfg.directory.ldap.as_mut() {
             l.load_secrets()?;
         }
@@ -223,6 +218,13 @@ impl Config {
             s.load_secrets().map_err(|e| e.0)?;
         }
         Ok(cfg)
+    }
+
+    /// The defaults with `toml` over them, as [`Config::load`] reads a file but without the
+    /// environment and without opening the secret files it names: the pure part, which the
+    /// `config` fuzz target drives (both go through [`extract`]).
+    pub fn parse(toml: &str) -> Result<Config, String> {
+        extract(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)))
     }
 
     /// Every problem, each saying what to change. Empty when the configuration is usable.
@@ -369,6 +371,16 @@ impl Config {
         }
         names
     }
+}
+
+/// The configuration out of `f`, every error naming its key.
+fn extract(f: Figment) -> Result<Config, String> {
+    f.extract().map_err(|e| {
+        e.into_iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
 /// `postgres://user@host/db` + `pw` → `postgres://user:pw@host/db` (percent-encoded).

@@ -10,14 +10,18 @@ pub const MAX_LOGIN_LEN: usize = 256;
 /// follows for the names it creates). Returns `None` for an empty or oversized ID or one with
 /// control or invisible characters, which no directory should hold.
 pub fn canonical_login(raw: &str) -> Option<String> {
-    let s: String = raw.trim().nfkc().collect::<String>().to_lowercase();
+    let folded: String = raw.trim().nfkc().collect::<String>().to_lowercase();
+    // Trimmed again: NFKC turns a spacing accent into a space and a combining mark (U+00B4
+    // ´ becomes " \u{301}"), and a canonical form that starts with a space is not its own
+    // canonical form: the name stored would not find its own account.
+    let s = folded.trim();
     if s.is_empty()
         || s.chars().count() > MAX_LOGIN_LEN
         || s.chars().any(|c| c.is_control() || invisible(c))
     {
         return None;
     }
-    Some(s)
+    Some(s.to_string())
 }
 
 /// Why a login name may not be created, in words that say what to fix; `None` when it may.
@@ -140,6 +144,16 @@ mod tests {
         assert_eq!(canonical_login(" Alice "), Some("alice".into()));
         assert_eq!(canonical_login("ALICE"), canonical_login("alice"));
         assert_eq!(canonical_login("Ａｌｉｃｅ"), Some("alice".into()));
+    }
+
+    #[test]
+    fn the_canonical_form_is_its_own_canonical_form() {
+        // Found by the `login` fuzz target: NFKC gave "´" a leading space.
+        for raw in ["\u{B4}", "\u{A8}x", " \u{2DC}bob", "\u{309B}", "x\u{B4}"] {
+            let once = canonical_login(raw);
+            assert_eq!(once.as_deref().and_then(canonical_login), once, "{raw:?}");
+        }
+        assert_eq!(canonical_login("\u{B4}"), Some("\u{301}".into()));
     }
 
     #[test]

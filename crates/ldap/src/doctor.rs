@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ldap3::{Ldap, LdapError, Mod, Scope, SearchEntry, ldap_escape};
+use ldap3::{Ldap, LdapError, Mod, Scope, SearchEntry};
 
 use crate::policy::{PolicyKind, policy_rules};
 use crate::search::{binary_values, first, first_rdn_value};
@@ -676,8 +676,8 @@ impl LdapDirectory {
             me.clone()
         } else {
             let filter = match me.split_once('\\') {
-                Some((_, sam)) => format!("(sAMAccountName={})", ldap_escape(sam)),
-                None => format!("(userPrincipalName={})", ldap_escape(me)),
+                Some((_, sam)) => crate::filter::equality_filter("sAMAccountName", sam),
+                None => crate::filter::equality_filter("userPrincipalName", me),
             };
             match ldap
                 .search(&self.domain_dn(), Scope::Subtree, &filter, vec!["1.1"])

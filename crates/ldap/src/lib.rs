@@ -24,6 +24,7 @@
 mod ad;
 mod connection;
 mod doctor;
+pub mod filter;
 mod openldap;
 mod policy;
 mod search;
@@ -42,6 +43,7 @@ use crate::openldap::is_ppolicy_admin_lock;
 use crate::search::{entry_id, first};
 
 pub use crate::doctor::Check;
+pub use crate::search::first_rdn_value;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -1,7 +1,7 @@
 //! Password policy in words: OpenLDAP's ppolicy entries, the AD domain's policy and its
 //! fine-grained policies (PSOs), and which rules a reset is held to.
 
-use ldap3::{Ldap, LdapError, Scope, SearchEntry, ldap_escape};
+use ldap3::{Ldap, LdapError, Scope, SearchEntry};
 use sspr_app::ports::DirError;
 #[cfg(doc)]
 use sspr_app::ports::Directory;
@@ -201,7 +201,7 @@ impl LdapDirectory {
             Flavor::Ad => "msDS-ResultantPSO",
             Flavor::OpenLdap => "pwdPolicySubentry",
         };
-        let filter = self.cfg.user_filter.replace("{login}", &ldap_escape(login));
+        let filter = crate::filter::user_filter(&self.cfg.user_filter, login);
         let (entries, _) = ldap
             .search(&self.cfg.base_dn, Scope::Subtree, &filter, vec![attr])
             .await

@@ -1,10 +1,11 @@
 //! Finding users: the search with the configured filter (every input escaped, RFC 4515),
 //! group membership, DN parsing (RFC 4514), attribute reading and the password stamp.
 
-use ldap3::{Ldap, Scope, SearchEntry, ldap_escape};
+use ldap3::{Ldap, Scope, SearchEntry};
 use sspr_app::ports::{DirError, DirUser};
 
 use crate::connection::pooled_read;
+use crate::filter::{member_filter, user_filter};
 use crate::{Flavor, LdapDirectory, unavailable};
 
 impl LdapDirectory {
@@ -37,7 +38,7 @@ impl LdapDirectory {
         login: &str,
         attrs: Vec<&str>,
     ) -> Result<Option<SearchEntry>, DirError> {
-        let filter = self.cfg.user_filter.replace("{login}", &ldap_escape(login));
+        let filter = user_filter(&self.cfg.user_filter, login);
         let (entries, _) = ldap
             .search(&self.cfg.base_dn, Scope::Subtree, &filter, attrs)
             .await
@@ -74,7 +75,7 @@ impl LdapDirectory {
             .map(|d| cn_of(d))
             .collect();
         if !self.cfg.group_base_dn.is_empty() {
-            let filter = format!("(|(member={0})(uniqueMember={0}))", ldap_escape(&e.dn));
+            let filter = member_filter(&e.dn);
             let (entries, _) = ldap
                 .search(&self.cfg.group_base_dn, Scope::Subtree, &filter, vec!["cn"])
                 .await
@@ -182,7 +183,7 @@ impl LdapDirectory {
 /// pairs are UTF-8 bytes (`\C3\A9` is `é`). An unescaped `,`, `;` or `+` ends the value (of
 /// a multi-valued RDN, the first value is taken); unescaped spaces around it are dropped.
 /// `None` for a DN without `=`.
-pub(crate) fn first_rdn_value(dn: &str) -> Option<String> {
+pub fn first_rdn_value(dn: &str) -> Option<String> {
     let (_, value) = dn.split_once('=')?;
     let b = value.as_bytes();
     let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

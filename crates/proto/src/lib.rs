@@ -3,6 +3,10 @@
 //!
 //! Unknown fields are refused (`deny_unknown_fields`) so that a typo in a client is an error
 //! that says so, not a silently ignored field.
+//!
+//! Request fields carry examples (`schema(example)`) for the served OpenAPI document: a client
+//! sees a request that works against the demo, and `scripts/fuzz-api` (schemathesis) starts
+//! from them, so that generated requests get past validation into the operations themselves.
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +41,7 @@ pub struct ApiError {
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     /// The user ID: login name as the directory knows it.
+    #[cfg_attr(feature = "openapi", schema(example = "demo"))]
     pub user: String,
     /// `reset` (default) or `unlock`.
     #[serde(default)]
@@ -82,6 +87,7 @@ pub struct MethodOption {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeRequest {
+    #[cfg_attr(feature = "openapi", schema(example = "questions"))]
     pub method: String,
 }
 
@@ -111,7 +117,13 @@ pub struct QuestionText {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", schema(example = json!({"method": "questions", "answers": [
+    {"question_id": "q3", "answer": "Rex"},
+    {"question_id": "q7", "answer": "Elm Street"},
+    {"question_id": "q12", "answer": "Sam"}
+]})))]
 pub struct VerifyRequest {
+    #[cfg_attr(feature = "openapi", schema(example = "questions"))]
     pub method: String,
     /// The code (email, sms, totp).
     #[serde(default)]
@@ -125,6 +137,7 @@ pub struct VerifyRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Answer {
+    #[cfg_attr(feature = "openapi", schema(example = "q3"))]
     pub question_id: String,
     pub answer: String,
 }
@@ -133,6 +146,10 @@ pub struct Answer {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewPasswordRequest {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "correct horse battery staple 7")
+    )]
     pub new_password: String,
 }
 
@@ -198,6 +215,7 @@ pub struct RegisteredMethod {
 #[serde(deny_unknown_fields)]
 pub struct ContactRequest {
     /// An email address, or a mobile number in international form (`+49 151 12345678`).
+    #[cfg_attr(feature = "openapi", schema(example = "someone@example.com"))]
     pub value: String,
 }
 
@@ -205,12 +223,18 @@ pub struct ContactRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CodeRequest {
+    #[cfg_attr(feature = "openapi", schema(example = "123456"))]
     pub code: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", schema(example = json!({"answers": [
+    {"question_id": "q3", "answer": "Rex"},
+    {"question_id": "q7", "answer": "Elm Street"},
+    {"question_id": "q12", "answer": "Sam"}
+]})))]
 pub struct QuestionsRequest {
     pub answers: Vec<Answer>,
 }

@@ -286,7 +286,7 @@ pub async fn verify_totp(
 }
 
 /// Removes a method (`email`, `sms`, `questions`, `totp`).
-#[utoipa::path(delete, path = "/api/v1/me/methods/{method}", params(("method" = String, Path)), security(("session" = [])),
+#[utoipa::path(delete, path = "/api/v1/me/methods/{method}", params(("method" = String, Path, example = "questions")), security(("session" = [])),
     responses((status = 200, body = RegistrationStatus), (status = 400, body = ApiError)))]
 pub async fn remove_method(
     AxState(s): S,
@@ -490,7 +490,7 @@ pub async fn audit(
 }
 
 /// One user's registration, for the helpdesk.
-#[utoipa::path(get, path = "/api/v1/admin/users/{login}", params(("login" = String, Path)), security(("admin" = [])),
+#[utoipa::path(get, path = "/api/v1/admin/users/{login}", params(("login" = String, Path, example = "demo")), security(("admin" = [])),
     responses((status = 200, body = UserSummary), (status = 404, body = ApiError)))]
 pub async fn admin_user(
     AxState(s): S,
