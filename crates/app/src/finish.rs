@@ -38,6 +38,18 @@ enum Landed {
     Unreachable,
 }
 
+/// What the last step writes.
+pub(crate) enum Write<'a> {
+    /// A new password with reset semantics (which also unlocks).
+    Reset(&'a str),
+    /// A password the user knows, changed with their own rights (nothing is unlocked).
+    Change {
+        current: &'a str,
+        new: &'a str,
+    },
+    Unlock,
+}
+
 /// How a stale `Finishing` flow was settled (for the sweep's log and the tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {
@@ -64,7 +76,7 @@ impl App {
         ctx: &RequestCtx,
         flow: &FlowRecord,
         ev: AuditEvent,
-        new_password: Option<&str>,
+        write: Write<'_>,
     ) -> Result<FlowResponse, AppError> {
         // Read the account and its stamp before the gate: nothing is written yet, so a
         // failure here leaves the flow as it was.
@@ -84,12 +96,22 @@ impl App {
             let err = AppError::new(ErrorKind::Forbidden, ctx.t(Msg::NotEnabledForYou));
             return Err(self.fail(ev, err).await);
         }
-        let stamp = match new_password {
-            Some(_) => match self.directory.password_stamp(&user).await {
-                Ok(s) => s,
-                Err(e) => return Err(self.directory_failure(ctx, ev, e).await),
-            },
-            None => None,
+        // A change never unlocks: an account locked since the password was checked (by an
+        // administrator, or by failures elsewhere) stays locked and unchanged.
+        if matches!(write, Write::Change { .. }) && user.locked {
+            let mut ev = ev;
+            ev.reason = "locked".into();
+            let err = AppError::new(ErrorKind::Forbidden, ctx.t(Msg::ChangeLocked));
+            return Err(self.fail(ev, err).await);
+        }
+        let stamp = match write {
+            Write::Reset(_) | Write::Change { .. } => {
+                match self.directory.password_stamp(&user).await {
+                    Ok(s) => s,
+                    Err(e) => return Err(self.directory_failure(ctx, ev, e).await),
+                }
+            }
+            Write::Unlock => None,
         };
         let began = self.now();
         // Only one request may write: Verified → Finishing is the gate.
@@ -109,9 +131,12 @@ impl App {
             ..flow.clone()
         };
         let write = async {
-            match new_password {
-                Some(p) => self.directory.reset_password(&user, p).await,
-                None => self.directory.unlock(&user).await,
+            match write {
+                Write::Reset(p) => self.directory.reset_password(&user, p).await,
+                Write::Change { current, new } => {
+                    self.directory.change_password(&user, current, new).await
+                }
+                Write::Unlock => self.directory.unlock(&user).await,
             }
         };
         let result = match tokio::time::timeout(self.write_deadline(), write).await {
@@ -139,7 +164,11 @@ impl App {
                 // The directory refused the password itself: nothing was written.
                 self.store.flow_abort_finish(&flow.id, began).await?;
                 let mut ev = ev;
-                ev.activity = Activity::PasswordRejected;
+                // A change's refusal stays a change event: the insights count PasswordRejected
+                // as a failed reset.
+                if flow.kind != FlowKind::Change {
+                    ev.activity = Activity::PasswordRejected;
+                }
                 ev.reason = format!(
                     "directory:{}",
                     r.iter().map(|x| x.code()).collect::<Vec<_>>().join(",")
@@ -215,17 +244,19 @@ impl App {
                     Landed::Yes(user)
                 }
             }
-            FlowKind::Reset => match self.directory.password_stamp(&user).await {
-                Ok(Some(now)) if flow.dir_stamp.as_deref() != Some(now.as_str()) => {
-                    Landed::Yes(user)
+            FlowKind::Reset | FlowKind::Change => {
+                match self.directory.password_stamp(&user).await {
+                    Ok(Some(now)) if flow.dir_stamp.as_deref() != Some(now.as_str()) => {
+                        Landed::Yes(user)
+                    }
+                    Ok(Some(_)) => Landed::No,
+                    Ok(None) => Landed::Unknown,
+                    Err(e) => {
+                        tracing::warn!(flow = %crate::reset::short_id(&flow.id), error = %e, "cannot read the password stamp back after a write");
+                        Landed::Unreachable
+                    }
                 }
-                Ok(Some(_)) => Landed::No,
-                Ok(None) => Landed::Unknown,
-                Err(e) => {
-                    tracing::warn!(flow = %crate::reset::short_id(&flow.id), error = %e, "cannot read the password stamp back after a write");
-                    Landed::Unreachable
-                }
-            },
+            }
         }
     }
 
@@ -244,6 +275,7 @@ impl App {
         ev.activity = match flow.kind {
             FlowKind::Reset => Activity::ResetPassword,
             FlowKind::Unlock => Activity::UnlockAccount,
+            FlowKind::Change => Activity::ChangePassword,
         };
         ev.outcome = Outcome::Success;
         let mut details =
@@ -277,7 +309,9 @@ impl App {
                 keys::account_codes(&flow.user_id),
                 keys::account_block(&flow.user_id),
             ],
-            end_sessions: flow.kind == FlowKind::Reset,
+            // A changed password ends the user's sessions too: whoever else held one (a thief
+            // the user is changing the password to shut out) is signed out with the old one.
+            end_sessions: flow.kind != FlowKind::Unlock,
         };
         let queued = !done.notices.is_empty();
         match self.store.flow_complete(&done).await {
@@ -307,10 +341,10 @@ impl App {
         let mut out = Vec::new();
         if policy.notify_user {
             let to = self.notice_addresses(user, &records);
-            let (en, zh) = if reset {
-                ("Your password was reset", "你的密码已被重置")
-            } else {
-                ("Your account was unlocked", "你的账户已被解锁")
+            let (en, zh) = match flow.kind {
+                FlowKind::Reset => ("Your password was reset", "你的密码已被重置"),
+                FlowKind::Change => ("Your password was changed", "你的密码已被更改"),
+                FlowKind::Unlock => ("Your account was unlocked", "你的账户已被解锁"),
             };
             out.extend(self.notice_messages(ctx, &to, en, zh, &flow.account));
         }
@@ -376,6 +410,7 @@ impl App {
         let activity = match flow.kind {
             FlowKind::Reset => Activity::ResetPassword,
             FlowKind::Unlock => Activity::UnlockAccount,
+            FlowKind::Change => Activity::ChangePassword,
         };
         let mut ev = self.event(&ctx, activity, Outcome::Success);
         ev.actor = flow.account.clone();
@@ -449,6 +484,9 @@ impl App {
             let activity = match flow.kind {
                 FlowKind::Reset => Activity::ResetAbandoned,
                 FlowKind::Unlock => Activity::UnlockAbandoned,
+                // A change is one request: its failure was audited then (a refusal, or an
+                // interrupted write the sweep settled), and no one can come back to it.
+                FlowKind::Change => continue,
             };
             let mut ev = self.event(&ctx, activity, Outcome::Failure);
             ev.at = flow.expires_at;
@@ -478,6 +516,7 @@ impl Msg {
         match kind {
             FlowKind::Reset => Msg::PasswordChanged,
             FlowKind::Unlock => Msg::AccountUnlocked,
+            FlowKind::Change => Msg::PasswordChangedByUser,
         }
     }
 }

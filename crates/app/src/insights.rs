@@ -301,11 +301,13 @@ enum Kind {
     Unlock,
 }
 
-impl From<FlowKind> for Kind {
-    fn from(k: FlowKind) -> Self {
+impl Kind {
+    /// A change of a known password is no self-service recovery: the insights leave it out.
+    fn of(k: FlowKind) -> Option<Kind> {
         match k {
-            FlowKind::Reset => Kind::Reset,
-            FlowKind::Unlock => Kind::Unlock,
+            FlowKind::Reset => Some(Kind::Reset),
+            FlowKind::Unlock => Some(Kind::Unlock),
+            FlowKind::Change => None,
         }
     }
 }
@@ -332,7 +334,7 @@ fn kind_in_details(e: &AuditEvent) -> Option<Kind> {
         .get("kind")
         .and_then(|k| k.as_str())
         .and_then(FlowKind::parse)
-        .map(Kind::from)
+        .and_then(Kind::of)
 }
 
 /// Whether the event ends a flow: its implied kind and whether it succeeded.

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod app;
 pub mod breached;
+pub mod change;
 pub mod crypto;
 pub mod error;
 pub mod finish;

@@ -85,11 +85,13 @@ pub enum Msg {
     OutcomeUnknown,
     AlreadyChanged,
     ChangedStillLocked,
+    PasswordChangedByUser,
+    ChangeLocked,
     StoreUnavailable,
     Busy,
 }
 
-pub const ALL_MSGS: [Msg; 48] = [
+pub const ALL_MSGS: [Msg; 50] = [
     Msg::EnterUserId,
     Msg::ChooseMethod,
     Msg::RegistrationRequired,
@@ -136,6 +138,8 @@ pub const ALL_MSGS: [Msg; 48] = [
     Msg::OutcomeUnknown,
     Msg::AlreadyChanged,
     Msg::ChangedStillLocked,
+    Msg::PasswordChangedByUser,
+    Msg::ChangeLocked,
     Msg::StoreUnavailable,
     Msg::Busy,
 ];
@@ -305,6 +309,18 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
             "Your password was changed, but your account is still locked. Contact your helpdesk to unlock it."
         }
         (Lang::Zh, ChangedStillLocked) => "密码已更改，但账户仍处于锁定状态。请联系服务台解锁。",
+        (Lang::En, PasswordChangedByUser) => {
+            "Your password has been changed. Use the new one from now on, on every device where you sign in."
+        }
+        (Lang::Zh, PasswordChangedByUser) => {
+            "密码已更改。从现在起，请在所有登录的设备上使用新密码。"
+        }
+        (Lang::En, ChangeLocked) => {
+            "Your account is locked, so the password was not changed. Reset it instead (that also unlocks the account), or contact your helpdesk."
+        }
+        (Lang::Zh, ChangeLocked) => {
+            "你的账户已被锁定，密码未更改。请改用重置密码（同时会解锁账户），或联系服务台。"
+        }
     }
 }
 

@@ -447,6 +447,21 @@ pub trait Directory: Send + Sync + 'static {
     /// Sets a new password with reset semantics (no old password) and unlocks the account.
     async fn reset_password(&self, user: &DirUser, new_password: &str) -> Result<(), DirError>;
     async fn unlock(&self, user: &DirUser) -> Result<(), DirError>;
+    /// Changes a password the user knows, as the user would change it themselves: the
+    /// directory's rules for a user's own change apply (OpenLDAP ppolicy's `pwdMinAge`,
+    /// `pwdSafeModify`, `pwdAllowUserChange`; AD's minimum age and history), and nothing is
+    /// unlocked. The caller has checked `current` already; a refusal here is the directory's.
+    /// The built-in directory's change is its reset: the same history, and its lock flag is
+    /// the failure lock, which `current` was already checked against.
+    async fn change_password(
+        &self,
+        user: &DirUser,
+        current: &str,
+        new_password: &str,
+    ) -> Result<(), DirError> {
+        let _ = current;
+        self.reset_password(user, new_password).await
+    }
     /// The directory's own password rules, in words, to show before the user types.
     async fn password_rules(&self) -> Result<Vec<String>, DirError>;
     /// The rules that apply to this user (AD fine-grained policies, a ppolicy of their own).

@@ -5,12 +5,13 @@ use sspr_domain::audit::{Activity, Outcome};
 use sspr_domain::flow::{Applicant, eligibility, remaining_methods};
 use sspr_domain::identity::canonical_login;
 use sspr_domain::random::{numeric_code, token};
-use sspr_domain::{FlowKind, FlowState, Method, PasswordContext, mask};
+use sspr_domain::{FlowKind, FlowState, Method, mask};
 use sspr_proto::{ChallengeResponse, FlowResponse, MethodOption, QuestionText, VerifyRequest};
 
 use crate::app::{App, RequestCtx, keys};
 use crate::crypto::token_hash;
 use crate::error::{AppError, ErrorKind};
+use crate::finish::Write;
 use crate::messages::{Lang, Msg, code_message};
 use crate::ports::{
     Channel, CodeRecord, DirError, DirUser, FlowRecord, MethodRecord, MethodStatus, OutboxMessage,
@@ -36,6 +37,12 @@ impl App {
         let activity = match kind {
             FlowKind::Reset => Activity::ResetStarted,
             FlowKind::Unlock => Activity::UnlockStarted,
+            // A change is one request of its own (`App::change_password`), not a flow to start.
+            FlowKind::Change => {
+                return Err(AppError::invalid(
+                    "kind must be \"reset\" or \"unlock\"; a password you know is changed with POST /api/v1/password/change.",
+                ));
+            }
         };
         let mut ev = self.event(ctx, activity, Outcome::Success);
         let Some(login) = canonical_login(user) else {
@@ -473,38 +480,10 @@ impl App {
                 )
                 .await);
         }
-        let policy = self.policy().await?;
-        let ctxw = PasswordContext {
-            login: &flow.login,
-            display_name: &flow.display_name,
-        };
-        let mut rules = policy.password.clone();
-        if rules.organisation.is_empty() {
-            rules.organisation = self.settings.organisation.clone();
-        }
-        let mut rejections = rules.check(new_password, &ctxw);
-        if let Some(list) = self.settings.breached.clone() {
-            let pw = new_password.to_owned();
-            match tokio::task::spawn_blocking(move || list.contains(&pw)).await {
-                Ok(Ok(true)) => rejections.push(sspr_domain::Rejection::Breached),
-                Ok(Ok(false)) => {}
-                // Fail open: an unreadable list must not stop every reset; the admin is told.
-                Ok(Err(e)) => tracing::error!(error = %e, "breached-password file unreadable"),
-                Err(e) => tracing::error!(error = %e, "breached-password check failed"),
-            }
-        }
-        if !rejections.is_empty() {
-            ev.activity = Activity::PasswordRejected;
-            ev.reason = rejections
-                .iter()
-                .map(|r| r.code())
-                .collect::<Vec<_>>()
-                .join(",");
-            return Err(self
-                .fail(ev, AppError::password(&rejections, ctx.lang.tag()))
-                .await);
-        }
-        self.finish(ctx, &flow, ev, Some(new_password)).await
+        self.screen_password(ctx, &mut ev, &flow.login, &flow.display_name, new_password)
+            .await?;
+        self.finish(ctx, &flow, ev, Write::Reset(new_password))
+            .await
     }
 
     /// Step 4 (unlock): unlock the account and keep the password.
@@ -528,7 +507,7 @@ impl App {
                 )
                 .await);
         }
-        self.finish(ctx, &flow, ev, None).await
+        self.finish(ctx, &flow, ev, Write::Unlock).await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -924,6 +903,7 @@ impl App {
         let (status, msg) = match (flow.state, flow.kind) {
             (FlowState::Completed, FlowKind::Reset) => ("completed", Msg::PasswordChanged),
             (FlowState::Completed, FlowKind::Unlock) => ("completed", Msg::AccountUnlocked),
+            (FlowState::Completed, FlowKind::Change) => ("completed", Msg::PasswordChangedByUser),
             (FlowState::Verified | FlowState::Finishing, FlowKind::Reset) => {
                 ("set_password", Msg::SetPassword)
             }

@@ -69,6 +69,8 @@ pub enum Activity {
     PasswordRejected,
     ResetPassword,
     UnlockAccount,
+    /// A user changed a password they knew (the change-password page or API).
+    ChangePassword,
     FlowExpired,
     /// A flow that ended without finishing (never completed before it expired).
     ResetAbandoned,
@@ -100,7 +102,7 @@ pub enum Activity {
 }
 
 impl Activity {
-    pub const ALL: [Activity; 30] = [
+    pub const ALL: [Activity; 31] = [
         Self::ResetStarted,
         Self::UnlockStarted,
         Self::CodeSent,
@@ -111,6 +113,7 @@ impl Activity {
         Self::PasswordRejected,
         Self::ResetPassword,
         Self::UnlockAccount,
+        Self::ChangePassword,
         Self::FlowExpired,
         Self::ResetAbandoned,
         Self::UnlockAbandoned,
@@ -145,6 +148,7 @@ impl Activity {
             Self::PasswordRejected => "password_rejected",
             Self::ResetPassword => "reset_password",
             Self::UnlockAccount => "unlock_account",
+            Self::ChangePassword => "change_password",
             Self::FlowExpired => "flow_expired",
             Self::ResetAbandoned => "reset_abandoned",
             Self::UnlockAbandoned => "unlock_abandoned",

@@ -13,6 +13,9 @@ pub enum FlowKind {
     Reset,
     /// Unlock the account and keep the password.
     Unlock,
+    /// Change a password the user knows (proved by typing it), with the user's own rights in
+    /// the directory: its rules for a user's change apply, and nothing is unlocked.
+    Change,
 }
 
 impl FlowKind {
@@ -20,12 +23,14 @@ impl FlowKind {
         match self {
             Self::Reset => "reset",
             Self::Unlock => "unlock",
+            Self::Change => "change",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "reset" => Some(Self::Reset),
             "unlock" => Some(Self::Unlock),
+            "change" => Some(Self::Change),
             _ => None,
         }
     }

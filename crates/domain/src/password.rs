@@ -80,6 +80,8 @@ pub enum Rejection {
     },
     /// The directory remembers it as a recent password.
     History,
+    /// A change to the password the user has now.
+    SameAsCurrent,
     Mismatch,
 }
 
@@ -98,6 +100,7 @@ impl Rejection {
             Self::TooFewClasses { .. } => "too_few_classes",
             Self::Directory { .. } => "directory",
             Self::History => "history",
+            Self::SameAsCurrent => "same_as_current",
             Self::Mismatch => "mismatch",
         }
     }
@@ -140,6 +143,8 @@ impl Rejection {
             Self::Directory { reason } => format!("The directory refused this password: {reason}"),
             Self::History if zh => "你最近用过这个密码。请换一个新的。".into(),
             Self::History => "You used this password recently. Choose one you have not used before.".into(),
+            Self::SameAsCurrent if zh => "新密码与当前密码相同。请另选一个。".into(),
+            Self::SameAsCurrent => "The new password is the same as your current one. Choose another.".into(),
             Self::Mismatch if zh => "两次输入的密码不一致。".into(),
             Self::Mismatch => "The two passwords do not match.".into(),
         }

@@ -63,7 +63,7 @@ pub(crate) fn protected_account(dn: &str, what: &str, rc: u32, text: &str) -> Di
 
 /// An AD refusal in words. AD explains in the diagnostic text (`0000052D: … the password is
 /// too short…`); the user gets the gist, the log the full text.
-fn ad_error(dn: &str, rc: u32, text: &str, must_change: bool) -> DirError {
+pub(crate) fn ad_error(dn: &str, rc: u32, text: &str, must_change: bool) -> DirError {
     let t = text.to_lowercase();
     match rc {
         19 if t.contains("history") => DirError::Rejected(vec![Rejection::History]),
@@ -83,6 +83,15 @@ fn ad_error(dn: &str, rc: u32, text: &str, must_change: bool) -> DirError {
         )),
         _ => DirError::Other(format!("ldap: reset of {dn}: rc={rc} {text}")),
     }
+}
+
+/// A `unicodePwd` value: the password in double quotes, UTF-16LE.
+pub(crate) fn unicode_pwd(password: &str) -> std::collections::HashSet<Vec<u8>> {
+    let quoted: Vec<u8> = format!("\"{password}\"")
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    std::collections::HashSet::from([quoted])
 }
 
 impl LdapDirectory {
@@ -134,12 +143,7 @@ impl LdapDirectory {
         dn: &str,
         new_password: &str,
     ) -> Result<(), DirError> {
-        let quoted: Vec<u8> = format!("\"{new_password}\"")
-            .encode_utf16()
-            .flat_map(u16::to_le_bytes)
-            .collect();
-        let mut value = std::collections::HashSet::new();
-        value.insert(quoted);
+        let value = unicode_pwd(new_password);
         // The policy-hints control the server lists, value SEQUENCE { INTEGER 1 }; none where
         // it lists neither (the rules shown then do not claim the history).
         let hints: Vec<_> = self

@@ -10,6 +10,12 @@ use sspr_app::ports::{DirError, DirUser};
 use crate::search::entry_id;
 use crate::{LdapConfig, LdapDirectory, directory_said, unavailable};
 
+/// A connection bound as a user, holding its turn among the `password_checks`.
+pub(crate) struct UserConnection {
+    pub(crate) ldap: Ldap,
+    _turn: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// Bound service connections: at most `pool_size` exist at once (one slot each), idle ones
 /// wait in `idle` for the next operation. A connection that failed at the transport level, or
 /// that the server closed, is dropped rather than put back. User binds never come from here.
@@ -216,13 +222,29 @@ impl LdapDirectory {
     /// of sign-ins cannot open connections to the directory without bound; one that waits
     /// longer than `timeout_secs` for its turn is refused as busy, untried.
     pub(crate) async fn bind_as(&self, dn: &str, password: &str) -> Result<bool, DirError> {
+        Ok(match self.bound_as(dn, password).await? {
+            Some(mut user) => {
+                let _ = user.ldap.unbind().await;
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// A connection of its own bound as `dn` (never a pooled one), taking one of the
+    /// `password_checks` turns for as long as it is held; `None` when the bind is refused.
+    pub(crate) async fn bound_as(
+        &self,
+        dn: &str,
+        password: &str,
+    ) -> Result<Option<UserConnection>, DirError> {
         let secs = self.cfg.timeout_secs;
         let turn = tokio::time::timeout(
             Duration::from_secs(secs),
             self.pool.binds.clone().acquire_owned(),
         )
         .await;
-        let _turn = match turn {
+        let turn = match turn {
             Ok(Ok(turn)) => turn,
             Ok(Err(e)) => return Err(unavailable(e)),
             Err(_) => {
@@ -236,8 +258,13 @@ impl LdapDirectory {
         let r = self
             .timed(async { ldap.simple_bind(dn, password).await.map_err(unavailable) })
             .await;
-        let _ = ldap.unbind().await;
-        Ok(r?.rc == 0)
+        match r {
+            Ok(r) if r.rc == 0 => Ok(Some(UserConnection { ldap, _turn: turn })),
+            r => {
+                let _ = ldap.unbind().await;
+                r.map(|_| None)
+            }
+        }
     }
 
     /// Puts a connection back for reuse, unless the operation on it failed at the transport

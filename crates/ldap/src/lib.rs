@@ -20,8 +20,11 @@
 //!   fine-grained `msDS-ResultantPSO`, OpenLDAP's `pwdPolicySubentry`).
 //! - The current password is checked with a bind as the user on a connection of its own,
 //!   never a pooled one, and never with an empty password.
+//! - A change of a known password is written by the user on such a connection (`change.rs`),
+//!   so the directory's rules for a user's own change apply and nothing is unlocked.
 
 mod ad;
+mod change;
 mod connection;
 mod doctor;
 pub mod filter;
@@ -284,6 +287,15 @@ impl Directory for LdapDirectory {
             .await;
         self.give_back(s, &r);
         r
+    }
+
+    async fn change_password(
+        &self,
+        user: &DirUser,
+        current: &str,
+        new_password: &str,
+    ) -> Result<(), DirError> {
+        self.change_as_user(user, current, new_password).await
     }
 
     async fn unlock(&self, user: &DirUser) -> Result<(), DirError> {

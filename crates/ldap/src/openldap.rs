@@ -17,7 +17,7 @@ pub(crate) fn is_ppolicy_admin_lock(v: &str) -> bool {
 }
 
 /// The password policy control (draft-behera-ldap-password-policy).
-const PPOLICY_OID: &str = "1.3.6.1.4.1.42.2.27.8.5.1";
+pub(crate) const PPOLICY_OID: &str = "1.3.6.1.4.1.42.2.27.8.5.1";
 
 /// The ppolicy error code in a response control: `SEQUENCE { … [1] ENUMERATED error }`.
 fn ppolicy_error(result: &ldap3::LdapResult) -> Option<u8> {
@@ -36,7 +36,7 @@ fn ppolicy_error(result: &ldap3::LdapResult) -> Option<u8> {
 }
 
 /// A ppolicy or server refusal in words for the user; the raw text goes to the log.
-fn rejection(err: &LdapError) -> Option<Vec<Rejection>> {
+pub(crate) fn rejection(err: &LdapError) -> Option<Vec<Rejection>> {
     let LdapError::LdapResult { result } = err else {
         return None;
     };

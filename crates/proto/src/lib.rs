@@ -153,6 +153,23 @@ pub struct NewPasswordRequest {
     pub new_password: String,
 }
 
+/// Changes a password the user knows: the current one proves who they are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    /// The user ID, as at sign-in.
+    #[cfg_attr(feature = "openapi", schema(example = "demo"))]
+    pub user: String,
+    #[cfg_attr(feature = "openapi", schema(example = "the password I have now"))]
+    pub current_password: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "correct horse battery staple 7")
+    )]
+    pub new_password: String,
+}
+
 /// The password rules, to show before the user types.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

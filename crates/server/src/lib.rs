@@ -38,6 +38,7 @@ pub struct State {
     paths(
         routes::healthz, routes::readyz, routes::password_policy, routes::questions,
         routes::flow_start, routes::flow_status, routes::flow_challenge, routes::flow_verify, routes::flow_password, routes::flow_unlock,
+        routes::change_password,
         routes::sign_in, routes::sign_out, routes::me, routes::add_email, routes::verify_email, routes::add_phone, routes::verify_phone,
         routes::set_questions, routes::enrol_totp, routes::verify_totp, routes::remove_method, routes::reconfirm,
         routes::get_policy, routes::put_policy, routes::audit, routes::admin_user,
@@ -104,6 +105,7 @@ pub fn router_with(state: Arc<State>, pages: Router<Arc<State>>, fallbacks: Fall
         .route("/flow/verify", post(routes::flow_verify))
         .route("/flow/password", post(routes::flow_password))
         .route("/flow/unlock", post(routes::flow_unlock))
+        .route("/password/change", post(routes::change_password))
         .route("/session", post(routes::sign_in).delete(routes::sign_out))
         .route("/me", get(routes::me))
         .route("/me/email", post(routes::add_email))

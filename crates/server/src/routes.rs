@@ -164,6 +164,24 @@ pub async fn flow_unlock(AxState(s): S, Ctx(ctx): Ctx, FlowToken(t): FlowToken) 
     reply(&s, &ctx, r).await
 }
 
+/// Changes a password the user knows. Wrong IDs and wrong passwords get the sign-in answer
+/// (401); the new password meets the same rules as at a reset (422). The write is the user's
+/// own where the directory has users' rights (LDAP, AD), and nothing is unlocked.
+#[utoipa::path(post, path = "/api/v1/password/change", request_body = ChangePasswordRequest,
+    responses((status = 200, body = FlowResponse), (status = 401, body = ApiError), (status = 403, body = ApiError),
+        (status = 422, body = ApiError), (status = 429, body = ApiError), (status = 503, body = ApiError)))]
+pub async fn change_password(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    Body(req): Body<ChangePasswordRequest>,
+) -> Response {
+    let r = s
+        .app
+        .change_password(&ctx, &req.user, &req.current_password, &req.new_password)
+        .await;
+    reply(&s, &ctx, r).await
+}
+
 /// Signs in to manage security info, with the current password.
 #[utoipa::path(post, path = "/api/v1/session", request_body = SignInRequest,
     responses((status = 200, body = SessionResponse), (status = 401, body = ApiError), (status = 429, body = ApiError)))]

@@ -37,6 +37,8 @@ home-unlock = Unlock my account
 home-unlock-hint = Too many wrong tries locked it; keep your password.
 home-register = Set up my security info
 home-register-hint = Register email, phone, questions or an authenticator app, so you can reset later.
+home-change = Change my password
+home-change-hint = You know it and want a new one.
 home-admin = Administrators
 
 ## Reset and unlock
@@ -76,6 +78,11 @@ unlock-button = Unlock my account
 done-title = All done
 done-next-reset = Sign in with your new password. Devices that stored the old one (phone email, Wi-Fi) will ask for the new one.
 done-next-unlock = Sign in with your current password.
+done-next-change = Devices that stored the old password (phone email, Wi-Fi) will ask for the new one.
+change-title = Change your password
+change-lead = Type your current password, then the new one. If you have forgotten it, reset it instead.
+current-password = Current password
+change-submit = Change password
 
 ## Registration
 register-signin-title = Sign in to manage your security info

@@ -35,6 +35,8 @@ home-unlock = 解锁我的帐户
 home-unlock-hint = 输错次数太多被锁定；保留现有密码。
 home-register = 设置我的安全信息
 home-register-hint = 注册电子邮件、手机、安全问题或身份验证器应用，以便以后自助重置。
+home-change = 更改密码
+home-change-hint = 记得当前密码，想换一个新的。
 home-admin = 管理员
 
 ## Reset and unlock
@@ -74,6 +76,11 @@ unlock-button = 解锁我的帐户
 done-title = 完成
 done-next-reset = 请用新密码登录。保存了旧密码的设备（手机邮件、Wi-Fi）会要求输入新密码。
 done-next-unlock = 请用你现在的密码登录。
+done-next-change = 保存了旧密码的设备（手机邮箱、Wi-Fi）会要求输入新密码。
+change-title = 更改密码
+change-lead = 请输入当前密码，再输入新密码。如果忘记了密码，请改为重置。
+current-password = 当前密码
+change-submit = 更改密码
 
 ## Registration
 register-signin-title = 登录以管理安全信息

@@ -6,6 +6,7 @@
 //! strength meter; both scripts are files under `/static`, since the CSP forbids inline code.
 
 pub mod admin;
+pub mod change;
 pub mod charts;
 pub mod form;
 pub mod i18n;
@@ -35,6 +36,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/flow/password"),
     ("POST", "/flow/unlock"),
     ("POST", "/flow/cancel"),
+    ("GET", "/change"),
+    ("POST", "/change"),
     ("GET", "/register"),
     ("POST", "/register/sign-in"),
     ("POST", "/register/sign-out"),
@@ -88,6 +91,7 @@ pub fn routes() -> Router<Arc<State>> {
         .route("/flow/password", post(pages::password))
         .route("/flow/unlock", post(pages::do_unlock))
         .route("/flow/cancel", post(pages::cancel))
+        .route("/change", get(change::page).post(change::submit))
         .merge(register::routes())
         .merge(admin::routes())
         .layer(SetResponseHeaderLayer::overriding(

@@ -30,6 +30,7 @@ pub static TEMPLATES: &[(&str, &str)] = templates![
     "password.html",
     "unlock.html",
     "done.html",
+    "change.html",
     "register_signin.html",
     "register_home.html",
     "register_questions.html",
@@ -45,6 +46,7 @@ pub static TEMPLATES: &[(&str, &str)] = templates![
 pub static SOURCES: &[(&str, &str)] = &[
     ("pages.rs", include_str!("pages.rs")),
     ("register.rs", include_str!("register.rs")),
+    ("change.rs", include_str!("change.rs")),
     ("admin.rs", include_str!("admin.rs")),
     ("web.rs", include_str!("web.rs")),
 ];

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::harness::{Server, free_port};
 
-const NEW: &str = "quiet violet harbour lamps";
+pub(crate) const NEW: &str = "quiet violet harbour lamps";
 pub(crate) const OLD: &str = "alice initial password";
 
 pub struct Slapd {
@@ -1013,12 +1013,12 @@ fn ldap_configuration_is_checked() {
     );
 }
 
-const AD_ADMIN_PW: &str = "Adm1n-Passw0rd!";
-const AD_OLD: &str = "Initial-Passw0rd!";
+pub(crate) const AD_ADMIN_PW: &str = "Adm1n-Passw0rd!";
+pub(crate) const AD_OLD: &str = "Initial-Passw0rd!";
 
 /// A Samba AD domain controller provisioned in a temp dir, LDAPS on 127.0.0.1:636 with our
 /// own CA (Samba's generated certificate has no SAN, which rustls refuses).
-struct SambaAd {
+pub(crate) struct SambaAd {
     dir: tempfile::TempDir,
     child: Child,
     /// One domain controller at a time: they all need the standard ports. Dropped last.
@@ -1047,7 +1047,7 @@ impl Drop for SambaAd {
 }
 
 impl SambaAd {
-    fn start() -> SambaAd {
+    pub(crate) fn start() -> SambaAd {
         let one_at_a_time = SAMBA_PORTS.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -1227,7 +1227,7 @@ impl SambaAd {
         );
     }
 
-    fn binds(&self, user: &str, pw: &str) -> bool {
+    pub(crate) fn binds(&self, user: &str, pw: &str) -> bool {
         Command::new("ldapsearch")
             .args([
                 "-x",
@@ -1250,7 +1250,7 @@ impl SambaAd {
             .success()
     }
 
-    fn config(&self, bind_user: &str, pw: &str) -> sspr_ldap::LdapConfig {
+    pub(crate) fn config(&self, bind_user: &str, pw: &str) -> sspr_ldap::LdapConfig {
         sspr_ldap::LdapConfig {
             urls: vec!["ldaps://127.0.0.1:636".into()],
             ca_file: Some(self.dir.path().join("tls/ca.pem")),

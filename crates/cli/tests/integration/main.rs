@@ -9,6 +9,7 @@ mod harness;
 mod admin;
 mod binary;
 mod browser;
+mod change;
 mod delivery;
 mod enumeration;
 mod faults;

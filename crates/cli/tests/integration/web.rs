@@ -11,7 +11,7 @@ use crate::harness::Server;
 
 /// A tiny cookie jar: the portal's cookies are all `__Host-` and whole-site.
 #[derive(Default)]
-struct Jar(HashMap<String, String>);
+pub(crate) struct Jar(HashMap<String, String>);
 
 impl Jar {
     fn take(&mut self, h: &HeaderMap) {
@@ -35,20 +35,20 @@ impl Jar {
     }
 }
 
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     s: &'a Server,
     jar: Jar,
 }
 
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
+pub(crate) struct Page {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
 }
 
 impl Page {
     /// The value of the first hidden input called `name`.
-    fn field(&self, name: &str) -> String {
+    pub fn field(&self, name: &str) -> String {
         let pat = format!("name=\"{name}\" value=\"");
         let i = self
             .body
@@ -66,7 +66,7 @@ impl Page {
 }
 
 impl<'a> Browser<'a> {
-    fn new(s: &'a Server) -> Self {
+    pub fn new(s: &'a Server) -> Self {
         Self {
             s,
             jar: Jar::default(),
@@ -97,7 +97,7 @@ impl<'a> Browser<'a> {
         }
     }
 
-    async fn send(
+    pub async fn send(
         &mut self,
         method: HttpMethod,
         path: &str,
@@ -123,11 +123,11 @@ impl<'a> Browser<'a> {
         self.read(rb).await
     }
 
-    async fn get(&mut self, path: &str) -> Page {
+    pub async fn get(&mut self, path: &str) -> Page {
         self.send(HttpMethod::GET, path, &[], &[]).await
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         self.send(HttpMethod::POST, path, form, &[]).await
     }
 }
