@@ -104,11 +104,16 @@ pub struct Settings {
     pub admin_groups: Vec<String>,
     /// Proof-of-work difficulty before a browser may start a flow (0 = off).
     pub pow_bits: u8,
+    pub reminders: crate::reminders::ReminderSettings,
 }
 
 impl Settings {
     pub fn register_url(&self) -> String {
         format!("{}/register", self.public_url.trim_end_matches('/'))
+    }
+
+    pub fn change_url(&self) -> String {
+        format!("{}/change", self.public_url.trim_end_matches('/'))
     }
 }
 

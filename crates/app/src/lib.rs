@@ -17,6 +17,7 @@ pub mod messages;
 pub mod ports;
 pub mod pow;
 pub mod register;
+pub mod reminders;
 pub mod reset;
 pub mod totp;
 

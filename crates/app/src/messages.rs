@@ -375,6 +375,67 @@ pub fn notice(lang: Lang, org: &str, what: &str, when: &str, ip: &str) -> (Strin
     }
 }
 
+/// A password-expiry reminder: subject and body of the email, and the SMS text. With
+/// `register_url`, the user has too few methods to reset a forgotten password, and is asked to
+/// register them.
+pub struct Reminder<'a> {
+    pub org: &'a str,
+    pub account: &'a str,
+    pub days_left: i64,
+    /// The expiry as RFC 3339 (UTC).
+    pub expires: &'a str,
+    pub change_url: &'a str,
+    pub register_url: Option<&'a str>,
+}
+
+pub fn expiry_reminder(lang: Lang, r: &Reminder<'_>) -> (String, String, String) {
+    let org = if r.org.is_empty() { "sspr" } else { r.org };
+    let (account, days, expires, change) = (r.account, r.days_left, r.expires, r.change_url);
+    match lang {
+        Lang::En => {
+            let when = if days <= 1 {
+                "within a day".to_string()
+            } else {
+                format!("in {days} days")
+            };
+            let mut body = format!(
+                "The password of your account {account} expires {when} ({expires}).\n\n\
+                 Change it now, while you still know it: {change}\n\n\
+                 Once it has expired you can no longer sign in with it."
+            );
+            if let Some(reg) = r.register_url {
+                body.push_str(&format!(
+                    "\n\nYou have not registered enough security info to reset a forgotten password yourself. \
+                     Register it here, so that you never need the helpdesk for this: {reg}"
+                ));
+            }
+            body.push_str("\n\nIf you did not expect this message, contact your helpdesk.");
+            let sms =
+                format!("{org}: your password for {account} expires {when}. Change it: {change}");
+            (format!("{org}: your password expires {when}"), body, sms)
+        }
+        Lang::Zh => {
+            let when = if days <= 1 {
+                "一天内".to_string()
+            } else {
+                format!("{days} 天后")
+            };
+            let mut body = format!(
+                "你的账户 {account} 的密码将在{when}过期（{expires}）。\n\n\
+                 请趁现在还记得它时更改：{change}\n\n过期后将无法再用它登录。"
+            );
+            if let Some(reg) = r.register_url {
+                body.push_str(&format!(
+                    "\n\n你注册的安全信息还不足以自助重置忘记的密码。请在此注册，以后无需为此联系技术支持：{reg}"
+                ));
+            }
+            body.push_str("\n\n如果你没有预料到这封邮件，请联系技术支持。");
+            let sms = format!("{org}：你的账户 {account} 的密码将在{when}过期。请更改：{change}");
+            (format!("{org}：你的密码将在{when}过期"), body, sms)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -255,6 +255,36 @@ pub trait FinishStore: Send + Sync + 'static {
     -> StoreResult<Vec<FlowRecord>>;
 }
 
+/// One password-expiry reminder: the days-before-expiry threshold it is for, for the password
+/// that expires at `expires_at` (a new password starts a new series).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reminder {
+    pub user_id: String,
+    pub expires_at: UnixTime,
+    pub days: u32,
+    pub sent_at: UnixTime,
+}
+
+/// Password-expiry reminders, each queued at most once, whichever instance runs the job.
+#[async_trait]
+pub trait ReminderStore: Send + Sync + 'static {
+    /// Records the reminder and, in the same transaction, queues its messages and stores its
+    /// audit event. `false`, with nothing queued, when it was recorded before.
+    async fn queue_reminder(
+        &self,
+        reminder: &Reminder,
+        messages: &[OutboxMessage],
+        event: &AuditEvent,
+    ) -> StoreResult<bool>;
+    /// Whether the reminder was recorded already (for a dry run).
+    async fn reminder_sent(
+        &self,
+        user_id: &str,
+        expires_at: UnixTime,
+        days: u32,
+    ) -> StoreResult<bool>;
+}
+
 /// Everything sspr keeps. SQLite and PostgreSQL implement it and pass the same tests.
 ///
 /// Methods that guard a security property are conditional updates that report whether they
@@ -266,7 +296,7 @@ pub trait FinishStore: Send + Sync + 'static {
 ///
 /// Times are the caller's clock: instances sharing a database must keep their clocks in sync.
 #[async_trait]
-pub trait Store: FinishStore {
+pub trait Store: FinishStore + ReminderStore {
     /// Whether the store can write: a small write in a transaction (the heartbeat row), so a
     /// full disk, a read-only file or a database that went away all fail it. Callers bound it
     /// with a deadline.
@@ -410,6 +440,13 @@ pub struct DirUser {
     pub mobile: Option<String>,
 }
 
+/// A password that expires, and whose it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expiring {
+    pub user: DirUser,
+    pub expires_at: UnixTime,
+}
+
 /// What went wrong in the directory. `detail` is for the log; the user sees words chosen by
 /// the service.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -478,6 +515,16 @@ pub trait Directory: Send + Sync + 'static {
         let _ = user;
         Ok(None)
     }
+    /// Every enabled account whose password expires before `before`, expired ones included,
+    /// read in pages (never a request per user). `None` when no password here expires (no
+    /// maximum age is set).
+    async fn expiring_passwords(
+        &self,
+        before: UnixTime,
+    ) -> Result<Option<Vec<Expiring>>, DirError> {
+        let _ = before;
+        Ok(None)
+    }
     /// Whether the directory is reachable (readiness).
     async fn ping(&self) -> Result<(), DirError>;
 }
@@ -492,6 +539,8 @@ pub struct UserRecord {
     pub locked: bool,
     /// Argon2id PHC string.
     pub password_hash: String,
+    /// When the password was last set (its age, for expiry).
+    pub password_changed_at: UnixTime,
     pub email: Option<String>,
     pub mobile: Option<String>,
     pub groups: Vec<String>,

@@ -43,6 +43,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub web: WebConfig,
     pub connections: ConnectionsConfig,
+    pub reminders: RemindersConfig,
     /// Create the demo user on first start when the built-in directory is empty.
     pub demo: bool,
 }
@@ -79,6 +80,9 @@ pub struct DirectoryConfig {
     pub ldap: Option<sspr_ldap::LdapConfig>,
     /// Earlier passwords the built-in directory refuses at reset.
     pub password_history: usize,
+    /// Days a built-in directory password lasts before it expires (0: for ever). LDAP and AD
+    /// keep their own (ppolicy's `pwdMaxAge`, the domain's policy).
+    pub password_max_age_days: u32,
     /// Let the directory's email and mobile attributes count as registered methods.
     pub trust_contacts: bool,
 }
@@ -89,7 +93,37 @@ impl Default for DirectoryConfig {
             kind: "builtin".into(),
             ldap: None,
             password_history: 3,
+            password_max_age_days: 0,
             trust_contacts: false,
+        }
+    }
+}
+
+/// Password-expiry reminders (`sspr reminders run`, and the job in `sspr serve`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemindersConfig {
+    /// Run the reminder job inside `sspr serve`. Off until a site turns it on: reminders
+    /// reach every user whose password expires soon.
+    pub enabled: bool,
+    /// Days before expiry to remind on; each reminder goes out once per password.
+    pub days: Vec<u32>,
+    /// How often the job looks, in minutes (one instance at a time, however many run).
+    pub every_minutes: u32,
+    /// Also text a registered phone (needs `[delivery.sms]` in live mode).
+    pub sms: bool,
+    /// The reminders' language: `en` or `zh`.
+    pub language: String,
+}
+
+impl Default for RemindersConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            days: vec![14, 7, 3, 1],
+            every_minutes: 60,
+            sms: false,
+            language: "en".into(),
         }
     }
 }
@@ -180,6 +214,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             web: WebConfig::default(),
             connections: ConnectionsConfig::default(),
+            reminders: RemindersConfig::default(),
             demo: true,
         }
     }
@@ -256,6 +291,26 @@ impl Config {
         }
         if self.directory.password_history > 24 {
             e.push("directory.password_history must be between 0 and 24".into());
+        }
+        if self.directory.password_max_age_days > 3650 {
+            e.push(
+                "directory.password_max_age_days must be between 0 (never expires) and 3650".into(),
+            );
+        }
+        if let Err(m) = sspr_domain::expiry::check_days(&self.reminders.days) {
+            e.push(m);
+        }
+        if !(5..=1440).contains(&self.reminders.every_minutes) {
+            e.push(format!(
+                "reminders.every_minutes ({}) must be between 5 and 1440",
+                self.reminders.every_minutes
+            ));
+        }
+        if !matches!(self.reminders.language.as_str(), "en" | "zh") {
+            e.push(format!(
+                "reminders.language {:?} is not supported: use \"en\" or \"zh\"",
+                self.reminders.language
+            ));
         }
         match (&self.tls.cert_file, &self.tls.key_file) {
             (Some(c), Some(k)) => {

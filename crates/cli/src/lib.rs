@@ -3,5 +3,6 @@
 
 pub mod commands;
 pub mod config;
+pub mod reminders;
 pub mod runtime;
 pub mod serve;

@@ -36,6 +36,9 @@ enum Command {
     /// Admin API tokens.
     #[command(subcommand)]
     Admin(commands::AdminCmd),
+    /// Password-expiry reminders: run them now, or report what expires when (--dry-run).
+    #[command(subcommand)]
+    Reminders(sspr::reminders::RemindersCmd),
     /// Generate a new server key (64 hex characters) on standard output.
     Key,
     /// Create or upgrade the database schema (also done at every start) and print its version.
@@ -115,6 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 Command::Audit(a) => commands::audit(a, &rt).await,
                 Command::Outbox(a) => commands::outbox(a, &rt).await,
                 Command::Admin(c) => commands::admin(c, &rt).await,
+                Command::Reminders(c) => sspr::reminders::reminders(c, &rt).await,
                 Command::Serve
                 | Command::Config(_)
                 | Command::Key

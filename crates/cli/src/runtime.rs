@@ -86,7 +86,8 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runt
         rng.clone(),
         clock.clone(),
         config.directory.password_history,
-    );
+    )
+    .with_max_age_days(config.directory.password_max_age_days);
     let live = config.delivery.mode == "live";
     let settings = Settings {
         public_url: config.public_url.clone(),
@@ -97,6 +98,15 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runt
         trust_directory_contacts: config.directory.trust_contacts,
         admin_groups: config.web.admin_groups.clone(),
         pow_bits: config.web.pow_bits,
+        reminders: sspr_app::reminders::ReminderSettings {
+            days: sspr_domain::expiry::check_days(&config.reminders.days).unwrap_or_default(),
+            sms: config.reminders.sms,
+            lang: if config.reminders.language == "zh" {
+                sspr_app::Lang::Zh
+            } else {
+                sspr_app::Lang::En
+            },
+        },
         breached: match &config.breached_passwords_file {
             Some(p) => {
                 Some(sspr_app::breached::BreachedFile::open(p).map_err(|e| anyhow::anyhow!(e))?)

@@ -77,7 +77,11 @@ pub async fn run_with(
     let worker = build_worker(&rt, clock.clone())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker_task = tokio::spawn(worker.run(stop_rx.clone()));
-    let housekeeping = tokio::spawn(housekeeping(rt.app.clone(), stop_rx));
+    let housekeeping = tokio::spawn(housekeeping(rt.app.clone(), stop_rx.clone()));
+    if cfg.reminders.enabled {
+        let every = i64::from(cfg.reminders.every_minutes) * 60;
+        tokio::spawn(reminder_job(rt.app.clone(), every, stop_rx));
+    }
 
     banner(&rt, ca.as_deref(), seeded);
     let state = Arc::new(sspr_server::State {
@@ -174,6 +178,37 @@ async fn housekeeping(app: Arc<sspr_app::App>, mut stop: tokio::sync::watch::Rec
         }
         tokio::select! {
             _ = tokio::time::sleep(sweep_every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Password-expiry reminders: every minute each instance asks the store whether it is its
+/// turn; one instance per `every_secs` window wins and runs them.
+async fn reminder_job(
+    app: Arc<sspr_app::App>,
+    every_secs: i64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match app.reminders_turn(every_secs).await {
+            Ok(true) => match app.run_reminders(false).await {
+                Ok(_) => {}
+                // Nothing expires here (no maximum age): said once per window, quietly.
+                Err(e) if e.kind == sspr_app::ErrorKind::Invalid => {
+                    tracing::info!(reason = %e.message, "password-expiry reminders skipped")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e.message, cause = %e.log, "password-expiry reminders failed; the next window tries again")
+                }
+            },
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask the store whose turn the reminders are")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
             _ = stop.changed() => return,
         }
     }

@@ -81,6 +81,21 @@ impl FinishStore for FakeStore {
 }
 
 #[async_trait]
+impl ReminderStore for FakeStore {
+    async fn queue_reminder(
+        &self,
+        _: &Reminder,
+        _: &[OutboxMessage],
+        _: &AuditEvent,
+    ) -> StoreResult<bool> {
+        Ok(false)
+    }
+    async fn reminder_sent(&self, _: &str, _: UnixTime, _: u32) -> StoreResult<bool> {
+        Ok(false)
+    }
+}
+
+#[async_trait]
 impl Store for FakeStore {
     async fn ping(&self) -> StoreResult<()> {
         Ok(())

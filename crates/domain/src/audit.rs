@@ -79,6 +79,8 @@ pub enum Activity {
     /// unreadable stamp): the password may or may not have changed.
     OutcomeUnknown,
     DeliveryFailed,
+    /// A password-expiry reminder was queued for a user.
+    ExpiryReminder,
     // Registration.
     RegistrationSignIn,
     SecurityInfoAdded,
@@ -102,7 +104,7 @@ pub enum Activity {
 }
 
 impl Activity {
-    pub const ALL: [Activity; 31] = [
+    pub const ALL: [Activity; 32] = [
         Self::ResetStarted,
         Self::UnlockStarted,
         Self::CodeSent,
@@ -119,6 +121,7 @@ impl Activity {
         Self::UnlockAbandoned,
         Self::OutcomeUnknown,
         Self::DeliveryFailed,
+        Self::ExpiryReminder,
         Self::RegistrationSignIn,
         Self::SecurityInfoAdded,
         Self::SecurityInfoVerified,
@@ -154,6 +157,7 @@ impl Activity {
             Self::UnlockAbandoned => "unlock_abandoned",
             Self::OutcomeUnknown => "outcome_unknown",
             Self::DeliveryFailed => "delivery_failed",
+            Self::ExpiryReminder => "expiry_reminder",
             Self::RegistrationSignIn => "registration_sign_in",
             Self::SecurityInfoAdded => "security_info_added",
             Self::SecurityInfoVerified => "security_info_verified",

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod expiry;
 pub mod flow;
 pub mod identity;
 pub mod limits;

@@ -27,6 +27,7 @@ mod ad;
 mod change;
 mod connection;
 mod doctor;
+mod expiry;
 pub mod filter;
 mod openldap;
 mod policy;
@@ -224,6 +225,43 @@ fn directory_said(rc: u32, text: &str) -> String {
     }
 }
 
+impl LdapDirectory {
+    /// The user an entry describes; `lookup` is what found it (the ID as typed).
+    pub(crate) fn user_from_entry(
+        &self,
+        e: &ldap3::SearchEntry,
+        groups: Vec<String>,
+        lookup: &str,
+    ) -> DirUser {
+        let uac: u32 = first(e, "userAccountControl")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let ad_locked = first(e, "lockoutTime").is_some_and(|v| v != "0");
+        let ppolicy_lock = first(e, "pwdAccountLockedTime");
+        // ppolicy's permanent lock (000001010000Z) is an administrator's: self-service must
+        // never lift it, so the account counts as disabled, like AD's ACCOUNTDISABLE.
+        let admin_locked = ppolicy_lock.as_deref().is_some_and(is_ppolicy_admin_lock);
+        let expired = first(e, "accountExpires")
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .is_some_and(|v| ad_account_expired(v, filetime_now()));
+        DirUser {
+            id: entry_id(e),
+            login: first(e, "uid")
+                .or_else(|| first(e, "sAMAccountName"))
+                .unwrap_or_else(|| lookup.to_string())
+                .to_lowercase(),
+            lookup: lookup.to_string(),
+            display_name: first(e, &self.cfg.display_name_attribute).unwrap_or_default(),
+            // AD: ACCOUNTDISABLE (0x2) in userAccountControl, or accountExpires passed.
+            enabled: uac & 0x2 == 0 && !admin_locked && !expired,
+            locked: ppolicy_lock.is_some() || ad_locked,
+            groups,
+            email: first(e, &self.cfg.mail_attribute),
+            mobile: first(e, &self.cfg.mobile_attribute),
+        }
+    }
+}
+
 #[async_trait]
 impl Directory for LdapDirectory {
     async fn find_user(&self, login: &str) -> Result<Option<DirUser>, DirError> {
@@ -231,32 +269,7 @@ impl Directory for LdapDirectory {
         let Some((e, groups)) = found else {
             return Ok(None);
         };
-        let uac: u32 = first(&e, "userAccountControl")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let ad_locked = first(&e, "lockoutTime").is_some_and(|v| v != "0");
-        let ppolicy_lock = first(&e, "pwdAccountLockedTime");
-        // ppolicy's permanent lock (000001010000Z) is an administrator's: self-service must
-        // never lift it, so the account counts as disabled, like AD's ACCOUNTDISABLE.
-        let admin_locked = ppolicy_lock.as_deref().is_some_and(is_ppolicy_admin_lock);
-        let expired = first(&e, "accountExpires")
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .is_some_and(|v| ad_account_expired(v, filetime_now()));
-        Ok(Some(DirUser {
-            id: entry_id(&e),
-            login: first(&e, "uid")
-                .or_else(|| first(&e, "sAMAccountName"))
-                .unwrap_or_else(|| login.to_string())
-                .to_lowercase(),
-            lookup: login.to_string(),
-            display_name: first(&e, &self.cfg.display_name_attribute).unwrap_or_default(),
-            // AD: ACCOUNTDISABLE (0x2) in userAccountControl, or accountExpires passed.
-            enabled: uac & 0x2 == 0 && !admin_locked && !expired,
-            locked: ppolicy_lock.is_some() || ad_locked,
-            groups,
-            email: first(&e, &self.cfg.mail_attribute),
-            mobile: first(&e, &self.cfg.mobile_attribute),
-        }))
+        Ok(Some(self.user_from_entry(&e, groups, login)))
     }
 
     async fn check_password(&self, user: &DirUser, password: &str) -> Result<bool, DirError> {
@@ -318,6 +331,13 @@ impl Directory for LdapDirectory {
 
     async fn password_stamp(&self, user: &DirUser) -> Result<Option<String>, DirError> {
         pooled_read!(self, |l| self.stamp_on(l, user))
+    }
+
+    async fn expiring_passwords(
+        &self,
+        before: sspr_domain::clock::UnixTime,
+    ) -> Result<Option<Vec<sspr_app::ports::Expiring>>, DirError> {
+        self.expiring_before(before).await.map(Some)
     }
 
     /// Reads the root DSE over a pooled connection.

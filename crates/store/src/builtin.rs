@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sspr_app::crypto::{HashPool, token_hash};
-use sspr_app::ports::{DirError, DirUser, Directory, UserFlag, UserRecord, UserStore};
+use sspr_app::ports::{DirError, DirUser, Directory, Expiring, UserFlag, UserRecord, UserStore};
+use sspr_domain::clock::UnixTime;
 use sspr_domain::identity::{canonical_login, login_problem};
 use sspr_domain::{Clock, Random, Rejection};
 
@@ -41,6 +42,22 @@ pub struct BuiltinDirectory {
     clock: Arc<dyn Clock>,
     /// Previous passwords a reset may not reuse (0 = no history).
     history: usize,
+    /// How long a password lasts, in seconds (0: for ever).
+    max_age_secs: i64,
+}
+
+fn dir_user(u: UserRecord) -> DirUser {
+    DirUser {
+        login: u.id.clone(),
+        lookup: u.id.clone(),
+        id: u.id,
+        display_name: u.display_name,
+        enabled: u.enabled,
+        locked: u.locked,
+        groups: u.groups,
+        email: u.email,
+        mobile: u.mobile,
+    }
 }
 
 fn derr(e: sspr_app::ports::StoreError) -> DirError {
@@ -70,7 +87,14 @@ impl BuiltinDirectory {
             rng,
             clock,
             history,
+            max_age_secs: 0,
         }
+    }
+
+    /// Passwords expire this many days after they are set (0: never).
+    pub fn with_max_age_days(mut self, days: u32) -> Self {
+        self.max_age_secs = i64::from(days) * sspr_domain::expiry::DAY;
+        self
     }
 
     /// Creates an account. The password must already satisfy the policy (the CLI checks).
@@ -105,6 +129,7 @@ impl BuiltinDirectory {
             enabled: true,
             locked: false,
             password_hash,
+            password_changed_at: self.clock.now(),
             email: u.email.clone(),
             mobile: u.mobile.clone(),
             groups,
@@ -148,17 +173,7 @@ impl Directory for BuiltinDirectory {
         let Some(id) = canonical_login(login) else {
             return Ok(None);
         };
-        Ok(self.users.user(&id).await.map_err(derr)?.map(|u| DirUser {
-            login: u.id.clone(),
-            lookup: u.id.clone(),
-            id: u.id,
-            display_name: u.display_name,
-            enabled: u.enabled,
-            locked: u.locked,
-            groups: u.groups,
-            email: u.email,
-            mobile: u.mobile,
-        }))
+        Ok(self.users.user(&id).await.map_err(derr)?.map(dir_user))
     }
 
     async fn check_password(&self, user: &DirUser, password: &str) -> Result<bool, DirError> {
@@ -246,6 +261,28 @@ impl Directory for BuiltinDirectory {
         } else {
             Vec::new()
         })
+    }
+
+    async fn expiring_passwords(
+        &self,
+        before: UnixTime,
+    ) -> Result<Option<Vec<Expiring>>, DirError> {
+        if self.max_age_secs <= 0 {
+            return Ok(None);
+        }
+        let users = self.users.users().await.map_err(derr)?;
+        Ok(Some(
+            users
+                .into_iter()
+                .filter(|u| u.enabled)
+                .map(|u| (u.password_changed_at + self.max_age_secs, u))
+                .filter(|(expires_at, _)| *expires_at < before)
+                .map(|(expires_at, u)| Expiring {
+                    user: dir_user(u),
+                    expires_at,
+                })
+                .collect(),
+        ))
     }
 
     async fn ping(&self) -> Result<(), DirError> {

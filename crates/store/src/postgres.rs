@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_finish.sql")),
     (3, include_str!("../migrations/postgres/0003_heartbeat.sql")),
+    (4, include_str!("../migrations/postgres/0004_reminders.sql")),
 ];
 
 /// Advisory lock key ("ssprmig") held while migrating, so instances starting together apply
@@ -297,6 +298,7 @@ async fn ensure_registration(tx: &mut Transaction<'_, Postgres>, user_id: &str) 
 }
 
 crate::finish_sql::impl_finish_store!(PgStore);
+crate::reminder_sql::impl_reminder_store!(PgStore);
 
 #[async_trait]
 impl Store for PgStore {
@@ -1137,7 +1139,7 @@ impl UserStore for PgStore {
         let mut tx = self.pool.begin().await.map_err(err)?;
         let r = sqlx::query(
             "INSERT INTO dir_users (id, display_name, enabled, locked, password_hash, email, mobile, created_at, password_changed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&u.id)
         .bind(&u.display_name)
@@ -1147,6 +1149,7 @@ impl UserStore for PgStore {
         .bind(&u.email)
         .bind(&u.mobile)
         .bind(now)
+        .bind(u.password_changed_at)
         .execute(&mut *tx)
         .await
         .map_err(err)?;
@@ -1281,6 +1284,7 @@ fn user_from(r: &PgRow, groups: Vec<String>) -> StoreResult<UserRecord> {
         password_hash: r.try_get("password_hash").map_err(err)?,
         email: r.try_get("email").map_err(err)?,
         mobile: r.try_get("mobile").map_err(err)?,
+        password_changed_at: r.try_get("password_changed_at").map_err(err)?,
         groups,
     })
 }

@@ -5,7 +5,7 @@ use sspr_domain::clock::UnixTime;
 
 /// Each statement with its `$1`. History is kept a day past expiry for the helpdesk; counters
 /// 8 days (the longest configurable block is 7).
-pub(crate) fn statements(now: UnixTime) -> [(&'static str, UnixTime); 6] {
+pub(crate) fn statements(now: UnixTime) -> [(&'static str, UnixTime); 7] {
     [
         // A flow still finishing waits for its reconciliation, however old.
         (
@@ -16,6 +16,11 @@ pub(crate) fn statements(now: UnixTime) -> [(&'static str, UnixTime); 6] {
         ("DELETE FROM codes WHERE expires_at < $1", now - 86_400),
         ("DELETE FROM throttle_hits WHERE at < $1", now - 8 * 86_400),
         ("DELETE FROM throttle_blocks WHERE until < $1", now),
+        // A reminder's row is needed only until its password has expired.
+        (
+            "DELETE FROM password_reminders WHERE expires_at < $1",
+            now - 86_400,
+        ),
         // A body kept after sending (the dev outbox) holds a code in clear: it goes once its
         // code is used or expired. A message still to be sent keeps its body, and so does a
         // notice, which holds no secret.

@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_finish.sql")),
     (3, include_str!("../migrations/sqlite/0003_heartbeat.sql")),
+    (4, include_str!("../migrations/sqlite/0004_reminders.sql")),
 ];
 
 /// How long a statement waits for SQLite's write lock.
@@ -214,6 +215,7 @@ async fn ensure_registration(tx: &mut Transaction<'_, Sqlite>, user_id: &str) ->
 }
 
 crate::finish_sql::impl_finish_store!(SqliteStore);
+crate::reminder_sql::impl_reminder_store!(SqliteStore);
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -1033,7 +1035,7 @@ impl UserStore for SqliteStore {
         let mut tx = self.pool.begin().await.map_err(err)?;
         let r = sqlx::query(
             "INSERT INTO dir_users (id, display_name, enabled, locked, password_hash, email, mobile, created_at, password_changed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&u.id)
         .bind(&u.display_name)
@@ -1043,6 +1045,7 @@ impl UserStore for SqliteStore {
         .bind(&u.email)
         .bind(&u.mobile)
         .bind(now)
+        .bind(u.password_changed_at)
         .execute(&mut *tx)
         .await
         .map_err(err)?;
@@ -1181,6 +1184,7 @@ fn user_from(r: &SqliteRow, groups: Vec<String>) -> StoreResult<UserRecord> {
         password_hash: r.try_get("password_hash").map_err(err)?,
         email: r.try_get("email").map_err(err)?,
         mobile: r.try_get("mobile").map_err(err)?,
+        password_changed_at: r.try_get("password_changed_at").map_err(err)?,
         groups,
     })
 }

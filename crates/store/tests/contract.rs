@@ -146,7 +146,62 @@ contract_tests!(
     a_code_is_dead_when_the_clock_reads_before_its_creation,
     a_kept_body_goes_once_its_code_is_used_or_expired,
     clearing_by_prefix_takes_exactly_the_keys_under_it,
+    a_reminder_is_queued_once_however_many_race_for_it,
 );
+
+async fn a_reminder_is_queued_once_however_many_race_for_it(s: Arc<dyn Store>) {
+    use sspr_app::ports::Reminder;
+    let r = Reminder {
+        user_id: "ann".into(),
+        expires_at: 5_000_000,
+        days: 7,
+        sent_at: 100,
+    };
+    assert!(!s.reminder_sent("ann", 5_000_000, 7).await.unwrap());
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let (s, r) = (s.clone(), r.clone());
+        set.spawn(async move {
+            let m = OutboxMessage::new(Channel::Email, "ann@b.c", "expires", &format!("{i}"), 100);
+            let ev = AuditEvent::new(100, Activity::ExpiryReminder, Outcome::Success);
+            s.queue_reminder(&r, &[m], &ev).await.unwrap()
+        });
+    }
+    let mut wins = 0;
+    while let Some(won) = set.join_next().await {
+        wins += won.unwrap() as u32;
+    }
+    assert_eq!(wins, 1);
+    assert!(s.reminder_sent("ann", 5_000_000, 7).await.unwrap());
+    // One message and one audit event: the losers queued nothing.
+    let queued = s.outbox_list(100).await.unwrap();
+    assert_eq!(
+        queued.iter().filter(|m| m.recipient == "ann@b.c").count(),
+        1
+    );
+    let filter = sspr_app::ports::AuditFilter {
+        activity: Some(Activity::ExpiryReminder),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(s.audit_query(&filter).await.unwrap().len(), 1);
+    // Another threshold, or the next password's expiry, is a reminder of its own.
+    let next = Reminder {
+        days: 3,
+        ..r.clone()
+    };
+    let ev = AuditEvent::new(100, Activity::ExpiryReminder, Outcome::Success);
+    assert!(s.queue_reminder(&next, &[], &ev).await.unwrap());
+    let renewed = Reminder {
+        expires_at: 9_000_000,
+        ..r
+    };
+    assert!(s.queue_reminder(&renewed, &[], &ev).await.unwrap());
+    // Gone once its password has expired (a day after, with the other housekeeping).
+    s.purge_expired(5_000_000 + 86_401).await.unwrap();
+    assert!(!s.reminder_sent("ann", 5_000_000, 7).await.unwrap());
+    assert!(s.reminder_sent("ann", 9_000_000, 7).await.unwrap());
+}
 
 fn code(owner: &str, mac: &str, expires_at: i64) -> CodeRecord {
     CodeRecord {
@@ -796,6 +851,7 @@ mod user_lookup {
             enabled: true,
             locked: false,
             password_hash: format!("$argon2id$hash-of-{id}"),
+            password_changed_at: 10,
             email: Some(format!("{id}@example.test")),
             mobile: None,
             groups: groups.iter().map(|g| g.to_string()).collect(),

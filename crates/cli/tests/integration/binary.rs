@@ -579,3 +579,72 @@ async fn store_copy_round_trips_an_installation_through_postgresql() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn reminders_run_from_the_cli_as_a_table_or_json_and_bad_settings_say_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sspr.toml");
+    std::fs::write(
+        &cfg,
+        "[directory]\npassword_max_age_days = 10\n[reminders]\ndays = [0, 7]\nevery_minutes = 2\nlanguage = \"fr\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .args(["config", "check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    for want in [
+        "reminders.days: 0 is not between 1 and 365",
+        "reminders.every_minutes (2) must be between 5 and 1440",
+        "reminders.language \"fr\"",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+
+    // kim's password is new and lasts 10 days: the 14-day reminder is due.
+    std::fs::write(&cfg, "[directory]\npassword_max_age_days = 10\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sspr"))
+            .current_dir(dir.path())
+            .args(["reminders", "run", "-c"])
+            .arg(&cfg)
+            .args(args)
+            .env_remove("SSPR_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let mut add = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .current_dir(dir.path())
+        .args(["users", "add", "kim", "--email", "kim@example.test", "-c"])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        add.stdin.as_mut().unwrap(),
+        b"a long enough passphrase for kim\n",
+    )
+    .unwrap();
+    let out = add.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = run(&["--dry-run"]);
+    assert!(table.contains("in 8–14 days"), "{table}");
+    assert!(table.contains("would be queued"), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&run(&["--format", "json"])).unwrap();
+    assert_eq!(json["queued"], 1, "{json}");
+    assert_eq!(json["dry_run"], false, "{json}");
+    let json: serde_json::Value = serde_json::from_str(&run(&["--format", "json"])).unwrap();
+    assert_eq!(json["already_sent"], 1, "{json}");
+    assert_eq!(json["queued"], 0, "{json}");
+}

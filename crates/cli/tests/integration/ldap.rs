@@ -1140,7 +1140,7 @@ impl SambaAd {
         ad
     }
 
-    fn tool(&self, args: &[&str]) {
+    pub(crate) fn tool(&self, args: &[&str]) {
         let out = Command::new("samba-tool")
             .args(args)
             .args([

@@ -23,6 +23,7 @@ mod multi;
 mod portal;
 mod recovery;
 mod register;
+mod reminders;
 mod reset;
 mod ssh;
 mod sssd;

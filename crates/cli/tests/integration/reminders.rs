@@ -1,0 +1,213 @@
+//! Password-expiry reminders: from the built-in directory, a real slapd (ppolicy `pwdMaxAge`)
+//! and a real Samba AD (`msDS-UserPasswordExpiryTimeComputed`), delivered through the real
+//! SMTP listener, each at most once.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use sspr_app::reminders::ReminderReport;
+use sspr_domain::expiry::DAY;
+use sspr_store::NewUser;
+
+use crate::harness::{PASSWORD, Server};
+use crate::ldap::{AD_ADMIN_PW, NEW, OLD, SambaAd, Slapd, server_on};
+
+fn mails_to(s: &Server, to: &str, words: &str) -> usize {
+    s.smtp
+        .messages()
+        .iter()
+        .filter(|m| m.contains(&format!("To: {to}")) && m.contains(words))
+        .count()
+}
+
+async fn wait_mails(s: &Server, to: &str, words: &str, n: usize) {
+    for _ in 0..200 {
+        if mails_to(s, to, words) >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{to} has {} mails saying {words:?}, not {n}: {:#?}",
+        mails_to(s, to, words),
+        s.smtp.messages()
+    );
+}
+
+fn bucket(r: &ReminderReport, b: &str) -> usize {
+    r.expiring
+        .iter()
+        .find(|(k, _)| k == b)
+        .map(|(_, n)| *n)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn builtin_passwords_get_each_reminder_once_and_the_unregistered_a_nudge() {
+    let s = Server::start_with(|c| c.directory.password_max_age_days = 30).await;
+    // fay registered; gus has only the directory's address (not a method); hal has nothing.
+    s.registered_user("fay").await;
+    s.rt.builtin
+        .add_user(&NewUser {
+            login: "gus".into(),
+            display_name: "Gus".into(),
+            password: PASSWORD.into(),
+            groups: vec!["staff".into()],
+            email: Some("gus@contoso.test".into()),
+            mobile: None,
+        })
+        .await
+        .unwrap();
+    s.user("hal", &["staff"]).await;
+    let app = &s.rt.app;
+
+    // Nothing is due 20 days before expiry.
+    s.clock.advance(10 * DAY);
+    let r = app.run_reminders(false).await.unwrap();
+    assert_eq!((r.due, r.queued), (0, 0), "{r:?}");
+
+    // 10 days before: the 14-day reminder. A dry run reports and queues nothing.
+    s.clock.advance(10 * DAY);
+    let before = s.smtp.messages().len();
+    let r = app.run_reminders(true).await.unwrap();
+    assert_eq!(
+        (r.due, r.queued, r.registration_nudges, r.no_address),
+        (3, 2, 1, 1),
+        "{r:?}"
+    );
+    assert_eq!(bucket(&r, "14"), 3, "{r:?}");
+    let r = app.run_reminders(false).await.unwrap();
+    assert_eq!((r.queued, r.already_sent), (2, 0), "{r:?}");
+    wait_mails(&s, "fay@contoso.test", "expires in 10 days", 1).await;
+    wait_mails(&s, "gus@contoso.test", "expires in 10 days", 1).await;
+    let gus = s
+        .smtp
+        .messages()
+        .into_iter()
+        .find(|m| m.contains("To: gus@contoso.test"))
+        .unwrap();
+    assert!(gus.contains("/change"), "{gus}");
+    assert!(
+        gus.contains("/register"),
+        "the unregistered are asked to register: {gus}"
+    );
+    let fay = s
+        .smtp
+        .messages()
+        .into_iter()
+        .find(|m| m.contains("To: fay@contoso.test"))
+        .unwrap();
+    assert!(!fay.contains("/register"), "{fay}");
+    assert_eq!(s.smtp.messages().len(), before + 2);
+
+    // Run again, the same day: nothing more.
+    let r = app.run_reminders(false).await.unwrap();
+    assert_eq!((r.queued, r.already_sent), (0, 2), "{r:?}");
+
+    // 6 days before: the 7-day reminder.
+    s.clock.advance(4 * DAY);
+    let r = app.run_reminders(false).await.unwrap();
+    assert_eq!(r.queued, 2, "{r:?}");
+    wait_mails(&s, "fay@contoso.test", "expires in 6 days", 1).await;
+
+    // A changed password starts afresh: nothing due for fay now.
+    let (st, v) = s
+        .post(
+            "/api/v1/password/change",
+            None,
+            json!({ "user": "fay", "current_password": PASSWORD, "new_password": NEW }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let r = app.run_reminders(false).await.unwrap();
+    assert_eq!((r.due, r.queued), (2, 0), "only gus and hal are due: {r:?}");
+
+    // Expired: counted, not reminded.
+    s.clock.advance(7 * DAY);
+    let r = app.run_reminders(false).await.unwrap();
+    assert_eq!(bucket(&r, "expired"), 2, "{r:?}");
+    assert_eq!(r.queued, 0, "{r:?}");
+
+    let events = s.audit("user=fay&activity=expiry_reminder").await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_scheduled_job_runs_on_one_instance_per_window() {
+    let s = Server::start_with(|c| c.directory.password_max_age_days = 30).await;
+    let app = &s.rt.app;
+    assert!(app.reminders_turn(3600).await.unwrap());
+    assert!(!app.reminders_turn(3600).await.unwrap(), "taken this hour");
+    s.clock.advance(3599);
+    assert!(!app.reminders_turn(3600).await.unwrap());
+    s.clock.advance(1);
+    assert!(app.reminders_turn(3600).await.unwrap());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_maximum_age_the_run_says_what_to_set() {
+    let s = Server::start().await;
+    let e = s.rt.app.run_reminders(true).await.unwrap_err();
+    assert!(e.message.contains("password_max_age_days"), "{}", e.message);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn openldap_expiry_comes_from_pwd_changed_time_and_the_policys_max_age() {
+    let slapd = Slapd::start();
+    let s = server_on(
+        &slapd,
+        format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+        "cn=sspr,dc=sspr,dc=test",
+        "service-secret",
+    )
+    .await;
+    slapd.modify(
+        "dn: cn=default,ou=policies,dc=sspr,dc=test\nchangetype: modify\nadd: pwdMaxAge\npwdMaxAge: 2592000\n",
+    );
+    // alice's change sets pwdChangedTime; mallory's password dates from before ppolicy (no
+    // pwdChangedTime): its age is unknown and it is left out.
+    let (st, v) = s
+        .post(
+            "/api/v1/password/change",
+            None,
+            json!({ "user": "alice", "current_password": OLD, "new_password": NEW }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let app = &s.rt.app;
+    let r = app.run_reminders(false).await.unwrap();
+    assert_eq!(r.due, 0, "30 days left: {r:?}");
+
+    // The test's clock may run a few seconds behind slapd's: an hour more keeps it at 10.
+    s.clock.advance(20 * DAY + 3600);
+    let r = app.run_reminders(false).await.unwrap();
+    assert_eq!((r.due, r.queued), (1, 1), "{r:?}");
+    wait_mails(&s, "alice@contoso.test", "expires in 10 days", 1).await;
+    let r = app.run_reminders(false).await.unwrap();
+    assert_eq!((r.queued, r.already_sent), (0, 1), "{r:?}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_directory_expiry_is_the_domains_own_computation() {
+    let ad = SambaAd::start();
+    ad.tool(&["domain", "passwordsettings", "set", "--max-pwd-age=10"]);
+    let cfg = ad.config("Administrator", AD_ADMIN_PW);
+    let s = Server::start_with(move |c| {
+        c.directory.kind = "ldap".into();
+        c.directory.ldap = Some(cfg);
+        c.directory.trust_contacts = true;
+    })
+    .await;
+    let r = s.rt.app.run_reminders(false).await.unwrap();
+    // Every account was created just now (alice, weak, the domain's Administrator): 10 days
+    // left, the 14-day reminder. Only alice has an address.
+    assert!(bucket(&r, "14") >= 2, "{r:?}");
+    assert_eq!(r.queued, 1, "{r:?}");
+    assert_eq!(r.due, r.queued + r.no_address, "{r:?}");
+    // 10 days, or 11 while the test's clock lags Samba's by a moment.
+    wait_mails(&s, "alice@contoso.test", "your password expires in 1", 1).await;
+    s.stop().await;
+}
