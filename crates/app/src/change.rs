@@ -18,7 +18,7 @@ use crate::crypto::token_hash;
 use crate::error::{AppError, ErrorKind};
 use crate::finish::Write;
 use crate::messages::Msg;
-use crate::ports::FlowRecord;
+use crate::ports::{FlowRecord, PasswordCheck};
 use crate::reset::short_id;
 
 impl App {
@@ -84,9 +84,13 @@ impl App {
         new_password: &str,
     ) -> Result<FlowResponse, AppError> {
         let mut ev = self.event(ctx, Activity::ChangePassword, Outcome::Success);
-        let account = self
-            .check_credentials(ctx, &mut ev, user, current, Msg::SignInFailed)
+        // A password that has expired or must be changed is what this page is for.
+        let (account, check) = self
+            .credentials(ctx, &mut ev, user, current, Msg::SignInFailed)
             .await?;
+        if check == PasswordCheck::MustChange {
+            ev.merge_details(serde_json::json!({ "required": true }));
+        }
         ev.actor = account.login.clone();
         ev.target = account.login.clone();
         let policy = self.policy().await?;

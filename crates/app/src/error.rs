@@ -19,6 +19,9 @@ pub enum ErrorKind {
     TooMany,
     /// The new password breaks a rule (422).
     PasswordRejected,
+    /// The password is right but has expired or must be changed first (403,
+    /// `password_change_required`).
+    PasswordChangeRequired,
     /// Someone else is completing this flow right now (409).
     Conflict,
     /// The directory could not be reached, did not answer, or failed otherwise (503).
@@ -45,6 +48,7 @@ impl ErrorKind {
             Self::VerificationFailed => "verification_failed",
             Self::TooMany => "too_many_requests",
             Self::PasswordRejected => "password_rejected",
+            Self::PasswordChangeRequired => "password_change_required",
             Self::Conflict => "conflict",
             Self::Directory => "directory_unavailable",
             Self::DirectoryRefused => "directory_refused",

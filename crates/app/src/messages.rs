@@ -87,11 +87,12 @@ pub enum Msg {
     ChangedStillLocked,
     PasswordChangedByUser,
     ChangeLocked,
+    MustChangePassword,
     StoreUnavailable,
     Busy,
 }
 
-pub const ALL_MSGS: [Msg; 50] = [
+pub const ALL_MSGS: [Msg; 51] = [
     Msg::EnterUserId,
     Msg::ChooseMethod,
     Msg::RegistrationRequired,
@@ -140,6 +141,7 @@ pub const ALL_MSGS: [Msg; 50] = [
     Msg::ChangedStillLocked,
     Msg::PasswordChangedByUser,
     Msg::ChangeLocked,
+    Msg::MustChangePassword,
     Msg::StoreUnavailable,
     Msg::Busy,
 ];
@@ -314,6 +316,12 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
         }
         (Lang::Zh, PasswordChangedByUser) => {
             "密码已更改。从现在起，请在所有登录的设备上使用新密码。"
+        }
+        (Lang::En, MustChangePassword) => {
+            "Your password has expired, or must be changed before you can use it. Choose a new one: type the current password once more, then the new one."
+        }
+        (Lang::Zh, MustChangePassword) => {
+            "你的密码已过期，或必须先更改才能使用。请选择新密码：再输入一次当前密码，然后输入新密码。"
         }
         (Lang::En, ChangeLocked) => {
             "Your account is locked, so the password was not changed. Reset it instead (that also unlocks the account), or contact your helpdesk."

@@ -440,6 +440,17 @@ pub struct DirUser {
     pub mobile: Option<String>,
 }
 
+/// What a password check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    Wrong,
+    Right,
+    /// Right, but the directory accepts it for nothing but a change: it has expired, or an
+    /// administrator set it to be changed at the next sign-in (AD `pwdLastSet = 0`, ppolicy
+    /// `pwdReset`). Only someone who knows the password learns this.
+    MustChange,
+}
+
 /// A password that expires, and whose it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expiring {
@@ -474,8 +485,12 @@ pub enum DirError {
 pub trait Directory: Send + Sync + 'static {
     /// Exactly one user for the login, or none.
     async fn find_user(&self, login: &str) -> Result<Option<DirUser>, DirError>;
-    /// Checks the current password (registration sign-in). Never called with an empty one.
-    async fn check_password(&self, user: &DirUser, password: &str) -> Result<bool, DirError>;
+    /// Checks the current password (sign-ins, a change). Never called with an empty one.
+    async fn check_password(
+        &self,
+        user: &DirUser,
+        password: &str,
+    ) -> Result<PasswordCheck, DirError>;
     /// The work of [`Directory::check_password`] for a login that cannot sign in (no such
     /// user, or a disabled one), without checking anything: the same lookups, the same
     /// connection and bind or hash, the same limits. So the answer, its time, and how it

@@ -16,7 +16,7 @@ use crate::app::{App, RequestCtx, keys};
 use crate::crypto::token_hash;
 use crate::error::{AppError, ErrorKind};
 use crate::messages::Msg;
-use crate::ports::{MethodRecord, MethodStatus, SessionRecord};
+use crate::ports::{MethodRecord, MethodStatus, PasswordCheck, SessionRecord};
 use crate::reset::mask_destination;
 
 /// Addresses whose failed sign-ins, each up to `account_failures`, stop an account's sign-in
@@ -91,6 +91,30 @@ impl App {
         password: &str,
         failed: Msg,
     ) -> Result<crate::ports::DirUser, AppError> {
+        let (u, check) = self.credentials(ctx, ev, user, password, failed).await?;
+        if check == PasswordCheck::MustChange {
+            // The right password, which the directory accepts for a change only: sent to the
+            // change instead of being told it is wrong. Not a failure to count.
+            ev.reason = "password_change_required".into();
+            let err = AppError::new(
+                ErrorKind::PasswordChangeRequired,
+                ctx.t(Msg::MustChangePassword),
+            );
+            return Err(self.fail(ev.clone(), err).await);
+        }
+        Ok(u)
+    }
+
+    /// [`App::check_credentials`] that lets a password that must be changed through, saying
+    /// so: for the change itself.
+    pub(crate) async fn credentials(
+        &self,
+        ctx: &RequestCtx,
+        ev: &mut sspr_domain::AuditEvent,
+        user: &str,
+        password: &str,
+        failed: Msg,
+    ) -> Result<(crate::ports::DirUser, PasswordCheck), AppError> {
         let Some(login) = canonical_login(user) else {
             ev.reason = "invalid_user_id".into();
             return Err(self
@@ -159,14 +183,14 @@ impl App {
                 .directory
                 .check_password_of_nobody(&login, password)
                 .await
-                .map(|()| false),
+                .map(|()| PasswordCheck::Wrong),
         };
         let ok = match checked {
             Ok(ok) => ok,
             Err(e) => return Err(self.directory_failure(ctx, ev.clone(), e).await),
         };
         match (ok, found) {
-            (true, Some(u)) => Ok(u),
+            (PasswordCheck::Right | PasswordCheck::MustChange, Some(u)) => Ok((u, ok)),
             (_, found) => {
                 self.store
                     .hit(&keys::login_ip_failures(&login, &ctx.ip), now)

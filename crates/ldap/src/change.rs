@@ -9,7 +9,8 @@ use ldap3::{Ldap, LdapError, Mod};
 use sspr_app::ports::{DirError, DirUser};
 
 use crate::ad::{ad_error, unicode_pwd};
-use crate::openldap::{PPOLICY_OID, rejection};
+use crate::connection::UserBind;
+use crate::openldap::{ppolicy_request, rejection};
 use crate::{Flavor, LdapDirectory, directory_said, unavailable};
 
 impl LdapDirectory {
@@ -25,11 +26,21 @@ impl LdapDirectory {
             ));
         }
         let dn = self.dn_of(user).await?;
-        let Some(mut conn) = self.bound_as(&dn, current).await? else {
+        let mut conn = match self.bound_as(&dn, current).await? {
+            UserBind::Bound(conn, _) => conn,
+            // Expired, or to be changed at the next logon (AD): the directory lets the user
+            // do nothing, a change included, yet has just said the password is right. The
+            // service account writes it, as a reset that neither unlocks nor asks for
+            // another change.
+            UserBind::Refused { must_change: true } => {
+                return self.change_on_behalf(user, new_password).await;
+            }
             // Checked a moment ago: changed meanwhile, or locked by failures elsewhere.
-            return Err(DirError::Other(format!(
-                "ldap: {dn}: the current password no longer binds"
-            )));
+            UserBind::Refused { must_change: false } => {
+                return Err(DirError::Other(format!(
+                    "ldap: {dn}: the current password no longer binds"
+                )));
+            }
         };
         let ldap = &mut conn.ldap;
         let r = self
@@ -45,6 +56,78 @@ impl LdapDirectory {
     }
 }
 
+impl LdapDirectory {
+    async fn change_on_behalf(&self, user: &DirUser, new_password: &str) -> Result<(), DirError> {
+        let (mut s, dn) = self.service_and_entry(user).await?;
+        let r = self
+            .timed(async {
+                match self.cfg.flavor {
+                    Flavor::OpenLdap => {
+                        let r = s
+                            .ldap
+                            .with_controls(vec![ppolicy_request()])
+                            .extended(PasswordModify {
+                                user_id: Some(&dn),
+                                old_pass: None,
+                                new_pass: Some(new_password),
+                            })
+                            .await
+                            .map_err(unavailable)?
+                            .success();
+                        match r {
+                            Ok(_) => Ok(()),
+                            Err(e) => Err(refused(&dn, e)),
+                        }
+                    }
+                    Flavor::Ad => {
+                        // The policy hints make the domain's history and minimum age apply,
+                        // as to the user's own change, where the server lists them.
+                        let hints: Vec<_> = self
+                            .policy_hints(&mut s.ldap)
+                            .await?
+                            .map(|oid| ldap3::controls::RawControl {
+                                ctype: oid.into(),
+                                crit: false,
+                                val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
+                            })
+                            .into_iter()
+                            .collect();
+                        let mods = vec![Mod::Replace(b"unicodePwd".to_vec(), unicode_pwd(new_password))];
+                        let r = s
+                            .ldap
+                            .with_controls(hints)
+                            .modify(&dn, mods)
+                            .await
+                            .map_err(unavailable)?;
+                        if r.rc == 0 {
+                            return Ok(());
+                        }
+                        tracing::warn!(dn = %dn, rc = r.rc, text = %r.text, "ldap: the change of an expired AD password was refused");
+                        Err(ad_error(&dn, r.rc, &r.text, false))
+                    }
+                }
+            })
+            .await;
+        self.give_back(s, &r);
+        r
+    }
+}
+
+/// A refused OpenLDAP password modify: the policy's words for the user, or the cause.
+fn refused(dn: &str, e: LdapError) -> DirError {
+    tracing::warn!(dn = %dn, error = %e, "ldap: the password change was refused");
+    if let Some(r) = rejection(&e) {
+        return DirError::Rejected(r);
+    }
+    match &e {
+        LdapError::LdapResult { result } if result.rc == 50 => DirError::Permission(format!(
+            "ldap: the service account may not set the expired password of {dn} (write access to userPassword); directory said {}",
+            directory_said(result.rc, &result.text)
+        )),
+        other => DirError::Other(format!("ldap: password change of {dn}: {other}")),
+    }
+}
+
 /// RFC 3062 with the old password, as the user, asking for the ppolicy response control.
 async fn openldap_change(
     ldap: &mut Ldap,
@@ -52,13 +135,8 @@ async fn openldap_change(
     current: &str,
     new_password: &str,
 ) -> Result<(), DirError> {
-    let ppolicy = ldap3::controls::RawControl {
-        ctype: PPOLICY_OID.into(),
-        crit: false,
-        val: None,
-    };
     let r = ldap
-        .with_controls(vec![ppolicy])
+        .with_controls(vec![ppolicy_request()])
         .extended(PasswordModify {
             user_id: Some(dn),
             old_pass: Some(current),

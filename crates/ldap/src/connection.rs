@@ -10,6 +10,26 @@ use sspr_app::ports::{DirError, DirUser};
 use crate::search::entry_id;
 use crate::{LdapConfig, LdapDirectory, directory_said, unavailable};
 
+/// What a bind as the user gave.
+pub(crate) enum UserBind {
+    /// Bound; `true` when the session may only change the password (ppolicy `pwdReset`).
+    Bound(UserConnection, bool),
+    /// Refused; `must_change` when the password was right but has expired or must be
+    /// changed (AD `data 773`/`data 532`, ppolicy `passwordExpired`).
+    Refused { must_change: bool },
+}
+
+/// Whether a bind's answer says "right password, but change it first": ppolicy's
+/// `passwordExpired` (0) or `changeAfterReset` (2); AD's invalidCredentials with
+/// `data 532` (expired) or `data 773` (must change at next logon).
+pub(crate) fn must_change(r: &ldap3::LdapResult) -> bool {
+    let ad = r.rc == 49 && {
+        let t = r.text.to_lowercase();
+        t.contains("data 532") || t.contains("data 773")
+    };
+    ad || matches!(crate::openldap::ppolicy_error(r), Some(0 | 2))
+}
+
 /// A connection bound as a user, holding its turn among the `password_checks`.
 pub(crate) struct UserConnection {
     pub(crate) ldap: Ldap,
@@ -223,21 +243,19 @@ impl LdapDirectory {
     /// longer than `timeout_secs` for its turn is refused as busy, untried.
     pub(crate) async fn bind_as(&self, dn: &str, password: &str) -> Result<bool, DirError> {
         Ok(match self.bound_as(dn, password).await? {
-            Some(mut user) => {
+            UserBind::Bound(mut user, _) => {
                 let _ = user.ldap.unbind().await;
                 true
             }
-            None => false,
+            UserBind::Refused { .. } => false,
         })
     }
 
     /// A connection of its own bound as `dn` (never a pooled one), taking one of the
-    /// `password_checks` turns for as long as it is held; `None` when the bind is refused.
-    pub(crate) async fn bound_as(
-        &self,
-        dn: &str,
-        password: &str,
-    ) -> Result<Option<UserConnection>, DirError> {
+    /// `password_checks` turns for as long as it is held. The bind asks for ppolicy's
+    /// response control, which (like AD's diagnostic text) tells a password that has expired
+    /// or must be changed from a wrong one.
+    pub(crate) async fn bound_as(&self, dn: &str, password: &str) -> Result<UserBind, DirError> {
         let secs = self.cfg.timeout_secs;
         let turn = tokio::time::timeout(
             Duration::from_secs(secs),
@@ -256,15 +274,29 @@ impl LdapDirectory {
         };
         let mut ldap = self.connect().await?;
         let r = self
-            .timed(async { ldap.simple_bind(dn, password).await.map_err(unavailable) })
+            .timed(async {
+                ldap.with_controls(vec![crate::openldap::ppolicy_request()])
+                    .simple_bind(dn, password)
+                    .await
+                    .map_err(unavailable)
+            })
             .await;
-        match r {
-            Ok(r) if r.rc == 0 => Ok(Some(UserConnection { ldap, _turn: turn })),
-            r => {
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
                 let _ = ldap.unbind().await;
-                r.map(|_| None)
+                return Err(e);
             }
+        };
+        let must_change = must_change(&r);
+        if r.rc == 0 {
+            return Ok(UserBind::Bound(
+                UserConnection { ldap, _turn: turn },
+                must_change,
+            ));
         }
+        let _ = ldap.unbind().await;
+        Ok(UserBind::Refused { must_change })
     }
 
     /// Puts a connection back for reuse, unless the operation on it failed at the transport

@@ -39,10 +39,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ldap3::Scope;
 use serde::{Deserialize, Serialize};
-use sspr_app::ports::{DirError, DirUser, Directory};
+use sspr_app::ports::{DirError, DirUser, Directory, PasswordCheck};
 
 use crate::ad::{ad_account_expired, filetime_now};
-use crate::connection::{Pool, pooled_read};
+use crate::connection::{Pool, UserBind, pooled_read};
 use crate::openldap::is_ppolicy_admin_lock;
 use crate::search::{entry_id, first};
 
@@ -272,13 +272,28 @@ impl Directory for LdapDirectory {
         Ok(Some(self.user_from_entry(&e, groups, login)))
     }
 
-    async fn check_password(&self, user: &DirUser, password: &str) -> Result<bool, DirError> {
+    async fn check_password(
+        &self,
+        user: &DirUser,
+        password: &str,
+    ) -> Result<PasswordCheck, DirError> {
         // An empty password would be an unauthenticated bind that "succeeds" (RFC 4513 §5.1.2).
         if password.is_empty() {
-            return Ok(false);
+            return Ok(PasswordCheck::Wrong);
         }
         let dn = self.dn_of(user).await?;
-        self.bind_as(&dn, password).await
+        Ok(match self.bound_as(&dn, password).await? {
+            UserBind::Bound(mut conn, must_change) => {
+                let _ = conn.ldap.unbind().await;
+                if must_change {
+                    PasswordCheck::MustChange
+                } else {
+                    PasswordCheck::Right
+                }
+            }
+            UserBind::Refused { must_change: true } => PasswordCheck::MustChange,
+            UserBind::Refused { must_change: false } => PasswordCheck::Wrong,
+        })
     }
 
     async fn check_password_of_nobody(&self, login: &str, password: &str) -> Result<(), DirError> {

@@ -20,7 +20,7 @@ pub(crate) fn is_ppolicy_admin_lock(v: &str) -> bool {
 pub(crate) const PPOLICY_OID: &str = "1.3.6.1.4.1.42.2.27.8.5.1";
 
 /// The ppolicy error code in a response control: `SEQUENCE { … [1] ENUMERATED error }`.
-fn ppolicy_error(result: &ldap3::LdapResult) -> Option<u8> {
+pub(crate) fn ppolicy_error(result: &ldap3::LdapResult) -> Option<u8> {
     let c = result.ctrls.iter().find(|c| c.1.ctype == PPOLICY_OID)?;
     let v = c.1.val.as_deref()?;
     // Skip the SEQUENCE header, then walk the elements for the context-specific [1].
@@ -33,6 +33,15 @@ fn ppolicy_error(result: &ldap3::LdapResult) -> Option<u8> {
         i += 2 + len;
     }
     None
+}
+
+/// The password policy request control, which asks the server to say why in its answer.
+pub(crate) fn ppolicy_request() -> ldap3::controls::RawControl {
+    ldap3::controls::RawControl {
+        ctype: PPOLICY_OID.into(),
+        crit: false,
+        val: None,
+    }
 }
 
 /// A ppolicy or server refusal in words for the user; the raw text goes to the log.

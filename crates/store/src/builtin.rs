@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sspr_app::crypto::{HashPool, token_hash};
-use sspr_app::ports::{DirError, DirUser, Directory, Expiring, UserFlag, UserRecord, UserStore};
+use sspr_app::ports::{
+    DirError, DirUser, Directory, Expiring, PasswordCheck, UserFlag, UserRecord, UserStore,
+};
 use sspr_domain::clock::UnixTime;
 use sspr_domain::identity::{canonical_login, login_problem};
 use sspr_domain::{Clock, Random, Rejection};
@@ -176,22 +178,32 @@ impl Directory for BuiltinDirectory {
         Ok(self.users.user(&id).await.map_err(derr)?.map(dir_user))
     }
 
-    async fn check_password(&self, user: &DirUser, password: &str) -> Result<bool, DirError> {
+    async fn check_password(
+        &self,
+        user: &DirUser,
+        password: &str,
+    ) -> Result<PasswordCheck, DirError> {
         if password.is_empty() {
-            return Ok(false);
+            return Ok(PasswordCheck::Wrong);
         }
-        match self.users.user(&user.id).await.map_err(derr)? {
-            // A locked account does not sign in anywhere, registration included.
-            Some(u) => {
-                let ok = self
-                    .hasher
-                    .verify(password, &u.password_hash)
-                    .await
-                    .map_err(herr)?;
-                Ok(ok && !u.locked)
-            }
-            None => Ok(false),
-        }
+        let Some(u) = self.users.user(&user.id).await.map_err(derr)? else {
+            return Ok(PasswordCheck::Wrong);
+        };
+        let ok = self
+            .hasher
+            .verify(password, &u.password_hash)
+            .await
+            .map_err(herr)?;
+        // A locked account does not sign in anywhere, registration included.
+        Ok(if !ok || u.locked {
+            PasswordCheck::Wrong
+        } else if self.max_age_secs > 0
+            && u.password_changed_at + self.max_age_secs <= self.clock.now()
+        {
+            PasswordCheck::MustChange
+        } else {
+            PasswordCheck::Right
+        })
     }
 
     async fn check_password_of_nobody(&self, login: &str, password: &str) -> Result<(), DirError> {

@@ -197,6 +197,9 @@ pub async fn sign_in(p: Posted) -> Response {
         Err(e) => {
             let e = w.audited(e).await;
             let status = w.status_for(&e);
+            if e.kind == sspr_app::ErrorKind::PasswordChangeRequired {
+                return crate::change::required(w, status, e, &user).await;
+            }
             signin_page(w, status, next, Some(e), &user)
         }
     }

@@ -51,6 +51,12 @@ pub async fn submit(p: Posted) -> Response {
     }
 }
 
+/// A sign-in whose password is right but must be changed first lands here: the change form,
+/// saying why, with the user ID filled in.
+pub(crate) async fn required(w: Web, status: StatusCode, e: AppError, user: &str) -> Response {
+    form(w, status, Some(e), user).await
+}
+
 async fn form(w: Web, status: StatusCode, error: Option<AppError>, user: &str) -> Response {
     // The general rules only: a user's own (an AD fine-grained policy) could reveal their
     // groups to whoever types their ID.

@@ -121,6 +121,9 @@ pub async fn sign_in(p: Posted) -> Response {
         Err(e) => {
             let e = w.audited(e).await;
             let status = w.status_for(&e);
+            if e.kind == ErrorKind::PasswordChangeRequired {
+                return crate::change::required(w, status, e, user.trim()).await;
+            }
             signin_page(w, status, Some(e), user.trim())
         }
     }

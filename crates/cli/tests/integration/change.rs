@@ -356,3 +356,139 @@ async fn active_directory_a_change_is_the_users_own_write_under_the_domains_rule
     assert_eq!(ev.len(), 1, "{ev:?}");
     s.stop().await;
 }
+
+async fn sign_in(s: &Server, user: &str, pw: &str) -> (StatusCode, Value) {
+    s.post(
+        "/api/v1/session",
+        None,
+        json!({ "user": user, "password": pw }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_expired_builtin_password_sends_the_sign_in_to_the_change() {
+    let s = Server::start_with(|c| c.directory.password_max_age_days = 30).await;
+    s.user("ivy", &["staff"]).await;
+    let (st, v) = sign_in(&s, "ivy", PASSWORD).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+
+    s.clock.advance(31 * 86_400);
+    // The right password, expired: not "wrong", but "change it", with its own code.
+    let (st, v) = sign_in(&s, "ivy", PASSWORD).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"], "password_change_required", "{v}");
+    assert!(message(&v).contains("expired"), "{v}");
+    // A wrong password still gets the sign-in answer.
+    let (st, _) = sign_in(&s, "ivy", "not the password at all").await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    // In the portal, the sign-in page hands over to the change form, the ID filled in.
+    let mut b = Browser::new(&s);
+    let page = b.get("/register").await;
+    let csrf = page.field("csrf");
+    let p = b
+        .post(
+            "/register/sign-in",
+            &[("csrf", &csrf), ("user", "ivy"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    assert!(p.body.contains("id=\"change-form\""), "{}", p.body);
+    assert!(p.body.contains("value=\"ivy\""), "{}", p.body);
+
+    let (st, v) = change(&s, "ivy", PASSWORD, NEW).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = sign_in(&s, "ivy", NEW).await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "a new password lasts another 30 days: {v}"
+    );
+    let ev = s
+        .audit("user=ivy&activity=change_password&result=success")
+        .await;
+    assert_eq!(ev[0]["details"]["required"], true, "{ev:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn openldap_passwords_to_change_are_told_apart_from_wrong_ones_and_changed() {
+    let slapd = Slapd::start();
+    let s = server_on(
+        &slapd,
+        format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+        "cn=sspr,dc=sspr,dc=test",
+        "service-secret",
+    )
+    .await;
+    // pwdReset (an administrator's "change at next sign-in"): the bind works, but ppolicy
+    // allows nothing else; signing in to register would be no use.
+    let mallory = "uid=mallory,ou=people,dc=sspr,dc=test";
+    slapd.modify(&format!(
+        "dn: {mallory}\nchangetype: modify\nreplace: pwdReset\npwdReset: TRUE\n"
+    ));
+    let (st, v) = sign_in(&s, "mallory", OLD).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"], "password_change_required", "{v}");
+
+    // Expired (pwdMaxAge, no grace logins): the bind is refused with passwordExpired.
+    let policy = "dn: cn=default,ou=policies,dc=sspr,dc=test\nchangetype: modify\n";
+    slapd.modify(&format!("{policy}add: pwdMaxAge\npwdMaxAge: 1\n"));
+    // alice's password gets a pwdChangedTime first: an entry without one never expires.
+    let (st, v) = change(&s, "alice", OLD, "copper lantern beside the sea").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(
+        !slapd.binds("alice", "copper lantern beside the sea"),
+        "expired"
+    );
+    let (st, v) = sign_in(&s, "alice", "copper lantern beside the sea").await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"], "password_change_required", "{v}");
+    let (st, _) = sign_in(&s, "alice", "not the password at all").await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // The user cannot bind to change it: the service account writes it for them.
+    let (st, v) = change(&s, "alice", "copper lantern beside the sea", NEW).await;
+    slapd.modify(&format!("{policy}delete: pwdMaxAge\n"));
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(slapd.binds("alice", NEW));
+    assert!(!slapd.binds("alice", "copper lantern beside the sea"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_directory_must_change_at_next_logon_is_changed_not_called_wrong() {
+    let ad = SambaAd::start();
+    ad.tool(&[
+        "user",
+        "create",
+        "bob",
+        AD_OLD,
+        "--must-change-at-next-login",
+        "--mail-address=bob@contoso.test",
+    ]);
+    assert!(!ad.binds("bob", AD_OLD), "AD refuses the bind (data 773)");
+    let cfg = ad.config("Administrator", crate::ldap::AD_ADMIN_PW);
+    let s = Server::start_with(move |c| {
+        c.directory.kind = "ldap".into();
+        c.directory.ldap = Some(cfg);
+    })
+    .await;
+    let (st, v) = sign_in(&s, "bob", AD_OLD).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"], "password_change_required", "{v}");
+    let (st, _) = sign_in(&s, "bob", "Wrong-Passw0rd!").await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    let strong = "Amber-Kettle-Moonlight-4";
+    let (st, v) = change(&s, "bob", AD_OLD, strong).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(
+        ad.binds("bob", strong),
+        "the new password binds: no change is asked any more"
+    );
+    let (st, v) = sign_in(&s, "bob", strong).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    s.stop().await;
+}

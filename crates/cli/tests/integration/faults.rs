@@ -3,6 +3,7 @@
 //! password change must have exactly one audit event and one notice (no unaudited change, no
 //! duplicate). The same loop, run 100 times, is `bench/kill9.sh`.
 
+use sspr_app::ports::PasswordCheck;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -417,8 +418,10 @@ pub async fn kill9_loop(loops: u32) -> Tally {
             .builtin
             .check_password(&user, &new_password)
             .await
-            .unwrap();
-        let unchanged = rt.builtin.check_password(&user, &current).await.unwrap();
+            .unwrap()
+            == PasswordCheck::Right;
+        let unchanged =
+            rt.builtin.check_password(&user, &current).await.unwrap() == PasswordCheck::Right;
         if changed {
             tally.changes += 1;
             current = new_password.clone();

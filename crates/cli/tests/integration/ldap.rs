@@ -1,5 +1,6 @@
 //! OpenLDAP writeback against a real slapd (ppolicy overlay, TLS) started in a temp dir.
 
+use sspr_app::ports::PasswordCheck;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -926,7 +927,10 @@ async fn service_connections_are_pooled_and_survive_a_restart() {
             } else {
                 (mallory.clone(), "wrong password")
             };
-            tokio::spawn(async move { dir.check_password(&who, pw).await.unwrap() == (i % 2 == 0) })
+            tokio::spawn(async move {
+                (dir.check_password(&who, pw).await.unwrap() == PasswordCheck::Right)
+                    == (i % 2 == 0)
+            })
         })
         .collect();
     let found = concurrent_lookups(&dir, "mallory", 20).await;
@@ -967,7 +971,9 @@ async fn password_checks_open_a_bounded_number_of_connections() {
                 let (dir, alice) = (dir.clone(), alice.clone());
                 tokio::spawn(async move {
                     if i % 2 == 0 {
-                        dir.check_password(&alice, OLD).await
+                        dir.check_password(&alice, OLD)
+                            .await
+                            .map(|c| c == PasswordCheck::Right)
                     } else {
                         dir.check_password_of_nobody("nosuchuser", "some password")
                             .await
