@@ -327,3 +327,36 @@ async fn portal_an_administrator_uses_insights_policy_users_and_audit_in_both_la
     b.close().await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn portal_an_expired_password_is_changed_from_the_sign_in_page() {
+    let s = Server::start_with(|c| c.directory.password_max_age_days = 90).await;
+    s.user("quinn", &["staff"]).await;
+    s.clock.advance(91 * 86_400);
+    let Some(b) = Browser::start("en").await else {
+        return;
+    };
+    // Signing in with the expired (but right) password leads to the change, the ID kept.
+    b.open(&s, "/register").await;
+    b.fill("#user", "quinn").await;
+    b.fill("#password", PASSWORD).await;
+    b.click("#sign-in").await;
+    b.wait_for("#change-form").await;
+    assert!(b.text("#error").await.contains("expired"));
+    assert_eq!(
+        b.execute("return document.querySelector('#user').value;")
+            .await,
+        "quinn"
+    );
+    b.fill("#current_password", PASSWORD).await;
+    b.fill("#new_password", NEW_PASSWORD).await;
+    assert!(meter(&b).await >= 3, "the strength meter runs here too");
+    b.fill("#confirm_password", NEW_PASSWORD).await;
+    shot(&b, "change-required").await;
+    b.click("#change-password").await;
+    b.wait_for("#done").await;
+    assert!(b.text("#done").await.contains("has been changed"));
+    shot(&b, "change-done").await;
+    assert!(s.password_works("quinn", NEW_PASSWORD).await);
+    b.close().await;
+}
