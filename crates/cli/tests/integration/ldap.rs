@@ -54,6 +54,7 @@ suffix "dc=sspr,dc=test"
 rootdn "cn=admin,dc=sspr,dc=test"
 rootpw admin-secret
 directory {d}/db
+limits dn.exact="cn=sspr,dc=sspr,dc=test" size.prtotal=unlimited
 overlay ppolicy
 ppolicy_default "cn=default,ou=policies,dc=sspr,dc=test"
 access to attrs=userPassword
@@ -120,9 +121,11 @@ access to *
     }
 
     fn spawn(d: &Path, ldap_port: u16, ldaps_port: u16) -> Child {
+        // Debug level 256 (stats): one line per operation in slapd.log, for tests that count
+        // what sspr asks.
         let child = Command::new("slapd")
             .arg("-d")
-            .arg("0")
+            .arg("256")
             .arg("-f")
             .arg(d.join("slapd.conf"))
             .arg("-h")
@@ -177,6 +180,15 @@ access to *
 
     pub fn ca(&self) -> std::path::PathBuf {
         self.dir.path().join("tls/ca.pem")
+    }
+
+    /// Search operations slapd has logged so far.
+    pub fn searches(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("slapd.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" SRCH base="))
+            .count()
     }
 
     /// Runs an LDIF change as the directory's root.

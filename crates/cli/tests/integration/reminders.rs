@@ -211,3 +211,65 @@ async fn active_directory_expiry_is_the_domains_own_computation() {
     wait_mails(&s, "alice@contoso.test", "your password expires in 1", 1).await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn openldap_twelve_hundred_accounts_are_read_in_pages_not_one_search_each() {
+    let slapd = Slapd::start();
+    slapd.modify(
+        "dn: cn=default,ou=policies,dc=sspr,dc=test\nchangetype: modify\nadd: pwdMaxAge\npwdMaxAge: 2592000\n",
+    );
+    // 1,200 accounts with passwords (ppolicy stamps pwdChangedTime when an entry is added with
+    // one), all members of one group entry.
+    let n = 1200;
+    let mut ldif = String::new();
+    for i in 0..n {
+        ldif.push_str(&format!(
+            "dn: uid=u{i},ou=people,dc=sspr,dc=test\nchangetype: add\nobjectClass: inetOrgPerson\nuid: u{i}\ncn: User {i}\nsn: U\n\
+             mail: u{i}@contoso.test\nuserPassword: password number {i}\n\n"
+        ));
+    }
+    ldif.push_str("dn: cn=many,ou=groups,dc=sspr,dc=test\nchangetype: add\nobjectClass: groupOfNames\ncn: many\n");
+    for i in 0..n {
+        ldif.push_str(&format!("member: uid=u{i},ou=people,dc=sspr,dc=test\n"));
+    }
+    slapd.modify(&ldif);
+    let s = server_on(
+        &slapd,
+        format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+        "cn=sspr,dc=sspr,dc=test",
+        "service-secret",
+    )
+    .await;
+    // Only members of "many" may use sspr: the groups must come with the scan.
+    s.set_policy(|p| {
+        p["scope"] = json!("groups");
+        p["groups"] = json!(["many"]);
+    })
+    .await;
+    s.clock.advance(20 * DAY + 3600);
+
+    // slapd's default size limit (500) holds for paged searches too: a service account
+    // without a `limits` line of its own is told so, and nothing is sent.
+    let cfg = crate::ldap::ldap_config(
+        &slapd,
+        format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+        "cn=weak,dc=sspr,dc=test",
+        "weak-secret",
+    );
+    let weak = sspr_ldap::LdapDirectory::new(cfg).unwrap();
+    let e = sspr_app::ports::Directory::expiring_passwords(&weak, s.clock_now() + 30 * DAY)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("size.prtotal=unlimited"), "{e}");
+
+    let before = slapd.searches();
+    let r = s.rt.app.run_reminders(true).await.unwrap();
+    let searches = slapd.searches() - before;
+    // alice and mallory (staff, outside the scope) date from slapadd: no pwdChangedTime.
+    assert_eq!((r.due, r.queued, r.out_of_scope), (n, n, 0), "{r:?}");
+    eprintln!("{searches} searches for {n} accounts");
+    // 3 pages of users, 1 of groups, the policy: not 1,200 searches.
+    assert!(searches <= 8, "{searches} searches for {n} accounts");
+    s.stop().await;
+}
