@@ -47,7 +47,14 @@ pub static SOURCES: &[(&str, &str)] = &[
     ("pages.rs", include_str!("pages.rs")),
     ("register.rs", include_str!("register.rs")),
     ("change.rs", include_str!("change.rs")),
-    ("admin.rs", include_str!("admin.rs")),
+    ("admin/mod.rs", include_str!("admin/mod.rs")),
+    ("admin/audit.rs", include_str!("admin/audit.rs")),
+    (
+        "admin/insights_page.rs",
+        include_str!("admin/insights_page.rs"),
+    ),
+    ("admin/policy.rs", include_str!("admin/policy.rs")),
+    ("admin/users.rs", include_str!("admin/users.rs")),
     ("web.rs", include_str!("web.rs")),
 ];
 

@@ -1,0 +1,407 @@
+//! The policy editor: every setting, a preview of what users will see, validated saving.
+
+use super::*;
+
+/// Number fields of the policy form: (field name, label key).
+pub(super) const NUMBER_FIELDS: [(&str, &str); 7] = [
+    ("methods_required", "admin-pol-methods-required"),
+    ("questions_to_register", "admin-pol-q-register"),
+    ("questions_to_answer", "admin-pol-q-answer"),
+    ("reconfirm_days", "admin-pol-reconfirm"),
+    ("pw_min_length", "admin-pol-min-length"),
+    ("pw_max_length", "admin-pol-max-length"),
+    ("pw_min_character_classes", "admin-pol-classes"),
+];
+
+pub(super) fn scope_str(s: Scope) -> &'static str {
+    match s {
+        Scope::All => "all",
+        Scope::Groups => "groups",
+        Scope::None => "none",
+    }
+}
+
+/// The form's fields for a policy, as the form names them (a checked box is `on`).
+pub(super) fn policy_form(p: &Policy) -> HashMap<String, String> {
+    let mut f: HashMap<String, String> = HashMap::new();
+    let mut put = |k: &str, v: String| {
+        f.insert(k.to_string(), v);
+    };
+    let flag = |b: bool| if b { "on".to_string() } else { String::new() };
+    put("scope", scope_str(p.scope).into());
+    put("groups", p.groups.join(", "));
+    for m in Method::ALL {
+        put(&format!("m_{}", m.as_str()), flag(p.methods.contains(&m)));
+    }
+    put("methods_required", p.methods_required.to_string());
+    put("questions_to_register", p.questions_to_register.to_string());
+    put("questions_to_answer", p.questions_to_answer.to_string());
+    put(
+        "custom_questions",
+        p.custom_questions
+            .iter()
+            .map(|q| q.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    put("require_registration", flag(p.require_registration));
+    put("reconfirm_days", p.reconfirm_days.to_string());
+    put("notify_user", flag(p.notify_user));
+    put(
+        "notify_admins_on_admin_reset",
+        flag(p.notify_admins_on_admin_reset),
+    );
+    put("admin_notify", p.admin_notify.join(", "));
+    put("allow_unlock", flag(p.allow_unlock));
+    put("privileged_groups", p.privileged_groups.join(", "));
+    let r = &p.password;
+    put("pw_min_length", r.min_length.to_string());
+    put("pw_max_length", r.max_length.to_string());
+    put("pw_reject_common", flag(r.reject_common));
+    put("pw_reject_context", flag(r.reject_context));
+    put("pw_organisation", r.organisation.clone());
+    put("pw_banned_words", r.banned_words.join(", "));
+    put(
+        "pw_min_character_classes",
+        r.min_character_classes.to_string(),
+    );
+    f
+}
+
+/// Reads the policy form, collecting a sentence for every field that cannot be read.
+pub(super) struct FormReader<'a> {
+    form: &'a HashMap<String, String>,
+    lang: Lang,
+    problems: Vec<String>,
+}
+
+impl FormReader<'_> {
+    fn text(&self, k: &str) -> &str {
+        self.form.get(k).map(String::as_str).unwrap_or("").trim()
+    }
+
+    fn flag(&self, k: &str) -> bool {
+        !self.text(k).is_empty()
+    }
+
+    /// Entries separated by commas or new lines.
+    fn list(&self, k: &str) -> Vec<String> {
+        self.text(k)
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn number<T: TryFrom<u64> + Default>(&mut self, k: &str) -> T {
+        let raw = self.text(k).to_string();
+        let label_key = NUMBER_FIELDS
+            .iter()
+            .find(|(f, _)| *f == k)
+            .map(|(_, l)| *l)
+            .unwrap_or(k);
+        let lang = self.lang;
+        let field = CATALOG.tr(lang, label_key, &[]);
+        let digits = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
+        match raw.parse::<u64>().ok().map(T::try_from) {
+            Some(Ok(v)) => return v,
+            Some(Err(_)) => {
+                self.problems
+                    .push(CATALOG.tr(lang, "admin-too-large", &[("field", field)]));
+            }
+            None if digits => {
+                self.problems
+                    .push(CATALOG.tr(lang, "admin-too-large", &[("field", field)]));
+            }
+            None => {
+                self.problems
+                    .push(CATALOG.tr(lang, "admin-bad-number", &[("field", field)]));
+            }
+        }
+        T::default()
+    }
+}
+
+/// The custom questions, one per line. A question whose text is already in the saved policy
+/// keeps its id (users' answers refer to it); a new one gets the next id after every id
+/// in use, so that removing a question never hands its id, and its answers, to another.
+pub(super) fn custom_questions(text: &str, saved: &[CustomQuestion]) -> Vec<CustomQuestion> {
+    let mut next = saved
+        .iter()
+        .filter_map(|q| q.id.strip_prefix('c')?.parse::<u32>().ok())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let id = match saved
+            .iter()
+            .find(|q| q.text.trim() == line && !taken.contains(&q.id))
+        {
+            Some(q) => q.id.clone(),
+            None => {
+                let id = format!("c{next}");
+                next += 1;
+                id
+            }
+        };
+        taken.insert(id.clone());
+        out.push(CustomQuestion {
+            id,
+            text: line.to_string(),
+        });
+    }
+    out
+}
+
+/// The policy a posted form describes, or what is wrong with the form. Whether the policy
+/// makes sense is [`Policy::validate`]'s business; this only reads it.
+pub(super) fn parse_policy(
+    form: &HashMap<String, String>,
+    saved: &Policy,
+    lang: Lang,
+) -> Result<Policy, Vec<String>> {
+    let mut r = FormReader {
+        form,
+        lang,
+        problems: Vec::new(),
+    };
+    let scope = match r.text("scope") {
+        "all" => Scope::All,
+        "groups" => Scope::Groups,
+        "none" => Scope::None,
+        _ => {
+            r.problems.push(CATALOG.tr(lang, "admin-bad-scope", &[]));
+            saved.scope
+        }
+    };
+    // Keep the saved order of the methods still enabled; add new ones in the usual order.
+    let checked: Vec<Method> = Method::ALL
+        .into_iter()
+        .filter(|m| r.flag(&format!("m_{}", m.as_str())))
+        .collect();
+    let mut methods: Vec<Method> = saved
+        .methods
+        .iter()
+        .copied()
+        .filter(|m| checked.contains(m))
+        .collect();
+    for m in checked {
+        if !methods.contains(&m) {
+            methods.push(m);
+        }
+    }
+    let policy = Policy {
+        scope,
+        groups: r.list("groups"),
+        methods,
+        methods_required: r.number("methods_required"),
+        questions_to_register: r.number("questions_to_register"),
+        questions_to_answer: r.number("questions_to_answer"),
+        custom_questions: custom_questions(r.text("custom_questions"), &saved.custom_questions),
+        require_registration: r.flag("require_registration"),
+        reconfirm_days: r.number("reconfirm_days"),
+        notify_user: r.flag("notify_user"),
+        notify_admins_on_admin_reset: r.flag("notify_admins_on_admin_reset"),
+        admin_notify: r.list("admin_notify"),
+        allow_unlock: r.flag("allow_unlock"),
+        privileged_groups: r.list("privileged_groups"),
+        password: PasswordRules {
+            min_length: r.number("pw_min_length"),
+            max_length: r.number("pw_max_length"),
+            reject_common: r.flag("pw_reject_common"),
+            reject_context: r.flag("pw_reject_context"),
+            organisation: r.text("pw_organisation").to_string(),
+            banned_words: r.list("pw_banned_words"),
+            min_character_classes: r.number("pw_min_character_classes"),
+        },
+    };
+    if r.problems.is_empty() {
+        Ok(policy)
+    } else {
+        Err(r.problems)
+    }
+}
+
+/// The password rules in words, as the reset page words them.
+pub(super) fn rule_words(p: &PasswordRules, lang: Lang) -> Vec<String> {
+    let mut rules = vec![CATALOG.tr(
+        lang,
+        "admin-rule-length",
+        &[
+            ("min", p.min_length.to_string()),
+            ("max", p.max_length.to_string()),
+        ],
+    )];
+    if p.reject_common {
+        rules.push(CATALOG.tr(lang, "admin-rule-common", &[]));
+    }
+    if p.reject_context {
+        rules.push(CATALOG.tr(lang, "admin-rule-context", &[]));
+    }
+    if !p.banned_words.is_empty() {
+        rules.push(CATALOG.tr(lang, "admin-rule-banned", &[]));
+    }
+    if p.min_character_classes > 0 {
+        rules.push(
+            Rejection::TooFewClasses {
+                min: p.min_character_classes,
+            }
+            .message(lang.tag()),
+        );
+    }
+    rules
+}
+
+pub(super) fn join(lang: Lang, items: &[String]) -> String {
+    items.join(if lang == Lang::Zh { "、" } else { ", " })
+}
+
+/// What one kind of user is asked for under `p`.
+pub(super) fn audience(p: &Policy, groups: &[String], lang: Lang) -> Value {
+    let r = p.requirement_for(groups);
+    let mut offered = r.methods.clone();
+    offered.sort();
+    offered.dedup();
+    let labels: Vec<String> = r
+        .methods
+        .iter()
+        .map(|m| CATALOG.tr(lang, &format!("method-{}", m.as_str()), &[]))
+        .collect();
+    json!({
+        "privileged": r.privileged,
+        "methods": if labels.is_empty() { CATALOG.tr(lang, "admin-none", &[]) } else { join(lang, &labels) },
+        "required": r.required,
+        "offered": offered.len(),
+        "stuck": offered.len() < usize::from(r.required),
+        "questions": r.methods.contains(&Method::Questions),
+    })
+}
+
+/// "What users will see" under `p`.
+pub(super) fn preview(p: &Policy, lang: Lang, directory_rules: Vec<String>) -> Value {
+    let privileged_group = p
+        .privileged_groups
+        .iter()
+        .find(|g| !g.trim().is_empty())
+        .cloned();
+    let mut rules = rule_words(&p.password, lang);
+    rules.extend(directory_rules);
+    json!({
+        "scope": scope_str(p.scope),
+        "groups": join(lang, &p.groups),
+        "standard": audience(p, &[], lang),
+        "privileged_group": privileged_group,
+        "privileged": privileged_group.as_ref().map(|g| audience(p, std::slice::from_ref(g), lang)),
+        "q_register": p.questions_to_register,
+        "q_answer": p.questions_to_answer,
+        "unlock": p.allow_unlock,
+        "rules": rules,
+        "custom": p.custom_questions,
+        "require_registration": p.require_registration,
+        "reconfirm_days": p.reconfirm_days,
+        "notify_user": p.notify_user,
+        "problems": p.validate(),
+    })
+}
+
+#[derive(Serialize, Default)]
+pub(super) struct PolicyView {
+    f: HashMap<String, String>,
+    methods_all: Vec<&'static str>,
+    /// The form could not be read.
+    problems: Vec<String>,
+    error: Option<String>,
+    details: Vec<String>,
+    support_code: Option<String>,
+    preview: Option<Value>,
+    saved: bool,
+}
+
+pub(super) fn policy_view(f: HashMap<String, String>) -> PolicyView {
+    PolicyView {
+        f,
+        methods_all: Method::ALL.iter().map(|m| m.as_str()).collect(),
+        ..PolicyView::default()
+    }
+}
+
+pub async fn policy_page(Gated(SignedInAdmin(s), w): Gated<SignedInAdmin>) -> Response {
+    match w.state.app.policy().await {
+        Ok(p) => admin_page(
+            w,
+            &s,
+            StatusCode::OK,
+            "policy",
+            policy_view(policy_form(&p)),
+        ),
+        Err(e) => w.fail(e).await,
+    }
+}
+
+/// `action=preview` shows what users would see; `action=save` stores the policy.
+pub async fn policy_post(Gated(SignedInAdmin(s), p): Gated<SignedInAdmin, Posted>) -> Response {
+    let (mut w, mut form) = (p.web, p.form);
+    let app = w.state.app.clone();
+    let lang = w.lang();
+    let save = form.get("action").map(String::as_str) == Some("save");
+    form.remove("csrf");
+    form.remove("action");
+    let saved = match app.policy().await {
+        Ok(p) => p,
+        Err(e) => return w.fail(e).await,
+    };
+    let policy = match parse_policy(&form, &saved, lang) {
+        Ok(p) => p,
+        Err(problems) => {
+            let view = PolicyView {
+                problems,
+                ..policy_view(form)
+            };
+            return admin_page(w, &s, StatusCode::BAD_REQUEST, "policy", view);
+        }
+    };
+    if !save {
+        let directory_rules = match app.directory.password_rules().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the directory's password rules");
+                Vec::new()
+            }
+        };
+        let view = PolicyView {
+            preview: Some(preview(&policy, lang, directory_rules)),
+            ..policy_view(form)
+        };
+        return admin_page(w, &s, StatusCode::OK, "policy", view);
+    }
+    let actor = format!("admin:{}", s.login);
+    match app.set_policy(&w.ctx, &actor, policy).await {
+        Ok(stored) => {
+            let view = PolicyView {
+                saved: true,
+                ..policy_view(policy_form(&stored))
+            };
+            admin_page(w, &s, StatusCode::OK, "policy", view)
+        }
+        Err(e) => {
+            let e = w.audited(e).await;
+            // A policy the service refuses comes with its problems, one sentence each.
+            let error = if e.details.is_empty() {
+                e.message.clone()
+            } else {
+                CATALOG.tr(lang, "admin-invalid-policy", &[])
+            };
+            let view = PolicyView {
+                error: Some(error),
+                details: e.details.clone(),
+                support_code: e.support_code.clone(),
+                ..policy_view(form)
+            };
+            let status = w.status_for(&e);
+            admin_page(w, &s, status, "policy", view)
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! One user's account and registration; the registered users.
+
+use super::*;
+
+#[derive(Deserialize)]
+pub struct UserParams {
+    q: Option<String>,
+}
+
+pub async fn users_page(
+    Gated(SignedInAdmin(s), w): Gated<SignedInAdmin>,
+    q: Result<Query<UserParams>, QueryRejection>,
+) -> Response {
+    let q = q
+        .ok()
+        .and_then(|Query(p)| p.q)
+        .map(|q| q.trim().to_string())
+        .filter(|q| !q.is_empty());
+    match q {
+        Some(q) => user_lookup(w, &s, q).await,
+        None => registered_list(w, &s).await,
+    }
+}
+
+pub(super) async fn user_lookup(mut w: Web, s: &SessionRecord, q: String) -> Response {
+    let app = w.state.app.clone();
+    let lang = w.lang();
+    let not_found = |w: Web| {
+        let msg = CATALOG.tr(lang, "admin-user-not-found", &[("q", q.clone())]);
+        admin_page(
+            w,
+            s,
+            StatusCode::NOT_FOUND,
+            "users",
+            json!({ "q": q, "not_found": msg }),
+        )
+    };
+    let Some(login) = sspr_domain::identity::canonical_login(&q) else {
+        return not_found(w);
+    };
+    let u = match app.directory.find_user(&login).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return not_found(w),
+        Err(e) => {
+            tracing::error!(error = %e, login, "admin user look-up: directory failed");
+            let e = AppError::new(ErrorKind::Directory, w.tr("admin-directory-error"))
+                .with_log(e.to_string());
+            let e = w.audited(e).await;
+            let status = w.status_for(&e);
+            return admin_page(
+                w,
+                s,
+                status,
+                "users",
+                json!({ "q": q, "error": e.message, "support_code": e.support_code }),
+            );
+        }
+    };
+    let (registered, methods) = match app.registration_of(&u.id, &u.groups).await {
+        Ok(r) => r,
+        Err(e) => return w.fail(e).await,
+    };
+    let policy = match app.policy().await {
+        Ok(p) => p,
+        Err(e) => return w.fail(e).await,
+    };
+    let blocked_until = match app.self_service_blocked_until(&u.id).await {
+        Ok(t) => t.map(sspr_domain::clock::rfc3339),
+        Err(e) => return w.fail(e).await,
+    };
+    let methods: Vec<String> = methods
+        .iter()
+        .map(|m| method_label(lang, m.as_str()))
+        .collect();
+    let summary = json!({
+        "blocked_until": blocked_until,
+        "login": u.login,
+        "display_name": u.display_name,
+        "enabled": u.enabled,
+        "locked": u.locked,
+        "groups": u.groups,
+        "in_scope": policy.in_scope(&u.groups),
+        "privileged": policy.is_privileged(&u.groups),
+        "registered": registered,
+        "methods": methods,
+    });
+    admin_page(
+        w,
+        s,
+        StatusCode::OK,
+        "users",
+        json!({ "q": q, "user": summary }),
+    )
+}
+
+pub(super) async fn registered_list(w: Web, s: &SessionRecord) -> Response {
+    let lang = w.lang();
+    let ids = match w.state.app.store.registration_ids().await {
+        Ok(ids) => ids,
+        Err(e) => return w.fail(e.into()).await,
+    };
+    let total = ids.len();
+    let mut rows = Vec::new();
+    for id in ids.into_iter().take(LISTED_USERS) {
+        let methods = match active_methods(&w, &id).await {
+            Ok(m) => m,
+            Err(e) => return w.fail(e).await,
+        };
+        let labels: Vec<String> = methods
+            .iter()
+            .map(|m| method_label(lang, m.as_str()))
+            .collect();
+        rows.push(json!({ "id": id, "methods": labels }));
+    }
+    admin_page(
+        w,
+        s,
+        StatusCode::OK,
+        "users",
+        json!({ "q": "", "rows": rows, "total": total, "cap": LISTED_USERS }),
+    )
+}
