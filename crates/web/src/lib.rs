@@ -60,6 +60,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/users"),
     ("GET", "/admin/audit"),
     ("GET", "/admin/audit/export"),
+    ("GET", "/admin/expiry"),
 ];
 
 static CSS: &str = include_str!("../static/app.css");

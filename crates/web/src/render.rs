@@ -40,6 +40,7 @@ pub static TEMPLATES: &[(&str, &str)] = templates![
     "admin_policy.html",
     "admin_users.html",
     "admin_audit.html",
+    "admin_expiry.html",
 ];
 
 /// Rust sources that call `tr(…)`, for the test that every key exists.
@@ -49,6 +50,7 @@ pub static SOURCES: &[(&str, &str)] = &[
     ("change.rs", include_str!("change.rs")),
     ("admin/mod.rs", include_str!("admin/mod.rs")),
     ("admin/audit.rs", include_str!("admin/audit.rs")),
+    ("admin/expiry.rs", include_str!("admin/expiry.rs")),
     (
         "admin/insights_page.rs",
         include_str!("admin/insights_page.rs"),

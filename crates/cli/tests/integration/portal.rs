@@ -342,6 +342,7 @@ async fn portal_an_expired_password_is_changed_from_the_sign_in_page() {
     b.fill("#password", PASSWORD).await;
     b.click("#sign-in").await;
     b.wait_for("#change-form").await;
+    shot(&b, "change-required").await;
     assert!(b.text("#error").await.contains("expired"));
     assert_eq!(
         b.execute("return document.querySelector('#user').value;")
@@ -352,11 +353,38 @@ async fn portal_an_expired_password_is_changed_from_the_sign_in_page() {
     b.fill("#new_password", NEW_PASSWORD).await;
     assert!(meter(&b).await >= 3, "the strength meter runs here too");
     b.fill("#confirm_password", NEW_PASSWORD).await;
-    shot(&b, "change-required").await;
     b.click("#change-password").await;
     b.wait_for("#done").await;
     assert!(b.text("#done").await.contains("has been changed"));
     shot(&b, "change-done").await;
     assert!(s.password_works("quinn", NEW_PASSWORD).await);
     b.close().await;
+}
+
+#[tokio::test]
+async fn portal_the_admin_expiry_page_in_a_browser() {
+    let s = Server::start_with(|c| c.directory.password_max_age_days = 30).await;
+    for login in ["amy", "ben", "cat", "dan", "eve"] {
+        s.registered_user(login).await;
+        s.clock.advance(3 * 86_400);
+    }
+    s.clock.advance(12 * 86_400);
+    s.user("boss", &["sspr-admins"]).await;
+    let Some(b) = Browser::start("en").await else {
+        return;
+    };
+    b.open(&s, "/admin").await;
+    b.fill("#admin-user", "boss").await;
+    b.fill("#admin-password", PASSWORD).await;
+    b.click("#admin-sign-in").await;
+    b.click("#nav-expiry").await;
+    b.wait_for("#expiry-table").await;
+    // amy 3 days left, ben 6, cat 9 and dan 12; eve (15) and boss are further off.
+    assert_eq!(b.text("#expiry-3 .num").await.trim(), "1");
+    assert_eq!(b.text("#expiry-7 .num").await.trim(), "1");
+    assert_eq!(b.text("#expiry-14 .num").await.trim(), "2");
+    assert_eq!(b.text("#expiry-would").await.trim(), "4");
+    shot(&b, "admin-expiry").await;
+    b.close().await;
+    s.stop().await;
 }

@@ -273,3 +273,45 @@ async fn openldap_twelve_hundred_accounts_are_read_in_pages_not_one_search_each(
     assert!(searches <= 8, "{searches} searches for {n} accounts");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_admin_expiry_page_shows_what_expires_when_and_sends_nothing() {
+    let s = Server::start_with(|c| c.directory.password_max_age_days = 30).await;
+    s.user("root-admin", &["sspr-admins"]).await;
+    s.registered_user("jo").await;
+    s.clock.advance(25 * DAY);
+    let mut b = crate::web::Browser::new(&s);
+    let csrf = b.get("/admin").await.field("csrf");
+    let p = b
+        .post(
+            "/admin/sign-in",
+            &[
+                ("csrf", &csrf),
+                ("next", "/admin/expiry"),
+                ("user", "root-admin"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert!(p.status.is_redirection(), "{}: {}", p.status, p.body);
+    let before = s.smtp.messages().len();
+    let p = b.get("/admin/expiry").await;
+    assert_eq!(p.status, reqwest::StatusCode::OK, "{}", p.body);
+    assert!(p.body.contains("id=\"expiry-table\""), "{}", p.body);
+    // Both passwords expire in 5 days: the 4–7 day row.
+    assert!(
+        p.body
+            .contains("<tr id=\"expiry-7\"><td>In 4–7 days</td><td class=\"num\">2</td></tr>"),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains("id=\"expiry-would\">1<"), "{}", p.body);
+    assert!(p.body.contains("aria-current=\"page\""), "{}", p.body);
+    let queued = s.rt.app.store.outbox_list(100).await.unwrap();
+    assert!(
+        !queued.iter().any(|m| m.subject.contains("expires")),
+        "a dry run queues nothing"
+    );
+    assert_eq!(s.smtp.messages().len(), before);
+    s.stop().await;
+}

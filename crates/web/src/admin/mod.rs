@@ -34,11 +34,13 @@ use crate::i18n::CATALOG;
 use crate::web::{ADMIN_COOKIE, Gate, Gated, Posted, Web, cookie};
 
 mod audit;
+mod expiry;
 mod insights_page;
 mod policy;
 mod users;
 
 use audit::*;
+use expiry::*;
 use insights_page::*;
 use policy::*;
 use users::*;
@@ -61,11 +63,12 @@ const DEFAULT_PERIOD: u32 = 30;
 const DAY: i64 = 86_400;
 
 /// The pages an admin may be sent back to after signing in.
-const PAGES: [&str; 4] = [
+const PAGES: [&str; 5] = [
     "/admin/insights",
     "/admin/policy",
     "/admin/users",
     "/admin/audit",
+    "/admin/expiry",
 ];
 
 pub fn routes() -> Router<Arc<State>> {
@@ -77,6 +80,7 @@ pub fn routes() -> Router<Arc<State>> {
         .route("/admin/policy", get(policy_page).post(policy_post))
         .route("/admin/users", get(users_page))
         .route("/admin/audit", get(audit_page))
+        .route("/admin/expiry", get(expiry_page))
         .route("/admin/audit/export", get(audit_export))
 }
 
