@@ -164,9 +164,9 @@ impl App {
                 // The directory refused the password itself: nothing was written.
                 self.store.flow_abort_finish(&flow.id, began).await?;
                 let mut ev = ev;
-                // A change's refusal stays a change event: the insights count PasswordRejected
-                // as a failed reset.
-                if flow.kind != FlowKind::Change {
+                // Only a reset's refusal is PasswordRejected, which the insights count as a
+                // failed reset; a change's or an invitation's stays their own event.
+                if flow.kind == FlowKind::Reset {
                     ev.activity = Activity::PasswordRejected;
                 }
                 ev.reason = format!(
@@ -219,7 +219,7 @@ impl App {
     /// "Your password was changed", or, when the directory still shows the account locked
     /// (the service account may set passwords but not clear locks), says so.
     fn done_msg(&self, flow: &FlowRecord, user: &DirUser) -> Msg {
-        if flow.kind == FlowKind::Reset && user.locked {
+        if matches!(flow.kind, FlowKind::Reset | FlowKind::Invite) && user.locked {
             Msg::ChangedStillLocked
         } else {
             Msg::done(flow.kind)
@@ -244,7 +244,7 @@ impl App {
                     Landed::Yes(user)
                 }
             }
-            FlowKind::Reset | FlowKind::Change => {
+            FlowKind::Reset | FlowKind::Change | FlowKind::Invite => {
                 match self.directory.password_stamp(&user).await {
                     Ok(Some(now)) if flow.dir_stamp.as_deref() != Some(now.as_str()) => {
                         Landed::Yes(user)
@@ -276,6 +276,7 @@ impl App {
             FlowKind::Reset => Activity::ResetPassword,
             FlowKind::Unlock => Activity::UnlockAccount,
             FlowKind::Change => Activity::ChangePassword,
+            FlowKind::Invite => Activity::InvitationAccepted,
         };
         ev.outcome = Outcome::Success;
         let mut details =
@@ -344,6 +345,7 @@ impl App {
             let (en, zh) = match flow.kind {
                 FlowKind::Reset => ("Your password was reset", "你的密码已被重置"),
                 FlowKind::Change => ("Your password was changed", "你的密码已被更改"),
+                FlowKind::Invite => ("Your password was set", "你的密码已设置"),
                 FlowKind::Unlock => ("Your account was unlocked", "你的账户已被解锁"),
             };
             out.extend(self.notice_messages(ctx, &to, en, zh, &flow.account));
@@ -411,6 +413,7 @@ impl App {
             FlowKind::Reset => Activity::ResetPassword,
             FlowKind::Unlock => Activity::UnlockAccount,
             FlowKind::Change => Activity::ChangePassword,
+            FlowKind::Invite => Activity::InvitationAccepted,
         };
         let mut ev = self.event(&ctx, activity, Outcome::Success);
         ev.actor = flow.account.clone();
@@ -487,13 +490,16 @@ impl App {
                 // A change is one request: its failure was audited then (a refusal, or an
                 // interrupted write the sweep settled), and no one can come back to it.
                 FlowKind::Change => continue,
+                FlowKind::Invite => Activity::FlowExpired,
             };
             let mut ev = self.event(&ctx, activity, Outcome::Failure);
             ev.at = flow.expires_at;
             ev.actor = flow.account.clone();
             ev.target = flow.account.clone();
             ev.flow_id = Some(crate::reset::short_id(&flow.id));
-            ev.reason = if flow.verified.len() >= flow.required as usize {
+            ev.reason = if flow.kind == FlowKind::Invite {
+                "invitation_unused".into()
+            } else if flow.verified.len() >= flow.required as usize {
                 "verified_never_finished".into()
             } else if flow.verified.is_empty() {
                 "never_verified".into()
@@ -517,6 +523,7 @@ impl Msg {
             FlowKind::Reset => Msg::PasswordChanged,
             FlowKind::Unlock => Msg::AccountUnlocked,
             FlowKind::Change => Msg::PasswordChangedByUser,
+            FlowKind::Invite => Msg::FirstPasswordSet,
         }
     }
 }

@@ -307,7 +307,7 @@ impl Kind {
         match k {
             FlowKind::Reset => Some(Kind::Reset),
             FlowKind::Unlock => Some(Kind::Unlock),
-            FlowKind::Change => None,
+            FlowKind::Change | FlowKind::Invite => None,
         }
     }
 }

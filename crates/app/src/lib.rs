@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod error;
 pub mod finish;
 pub mod insights;
+pub mod invite;
 pub mod messages;
 pub mod ports;
 pub mod pow;

@@ -88,11 +88,13 @@ pub enum Msg {
     PasswordChangedByUser,
     ChangeLocked,
     MustChangePassword,
+    FirstPasswordSet,
+    InvitationInvalid,
     StoreUnavailable,
     Busy,
 }
 
-pub const ALL_MSGS: [Msg; 51] = [
+pub const ALL_MSGS: [Msg; 53] = [
     Msg::EnterUserId,
     Msg::ChooseMethod,
     Msg::RegistrationRequired,
@@ -142,6 +144,8 @@ pub const ALL_MSGS: [Msg; 51] = [
     Msg::PasswordChangedByUser,
     Msg::ChangeLocked,
     Msg::MustChangePassword,
+    Msg::FirstPasswordSet,
+    Msg::InvitationInvalid,
     Msg::StoreUnavailable,
     Msg::Busy,
 ];
@@ -323,6 +327,16 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
         (Lang::Zh, MustChangePassword) => {
             "你的密码已过期，或必须先更改才能使用。请选择新密码：再输入一次当前密码，然后输入新密码。"
         }
+        (Lang::En, FirstPasswordSet) => {
+            "Your password is set. Next, register your security info, so that you can reset it yourself if you ever forget it."
+        }
+        (Lang::Zh, FirstPasswordSet) => {
+            "密码已设置。接下来请注册安全信息，以便忘记密码时可以自助重置。"
+        }
+        (Lang::En, InvitationInvalid) => {
+            "This invitation has expired or has already been used. Ask your administrator for a new one."
+        }
+        (Lang::Zh, InvitationInvalid) => "此邀请已过期或已被使用。请向管理员索取新的邀请。",
         (Lang::En, ChangeLocked) => {
             "Your account is locked, so the password was not changed. Reset it instead (that also unlocks the account), or contact your helpdesk."
         }

@@ -37,8 +37,9 @@ impl App {
         let activity = match kind {
             FlowKind::Reset => Activity::ResetStarted,
             FlowKind::Unlock => Activity::UnlockStarted,
-            // A change is one request of its own (`App::change_password`), not a flow to start.
-            FlowKind::Change => {
+            // A change is one request of its own (`App::change_password`), and an invitation
+            // comes from an administrator (`App::invite`): neither is a flow to start.
+            FlowKind::Change | FlowKind::Invite => {
                 return Err(AppError::invalid(
                     "kind must be \"reset\" or \"unlock\"; a password you know is changed with POST /api/v1/password/change.",
                 ));
@@ -268,7 +269,9 @@ impl App {
         flow_token: &str,
     ) -> Option<Vec<String>> {
         let flow = self.open_flow(ctx, flow_token).await.ok()?;
-        if flow.kind != FlowKind::Reset || flow.state != FlowState::Verified {
+        if !matches!(flow.kind, FlowKind::Reset | FlowKind::Invite)
+            || flow.state != FlowState::Verified
+        {
             return None;
         }
         let user = self.directory.find_user(&flow.login).await.ok()??;
@@ -464,14 +467,15 @@ impl App {
     ) -> Result<FlowResponse, AppError> {
         let flow = self.open_own_flow(ctx, flow_token).await?;
         let mut ev = self.flow_event(ctx, &flow, Activity::ResetPassword);
-        if flow.state == FlowState::Completed && flow.kind == FlowKind::Reset {
+        let sets_password = matches!(flow.kind, FlowKind::Reset | FlowKind::Invite);
+        if flow.state == FlowState::Completed && sets_password {
             // Settled after an interruption: the password chosen then is the one in force.
             return Err(AppError::new(
                 ErrorKind::Conflict,
                 ctx.t(Msg::AlreadyChanged),
             ));
         }
-        if flow.kind != FlowKind::Reset || flow.state != FlowState::Verified {
+        if !sets_password || flow.state != FlowState::Verified {
             ev.reason = "not_verified".into();
             return Err(self
                 .fail(
@@ -479,6 +483,9 @@ impl App {
                     AppError::new(ErrorKind::Forbidden, ctx.t(Msg::NotSetPasswordStep)),
                 )
                 .await);
+        }
+        if flow.kind == FlowKind::Invite {
+            ev.activity = Activity::InvitationAccepted;
         }
         self.screen_password(ctx, &mut ev, &flow.login, &flow.display_name, new_password)
             .await?;
@@ -904,6 +911,10 @@ impl App {
             (FlowState::Completed, FlowKind::Reset) => ("completed", Msg::PasswordChanged),
             (FlowState::Completed, FlowKind::Unlock) => ("completed", Msg::AccountUnlocked),
             (FlowState::Completed, FlowKind::Change) => ("completed", Msg::PasswordChangedByUser),
+            (FlowState::Completed, FlowKind::Invite) => ("completed", Msg::FirstPasswordSet),
+            (FlowState::Verified | FlowState::Finishing, FlowKind::Invite) => {
+                ("set_password", Msg::SetPassword)
+            }
             (FlowState::Verified | FlowState::Finishing, FlowKind::Reset) => {
                 ("set_password", Msg::SetPassword)
             }

@@ -108,6 +108,15 @@ pub enum UsersCmd {
     Enable {
         login: String,
     },
+    /// Send one-time links to set a first password (to the directory's email, or --sms).
+    Invite {
+        logins: Vec<String>,
+        #[arg(long)]
+        sms: bool,
+        /// A CSV file: login[,email|sms] per line.
+        #[arg(long)]
+        csv: Option<std::path::PathBuf>,
+    },
 }
 
 pub async fn users(c: UsersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
@@ -157,6 +166,9 @@ pub async fn users(c: UsersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         UsersCmd::Import { file } => import(rt, &file).await,
+        UsersCmd::Invite { logins, sms, csv } => {
+            crate::invite::invite(rt, &logins, sms, csv.as_deref(), &cli_ctx(), &actor()).await
+        }
         UsersCmd::List { format } => {
             let users = dir.list().await.map_err(|e| anyhow::anyhow!(e))?;
             let mut rows = Vec::new();
@@ -295,7 +307,7 @@ async fn audit_user_change(rt: &Runtime, login: &str, what: &str) {
 }
 
 /// Splits one CSV line, honouring double quotes.
-fn csv_fields(line: &str) -> Vec<String> {
+pub(crate) fn csv_fields(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;

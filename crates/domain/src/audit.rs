@@ -81,6 +81,10 @@ pub enum Activity {
     DeliveryFailed,
     /// A password-expiry reminder was queued for a user.
     ExpiryReminder,
+    /// An administrator invited a user to set their first password.
+    InvitationSent,
+    /// An invited user set their password through the invitation.
+    InvitationAccepted,
     // Registration.
     RegistrationSignIn,
     SecurityInfoAdded,
@@ -104,7 +108,7 @@ pub enum Activity {
 }
 
 impl Activity {
-    pub const ALL: [Activity; 32] = [
+    pub const ALL: [Activity; 34] = [
         Self::ResetStarted,
         Self::UnlockStarted,
         Self::CodeSent,
@@ -122,6 +126,8 @@ impl Activity {
         Self::OutcomeUnknown,
         Self::DeliveryFailed,
         Self::ExpiryReminder,
+        Self::InvitationSent,
+        Self::InvitationAccepted,
         Self::RegistrationSignIn,
         Self::SecurityInfoAdded,
         Self::SecurityInfoVerified,
@@ -158,6 +164,8 @@ impl Activity {
             Self::OutcomeUnknown => "outcome_unknown",
             Self::DeliveryFailed => "delivery_failed",
             Self::ExpiryReminder => "expiry_reminder",
+            Self::InvitationSent => "invitation_sent",
+            Self::InvitationAccepted => "invitation_accepted",
             Self::RegistrationSignIn => "registration_sign_in",
             Self::SecurityInfoAdded => "security_info_added",
             Self::SecurityInfoVerified => "security_info_verified",

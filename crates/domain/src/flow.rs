@@ -16,6 +16,9 @@ pub enum FlowKind {
     /// Change a password the user knows (proved by typing it), with the user's own rights in
     /// the directory: its rules for a user's change apply, and nothing is unlocked.
     Change,
+    /// An administrator's invitation: the link sent to the user's address of record opens a
+    /// flow already verified by it, to set the first password.
+    Invite,
 }
 
 impl FlowKind {
@@ -24,6 +27,7 @@ impl FlowKind {
             Self::Reset => "reset",
             Self::Unlock => "unlock",
             Self::Change => "change",
+            Self::Invite => "invite",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -31,6 +35,7 @@ impl FlowKind {
             "reset" => Some(Self::Reset),
             "unlock" => Some(Self::Unlock),
             "change" => Some(Self::Change),
+            "invite" => Some(Self::Invite),
             _ => None,
         }
     }

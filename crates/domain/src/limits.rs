@@ -47,6 +47,8 @@ pub struct Limits {
     /// interrupted (a crash, a lost answer) and settled by asking the directory whether it
     /// landed. Longer than the slowest write; the in-request write is cut off at half of it.
     pub finish_lease_secs: i64,
+    /// How long an invitation link (to set a first password) stays valid.
+    pub invitation_ttl_secs: i64,
 }
 
 impl Default for Limits {
@@ -76,6 +78,7 @@ impl Default for Limits {
             argon2_concurrency: 2,
             argon2_queue_timeout_ms: 5_000,
             finish_lease_secs: 60,
+            invitation_ttl_secs: 72 * 3600,
         }
     }
 }
@@ -116,6 +119,12 @@ impl Limits {
             if w.max == 0 || w.secs <= 0 {
                 e.push(format!("limits.{name} needs max ≥ 1 and secs ≥ 1"));
             }
+        }
+        if !(3600..=30 * 24 * 3600).contains(&self.invitation_ttl_secs) {
+            e.push(
+                "limits.invitation_ttl_secs must be between 3600 (an hour) and 2592000 (30 days)"
+                    .into(),
+            );
         }
         if !(60..=7 * 24 * 3600).contains(&self.block_secs) {
             e.push("limits.block_secs must be between 60 seconds and 7 days".into());

@@ -153,6 +153,31 @@ pub struct NewPasswordRequest {
     pub new_password: String,
 }
 
+/// Invites a user to set their first password (admin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct InvitationRequest {
+    #[cfg_attr(feature = "openapi", schema(example = "newhire"))]
+    pub user: String,
+    /// `email` (default) or `sms`: where the one-time link goes (the directory's address).
+    #[serde(default)]
+    pub channel: Option<String>,
+}
+
+/// An invitation on its way.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InvitationResponse {
+    /// The account's own name.
+    pub user: String,
+    pub channel: String,
+    /// The destination, masked.
+    pub sent_to: String,
+    /// Seconds the link stays valid.
+    pub expires_in: i64,
+}
+
 /// Changes a password the user knows: the current one proves who they are.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

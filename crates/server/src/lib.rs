@@ -41,7 +41,7 @@ pub struct State {
         routes::change_password,
         routes::sign_in, routes::sign_out, routes::me, routes::add_email, routes::verify_email, routes::add_phone, routes::verify_phone,
         routes::set_questions, routes::enrol_totp, routes::verify_totp, routes::remove_method, routes::reconfirm,
-        routes::get_policy, routes::put_policy, routes::audit, routes::admin_user,
+        routes::get_policy, routes::put_policy, routes::audit, routes::admin_user, routes::invite,
     ),
     modifiers(&BearerSchemes)
 )]
@@ -123,6 +123,7 @@ pub fn router_with(state: Arc<State>, pages: Router<Arc<State>>, fallbacks: Fall
         )
         .route("/admin/audit", get(routes::audit))
         .route("/admin/users/{login}", get(routes::admin_user))
+        .route("/admin/invitations", post(routes::invite))
         .route(
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }),

@@ -507,6 +507,27 @@ pub async fn audit(
     }
 }
 
+/// Invites a user to set their first password: a one-time link to the email address (or
+/// mobile number) the directory holds for them, valid for `limits.invitation_ttl_secs`.
+#[utoipa::path(post, path = "/api/v1/admin/invitations", request_body = InvitationRequest, security(("admin" = [])),
+    responses((status = 200, body = InvitationResponse), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+pub async fn invite(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    Admin(admin): Admin,
+    Body(req): Body<InvitationRequest>,
+) -> Response {
+    let channel = match req.channel.as_deref().map(str::trim) {
+        None | Some("") => Some(sspr_app::ports::Channel::Email),
+        Some(c) => sspr_app::ports::Channel::parse(c),
+    };
+    let r = match channel {
+        Some(channel) => s.app.invite(&ctx, &admin, &req.user, channel).await,
+        None => Err(AppError::invalid("channel must be \"email\" or \"sms\".")),
+    };
+    reply(&s, &ctx, r).await
+}
+
 /// One user's registration, for the helpdesk.
 #[utoipa::path(get, path = "/api/v1/admin/users/{login}", params(("login" = String, Path, example = "demo")), security(("admin" = [])),
     responses((status = 200, body = UserSummary), (status = 404, body = ApiError)))]

@@ -10,6 +10,7 @@ pub mod change;
 pub mod charts;
 pub mod form;
 pub mod i18n;
+pub mod invite;
 pub mod pages;
 pub mod register;
 pub mod render;
@@ -38,6 +39,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/flow/cancel"),
     ("GET", "/change"),
     ("POST", "/change"),
+    ("GET", "/invite/not-an-invitation"),
+    ("POST", "/invite"),
     ("GET", "/register"),
     ("POST", "/register/sign-in"),
     ("POST", "/register/sign-out"),
@@ -93,6 +96,8 @@ pub fn routes() -> Router<Arc<State>> {
         .route("/flow/unlock", post(pages::do_unlock))
         .route("/flow/cancel", post(pages::cancel))
         .route("/change", get(change::page).post(change::submit))
+        .route("/invite/{token}", get(invite::page))
+        .route("/invite", post(invite::accept))
         .merge(register::routes())
         .merge(admin::routes())
         .layer(SetResponseHeaderLayer::overriding(

@@ -52,7 +52,7 @@ fn start_page(mut w: Web, kind: FlowKind, error: Option<AppError>, user: &str) -
 /// Step 1: the browser check, then the user ID.
 pub async fn start(p: Posted) -> Response {
     let kind = FlowKind::parse(p.get("kind"))
-        .filter(|k| *k != FlowKind::Change)
+        .filter(|k| matches!(k, FlowKind::Reset | FlowKind::Unlock))
         .unwrap_or(FlowKind::Reset);
     let user = p.get("user").trim().to_string();
     let Posted { web: mut w, form } = p;

@@ -129,6 +129,10 @@ fn here(method: &str, path: &str) -> String {
     if crate::ROUTES.contains(&(method, path)) && method == "GET" {
         return path.to_string();
     }
+    // An invitation's page: the link itself (the token is in it already).
+    if method == "GET" && path.starts_with("/invite/") {
+        return path.to_string();
+    }
     // A finished flow's page: its flow is gone, so the start page.
     if path == "/flow/password" || path == "/flow/unlock" {
         return "/".to_string();

@@ -648,3 +648,55 @@ async fn reminders_run_from_the_cli_as_a_table_or_json_and_bad_settings_say_what
     assert_eq!(json["already_sent"], 1, "{json}");
     assert_eq!(json["queued"], 0, "{json}");
 }
+
+#[tokio::test]
+async fn users_invite_takes_a_csv_from_hr_and_reports_each_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut add = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .current_dir(dir.path())
+        .args(["users", "add", "kim", "--email", "kim@example.test"])
+        .env_remove("SSPR_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        add.stdin.as_mut().unwrap(),
+        b"a long enough passphrase for kim\n",
+    )
+    .unwrap();
+    assert!(add.wait_with_output().unwrap().status.success());
+    let csv = dir.path().join("new-hires.csv");
+    std::fs::write(&csv, "login,channel\nkim\nnobody\nkim,fax\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .current_dir(dir.path())
+        .args(["users", "invite", "--csv"])
+        .arg(&csv)
+        .env_remove("SSPR_CONFIG")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("line 2: invited kim by email to"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("line 3: nobody: There is no user"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 4: kim: channel \"fax\""), "{stderr}");
+    // The link is in the (dev) outbox.
+    let out = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .current_dir(dir.path())
+        .args(["outbox", "--json"])
+        .env_remove("SSPR_CONFIG")
+        .output()
+        .unwrap();
+    let outbox = String::from_utf8_lossy(&out.stdout);
+    assert!(outbox.contains("/invite/"), "{outbox}");
+}

@@ -15,6 +15,7 @@ mod enumeration;
 mod faults;
 mod faults_store;
 mod input;
+mod invite;
 mod ldap;
 mod limits;
 mod logon;

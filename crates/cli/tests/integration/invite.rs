@@ -1,0 +1,222 @@
+//! Onboarding invitations: the admin API and the CLI send a one-time link to the directory's
+//! address; the link opens the password step; it works once, expires, and a newer one voids
+//! it. On the built-in directory and a real slapd, through the real SMTP listener.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sspr_domain::clock::rfc3339;
+use sspr_store::NewUser;
+
+use crate::harness::{PASSWORD, Server};
+use crate::ldap::{NEW, Slapd, server_on};
+use crate::web::Browser;
+
+async fn invite(s: &Server, user: &str) -> (StatusCode, Value) {
+    s.call(
+        reqwest::Method::POST,
+        "/api/v1/admin/invitations",
+        Some(&s.admin_token.clone()),
+        Some(json!({ "user": user })),
+    )
+    .await
+}
+
+/// The link token in the newest invitation mailed to `to`.
+async fn link_token(s: &Server, to: &str, nth: usize) -> String {
+    for _ in 0..200 {
+        let mails: Vec<String> = s
+            .smtp
+            .messages()
+            .into_iter()
+            .filter(|m| m.contains(&format!("To: {to}")) && m.contains("set your password"))
+            .map(|m| m.replace("=\n", ""))
+            .collect();
+        if let Some(m) = mails.get(nth) {
+            let i = m.find("/invite/").expect("a link") + "/invite/".len();
+            return m[i..i + 32].to_string();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no invitation number {nth} to {to}");
+}
+
+async fn add(s: &Server, login: &str, email: Option<&str>, groups: &[&str]) {
+    s.rt.builtin
+        .add_user(&NewUser {
+            login: login.into(),
+            display_name: login.into(),
+            password: format!("{PASSWORD}-{login}"),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            email: email.map(String::from),
+            mobile: None,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_invitation_link_sets_the_first_password_once_and_then_asks_to_register() {
+    let s = Server::start().await;
+    add(&s, "nell", Some("nell@contoso.test"), &["staff"]).await;
+    let (st, v) = invite(&s, "Nell").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["user"], "nell");
+    assert_eq!(v["channel"], "email");
+    assert!(
+        !v["sent_to"].as_str().unwrap().contains("nell@"),
+        "masked: {v}"
+    );
+    let token = link_token(&s, "nell@contoso.test", 0).await;
+
+    // Opening the link (a mail scanner, or the user) changes nothing.
+    let mut b = Browser::new(&s);
+    for _ in 0..2 {
+        let p = b.get(&format!("/invite/{token}")).await;
+        assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+        assert!(p.body.contains("id=\"invite-form\""), "{}", p.body);
+    }
+    let p = b.get(&format!("/invite/{token}")).await;
+    let csrf = p.field("csrf");
+    let p = b
+        .post("/invite", &[("csrf", &csrf), ("token", &token)])
+        .await;
+    assert!(p.status.is_redirection(), "{}: {}", p.status, p.body);
+    let p = b.get("/flow").await;
+    assert!(p.body.contains("id=\"password-form\""), "{}", p.body);
+    assert!(
+        p.body.contains("id=\"rules\""),
+        "the rules first: {}",
+        p.body
+    );
+    let p = b
+        .post(
+            "/flow/password",
+            &[
+                ("csrf", &csrf),
+                ("new_password", NEW),
+                ("confirm_password", NEW),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(p.body.contains("Your password is set"), "{}", p.body);
+    assert!(
+        p.body.contains("href=\"/register\""),
+        "asked to register: {}",
+        p.body
+    );
+    assert!(s.password_works("nell", NEW).await);
+
+    // Once only.
+    let p = b.get(&format!("/invite/{token}")).await;
+    assert_eq!(p.status, StatusCode::UNAUTHORIZED, "{}", p.body);
+    assert!(
+        p.body.contains("expired or has already been used"),
+        "{}",
+        p.body
+    );
+    // The API, asked again with the same token, says the password was set already.
+    let (st, v) = s.set_password(&token, "amber kettle under moonlight").await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(s.password_works("nell", NEW).await, "unchanged");
+
+    let sent = s.audit("user=nell&activity=invitation_sent").await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0]["actor"].as_str().unwrap().starts_with("admin:"),
+        "{sent:?}"
+    );
+    let done = s
+        .audit("user=nell&activity=invitation_accepted&result=success")
+        .await;
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(
+        s.audit("user=nell&activity=reset_password")
+            .await
+            .is_empty(),
+        "an invitation is not counted as a reset"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_invitation_expires_and_a_newer_one_voids_it() {
+    let s = Server::start().await;
+    add(&s, "otto", Some("otto@contoso.test"), &["staff"]).await;
+    let (st, v) = invite(&s, "otto").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let first = link_token(&s, "otto@contoso.test", 0).await;
+    let (st, v) = invite(&s, "otto").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let second = link_token(&s, "otto@contoso.test", 1).await;
+    assert_ne!(first, second);
+    let (st, _) = s.set_password(&first, NEW).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "the older link is void");
+
+    // 72 hours by default.
+    s.clock.advance(72 * 3600);
+    let (st, _) = s.set_password(&second, NEW).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "expired");
+    assert!(!s.password_works("otto", NEW).await);
+    // The sweep reports it once.
+    s.rt.app.sweep_flows().await.unwrap();
+    let ev = s.audit("user=otto&activity=flow_expired").await;
+    assert!(
+        ev.iter().any(|e| e["reason"] == "invitation_unused"),
+        "{ev:?} at {}",
+        rfc3339(s.clock_now())
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn invitations_are_refused_in_words_where_they_cannot_go() {
+    let s = Server::start().await;
+    add(&s, "pam", None, &["staff"]).await;
+    add(&s, "root-ish", Some("root@contoso.test"), &["admins"]).await;
+    let (st, v) = invite(&s, "nobody-here").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("create the account first"),
+        "{v}"
+    );
+    let (st, v) = invite(&s, "pam").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("no email address"),
+        "{v}"
+    );
+    let (st, v) = invite(&s, "root-ish").await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("privileged"), "{v}");
+    let (st, _) = s
+        .post("/api/v1/admin/invitations", None, json!({ "user": "pam" }))
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "admins only");
+    // A flow cannot be started as an invitation.
+    let (st, _) = s.start_flow("pam", "invite").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_openldap_account_gets_its_first_password_through_an_invitation() {
+    let slapd = Slapd::start();
+    let s = server_on(
+        &slapd,
+        format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+        "cn=sspr,dc=sspr,dc=test",
+        "service-secret",
+    )
+    .await;
+    let (st, v) = invite(&s, "mallory").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let token = link_token(&s, "mallory@contoso.test", 0).await;
+    let (st, v) = s.set_password(&token, NEW).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(slapd.binds("mallory", NEW));
+    s.stop().await;
+}
