@@ -144,6 +144,31 @@ impl App {
         };
         let mut r = self.finish(ctx, &flow, ev, write).await?;
         r.flow_token = None;
+        // The registration campaign's nudge: someone who knows their password today, but
+        // could not reset it if they forgot, is asked to register now.
+        if self.could_not_reset(&account, &policy).await? {
+            r.register_url = Some(self.settings.register_url());
+        }
         Ok(r)
+    }
+
+    /// Whether `user` has too few usable methods to reset a forgotten password.
+    pub(crate) async fn could_not_reset(
+        &self,
+        user: &crate::ports::DirUser,
+        policy: &sspr_domain::Policy,
+    ) -> Result<bool, AppError> {
+        let records = self.store.methods(&user.id).await?;
+        let usable = self.usable_methods(user, &records);
+        let applicant = sspr_domain::flow::Applicant {
+            exists: true,
+            enabled: user.enabled,
+            groups: &user.groups,
+            registered: &usable,
+        };
+        Ok(matches!(
+            sspr_domain::flow::eligibility(policy, FlowKind::Reset, &applicant),
+            Err(sspr_domain::flow::Ineligible::NotRegistered)
+        ))
     }
 }

@@ -9,11 +9,10 @@
 //! expiry and the threshold: a second run, on this instance or another, queues nothing again.
 
 use serde::Serialize;
+use sspr_domain::Method;
 use sspr_domain::audit::{Activity, Outcome};
 use sspr_domain::clock::rfc3339;
 use sspr_domain::expiry::{DAY, bucket, days_left, due_reminder};
-use sspr_domain::flow::{Applicant, Ineligible, eligibility};
-use sspr_domain::{FlowKind, Method};
 
 use crate::app::{App, RequestCtx};
 use crate::error::{AppError, ErrorKind};
@@ -176,17 +175,7 @@ impl App {
         policy: &sspr_domain::Policy,
     ) -> Result<Option<(Vec<OutboxMessage>, bool)>, AppError> {
         let records = self.store.methods(&e.user.id).await?;
-        let usable = self.usable_methods(&e.user, &records);
-        let applicant = Applicant {
-            exists: true,
-            enabled: e.user.enabled,
-            groups: &e.user.groups,
-            registered: &usable,
-        };
-        let nudge = matches!(
-            eligibility(policy, FlowKind::Reset, &applicant),
-            Err(Ineligible::NotRegistered)
-        );
+        let nudge = self.could_not_reset(&e.user, policy).await?;
         let s = &self.settings;
         let now = self.now();
         let change_url = s.change_url();

@@ -82,6 +82,7 @@ done-next-invite = Sign in with your new password. Then set up your security inf
 invite-title = Set your password
 invite-lead = You have been invited to set the password of your new account. The link works once; the next page shows the rules.
 invite-go = Choose my password
+nudge-register = You could not reset this password yourself if you forgot it: you have not registered enough security info. It takes a minute.
 done-next-change = Devices that stored the old password (phone email, Wi-Fi) will ask for the new one.
 change-title = Change your password
 change-lead = Type your current password, then the new one. If you have forgotten it, reset it instead.

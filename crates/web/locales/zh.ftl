@@ -80,6 +80,7 @@ done-next-invite = 请用新密码登录，然后在这里设置安全信息，�
 invite-title = 设置密码
 invite-lead = 你受邀为新账户设置密码。此链接只能使用一次；下一页会显示密码规则。
 invite-go = 选择我的密码
+nudge-register = 如果忘记这个密码，你将无法自助重置：你注册的安全信息不够。只需一分钟。
 done-next-change = 保存了旧密码的设备（手机邮箱、Wi-Fi）会要求输入新密码。
 change-title = 更改密码
 change-lead = 请输入当前密码，再输入新密码。如果忘记了密码，请改为重置。

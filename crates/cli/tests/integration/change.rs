@@ -78,6 +78,7 @@ async fn a_known_password_is_changed_under_the_reset_rules_audited_and_notified(
     assert_eq!(v["kind"], "change", "{v}");
     assert!(message(&v).contains("has been changed"), "{v}");
     assert!(v.get("flow_token").is_none_or(Value::is_null), "{v}");
+    assert!(v["register_url"].is_null(), "registered: no nudge: {v}");
     assert!(s.password_works("carol", NEW).await);
     assert!(!s.password_works("carol", PASSWORD).await);
 
@@ -183,6 +184,8 @@ async fn the_change_page_shows_the_rules_first_and_changes_the_password() {
     assert_eq!(p.status, StatusCode::OK, "{}", p.body);
     assert!(p.body.contains("id=\"done\""), "{}", p.body);
     assert!(p.body.contains("has been changed"), "{}", p.body);
+    // dave registered nothing: he is asked to, now that he knows his password.
+    assert!(p.body.contains("id=\"nudge\""), "{}", p.body);
     assert!(s.password_works("dave", NEW).await);
 
     // In Chinese too.
