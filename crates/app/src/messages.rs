@@ -440,7 +440,7 @@ pub fn expiry_reminder(lang: Lang, r: &Reminder<'_>) -> (String, String, String)
             let when = if days <= 1 {
                 "一天内".to_string()
             } else {
-                format!("{days} 天后")
+                format!(" {days} 天后")
             };
             let mut body = format!(
                 "你的账户 {account} 的密码将在{when}过期（{expires}）。\n\n\

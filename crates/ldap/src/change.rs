@@ -54,9 +54,7 @@ impl LdapDirectory {
         let _ = conn.ldap.unbind().await;
         r
     }
-}
 
-impl LdapDirectory {
     async fn change_on_behalf(&self, user: &DirUser, new_password: &str) -> Result<(), DirError> {
         let (mut s, dn) = self.service_and_entry(user).await?;
         let r = self

@@ -457,6 +457,13 @@ async fn openldap_passwords_to_change_are_told_apart_from_wrong_ones_and_changed
     assert_eq!(st, StatusCode::OK, "{v}");
     assert!(slapd.binds("alice", NEW));
     assert!(!slapd.binds("alice", "copper lantern beside the sea"));
+    // Written by the service account, yet not a reset: no change is asked again.
+    let alice = "uid=alice,ou=people,dc=sspr,dc=test";
+    assert!(slapd.attr(alice, "pwdReset").is_empty());
+    assert!(
+        slapd.may_search("alice", NEW),
+        "a session good for everything"
+    );
     s.stop().await;
 }
 

@@ -315,3 +315,32 @@ async fn the_admin_expiry_page_shows_what_expires_when_and_sends_nothing() {
     assert_eq!(s.smtp.messages().len(), before);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn reminders_go_by_text_too_and_in_chinese_when_configured() {
+    let s = Server::start_with(|c| {
+        c.directory.password_max_age_days = 30;
+        c.reminders.sms = true;
+        c.reminders.language = "zh".into();
+    })
+    .await;
+    s.registered_user("lin").await;
+    s.clock.advance(27 * DAY);
+    let texts = s.sms.texts().len();
+    let r = s.rt.app.run_reminders(false).await.unwrap();
+    assert_eq!(r.queued, 1, "{r:?}");
+    wait_mails(&s, "lin@contoso.test", "密码将在 3 天后过期", 1).await;
+    for _ in 0..200 {
+        if s.sms.texts().len() > texts {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let sms = s.sms.texts();
+    let text = sms.last().expect("a text").to_string();
+    assert!(text.contains("/change"), "{text}");
+    assert!(text.contains("过期") || text.contains("\\u8fc7"), "{text}");
+    let ev = s.audit("user=lin&activity=expiry_reminder").await;
+    assert_eq!(ev[0]["details"]["to"], json!(["email", "sms"]), "{ev:?}");
+    s.stop().await;
+}
