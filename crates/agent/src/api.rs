@@ -49,6 +49,18 @@ pub trait ResetApi {
     fn password_policy(&mut self, flow: &str) -> Result<PasswordPolicyResponse, ApiFailure>;
     fn set_password(&mut self, flow: &str, new_password: &str) -> Result<FlowResponse, ApiFailure>;
     fn unlock(&mut self, flow: &str) -> Result<FlowResponse, ApiFailure>;
+    /// Changes a password the user knows (`POST /api/v1/password/change`).
+    fn change_password(
+        &mut self,
+        user: &str,
+        current: &str,
+        new_password: &str,
+    ) -> Result<FlowResponse, ApiFailure> {
+        let _ = (user, current, new_password);
+        Err(ApiFailure::Protocol(
+            "this client cannot change passwords".into(),
+        ))
+    }
 }
 
 /// `ResetApi` over HTTPS, blocking, every request bounded by the configured timeout.
@@ -314,5 +326,19 @@ impl ResetApi for HttpApi {
 
     fn unlock(&mut self, flow: &str) -> Result<FlowResponse, ApiFailure> {
         self.call("POST", "/api/v1/flow/unlock", Some(flow), None::<&()>)
+    }
+
+    fn change_password(
+        &mut self,
+        user: &str,
+        current: &str,
+        new_password: &str,
+    ) -> Result<FlowResponse, ApiFailure> {
+        let body = sspr_proto::ChangePasswordRequest {
+            user: user.into(),
+            current_password: current.into(),
+            new_password: new_password.into(),
+        };
+        self.call("POST", "/api/v1/password/change", None, Some(&body))
     }
 }

@@ -12,6 +12,7 @@
 //! to the rest of the login stack.
 
 pub mod api;
+pub mod change;
 pub mod config;
 pub mod conversation;
 pub mod dialogue;

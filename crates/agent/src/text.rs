@@ -167,6 +167,12 @@ pub enum T<'a> {
     GreeterSignInWithNew,
     /// Prompt mode: what was typed after the reset is not the new password.
     NotTheNewPassword,
+    /// A password change (chauthtok): the password the user has now.
+    CurrentPassword,
+    /// A password change: why it must be changed, before the prompts.
+    MustChangeNow,
+    /// A password change went through.
+    PasswordChangedNow,
     GdmPasswordPrompt {
         gesture: &'a str,
     },
@@ -257,6 +263,9 @@ fn en(what: T<'_>) -> String {
         T::GreeterKeyringOld => "Password changed. Press Enter.\nKeyring still uses old password.".into(),
         T::GreeterSignInWithNew => "Sign in with the new password.".into(),
         T::NotTheNewPassword => "That is not the new password.".into(),
+        T::CurrentPassword => "Current password: ".into(),
+        T::MustChangeNow => "Password expired. Choose a new one.".into(),
+        T::PasswordChangedNow => "Password changed.".into(),
         T::GdmPasswordPrompt { gesture: "" } => "Password (forgot it? Enter):".into(),
         T::GdmPasswordPrompt { gesture } => format!("Password (forgot it? {gesture}):"),
     }
@@ -345,6 +354,9 @@ fn zh(what: T<'_>) -> String {
         T::GreeterKeyringOld => "密码已更改，按回车登录。\n密钥环仍使用旧密码。".into(),
         T::GreeterSignInWithNew => "请用新密码登录。".into(),
         T::NotTheNewPassword => "这不是新密码。".into(),
+        T::CurrentPassword => "当前密码：".into(),
+        T::MustChangeNow => "密码已过期。请选择新密码。".into(),
+        T::PasswordChangedNow => "密码已更改。".into(),
         T::GdmPasswordPrompt { gesture: "" } => "密码（忘记请按回车）：".into(),
         T::GdmPasswordPrompt { gesture } => format!("密码（忘记请输入 {gesture}）："),
     }
@@ -405,6 +417,9 @@ mod tests {
             T::GreeterKeyringOld,
             T::GreeterSignInWithNew,
             T::NotTheNewPassword,
+            T::MustChangeNow,
+            T::PasswordChangedNow,
+            T::Mismatch,
         ];
         let prompts = [
             T::GreeterPassword,
@@ -417,6 +432,9 @@ mod tests {
             T::GreeterConfirmPrompt,
             T::GreeterPressEnterPrompt,
             T::GdmPasswordPrompt { gesture: "" },
+            T::CurrentPassword,
+            T::NewPassword,
+            T::ConfirmPassword,
         ];
         for lang in [Lang::En, Lang::Zh] {
             for m in &messages {

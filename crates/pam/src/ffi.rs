@@ -7,12 +7,17 @@ use zeroize::{Zeroize, Zeroizing};
 pub const PAM_SUCCESS: c_int = 0;
 pub const PAM_IGNORE: c_int = 25;
 pub const PAM_SILENT: c_int = 0x8000;
+/// `pam_sm_chauthtok` results and flags.
+pub const PAM_AUTHTOK_ERR: c_int = 20;
+pub const PAM_PRELIM_CHECK: c_int = 0x4000;
+pub const PAM_UPDATE_AUTHTOK: c_int = 0x2000;
 
 pub const PAM_SERVICE: c_int = 1;
 pub const PAM_RHOST: c_int = 4;
 
 pub const PAM_CONV: c_int = 5;
 pub const PAM_AUTHTOK: c_int = 6;
+pub const PAM_OLDAUTHTOK: c_int = 7;
 
 pub const PAM_PROMPT_ECHO_OFF: c_int = 1;
 pub const PAM_PROMPT_ECHO_ON: c_int = 2;

@@ -13,6 +13,16 @@
 //! ```
 //!
 //! Arguments: `config=/path/to/logon.toml` (default `/etc/sspr/logon.toml`).
+//!
+//! In `password`, first, it changes an expired or must-change password through sspr
+//! (`pam_sm_chauthtok`): the one place it answers for itself, with `PAM_SUCCESS` when sspr
+//! changed the password and `PAM_AUTHTOK_ERR` when sspr refused it (the user was told why);
+//! `PAM_IGNORE` when sspr cannot be used, so the next module may change it its own way:
+//!
+//! ```text
+//! password [success=done ignore=ignore default=die] pam_sspr.so
+//! password required pam_unix.so   # or pam_sss.so, pam_ldap.so
+//! ```
 
 // The PAM ABI is C; this crate is the one place that touches it.
 #![allow(unsafe_code)]
@@ -34,8 +44,9 @@ use zeroize::{Zeroize, Zeroizing};
 pub mod ffi;
 
 use ffi::{
-    PAM_AUTHTOK, PAM_CONV, PAM_ERROR_MSG, PAM_IGNORE, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON,
-    PAM_SILENT, PAM_SUCCESS, PAM_TEXT_INFO, PamConv, PamHandle, PamMessage, PamResponse,
+    PAM_AUTHTOK, PAM_AUTHTOK_ERR, PAM_CONV, PAM_ERROR_MSG, PAM_IGNORE, PAM_OLDAUTHTOK,
+    PAM_PRELIM_CHECK, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON, PAM_SILENT, PAM_SUCCESS,
+    PAM_TEXT_INFO, PAM_UPDATE_AUTHTOK, PamConv, PamHandle, PamMessage, PamResponse,
 };
 
 /// # Safety
@@ -62,6 +73,102 @@ pub unsafe extern "C" fn pam_sm_setcred(
     _argv: *const *const c_char,
 ) -> c_int {
     PAM_IGNORE
+}
+
+/// # Safety
+/// Called by libpam with a valid handle and `argc` C strings in `argv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pam_sm_chauthtok(
+    pamh: *mut PamHandle,
+    flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    // SAFETY: libpam passes argc valid NUL-terminated strings.
+    let args = unsafe { ffi::args(argc, argv) };
+    catch_unwind(AssertUnwindSafe(|| chauthtok(pamh, flags, &args))).unwrap_or(PAM_IGNORE)
+}
+
+/// The configuration, when the module is set up for this service; `None` (logged when broken)
+/// means stay out of the way.
+fn config_for(handle: &ffi::Handle, args: &[String]) -> Option<AgentConfig> {
+    let cfg = match AgentConfig::load(&config_path(args)) {
+        Ok(Some(cfg)) => cfg,
+        Ok(None) => return None,
+        Err(e) => {
+            Syslog::new(PathBuf::from("/dev/log"), "pam_sspr", false)
+                .event(&Event::ConfigError { cause: e.0 });
+            return None;
+        }
+    };
+    let service = handle.service();
+    service
+        .as_deref()
+        .is_some_and(|s| cfg.offers_reset_to(s))
+        .then_some(cfg)
+}
+
+fn chauthtok(pamh: *mut PamHandle, flags: c_int, args: &[String]) -> c_int {
+    // SAFETY: pamh is the live handle libpam gave us.
+    let handle = unsafe { ffi::Handle::new(pamh) };
+    let Some(cfg) = config_for(&handle, args) else {
+        return PAM_IGNORE;
+    };
+    // The first pass only asks whether the module can take part: nothing is asked or sent.
+    if flags & PAM_PRELIM_CHECK != 0 {
+        return PAM_SUCCESS;
+    }
+    if flags & PAM_UPDATE_AUTHTOK == 0 {
+        return PAM_IGNORE;
+    }
+    let Some(user) = handle.user() else {
+        return PAM_IGNORE;
+    };
+    let env = |k: &str| handle.env(k).or_else(|| std::env::var(k).ok());
+    let lang = cfg.lang(env);
+    // The current password, if a module before this one asked for it. libpam wipes the one
+    // typed at authentication when that returns, so after a login it is asked again.
+    let current = handle.secret_item(PAM_OLDAUTHTOK);
+    let journal: Arc<dyn Journal> = Arc::new(Syslog::new(
+        cfg.syslog_socket.clone(),
+        "pam_sspr",
+        cfg.verbose,
+    ));
+    let service = handle.service();
+    let origin = Origin {
+        ssh: service.as_deref() == Some("sshd"),
+        remote_host: handle.rhost(),
+    };
+    let mut api = match HttpApi::new(&cfg, lang, journal.clone()) {
+        Ok(api) => api.with_origin(origin),
+        Err(e) => {
+            journal.event(&Event::ConfigError { cause: e.0 });
+            return PAM_IGNORE;
+        }
+    };
+    let mut conv = PamConversation {
+        handle: &handle,
+        silent: flags & PAM_SILENT != 0,
+        raw: None,
+    };
+    let req = sspr_agent::change::ChangeRequest {
+        lang,
+        user: &user,
+        current: current.clone(),
+        short: Screen::detect(cfg.screen, service.as_deref()).is_greeter(),
+    };
+    match sspr_agent::change::change(&mut conv, req, &mut api, journal.as_ref()) {
+        sspr_agent::change::Changed::Yes(new) => {
+            // For the modules after this one (a keyring re-encrypts with old and new).
+            if let Some(old) = &current {
+                handle.set_secret_item(PAM_OLDAUTHTOK, old.as_bytes());
+            }
+            handle.set_secret_item(PAM_AUTHTOK, new.as_bytes());
+            PAM_SUCCESS
+        }
+        sspr_agent::change::Changed::No => PAM_AUTHTOK_ERR,
+        sspr_agent::change::Changed::Unavailable => PAM_IGNORE,
+    }
 }
 
 fn config_path(args: &[String]) -> PathBuf {
@@ -264,10 +371,23 @@ impl ffi::Handle {
     }
 
     fn set_authtok(&self, pw: &[u8]) {
+        self.set_secret_item(PAM_AUTHTOK, pw);
+    }
+
+    fn set_secret_item(&self, item_type: c_int, pw: &[u8]) {
         let Ok(c) = CString::new(pw) else { return };
         let mut bytes = c.into_bytes_with_nul();
         // SAFETY: libpam copies the string; we wipe ours right after.
-        unsafe { ffi::pam_set_item(self.raw(), PAM_AUTHTOK, bytes.as_ptr() as *const c_void) };
+        unsafe { ffi::pam_set_item(self.raw(), item_type, bytes.as_ptr() as *const c_void) };
         bytes.zeroize();
+    }
+
+    /// A password item (PAM_AUTHTOK, PAM_OLDAUTHTOK), if set and not empty.
+    fn secret_item(&self, item_type: c_int) -> Option<Zeroizing<String>> {
+        let p = self.item(item_type)?;
+        // SAFETY: the password items are NUL-terminated strings owned by libpam.
+        let bytes = unsafe { CStr::from_ptr(p as *const c_char) }.to_bytes();
+        let text = std::str::from_utf8(bytes).ok()?;
+        (!text.is_empty()).then(|| Zeroizing::new(text.to_string()))
     }
 }

@@ -184,6 +184,24 @@ impl Pam {
         Pam::spawn(command)
     }
 
+    /// pamtester running `ops` (`chauthtok`, `authenticate chauthtok(PAM_CHANGE_EXPIRED_AUTHTOK)`)
+    /// on `service`.
+    pub(crate) fn start_ops(services: &Path, service: &str, user: &str, ops: &str) -> Pam {
+        let mut command = Command::new("sh");
+        command
+            .args([
+                "-c",
+                &format!("exec stdbuf -o0 pamtester -v \"$0\" \"$1\" {ops} 2>&1"),
+            ])
+            .arg(service)
+            .arg(user)
+            .env("LD_PRELOAD", "libpam_wrapper.so")
+            .env("PAM_WRAPPER", "1")
+            .env("PAM_WRAPPER_SERVICE_DIR", services)
+            .env("LANG", "C.UTF-8");
+        Pam::spawn(command)
+    }
+
     /// Drives any program this way (pamtester in a test machine, an ssh client under a pty):
     /// stdout and stderr are read together.
     pub(crate) fn spawn(mut command: Command) -> Pam {

@@ -10,6 +10,7 @@ mod admin;
 mod binary;
 mod browser;
 mod change;
+mod chauthtok;
 mod delivery;
 mod enumeration;
 mod faults;
