@@ -61,6 +61,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/policy"),
     ("POST", "/admin/policy"),
     ("GET", "/admin/users"),
+    ("POST", "/admin/users/invite"),
     ("GET", "/admin/audit"),
     ("GET", "/admin/audit/export"),
     ("GET", "/admin/expiry"),

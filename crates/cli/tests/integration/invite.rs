@@ -220,3 +220,56 @@ async fn an_openldap_account_gets_its_first_password_through_an_invitation() {
     assert!(slapd.binds("mallory", NEW));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_administrator_invites_from_the_users_page() {
+    let s = Server::start().await;
+    s.user("boss", &["sspr-admins"]).await;
+    add(&s, "quincy", Some("quincy@contoso.test"), &["staff"]).await;
+    add(&s, "root-ish", Some("root@contoso.test"), &["admins"]).await;
+    let mut b = Browser::new(&s);
+    let csrf = b.get("/admin").await.field("csrf");
+    let p = b
+        .post(
+            "/admin/sign-in",
+            &[
+                ("csrf", &csrf),
+                ("next", "/admin/users"),
+                ("user", "boss"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert!(p.status.is_redirection(), "{}", p.body);
+    let p = b.get("/admin/users?q=quincy").await;
+    assert!(p.body.contains("id=\"invite-form\""), "{}", p.body);
+    let p = b
+        .post(
+            "/admin/users/invite",
+            &[("csrf", &csrf), ("login", "quincy"), ("channel", "email")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(p.body.contains("id=\"invite-sent\""), "{}", p.body);
+    assert!(
+        !p.body.contains("quincy@contoso.test"),
+        "masked: {}",
+        p.body
+    );
+    let token = link_token(&s, "quincy@contoso.test", 0).await;
+    let (st, v) = s.set_password(&token, NEW).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let sent = s.audit("user=quincy&activity=invitation_sent").await;
+    assert_eq!(sent[0]["actor"], "admin:boss", "{sent:?}");
+
+    // A refusal is shown on the page, in words.
+    let p = b
+        .post(
+            "/admin/users/invite",
+            &[("csrf", &csrf), ("login", "root-ish"), ("channel", "email")],
+        )
+        .await;
+    assert!(p.body.contains("privileged"), "{}", p.body);
+    assert!(!p.body.contains("id=\"invite-sent\""), "{}", p.body);
+    s.stop().await;
+}

@@ -79,6 +79,7 @@ pub fn routes() -> Router<Arc<State>> {
         .route("/admin/insights", get(insights_page))
         .route("/admin/policy", get(policy_page).post(policy_post))
         .route("/admin/users", get(users_page))
+        .route("/admin/users/invite", post(invite_post))
         .route("/admin/audit", get(audit_page))
         .route("/admin/expiry", get(expiry_page))
         .route("/admin/audit/export", get(audit_export))

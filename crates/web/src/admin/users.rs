@@ -17,12 +17,43 @@ pub async fn users_page(
         .map(|q| q.trim().to_string())
         .filter(|q| !q.is_empty());
     match q {
-        Some(q) => user_lookup(w, &s, q).await,
+        Some(q) => user_lookup(w, &s, q, json!({})).await,
         None => registered_list(w, &s).await,
     }
 }
 
-pub(super) async fn user_lookup(mut w: Web, s: &SessionRecord, q: String) -> Response {
+/// `POST /admin/users/invite`: an invitation to set the first password, sent from the user's
+/// page; the page again, saying where it went or why not.
+pub async fn invite_post(Gated(SignedInAdmin(s), p): Gated<SignedInAdmin, Posted>) -> Response {
+    let login = p.get("login").trim().to_string();
+    let channel = sspr_app::ports::Channel::parse(p.get("channel"))
+        .unwrap_or(sspr_app::ports::Channel::Email);
+    let w = p.web;
+    let app = w.state.app.clone();
+    let actor = format!("admin:{}", s.login);
+    let extra = match app.invite(&w.ctx, &actor, &login, channel).await {
+        Ok(r) => json!({ "invited": CATALOG.tr(
+            w.lang(),
+            "admin-invite-sent",
+            &[
+                ("to", r.sent_to),
+                ("hours", (r.expires_in / 3600).to_string()),
+            ],
+        ) }),
+        Err(e) => {
+            let e = w.audited(e).await;
+            json!({ "invite_error": e.message, "support_code": e.support_code })
+        }
+    };
+    user_lookup(w, &s, login, extra).await
+}
+
+pub(super) async fn user_lookup(
+    mut w: Web,
+    s: &SessionRecord,
+    q: String,
+    extra: Value,
+) -> Response {
     let app = w.state.app.clone();
     let lang = w.lang();
     let not_found = |w: Web| {
@@ -89,7 +120,7 @@ pub(super) async fn user_lookup(mut w: Web, s: &SessionRecord, q: String) -> Res
         s,
         StatusCode::OK,
         "users",
-        json!({ "q": q, "user": summary }),
+        merge(json!({ "q": q, "user": summary }), extra),
     )
 }
 
