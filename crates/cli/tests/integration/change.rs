@@ -373,6 +373,7 @@ async fn sign_in(s: &Server, user: &str, pw: &str) -> (StatusCode, Value) {
 async fn an_expired_builtin_password_sends_the_sign_in_to_the_change() {
     let s = Server::start_with(|c| c.directory.password_max_age_days = 30).await;
     s.user("ivy", &["staff"]).await;
+    s.user("ada", &["sspr-admins"]).await;
     let (st, v) = sign_in(&s, "ivy", PASSWORD).await;
     assert_eq!(st, StatusCode::OK, "{v}");
 
@@ -399,6 +400,20 @@ async fn an_expired_builtin_password_sends_the_sign_in_to_the_change() {
     assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
     assert!(p.body.contains("id=\"change-form\""), "{}", p.body);
     assert!(p.body.contains("value=\"ivy\""), "{}", p.body);
+    // The admin pages' sign-in too.
+    let p = b
+        .post(
+            "/admin/sign-in",
+            &[
+                ("csrf", &csrf),
+                ("next", "/admin"),
+                ("user", "ada"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    assert!(p.body.contains("id=\"change-form\""), "{}", p.body);
 
     let (st, v) = change(&s, "ivy", PASSWORD, NEW).await;
     assert_eq!(st, StatusCode::OK, "{v}");
