@@ -134,6 +134,25 @@ impl LdapDirectory {
         Ok(supported_hints(listed))
     }
 
+    /// The policy-hints control the server lists, value SEQUENCE { INTEGER 1 }, which makes AD
+    /// apply the history and minimum age to a write by the service account as to the user's
+    /// own change; none where it lists neither (the rules shown then do not claim the history).
+    pub(crate) async fn hint_controls(
+        &self,
+        ldap: &mut Ldap,
+    ) -> Result<Vec<ldap3::controls::RawControl>, DirError> {
+        Ok(self
+            .policy_hints(ldap)
+            .await?
+            .map(|oid| ldap3::controls::RawControl {
+                ctype: oid.into(),
+                crit: false,
+                val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
+            })
+            .into_iter()
+            .collect())
+    }
+
     /// AD reset: replace `unicodePwd` with the quoted password in UTF-16LE (only allowed over
     /// an encrypted connection), with the policy-hints control so the domain's history rule
     /// applies as to a change; then clear `lockoutTime`.
@@ -144,18 +163,7 @@ impl LdapDirectory {
         new_password: &str,
     ) -> Result<(), DirError> {
         let value = unicode_pwd(new_password);
-        // The policy-hints control the server lists, value SEQUENCE { INTEGER 1 }; none where
-        // it lists neither (the rules shown then do not claim the history).
-        let hints: Vec<_> = self
-            .policy_hints(ldap)
-            .await?
-            .map(|oid| ldap3::controls::RawControl {
-                ctype: oid.into(),
-                crit: false,
-                val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
-            })
-            .into_iter()
-            .collect();
+        let hints = self.hint_controls(ldap).await?;
         let mut mods = vec![Mod::Replace(b"unicodePwd".to_vec(), value)];
         if self.cfg.must_change_after_reset {
             // In the same modify, so the reset and the flag apply together or not at all.

@@ -78,19 +78,11 @@ impl LdapDirectory {
                         }
                     }
                     Flavor::Ad => {
-                        // The policy hints make the domain's history and minimum age apply,
-                        // as to the user's own change, where the server lists them.
-                        let hints: Vec<_> = self
-                            .policy_hints(&mut s.ldap)
-                            .await?
-                            .map(|oid| ldap3::controls::RawControl {
-                                ctype: oid.into(),
-                                crit: false,
-                                val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
-                            })
-                            .into_iter()
-                            .collect();
-                        let mods = vec![Mod::Replace(b"unicodePwd".to_vec(), unicode_pwd(new_password))];
+                        let hints = self.hint_controls(&mut s.ldap).await?;
+                        let mods = vec![Mod::Replace(
+                            b"unicodePwd".to_vec(),
+                            unicode_pwd(new_password),
+                        )];
                         let r = s
                             .ldap
                             .with_controls(hints)

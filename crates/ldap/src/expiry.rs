@@ -93,27 +93,12 @@ impl LdapDirectory {
             Flavor::Ad => (everyone, "msDS-UserPasswordExpiryTimeComputed"),
             Flavor::OpenLdap => (format!("(&{everyone}(pwdChangedTime=*))"), "pwdChangedTime"),
         };
-        let mut attrs: Vec<String> = [
-            "entryUUID",
-            "objectGUID",
-            "uid",
-            "sAMAccountName",
-            "userAccountControl",
-            "lockoutTime",
-            "accountExpires",
-            "memberOf",
-            "pwdAccountLockedTime",
-            "pwdPolicySubentry",
-            expiry_attr,
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
-        attrs.extend([
-            self.cfg.display_name_attribute.clone(),
-            self.cfg.mail_attribute.clone(),
-            self.cfg.mobile_attribute.clone(),
-        ]);
+        let attrs: Vec<String> = self
+            .user_attrs()
+            .into_iter()
+            .chain(["pwdPolicySubentry", expiry_attr])
+            .map(String::from)
+            .collect();
         // Groups that are entries of their own come in one paged read of the groups, not a
         // search per user.
         let members = if self.cfg.group_base_dn.is_empty() {

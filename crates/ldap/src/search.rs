@@ -8,27 +8,38 @@ use crate::connection::pooled_read;
 use crate::filter::{member_filter, user_filter};
 use crate::{Flavor, LdapDirectory, unavailable};
 
+/// What [`LdapDirectory::user_from_entry`] reads, besides the configured name, mail and
+/// mobile attributes.
+pub(crate) const USER_ATTRS: [&str; 9] = [
+    "entryUUID",
+    "objectGUID",
+    "uid",
+    "sAMAccountName",
+    "userAccountControl",
+    "lockoutTime",
+    "accountExpires",
+    "memberOf",
+    "pwdAccountLockedTime",
+];
+
 impl LdapDirectory {
+    /// [`USER_ATTRS`] and the configured ones.
+    pub(crate) fn user_attrs(&self) -> Vec<&str> {
+        let mut attrs = USER_ATTRS.to_vec();
+        attrs.extend([
+            self.cfg.display_name_attribute.as_str(),
+            self.cfg.mail_attribute.as_str(),
+            self.cfg.mobile_attribute.as_str(),
+        ]);
+        attrs
+    }
+
     pub(crate) async fn entry(
         &self,
         ldap: &mut Ldap,
         login: &str,
     ) -> Result<Option<SearchEntry>, DirError> {
-        let attrs = vec![
-            "entryUUID",
-            "objectGUID",
-            "uid",
-            "sAMAccountName",
-            "userAccountControl",
-            "lockoutTime",
-            "accountExpires",
-            "memberOf",
-            "pwdAccountLockedTime",
-            self.cfg.display_name_attribute.as_str(),
-            self.cfg.mail_attribute.as_str(),
-            self.cfg.mobile_attribute.as_str(),
-        ];
-        self.entry_with(ldap, login, attrs).await
+        self.entry_with(ldap, login, self.user_attrs()).await
     }
 
     /// The one entry the user filter matches for `login`, with `attrs`.

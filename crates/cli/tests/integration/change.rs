@@ -433,13 +433,7 @@ async fn an_expired_builtin_password_sends_the_sign_in_to_the_change() {
 #[tokio::test]
 async fn openldap_passwords_to_change_are_told_apart_from_wrong_ones_and_changed() {
     let slapd = Slapd::start();
-    let s = server_on(
-        &slapd,
-        format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
-        "cn=sspr,dc=sspr,dc=test",
-        "service-secret",
-    )
-    .await;
+    let s = crate::ldap::server_with_service_account(&slapd).await;
     // pwdReset (an administrator's "change at next sign-in"): the bind works, but ppolicy
     // allows nothing else; signing in to register would be no use.
     let mallory = "uid=mallory,ou=people,dc=sspr,dc=test";

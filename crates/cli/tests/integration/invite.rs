@@ -8,7 +8,7 @@ use sspr_domain::clock::rfc3339;
 use sspr_store::NewUser;
 
 use crate::harness::{PASSWORD, Server};
-use crate::ldap::{NEW, Slapd, server_on};
+use crate::ldap::{NEW, Slapd};
 use crate::web::Browser;
 
 async fn invite(s: &Server, user: &str) -> (StatusCode, Value) {
@@ -205,13 +205,7 @@ async fn invitations_are_refused_in_words_where_they_cannot_go() {
 #[tokio::test]
 async fn an_openldap_account_gets_its_first_password_through_an_invitation() {
     let slapd = Slapd::start();
-    let s = server_on(
-        &slapd,
-        format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
-        "cn=sspr,dc=sspr,dc=test",
-        "service-secret",
-    )
-    .await;
+    let s = crate::ldap::server_with_service_account(&slapd).await;
     let (st, v) = invite(&s, "mallory").await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let token = link_token(&s, "mallory@contoso.test", 0).await;

@@ -334,6 +334,18 @@ pub(crate) async fn server_on(
     .await
 }
 
+/// A server on `slapd` over LDAPS as the service account `cn=sspr` (write rights on passwords
+/// and locks, no size limit on its searches), as a site sets one up.
+pub(crate) async fn server_with_service_account(slapd: &Slapd) -> Server {
+    server_on(
+        slapd,
+        format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+        "cn=sspr,dc=sspr,dc=test",
+        "service-secret",
+    )
+    .await
+}
+
 #[tokio::test]
 async fn reset_and_unlock_write_to_openldap() {
     let slapd = Slapd::start();

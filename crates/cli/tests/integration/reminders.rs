@@ -9,7 +9,7 @@ use sspr_domain::expiry::DAY;
 use sspr_store::NewUser;
 
 use crate::harness::{PASSWORD, Server};
-use crate::ldap::{AD_ADMIN_PW, NEW, OLD, SambaAd, Slapd, server_on};
+use crate::ldap::{AD_ADMIN_PW, NEW, OLD, SambaAd, Slapd};
 
 fn mails_to(s: &Server, to: &str, words: &str) -> usize {
     s.smtp
@@ -156,13 +156,7 @@ async fn without_a_maximum_age_the_run_says_what_to_set() {
 #[tokio::test]
 async fn openldap_expiry_comes_from_pwd_changed_time_and_the_policys_max_age() {
     let slapd = Slapd::start();
-    let s = server_on(
-        &slapd,
-        format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
-        "cn=sspr,dc=sspr,dc=test",
-        "service-secret",
-    )
-    .await;
+    let s = crate::ldap::server_with_service_account(&slapd).await;
     slapd.modify(
         "dn: cn=default,ou=policies,dc=sspr,dc=test\nchangetype: modify\nadd: pwdMaxAge\npwdMaxAge: 2592000\n",
     );
@@ -233,13 +227,7 @@ async fn openldap_twelve_hundred_accounts_are_read_in_pages_not_one_search_each(
         ldif.push_str(&format!("member: uid=u{i},ou=people,dc=sspr,dc=test\n"));
     }
     slapd.modify(&ldif);
-    let s = server_on(
-        &slapd,
-        format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
-        "cn=sspr,dc=sspr,dc=test",
-        "service-secret",
-    )
-    .await;
+    let s = crate::ldap::server_with_service_account(&slapd).await;
     // Only members of "many" may use sspr: the groups must come with the scan.
     s.set_policy(|p| {
         p["scope"] = json!("groups");
