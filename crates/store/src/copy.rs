@@ -4,7 +4,8 @@
 //! Copied: the built-in directory's users (with their password hashes), every registration
 //! (methods, hashed answers, confirmation dates, the last TOTP step), the policy, admin tokens
 //! and the whole audit log. Not copied: what is short-lived by design (open flows, codes,
-//! sessions, throttle counters, the outbox) and the built-in directory's password history.
+//! sessions, throttle counters, the outbox), the built-in directory's password history and the
+//! record of expiry reminders sent (a reminder due at the move may go out once more).
 
 use sspr_app::ports::{AuditFilter, Store, StoreError, StoreResult, UserStore};
 use sspr_domain::clock::UnixTime;
