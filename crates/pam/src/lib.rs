@@ -89,31 +89,32 @@ pub unsafe extern "C" fn pam_sm_chauthtok(
     catch_unwind(AssertUnwindSafe(|| chauthtok(pamh, flags, &args))).unwrap_or(PAM_IGNORE)
 }
 
-/// The configuration, when the module is set up for this service; `None` (logged when broken)
-/// means stay out of the way.
-fn config_for(handle: &ffi::Handle, args: &[String]) -> Option<AgentConfig> {
-    let cfg = match AgentConfig::load(&config_path(args)) {
-        Ok(Some(cfg)) => cfg,
-        Ok(None) => return None,
+/// The configuration; `None` when it is not set up (installed but not configured) or broken
+/// (logged): either way the module stays out of the way.
+fn load_config(args: &[String]) -> Option<AgentConfig> {
+    match AgentConfig::load(&config_path(args)) {
+        Ok(cfg) => cfg,
         Err(e) => {
             Syslog::new(PathBuf::from("/dev/log"), "pam_sspr", false)
                 .event(&Event::ConfigError { cause: e.0 });
-            return None;
+            None
         }
-    };
-    let service = handle.service();
-    service
-        .as_deref()
-        .is_some_and(|s| cfg.offers_reset_to(s))
-        .then_some(cfg)
+    }
 }
 
 fn chauthtok(pamh: *mut PamHandle, flags: c_int, args: &[String]) -> c_int {
     // SAFETY: pamh is the live handle libpam gave us.
     let handle = unsafe { ffi::Handle::new(pamh) };
-    let Some(cfg) = config_for(&handle, args) else {
+    let Some(cfg) = load_config(args) else {
         return PAM_IGNORE;
     };
+    if !handle
+        .service()
+        .as_deref()
+        .is_some_and(|s| cfg.offers_reset_to(s))
+    {
+        return PAM_IGNORE;
+    }
     // The first pass only asks whether the module can take part: nothing is asked or sent.
     if flags & PAM_PRELIM_CHECK != 0 {
         return PAM_SUCCESS;
@@ -198,21 +199,11 @@ fn authenticate(pamh: *mut PamHandle, flags: c_int, args: &[String]) -> c_int {
         raw: None,
     };
     let env = |k: &str| handle.env(k).or_else(|| std::env::var(k).ok());
-    let path = config_path(args);
-    let cfg = match AgentConfig::load(&path) {
-        Ok(Some(cfg)) => cfg,
-        // Installed but not configured, or misconfigured: no reset, just the password prompt
-        // the next module expects (it may be stacked with use_first_pass).
-        Ok(None) => {
-            let next = plain_prompt(&mut conv, Lang::from_env(env));
-            return hand_on(&handle, next, conv.raw.take());
-        }
-        Err(e) => {
-            Syslog::new(PathBuf::from("/dev/log"), "pam_sspr", false)
-                .event(&Event::ConfigError { cause: e.0 });
-            let next = plain_prompt(&mut conv, Lang::from_env(env));
-            return hand_on(&handle, next, conv.raw.take());
-        }
+    // Installed but not configured, or misconfigured: no reset, just the password prompt the
+    // next module expects (it may be stacked with use_first_pass).
+    let Some(cfg) = load_config(args) else {
+        let next = plain_prompt(&mut conv, Lang::from_env(env));
+        return hand_on(&handle, next, conv.raw.take());
     };
     let lang = cfg.lang(env);
     let service = handle.service();

@@ -622,22 +622,7 @@ async fn reminders_run_from_the_cli_as_a_table_or_json_and_bad_settings_say_what
         );
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    let mut add = Command::new(env!("CARGO_BIN_EXE_sspr"))
-        .current_dir(dir.path())
-        .args(["users", "add", "kim", "--email", "kim@example.test", "-c"])
-        .arg(&cfg)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        add.stdin.as_mut().unwrap(),
-        b"a long enough passphrase for kim\n",
-    )
-    .unwrap();
-    let out = add.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
+    add_kim(dir.path(), &["-c", &cfg.to_string_lossy()]);
     let table = run(&["--dry-run"]);
     assert!(table.contains("in 8–14 days"), "{table}");
     assert!(table.contains("would be queued"), "{table}");
@@ -652,21 +637,7 @@ async fn reminders_run_from_the_cli_as_a_table_or_json_and_bad_settings_say_what
 #[tokio::test]
 async fn users_invite_takes_a_csv_from_hr_and_reports_each_line() {
     let dir = tempfile::tempdir().unwrap();
-    let mut add = Command::new(env!("CARGO_BIN_EXE_sspr"))
-        .current_dir(dir.path())
-        .args(["users", "add", "kim", "--email", "kim@example.test"])
-        .env_remove("SSPR_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        add.stdin.as_mut().unwrap(),
-        b"a long enough passphrase for kim\n",
-    )
-    .unwrap();
-    assert!(add.wait_with_output().unwrap().status.success());
+    add_kim(dir.path(), &[]);
     let csv = dir.path().join("new-hires.csv");
     std::fs::write(&csv, "login,channel\nkim\nnobody\nkim,fax\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sspr"))
@@ -699,4 +670,25 @@ async fn users_invite_takes_a_csv_from_hr_and_reports_each_line() {
         .unwrap();
     let outbox = String::from_utf8_lossy(&out.stdout);
     assert!(outbox.contains("/invite/"), "{outbox}");
+}
+
+/// `sspr users add kim --email kim@example.test` in `dir`, the password on stdin.
+fn add_kim(dir: &std::path::Path, extra: &[&str]) {
+    let mut add = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .current_dir(dir)
+        .args(["users", "add", "kim", "--email", "kim@example.test"])
+        .args(extra)
+        .env_remove("SSPR_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        add.stdin.as_mut().unwrap(),
+        b"a long enough passphrase for kim\n",
+    )
+    .unwrap();
+    let out = add.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
 }

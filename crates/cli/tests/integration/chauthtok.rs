@@ -57,10 +57,8 @@ except Exception:
     services
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chauthtok_changes_the_password_through_sspr_with_its_rules_in_words() {
-    let s = Server::start().await;
-    s.registered_user("alice").await;
+/// The agent's config for `s` and the service above, with the agent's log.
+fn stack(s: &Server) -> (Syslog, PathBuf) {
     let dir = s.dir.path();
     let log = Syslog::start(dir);
     let config = agent_config(
@@ -70,7 +68,14 @@ async fn chauthtok_changes_the_password_through_sspr_with_its_rules_in_words() {
         &format!("ca_file = \"{}\"", s.ca().display()),
         &log,
     );
-    let services = services(dir, &s, &config);
+    (log, services(dir, s, &config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chauthtok_changes_the_password_through_sspr_with_its_rules_in_words() {
+    let s = Server::start().await;
+    s.registered_user("alice").await;
+    let (log, services) = stack(&s);
 
     let mut pam = Pam::start_ops(&services, "sspr-test", "alice", "chauthtok");
     pam.expect("Password expired. Choose a new one.").await;
@@ -124,16 +129,8 @@ async fn an_expired_password_at_login_is_changed_and_the_login_goes_on() {
     let s = Server::start_with(|c| c.directory.password_max_age_days = 30).await;
     s.registered_user("bea").await;
     s.clock.advance(31 * 86_400);
+    let (log, services) = stack(&s);
     let dir = s.dir.path();
-    let log = Syslog::start(dir);
-    let config = agent_config(
-        dir,
-        "logon.toml",
-        &s.url,
-        &format!("ca_file = \"{}\"", s.ca().display()),
-        &log,
-    );
-    let services = services(dir, &s, &config);
     // What a login does with an expired password: authenticate, then the change the account
     // phase asks for, in the same PAM handle. libpam wipes the typed password when
     // authentication returns, so the change asks for it again (as pam_unix does).
