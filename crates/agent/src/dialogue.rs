@@ -300,7 +300,10 @@ impl Dialogue<'_> {
         }
         if self.greeter() {
             let to = challenge.sent_to.as_deref();
-            self.conv.info(&self.t(T::GreeterCode { to }));
+            self.conv.info(&self.t(T::GreeterCode {
+                method: &method,
+                to,
+            }));
         } else if let Some(to) = &challenge.sent_to {
             self.conv.info(&self.t(T::SentTo { to }));
         }

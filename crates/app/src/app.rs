@@ -256,11 +256,11 @@ impl App {
         AppError::new(ErrorKind::TooMany, ctx.t(m)).with_retry_after(retry_after)
     }
 
-    /// Queues an email notice about an account change to the user's addresses.
+    /// Queues a notice about an account change to each `(channel, address)`.
     pub async fn notify(
         &self,
         ctx: &RequestCtx,
-        recipients: &[String],
+        recipients: &[(Channel, String)],
         what_en: &str,
         what_zh: &str,
         target: &str,
@@ -278,7 +278,7 @@ impl App {
     pub fn notice_messages(
         &self,
         ctx: &RequestCtx,
-        recipients: &[String],
+        recipients: &[(Channel, String)],
         what_en: &str,
         what_zh: &str,
         target: &str,
@@ -290,17 +290,21 @@ impl App {
         } else {
             what_en
         };
+        let org = &self.settings.organisation;
         recipients
             .iter()
-            .map(|r| {
-                let (subject, body) = crate::messages::notice(
-                    ctx.lang,
-                    &self.settings.organisation,
-                    what,
-                    &when,
-                    &ctx.ip,
-                );
-                let mut m = OutboxMessage::new(Channel::Email, r, &subject, &body, now);
+            .map(|(channel, to)| {
+                let mut m = match channel {
+                    Channel::Email => {
+                        let (subject, body) =
+                            crate::messages::notice(ctx.lang, org, what, &when, &ctx.ip);
+                        OutboxMessage::new(Channel::Email, to, &subject, &body, now)
+                    }
+                    Channel::Sms => {
+                        let text = crate::messages::notice_sms(ctx.lang, org, what, &when);
+                        OutboxMessage::new(Channel::Sms, to, "", &text, now)
+                    }
+                };
                 m.target = target.into();
                 m
             })

@@ -341,7 +341,7 @@ impl App {
         let reset = flow.kind == FlowKind::Reset;
         let mut out = Vec::new();
         if policy.notify_user {
-            let to = self.notice_addresses(user, &records);
+            let to = self.notice_recipients(Some(user), &records);
             let (en, zh) = match flow.kind {
                 FlowKind::Reset => ("Your password was reset", "你的密码已被重置"),
                 FlowKind::Change => ("Your password was changed", "你的密码已被更改"),
@@ -360,7 +360,12 @@ impl App {
                 flow.account
             );
             let zh = format!("管理员 {} 通过自助服务重置了密码", flow.account);
-            out.extend(self.notice_messages(ctx, &policy.admin_notify, &en, &zh, &flow.account));
+            let admins: Vec<_> = policy
+                .admin_notify
+                .iter()
+                .map(|a| (crate::ports::Channel::Email, a.clone()))
+                .collect();
+            out.extend(self.notice_messages(ctx, &admins, &en, &zh, &flow.account));
         }
         Ok(out)
     }

@@ -17,6 +17,7 @@ pub mod invite;
 pub mod messages;
 pub mod ports;
 pub mod pow;
+pub mod recovery;
 pub mod register;
 pub mod reminders;
 pub mod reset;

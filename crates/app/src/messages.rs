@@ -47,6 +47,9 @@ pub enum Msg {
     CodeSent,
     AnswerQuestions,
     EnterTotp,
+    EnterRecoveryCode,
+    WrongRecoveryCode,
+    RecoveryCodeFormat,
     WrongCode,
     WrongAnswers,
     NoCodeWaiting,
@@ -76,6 +79,7 @@ pub enum Msg {
     Verified,
     QuestionsSaved,
     TotpScan,
+    RecoveryCodesCreated,
     MethodRemoved,
     Reviewed,
     NotSetPasswordStep,
@@ -94,7 +98,7 @@ pub enum Msg {
     Busy,
 }
 
-pub const ALL_MSGS: [Msg; 53] = [
+pub const ALL_MSGS: [Msg; 57] = [
     Msg::EnterUserId,
     Msg::ChooseMethod,
     Msg::RegistrationRequired,
@@ -103,6 +107,9 @@ pub const ALL_MSGS: [Msg; 53] = [
     Msg::CodeSent,
     Msg::AnswerQuestions,
     Msg::EnterTotp,
+    Msg::EnterRecoveryCode,
+    Msg::WrongRecoveryCode,
+    Msg::RecoveryCodeFormat,
     Msg::WrongCode,
     Msg::WrongAnswers,
     Msg::NoCodeWaiting,
@@ -132,6 +139,7 @@ pub const ALL_MSGS: [Msg; 53] = [
     Msg::Verified,
     Msg::QuestionsSaved,
     Msg::TotpScan,
+    Msg::RecoveryCodesCreated,
     Msg::MethodRemoved,
     Msg::Reviewed,
     Msg::NotSetPasswordStep,
@@ -187,6 +195,20 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
         (Lang::Zh, AnswerQuestions) => "请回答以下安全问题。",
         (Lang::En, EnterTotp) => "Enter the code shown in your authenticator app.",
         (Lang::Zh, EnterTotp) => "请输入身份验证器应用中显示的验证码。",
+        (Lang::En, EnterRecoveryCode) => {
+            "Enter one of the recovery codes you saved. Each code works once."
+        }
+        (Lang::Zh, EnterRecoveryCode) => "请输入你保存的一个恢复码。每个恢复码只能使用一次。",
+        (Lang::En, WrongRecoveryCode) => {
+            "That recovery code is not right, or it was used before. Check it, or try another of your codes."
+        }
+        (Lang::Zh, WrongRecoveryCode) => "恢复码不正确，或已被使用过。请检查，或换一个恢复码。",
+        (Lang::En, RecoveryCodeFormat) => {
+            "A recovery code has 16 letters and digits, like 7K2M-9QXP-4RTB-8HZD. Check what you typed."
+        }
+        (Lang::Zh, RecoveryCodeFormat) => {
+            "恢复码由 16 个字母和数字组成，例如 7K2M-9QXP-4RTB-8HZD。请检查你的输入。"
+        }
         (Lang::En, WrongCode) => {
             "That code is not right, or it has expired. Check it and try again, or ask for a new code."
         }
@@ -287,6 +309,12 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
             "Scan the QR code with your authenticator app, then enter the code it shows."
         }
         (Lang::Zh, TotpScan) => "用身份验证器应用扫描二维码，然后输入显示的验证码。",
+        (Lang::En, RecoveryCodesCreated) => {
+            "Save these codes now: they are shown only this once. Each one resets your password once. Any codes you had before no longer work."
+        }
+        (Lang::Zh, RecoveryCodesCreated) => {
+            "请立即保存这些恢复码：它们只显示这一次。每个恢复码可用于重置一次密码。之前的恢复码已全部失效。"
+        }
         (Lang::En, MethodRemoved) => "The method was removed.",
         (Lang::Zh, MethodRemoved) => "已删除该方式。",
         (Lang::En, Reviewed) => "Thank you. Your security info is confirmed as up to date.",
@@ -394,6 +422,15 @@ pub fn notice(lang: Lang, org: &str, what: &str, when: &str, ip: &str) -> (Strin
                 "{what}\n\n时间：{when}\n来源：{ip}\n\n如果这不是你本人操作，请立即联系技术支持。"
             ),
         ),
+    }
+}
+
+/// The notice as a text message: what happened, when, and what to do if it was not the user.
+pub fn notice_sms(lang: Lang, org: &str, what: &str, when: &str) -> String {
+    let org = if org.is_empty() { "sspr" } else { org };
+    match lang {
+        Lang::En => format!("{org}: {what} ({when}). Not you? Call your helpdesk at once."),
+        Lang::Zh => format!("{org}：{what}（{when}）。如果不是你本人操作，请立即联系技术支持。"),
     }
 }
 

@@ -285,6 +285,41 @@ pub trait ReminderStore: Send + Sync + 'static {
     ) -> StoreResult<bool>;
 }
 
+/// What spending a recovery code found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryUse {
+    Spent {
+        left: u32,
+    },
+    /// In the set, but spent already.
+    UsedBefore,
+    /// Not in the user's current set.
+    Unknown,
+}
+
+/// Saved recovery codes, kept as MACs under the server key. Each call is one transaction, and
+/// atomic per user against concurrent callers on any instance.
+#[async_trait]
+pub trait RecoveryStore: Send + Sync + 'static {
+    /// Replaces the user's set (voiding every earlier code) and marks the method active.
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &str,
+        digests: &[String],
+        now: UnixTime,
+    ) -> StoreResult<()>;
+    /// Spends the code with this digest at `now`. Of any number of concurrent callers with one
+    /// code, exactly one gets [`RecoveryUse::Spent`]. Spending the last code removes the method.
+    async fn use_recovery_code(
+        &self,
+        user_id: &str,
+        digest: &str,
+        now: UnixTime,
+    ) -> StoreResult<RecoveryUse>;
+    /// The digests of the user's unused codes.
+    async fn recovery_codes(&self, user_id: &str) -> StoreResult<Vec<String>>;
+}
+
 /// Everything sspr keeps. SQLite and PostgreSQL implement it and pass the same tests.
 ///
 /// Methods that guard a security property are conditional updates that report whether they
@@ -296,7 +331,7 @@ pub trait ReminderStore: Send + Sync + 'static {
 ///
 /// Times are the caller's clock: instances sharing a database must keep their clocks in sync.
 #[async_trait]
-pub trait Store: FinishStore + ReminderStore {
+pub trait Store: FinishStore + ReminderStore + RecoveryStore {
     /// Whether the store can write: a small write in a transaction (the heartbeat row), so a
     /// full disk, a read-only file or a database that went away all fail it. Callers bound it
     /// with a deadline.

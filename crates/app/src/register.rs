@@ -16,7 +16,7 @@ use crate::app::{App, RequestCtx, keys};
 use crate::crypto::token_hash;
 use crate::error::{AppError, ErrorKind};
 use crate::messages::Msg;
-use crate::ports::{MethodRecord, MethodStatus, PasswordCheck, SessionRecord};
+use crate::ports::{Channel, MethodRecord, MethodStatus, PasswordCheck, SessionRecord};
 use crate::reset::mask_destination;
 
 /// Addresses whose failed sign-ins, each up to `account_failures`, stop an account's sign-in
@@ -364,6 +364,7 @@ impl App {
                     .await);
             }
         }
+        let former = self.active_contact(&s.user_id, method).await?;
         // The code is right, but the address it confirmed may have been withdrawn since.
         if !self
             .store
@@ -375,7 +376,7 @@ impl App {
                 .fail(ev, AppError::invalid(ctx.t(Msg::NoCodeWaiting)))
                 .await);
         }
-        self.changed(
+        self.changed_from(
             ctx,
             s,
             ev,
@@ -384,8 +385,29 @@ impl App {
                 "你的账户添加了安全信息",
             ),
             Msg::Verified,
+            former,
         )
         .await
+    }
+
+    /// The active email address or mobile number of `method`, as a notice recipient.
+    async fn active_contact(
+        &self,
+        user_id: &str,
+        method: Method,
+    ) -> Result<Option<(Channel, String)>, AppError> {
+        let channel = match method {
+            Method::Email => Channel::Email,
+            Method::Sms if self.settings.sms_enabled => Channel::Sms,
+            _ => return Ok(None),
+        };
+        Ok(self
+            .store
+            .methods(user_id)
+            .await?
+            .into_iter()
+            .find(|r| r.method == method && r.status == MethodStatus::Active)
+            .map(|r| (channel, r.value)))
     }
 
     pub async fn set_questions(
@@ -572,6 +594,7 @@ impl App {
     ) -> Result<RegistrationStatus, AppError> {
         let mut ev = self.session_event(ctx, s, Activity::SecurityInfoDeleted);
         ev.details = serde_json::json!({ "method": method });
+        let former = self.active_contact(&s.user_id, method).await?;
         if !self.store.delete_method(&s.user_id, method).await? {
             ev.reason = "not_registered".into();
             return Err(self
@@ -585,7 +608,7 @@ impl App {
                 )
                 .await);
         }
-        self.changed(
+        self.changed_from(
             ctx,
             s,
             ev,
@@ -594,6 +617,7 @@ impl App {
                 "你的账户删除了安全信息",
             ),
             Msg::MethodRemoved,
+            former,
         )
         .await
     }
@@ -614,7 +638,7 @@ impl App {
 
     // -----------------------------------------------------------------------------------------
 
-    fn session_event(
+    pub(crate) fn session_event(
         &self,
         ctx: &RequestCtx,
         s: &SessionRecord,
@@ -626,7 +650,7 @@ impl App {
         ev
     }
 
-    async fn require_method_allowed(
+    pub(crate) async fn require_method_allowed(
         &self,
         ctx: &RequestCtx,
         s: &SessionRecord,
@@ -654,7 +678,7 @@ impl App {
 
     /// Records the change's event, runs [`Self::after_change`] with the notice in both
     /// languages, and answers with the new status and `done` as its message.
-    async fn changed(
+    pub(crate) async fn changed(
         &self,
         ctx: &RequestCtx,
         s: &SessionRecord,
@@ -662,21 +686,37 @@ impl App {
         notice: (&str, &str),
         done: Msg,
     ) -> Result<RegistrationStatus, AppError> {
+        self.changed_from(ctx, s, ev, notice, done, None).await
+    }
+
+    /// [`Self::changed`] for a change that took an address away (removed, or replaced by a new
+    /// one): that address hears of it too, since it may be the user's and the change not.
+    async fn changed_from(
+        &self,
+        ctx: &RequestCtx,
+        s: &SessionRecord,
+        ev: sspr_domain::AuditEvent,
+        notice: (&str, &str),
+        done: Msg,
+        former: Option<(Channel, String)>,
+    ) -> Result<RegistrationStatus, AppError> {
         self.record(ev).await;
-        self.after_change(ctx, s, notice.0, notice.1).await?;
+        self.after_change(ctx, s, notice.0, notice.1, former)
+            .await?;
         let mut st = self.my_status(ctx, s).await?;
         st.message = ctx.t(done);
         Ok(st)
     }
 
     /// After any change: confirm the registration date, audit "registered all required" when
-    /// this change completed it, and tell the user.
+    /// this change completed it, and tell every address of record.
     async fn after_change(
         &self,
         ctx: &RequestCtx,
         s: &SessionRecord,
         en: &str,
         zh: &str,
+        former: Option<(Channel, String)>,
     ) -> Result<(), AppError> {
         self.store.confirm(&s.user_id, self.now()).await?;
         let policy = self.policy().await?;
@@ -692,11 +732,21 @@ impl App {
             self.record(ev).await;
         }
         if policy.notify_user {
-            let to: Vec<String> = records
-                .iter()
-                .filter(|r| r.method == Method::Email && r.status == MethodStatus::Active)
-                .map(|r| r.value.clone())
-                .collect();
+            // The directory's own address is an address of record too; if the directory
+            // cannot be read now, the registered ones still hear of the change.
+            let user = match self.directory.find_user(&s.login).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(error = %e, "security info changed: the directory's addresses are not notified");
+                    None
+                }
+            };
+            let mut to = self.notice_recipients(user.as_ref(), &records);
+            if let Some(f) = former
+                && !to.contains(&f)
+            {
+                to.push(f);
+            }
             self.notify(ctx, &to, en, zh, &s.login).await;
         }
         Ok(())
@@ -721,17 +771,23 @@ impl App {
             && registered
             && confirmed
                 .is_none_or(|c| self.now() >= c + i64::from(policy.reconfirm_days) * 86_400);
-        let methods = records
-            .iter()
-            .map(|r| RegisteredMethod {
+        let mut methods = Vec::with_capacity(records.len());
+        for r in &records {
+            let remaining = if r.method == Method::RecoveryCode {
+                Some(self.recovery_codes_left(&s.user_id).await?)
+            } else {
+                None
+            };
+            methods.push(RegisteredMethod {
                 method: r.method.as_str().into(),
                 status: r.status.as_str().into(),
                 destination: r
                     .method
                     .sends_code()
                     .then(|| mask_destination(r.method, &r.value)),
-            })
-            .collect();
+                remaining,
+            });
+        }
         let available = req
             .methods
             .iter()

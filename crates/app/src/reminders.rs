@@ -190,7 +190,7 @@ impl App {
         };
         let (subject, body, sms) = expiry_reminder(s.reminders.lang, &text);
         let mut out: Vec<OutboxMessage> = self
-            .notice_addresses(&e.user, &records)
+            .notice_addresses(Some(&e.user), &records)
             .iter()
             .map(|to| OutboxMessage::new(Channel::Email, to, &subject, &body, now))
             .collect();

@@ -381,9 +381,13 @@ impl App {
                     expires_in: None,
                 })
             }
-            Method::Totp => Ok(ChallengeResponse {
+            Method::Totp | Method::RecoveryCode => Ok(ChallengeResponse {
                 method: method.as_str().into(),
-                message: ctx.t(Msg::EnterTotp),
+                message: ctx.t(if method == Method::Totp {
+                    Msg::EnterTotp
+                } else {
+                    Msg::EnterRecoveryCode
+                }),
                 sent_to: None,
                 questions: Vec::new(),
                 expires_in: None,
@@ -404,6 +408,7 @@ impl App {
         self.check_not_blocked(ctx, &flow, ev.clone()).await?;
         ev.merge_details(serde_json::json!({ "method": method }));
 
+        let mut codes_left = None;
         let outcome = match method {
             Method::Email | Method::Sms => {
                 self.check_code(ctx, &flow.id, method, req.code.as_deref())
@@ -413,6 +418,13 @@ impl App {
                 self.check_totp(ctx, &flow.user_id, req.code.as_deref())
                     .await?
             }
+            Method::RecoveryCode => self
+                .check_recovery_code(ctx, &flow.user_id, req.code.as_deref())
+                .await?
+                .map(|left| {
+                    codes_left = Some(left);
+                    ev.merge_details(serde_json::json!({ "codes_left": left }));
+                }),
             Method::Questions => {
                 let r = self
                     .check_answers(&flow, req.answers.as_deref().unwrap_or_default())
@@ -448,6 +460,9 @@ impl App {
         }
         self.record(ev).await;
         let records = self.store.methods(&flow.user_id).await?;
+        if let Some(left) = codes_left {
+            self.recovery_code_used(ctx, &flow, &records, left).await;
+        }
         let updated = FlowRecord {
             verified,
             state,
@@ -655,6 +670,7 @@ impl App {
         let msg = match (&miss, method) {
             (Miss::NoCode, _) => Msg::NoCodeWaiting,
             (_, Method::Questions) => Msg::WrongAnswers,
+            (_, Method::RecoveryCode) => Msg::WrongRecoveryCode,
             _ => Msg::WrongCode,
         };
         // Only a wrong guess counts towards a block: a missing, spent or expired code is not
@@ -886,16 +902,52 @@ impl App {
         )))
     }
 
-    pub(crate) fn notice_addresses(&self, user: &DirUser, records: &[MethodRecord]) -> Vec<String> {
+    /// The user's confirmed email addresses and the directory's.
+    pub(crate) fn notice_addresses(
+        &self,
+        user: Option<&DirUser>,
+        records: &[MethodRecord],
+    ) -> Vec<String> {
         let mut to: Vec<String> = records
             .iter()
             .filter(|r| r.method == Method::Email && r.status == MethodStatus::Active)
             .map(|r| r.value.clone())
             .collect();
-        if let Some(e) = &user.email
+        if let Some(e) = user.and_then(|u| u.email.as_ref())
             && !to.iter().any(|x| x.eq_ignore_ascii_case(e))
         {
             to.push(e.clone());
+        }
+        to
+    }
+
+    /// Every address of record a notice about the account goes to (NIST SP 800-63B-4 §4.6,
+    /// "all notification addresses"): the email addresses of [`Self::notice_addresses`], and
+    /// while SMS is set up, each confirmed mobile number and the directory's where the admin
+    /// trusts it. Not only the address that was used: that one may be the attacker's.
+    pub(crate) fn notice_recipients(
+        &self,
+        user: Option<&DirUser>,
+        records: &[MethodRecord],
+    ) -> Vec<(Channel, String)> {
+        let mut to: Vec<(Channel, String)> = self
+            .notice_addresses(user, records)
+            .into_iter()
+            .map(|a| (Channel::Email, a))
+            .collect();
+        if self.settings.sms_enabled {
+            let mut phones: Vec<String> = records
+                .iter()
+                .filter(|r| r.method == Method::Sms && r.status == MethodStatus::Active)
+                .map(|r| r.value.clone())
+                .collect();
+            if self.settings.trust_directory_contacts
+                && let Some(m) = user.and_then(|u| u.mobile.as_ref())
+                && !phones.contains(m)
+            {
+                phones.push(m.clone());
+            }
+            to.extend(phones.into_iter().map(|p| (Channel::Sms, p)));
         }
         to
     }
@@ -1011,6 +1063,8 @@ fn method_option(lang: Lang, m: Method, records: &[MethodRecord]) -> MethodOptio
         (Method::Questions, _, true) => "回答我的安全问题".into(),
         (Method::Totp, _, false) => "Enter a code from my authenticator app".into(),
         (Method::Totp, _, true) => "输入身份验证器应用中的验证码".into(),
+        (Method::RecoveryCode, _, false) => "Enter one of my recovery codes".into(),
+        (Method::RecoveryCode, _, true) => "输入我的一个恢复码".into(),
     };
     MethodOption {
         method: m.as_str().into(),

@@ -96,6 +96,19 @@ impl ReminderStore for FakeStore {
 }
 
 #[async_trait]
+impl RecoveryStore for FakeStore {
+    async fn replace_recovery_codes(&self, _: &str, _: &[String], _: UnixTime) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn use_recovery_code(&self, _: &str, _: &str, _: UnixTime) -> StoreResult<RecoveryUse> {
+        Ok(RecoveryUse::Unknown)
+    }
+    async fn recovery_codes(&self, _: &str) -> StoreResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+#[async_trait]
 impl Store for FakeStore {
     async fn ping(&self) -> StoreResult<()> {
         Ok(())

@@ -16,6 +16,7 @@ pub mod password;
 pub mod policy;
 pub mod questions;
 pub mod random;
+pub mod recovery;
 
 pub use audit::{Activity, AuditEvent, ClientType, Outcome};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -13,10 +13,19 @@ pub enum Method {
     Questions,
     /// A code from an authenticator app (TOTP, RFC 6238).
     Totp,
+    /// One of a set of one-time codes the user saved when they generated them (NIST SP
+    /// 800-63B-4 §4.2.1.1, saved recovery codes).
+    RecoveryCode,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [Method::Email, Method::Sms, Method::Questions, Method::Totp];
+    pub const ALL: [Method; 5] = [
+        Method::Email,
+        Method::Sms,
+        Method::Questions,
+        Method::Totp,
+        Method::RecoveryCode,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -24,6 +33,7 @@ impl Method {
             Method::Sms => "sms",
             Method::Questions => "questions",
             Method::Totp => "totp",
+            Method::RecoveryCode => "recovery_code",
         }
     }
 

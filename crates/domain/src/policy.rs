@@ -62,7 +62,13 @@ impl Default for Policy {
         Self {
             scope: Scope::All,
             groups: Vec::new(),
-            methods: vec![Method::Email, Method::Sms, Method::Totp, Method::Questions],
+            methods: vec![
+                Method::Email,
+                Method::Sms,
+                Method::Totp,
+                Method::RecoveryCode,
+                Method::Questions,
+            ],
             methods_required: 1,
             questions_to_register: 3,
             questions_to_answer: 3,
@@ -95,7 +101,7 @@ impl Policy {
             e.push("scope is \"groups\" but no group is listed: add at least one to groups".into());
         }
         if self.methods.is_empty() {
-            e.push("methods is empty: enable at least one of email, sms, questions, totp".into());
+            e.push("methods is empty: enable at least one of email, sms, questions, totp, recovery_code".into());
         }
         let mut seen = self.methods.clone();
         seen.sort();
@@ -114,7 +120,7 @@ impl Policy {
         }
         if self.methods == [Method::Questions] {
             e.push(
-                "security questions cannot be the only method (NIST SP 800-63B): enable email, sms or totp too".into(),
+                "security questions cannot be the only method (NIST SP 800-63B): enable email, sms, totp or recovery_code too".into(),
             );
         }
         if !(3..=5).contains(&self.questions_to_register) {

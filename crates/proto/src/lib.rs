@@ -250,6 +250,9 @@ pub struct RegisteredMethod {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
+    /// Recovery codes: how many of the set are still unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -296,6 +299,15 @@ pub struct TotpEnrolment {
     pub otpauth_uri: String,
     /// The same URI as an SVG QR code.
     pub qr_svg: String,
+    pub message: String,
+}
+
+/// A new set of recovery codes. The codes are in this answer and nowhere else: sspr keeps only
+/// their MACs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RecoveryCodes {
+    pub codes: Vec<String>,
     pub message: String,
 }
 

@@ -303,7 +303,16 @@ pub async fn verify_totp(
     reply(&s, &ctx, r).await
 }
 
-/// Removes a method (`email`, `sms`, `questions`, `totp`).
+/// Makes a new set of recovery codes, voiding any earlier set. The codes are in this answer
+/// only: show them to the user once.
+#[utoipa::path(post, path = "/api/v1/me/recovery-codes", security(("session" = [])),
+    responses((status = 200, body = RecoveryCodes), (status = 403, body = ApiError)))]
+pub async fn recovery_codes(AxState(s): S, Ctx(ctx): Ctx, SignedIn(sess): SignedIn) -> Response {
+    let r = s.app.generate_recovery_codes(&ctx, &sess).await;
+    reply(&s, &ctx, r).await
+}
+
+/// Removes a method (`email`, `sms`, `questions`, `totp`, `recovery_code`).
 #[utoipa::path(delete, path = "/api/v1/me/methods/{method}", params(("method" = String, Path, example = "questions")), security(("session" = [])),
     responses((status = 200, body = RegistrationStatus), (status = 400, body = ApiError)))]
 pub async fn remove_method(
@@ -315,7 +324,7 @@ pub async fn remove_method(
     let r = match Method::parse(&method) {
         Some(m) => s.app.remove_method(&ctx, &sess, m).await,
         None => Err(AppError::invalid(
-            "method must be one of email, sms, questions, totp",
+            "method must be one of email, sms, questions, totp, recovery_code",
         )),
     };
     reply(&s, &ctx, r).await

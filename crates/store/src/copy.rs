@@ -2,7 +2,8 @@
 //! through the store traits, so every backend pair works the same way.
 //!
 //! Copied: the built-in directory's users (with their password hashes), every registration
-//! (methods, hashed answers, confirmation dates, the last TOTP step), the policy, admin tokens
+//! (methods, hashed answers, unused recovery codes' MACs, confirmation dates, the last TOTP
+//! step), the policy, admin tokens
 //! and the whole audit log. Not copied: what is short-lived by design (open flows, codes,
 //! sessions, throttle counters, the outbox), the built-in directory's password history and the
 //! record of expiry reminders sent (a reminder due at the move may go out once more).
@@ -59,6 +60,10 @@ pub async fn copy_installation(
         let answers = from.store.answers(&id).await?;
         if !answers.is_empty() {
             to.store.put_answers(&id, &answers, now).await?;
+        }
+        let codes = from.store.recovery_codes(&id).await?;
+        if !codes.is_empty() {
+            to.store.replace_recovery_codes(&id, &codes, now).await?;
         }
         // After the answers, so each method keeps its own dates and status.
         for m in from.store.methods(&id).await? {

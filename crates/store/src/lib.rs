@@ -12,6 +12,7 @@ pub mod copy;
 mod finish_sql;
 mod postgres;
 mod purge_sql;
+mod recovery_sql;
 mod reminder_sql;
 mod sqlite;
 

@@ -27,6 +27,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/postgres/0002_finish.sql")),
     (3, include_str!("../migrations/postgres/0003_heartbeat.sql")),
     (4, include_str!("../migrations/postgres/0004_reminders.sql")),
+    (
+        5,
+        include_str!("../migrations/postgres/0005_recovery_codes.sql"),
+    ),
 ];
 
 /// Advisory lock key ("ssprmig") held while migrating, so instances starting together apply
@@ -297,8 +301,14 @@ async fn ensure_registration(tx: &mut Transaction<'_, Postgres>, user_id: &str) 
     Ok(())
 }
 
+/// Serialises read-then-write transactions on one user's registration across instances.
+async fn lock_user(tx: &mut Transaction<'_, Postgres>, user_id: &str) -> StoreResult<()> {
+    advisory_lock(tx, USER_LOCK, &[user_id]).await
+}
+
 crate::finish_sql::impl_finish_store!(PgStore);
 crate::reminder_sql::impl_reminder_store!(PgStore);
+crate::recovery_sql::impl_recovery_store!(PgStore);
 
 #[async_trait]
 impl Store for PgStore {
@@ -714,6 +724,13 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(err)?;
+        if method == Method::RecoveryCode {
+            sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
         if method == Method::Questions {
             sqlx::query("DELETE FROM answers WHERE user_id = $1")
                 .bind(user_id)

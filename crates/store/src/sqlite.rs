@@ -26,6 +26,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/sqlite/0002_finish.sql")),
     (3, include_str!("../migrations/sqlite/0003_heartbeat.sql")),
     (4, include_str!("../migrations/sqlite/0004_reminders.sql")),
+    (
+        5,
+        include_str!("../migrations/sqlite/0005_recovery_codes.sql"),
+    ),
 ];
 
 /// How long a statement waits for SQLite's write lock.
@@ -214,8 +218,14 @@ async fn ensure_registration(tx: &mut Transaction<'_, Sqlite>, user_id: &str) ->
     Ok(())
 }
 
+/// SQLite has one writer at a time: a write transaction is already a per-user lock.
+async fn lock_user(_tx: &mut Transaction<'_, Sqlite>, _user_id: &str) -> StoreResult<()> {
+    Ok(())
+}
+
 crate::finish_sql::impl_finish_store!(SqliteStore);
 crate::reminder_sql::impl_reminder_store!(SqliteStore);
+crate::recovery_sql::impl_recovery_store!(SqliteStore);
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -610,6 +620,13 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(err)?;
+        if method == Method::RecoveryCode {
+            sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
         if method == Method::Questions {
             sqlx::query("DELETE FROM answers WHERE user_id = $1")
                 .bind(user_id)

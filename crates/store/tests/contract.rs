@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use sspr_app::ports::{
-    Channel, CodeRecord, Completion, FlowRecord, MethodRecord, MethodStatus, OutboxMessage, Store,
+    Channel, CodeRecord, Completion, FlowRecord, MethodRecord, MethodStatus, OutboxMessage,
+    RecoveryUse, Store,
 };
 use sspr_domain::Method;
 use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
@@ -21,7 +22,7 @@ use sspr_domain::{FlowKind, FlowState};
 use sspr_store::{PgStore, SqliteStore};
 
 /// The newest migration both stores apply.
-const LATEST_SCHEMA: i64 = 4;
+const LATEST_SCHEMA: i64 = 5;
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
@@ -147,6 +148,8 @@ contract_tests!(
     a_kept_body_goes_once_its_code_is_used_or_expired,
     clearing_by_prefix_takes_exactly_the_keys_under_it,
     a_reminder_is_queued_once_however_many_race_for_it,
+    recovery_codes_are_spent_once_and_a_new_set_voids_the_old,
+    one_recovery_code_raced_by_many_is_spent_once,
 );
 
 async fn a_reminder_is_queued_once_however_many_race_for_it(s: Arc<dyn Store>) {
@@ -381,6 +384,81 @@ async fn pending_address_waits_beside_the_active_one(s: Arc<dyn Store>) {
         (m[0].status, m[0].value.as_str()),
         (MethodStatus::Active, "new@x.y")
     );
+}
+
+fn recovery_set(prefix: &str) -> Vec<String> {
+    (0..10).map(|i| format!("{prefix}{i}")).collect()
+}
+
+fn has_recovery_method(m: &[MethodRecord]) -> bool {
+    m.iter()
+        .any(|r| r.method == Method::RecoveryCode && r.status == MethodStatus::Active)
+}
+
+async fn recovery_codes_are_spent_once_and_a_new_set_voids_the_old(s: Arc<dyn Store>) {
+    s.replace_recovery_codes("u", &recovery_set("a"), 100)
+        .await
+        .unwrap();
+    assert!(has_recovery_method(&s.methods("u").await.unwrap()));
+    let spend = |u: &'static str, d: &'static str| {
+        let s = s.clone();
+        async move { s.use_recovery_code(u, d, 150).await.unwrap() }
+    };
+    assert_eq!(spend("u", "a3").await, RecoveryUse::Spent { left: 9 });
+    assert_eq!(spend("u", "a3").await, RecoveryUse::UsedBefore);
+    assert_eq!(
+        spend("v", "a4").await,
+        RecoveryUse::Unknown,
+        "another user's"
+    );
+    assert_eq!(s.recovery_codes("u").await.unwrap().len(), 9);
+
+    s.replace_recovery_codes("u", &recovery_set("b"), 200)
+        .await
+        .unwrap();
+    assert_eq!(spend("u", "a4").await, RecoveryUse::Unknown, "voided");
+    for i in 0..9 {
+        assert_eq!(
+            s.use_recovery_code("u", &format!("b{i}"), 250)
+                .await
+                .unwrap(),
+            RecoveryUse::Spent { left: 9 - i }
+        );
+    }
+    assert!(has_recovery_method(&s.methods("u").await.unwrap()));
+    assert_eq!(spend("u", "b9").await, RecoveryUse::Spent { left: 0 });
+    assert!(
+        !has_recovery_method(&s.methods("u").await.unwrap()),
+        "the last code spent takes the method with it"
+    );
+
+    s.replace_recovery_codes("u", &recovery_set("c"), 300)
+        .await
+        .unwrap();
+    assert!(s.delete_method("u", Method::RecoveryCode).await.unwrap());
+    assert!(s.recovery_codes("u").await.unwrap().is_empty());
+    assert_eq!(spend("u", "c0").await, RecoveryUse::Unknown);
+}
+
+async fn one_recovery_code_raced_by_many_is_spent_once(s: Arc<dyn Store>) {
+    s.replace_recovery_codes("u", &recovery_set("a"), 100)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.use_recovery_code("u", "a0", 150).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            RecoveryUse::Spent { .. } => won += 1,
+            other => assert_eq!(other, RecoveryUse::UsedBefore),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(s.recovery_codes("u").await.unwrap().len(), 9);
 }
 
 async fn totp_steps_are_single_use(s: Arc<dyn Store>) {

@@ -116,7 +116,7 @@ mod tests {
             let pats: &[&str] = if is_template {
                 &["t(\"", "t('"]
             } else {
-                &[".tr(\"", "tr(lang, \"", "tr(ctx.lang, \""]
+                &[".tr(\"", ".tr_args(\"", "tr(lang, \"", "tr(ctx.lang, \""]
             };
             for pat in pats {
                 let mut rest = *src;
@@ -150,8 +150,11 @@ mod tests {
             ("start-title-", &["reset", "unlock"]),
             ("start-lead-", &["reset", "unlock"]),
             ("done-next-", &["reset", "unlock"]),
-            ("method-", &["email", "sms", "questions", "totp"]),
-            ("code-label-", &["email", "sms", "totp"]),
+            (
+                "method-",
+                &["email", "sms", "questions", "totp", "recovery_code"],
+            ),
+            ("code-label-", &["email", "sms", "totp", "recovery_code"]),
         ];
         for (prefix, members) in families {
             for m in *members {

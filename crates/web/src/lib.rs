@@ -52,6 +52,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/register/questions"),
     ("POST", "/register/totp"),
     ("POST", "/register/totp/verify"),
+    ("POST", "/register/recovery-codes"),
     ("POST", "/register/remove"),
     ("POST", "/register/confirm"),
     ("GET", "/admin"),

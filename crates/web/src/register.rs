@@ -37,6 +37,7 @@ pub fn routes() -> Router<Arc<State>> {
         .route("/register/questions", get(questions).post(save_questions))
         .route("/register/totp", post(enrol_totp))
         .route("/register/totp/verify", post(verify_totp))
+        .route("/register/recovery-codes", post(make_recovery_codes))
         .route("/register/remove", post(remove))
         .route("/register/confirm", post(confirm))
 }
@@ -171,6 +172,8 @@ struct Section {
     active_to: Option<String>,
     pending: bool,
     pending_to: Option<String>,
+    /// Recovery codes still unused.
+    remaining: Option<u32>,
 }
 
 fn sections(st: &RegistrationStatus) -> Vec<Section> {
@@ -193,6 +196,7 @@ fn sections(st: &RegistrationStatus) -> Vec<Section> {
                 active_to: active.and_then(|r| r.destination.clone()),
                 pending: pending.is_some(),
                 pending_to: pending.and_then(|r| r.destination.clone()),
+                remaining: active.and_then(|r| r.remaining),
             })
         })
         .collect()
@@ -462,6 +466,67 @@ pub async fn enrol_totp(Gated(SignedIn(s), p): Change) -> Response {
         }
         Err(e) => after_change(w, &s, Err(e), View::default(), None, None).await,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery codes
+// ---------------------------------------------------------------------------------------------
+
+/// A new set of recovery codes, shown this once, with the same list as a text file to save.
+/// The page is the only place the codes ever appear (it is `no-store`, like every page).
+pub async fn make_recovery_codes(Gated(SignedIn(s), p): Change) -> Response {
+    let w = p.web;
+    let app = w.state.app.clone();
+    match app.generate_recovery_codes(&w.ctx, &s).await {
+        Ok(rc) => {
+            let when = sspr_domain::clock::rfc3339(app.now());
+            let mut file = w.tr_args("register-recovery-file-title", &[("user", s.login.clone())]);
+            file.push_str("\n\n");
+            for (i, c) in rc.codes.iter().enumerate() {
+                file.push_str(&format!("{:>2}. {c}\n", i + 1));
+            }
+            file.push('\n');
+            file.push_str(&w.tr_args("register-recovery-file-note", &[("when", when)]));
+            file.push('\n');
+            w.page(
+                "register_recovery.html",
+                json!({
+                    "message": rc.message,
+                    "codes": rc.codes,
+                    "download": percent_encode(&file),
+                    "filename": format!("recovery-codes-{}.txt", file_safe(&s.login)),
+                }),
+            )
+        }
+        Err(e) => after_change(w, &s, Err(e), View::default(), None, None).await,
+    }
+}
+
+/// Everything but RFC 3986's unreserved characters percent-encoded, for a `data:` URL.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A login as part of a file name: letters, digits, `-`, `_` and `.` kept, the rest `_`.
+fn file_safe(login: &str) -> String {
+    login
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Confirms the authenticator app with a code it shows.

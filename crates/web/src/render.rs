@@ -36,6 +36,7 @@ pub static TEMPLATES: &[(&str, &str)] = templates![
     "register_home.html",
     "register_questions.html",
     "register_totp.html",
+    "register_recovery.html",
     "admin_signin.html",
     "admin_insights.html",
     "admin_policy.html",

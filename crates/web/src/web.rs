@@ -168,6 +168,10 @@ impl Web {
         CATALOG.tr(self.ctx.lang, key, &[])
     }
 
+    pub fn tr_args(&self, key: &str, args: &[(&str, String)]) -> String {
+        CATALOG.tr(self.ctx.lang, key, args)
+    }
+
     pub fn cookie(&self, name: &str) -> Option<&str> {
         self.cookies
             .get(name)

@@ -23,6 +23,7 @@ mod logon;
 mod machine;
 mod multi;
 mod portal;
+mod proofs;
 mod recovery;
 mod register;
 mod reminders;

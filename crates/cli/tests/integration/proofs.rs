@@ -1,0 +1,381 @@
+//! Stronger proofs and account recovery per NIST SP 800-63B-4 §4.2: saved recovery codes
+//! (made on the security-info page, each spent once in a reset), and notices to every address
+//! of record, not only the one that was used.
+
+use std::time::Duration;
+
+use reqwest::{Method as HttpMethod, StatusCode};
+use serde_json::{Value, json};
+use sspr_domain::Method;
+
+use crate::harness::{PASSWORD, Server};
+
+async fn sign_in(s: &Server, user: &str) -> String {
+    let (st, v) = s
+        .post(
+            "/api/v1/session",
+            None,
+            json!({ "user": user, "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["session_token"].as_str().unwrap().to_string()
+}
+
+async fn make_codes(s: &Server, session: &str) -> Vec<String> {
+    let (st, v) = s
+        .post("/api/v1/me/recovery-codes", Some(session), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn codes_left(s: &Server, session: &str) -> Option<u64> {
+    let (st, v) = s
+        .call(HttpMethod::GET, "/api/v1/me", Some(session), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["method"] == "recovery_code" && m["status"] == "active")
+        .map(|m| m["remaining"].as_u64().unwrap())
+}
+
+/// A new flow that verifies with `code` as a recovery code.
+async fn verify_with(s: &Server, user: &str, code: &str) -> (StatusCode, Value) {
+    let (st, v) = s.start_flow(user, "reset").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let token = v["flow_token"].as_str().unwrap().to_string();
+    let offered: Vec<&str> = v["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["method"].as_str().unwrap())
+        .collect();
+    if !offered.contains(&"recovery_code") {
+        return (StatusCode::NOT_FOUND, v);
+    }
+    let (st, c) = s
+        .post(
+            "/api/v1/flow/challenge",
+            Some(&token),
+            json!({ "method": "recovery_code" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    let (st, v) = s.verify(&token, "recovery_code", code).await;
+    let mut v = v;
+    v["flow_token"] = Value::String(token);
+    (st, v)
+}
+
+/// Waits until a message to `to` contains `text`.
+async fn mail_with(s: &Server, to: &str, text: &str) -> Option<String> {
+    for _ in 0..100 {
+        if let Some(m) = s
+            .smtp
+            .messages()
+            .into_iter()
+            .find(|m| m.contains(&format!("To: {to}")) && m.contains(text))
+        {
+            return Some(m);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+async fn text_with(s: &Server, to: &str, text: &str) -> Option<Value> {
+    for _ in 0..100 {
+        if let Some(t) = s.sms.texts().into_iter().find(|t| {
+            t["to"].as_str() == Some(to) && t["message"].as_str().is_some_and(|m| m.contains(text))
+        }) {
+            return Some(t);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn recovery_codes_reset_once_each_and_a_new_set_voids_the_old() {
+    let s = Server::start().await;
+    s.user("rita", &["staff"]).await;
+    s.registered("rita", Method::Email, "rita@contoso.test")
+        .await;
+    let session = sign_in(&s, "rita").await;
+    assert_eq!(codes_left(&s, &session).await, None);
+
+    let codes = make_codes(&s, &session).await;
+    assert_eq!(codes.len(), 10);
+    for c in &codes {
+        assert_eq!(
+            sspr_domain::recovery::normalise(c).unwrap().len(),
+            16,
+            "{c}"
+        );
+    }
+    assert_eq!(codes_left(&s, &session).await, Some(10));
+    assert!(
+        mail_with(&s, "rita@contoso.test", "Recovery codes were made")
+            .await
+            .is_some(),
+        "no notice of the new codes"
+    );
+
+    // Typed as people type from paper: lower case, spaces for dashes.
+    let typed = codes[3].to_lowercase().replace('-', " ");
+    let (st, v) = verify_with(&s, "rita", &typed).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "set_password", "{v}");
+    let token = v["flow_token"].as_str().unwrap().to_string();
+    let (st, v) = s.set_password(&token, "a recovered passphrase 42").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(s.password_works("rita", "a recovered passphrase 42").await);
+    let session = sign_in_with(&s, "rita", "a recovered passphrase 42").await;
+    assert_eq!(codes_left(&s, &session).await, Some(9));
+    assert!(
+        mail_with(&s, "rita@contoso.test", "9 of your codes are left")
+            .await
+            .is_some(),
+        "no notice of the spent code"
+    );
+
+    // Spent: the same code again is refused, but not counted as a guess (a second tab).
+    let (st, v) = verify_with(&s, "rita", &codes[3]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"], "verification_failed", "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("used before"),
+        "{v}"
+    );
+    let failures = s.audit("user=rita&activity=verification_failed").await;
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    assert_eq!(failures[0]["reason"], "expired_or_used", "{failures:#?}");
+
+    // Not a code at all: said what one looks like, not counted.
+    let (st, v) = verify_with(&s, "rita", "123456").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_ne!(v["error"], "verification_failed", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("16 letters and digits"),
+        "{v}"
+    );
+
+    // A new set voids every unused code of the old one.
+    let fresh = make_codes(&s, &session).await;
+    assert_eq!(codes_left(&s, &session).await, Some(10));
+    let (st, v) = verify_with(&s, "rita", &codes[4]).await;
+    assert_eq!(
+        st,
+        StatusCode::BAD_REQUEST,
+        "an old code after a new set: {v}"
+    );
+    assert_eq!(v["error"], "verification_failed", "{v}");
+    let (st, v) = verify_with(&s, "rita", &fresh[0]).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+
+    // The audit says what happened to the set, never a code.
+    let events = s.audit("user=rita&limit=500").await;
+    let made: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["activity"] == "security_info_added" && e["details"]["method"] == "recovery_code"
+        })
+        .collect();
+    assert_eq!(made.len(), 2, "{events:#?}");
+    assert!(made.iter().any(|e| e["details"]["replaced"] == true));
+    assert!(
+        events.iter().any(|e| e["activity"] == "method_verified"
+            && e["details"]["method"] == "recovery_code"
+            && e["details"]["codes_left"] == 9),
+        "{events:#?}"
+    );
+    let text = serde_json::to_string(&events).unwrap();
+    for c in codes.iter().chain(&fresh) {
+        let canon = sspr_domain::recovery::normalise(c).unwrap();
+        assert!(!text.contains(c.as_str()) && !text.contains(&canon));
+    }
+    // Nor is one in the database: only MACs are kept.
+    let digests = s.rt.store.recovery_codes("rita").await.unwrap();
+    assert_eq!(digests.len(), 9);
+    if let Ok(rd) = std::fs::read_dir(&s.rt.config.data_dir) {
+        for f in rd.flatten() {
+            let bytes = std::fs::read(f.path()).unwrap_or_default();
+            let hay = String::from_utf8_lossy(&bytes);
+            for c in &fresh {
+                let canon = sspr_domain::recovery::normalise(c).unwrap();
+                assert!(
+                    !hay.contains(c.as_str()) && !hay.contains(&canon),
+                    "a recovery code in {}",
+                    f.path().display()
+                );
+            }
+        }
+    }
+    s.stop().await;
+}
+
+async fn sign_in_with(s: &Server, user: &str, pw: &str) -> String {
+    let (st, v) = s
+        .post(
+            "/api/v1/session",
+            None,
+            json!({ "user": user, "password": pw }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["session_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_recovery_code_raced_in_many_flows_verifies_one() {
+    let s = std::sync::Arc::new(Server::start().await);
+    s.user("ron", &["staff"]).await;
+    let session = sign_in(&s, "ron").await;
+    let codes = make_codes(&s, &session).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, code) = (s.clone(), codes[0].clone());
+            tokio::spawn(async move { verify_with(&s, "ron", &code).await.0 })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap() == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1, "one code, one verified flow");
+    assert_eq!(codes_left(&s, &session).await, Some(9));
+}
+
+#[tokio::test]
+async fn recovery_codes_follow_the_policy() {
+    let s = Server::start().await;
+    s.user("rob", &["staff"]).await;
+    s.registered("rob", Method::Email, "rob@contoso.test").await;
+    let session = sign_in(&s, "rob").await;
+    let codes = make_codes(&s, &session).await;
+    s.set_policy(|p| {
+        p["methods"] = json!(["email", "sms", "questions", "totp"]);
+    })
+    .await;
+    let (st, v) = s
+        .post("/api/v1/me/recovery-codes", Some(&session), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    // Codes made before are not offered while the admin has the method off.
+    let (st, v) = verify_with(&s, "rob", &codes[0]).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "not offered: {v}");
+    // The user can still take them away.
+    let (st, v) = s
+        .call(
+            HttpMethod::DELETE,
+            "/api/v1/me/methods/recovery_code",
+            Some(&session),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(s.rt.store.recovery_codes("rob").await.unwrap().is_empty());
+}
+
+/// NIST SP 800-63B-4 §4.6: a reset is told to every address of record, the text-message
+/// number too, since the address used may be the attacker's.
+#[tokio::test]
+async fn a_reset_is_told_to_every_address_of_record() {
+    let s = Server::start().await;
+    s.registered_user("nia").await;
+    let token = s.flow("nia").await;
+    let code = s.email_code(&token, "nia@contoso.test").await;
+    let (st, v) = s.verify(&token, "email", &code).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = s.set_password(&token, "another fine passphrase").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(
+        mail_with(&s, "nia@contoso.test", "Your password was reset")
+            .await
+            .is_some()
+    );
+    let t = text_with(&s, "+4915112345678", "Your password was reset")
+        .await
+        .unwrap_or_else(|| panic!("no text to the phone of record: {:#?}", s.sms.texts()));
+    let m = t["message"].as_str().unwrap();
+    assert!(m.contains("helpdesk"), "{m}");
+    assert!(!m.contains(&code), "{m}");
+    s.stop().await;
+}
+
+/// An address taken away hears of it: removed, or replaced by a new one. Otherwise someone
+/// with a stolen session could swap the user's email and phone for their own unnoticed.
+#[tokio::test]
+async fn a_removed_or_replaced_address_hears_of_the_change() {
+    let s = Server::start().await;
+    s.registered_user("oli").await;
+    let session = sign_in(&s, "oli").await;
+
+    let before = s.mail_count("new-oli@contoso.test");
+    let (st, v) = s
+        .post(
+            "/api/v1/me/email",
+            Some(&session),
+            json!({ "value": "new-oli@contoso.test" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let code = s.wait_mail_code("new-oli@contoso.test", before).await;
+    let (st, v) = s
+        .post(
+            "/api/v1/me/email/verify",
+            Some(&session),
+            json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(
+        mail_with(&s, "oli@contoso.test", "Security info was added")
+            .await
+            .is_some(),
+        "the replaced address is not told"
+    );
+    assert!(
+        mail_with(&s, "new-oli@contoso.test", "Security info was added")
+            .await
+            .is_some()
+    );
+    // The phone of record hears of the email change too.
+    assert!(
+        text_with(&s, "+4915112345678", "Security info was added")
+            .await
+            .is_some()
+    );
+
+    let (st, v) = s
+        .call(
+            HttpMethod::DELETE,
+            "/api/v1/me/methods/sms",
+            Some(&session),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(
+        text_with(&s, "+4915112345678", "Security info was removed")
+            .await
+            .is_some(),
+        "the removed phone is not told: {:#?}",
+        s.sms.texts()
+    );
+    s.stop().await;
+}
