@@ -694,9 +694,23 @@ pub async fn doctor(cfg: Config, user: Option<&str>) -> anyhow::Result<ExitCode>
             ));
         }
     }
+    // Choices an admin may make on purpose, but should make knowingly: said, not failed.
+    let mut warnings: Vec<(&str, String, &str)> = Vec::new();
     match crate::runtime::open_store(&cfg).await {
         Ok((store, _)) => match store.ping().await {
-            Ok(()) => checks.push(pass("database", "reachable, schema up to date".into())),
+            Ok(()) => {
+                checks.push(pass("database", "reachable, schema up to date".into()));
+                if let Ok(Some(p)) = store.load_policy().await {
+                    let req = p.requirement_for(&[]);
+                    if req.required < 2 && req.methods.contains(&sspr_domain::Method::Questions) {
+                        warnings.push((
+                            "policy",
+                            "security questions alone can reset a password (questions_alone is on); NIST SP 800-63B-4 does not accept them as a proof".into(),
+                            "turn \"Let security questions alone prove who a user is\" off on the admin Policy page, or require two methods",
+                        ));
+                    }
+                }
+            }
             Err(e) => checks.push(fail(
                 "database",
                 e.to_string(),
@@ -757,6 +771,10 @@ pub async fn doctor(cfg: Config, user: Option<&str>) -> anyhow::Result<ExitCode>
         if !c.ok {
             println!("     {:<14} fix: {}", "", c.fix);
         }
+    }
+    for (name, detail, fix) in &warnings {
+        println!("WARN {name:<14} {detail}");
+        println!("     {:<14} fix: {fix}", "");
     }
     let failed = checks.iter().filter(|c| !c.ok).count();
     println!("{failed} problem(s) found");

@@ -165,7 +165,8 @@ fn load_key(config: &Config, rng: &dyn Random) -> anyhow::Result<ServerKey> {
 }
 
 /// On first start of an empty built-in directory: the demo user with an email address and
-/// three security questions registered, so a reset can be tried at once.
+/// three security questions registered, and a policy that lets the questions alone reset, so
+/// a reset can be tried at once.
 pub async fn seed_demo(rt: &Runtime) -> anyhow::Result<bool> {
     if !rt.config.demo
         || !rt
@@ -231,5 +232,12 @@ pub async fn seed_demo(rt: &Runtime) -> anyhow::Result<bool> {
     }
     rt.store.put_answers(DEMO_USER, &answers, now).await?;
     rt.store.confirm(DEMO_USER, now).await?;
+    // The demo's questions alone reset its password, so a reset can be tried at a login screen
+    // with no mail set up. Never outside the demo; `sspr doctor` says so while it is on.
+    let policy = sspr_domain::Policy {
+        questions_alone: true,
+        ..rt.app.policy().await.map_err(|e| anyhow::anyhow!("{e}"))?
+    };
+    rt.store.save_policy(&policy, now).await?;
     Ok(true)
 }

@@ -54,6 +54,10 @@ pub struct Policy {
     pub allow_unlock: bool,
     /// Members of these groups need 2 methods and may never use security questions.
     pub privileged_groups: Vec<String>,
+    /// Let security questions alone prove who a user is where one method is required. Off by
+    /// default: NIST SP 800-63B-4 does not accept knowledge-based answers as a proof, so they
+    /// count only as the second of two methods. `sspr doctor` and the admin pages warn when on.
+    pub questions_alone: bool,
     pub password: PasswordRules,
 }
 
@@ -80,6 +84,7 @@ impl Default for Policy {
             admin_notify: Vec::new(),
             allow_unlock: true,
             privileged_groups: vec!["admins".into(), "domain admins".into()],
+            questions_alone: false,
             password: PasswordRules::default(),
         }
     }
@@ -186,7 +191,8 @@ impl Policy {
         })
     }
 
-    /// Methods and count for a user: privileged accounts need 2 and never questions.
+    /// Methods and count for a user: privileged accounts need 2 and never questions; where one
+    /// method is enough, questions are not one unless the admin allows them alone.
     pub fn requirement_for(&self, groups: &[String]) -> UserRequirement {
         let privileged = self.is_privileged(groups);
         let mut methods = self.methods.clone();
@@ -194,6 +200,8 @@ impl Policy {
         if privileged {
             methods.retain(|m| *m != Method::Questions);
             required = 2;
+        } else if required < 2 && !self.questions_alone {
+            methods.retain(|m| *m != Method::Questions);
         }
         UserRequirement {
             methods,

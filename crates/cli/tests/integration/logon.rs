@@ -577,6 +577,72 @@ async fn an_unregistered_user_at_the_pam_prompt_is_told_where_to_register() {
     s.stop().await;
 }
 
+/// A saved recovery code works at the login screen, where there is no phone and no mail: the
+/// code is typed as printed, and spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_code_resets_at_the_pam_prompt() {
+    let s = Server::start().await;
+    s.user("rex", &["staff"]).await;
+    let (st, v) = s
+        .post(
+            "/api/v1/session",
+            None,
+            serde_json::json!({ "user": "rex", "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(st, reqwest::StatusCode::OK, "{v}");
+    let session = v["session_token"].as_str().unwrap().to_string();
+    let (st, v) = s
+        .post(
+            "/api/v1/me/recovery-codes",
+            Some(&session),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(st, reqwest::StatusCode::OK, "{v}");
+    let code = v["codes"][0].as_str().unwrap().to_string();
+
+    let dir = s.dir.path();
+    let log = Syslog::start(dir);
+    let config = agent_config(
+        dir,
+        "logon.toml",
+        &s.url,
+        &format!("ca_file = \"{}\"", s.ca().display()),
+        &log,
+    );
+    let services = pam_service(dir, &s, &config);
+    let mut pam = Pam::start(&services, "rex");
+    pam.expect("Password (press Enter if you forgot it):").await;
+    pam.send("");
+    pam.expect("Choose 1 or 2:").await;
+    pam.send("1");
+    pam.expect("1  Enter one of my recovery codes").await;
+    pam.expect("Type 1, or press Enter to cancel:").await;
+    pam.send("1");
+    pam.expect("Enter one of the recovery codes you saved")
+        .await;
+    pam.expect("Code (press Enter to choose another way):")
+        .await;
+    pam.send(&code.to_lowercase());
+    pam.expect("New password:").await;
+    pam.send(NEW);
+    pam.expect("Retype new password:").await;
+    pam.send(NEW);
+    pam.expect("Signing you in with your new password").await;
+    let (ok, out) = pam.finish().await;
+    assert!(ok, "{out}");
+    assert!(s.password_works("rex", NEW).await);
+    assert_eq!(s.rt.store.recovery_codes("rex").await.unwrap().len(), 9);
+    let syslog = log.until(|t| t.contains("result=password_changed")).await;
+    assert!(syslog.contains("method=\"recovery_code\""), "{syslog}");
+    assert!(
+        !syslog.contains(&code),
+        "the code leaked into the log:\n{syslog}"
+    );
+    s.stop().await;
+}
+
 /// Runs `sspr-logon` for a user the server does not know: exit 3 means the server was reached,
 /// trusted, and answered.
 fn logon(config: &Path, envs: &[(&str, &str)]) -> (i32, String) {

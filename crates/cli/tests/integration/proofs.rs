@@ -379,3 +379,297 @@ async fn a_removed_or_replaced_address_hears_of_the_change() {
     );
     s.stop().await;
 }
+
+/// The portal, as a browser without JavaScript uses it: make the codes on the security-info
+/// page (shown once, with a download of the same list), then reset with one.
+#[tokio::test]
+async fn the_portal_makes_recovery_codes_and_resets_with_one() {
+    use crate::web::Browser;
+    let s = Server::start().await;
+    s.user("pia", &["staff"]).await;
+    let mut b = Browser::new(&s);
+    let page = b.get("/register").await;
+    let csrf = page.field("csrf");
+    let p = b
+        .post(
+            "/register/sign-in",
+            &[("csrf", &csrf), ("user", "pia"), ("password", PASSWORD)],
+        )
+        .await;
+    assert!(
+        p.status.is_success() || p.status.is_redirection(),
+        "{}",
+        p.body
+    );
+    let p = b.get("/register").await;
+    assert!(p.body.contains("id=\"make-recovery-codes\""), "{}", p.body);
+    let csrf = p.field("csrf");
+
+    let p = b.post("/register/recovery-codes", &[("csrf", &csrf)]).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert_eq!(
+        p.headers["cache-control"], "no-store",
+        "the codes must not be cached"
+    );
+    let codes: Vec<String> = p
+        .body
+        .split("<li><code>")
+        .skip(1)
+        .map(|r| r[..r.find('<').unwrap()].to_string())
+        .collect();
+    assert_eq!(codes.len(), 10, "{}", p.body);
+    assert!(
+        p.body.contains("download=\"recovery-codes-pia.txt\""),
+        "{}",
+        p.body
+    );
+    let href_at = p.body.find("data:text/plain").unwrap();
+    let href = &p.body[href_at..];
+    let href = &href[..href.find('"').unwrap()];
+    for c in &codes {
+        assert!(
+            href.contains(&c.replace('-', "%2D")) || href.contains(c.as_str()),
+            "{href}"
+        );
+    }
+    let p = b.get("/register").await;
+    assert!(p.body.contains("id=\"recovery-left\""), "{}", p.body);
+    assert!(p.body.contains("Unused codes: 10"), "{}", p.body);
+
+    // A reset in the portal with one of them.
+    let page = b.get("/reset").await;
+    let csrf = page.field("csrf");
+    let pow = {
+        let pat = "data-pow=\"";
+        let i = page.body.find(pat).unwrap() + pat.len();
+        page.body[i..i + page.body[i..].find('"').unwrap()].to_string()
+    };
+    let bits: u8 = pow.split('.').nth(2).unwrap().parse().unwrap();
+    let sol = sspr_app::pow::solve(&pow, bits);
+    let p = b
+        .post(
+            "/start",
+            &[
+                ("csrf", &csrf),
+                ("kind", "reset"),
+                ("user", "pia"),
+                ("pow", &pow),
+                ("pow_solution", &sol),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let p = b.get("/flow").await;
+    assert!(p.body.contains("id=\"method-recovery_code\""), "{}", p.body);
+    let p = b
+        .post(
+            "/flow/challenge",
+            &[("csrf", &csrf), ("method", "recovery_code")],
+        )
+        .await;
+    let p = if p.status == StatusCode::SEE_OTHER {
+        b.get(p.headers["location"].to_str().unwrap()).await
+    } else {
+        p
+    };
+    assert!(p.body.contains("One of your recovery codes"), "{}", p.body);
+    let p = b
+        .post(
+            "/flow/verify",
+            &[
+                ("csrf", &csrf),
+                ("method", "recovery_code"),
+                ("code", &codes[9].to_lowercase()),
+            ],
+        )
+        .await;
+    let p = if p.status == StatusCode::SEE_OTHER {
+        b.get(p.headers["location"].to_str().unwrap()).await
+    } else {
+        p
+    };
+    assert!(p.body.contains("name=\"new_password\""), "{}", p.body);
+    s.stop().await;
+}
+
+fn offered(v: &Value) -> Vec<String> {
+    v["methods"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| m["method"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn register_questions(s: &Server, session: &str) {
+    let (st, v) = s
+        .call(
+            HttpMethod::PUT,
+            "/api/v1/me/questions",
+            Some(session),
+            Some(json!({ "answers": [
+                { "question_id": "q1", "answer": "Paris" },
+                { "question_id": "q3", "answer": "Rex" },
+                { "question_id": "q7", "answer": "Elm street" },
+            ]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+}
+
+/// NIST SP 800-63B-4 does not accept security questions as a proof: by default they never
+/// reset a password alone, only as the second of two different methods. An admin can allow
+/// them alone, and is then warned by the policy page and by `sspr doctor`.
+#[tokio::test]
+async fn security_questions_alone_never_reset_unless_the_admin_says_so() {
+    let s = Server::start().await;
+    s.user("quin", &["staff"]).await;
+    s.user("ema", &["staff"]).await;
+    s.registered("ema", Method::Email, "ema@contoso.test").await;
+
+    // By default, questions are not even offered for registration where one method is enough.
+    let quin = sign_in(&s, "quin").await;
+    let (st, v) = s
+        .call(
+            HttpMethod::PUT,
+            "/api/v1/me/questions",
+            Some(&quin),
+            Some(json!({ "answers": [] })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+
+    // Answers registered while an admin allowed it (or before this rule) stop counting alone
+    // once it is off: a user with nothing else is not registered, one with email gets email.
+    s.set_policy(|p| p["questions_alone"] = json!(true)).await;
+    register_questions(&s, &quin).await;
+    let ema = sign_in(&s, "ema").await;
+    register_questions(&s, &ema).await;
+    let (_, v) = s.start_flow("quin", "reset").await;
+    assert_eq!(offered(&v), ["questions"], "allowed alone: {v}");
+    s.set_policy(|p| p["questions_alone"] = json!(false)).await;
+    let (st, v) = s.start_flow("quin", "reset").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_ne!(v["status"], "choose_method", "questions alone reset: {v}");
+    assert!(offered(&v).is_empty(), "{v}");
+    let (_, v) = s.start_flow("ema", "reset").await;
+    assert_eq!(offered(&v), ["email"], "{v}");
+
+    // With two required, they count as the second; two of one kind never count as two.
+    s.set_policy(|p| p["methods_required"] = json!(2)).await;
+    let token = s.flow("ema").await;
+    let code = s.email_code(&token, "ema@contoso.test").await;
+    let (st, v) = s.verify(&token, "email", &code).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "choose_method", "{v}");
+    assert_eq!(offered(&v), ["questions"], "email is spent: {v}");
+    let (st, v) = s
+        .post(
+            "/api/v1/flow/challenge",
+            Some(&token),
+            json!({ "method": "email" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "a second email code: {v}");
+    let (st, c) = s
+        .post(
+            "/api/v1/flow/challenge",
+            Some(&token),
+            json!({ "method": "questions" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    let answers: Vec<Value> = c["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            let id = q["id"].as_str().unwrap();
+            let a = match id {
+                "q1" => "Paris",
+                "q3" => "Rex",
+                _ => "Elm street",
+            };
+            json!({ "question_id": id, "answer": a })
+        })
+        .collect();
+    let (st, v) = s
+        .post(
+            "/api/v1/flow/verify",
+            Some(&token),
+            json!({ "method": "questions", "answers": answers }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "set_password", "{v}");
+
+    // Allowed alone again: the policy page and doctor say what that means.
+    s.set_policy(|p| {
+        p["methods_required"] = json!(1);
+        p["questions_alone"] = json!(true);
+    })
+    .await;
+    let cfg = s.dir.path().join("doctor.toml");
+    let db = &s.rt.config.database;
+    let mut text = format!(
+        "data_dir = \"{}\"\ndemo = false\n[database]\nurl = \"{}\"\n",
+        s.rt.config.data_dir.display(),
+        db.url
+    );
+    if let Some(schema) = &db.schema {
+        text.push_str(&format!("schema = \"{schema}\"\n"));
+    }
+    std::fs::write(&cfg, text).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .args(["doctor", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("WARN policy") && out.contains("security questions alone"),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (st, v) = s
+        .call(
+            HttpMethod::GET,
+            "/api/v1/admin/policy",
+            Some(&s.admin_token.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["questions_alone"], true);
+    s.user("boss", &["sspr-admins"]).await;
+    let mut b = crate::web::Browser::new(&s);
+    let csrf = b.get("/admin").await.field("csrf");
+    let p = b
+        .post(
+            "/admin/sign-in",
+            &[
+                ("csrf", &csrf),
+                ("next", "/admin/policy"),
+                ("user", "boss"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert!(p.status.is_redirection(), "{}", p.body);
+    let p = b.get("/admin/policy").await;
+    assert!(
+        p.body.contains("id=\"questions-alone-warning\""),
+        "{}",
+        p.body
+    );
+    s.set_policy(|p| p["questions_alone"] = json!(false)).await;
+    let p = b.get("/admin/policy").await;
+    assert!(
+        !p.body.contains("id=\"questions-alone-warning\""),
+        "{}",
+        p.body
+    );
+    s.stop().await;
+}

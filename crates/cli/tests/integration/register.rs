@@ -116,6 +116,7 @@ async fn wait_for_mail(s: &Server, to: &str, needle: &str) -> bool {
 #[tokio::test]
 async fn sign_in_checks_password_scope_and_session_lifetime() {
     let s = Server::start().await;
+    s.set_policy(|p| p["questions_alone"] = json!(true)).await;
     s.user("alice", &["staff"]).await;
 
     // Wrong password.
@@ -435,6 +436,7 @@ async fn phone_numbers_are_normalised_to_e164_and_confirmed_by_text() {
 #[tokio::test]
 async fn security_questions_are_checked_in_words_and_listed_in_two_languages() {
     let s = Server::start().await;
+    s.set_policy(|p| p["questions_alone"] = json!(true)).await;
     s.user("quinn", &["staff"]).await;
     let session = sign_in(&s, "quinn").await;
     let a = |q: &str, ans: &str| json!({ "question_id": q, "answer": ans });
@@ -781,6 +783,7 @@ async fn reconfirmation_falls_due_after_reconfirm_days() {
 #[tokio::test]
 async fn changes_are_notified_and_audited_without_secrets() {
     let s = Server::start().await;
+    s.set_policy(|p| p["questions_alone"] = json!(true)).await;
     s.user("fay", &["staff"]).await;
     let addr = "fay@contoso.test";
     let client = "browser";

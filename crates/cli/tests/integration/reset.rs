@@ -220,6 +220,8 @@ async fn unlock_keeps_the_password_and_reset_also_unlocks() {
 #[tokio::test]
 async fn security_questions_and_authenticator_app() {
     let s = Server::start().await;
+    s.set_policy(|p| p["questions_alone"] = serde_json::json!(true))
+        .await;
     s.user("dan", &["staff"]).await;
     // Register questions and an authenticator app through the API.
     let (st, v) = s
@@ -485,6 +487,7 @@ async fn resetting_an_administrator_tells_the_other_administrators() {
 async fn answers_to_a_custom_question_the_admin_removed_are_never_drawn_as_a_blank_question() {
     let s = Server::start().await;
     s.set_policy(|p| {
+        p["questions_alone"] = serde_json::json!(true);
         p["custom_questions"] =
             serde_json::json!([{ "id": "c1", "text": "Name of my first pet?" }]);
     })

@@ -54,6 +54,7 @@ pub(super) fn policy_form(p: &Policy) -> HashMap<String, String> {
     put("admin_notify", p.admin_notify.join(", "));
     put("allow_unlock", flag(p.allow_unlock));
     put("privileged_groups", p.privileged_groups.join(", "));
+    put("questions_alone", flag(p.questions_alone));
     let r = &p.password;
     put("pw_min_length", r.min_length.to_string());
     put("pw_max_length", r.max_length.to_string());
@@ -208,6 +209,7 @@ pub(super) fn parse_policy(
         admin_notify: r.list("admin_notify"),
         allow_unlock: r.flag("allow_unlock"),
         privileged_groups: r.list("privileged_groups"),
+        questions_alone: r.flag("questions_alone"),
         password: PasswordRules {
             min_length: r.number("pw_min_length"),
             max_length: r.number("pw_max_length"),
