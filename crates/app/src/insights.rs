@@ -444,7 +444,8 @@ mod tests {
                 ("email".to_owned(), 0, 0),
                 ("sms".to_owned(), 0, 0),
                 ("questions".to_owned(), 0, 0),
-                ("totp".to_owned(), 0, 0)
+                ("totp".to_owned(), 0, 0),
+                ("recovery_code".to_owned(), 0, 0),
             ]
         );
     }
@@ -771,6 +772,7 @@ mod tests {
                 ("sms".to_owned(), 0, 0),
                 ("questions".to_owned(), 0, 1),
                 ("totp".to_owned(), 1, 0),
+                ("recovery_code".to_owned(), 0, 0),
                 ("fido".to_owned(), 1, 0),
                 ("unknown".to_owned(), 0, 1),
             ]
@@ -786,7 +788,10 @@ mod tests {
             ("u2".to_owned(), vec![Method::Email, Method::Email]),
             ("u1".to_owned(), vec![Method::Totp, Method::Email]),
             ("u3".to_owned(), vec![]),
-            ("u4".to_owned(), vec![Method::Questions]),
+            (
+                "u4".to_owned(),
+                vec![Method::Questions, Method::RecoveryCode],
+            ),
         ];
         let ins = compute(&[], &regs, NOW, 1);
         assert_eq!(ins.registered_users, 3);
@@ -797,6 +802,7 @@ mod tests {
                 ("sms".to_owned(), 1),
                 ("questions".to_owned(), 1),
                 ("totp".to_owned(), 1),
+                ("recovery_code".to_owned(), 1),
             ]
         );
     }

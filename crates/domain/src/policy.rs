@@ -299,6 +299,39 @@ mod tests {
         assert!(!r.methods.contains(&Method::Questions));
         let r = p.requirement_for(&["staff".into()]);
         assert_eq!(r.required, 1);
-        assert!(r.methods.contains(&Method::Questions));
+        assert!(!r.methods.contains(&Method::Questions));
+    }
+
+    #[test]
+    fn questions_count_alone_only_where_the_admin_allows_it() {
+        let staff = ["staff".to_string()];
+        let alone = Policy {
+            questions_alone: true,
+            ..Policy::default()
+        };
+        assert!(
+            alone
+                .requirement_for(&staff)
+                .methods
+                .contains(&Method::Questions)
+        );
+        let two = Policy {
+            methods_required: 2,
+            ..Policy::default()
+        };
+        let r = two.requirement_for(&staff);
+        assert_eq!(r.required, 2);
+        assert!(
+            r.methods.contains(&Method::Questions),
+            "as the second of two"
+        );
+        let admins = ["admins".to_string()];
+        assert!(
+            !alone
+                .requirement_for(&admins)
+                .methods
+                .contains(&Method::Questions),
+            "never for privileged accounts"
+        );
     }
 }
