@@ -301,6 +301,18 @@ async fn a_reset_is_told_to_every_address_of_record() {
     let code = s.email_code(&token, "nia@contoso.test").await;
     let (st, v) = s.verify(&token, "email", &code).await;
     assert_eq!(st, StatusCode::OK, "{v}");
+    // A refused password is no reset, and nobody is told of one.
+    let (st, v) = s.set_password(&token, "short").await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let told = |m: &str| m.contains("Your password was reset");
+    assert!(!s.smtp.messages().iter().any(|m| told(m)));
+    assert!(
+        !s.sms
+            .texts()
+            .iter()
+            .any(|t| told(t["message"].as_str().unwrap_or("")))
+    );
     let (st, v) = s.set_password(&token, "another fine passphrase").await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert!(
