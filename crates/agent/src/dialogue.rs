@@ -61,7 +61,7 @@ pub struct Dialogue<'a> {
     pub journal: &'a dyn Journal,
     pub lang: Lang,
     pub user: &'a str,
-    /// For the log only.
+    /// The server's URL: for the log, and for the portal where browser-only methods work.
     pub server: &'a str,
     /// How the conversation is rendered: a greeter gets one short message per prompt.
     pub screen: Screen,
@@ -90,7 +90,7 @@ impl From<Cancelled> for Stop {
 
 /// What verifying one method led to.
 enum Step {
-    Next(FlowResponse),
+    Next(Box<FlowResponse>),
     /// Back to the choice of method (the user asked, or the method failed).
     Again,
 }
@@ -197,7 +197,7 @@ impl Dialogue<'_> {
             match state.status.as_str() {
                 "choose_method" => {
                     if let Step::Next(next) = self.verify_one(&token, &state)? {
-                        state = next;
+                        state = *next;
                     }
                 }
                 "set_password" => return self.new_password(&token),
@@ -219,8 +219,20 @@ impl Dialogue<'_> {
 
     fn verify_one(&mut self, token: &str, state: &FlowResponse) -> Result<Step, Stop> {
         let methods = &state.methods;
+        let portal = format!("{}/reset", self.server.trim_end_matches('/'));
         if methods.is_empty() {
+            if !state.browser_only.is_empty() {
+                // A passkey is all this user has left: it works in a browser, not here.
+                self.conv.error(&self.say(
+                    T::BrowserOnly { url: &portal },
+                    T::GreeterBrowserOnly { url: &portal },
+                ));
+                return Err(Stop::Cancelled);
+            }
             return Err(self.failed(ApiFailure::Protocol("no method offered".into())));
+        }
+        if !state.browser_only.is_empty() && !self.greeter() {
+            self.conv.info(&self.t(T::AlsoInBrowser { url: &portal }));
         }
         let step = state.verified.len() + 1;
         let of = usize::from(state.required).max(step);
@@ -286,6 +298,7 @@ impl Dialogue<'_> {
                 method,
                 code: None,
                 answers: Some(answers),
+                credential: None,
             };
             let result = self.api.verify(token, &req);
             if let Some(a) = req.answers {
@@ -294,7 +307,7 @@ impl Dialogue<'_> {
                 }
             }
             return match result {
-                Ok(next) => Ok(Step::Next(next)),
+                Ok(next) => Ok(Step::Next(Box::new(next))),
                 Err(e) => self.retryable(e, &[400]).and(back),
             };
         }
@@ -323,9 +336,10 @@ impl Dialogue<'_> {
                 method: method.clone(),
                 code: Some(code.to_string()),
                 answers: None,
+                credential: None,
             };
             match self.api.verify(token, &req) {
-                Ok(next) => return Ok(Step::Next(next)),
+                Ok(next) => return Ok(Step::Next(Box::new(next))),
                 // A wrong, malformed or spent code: the server's words say which; the user may
                 // type it again or press Enter for another way.
                 Err(e) => self.retryable(e, &[400])?,

@@ -146,6 +146,17 @@ pub enum T<'a> {
         to: Option<&'a str>,
     },
     GreeterCodePrompt,
+    /// The user's only way left is a passkey, which needs a browser.
+    BrowserOnly {
+        url: &'a str,
+    },
+    GreeterBrowserOnly {
+        url: &'a str,
+    },
+    /// A passkey is among the user's methods, but works only in a browser.
+    AlsoInBrowser {
+        url: &'a str,
+    },
     GreeterAnswerPrompt,
     GreeterNewPassword {
         min: usize,
@@ -254,6 +265,13 @@ fn en(what: T<'_>) -> String {
         } => "Type one of your saved recovery codes".into(),
         T::GreeterCode { to: None, .. } => "Type the code from your authenticator app".into(),
         T::GreeterCodePrompt => "Code (Enter: another way)".into(),
+        T::BrowserOnly { url } => format!(
+            "Your passkey works only in a web browser. Open {url} on your phone or another computer to reset your password there."
+        ),
+        T::GreeterBrowserOnly { url } => format!("Passkeys work in a browser only: {url}"),
+        T::AlsoInBrowser { url } => {
+            format!("(Your passkey works too, but only in a web browser, at {url}.)")
+        }
         T::GreeterAnswerPrompt => "Answer (Enter: another way)".into(),
         T::GreeterNewPassword { min } => format!("Choose a new password of at least {min} characters."),
         T::GreeterNewPasswordPrompt => "New password".into(),
@@ -350,6 +368,11 @@ fn zh(what: T<'_>) -> String {
         } => "请输入你保存的一个恢复码".into(),
         T::GreeterCode { to: None, .. } => "请输入验证器应用中的验证码".into(),
         T::GreeterCodePrompt => "验证码（回车换方式）".into(),
+        T::BrowserOnly { url } => {
+            format!("通行密钥只能在网页浏览器中使用。请在手机或另一台电脑上打开 {url} 重置密码。")
+        }
+        T::GreeterBrowserOnly { url } => format!("通行密钥仅限浏览器：{url}"),
+        T::AlsoInBrowser { url } => format!("（你的通行密钥也可使用，但仅限网页浏览器：{url}）"),
         T::GreeterAnswerPrompt => "答案（回车换方式）".into(),
         T::GreeterNewPassword { min } => format!("请设置新密码，至少 {min} 个字符。"),
         T::GreeterNewPasswordPrompt => "新密码".into(),
@@ -425,6 +448,9 @@ mod tests {
             T::GreeterCode {
                 method: "recovery_code",
                 to: None,
+            },
+            T::GreeterBrowserOnly {
+                url: "https://sspr.example.com/reset",
             },
             T::GreeterNewPassword { min: 15 },
             T::GreeterConfirm,

@@ -75,6 +75,7 @@ impl ResetApi for Changer {
             message: "Your password has been changed.".into(),
             register_url: None,
             methods: Vec::new(),
+            browser_only: Vec::new(),
             required: 0,
             verified: Vec::new(),
             expires_in: 0,

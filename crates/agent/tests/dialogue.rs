@@ -543,3 +543,33 @@ fn an_ssh_login_says_how_long_it_has_and_refuses_to_start_without_enough() {
     assert!(u.saw("Not enough time"), "{}", u.all());
     assert!(matches!(&next, Next::UsePassword(p) if p.as_str() == "my old password"));
 }
+
+#[test]
+fn a_passkey_is_said_to_work_in_a_browser_beside_the_methods_that_work_here() {
+    let mut s = Server::new(1);
+    s.browser_only = vec!["passkey".into()];
+    let mut u = User::new(&["1", "123456", NEW, NEW]);
+    let (o, _) = run(&mut s, &mut u, Kind::Reset);
+    assert_eq!(changed(&o), Some(NEW), "{}", u.all());
+    assert!(
+        u.saw("Your passkey works too, but only in a web browser, at https://"),
+        "{}",
+        u.all()
+    );
+}
+
+#[test]
+fn a_user_with_only_a_passkey_is_sent_to_a_browser() {
+    let mut s = Server::new(1);
+    s.only_passkey = true;
+    s.browser_only = vec!["passkey".into()];
+    let mut u = User::new(&[]);
+    let (o, _) = run(&mut s, &mut u, Kind::Reset);
+    assert!(matches!(o, Outcome::Cancelled), "{}", u.all());
+    assert!(
+        u.saw("Your passkey works only in a web browser. Open https://"),
+        "{}",
+        u.all()
+    );
+    assert!(!s.calls.iter().any(|c| c.starts_with("challenge")));
+}

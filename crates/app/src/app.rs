@@ -125,6 +125,9 @@ pub struct App {
     pub hasher: HashPool,
     pub key: ServerKey,
     pub settings: Settings,
+    /// The passkey relying party for `public_url`; `None` turns passkeys off (a `public_url`
+    /// WebAuthn cannot serve, logged at start).
+    pub webauthn: Option<Arc<webauthn_rs::Webauthn>>,
     /// Rung after a message is queued, so the outbox worker sends it now rather than at its
     /// next idle look (the worker is built with the same handle).
     pub outbox_wake: Arc<tokio::sync::Notify>,

@@ -446,6 +446,7 @@ mod tests {
                 ("questions".to_owned(), 0, 0),
                 ("totp".to_owned(), 0, 0),
                 ("recovery_code".to_owned(), 0, 0),
+                ("passkey".to_owned(), 0, 0),
             ]
         );
     }
@@ -773,6 +774,7 @@ mod tests {
                 ("questions".to_owned(), 0, 1),
                 ("totp".to_owned(), 1, 0),
                 ("recovery_code".to_owned(), 0, 0),
+                ("passkey".to_owned(), 0, 0),
                 ("fido".to_owned(), 1, 0),
                 ("unknown".to_owned(), 0, 1),
             ]
@@ -792,9 +794,10 @@ mod tests {
                 "u4".to_owned(),
                 vec![Method::Questions, Method::RecoveryCode],
             ),
+            ("u5".to_owned(), vec![Method::Passkey]),
         ];
         let ins = compute(&[], &regs, NOW, 1);
-        assert_eq!(ins.registered_users, 3);
+        assert_eq!(ins.registered_users, 4);
         assert_eq!(
             ins.registrations_by_method,
             [
@@ -803,6 +806,7 @@ mod tests {
                 ("questions".to_owned(), 1),
                 ("totp".to_owned(), 1),
                 ("recovery_code".to_owned(), 1),
+                ("passkey".to_owned(), 1),
             ]
         );
     }

@@ -49,6 +49,12 @@ pub enum Msg {
     EnterTotp,
     EnterRecoveryCode,
     WrongRecoveryCode,
+    EnterPasskey,
+    WrongPasskey,
+    PasskeyCreate,
+    PasskeyStartAgain,
+    PasskeyNotRead,
+    PasskeyRefused,
     RecoveryCodeFormat,
     WrongCode,
     WrongAnswers,
@@ -98,7 +104,7 @@ pub enum Msg {
     Busy,
 }
 
-pub const ALL_MSGS: [Msg; 57] = [
+pub const ALL_MSGS: [Msg; 63] = [
     Msg::EnterUserId,
     Msg::ChooseMethod,
     Msg::RegistrationRequired,
@@ -109,6 +115,12 @@ pub const ALL_MSGS: [Msg; 57] = [
     Msg::EnterTotp,
     Msg::EnterRecoveryCode,
     Msg::WrongRecoveryCode,
+    Msg::EnterPasskey,
+    Msg::WrongPasskey,
+    Msg::PasskeyCreate,
+    Msg::PasskeyStartAgain,
+    Msg::PasskeyNotRead,
+    Msg::PasskeyRefused,
     Msg::RecoveryCodeFormat,
     Msg::WrongCode,
     Msg::WrongAnswers,
@@ -203,6 +215,34 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
             "That recovery code is not right, or it was used before. Check it, or try another of your codes."
         }
         (Lang::Zh, WrongRecoveryCode) => "恢复码不正确，或已被使用过。请检查，或换一个恢复码。",
+        (Lang::En, EnterPasskey) => {
+            "Use your passkey: your device asks for its PIN, fingerprint or face."
+        }
+        (Lang::Zh, EnterPasskey) => "请使用你的通行密钥：设备会要求输入 PIN、指纹或面容。",
+        (Lang::En, WrongPasskey) => {
+            "That passkey could not prove it is you. Try again, or use another of your methods."
+        }
+        (Lang::Zh, WrongPasskey) => "该通行密钥未能证明你的身份。请重试，或改用其他方式。",
+        (Lang::En, PasskeyCreate) => {
+            "Your browser will ask where to keep the passkey (this device, a phone, a security key or a password manager)."
+        }
+        (Lang::Zh, PasskeyCreate) => {
+            "浏览器会询问将通行密钥保存在哪里（本设备、手机、安全密钥或密码管理器）。"
+        }
+        (Lang::En, PasskeyStartAgain) => {
+            "The passkey request has expired or was already answered. Start again."
+        }
+        (Lang::Zh, PasskeyStartAgain) => "通行密钥请求已过期或已被使用。请重新开始。",
+        (Lang::En, PasskeyNotRead) => {
+            "The browser's passkey answer could not be read. Try again in an up-to-date browser."
+        }
+        (Lang::Zh, PasskeyNotRead) => "无法读取浏览器返回的通行密钥信息。请使用最新版浏览器重试。",
+        (Lang::En, PasskeyRefused) => {
+            "The passkey was not accepted: it did not verify you on the device, or answered for another site. Try again."
+        }
+        (Lang::Zh, PasskeyRefused) => {
+            "通行密钥未被接受：设备未验证你的身份，或它属于其他网站。请重试。"
+        }
         (Lang::En, RecoveryCodeFormat) => {
             "A recovery code has 16 letters and digits, like 7K2M-9QXP-4RTB-8HZD. Check what you typed."
         }

@@ -320,6 +320,23 @@ pub trait RecoveryStore: Send + Sync + 'static {
     async fn recovery_codes(&self, user_id: &str) -> StoreResult<Vec<String>>;
 }
 
+/// Passkey ceremonies between their two requests.
+#[async_trait]
+pub trait CeremonyStore: Send + Sync + 'static {
+    /// Keeps a ceremony's state under `id` (replacing an earlier one of that id).
+    async fn put_ceremony(
+        &self,
+        id: &str,
+        owner: &str,
+        state: &str,
+        expires_at: UnixTime,
+    ) -> StoreResult<()>;
+    /// Takes the ceremony: `Some((owner, state))` once, for one of any number of concurrent
+    /// callers, while it has not expired.
+    async fn take_ceremony(&self, id: &str, now: UnixTime)
+    -> StoreResult<Option<(String, String)>>;
+}
+
 /// Everything sspr keeps. SQLite and PostgreSQL implement it and pass the same tests.
 ///
 /// Methods that guard a security property are conditional updates that report whether they
@@ -331,7 +348,7 @@ pub trait RecoveryStore: Send + Sync + 'static {
 ///
 /// Times are the caller's clock: instances sharing a database must keep their clocks in sync.
 #[async_trait]
-pub trait Store: FinishStore + ReminderStore + RecoveryStore {
+pub trait Store: FinishStore + ReminderStore + RecoveryStore + CeremonyStore {
     /// Whether the store can write: a small write in a transaction (the heartbeat row), so a
     /// full disk, a read-only file or a database that went away all fail it. Callers bound it
     /// with a deadline.

@@ -659,11 +659,7 @@ impl App {
         ev: &mut sspr_domain::AuditEvent,
     ) -> Result<(), AppError> {
         let req = policy.requirement_for(&s.groups);
-        let channel_ok = match method {
-            Method::Email => self.settings.email_enabled,
-            Method::Sms => self.settings.sms_enabled,
-            _ => true,
-        };
+        let channel_ok = self.method_available(method);
         if req.methods.contains(&method) && channel_ok {
             return Ok(());
         }
@@ -791,11 +787,7 @@ impl App {
         let available = req
             .methods
             .iter()
-            .filter(|m| match m {
-                Method::Email => self.settings.email_enabled,
-                Method::Sms => self.settings.sms_enabled,
-                _ => true,
-            })
+            .filter(|m| self.method_available(**m))
             .map(|m| m.as_str().to_string())
             .collect();
         Ok(RegistrationStatus {

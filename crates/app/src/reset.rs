@@ -174,6 +174,7 @@ impl App {
                     message: ctx.t(Msg::RegistrationRequired),
                     register_url: Some(self.settings.register_url()),
                     methods: Vec::new(),
+                    browser_only: Vec::new(),
                     required: policy.methods_required,
                     verified: Vec::new(),
                     expires_in: limits.flow_ttl_secs,
@@ -341,6 +342,7 @@ impl App {
                     sent_to: Some(masked),
                     questions: Vec::new(),
                     expires_in: Some(limits.code_ttl_secs),
+                    passkey: None,
                 })
             }
             Method::Questions => {
@@ -379,6 +381,19 @@ impl App {
                     sent_to: None,
                     questions,
                     expires_in: None,
+                    passkey: None,
+                })
+            }
+            Method::Passkey => {
+                let options = self.passkey_challenge(ctx, &flow).await?;
+                self.record(ev).await;
+                Ok(ChallengeResponse {
+                    method: method.as_str().into(),
+                    message: ctx.t(Msg::EnterPasskey),
+                    sent_to: None,
+                    questions: Vec::new(),
+                    expires_in: None,
+                    passkey: Some(options),
                 })
             }
             Method::Totp | Method::RecoveryCode => Ok(ChallengeResponse {
@@ -391,6 +406,7 @@ impl App {
                 sent_to: None,
                 questions: Vec::new(),
                 expires_in: None,
+                passkey: None,
             }),
         }
     }
@@ -418,6 +434,16 @@ impl App {
                 self.check_totp(ctx, &flow.user_id, req.code.as_deref())
                     .await?
             }
+            Method::Passkey => match self
+                .check_passkey(ctx, &flow, req.credential.as_ref())
+                .await?
+            {
+                Ok(()) => Ok(()),
+                Err((miss, why)) => {
+                    ev.merge_details(serde_json::json!({ "passkey": why }));
+                    Err(miss)
+                }
+            },
             Method::RecoveryCode => self
                 .check_recovery_code(ctx, &flow.user_id, req.code.as_deref())
                 .await?
@@ -671,6 +697,7 @@ impl App {
             (Miss::NoCode, _) => Msg::NoCodeWaiting,
             (_, Method::Questions) => Msg::WrongAnswers,
             (_, Method::RecoveryCode) => Msg::WrongRecoveryCode,
+            (_, Method::Passkey) => Msg::WrongPasskey,
             _ => Msg::WrongCode,
         };
         // Only a wrong guess counts towards a block: a missing, spent or expired code is not
@@ -848,16 +875,23 @@ impl App {
         Ok(if all { Ok(()) } else { Err(Miss::Wrong) })
     }
 
+    /// Whether this installation can run `method` at all: email and SMS need their delivery
+    /// set up, passkeys a `public_url` WebAuthn can serve.
+    pub(crate) fn method_available(&self, method: Method) -> bool {
+        match method {
+            Method::Email => self.settings.email_enabled,
+            Method::Sms => self.settings.sms_enabled,
+            Method::Passkey => self.webauthn.is_some(),
+            Method::Questions | Method::Totp | Method::RecoveryCode => true,
+        }
+    }
+
     /// Registered methods in a usable state, plus directory contacts when the admin trusts them.
     pub(crate) fn usable_methods(&self, user: &DirUser, records: &[MethodRecord]) -> Vec<Method> {
         let mut out: Vec<Method> = records
             .iter()
             .filter(|r| r.status == MethodStatus::Active)
-            .filter(|r| match r.method {
-                Method::Email => self.settings.email_enabled,
-                Method::Sms => self.settings.sms_enabled,
-                _ => true,
-            })
+            .filter(|r| self.method_available(r.method))
             .map(|r| r.method)
             .collect();
         if self.settings.trust_directory_contacts {
@@ -975,12 +1009,21 @@ impl App {
             }
             _ => ("choose_method", Msg::ChooseMethod),
         };
-        let methods = if status == "choose_method" {
-            open.iter()
-                .map(|m| method_option(ctx.lang, *m, records))
-                .collect()
+        // A login screen's dialogue cannot run a passkey: it is named apart, so the agent can
+        // say where it works instead of offering what would fail.
+        let agent = ctx.client_type.is_logon_agent();
+        let (methods, browser_only) = if status == "choose_method" {
+            let (there, elsewhere): (Vec<Method>, Vec<Method>) =
+                open.iter().partition(|m| !(agent && m.browser_only()));
+            (
+                there
+                    .iter()
+                    .map(|m| method_option(ctx.lang, *m, records))
+                    .collect(),
+                elsewhere.iter().map(|m| m.as_str().to_string()).collect(),
+            )
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         FlowResponse {
             flow_token: None,
@@ -989,6 +1032,7 @@ impl App {
             message: ctx.t(msg),
             register_url: None,
             methods,
+            browser_only,
             required: flow.required,
             verified: flow
                 .verified
@@ -1065,6 +1109,8 @@ fn method_option(lang: Lang, m: Method, records: &[MethodRecord]) -> MethodOptio
         (Method::Totp, _, true) => "输入身份验证器应用中的验证码".into(),
         (Method::RecoveryCode, _, false) => "Enter one of my recovery codes".into(),
         (Method::RecoveryCode, _, true) => "输入我的一个恢复码".into(),
+        (Method::Passkey, _, false) => "Use my passkey".into(),
+        (Method::Passkey, _, true) => "使用我的通行密钥".into(),
     };
     MethodOption {
         method: m.as_str().into(),

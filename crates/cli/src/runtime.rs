@@ -114,6 +114,14 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runt
             None => None,
         },
     };
+    let webauthn = match sspr_app::passkey::relying_party(&config.public_url, &config.organisation)
+    {
+        Ok(w) => Some(Arc::new(w)),
+        Err(e) => {
+            tracing::warn!("passkeys are off: {e}");
+            None
+        }
+    };
     let app = Arc::new(App {
         store: store.clone(),
         directory: match (&config.directory.kind[..], &config.directory.ldap) {
@@ -127,6 +135,7 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runt
         hasher,
         key,
         settings,
+        webauthn,
         outbox_wake: Arc::new(tokio::sync::Notify::new()),
     });
     Ok(Runtime {

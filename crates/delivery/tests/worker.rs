@@ -96,6 +96,16 @@ impl ReminderStore for FakeStore {
 }
 
 #[async_trait]
+impl CeremonyStore for FakeStore {
+    async fn put_ceremony(&self, _: &str, _: &str, _: &str, _: UnixTime) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn take_ceremony(&self, _: &str, _: UnixTime) -> StoreResult<Option<(String, String)>> {
+        Ok(None)
+    }
+}
+
+#[async_trait]
 impl RecoveryStore for FakeStore {
     async fn replace_recovery_codes(&self, _: &str, _: &[String], _: UnixTime) -> StoreResult<()> {
         Ok(())

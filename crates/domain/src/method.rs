@@ -16,15 +16,19 @@ pub enum Method {
     /// One of a set of one-time codes the user saved when they generated them (NIST SP
     /// 800-63B-4 §4.2.1.1, saved recovery codes).
     RecoveryCode,
+    /// A passkey (WebAuthn): a key pair on the user's device or in their password manager,
+    /// unlocked there with a PIN or a fingerprint. Browser only.
+    Passkey,
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 6] = [
         Method::Email,
         Method::Sms,
         Method::Questions,
         Method::Totp,
         Method::RecoveryCode,
+        Method::Passkey,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,11 +38,17 @@ impl Method {
             Method::Questions => "questions",
             Method::Totp => "totp",
             Method::RecoveryCode => "recovery_code",
+            Method::Passkey => "passkey",
         }
     }
 
     pub fn parse(s: &str) -> Option<Method> {
         Method::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// Methods that need a web browser: a login screen's PAM dialogue cannot run them.
+    pub fn browser_only(self) -> bool {
+        matches!(self, Method::Passkey)
     }
 
     /// Methods where sspr sends a one-time code to a destination.

@@ -71,6 +71,7 @@ impl Default for Policy {
                 Method::Sms,
                 Method::Totp,
                 Method::RecoveryCode,
+                Method::Passkey,
                 Method::Questions,
             ],
             methods_required: 1,
@@ -106,7 +107,7 @@ impl Policy {
             e.push("scope is \"groups\" but no group is listed: add at least one to groups".into());
         }
         if self.methods.is_empty() {
-            e.push("methods is empty: enable at least one of email, sms, questions, totp, recovery_code".into());
+            e.push("methods is empty: enable at least one of email, sms, questions, totp, recovery_code, passkey".into());
         }
         let mut seen = self.methods.clone();
         seen.sort();
@@ -125,7 +126,7 @@ impl Policy {
         }
         if self.methods == [Method::Questions] {
             e.push(
-                "security questions cannot be the only method (NIST SP 800-63B): enable email, sms, totp or recovery_code too".into(),
+                "security questions cannot be the only method (NIST SP 800-63B): enable email, sms, totp, recovery_code or passkey too".into(),
             );
         }
         if !(3..=5).contains(&self.questions_to_register) {

@@ -65,6 +65,10 @@ pub struct FlowResponse {
     pub register_url: Option<String>,
     /// Methods the user may still use, with masked destinations.
     pub methods: Vec<MethodOption>,
+    /// Methods the user has that this client cannot run (a passkey at a login screen): say
+    /// that they work in a browser, at the portal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub browser_only: Vec<String>,
     /// Methods to pass in total, and those passed so far.
     pub required: u8,
     pub verified: Vec<String>,
@@ -105,6 +109,11 @@ pub struct ChallengeResponse {
     /// Seconds the code stays valid (email, sms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in: Option<i64>,
+    /// For `navigator.credentials.get` (passkey): WebAuthn's request options in their JSON
+    /// form, `{"publicKey": {…}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub passkey: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -131,6 +140,10 @@ pub struct VerifyRequest {
     /// The answers (questions).
     #[serde(default)]
     pub answers: Option<Vec<Answer>>,
+    /// The signed answer of `navigator.credentials.get` (passkey), as its `toJSON()`.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub credential: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -300,6 +313,25 @@ pub struct TotpEnrolment {
     /// The same URI as an SVG QR code.
     pub qr_svg: String,
     pub message: String,
+}
+
+/// Options for `navigator.credentials.create` to add a passkey: WebAuthn's creation options in
+/// their JSON form, `{"publicKey": {…}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PasskeyOptions {
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub options: serde_json::Value,
+    pub message: String,
+}
+
+/// The new passkey: the answer of `navigator.credentials.create`, as its `toJSON()`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyRequest {
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub credential: serde_json::Value,
 }
 
 /// A new set of recovery codes. The codes are in this answer and nowhere else: sspr keeps only

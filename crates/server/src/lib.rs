@@ -40,7 +40,7 @@ pub struct State {
         routes::flow_start, routes::flow_status, routes::flow_challenge, routes::flow_verify, routes::flow_password, routes::flow_unlock,
         routes::change_password,
         routes::sign_in, routes::sign_out, routes::me, routes::add_email, routes::verify_email, routes::add_phone, routes::verify_phone,
-        routes::set_questions, routes::enrol_totp, routes::verify_totp, routes::recovery_codes, routes::remove_method, routes::reconfirm,
+        routes::set_questions, routes::enrol_totp, routes::verify_totp, routes::recovery_codes, routes::start_passkey, routes::finish_passkey, routes::remove_method, routes::reconfirm,
         routes::get_policy, routes::put_policy, routes::audit, routes::admin_user, routes::invite,
     ),
     modifiers(&BearerSchemes)
@@ -115,6 +115,8 @@ pub fn router_with(state: Arc<State>, pages: Router<Arc<State>>, fallbacks: Fall
         .route("/me/questions", put(routes::set_questions))
         .route("/me/totp", post(routes::enrol_totp))
         .route("/me/recovery-codes", post(routes::recovery_codes))
+        .route("/me/passkeys", post(routes::start_passkey))
+        .route("/me/passkeys/verify", post(routes::finish_passkey))
         .route("/me/totp/verify", post(routes::verify_totp))
         .route("/me/methods/{method}", delete(routes::remove_method))
         .route("/me/confirm", post(routes::reconfirm))

@@ -312,7 +312,31 @@ pub async fn recovery_codes(AxState(s): S, Ctx(ctx): Ctx, SignedIn(sess): Signed
     reply(&s, &ctx, r).await
 }
 
-/// Removes a method (`email`, `sms`, `questions`, `totp`, `recovery_code`).
+/// Starts adding a passkey: options for `navigator.credentials.create`.
+#[utoipa::path(post, path = "/api/v1/me/passkeys", security(("session" = [])),
+    responses((status = 200, body = PasskeyOptions), (status = 403, body = ApiError)))]
+pub async fn start_passkey(AxState(s): S, Ctx(ctx): Ctx, SignedIn(sess): SignedIn) -> Response {
+    let r = s.app.start_passkey_registration(&ctx, &sess).await;
+    reply(&s, &ctx, r).await
+}
+
+/// Adds the passkey the browser created for those options.
+#[utoipa::path(post, path = "/api/v1/me/passkeys/verify", request_body = PasskeyRequest, security(("session" = [])),
+    responses((status = 200, body = RegistrationStatus), (status = 400, body = ApiError)))]
+pub async fn finish_passkey(
+    AxState(s): S,
+    Ctx(ctx): Ctx,
+    SignedIn(sess): SignedIn,
+    Body(req): Body<PasskeyRequest>,
+) -> Response {
+    let r = s
+        .app
+        .finish_passkey_registration(&ctx, &sess, &req.credential)
+        .await;
+    reply(&s, &ctx, r).await
+}
+
+/// Removes a method (`email`, `sms`, `questions`, `totp`, `recovery_code`, `passkey`).
 #[utoipa::path(delete, path = "/api/v1/me/methods/{method}", params(("method" = String, Path, example = "questions")), security(("session" = [])),
     responses((status = 200, body = RegistrationStatus), (status = 400, body = ApiError)))]
 pub async fn remove_method(
@@ -324,7 +348,7 @@ pub async fn remove_method(
     let r = match Method::parse(&method) {
         Some(m) => s.app.remove_method(&ctx, &sess, m).await,
         None => Err(AppError::invalid(
-            "method must be one of email, sms, questions, totp, recovery_code",
+            "method must be one of email, sms, questions, totp, recovery_code, passkey",
         )),
     };
     reply(&s, &ctx, r).await

@@ -7,6 +7,7 @@
 //! they applied, so single use holds however many requests race.
 
 mod builtin;
+mod ceremony_sql;
 mod codec;
 pub mod copy;
 mod finish_sql;

@@ -5,7 +5,7 @@ use sspr_domain::clock::UnixTime;
 
 /// Each statement with its `$1`. History is kept a day past expiry for the helpdesk; counters
 /// 8 days (the longest configurable block is 7).
-pub(crate) fn statements(now: UnixTime) -> [(&'static str, UnixTime); 7] {
+pub(crate) fn statements(now: UnixTime) -> [(&'static str, UnixTime); 8] {
     [
         // A flow still finishing waits for its reconciliation, however old.
         (
@@ -13,6 +13,7 @@ pub(crate) fn statements(now: UnixTime) -> [(&'static str, UnixTime); 7] {
             now - 86_400,
         ),
         ("DELETE FROM sessions WHERE expires_at < $1", now),
+        ("DELETE FROM webauthn_ceremonies WHERE expires_at < $1", now),
         ("DELETE FROM codes WHERE expires_at < $1", now - 86_400),
         ("DELETE FROM throttle_hits WHERE at < $1", now - 8 * 86_400),
         ("DELETE FROM throttle_blocks WHERE until < $1", now),

@@ -28,6 +28,7 @@ method-sms = text message
 method-questions = security questions
 method-totp = authenticator app
 method-recovery_code = recovery codes
+method-passkey = passkey
 
 ## Home
 home-title = Locked out or forgot your password?
@@ -154,6 +155,16 @@ register-recovery-saved = I have saved them
 register-recovery-print = To print them, use your browser's Print command: the buttons are left out of the printout.
 register-recovery-file-title = Recovery codes for { $user }
 register-recovery-file-note = Each code works once. Made { $when }.
+register-passkey-title = Passkey
+register-passkey-hint = A passkey lives on your phone, your computer, a security key or in your password manager, and is unlocked there with your PIN, fingerprint or face. It works in a browser, not at a computer's login screen.
+register-passkey-add = Add a passkey
+register-passkey-another = Add another passkey
+register-passkey-create = Create the passkey
+passkey-use = Use my passkey
+passkey-hint = Your browser will ask for your passkey, and your device for its PIN, fingerprint or face.
+passkey-failed = The passkey did not answer. Try again, or choose another way.
+passkey-unsupported = This browser cannot use passkeys. Use an up-to-date browser, or another of your methods.
+passkey-needs-js = Passkeys need JavaScript, which is off in this browser.
 register-totp-title = Authenticator app
 register-totp-hint = An app such as Microsoft Authenticator or Google Authenticator on your phone, showing a new 6-digit code every 30 seconds.
 register-totp-enrol = Set up authenticator app

@@ -26,6 +26,7 @@ method-sms = 短信
 method-questions = 安全问题
 method-totp = 身份验证器应用
 method-recovery_code = 恢复码
+method-passkey = 通行密钥
 
 ## Home
 home-title = 帐户被锁定或忘记了密码？
@@ -152,6 +153,16 @@ register-recovery-saved = 我已保存
 register-recovery-print = 如需打印，请使用浏览器的"打印"命令：打印件中不含按钮。
 register-recovery-file-title = { $user } 的恢复码
 register-recovery-file-note = 每个恢复码只能使用一次。生成时间：{ $when }。
+register-passkey-title = 通行密钥
+register-passkey-hint = 通行密钥保存在你的手机、电脑、安全密钥或密码管理器中，需用 PIN、指纹或面容解锁。它可在浏览器中使用，但不能在电脑的登录界面使用。
+register-passkey-add = 添加通行密钥
+register-passkey-another = 再添加一个通行密钥
+register-passkey-create = 创建通行密钥
+passkey-use = 使用我的通行密钥
+passkey-hint = 浏览器会请求你的通行密钥，设备会要求输入 PIN、指纹或面容。
+passkey-failed = 通行密钥没有响应。请重试，或选择其他方式。
+passkey-unsupported = 此浏览器无法使用通行密钥。请使用最新版浏览器，或改用其他方式。
+passkey-needs-js = 通行密钥需要 JavaScript，但此浏览器已将其关闭。
 register-totp-title = 身份验证器应用
 register-totp-hint = 手机上的身份验证器应用，例如 Microsoft Authenticator 或 Google Authenticator，每 30 秒显示一个新的 6 位验证码。
 register-totp-enrol = 设置身份验证器应用

@@ -53,6 +53,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/register/totp"),
     ("POST", "/register/totp/verify"),
     ("POST", "/register/recovery-codes"),
+    ("POST", "/register/passkey"),
+    ("POST", "/register/passkey/verify"),
     ("POST", "/register/remove"),
     ("POST", "/register/confirm"),
     ("GET", "/admin"),
@@ -71,6 +73,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 static CSS: &str = include_str!("../static/app.css");
 static POW_JS: &str = include_str!("../static/pow.js");
 static STRENGTH_JS: &str = include_str!("../static/strength.js");
+static PASSKEY_JS: &str = include_str!("../static/passkey.js");
 
 fn asset(kind: &'static str, body: &'static str) -> axum::response::Response {
     ([(header::CONTENT_TYPE, kind)], body).into_response()
@@ -122,6 +125,10 @@ pub fn routes() -> Router<Arc<State>> {
         .route(
             "/static/strength.js",
             get(|| async { asset("text/javascript; charset=utf-8", STRENGTH_JS) }),
+        )
+        .route(
+            "/static/passkey.js",
+            get(|| async { asset("text/javascript; charset=utf-8", PASSKEY_JS) }),
         )
         .merge(pages)
 }

@@ -157,7 +157,13 @@ pub async fn challenge(Gated(InFlow(t), p): Gated<InFlow, Posted>) -> Response {
     let method = p.get("method").to_string();
     let w = p.web;
     match w.state.app.clone().challenge(&w.ctx, &t, &method).await {
-        Ok(c) => w.page("verify.html", json!({ "c": c, "error": null })),
+        Ok(c) => {
+            let passkey = c.passkey.as_ref().map(|o| o.to_string());
+            w.page(
+                "verify.html",
+                json!({ "c": c, "passkey_options": passkey, "error": null }),
+            )
+        }
         Err(e) => flow_error(w, &t, e).await,
     }
 }
@@ -204,6 +210,11 @@ pub async fn verify(Gated(InFlow(t), p): Gated<InFlow, Posted>) -> Response {
         method: method.clone(),
         code: (!p.get("code").is_empty()).then(|| p.get("code").to_string()),
         answers: (!answers.is_empty()).then_some(answers),
+        // Not JSON: passed on as it is, and refused in words by the check.
+        credential: (!p.get("credential").is_empty()).then(|| {
+            serde_json::from_str(p.get("credential"))
+                .unwrap_or_else(|_| serde_json::Value::String(p.get("credential").into()))
+        }),
     };
     // Re-show the same questions (their texts came with the form) if the answers are wrong.
     let questions: Vec<serde_json::Value> = p
@@ -219,6 +230,8 @@ pub async fn verify(Gated(InFlow(t), p): Gated<InFlow, Posted>) -> Response {
     let app = w.state.app.clone();
     match app.verify(&w.ctx, &t, &req).await {
         Ok(_) => w.redirect("/flow"),
+        // A passkey's challenge is spent by the attempt: back to the methods for a new one.
+        Err(e) if method == "passkey" => flow_error(w, &t, e).await,
         Err(e) if e.kind == ErrorKind::VerificationFailed || e.kind == ErrorKind::Invalid => {
             let e = w.audited(e).await;
             let mut questions = questions;

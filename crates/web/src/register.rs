@@ -38,6 +38,8 @@ pub fn routes() -> Router<Arc<State>> {
         .route("/register/totp", post(enrol_totp))
         .route("/register/totp/verify", post(verify_totp))
         .route("/register/recovery-codes", post(make_recovery_codes))
+        .route("/register/passkey", post(start_passkey))
+        .route("/register/passkey/verify", post(finish_passkey))
         .route("/register/remove", post(remove))
         .route("/register/confirm", post(confirm))
 }
@@ -500,6 +502,35 @@ pub async fn make_recovery_codes(Gated(SignedIn(s), p): Change) -> Response {
         }
         Err(e) => after_change(w, &s, Err(e), View::default(), None, None).await,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Passkeys
+// ---------------------------------------------------------------------------------------------
+
+/// The page whose script asks the browser to create a passkey for the options in it.
+pub async fn start_passkey(Gated(SignedIn(s), p): Change) -> Response {
+    let w = p.web;
+    let app = w.state.app.clone();
+    match app.start_passkey_registration(&w.ctx, &s).await {
+        Ok(o) => w.page(
+            "register_passkey.html",
+            json!({ "options": o.options.to_string(), "message": o.message, "error": null }),
+        ),
+        Err(e) => after_change(w, &s, Err(e), View::default(), None, None).await,
+    }
+}
+
+/// The browser's answer: the passkey is added, or the page says why not.
+pub async fn finish_passkey(Gated(SignedIn(s), p): Change) -> Response {
+    let credential = serde_json::from_str(p.get("credential"))
+        .unwrap_or_else(|_| serde_json::Value::String(p.get("credential").into()));
+    let w = p.web;
+    let app = w.state.app.clone();
+    let r = app
+        .finish_passkey_registration(&w.ctx, &s, &credential)
+        .await;
+    after_change(w, &s, r, View::default(), None, None).await
 }
 
 /// Everything but RFC 3986's unreserved characters percent-encoded, for a `data:` URL.

@@ -37,6 +37,7 @@ pub static TEMPLATES: &[(&str, &str)] = templates![
     "register_questions.html",
     "register_totp.html",
     "register_recovery.html",
+    "register_passkey.html",
     "admin_signin.html",
     "admin_insights.html",
     "admin_policy.html",

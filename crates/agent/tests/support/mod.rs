@@ -96,6 +96,10 @@ pub struct Server {
     pub email_limited: bool,
     /// Only the email method is registered.
     pub only_email: bool,
+    /// Nothing this client can run is registered (a passkey only).
+    pub only_passkey: bool,
+    /// What the server names as browser-only.
+    pub browser_only: Vec<String>,
 }
 
 impl Server {
@@ -115,6 +119,8 @@ impl Server {
             kind: "reset".into(),
             email_limited: false,
             only_email: false,
+            only_passkey: false,
+            browser_only: Vec::new(),
         }
     }
 
@@ -136,6 +142,7 @@ impl Server {
             .iter()
             .filter(|(m, _)| !self.verified.iter().any(|v| v == m))
             .filter(|(m, _)| !self.only_email || *m == "email")
+            .filter(|_| !self.only_passkey)
             .map(|(m, l)| MethodOption {
                 method: m.to_string(),
                 label: l.to_string(),
@@ -150,6 +157,7 @@ impl Server {
             message: "Choose how to verify that it is you.".into(),
             register_url: None,
             methods,
+            browser_only: self.browser_only.clone(),
             required: self.required,
             verified: self.verified.clone(),
             expires_in: 900,
@@ -189,6 +197,7 @@ impl ResetApi for Server {
                 message: "More security info is needed.".into(),
                 register_url: Some("https://sspr.example.com/register".into()),
                 methods: Vec::new(),
+                browser_only: Vec::new(),
                 required: self.required,
                 verified: Vec::new(),
                 expires_in: 900,
@@ -216,6 +225,7 @@ impl ResetApi for Server {
             sent_to: None,
             questions: Vec::new(),
             expires_in: None,
+            passkey: None,
         };
         match method {
             "email" => r.sent_to = Some("a•••e@e•••.com".into()),

@@ -55,6 +55,8 @@ pub struct Browser {
     client: Client,
     /// chromedriver's process group (Chromium and its helpers are in it too).
     pgid: u32,
+    /// chromedriver's port, for the WebDriver extensions fantoccini has no call for.
+    port: u16,
     driver: Reaped,
     /// The profile (`--user-data-dir`), chromedriver's log, and screenshots if tests like.
     pub dir: tempfile::TempDir,
@@ -77,6 +79,17 @@ impl Browser {
     /// `lang` (`"en"`, `"zh-CN"`). `None` only when chromedriver is missing and
     /// `SSPR_SKIP_BROWSER=1`; missing without that variable fails the test.
     pub async fn start(lang: &str) -> Option<Browser> {
+        Self::start_with(lang, None).await
+    }
+
+    /// [`Browser::start`] with the server's CA trusted by Chromium itself (an NSS database in
+    /// the browser's home), as a site's real certificate would be: WebAuthn refuses to run on a
+    /// page whose certificate the browser only accepted as an error.
+    pub async fn start_trusting(lang: &str, ca: &Path) -> Option<Browser> {
+        Self::start_with(lang, Some(ca)).await
+    }
+
+    async fn start_with(lang: &str, ca: Option<&Path>) -> Option<Browser> {
         if !Path::new(CHROMEDRIVER).exists() {
             if std::env::var("SSPR_SKIP_BROWSER").as_deref() == Ok("1") {
                 eprintln!("SKIPPED: {CHROMEDRIVER} missing and SSPR_SKIP_BROWSER=1");
@@ -91,7 +104,39 @@ impl Browser {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = dir.path().join("chromedriver.log");
-        let child = Command::new(CHROMEDRIVER)
+        let home = dir.path().join("home");
+        if let Some(ca) = ca {
+            let db = home.join(".pki/nssdb");
+            std::fs::create_dir_all(&db).unwrap();
+            let db = format!("sql:{}", db.display());
+            for args in [
+                vec!["-N", "-d", &db, "--empty-password"],
+                vec![
+                    "-A",
+                    "-d",
+                    &db,
+                    "-n",
+                    "sspr-test-ca",
+                    "-t",
+                    "C,,",
+                    "-i",
+                    ca.to_str().unwrap(),
+                ],
+            ] {
+                let st = Command::new("certutil")
+                    .args(&args)
+                    .status()
+                    .unwrap_or_else(|e| {
+                        panic!("certutil (apt-get install libnss3-tools, as .ci/run does): {e}")
+                    });
+                assert!(st.success(), "certutil {args:?}");
+            }
+        }
+        let mut cmd = Command::new(CHROMEDRIVER);
+        if ca.is_some() {
+            cmd.env("HOME", &home);
+        }
+        let child = cmd
             .arg(format!("--port={port}"))
             .arg(format!("--log-path={}", log.display()))
             .stdin(Stdio::null())
@@ -145,9 +190,80 @@ impl Browser {
         Some(Browser {
             client,
             pgid,
+            port,
             driver,
             dir,
         })
+    }
+
+    /// A WebDriver command of this session that fantoccini has no call for (the WebAuthn
+    /// extension): `method` `/session/{id}{path}` with a JSON body; the answer's `value`.
+    pub async fn webdriver(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let sid = self.client.session_id().await.unwrap().unwrap();
+        let path = format!("/session/{sid}{path}");
+        let port = self.port;
+        let method = method.to_string();
+        tokio::task::spawn_blocking(move || {
+            let body = body.map(|b| b.to_string()).unwrap_or_default();
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let req = format!(
+                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).unwrap();
+            // chromedriver keeps the connection open: read the headers, then Content-Length.
+            let mut resp = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "chromedriver closed the connection: {method} {path}");
+                resp.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&resp).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if resp.len() >= end + 4 + len {
+                        let v: Value = serde_json::from_slice(&resp[end + 4..end + 4 + len])
+                            .unwrap_or(Value::Null);
+                        assert!(
+                            text.starts_with("HTTP/1.1 200"),
+                            "{method} {path}: {}",
+                            String::from_utf8_lossy(&resp)
+                        );
+                        return v["value"].clone();
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A virtual authenticator (WebDriver's WebAuthn extension): a platform authenticator
+    /// that keeps discoverable credentials and verifies the user at once. Its id.
+    pub async fn add_virtual_authenticator(&self) -> String {
+        let v = self
+            .webdriver(
+                "POST",
+                "/webauthn/authenticator",
+                Some(json!({
+                    "protocol": "ctap2",
+                    "transport": "internal",
+                    "hasResidentKey": true,
+                    "hasUserVerification": true,
+                    "isUserVerified": true,
+                    "automaticPresenceSimulation": true,
+                })),
+            )
+            .await;
+        v.as_str().unwrap().to_string()
     }
 
     /// The fantoccini client, for anything the helpers do not cover.

@@ -685,3 +685,210 @@ async fn security_questions_alone_never_reset_unless_the_admin_says_so() {
     );
     s.stop().await;
 }
+
+/// Passkeys in real Chromium with WebDriver's virtual authenticator: added on the security-info
+/// page, used in a reset; a credential the authenticator lost, a signature counter that went
+/// backwards (a cloned key) and a passkey the user removed all fail to prove anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passkey_made_in_the_browser_resets_and_a_cloned_or_removed_one_does_not() {
+    use crate::browser::Browser;
+    let s = Server::start().await;
+    s.user("kim", &["staff"]).await;
+    s.registered("kim", Method::Email, "kim@contoso.test").await;
+    let Some(b) = Browser::start_trusting("en", &s.ca()).await else {
+        return;
+    };
+    let auth = b.add_virtual_authenticator().await;
+
+    // Add a passkey on the security-info page.
+    b.open(&s, "/register").await;
+    b.fill("#user", "kim").await;
+    b.fill("#password", PASSWORD).await;
+    b.click("#sign-in").await;
+    b.wait_for("#add-passkey").await;
+    b.click("#add-passkey").await;
+    b.wait_for("#create-passkey").await;
+    b.click("#create-passkey").await;
+    b.wait_for("#state-passkey [data-state=active]").await;
+    let creds = b
+        .webdriver(
+            "GET",
+            &format!("/webauthn/authenticator/{auth}/credentials"),
+            None,
+        )
+        .await;
+    assert_eq!(creds.as_array().unwrap().len(), 1, "{creds}");
+    b.click("#sign-out").await;
+    b.wait_for("#go-reset").await;
+
+    // Reset with it.
+    let reset_with_passkey = || async {
+        b.open(&s, "/reset").await;
+        b.fill("#user", "kim").await;
+        b.click("#next").await;
+        b.wait_for("#method-passkey").await;
+        b.click("#method-passkey").await;
+        b.wait_for("#passkey").await;
+        b.click("#verify").await;
+    };
+    reset_with_passkey().await;
+    b.wait_for("#new_password").await;
+    b.fill("#new_password", "a passkey-proved passphrase").await;
+    b.fill("#confirm_password", "a passkey-proved passphrase")
+        .await;
+    b.click("#set-password").await;
+    b.wait_for("#done").await;
+    assert!(s.password_works("kim", "a passkey-proved passphrase").await);
+    let events = s.audit("user=kim&activity=method_verified").await;
+    assert!(
+        events.iter().any(|e| e["details"]["method"] == "passkey"),
+        "{events:#?}"
+    );
+
+    // A clone: the same key with its signature counter back at its start.
+    let creds = b
+        .webdriver(
+            "GET",
+            &format!("/webauthn/authenticator/{auth}/credentials"),
+            None,
+        )
+        .await;
+    let mut cred = creds[0].clone();
+    let used = cred["signCount"].as_u64().unwrap();
+    assert!(used > 0, "the authenticator counts: {cred}");
+    b.webdriver(
+        "DELETE",
+        &format!("/webauthn/authenticator/{auth}/credentials"),
+        None,
+    )
+    .await;
+    cred["signCount"] = json!(0);
+    b.webdriver(
+        "POST",
+        &format!("/webauthn/authenticator/{auth}/credential"),
+        Some(cred.clone()),
+    )
+    .await;
+    reset_with_passkey().await;
+    b.wait_for_text("could not prove it is you").await;
+    let failed = s.audit("user=kim&activity=verification_failed").await;
+    assert!(
+        failed
+            .iter()
+            .any(|e| e["details"]["passkey"] == "counter_regression"),
+        "{failed:#?}"
+    );
+
+    // The authenticator lost it: the browser has nothing to answer with, nothing is proved.
+    b.webdriver(
+        "DELETE",
+        &format!("/webauthn/authenticator/{auth}/credentials"),
+        None,
+    )
+    .await;
+    reset_with_passkey().await;
+    b.wait_for_text("The passkey did not answer").await;
+    assert!(!b.exists("#new_password").await);
+
+    // Removed by the user: no longer offered.
+    cred["signCount"] = json!(used + 10);
+    b.webdriver(
+        "POST",
+        &format!("/webauthn/authenticator/{auth}/credential"),
+        Some(cred),
+    )
+    .await;
+    b.open(&s, "/register").await;
+    b.fill("#user", "kim").await;
+    b.fill("#password", "a passkey-proved passphrase").await;
+    b.click("#sign-in").await;
+    b.wait_for("#remove-passkey").await;
+    b.click("#remove-passkey").await;
+    b.wait_gone("#state-passkey [data-state=active]").await;
+    b.open(&s, "/reset").await;
+    b.fill("#user", "kim").await;
+    b.click("#next").await;
+    b.wait_for("#method-email").await;
+    assert!(!b.exists("#method-passkey").await);
+    s.stop().await;
+}
+
+/// At a login screen a passkey is named as browser-only, never offered as a choice.
+#[tokio::test]
+async fn the_login_screen_is_told_a_passkey_works_only_in_a_browser() {
+    let s = Server::start().await;
+    s.user("lou", &["staff"]).await;
+    s.registered("lou", Method::Email, "lou@contoso.test").await;
+    s.registered("lou", Method::Passkey, "[]").await;
+    let (st, v) = s
+        .call_as(
+            HttpMethod::POST,
+            "/api/v1/flow/start",
+            None,
+            Some(json!({ "user": "lou", "kind": "reset" })),
+            "logon_screen",
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(offered(&v), ["email"], "{v}");
+    assert_eq!(v["browser_only"], json!(["passkey"]), "{v}");
+    let (_, v) = s.start_flow("lou", "reset").await;
+    assert_eq!(
+        offered(&v),
+        ["email", "passkey"],
+        "a browser gets both: {v}"
+    );
+    assert!(v.get("browser_only").is_none(), "{v}");
+}
+
+/// The passkey API refuses what is not a browser's answer to its own challenge, in words.
+#[tokio::test]
+async fn a_passkey_answer_that_is_not_one_adds_nothing() {
+    let s = Server::start().await;
+    s.user("max", &["staff"]).await;
+    let session = sign_in(&s, "max").await;
+    let answer = json!({ "credential": { "id": "x", "type": "public-key" } });
+    // No challenge asked for: nothing to answer.
+    let (st, v) = s
+        .post("/api/v1/me/passkeys/verify", Some(&session), answer.clone())
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (st, v) = s
+        .post("/api/v1/me/passkeys", Some(&session), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let pk = &v["options"]["publicKey"];
+    assert_eq!(pk["rp"]["id"], "localhost", "{v}");
+    assert_eq!(
+        pk["authenticatorSelection"]["userVerification"], "required",
+        "{v}"
+    );
+    assert!(
+        pk["challenge"].as_str().is_some_and(|c| c.len() >= 22),
+        "{v}"
+    );
+    // A malformed answer: refused, said, and the challenge is spent.
+    let (st, v) = s
+        .post("/api/v1/me/passkeys/verify", Some(&session), answer.clone())
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("could not be read"),
+        "{v}"
+    );
+    let (st, _) = s
+        .post("/api/v1/me/passkeys/verify", Some(&session), answer)
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (_, me) = s
+        .call(HttpMethod::GET, "/api/v1/me", Some(&session), None)
+        .await;
+    assert!(
+        !me["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["method"] == "passkey"),
+        "{me}"
+    );
+}
