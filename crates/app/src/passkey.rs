@@ -94,7 +94,7 @@ impl App {
         s: &SessionRecord,
     ) -> Result<PasskeyOptions, AppError> {
         let mut ev = self.session_event(ctx, s, Activity::SecurityInfoAdded);
-        ev.details = serde_json::json!({ "method": Method::Passkey, "step": "challenge" });
+        ev.details = serde_json::json!({ "method": Method::Passkey });
         let policy = self.policy().await?;
         self.require_method_allowed(ctx, s, &policy, Method::Passkey, &mut ev)
             .await?;
@@ -119,6 +119,9 @@ impl App {
             .await?;
         let options = serde_json::to_value(&options)
             .map_err(|e| AppError::internal(format!("passkey options: {e}")))?;
+        // Like an authenticator app's enrolment: "added" when it starts, "verified" when the
+        // browser's answer has made it a passkey.
+        self.record(ev).await;
         Ok(PasskeyOptions {
             options,
             message: ctx.t(Msg::PasskeyCreate),

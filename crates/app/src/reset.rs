@@ -386,7 +386,6 @@ impl App {
             }
             Method::Passkey => {
                 let options = self.passkey_challenge(ctx, &flow).await?;
-                self.record(ev).await;
                 Ok(ChallengeResponse {
                     method: method.as_str().into(),
                     message: ctx.t(Msg::EnterPasskey),

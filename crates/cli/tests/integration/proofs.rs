@@ -11,11 +11,15 @@ use sspr_domain::Method;
 use crate::harness::{PASSWORD, Server};
 
 async fn sign_in(s: &Server, user: &str) -> String {
+    sign_in_with(s, user, PASSWORD).await
+}
+
+async fn sign_in_with(s: &Server, user: &str, pw: &str) -> String {
     let (st, v) = s
         .post(
             "/api/v1/session",
             None,
-            json!({ "user": user, "password": PASSWORD }),
+            json!({ "user": user, "password": pw }),
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{v}");
@@ -224,18 +228,6 @@ async fn recovery_codes_reset_once_each_and_a_new_set_voids_the_old() {
         }
     }
     s.stop().await;
-}
-
-async fn sign_in_with(s: &Server, user: &str, pw: &str) -> String {
-    let (st, v) = s
-        .post(
-            "/api/v1/session",
-            None,
-            json!({ "user": user, "password": pw }),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    v["session_token"].as_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
