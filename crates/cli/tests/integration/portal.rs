@@ -14,7 +14,7 @@ use crate::harness::{PASSWORD, Server, wrong};
 
 const NEW_PASSWORD: &str = "violet tuba harbour forty-two";
 
-async fn shot(b: &Browser, name: &str) {
+pub(crate) async fn shot(b: &Browser, name: &str) {
     if let Ok(dir) = std::env::var("SSPR_SCREENSHOTS") {
         std::fs::create_dir_all(&dir).unwrap();
         b.screenshot(&Path::new(&dir).join(format!("{name}.png")))

@@ -702,6 +702,7 @@ async fn a_passkey_made_in_the_browser_resets_and_a_cloned_or_removed_one_does_n
     b.wait_for("#create-passkey").await;
     b.click("#create-passkey").await;
     b.wait_for("#state-passkey [data-state=active]").await;
+    crate::portal::shot(&b, "register-passkey").await;
     let creds = b
         .webdriver(
             "GET",
@@ -721,6 +722,7 @@ async fn a_passkey_made_in_the_browser_resets_and_a_cloned_or_removed_one_does_n
         b.wait_for("#method-passkey").await;
         b.click("#method-passkey").await;
         b.wait_for("#passkey").await;
+        crate::portal::shot(&b, "reset-passkey").await;
         b.click("#verify").await;
     };
     reset_with_passkey().await;
