@@ -306,17 +306,27 @@ mod tests {
 
     #[test]
     fn methods_keep_their_saved_order() {
-        let saved = Policy::default(); // email, sms, totp, questions
+        let saved = Policy {
+            methods: vec![Method::Email, Method::Sms, Method::Totp, Method::Questions],
+            ..Policy::default()
+        };
         let mut f = form(&saved);
         f.remove("m_sms");
         let p = parse_policy(&f, &saved, Lang::En).unwrap();
         assert_eq!(p.methods, [Method::Email, Method::Totp, Method::Questions]);
         let mut f = form(&p);
         f.insert("m_sms".into(), "on".into());
+        f.insert("m_passkey".into(), "on".into());
         let p = parse_policy(&f, &p, Lang::En).unwrap();
         assert_eq!(
             p.methods,
-            [Method::Email, Method::Totp, Method::Questions, Method::Sms]
+            [
+                Method::Email,
+                Method::Totp,
+                Method::Questions,
+                Method::Sms,
+                Method::Passkey
+            ]
         );
     }
 
@@ -342,11 +352,18 @@ mod tests {
     fn preview_says_what_privileged_users_get() {
         let p = Policy {
             methods: vec![Method::Email, Method::Questions],
+            questions_alone: true,
             ..Policy::default()
         };
         let v = preview(&p, Lang::En, vec!["From the directory.".into()]);
         assert_eq!(v["standard"]["required"], 1);
         assert_eq!(v["standard"]["questions"], true);
+        let not_alone = Policy {
+            questions_alone: false,
+            ..p.clone()
+        };
+        let w = preview(&not_alone, Lang::En, Vec::new());
+        assert_eq!(w["standard"]["questions"], false, "not offered alone");
         assert_eq!(v["privileged"]["required"], 2);
         assert_eq!(v["privileged"]["questions"], false);
         assert_eq!(v["privileged"]["stuck"], true);
