@@ -216,7 +216,8 @@ pub async fn verify(Gated(InFlow(t), p): Gated<InFlow, Posted>) -> Response {
                 .unwrap_or_else(|_| serde_json::Value::String(p.get("credential").into()))
         }),
     };
-    // Re-show the same questions (their texts came with the form) if the answers are wrong.
+    // Re-show the same questions (their texts came with the form) if the answers cannot be
+    // read; wrong ones go back to the methods (below).
     let questions: Vec<serde_json::Value> = p
         .form
         .iter()
@@ -230,8 +231,14 @@ pub async fn verify(Gated(InFlow(t), p): Gated<InFlow, Posted>) -> Response {
     let app = w.state.app.clone();
     match app.verify(&w.ctx, &t, &req).await {
         Ok(_) => w.redirect("/flow"),
-        // A passkey's challenge is spent by the attempt: back to the methods for a new one.
-        Err(e) if method == "passkey" => flow_error(w, &t, e).await,
+        // A passkey's challenge is spent by the attempt, and wrong answers void the drawn
+        // questions: back to the methods, where choosing again brings a new challenge.
+        Err(e)
+            if method == "passkey"
+                || (method == "questions" && e.kind == ErrorKind::VerificationFailed) =>
+        {
+            flow_error(w, &t, e).await
+        }
         Err(e) if e.kind == ErrorKind::VerificationFailed || e.kind == ErrorKind::Invalid => {
             let e = w.audited(e).await;
             let mut questions = questions;

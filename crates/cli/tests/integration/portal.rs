@@ -388,3 +388,119 @@ async fn portal_the_admin_expiry_page_in_a_browser() {
     b.close().await;
     s.stop().await;
 }
+
+/// Wrong answers to security questions lead back to the choice of method with the error, and
+/// the questions are drawn afresh when chosen again: not the same form again, whose answers
+/// could only meet "No code is waiting" (issue 20's dead end).
+#[tokio::test]
+async fn wrong_answers_in_the_portal_lead_to_a_new_draw_not_a_dead_end() {
+    let s = Server::start().await;
+    s.set_policy(|p| p["questions_alone"] = json!(true)).await;
+    s.user("quin", &["staff"]).await;
+    let mut answers = Vec::new();
+    for q in ["q1", "q3", "q7"] {
+        let h =
+            s.rt.app
+                .hasher
+                .hash("answer", s.rt.app.rng.as_ref())
+                .await
+                .unwrap();
+        answers.push((q.to_string(), h));
+    }
+    s.rt.store
+        .put_answers("quin", &answers, s.clock_now())
+        .await
+        .unwrap();
+    let Some(b) = Browser::start("en").await else {
+        return;
+    };
+    b.open(&s, "/reset").await;
+    b.fill("#user", "quin").await;
+    b.click("#next").await;
+    b.wait_for("#method-questions").await;
+    b.click("#method-questions").await;
+    b.wait_for("input[id^=answer-]").await;
+    let fields = b
+        .client()
+        .find_all(fantoccini::Locator::Css("input[id^=answer-]"))
+        .await
+        .unwrap();
+    for f in &fields {
+        f.send_keys("wrong").await.unwrap();
+    }
+    b.click("#verify").await;
+    b.wait_for_text("not right").await;
+    assert!(
+        !b.page_text().await.contains("No code is waiting"),
+        "{}",
+        b.page_text().await
+    );
+    // Chosen again: a fresh draw, and the right answers go through.
+    b.wait_for("#method-questions").await;
+    b.click("#method-questions").await;
+    b.wait_for("input[id^=answer-]").await;
+    let fields = b
+        .client()
+        .find_all(fantoccini::Locator::Css("input[id^=answer-]"))
+        .await
+        .unwrap();
+    for f in &fields {
+        f.send_keys("answer").await.unwrap();
+    }
+    b.click("#verify").await;
+    b.wait_for("#new_password").await;
+    s.stop().await;
+}
+
+/// WCAG 2.2 asks 3:1 between a focus indicator and what it sits on. The ring, as Chromium
+/// parsed the stylesheet, against the page's and the card's backgrounds as rendered.
+#[tokio::test]
+async fn the_focus_ring_stands_out_three_to_one_from_the_page_and_the_card() {
+    let s = Server::start().await;
+    let Some(b) = Browser::start("en").await else {
+        return;
+    };
+    b.open(&s, "/reset").await;
+    b.wait_for("#user").await;
+    let v = b
+        .execute(
+            "const rule = [...document.styleSheets[0].cssRules]
+               .find(r => r.selectorText === ':focus-visible');
+             return [rule ? rule.style.outlineColor : '',
+                     getComputedStyle(document.body).backgroundColor,
+                     getComputedStyle(document.querySelector('main')).backgroundColor];",
+        )
+        .await;
+    fn rgb(css: &str) -> [f64; 3] {
+        let n: Vec<f64> = css
+            .trim_start_matches("rgba(")
+            .trim_start_matches("rgb(")
+            .trim_end_matches(')')
+            .split(',')
+            .map(|x| x.trim().parse().unwrap())
+            .collect();
+        [n[0], n[1], n[2]]
+    }
+    fn luminance(c: [f64; 3]) -> f64 {
+        let f = |x: f64| {
+            let x = x / 255.0;
+            if x <= 0.03928 {
+                x / 12.92
+            } else {
+                ((x + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2])
+    }
+    let contrast = |a: &str, b: &str| {
+        let (x, y) = (luminance(rgb(a)), luminance(rgb(b)));
+        (x.max(y) + 0.05) / (x.min(y) + 0.05)
+    };
+    let ring = v[0].as_str().unwrap();
+    assert!(!ring.is_empty(), "no :focus-visible rule: {v}");
+    for bg in [v[1].as_str().unwrap(), v[2].as_str().unwrap()] {
+        let c = contrast(ring, bg);
+        assert!(c >= 3.0, "focus ring {ring} on {bg}: {c:.2}:1");
+    }
+    s.stop().await;
+}
