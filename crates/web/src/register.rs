@@ -334,6 +334,14 @@ pub async fn verify_phone(p: Change) -> Response {
 /// Removes one method.
 pub async fn remove(Gated(SignedIn(s), p): Change) -> Response {
     let method = Method::parse(p.get("method"));
+    // Nothing is removed on the first press: a page says what goes and asks again.
+    if let Some(m) = method
+        && p.get("confirm") != "yes"
+    {
+        return p
+            .web
+            .page("register_remove.html", json!({ "method": m.as_str() }));
+    }
     let w = p.web;
     let app = w.state.app.clone();
     let r = match method {

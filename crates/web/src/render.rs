@@ -38,6 +38,7 @@ pub static TEMPLATES: &[(&str, &str)] = templates![
     "register_totp.html",
     "register_recovery.html",
     "register_passkey.html",
+    "register_remove.html",
     "admin_signin.html",
     "admin_insights.html",
     "admin_policy.html",

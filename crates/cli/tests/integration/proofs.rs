@@ -796,8 +796,16 @@ async fn a_passkey_made_in_the_browser_resets_and_a_cloned_or_removed_one_does_n
     b.fill("#user", "kim").await;
     b.fill("#password", "a passkey-proved passphrase").await;
     b.click("#sign-in").await;
+    // Remove asks first: "Keep it" keeps it, "Yes, remove it" removes it.
     b.wait_for("#remove-passkey").await;
     b.click("#remove-passkey").await;
+    b.wait_for("#confirm-remove").await;
+    assert!(b.text("#remove-lead").await.contains("passkey"));
+    b.click("#keep").await;
+    b.wait_for("#state-passkey [data-state=active]").await;
+    b.click("#remove-passkey").await;
+    b.wait_for("#confirm-remove").await;
+    b.click("#confirm-remove").await;
     b.wait_gone("#state-passkey [data-state=active]").await;
     b.open(&s, "/reset").await;
     b.fill("#user", "kim").await;
