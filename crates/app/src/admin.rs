@@ -164,6 +164,32 @@ impl App {
             .await?)
     }
 
+    /// An administrator lifts sspr's own blocks on a user: the self-service block after
+    /// failed verifications (with its count) and the sign-in lockout. The directory's lock on
+    /// the account is not sspr's to lift here, and stays. Audited with the administrator.
+    pub async fn unblock(
+        &self,
+        ctx: &RequestCtx,
+        actor: &str,
+        user_id: &str,
+        login: &str,
+    ) -> Result<(), AppError> {
+        use crate::app::keys;
+        self.store
+            .clear_throttle(&[
+                keys::account_block(user_id),
+                keys::account_failures(user_id),
+            ])
+            .await?;
+        self.clear_sign_in_lockout(login).await?;
+        let mut ev = self.event(ctx, Activity::AdminUserChanged, Outcome::Success);
+        ev.actor = actor.into();
+        ev.target = login.into();
+        ev.reason = "unblocked".into();
+        self.record(ev).await;
+        Ok(())
+    }
+
     /// The methods a user has confirmed (pending ones do not count).
     pub async fn active_methods(&self, user_id: &str) -> Result<Vec<Method>, AppError> {
         Ok(self

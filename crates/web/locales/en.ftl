@@ -184,6 +184,9 @@ register-totp-retry = Enter the current code from your authenticator app. If you
 register-totp-again = Start again with a new QR code
 
 ## Admin
+admin-unblock = Lift the self-service block
+admin-unblock-hint = After you have made sure it is the user asking: clears the failed verifications that blocked self-service and the sign-in lockout. A lock the directory holds on the account stays.
+admin-unblocked = The self-service block is lifted; the user can reset again now.
 admin-sum-blocked = Blocked from self-service
 admin-sum-blocked-until = Yes, until { $until } (too many failed verifications)
 admin-nav = Administration

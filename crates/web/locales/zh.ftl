@@ -182,6 +182,9 @@ register-totp-retry = 请输入身份验证器应用当前显示的验证码。�
 register-totp-again = 使用新的二维码重新开始
 
 ## Admin
+admin-unblock = 解除自助服务封锁
+admin-unblock-hint = 请先确认是用户本人提出：这会清除导致自助服务被封锁的失败验证记录和登录锁定。目录对账户的锁定不会解除。
+admin-unblocked = 自助服务封锁已解除；用户现在可以重新重置密码。
 admin-sum-blocked = 已被禁止自助服务
 admin-sum-blocked-until = 是，直到 { $until }（验证失败次数过多）
 admin-nav = 管理

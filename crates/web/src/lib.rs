@@ -65,6 +65,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/policy"),
     ("GET", "/admin/users"),
     ("POST", "/admin/users/invite"),
+    ("POST", "/admin/users/unblock"),
     ("GET", "/admin/audit"),
     ("GET", "/admin/audit/export"),
     ("GET", "/admin/expiry"),

@@ -504,3 +504,58 @@ async fn the_focus_ring_stands_out_three_to_one_from_the_page_and_the_card() {
     }
     s.stop().await;
 }
+
+/// A user blocked from self-service by wrong codes: the administrator lifts the block from the
+/// user's page (after checking who is asking), audited with their name, and the user resets.
+#[tokio::test]
+async fn an_administrator_lifts_a_self_service_block_from_the_users_page() {
+    let s = Server::start().await;
+    s.user("boss", &["sspr-admins"]).await;
+    s.registered_user("bea").await;
+    let token = s.flow("bea").await;
+    s.email_code(&token, "bea@contoso.test").await;
+    let mut blocked = false;
+    for _ in 0..10 {
+        let (st, _) = s.verify(&token, "email", "000000").await;
+        if st == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            blocked = true;
+            break;
+        }
+    }
+    assert!(blocked, "wrong codes never blocked");
+    let (st, v) = s.start_flow("bea", "reset").await;
+    assert!(
+        st == reqwest::StatusCode::TOO_MANY_REQUESTS || v["status"] != "choose_method",
+        "still blocked: {st} {v}"
+    );
+
+    let Some(b) = Browser::start("en").await else {
+        return;
+    };
+    b.open(&s, "/admin/users?q=bea").await;
+    b.fill("#admin-user", "boss").await;
+    b.fill("#admin-password", PASSWORD).await;
+    b.click("#admin-sign-in").await;
+    b.wait_for("#nav-users").await;
+    b.open(&s, "/admin/users?q=bea").await;
+    b.wait_for("#unblock").await;
+    b.click("#unblock").await;
+    b.wait_for("#unblocked").await;
+    assert!(
+        !b.exists("#unblock").await,
+        "the block is gone from the page"
+    );
+
+    let token = s.flow("bea").await;
+    let code = s.email_code(&token, "bea@contoso.test").await;
+    let (st, v) = s.verify(&token, "email", &code).await;
+    assert_eq!(st, reqwest::StatusCode::OK, "{v}");
+    let ev = s.audit("activity=admin_user_changed").await;
+    assert!(
+        ev.iter().any(|e| e["reason"] == "unblocked"
+            && e["actor"] == "admin:boss"
+            && e["target"] == "bea"),
+        "{ev:#?}"
+    );
+    s.stop().await;
+}

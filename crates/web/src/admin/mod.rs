@@ -80,6 +80,7 @@ pub fn routes() -> Router<Arc<State>> {
         .route("/admin/policy", get(policy_page).post(policy_post))
         .route("/admin/users", get(users_page))
         .route("/admin/users/invite", post(invite_post))
+        .route("/admin/users/unblock", post(unblock_post))
         .route("/admin/audit", get(audit_page))
         .route("/admin/expiry", get(expiry_page))
         .route("/admin/audit/export", get(audit_export))

@@ -48,6 +48,30 @@ pub async fn invite_post(Gated(SignedInAdmin(s), p): Gated<SignedInAdmin, Posted
     user_lookup(w, &s, login, extra).await
 }
 
+/// `POST /admin/users/unblock`: lifts sspr's self-service block and sign-in lockout on the
+/// user; the page again, saying so.
+pub async fn unblock_post(Gated(SignedInAdmin(s), p): Gated<SignedInAdmin, Posted>) -> Response {
+    let login = p.get("login").trim().to_string();
+    let w = p.web;
+    let app = w.state.app.clone();
+    let actor = format!("admin:{}", s.login);
+    let found = match sspr_domain::identity::canonical_login(&login) {
+        Some(l) => app.directory.find_user(&l).await.ok().flatten(),
+        None => None,
+    };
+    let extra = match found {
+        Some(u) => match app.unblock(&w.ctx, &actor, &u.id, &u.login).await {
+            Ok(()) => json!({ "unblocked": w.tr("admin-unblocked") }),
+            Err(e) => {
+                let e = w.audited(e).await;
+                json!({ "unblock_error": e.message, "support_code": e.support_code })
+            }
+        },
+        None => json!({}),
+    };
+    user_lookup(w, &s, login, extra).await
+}
+
 pub(super) async fn user_lookup(
     mut w: Web,
     s: &SessionRecord,
