@@ -147,7 +147,11 @@ pub fn router_with(state: Arc<State>, pages: Router<Arc<State>>, fallbacks: Fall
             header::STRICT_TRANSPORT_SECURITY,
             "max-age=63072000; includeSubDomains",
         ))
-        .layer(h(header::CACHE_CONTROL, "no-store"))
+        // Everything but the versioned static files (which set their own) is never stored.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
         .layer(h(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(h(header::X_FRAME_OPTIONS, "DENY"))
         .layer(h(header::REFERRER_POLICY, "no-referrer"))

@@ -6,6 +6,7 @@
 //! strength meter; both scripts are files under `/static`, since the CSP forbids inline code.
 
 pub mod admin;
+pub mod assets;
 pub mod change;
 pub mod charts;
 pub mod form;
@@ -20,7 +21,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, header};
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use sspr_server::State;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -71,15 +71,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/expiry"),
 ];
 
-static CSS: &str = include_str!("../static/app.css");
-static POW_JS: &str = include_str!("../static/pow.js");
-static STRENGTH_JS: &str = include_str!("../static/strength.js");
-static PASSKEY_JS: &str = include_str!("../static/passkey.js");
-
-fn asset(kind: &'static str, body: &'static str) -> axum::response::Response {
-    ([(header::CONTENT_TYPE, kind)], body).into_response()
-}
-
 /// The portal's answers to unknown paths and wrong methods (JSON still for `/api/`).
 pub fn fallbacks() -> sspr_server::Fallbacks {
     sspr_server::Fallbacks {
@@ -114,22 +105,10 @@ pub fn routes() -> Router<Arc<State>> {
             HeaderName::from_static("x-robots-tag"),
             HeaderValue::from_static("noindex"),
         ));
-    Router::new()
-        .route(
-            "/static/app.css",
-            get(|| async { asset("text/css; charset=utf-8", CSS) }),
-        )
-        .route(
-            "/static/pow.js",
-            get(|| async { asset("text/javascript; charset=utf-8", POW_JS) }),
-        )
-        .route(
-            "/static/strength.js",
-            get(|| async { asset("text/javascript; charset=utf-8", STRENGTH_JS) }),
-        )
-        .route(
-            "/static/passkey.js",
-            get(|| async { asset("text/javascript; charset=utf-8", PASSKEY_JS) }),
-        )
-        .merge(pages)
+    // Only the static files are compressed: a page holds a CSRF token beside text the request
+    // chose, and compressing both together would leak the token to BREACH.
+    let assets = Router::new()
+        .route("/static/{file}", get(assets::serve))
+        .layer(tower_http::compression::CompressionLayer::new());
+    Router::new().merge(assets).merge(pages)
 }

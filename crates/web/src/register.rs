@@ -503,7 +503,7 @@ pub async fn make_recovery_codes(Gated(SignedIn(s), p): Change) -> Response {
                 json!({
                     "message": rc.message,
                     "codes": rc.codes,
-                    "download": percent_encode(&file),
+                    "download": percent_encoding::utf8_percent_encode(&file, percent_encoding::NON_ALPHANUMERIC).to_string(),
                     "filename": format!("recovery-codes-{}.txt", file_safe(&s.login)),
                 }),
             )
@@ -539,19 +539,6 @@ pub async fn finish_passkey(Gated(SignedIn(s), p): Change) -> Response {
         .finish_passkey_registration(&w.ctx, &s, &credential)
         .await;
     after_change(w, &s, r, View::default(), None, None).await
-}
-
-/// Everything but RFC 3986's unreserved characters percent-encoded, for a `data:` URL.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A login as part of a file name: letters, digits, `-`, `_` and `.` kept, the rest `_`.

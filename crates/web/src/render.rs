@@ -73,6 +73,7 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
         }
     }
     env.add_function("t", t);
+    env.add_function("asset", |name: &str| crate::assets::path(name));
     env
 });
 

@@ -497,3 +497,48 @@ async fn a_page_without_its_flow_or_session_answers_with_the_page_that_starts_on
     assert!(p.body.contains("support-code"), "{}", p.body);
     s.stop().await;
 }
+
+/// Static files: named by their content's hash in the pages, kept by browsers for a year,
+/// gzip-compressed when asked; pages themselves are still never stored nor compressed.
+#[tokio::test]
+async fn static_files_are_versioned_long_cached_and_compressed_and_pages_are_not() {
+    let s = Server::start().await;
+    let mut b = Browser::new(&s);
+    let page = b.get("/reset").await;
+    assert_eq!(page.headers["cache-control"], "no-store");
+    let pat = "rel=\"stylesheet\" href=\"";
+    let at = page.body.find(pat).unwrap() + pat.len();
+    let css = &page.body[at..at + page.body[at..].find('"').unwrap()];
+    let css = css.replace("&#x2f;", "/");
+    assert!(
+        css.starts_with("/static/app.") && css != "/static/app.css",
+        "{css}"
+    );
+    let p = b
+        .send(HttpMethod::GET, &css, &[], &[("accept-encoding", "gzip")])
+        .await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert_eq!(
+        p.headers["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(p.headers["content-encoding"], "gzip");
+    assert_eq!(p.headers["content-type"], "text/css; charset=utf-8");
+    let plain = b.get("/static/app.css").await;
+    assert_eq!(plain.headers["cache-control"], "no-cache");
+    assert!(plain.body.contains(":focus-visible"));
+    // A page asked for gzip is not compressed (BREACH: a CSRF token beside chosen text).
+    let page = b
+        .send(
+            HttpMethod::GET,
+            "/reset",
+            &[],
+            &[("accept-encoding", "gzip")],
+        )
+        .await;
+    assert!(page.headers.get("content-encoding").is_none());
+    assert_eq!(
+        b.get("/static/nothing.js").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
