@@ -49,6 +49,7 @@ pub enum Msg {
     EnterTotp,
     EnterRecoveryCode,
     WrongRecoveryCode,
+    NoScriptQuota,
     EnterPasskey,
     WrongPasskey,
     PasskeyCreate,
@@ -104,7 +105,7 @@ pub enum Msg {
     Busy,
 }
 
-pub const ALL_MSGS: [Msg; 63] = [
+pub const ALL_MSGS: [Msg; 64] = [
     Msg::EnterUserId,
     Msg::ChooseMethod,
     Msg::RegistrationRequired,
@@ -115,6 +116,7 @@ pub const ALL_MSGS: [Msg; 63] = [
     Msg::EnterTotp,
     Msg::EnterRecoveryCode,
     Msg::WrongRecoveryCode,
+    Msg::NoScriptQuota,
     Msg::EnterPasskey,
     Msg::WrongPasskey,
     Msg::PasskeyCreate,
@@ -242,6 +244,12 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
         }
         (Lang::Zh, PasskeyRefused) => {
             "通行密钥未被接受：设备未验证你的身份，或它属于其他网站。请重试。"
+        }
+        (Lang::En, NoScriptQuota) => {
+            "Too many resets were started here without JavaScript. Turn JavaScript on, or try again in an hour."
+        }
+        (Lang::Zh, NoScriptQuota) => {
+            "此处在未启用 JavaScript 的情况下发起的重置过多。请启用 JavaScript，或一小时后再试。"
         }
         (Lang::En, RecoveryCodeFormat) => {
             "A recovery code has 16 letters and digits, like 7K2M-9QXP-4RTB-8HZD. Check what you typed."

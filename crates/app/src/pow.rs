@@ -15,6 +15,12 @@ use crate::app::{App, RequestCtx};
 use crate::error::AppError;
 use crate::messages::Msg;
 
+/// Starts without the browser check (JavaScript off), per client address and per hour, and
+/// for everyone together: enough for people, too few to spray user IDs. The challenge is still
+/// required, fresh and used once.
+pub const NO_SCRIPT_PER_SOURCE: u32 = 5;
+pub const NO_SCRIPT_TOTAL: u32 = 200;
+
 /// How long a challenge may be held before it is solved and sent.
 pub const CHALLENGE_TTL_SECS: i64 = 600;
 
@@ -117,6 +123,10 @@ impl App {
             None => "pow_invalid",
             Some(p) if p.bits < want => "pow_too_easy",
             Some(p) if p.issued > now + 60 || now - p.issued > CHALLENGE_TTL_SECS => "pow_expired",
+            // No answer at all: a browser without JavaScript. Let it through on a small quota.
+            Some(p) if counter.trim().is_empty() => {
+                return self.no_script_start(ctx, &p.nonce, now).await;
+            }
             Some(_) if !solves(challenge, counter, want) => "pow_unsolved",
             Some(p) => {
                 let key = format!("pow:{}", p.nonce);
@@ -129,6 +139,51 @@ impl App {
                 }
                 "pow_reused"
             }
+        };
+        let mut ev = self.event(ctx, Activity::RequestRejected, Outcome::Failure);
+        ev.reason = reason.into();
+        Err(self
+            .fail(ev, AppError::invalid(ctx.t(Msg::BrowserCheckFailed)))
+            .await)
+    }
+}
+
+impl App {
+    /// A start from a browser without JavaScript: the challenge it was given, once, within the
+    /// per-address and overall quotas for such starts.
+    async fn no_script_start(
+        &self,
+        ctx: &RequestCtx,
+        nonce: &str,
+        now: UnixTime,
+    ) -> Result<(), AppError> {
+        let hour = now - 3600;
+        let reason = if !self
+            .store
+            .hit_within(&format!("pow:{nonce}"), now, now - CHALLENGE_TTL_SECS, 1)
+            .await?
+        {
+            "pow_reused"
+        } else if !self
+            .store
+            .hit_within(
+                &format!("no-script:{}", ctx.ip),
+                now,
+                hour,
+                NO_SCRIPT_PER_SOURCE,
+            )
+            .await?
+            || !self
+                .store
+                .hit_within("no-script", now, hour, NO_SCRIPT_TOTAL)
+                .await?
+        {
+            let mut ev = self.event(ctx, Activity::RateLimited, Outcome::Failure);
+            ev.reason = "no_script_quota".into();
+            let err = self.too_many(ctx, Msg::NoScriptQuota, 3600);
+            return Err(self.fail(ev, err).await);
+        } else {
+            return Ok(());
         };
         let mut ev = self.event(ctx, Activity::RequestRejected, Outcome::Failure);
         ev.reason = reason.into();

@@ -70,6 +70,8 @@
     var bits = parseInt(challenge.split(".")[2], 10) || 0;
     var out = document.getElementById("pow_solution");
     var status = document.getElementById("pow-status");
+    // Shown only where the check runs: without JavaScript the page says something else.
+    if (status) status.hidden = false;
     var done = false, submitWhenDone = false, counter = 0;
 
     form.addEventListener("submit", function (ev) {

@@ -79,17 +79,23 @@ impl Browser {
     /// `lang` (`"en"`, `"zh-CN"`). `None` only when chromedriver is missing and
     /// `SSPR_SKIP_BROWSER=1`; missing without that variable fails the test.
     pub async fn start(lang: &str) -> Option<Browser> {
-        Self::start_with(lang, None).await
+        Self::start_with(lang, None, true).await
+    }
+
+    /// [`Browser::start`] with JavaScript switched off, as some users and many hardened
+    /// browsers have it.
+    pub async fn start_without_javascript(lang: &str) -> Option<Browser> {
+        Self::start_with(lang, None, false).await
     }
 
     /// [`Browser::start`] with the server's CA trusted by Chromium itself (an NSS database in
     /// the browser's home), as a site's real certificate would be: WebAuthn refuses to run on a
     /// page whose certificate the browser only accepted as an error.
     pub async fn start_trusting(lang: &str, ca: &Path) -> Option<Browser> {
-        Self::start_with(lang, Some(ca)).await
+        Self::start_with(lang, Some(ca), true).await
     }
 
-    async fn start_with(lang: &str, ca: Option<&Path>) -> Option<Browser> {
+    async fn start_with(lang: &str, ca: Option<&Path>, javascript: bool) -> Option<Browser> {
         if !Path::new(CHROMEDRIVER).exists() {
             if std::env::var("SSPR_SKIP_BROWSER").as_deref() == Ok("1") {
                 eprintln!("SKIPPED: {CHROMEDRIVER} missing and SSPR_SKIP_BROWSER=1");
@@ -171,7 +177,11 @@ impl Browser {
                     format!("--lang={lang}"),
                 ],
                 // What Chromium sends as Accept-Language (--lang alone sets the UI language).
-                "prefs": { "intl.accept_languages": lang },
+                "prefs": {
+                    "intl.accept_languages": lang,
+                    "profile.managed_default_content_settings.javascript":
+                        if javascript { 1 } else { 2 },
+                },
             },
         });
         let Value::Object(caps) = caps else {

@@ -559,3 +559,26 @@ async fn an_administrator_lifts_a_self_service_block_from_the_users_page() {
     );
     s.stop().await;
 }
+
+/// A reset in Chromium with JavaScript off: no browser check runs, the page says so, and the
+/// form goes through (on the no-script quota).
+#[tokio::test]
+async fn a_reset_starts_in_chromium_with_javascript_off() {
+    let s = Server::start().await;
+    s.registered_user("nora").await;
+    let Some(b) = Browser::start_without_javascript("en").await else {
+        return;
+    };
+    b.open(&s, "/reset").await;
+    b.wait_for("#user").await;
+    assert!(
+        b.page_text().await.contains("JavaScript is off"),
+        "{}",
+        b.page_text().await
+    );
+    assert!(!b.page_text().await.contains("Checking your browser"));
+    b.fill("#user", "nora").await;
+    b.click("#next").await;
+    b.wait_for("#method-email").await;
+    s.stop().await;
+}

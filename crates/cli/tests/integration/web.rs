@@ -57,7 +57,7 @@ impl Page {
         let rest = &self.body[i + pat.len()..];
         rest[..rest.find('"').unwrap()].to_string()
     }
-    fn attr(&self, attr: &str) -> String {
+    pub fn attr(&self, attr: &str) -> String {
         let pat = format!("{attr}=\"");
         let i = self.body.find(&pat).unwrap();
         let rest = &self.body[i + pat.len()..];
@@ -282,7 +282,7 @@ async fn a_browser_reset_keeps_the_token_out_of_urls_builds_links_from_the_publi
     let bits: u8 = pow.split('.').nth(2).unwrap().parse().unwrap();
     assert!(bits >= 8, "{pow}");
 
-    // Without a solution: refused with a support code, the form kept.
+    // A wrong solution: refused with a support code, the form kept.
     let p = b
         .post(
             "/start",
@@ -291,6 +291,7 @@ async fn a_browser_reset_keeps_the_token_out_of_urls_builds_links_from_the_publi
                 ("kind", "reset"),
                 ("user", "unreg"),
                 ("pow", &pow),
+                ("pow_solution", "1"),
             ],
         )
         .await;
@@ -540,5 +541,75 @@ async fn static_files_are_versioned_long_cached_and_compressed_and_pages_are_not
     assert_eq!(
         b.get("/static/nothing.js").await.status,
         StatusCode::NOT_FOUND
+    );
+}
+
+/// With JavaScript off there is no browser check to run: the page says so (not "Checking your
+/// browser…" for ever), and the form goes through on a small quota per address; the challenge
+/// is still required and used once.
+#[tokio::test]
+async fn a_browser_without_javascript_starts_a_reset_on_a_small_quota() {
+    let s = Server::start().await;
+    s.registered_user("nojs").await;
+    let mut b = Browser::new(&s);
+    let page = b.get("/reset").await;
+    assert!(page.body.contains("id=\"pow-noscript\""), "{}", page.body);
+    assert!(
+        page.body.contains("id=\"pow-status\"") && page.body.contains(" hidden>"),
+        "the waiting text is only for browsers that run the check"
+    );
+    let csrf = page.field("csrf");
+    let mut codes = Vec::new();
+    for i in 0..6 {
+        let page = b.get("/reset").await;
+        let pow = page.attr("data-pow");
+        let p = b
+            .post(
+                "/start",
+                &[
+                    ("csrf", &csrf),
+                    ("kind", "reset"),
+                    ("user", "nojs"),
+                    ("pow", &pow),
+                ],
+            )
+            .await;
+        codes.push(p.status);
+        if i == 0 {
+            assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+            // The same challenge again: used.
+            let again = b
+                .post(
+                    "/start",
+                    &[
+                        ("csrf", &csrf),
+                        ("kind", "reset"),
+                        ("user", "nojs"),
+                        ("pow", &pow),
+                    ],
+                )
+                .await;
+            assert_eq!(again.status, StatusCode::BAD_REQUEST, "{}", again.body);
+        }
+        if p.status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(p.headers.contains_key("retry-after"));
+            assert!(p.body.contains("without JavaScript"), "{}", p.body);
+        }
+    }
+    assert_eq!(
+        codes,
+        [
+            StatusCode::SEE_OTHER,
+            StatusCode::SEE_OTHER,
+            StatusCode::SEE_OTHER,
+            StatusCode::SEE_OTHER,
+            StatusCode::SEE_OTHER,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let ev = s.audit("activity=rate_limited").await;
+    assert!(
+        ev.iter().any(|e| e["reason"] == "no_script_quota"),
+        "{ev:#?}"
     );
 }
