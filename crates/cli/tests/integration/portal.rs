@@ -582,3 +582,35 @@ async fn a_reset_starts_in_chromium_with_javascript_off() {
     b.wait_for("#method-email").await;
     s.stop().await;
 }
+
+/// "Send a new code" on the code page: a new code goes out and the old one stops working;
+/// asked for too often, the code limit answers with when to try again.
+#[tokio::test]
+async fn a_new_code_can_be_asked_for_from_the_code_page() {
+    let s = Server::start().await;
+    s.registered_user("rene").await;
+    let to = "rene@contoso.test";
+    let Some(b) = Browser::start("en").await else {
+        return;
+    };
+    b.open(&s, "/reset").await;
+    b.fill("#user", "rene").await;
+    b.click("#next").await;
+    b.wait_for("#method-email").await;
+    let before = s.mail_count(to);
+    b.click("#method-email").await;
+    b.wait_for("#code").await;
+    let first = s.wait_mail_code(to, before).await;
+    let before = s.mail_count(to);
+    b.click("#resend").await;
+    b.wait_for("#code").await;
+    let second = s.wait_mail_code(to, before).await;
+    assert_ne!(first, second);
+    b.fill("#code", &first).await;
+    b.click("#verify").await;
+    b.wait_for_text("not right").await;
+    b.fill("#code", &second).await;
+    b.click("#verify").await;
+    b.wait_for("#new_password").await;
+    s.stop().await;
+}
