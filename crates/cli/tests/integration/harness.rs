@@ -340,6 +340,28 @@ impl Server {
             .unwrap();
     }
 
+    /// Registers answers to the questions `ids` in the store, all `answer` (as an earlier
+    /// registration would).
+    pub async fn answered(&self, login: &str, ids: &[&str], answer: &str) {
+        let mut answers = Vec::new();
+        for q in ids {
+            let norm = sspr_domain::questions::normalise_answer(answer);
+            let h = self
+                .rt
+                .app
+                .hasher
+                .hash(&norm, self.rt.app.rng.as_ref())
+                .await
+                .unwrap();
+            answers.push((q.to_string(), h));
+        }
+        self.rt
+            .store
+            .put_answers(login, &answers, self.clock_now())
+            .await
+            .unwrap();
+    }
+
     pub fn clock_now(&self) -> i64 {
         use sspr_domain::Clock;
         self.clock.now()

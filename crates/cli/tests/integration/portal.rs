@@ -389,6 +389,21 @@ async fn portal_the_admin_expiry_page_in_a_browser() {
     s.stop().await;
 }
 
+/// Chooses the questions and gives every drawn one the same answer.
+async fn answer_drawn_questions(b: &Browser, answer: &str) {
+    b.click("#method-questions").await;
+    b.wait_for("input[id^=answer-]").await;
+    let fields = b
+        .client()
+        .find_all(fantoccini::Locator::Css("input[id^=answer-]"))
+        .await
+        .unwrap();
+    for f in &fields {
+        f.send_keys(answer).await.unwrap();
+    }
+    b.click("#verify").await;
+}
+
 /// Wrong answers to security questions lead back to the choice of method with the error, and
 /// the questions are drawn afresh when chosen again: not the same form again, whose answers
 /// could only meet "No code is waiting" (issue 20's dead end).
@@ -397,20 +412,7 @@ async fn wrong_answers_in_the_portal_lead_to_a_new_draw_not_a_dead_end() {
     let s = Server::start().await;
     s.set_policy(|p| p["questions_alone"] = json!(true)).await;
     s.user("quin", &["staff"]).await;
-    let mut answers = Vec::new();
-    for q in ["q1", "q3", "q7"] {
-        let h =
-            s.rt.app
-                .hasher
-                .hash("answer", s.rt.app.rng.as_ref())
-                .await
-                .unwrap();
-        answers.push((q.to_string(), h));
-    }
-    s.rt.store
-        .put_answers("quin", &answers, s.clock_now())
-        .await
-        .unwrap();
+    s.answered("quin", &["q1", "q3", "q7"], "answer").await;
     let Some(b) = Browser::start("en").await else {
         return;
     };
@@ -418,17 +420,7 @@ async fn wrong_answers_in_the_portal_lead_to_a_new_draw_not_a_dead_end() {
     b.fill("#user", "quin").await;
     b.click("#next").await;
     b.wait_for("#method-questions").await;
-    b.click("#method-questions").await;
-    b.wait_for("input[id^=answer-]").await;
-    let fields = b
-        .client()
-        .find_all(fantoccini::Locator::Css("input[id^=answer-]"))
-        .await
-        .unwrap();
-    for f in &fields {
-        f.send_keys("wrong").await.unwrap();
-    }
-    b.click("#verify").await;
+    answer_drawn_questions(&b, "wrong").await;
     b.wait_for_text("not right").await;
     assert!(
         !b.page_text().await.contains("No code is waiting"),
@@ -437,17 +429,7 @@ async fn wrong_answers_in_the_portal_lead_to_a_new_draw_not_a_dead_end() {
     );
     // Chosen again: a fresh draw, and the right answers go through.
     b.wait_for("#method-questions").await;
-    b.click("#method-questions").await;
-    b.wait_for("input[id^=answer-]").await;
-    let fields = b
-        .client()
-        .find_all(fantoccini::Locator::Css("input[id^=answer-]"))
-        .await
-        .unwrap();
-    for f in &fields {
-        f.send_keys("answer").await.unwrap();
-    }
-    b.click("#verify").await;
+    answer_drawn_questions(&b, "answer").await;
     b.wait_for("#new_password").await;
     s.stop().await;
 }

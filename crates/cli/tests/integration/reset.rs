@@ -493,20 +493,7 @@ async fn answers_to_a_custom_question_the_admin_removed_are_never_drawn_as_a_bla
     })
     .await;
     s.registered_user("quinn").await;
-    let mut answers = Vec::new();
-    for q in ["c1", "q3", "q7"] {
-        let h =
-            s.rt.app
-                .hasher
-                .hash("answer", s.rt.app.rng.as_ref())
-                .await
-                .unwrap();
-        answers.push((q.to_string(), h));
-    }
-    s.rt.store
-        .put_answers("quinn", &answers, s.clock_now())
-        .await
-        .unwrap();
+    s.answered("quinn", &["c1", "q3", "q7"], "answer").await;
 
     // While c1 exists, all three are drawn with their texts.
     let t = s.flow("quinn").await;
