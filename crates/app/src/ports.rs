@@ -323,7 +323,8 @@ pub trait RecoveryStore: Send + Sync + 'static {
 /// Passkey ceremonies between their two requests.
 #[async_trait]
 pub trait CeremonyStore: Send + Sync + 'static {
-    /// Keeps a ceremony's state under `id` (replacing an earlier one of that id).
+    /// Keeps a ceremony's state under `id` (replacing an earlier one of that id); `owner`, the
+    /// user id, is for whoever reads the table.
     async fn put_ceremony(
         &self,
         id: &str,
@@ -331,10 +332,9 @@ pub trait CeremonyStore: Send + Sync + 'static {
         state: &str,
         expires_at: UnixTime,
     ) -> StoreResult<()>;
-    /// Takes the ceremony: `Some((owner, state))` once, for one of any number of concurrent
-    /// callers, while it has not expired.
-    async fn take_ceremony(&self, id: &str, now: UnixTime)
-    -> StoreResult<Option<(String, String)>>;
+    /// Takes the ceremony's state: `Some` once, for one of any number of concurrent callers,
+    /// while it has not expired.
+    async fn take_ceremony(&self, id: &str, now: UnixTime) -> StoreResult<Option<String>>;
 }
 
 /// Everything sspr keeps. SQLite and PostgreSQL implement it and pass the same tests.

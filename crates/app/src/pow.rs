@@ -123,18 +123,17 @@ impl App {
             None => "pow_invalid",
             Some(p) if p.bits < want => "pow_too_easy",
             Some(p) if p.issued > now + 60 || now - p.issued > CHALLENGE_TTL_SECS => "pow_expired",
-            // No answer at all: a browser without JavaScript. Let it through on a small quota.
+            // No answer at all is a browser without JavaScript: the challenge is still spent,
+            // and the start counts against a small quota instead of a solution.
             Some(p) if counter.trim().is_empty() => {
-                return self.no_script_start(ctx, &p.nonce, now).await;
+                if self.spend(&p.nonce, now).await? {
+                    return self.no_script_quota(ctx, now).await;
+                }
+                "pow_reused"
             }
             Some(_) if !solves(challenge, counter, want) => "pow_unsolved",
             Some(p) => {
-                let key = format!("pow:{}", p.nonce);
-                if self
-                    .store
-                    .hit_within(&key, now, now - CHALLENGE_TTL_SECS, 1)
-                    .await?
-                {
+                if self.spend(&p.nonce, now).await? {
                     return Ok(());
                 }
                 "pow_reused"
@@ -146,50 +145,34 @@ impl App {
             .fail(ev, AppError::invalid(ctx.t(Msg::BrowserCheckFailed)))
             .await)
     }
-}
 
-impl App {
-    /// A start from a browser without JavaScript: the challenge it was given, once, within the
-    /// per-address and overall quotas for such starts.
-    async fn no_script_start(
-        &self,
-        ctx: &RequestCtx,
-        nonce: &str,
-        now: UnixTime,
-    ) -> Result<(), AppError> {
-        let hour = now - 3600;
-        let reason = if !self
+    /// Marks a challenge's nonce used: `false` if it was used before.
+    async fn spend(&self, nonce: &str, now: UnixTime) -> Result<bool, AppError> {
+        Ok(self
             .store
             .hit_within(&format!("pow:{nonce}"), now, now - CHALLENGE_TTL_SECS, 1)
-            .await?
-        {
-            "pow_reused"
-        } else if !self
+            .await?)
+    }
+
+    /// A start without the browser check, within the per-address and overall hourly quotas.
+    async fn no_script_quota(&self, ctx: &RequestCtx, now: UnixTime) -> Result<(), AppError> {
+        let hour = now - 3600;
+        let source = format!("no-script:{}", ctx.ip);
+        if self
             .store
-            .hit_within(
-                &format!("no-script:{}", ctx.ip),
-                now,
-                hour,
-                NO_SCRIPT_PER_SOURCE,
-            )
+            .hit_within(&source, now, hour, NO_SCRIPT_PER_SOURCE)
             .await?
-            || !self
+            && self
                 .store
                 .hit_within("no-script", now, hour, NO_SCRIPT_TOTAL)
                 .await?
         {
-            let mut ev = self.event(ctx, Activity::RateLimited, Outcome::Failure);
-            ev.reason = "no_script_quota".into();
-            let err = self.too_many(ctx, Msg::NoScriptQuota, 3600);
-            return Err(self.fail(ev, err).await);
-        } else {
             return Ok(());
-        };
-        let mut ev = self.event(ctx, Activity::RequestRejected, Outcome::Failure);
-        ev.reason = reason.into();
-        Err(self
-            .fail(ev, AppError::invalid(ctx.t(Msg::BrowserCheckFailed)))
-            .await)
+        }
+        let mut ev = self.event(ctx, Activity::RateLimited, Outcome::Failure);
+        ev.reason = "no_script_quota".into();
+        let err = self.too_many(ctx, Msg::NoScriptQuota, 3600);
+        Err(self.fail(ev, err).await)
     }
 }
 

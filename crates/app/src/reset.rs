@@ -443,13 +443,17 @@ impl App {
                     Err(miss)
                 }
             },
-            Method::RecoveryCode => self
+            Method::RecoveryCode => match self
                 .check_recovery_code(ctx, &flow.user_id, req.code.as_deref())
                 .await?
-                .map(|left| {
+            {
+                Ok(left) => {
                     codes_left = Some(left);
                     ev.merge_details(serde_json::json!({ "codes_left": left }));
-                }),
+                    Ok(())
+                }
+                Err(miss) => Err(miss),
+            },
             Method::Questions => {
                 let r = self
                     .check_answers(&flow, req.answers.as_deref().unwrap_or_default())

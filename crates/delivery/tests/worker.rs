@@ -100,7 +100,7 @@ impl CeremonyStore for FakeStore {
     async fn put_ceremony(&self, _: &str, _: &str, _: &str, _: UnixTime) -> StoreResult<()> {
         Ok(())
     }
-    async fn take_ceremony(&self, _: &str, _: UnixTime) -> StoreResult<Option<(String, String)>> {
+    async fn take_ceremony(&self, _: &str, _: UnixTime) -> StoreResult<Option<String>> {
         Ok(None)
     }
 }

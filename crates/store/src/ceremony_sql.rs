@@ -28,23 +28,18 @@ macro_rules! impl_ceremony_store {
                 Ok(())
             }
 
-            async fn take_ceremony(
-                &self,
-                id: &str,
-                now: UnixTime,
-            ) -> StoreResult<Option<(String, String)>> {
+            async fn take_ceremony(&self, id: &str, now: UnixTime) -> StoreResult<Option<String>> {
                 // The delete is the claim: of concurrent callers, one gets the row.
-                let row: Option<(String, String, i64)> = sqlx::query_as(
-                    "DELETE FROM webauthn_ceremonies WHERE id = $1
-                     RETURNING owner, state, expires_at",
+                let row: Option<(String, i64)> = sqlx::query_as(
+                    "DELETE FROM webauthn_ceremonies WHERE id = $1 RETURNING state, expires_at",
                 )
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(err)?;
                 Ok(row
-                    .filter(|(_, _, expires_at)| *expires_at > now)
-                    .map(|(owner, state, _)| (owner, state)))
+                    .filter(|(_, expires_at)| *expires_at > now)
+                    .map(|(state, _)| state))
             }
         }
     };

@@ -210,11 +210,7 @@ pub async fn verify(Gated(InFlow(t), p): Gated<InFlow, Posted>) -> Response {
         method: method.clone(),
         code: (!p.get("code").is_empty()).then(|| p.get("code").to_string()),
         answers: (!answers.is_empty()).then_some(answers),
-        // Not JSON: passed on as it is, and refused in words by the check.
-        credential: (!p.get("credential").is_empty()).then(|| {
-            serde_json::from_str(p.get("credential"))
-                .unwrap_or_else(|_| serde_json::Value::String(p.get("credential").into()))
-        }),
+        credential: (!p.get("credential").is_empty()).then(|| p.json("credential")),
     };
     // Re-show the same questions (their texts came with the form) if the answers cannot be
     // read; wrong ones go back to the methods (below).

@@ -531,8 +531,7 @@ pub async fn start_passkey(Gated(SignedIn(s), p): Change) -> Response {
 
 /// The browser's answer: the passkey is added, or the page says why not.
 pub async fn finish_passkey(Gated(SignedIn(s), p): Change) -> Response {
-    let credential = serde_json::from_str(p.get("credential"))
-        .unwrap_or_else(|_| serde_json::Value::String(p.get("credential").into()));
+    let credential = p.json("credential");
     let w = p.web;
     let app = w.state.app.clone();
     let r = app

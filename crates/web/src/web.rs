@@ -282,6 +282,13 @@ impl Posted {
     pub fn get(&self, k: &str) -> &str {
         self.form.get(k).map(String::as_str).unwrap_or("")
     }
+
+    /// A field holding JSON (a passkey's answer, put there by the page's script). Text that
+    /// is not JSON is passed on as a string, for the service to refuse in words.
+    pub fn json(&self, k: &str) -> serde_json::Value {
+        let raw = self.get(k);
+        serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.into()))
+    }
 }
 
 impl FromRequest<Arc<State>> for Posted {
