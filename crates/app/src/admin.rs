@@ -11,6 +11,22 @@ use crate::error::{AppError, ErrorKind};
 use crate::messages::Msg;
 use crate::ports::{AuditFilter, MethodStatus, SessionRecord};
 
+/// What an administrator's sign-in to the admin pages opened.
+#[derive(Debug)]
+pub enum AdminSignIn {
+    /// An admin session (its token).
+    Admin(String),
+    /// An admin session, and a registration session for the "Register now" the administrator
+    /// is asked to do first: they may go on without it `left` more times after this one.
+    AskedToRegister {
+        admin: String,
+        register: String,
+        left: u32,
+    },
+    /// No admin session: the skips are used up. A registration session only.
+    MustRegister { register: String },
+}
+
 impl App {
     /// The admin behind a bearer token, or 401 (audited).
     pub async fn admin(&self, ctx: &RequestCtx, bearer: Option<&str>) -> Result<String, AppError> {
@@ -39,13 +55,19 @@ impl App {
 
     /// Signs an administrator in to the admin pages with their directory password. Only
     /// members of `admin_groups` get a session; everyone else gets the same answer as a wrong
-    /// password, so the page does not tell who is an admin. Returns the session token.
+    /// password, so the page does not tell who is an admin.
+    ///
+    /// With the policy's `require_registration`, an administrator who could not reset their
+    /// own password (too few methods registered) is asked to register, and may go on without
+    /// it `registration_skips` times; each such sign-in counts one. After that, signing in
+    /// opens a registration session only. Counting at sign-in rather than at a "skip" button
+    /// means the request cannot be passed by typing an admin page's address.
     pub async fn admin_sign_in(
         &self,
         ctx: &RequestCtx,
         user: &str,
         password: &str,
-    ) -> Result<String, AppError> {
+    ) -> Result<AdminSignIn, AppError> {
         let mut ev = self.event(ctx, Activity::AdminSignIn, Outcome::Success);
         let u = self
             .check_credentials(ctx, &mut ev, user, password, Msg::NotAnAdmin)
@@ -56,6 +78,29 @@ impl App {
             let err = AppError::new(ErrorKind::Unauthorized, ctx.t(Msg::NotAnAdmin));
             return Err(self.fail(ev, err).await);
         }
+        let now = self.now();
+        let policy = self.policy().await?;
+        let ask = policy.require_registration && self.could_not_reset(&u, &policy).await?;
+        let mut skips_left = None;
+        if ask {
+            let max = u32::from(policy.registration_skips);
+            match self.store.skip_registration(&u.id, now, max).await? {
+                Some(used) => {
+                    let left = max.saturating_sub(used);
+                    ev.details =
+                        serde_json::json!({ "registration": "skipped", "skips_left": left });
+                    skips_left = Some(left);
+                }
+                None => {
+                    let (register, _) = self.open_registration_session(&u, now).await?;
+                    ev.outcome = Outcome::Failure;
+                    ev.reason = "registration_required".into();
+                    ev.details = serde_json::json!({ "registration": "required" });
+                    self.record(ev).await;
+                    return Ok(AdminSignIn::MustRegister { register });
+                }
+            }
+        }
         let t = token(self.rng.as_ref());
         let session = SessionRecord {
             id: admin_session_id(&t),
@@ -63,11 +108,21 @@ impl App {
             login: u.login.clone(),
             display_name: u.display_name.clone(),
             groups: u.groups.clone(),
-            expires_at: self.now() + ADMIN_SESSION_SECS,
+            expires_at: now + ADMIN_SESSION_SECS,
         };
         self.store.insert_session(&session).await?;
         self.record(ev).await;
-        Ok(t)
+        Ok(match skips_left {
+            None => AdminSignIn::Admin(t),
+            Some(left) => {
+                let (register, _) = self.open_registration_session(&u, now).await?;
+                AdminSignIn::AskedToRegister {
+                    admin: t,
+                    register,
+                    left,
+                }
+            }
+        })
     }
 
     /// The admin behind an admin-page session token. Group membership is the one read at

@@ -120,10 +120,28 @@ impl HashPool {
             .await
     }
 
+    /// Whether each `(secret, phc)` pair matches, in order. The verifications run side by side,
+    /// as many at once as the pool has slots, so a reset's three answers or a password's
+    /// history cost about one verification per core rather than one each. All of them run
+    /// even when an early one fails, so the time taken does not say which did.
+    pub async fn verify_all(&self, pairs: Vec<(String, String)>) -> Result<Vec<bool>, AppError> {
+        futures_util::future::try_join_all(
+            pairs
+                .into_iter()
+                .map(|(secret, phc)| async move { self.verify(&secret, &phc).await }),
+        )
+        .await
+    }
+
+    /// The hash verified against when there is nothing to verify against, so that the miss
+    /// costs what a hit costs; the caller ignores what it answers.
+    pub fn dummy_hash(&self) -> String {
+        self.dummy.as_ref().clone()
+    }
+
     /// Burns the time of one verification; used when there is nothing to verify against.
     pub async fn verify_dummy(&self, secret: &str) -> Result<bool, AppError> {
-        let d = self.dummy.as_ref().clone();
-        self.verify(secret, &d).await.map(|_| false)
+        self.verify(secret, &self.dummy_hash()).await.map(|_| false)
     }
 }
 

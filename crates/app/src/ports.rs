@@ -283,6 +283,34 @@ pub trait ReminderStore: Send + Sync + 'static {
         expires_at: UnixTime,
         days: u32,
     ) -> StoreResult<bool>;
+    /// Every reminder recorded (for `sspr store copy`).
+    async fn reminders(&self) -> StoreResult<Vec<Reminder>>;
+    /// Records a reminder without queueing anything (for `sspr store copy`).
+    async fn record_reminder(&self, reminder: &Reminder) -> StoreResult<()>;
+}
+
+/// How many times each user went on without registering when asked to at sign-in.
+#[async_trait]
+pub trait SkipStore: Send + Sync + 'static {
+    /// The user's skips so far (0 if none).
+    async fn registration_skips(&self, user_id: &str) -> StoreResult<u32>;
+    /// Counts one more skip if the user has had fewer than `max`, atomically across
+    /// instances: the new count, or `None` when none was left.
+    async fn skip_registration(
+        &self,
+        user_id: &str,
+        now: UnixTime,
+        max: u32,
+    ) -> StoreResult<Option<u32>>;
+    /// Sets the count outright; 0 forgets the user (registered, or `sspr store copy`).
+    async fn set_registration_skips(
+        &self,
+        user_id: &str,
+        skips: u32,
+        at: UnixTime,
+    ) -> StoreResult<()>;
+    /// Every count, `(user id, skips, last skip at)` (for `sspr store copy`).
+    async fn all_registration_skips(&self) -> StoreResult<Vec<(String, u32, UnixTime)>>;
 }
 
 /// What spending a recovery code found.
@@ -348,7 +376,7 @@ pub trait CeremonyStore: Send + Sync + 'static {
 ///
 /// Times are the caller's clock: instances sharing a database must keep their clocks in sync.
 #[async_trait]
-pub trait Store: FinishStore + ReminderStore + RecoveryStore + CeremonyStore {
+pub trait Store: FinishStore + ReminderStore + RecoveryStore + CeremonyStore + SkipStore {
     /// Whether the store can write: a small write in a transaction (the heartbeat row), so a
     /// full disk, a read-only file or a database that went away all fail it. Callers bound it
     /// with a deadline.

@@ -2,6 +2,7 @@
 //! later reset with. New addresses count only once the code sent there is entered.
 
 use sspr_domain::audit::{Activity, Outcome};
+use sspr_domain::clock::UnixTime;
 use sspr_domain::flow::is_registered;
 use sspr_domain::identity::canonical_login;
 use sspr_domain::questions::check_answer;
@@ -48,16 +49,7 @@ impl App {
                 )
                 .await);
         }
-        let session_token = token(self.rng.as_ref());
-        let session = SessionRecord {
-            id: token_hash(&session_token),
-            user_id: user.id.clone(),
-            login: user.login.clone(),
-            display_name: user.display_name.clone(),
-            groups: user.groups.clone(),
-            expires_at: now + limits.session_ttl_secs,
-        };
-        self.store.insert_session(&session).await?;
+        let (session_token, session) = self.open_registration_session(&user, now).await?;
         self.record(ev).await;
         let registration = self.registration_status(ctx, &session, &policy).await?;
         Ok(SessionResponse {
@@ -65,6 +57,26 @@ impl App {
             expires_in: limits.session_ttl_secs,
             registration,
         })
+    }
+
+    /// A registration session for a user whose password was just checked: its token and
+    /// record.
+    pub(crate) async fn open_registration_session(
+        &self,
+        user: &crate::ports::DirUser,
+        now: UnixTime,
+    ) -> Result<(String, SessionRecord), AppError> {
+        let session_token = token(self.rng.as_ref());
+        let session = SessionRecord {
+            id: token_hash(&session_token),
+            user_id: user.id.clone(),
+            login: user.login.clone(),
+            display_name: user.display_name.clone(),
+            groups: user.groups.clone(),
+            expires_at: now + self.settings.limits.session_ttl_secs,
+        };
+        self.store.insert_session(&session).await?;
+        Ok((session_token, session))
     }
 
     /// The rate limits, the directory lookup and the password check shared by every
@@ -726,6 +738,10 @@ impl App {
             let mut ev = self.session_event(ctx, s, Activity::RegisteredAllRequired);
             ev.details = serde_json::json!({ "methods": usable });
             self.record(ev).await;
+            // A later lapse (a method removed) starts with every skip again.
+            self.store
+                .set_registration_skips(&s.user_id, 0, self.now())
+                .await?;
         }
         if policy.notify_user {
             // The directory's own address is an address of record too; if the directory

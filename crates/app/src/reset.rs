@@ -860,8 +860,10 @@ impl App {
             return Ok(Err(Miss::NoCode));
         }
         let stored = self.store.answers(&flow.user_id).await?;
+        // Every drawn question is checked, even after a miss, so timing does not say which was
+        // wrong. A question with no stored answer is checked against the dummy hash.
         let mut all = true;
-        // Check every drawn question even after a miss, so timing does not say which was wrong.
+        let mut pairs = Vec::with_capacity(flow.questions.len());
         for q in &flow.questions {
             let answer = given
                 .iter()
@@ -869,12 +871,20 @@ impl App {
                 .map(|a| a.answer.as_str())
                 .unwrap_or("");
             let norm = sspr_domain::questions::normalise_answer(answer);
-            let ok = match stored.iter().find(|(id, _)| id == q) {
-                Some((_, hash)) => self.hasher.verify(&norm, hash).await?,
-                None => false,
-            };
-            all &= ok;
+            match stored.iter().find(|(id, _)| id == q) {
+                Some((_, hash)) => pairs.push((norm, hash.clone())),
+                None => {
+                    all = false;
+                    pairs.push((norm, self.hasher.dummy_hash()));
+                }
+            }
         }
+        all &= self
+            .hasher
+            .verify_all(pairs)
+            .await?
+            .into_iter()
+            .all(|ok| ok);
         Ok(if all { Ok(()) } else { Err(Miss::Wrong) })
     }
 

@@ -847,11 +847,12 @@ pub async fn store(c: StoreCmd, cfg: Config) -> anyhow::Result<ExitCode> {
     match sspr_store::copy::copy_installation(from, to, now, &mut progress).await {
         Ok(d) => {
             println!(
-                "copied {} users, {} registrations, {} audit events, {} admin tokens{}",
+                "copied {} users, {} registrations, {} audit events, {} admin tokens, {} reminders sent{}",
                 d.users,
                 d.registrations,
                 d.audit_events,
                 d.admin_tokens,
+                d.reminders,
                 if d.policy { ", the policy" } else { "" }
             );
             Ok(ExitCode::SUCCESS)

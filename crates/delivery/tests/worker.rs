@@ -93,6 +93,28 @@ impl ReminderStore for FakeStore {
     async fn reminder_sent(&self, _: &str, _: UnixTime, _: u32) -> StoreResult<bool> {
         Ok(false)
     }
+    async fn reminders(&self) -> StoreResult<Vec<Reminder>> {
+        Ok(Vec::new())
+    }
+    async fn record_reminder(&self, _: &Reminder) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SkipStore for FakeStore {
+    async fn registration_skips(&self, _: &str) -> StoreResult<u32> {
+        Ok(0)
+    }
+    async fn skip_registration(&self, _: &str, _: UnixTime, _: u32) -> StoreResult<Option<u32>> {
+        Ok(None)
+    }
+    async fn set_registration_skips(&self, _: &str, _: u32, _: UnixTime) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn all_registration_skips(&self) -> StoreResult<Vec<(String, u32, UnixTime)>> {
+        Ok(Vec::new())
+    }
 }
 
 #[async_trait]

@@ -41,8 +41,12 @@ pub struct Policy {
     pub questions_to_answer: u8,
     /// Questions the admin adds to the predefined set.
     pub custom_questions: Vec<CustomQuestion>,
-    /// Ask users to register when they sign in to the registration portal.
+    /// Ask users who could not reset a forgotten password (too few methods registered) to
+    /// register when they sign in to the admin pages.
     pub require_registration: bool,
+    /// How many such sign-ins may go on without registering (0–10); after them, signing in
+    /// leads to registration first.
+    pub registration_skips: u8,
     /// Ask users to re-confirm their methods after this many days (0 = never, at most 730).
     pub reconfirm_days: u16,
     /// Tell the user by email of every reset, unlock and change to their security info.
@@ -79,6 +83,7 @@ impl Default for Policy {
             questions_to_answer: 3,
             custom_questions: Vec::new(),
             require_registration: true,
+            registration_skips: 3,
             reconfirm_days: 180,
             notify_user: true,
             notify_admins_on_admin_reset: true,
@@ -162,6 +167,9 @@ impl Policy {
             if !ids.insert(q.id.as_str()) {
                 e.push(format!("custom question id {:?} is used twice", q.id));
             }
+        }
+        if self.registration_skips > 10 {
+            e.push("registration_skips must be between 0 and 10".into());
         }
         if self.reconfirm_days > 730 {
             e.push("reconfirm_days must be between 0 (never) and 730".into());
@@ -249,6 +257,7 @@ mod tests {
             questions_to_register: 6,
             questions_to_answer: 0,
             reconfirm_days: 800,
+            registration_skips: 11,
             ..Policy::default()
         };
         let e = p.validate();
@@ -261,6 +270,7 @@ mod tests {
         assert!(e.iter().any(|m| m.contains("questions_to_register")));
         assert!(e.iter().any(|m| m.contains("questions_to_answer")));
         assert!(e.iter().any(|m| m.contains("reconfirm_days")));
+        assert!(e.iter().any(|m| m.contains("registration_skips")));
     }
 
     #[test]

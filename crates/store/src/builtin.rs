@@ -228,10 +228,18 @@ impl Directory for BuiltinDirectory {
                 .await
                 .map_err(derr)?;
             previous.insert(0, current.password_hash.clone());
-            for h in &previous {
-                if self.hasher.verify(new_password, h).await.map_err(herr)? {
-                    return Err(DirError::Rejected(vec![Rejection::History]));
-                }
+            let pairs = previous
+                .into_iter()
+                .map(|h| (new_password.to_owned(), h))
+                .collect();
+            if self
+                .hasher
+                .verify_all(pairs)
+                .await
+                .map_err(herr)?
+                .contains(&true)
+            {
+                return Err(DirError::Rejected(vec![Rejection::History]));
             }
         }
         let hash = self

@@ -3,10 +3,10 @@
 //!
 //! Copied: the built-in directory's users (with their password hashes), every registration
 //! (methods, hashed answers, unused recovery codes' MACs, confirmation dates, the last TOTP
-//! step), the policy, admin tokens
-//! and the whole audit log. Not copied: what is short-lived by design (open flows, codes,
-//! sessions, throttle counters, the outbox), the built-in directory's password history and the
-//! record of expiry reminders sent (a reminder due at the move may go out once more).
+//! step), the policy, admin tokens, the record of expiry reminders sent (so that none goes out
+//! twice), the registration skips counted at sign-in, and the whole audit log. Not copied: what
+//! is short-lived by design (open flows, codes, sessions, throttle counters, the outbox) and
+//! the built-in directory's password history.
 
 use sspr_app::ports::{AuditFilter, Store, StoreError, StoreResult, UserStore};
 use sspr_domain::clock::UnixTime;
@@ -17,6 +17,7 @@ pub struct Copied {
     pub registrations: usize,
     pub audit_events: usize,
     pub admin_tokens: usize,
+    pub reminders: usize,
     pub policy: bool,
 }
 
@@ -88,6 +89,15 @@ pub async fn copy_installation(
     for (name, hash, created) in from.store.admin_tokens().await? {
         to.store.insert_admin_token(&name, &hash, created).await?;
         done.admin_tokens += 1;
+    }
+
+    for r in from.store.reminders().await? {
+        to.store.record_reminder(&r).await?;
+        done.reminders += 1;
+    }
+
+    for (id, skips, at) in from.store.all_registration_skips().await? {
+        to.store.set_registration_skips(&id, skips, at).await?;
     }
 
     let mut after = 0;

@@ -15,6 +15,7 @@ mod postgres;
 mod purge_sql;
 mod recovery_sql;
 mod reminder_sql;
+mod skip_sql;
 mod sqlite;
 
 pub use builtin::{BuiltinDirectory, NewUser, UserRow};

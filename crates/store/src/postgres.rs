@@ -28,6 +28,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_heartbeat.sql")),
     (4, include_str!("../migrations/postgres/0004_reminders.sql")),
     (5, include_str!("../migrations/postgres/0005_proofs.sql")),
+    (
+        6,
+        include_str!("../migrations/postgres/0006_registration_skips.sql"),
+    ),
 ];
 
 /// Advisory lock key ("ssprmig") held while migrating, so instances starting together apply
@@ -305,6 +309,7 @@ async fn lock_user(tx: &mut Transaction<'_, Postgres>, user_id: &str) -> StoreRe
 
 crate::finish_sql::impl_finish_store!(PgStore);
 crate::reminder_sql::impl_reminder_store!(PgStore);
+crate::skip_sql::impl_skip_store!(PgStore);
 crate::recovery_sql::impl_recovery_store!(PgStore);
 crate::ceremony_sql::impl_ceremony_store!(PgStore);
 

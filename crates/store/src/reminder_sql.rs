@@ -56,6 +56,42 @@ macro_rules! impl_reminder_store {
                 .map_err(err)?;
                 Ok(n > 0)
             }
+
+            async fn reminders(&self) -> StoreResult<Vec<sspr_app::ports::Reminder>> {
+                let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT user_id, expires_at, CAST(days AS BIGINT), sent_at FROM password_reminders
+                     ORDER BY user_id, expires_at, days",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err)?;
+                Ok(rows
+                    .into_iter()
+                    .map(
+                        |(user_id, expires_at, days, sent_at)| sspr_app::ports::Reminder {
+                            user_id,
+                            expires_at,
+                            days: u32::try_from(days).unwrap_or(0),
+                            sent_at,
+                        },
+                    )
+                    .collect())
+            }
+
+            async fn record_reminder(&self, r: &sspr_app::ports::Reminder) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO password_reminders (user_id, expires_at, days, sent_at)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(&r.user_id)
+                .bind(r.expires_at)
+                .bind(i64::from(r.days))
+                .bind(r.sent_at)
+                .execute(&self.pool)
+                .await
+                .map_err(err)?;
+                Ok(())
+            }
         }
     };
 }

@@ -27,6 +27,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_heartbeat.sql")),
     (4, include_str!("../migrations/sqlite/0004_reminders.sql")),
     (5, include_str!("../migrations/sqlite/0005_proofs.sql")),
+    (
+        6,
+        include_str!("../migrations/sqlite/0006_registration_skips.sql"),
+    ),
 ];
 
 /// How long a statement waits for SQLite's write lock.
@@ -222,6 +226,7 @@ async fn lock_user(_tx: &mut Transaction<'_, Sqlite>, _user_id: &str) -> StoreRe
 
 crate::finish_sql::impl_finish_store!(SqliteStore);
 crate::reminder_sql::impl_reminder_store!(SqliteStore);
+crate::skip_sql::impl_skip_store!(SqliteStore);
 crate::recovery_sql::impl_recovery_store!(SqliteStore);
 crate::ceremony_sql::impl_ceremony_store!(SqliteStore);
 

@@ -22,7 +22,7 @@ use sspr_domain::{FlowKind, FlowState};
 use sspr_store::{PgStore, SqliteStore};
 
 /// The newest migration both stores apply.
-const LATEST_SCHEMA: i64 = 5;
+const LATEST_SCHEMA: i64 = 6;
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
@@ -150,7 +150,71 @@ contract_tests!(
     a_reminder_is_queued_once_however_many_race_for_it,
     recovery_codes_are_spent_once_and_a_new_set_voids_the_old,
     one_recovery_code_raced_by_many_is_spent_once,
+    registration_skips_raced_by_many_sign_ins_count_to_the_limit,
+    reminders_and_skips_read_back_for_a_copy,
 );
+
+/// Twenty concurrent sign-ins of one user with three skips allowed: exactly three are counted,
+/// as 1, 2 and 3; the rest find none left. Setting 0 forgets the user.
+async fn registration_skips_raced_by_many_sign_ins_count_to_the_limit(s: Arc<dyn Store>) {
+    assert_eq!(s.registration_skips("u").await.unwrap(), 0);
+    assert_eq!(
+        s.skip_registration("u", 10, 0).await.unwrap(),
+        None,
+        "none allowed"
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.skip_registration("u", 20, 3).await.unwrap()
+        }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        if let Some(n) = t.await.unwrap() {
+            got.push(n);
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, vec![1, 2, 3]);
+    assert_eq!(s.registration_skips("u").await.unwrap(), 3);
+    assert_eq!(s.registration_skips("v").await.unwrap(), 0, "per user");
+    s.set_registration_skips("u", 0, 30).await.unwrap();
+    assert_eq!(s.registration_skips("u").await.unwrap(), 0);
+    assert_eq!(s.skip_registration("u", 40, 3).await.unwrap(), Some(1));
+}
+
+/// What `sspr store copy` reads and writes: every reminder and every skip count, as written.
+async fn reminders_and_skips_read_back_for_a_copy(s: Arc<dyn Store>) {
+    use sspr_app::ports::Reminder;
+    let r = Reminder {
+        user_id: "ann".into(),
+        expires_at: 5_000_000,
+        days: 7,
+        sent_at: 4_400_000,
+    };
+    s.record_reminder(&r).await.unwrap();
+    s.record_reminder(&r).await.unwrap();
+    let back = s.reminders().await.unwrap();
+    assert_eq!(back.len(), 1, "recorded once");
+    assert_eq!(
+        (
+            back[0].user_id.as_str(),
+            back[0].expires_at,
+            back[0].days,
+            back[0].sent_at
+        ),
+        ("ann", 5_000_000, 7, 4_400_000)
+    );
+    assert!(s.reminder_sent("ann", 5_000_000, 7).await.unwrap());
+    s.set_registration_skips("ben", 2, 77).await.unwrap();
+    s.set_registration_skips("ann", 1, 78).await.unwrap();
+    assert_eq!(
+        s.all_registration_skips().await.unwrap(),
+        vec![("ann".to_string(), 1, 78), ("ben".to_string(), 2, 77)]
+    );
+}
 
 async fn a_reminder_is_queued_once_however_many_race_for_it(s: Arc<dyn Store>) {
     use sspr_app::ports::Reminder;

@@ -297,7 +297,9 @@ admin-pol-questions-alone = Let security questions alone prove who a user is (no
 admin-pol-questions-alone-hint = Off, questions count only as the second of two methods, and not at all where one method is required: NIST SP 800-63B-4 does not accept them as a proof, since answers are often found or guessed.
 admin-pol-questions-alone-warning = Security questions alone can reset a password under this policy. Answers to them are often found online or guessed; NIST SP 800-63B-4 does not accept them as a proof. Turn this off, or require two methods.
 admin-pol-registration = Registration
-admin-pol-require-registration = Ask users to register when they sign in to the registration portal
+admin-pol-require-registration = Ask administrators who could not reset their own password to register when they sign in
+admin-pol-skips = Sign-ins that may skip registering
+admin-pol-skips-hint = 0 to 10. After that many, signing in leads to registration first.
 admin-pol-reconfirm = Days before users re-confirm their security info
 admin-pol-reconfirm-hint = 0 means never; at most 730.
 admin-pol-notify = Notifications
@@ -345,7 +347,7 @@ admin-prev-unlock-no = Cannot unlock the account without changing the password.
 admin-prev-password = Password rules
 admin-prev-custom = Your own questions
 admin-prev-also = Also
-admin-prev-require-registration = Users are asked to register when they sign in to the registration portal.
+admin-prev-require-registration = Administrators who could not reset their own password are asked to register when they sign in, and may skip it { $skips } times.
 admin-prev-reconfirm = Users are asked to re-confirm their security info every { $days } days.
 admin-prev-notify-user = Users get an email after every reset, unlock and change to their security info.
 admin-prev-no-notify-user = Users get no email about resets, unlocks or changes to their security info.
@@ -403,3 +405,13 @@ admin-col-target = Target
 admin-col-ip = IP address
 admin-col-result = Result
 admin-col-support = Support code
+
+admin-register-title = Register your security info first
+admin-register-left = { $count ->
+    [one] You can go on without it once more after this time.
+   *[other] You can go on without it { $count } more times after this time.
+}
+admin-register-last = This is the last time you can go on without it.
+admin-register-required = You have gone on without it as often as the policy allows: register now, then sign in to the admin pages again.
+admin-register-now = Register now
+admin-register-skip = Not now

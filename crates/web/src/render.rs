@@ -40,6 +40,7 @@ pub static TEMPLATES: &[(&str, &str)] = templates![
     "register_passkey.html",
     "register_remove.html",
     "admin_signin.html",
+    "admin_register.html",
     "admin_insights.html",
     "admin_policy.html",
     "admin_users.html",

@@ -393,6 +393,8 @@ async fn snapshot(cfg: &sspr::config::Config) -> serde_json::Value {
         "registrations": regs,
         "policy": store.load_policy().await.unwrap(),
         "tokens": store.admin_tokens().await.unwrap(),
+        "reminders": store.reminders().await.unwrap().iter().map(|r| json!([r.user_id, r.expires_at, r.days, r.sent_at])).collect::<Vec<_>>(),
+        "skips": store.all_registration_skips().await.unwrap(),
         "audit": audit,
     })
 }
@@ -472,10 +474,26 @@ async fn store_copy_round_trips_an_installation_through_postgresql() {
             .unwrap();
         store.confirm("ann", 1234).await.unwrap();
         assert!(store.totp_use_step("ann", 99).await.unwrap());
+        // A reminder already sent must not go out again from the new store.
+        store
+            .record_reminder(&sspr_app::ports::Reminder {
+                user_id: "ann".into(),
+                expires_at: 5_000_000,
+                days: 7,
+                sent_at: 4_400_000,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store.skip_registration("ben", 77, 3).await.unwrap(),
+            Some(1)
+        );
     }
     let before = snapshot(&sqlite_cfg).await;
     assert_eq!(before["users"].as_array().unwrap().len(), 2);
     assert!(before["audit"].as_array().unwrap().len() >= 4);
+    assert_eq!(before["reminders"].as_array().unwrap().len(), 1);
+    assert_eq!(before["skips"], json!([["ben", 1, 77]]));
 
     // SQLite → PostgreSQL.
     let url = std::env::var("SSPR_TEST_POSTGRES_URL")
@@ -511,6 +529,7 @@ async fn store_copy_round_trips_an_installation_through_postgresql() {
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("copied 2 users, 2 registrations"), "{out}");
+    assert!(out.contains("1 reminders sent"), "{out}");
     assert!(err.contains("copying users"), "progress is shown: {err}");
     let pg_cfg = sspr::config::Config {
         database: sspr::config::DatabaseConfig {

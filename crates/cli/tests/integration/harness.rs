@@ -252,6 +252,13 @@ impl Server {
             .await
             .unwrap();
         let admin_token = rt.app.create_admin_token(&ctx(), "tests").await.unwrap();
+        // Administrators in these tests sign in without registering first; the tests of that
+        // request (`admin::…asked_to_register…`) turn it back on.
+        let policy = sspr_domain::Policy {
+            require_registration: false,
+            ..rt.app.policy().await.unwrap()
+        };
+        rt.store.save_policy(&policy, rt.app.now()).await.unwrap();
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(sspr::serve::run_with(

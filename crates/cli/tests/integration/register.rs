@@ -966,3 +966,123 @@ async fn a_code_for_a_withdrawn_address_confirms_nothing() {
     );
     s.stop().await;
 }
+
+/// `require_registration` at admin sign-in: an administrator who could not reset their own
+/// password is asked to register, may go on without it `registration_skips` times (each
+/// sign-in counts one, so typing an admin page's address passes nothing), then gets a
+/// registration session and no admin session. Registering gives the skips back for a later
+/// lapse; with the setting off nobody is asked.
+#[tokio::test]
+async fn an_administrator_who_could_not_reset_is_asked_to_register_and_may_skip_as_often_as_the_policy_says()
+ {
+    use crate::web::Browser;
+    let s = Server::start().await;
+    s.user("boss", &["sspr-admins"]).await;
+    s.set_policy(|p| {
+        p["require_registration"] = json!(true);
+        p["registration_skips"] = json!(2);
+    })
+    .await;
+    // Two sign-ins go on, each saying how many are left; the admin pages open.
+    for left in ["1", "0"] {
+        let mut b = Browser::new(&s);
+        let p = admin_sign_in(&mut b).await;
+        assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+        assert!(p.body.contains("id=\"register-first\""), "{}", p.body);
+        assert!(
+            p.body.contains(&format!("data-left=\"{left}\"")),
+            "{left}: {}",
+            p.body
+        );
+        assert!(
+            p.body
+                .replace("&#x2f;", "/")
+                .contains("href=\"/admin/policy\" id=\"skip-for-now\""),
+            "{}",
+            p.body
+        );
+        assert_eq!(b.get("/admin/policy").await.status, StatusCode::OK);
+        // "Register now" opens the security-info page without a second sign-in.
+        let r = b.get("/register").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.body.contains("id=\"who\""), "{}", r.body);
+    }
+
+    // The third: no admin session, only registration.
+    let mut b = Browser::new(&s);
+    let p = admin_sign_in(&mut b).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    assert!(p.body.contains("id=\"register-required\""), "{}", p.body);
+    assert!(!p.body.contains("skip-for-now"), "{}", p.body);
+    let a = b.get("/admin/policy").await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "no admin session");
+    assert!(a.body.contains("admin-signin-form"), "{}", a.body);
+
+    let events = s.audit("activity=admin_sign_in&user=boss").await;
+    let lefts: Vec<_> = events
+        .iter()
+        .map(|e| e["details"]["skips_left"].clone())
+        .collect();
+    assert!(
+        lefts.contains(&json!(1)) && lefts.contains(&json!(0)),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["result"] == "failure" && e["reason"] == "registration_required"),
+        "{events:?}"
+    );
+
+    // Registering (recovery codes, on that registration session) lets the next sign-in
+    // straight through.
+    let r = b.get("/register").await;
+    let csrf = r.field("csrf");
+    let r = b.post("/register/recovery-codes", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let mut b = Browser::new(&s);
+    let p = admin_sign_in(&mut b).await;
+    assert!(p.status.is_redirection(), "{}: {}", p.status, p.body);
+
+    // Not asked, so no registration session was opened beside the admin one.
+    let r = b.get("/register").await;
+    assert!(!r.body.contains("id=\"who\""), "{}", r.body);
+
+    // A lapse starts with every skip again.
+    let token = sign_in(&s, "boss").await;
+    let (st, v) = s
+        .call(
+            HttpMethod::DELETE,
+            "/api/v1/me/methods/recovery_code",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert!(st.is_success(), "{st}: {v}");
+    let mut b = Browser::new(&s);
+    let p = admin_sign_in(&mut b).await;
+    assert!(p.body.contains("data-left=\"1\""), "{}", p.body);
+
+    // Off: nobody is asked.
+    s.set_policy(|p| p["require_registration"] = json!(false))
+        .await;
+    let mut b = Browser::new(&s);
+    let p = admin_sign_in(&mut b).await;
+    assert!(p.status.is_redirection(), "{}: {}", p.status, p.body);
+    s.stop().await;
+}
+
+/// Signs `boss` in to the admin pages, on the way to the policy page.
+async fn admin_sign_in(b: &mut crate::web::Browser<'_>) -> crate::web::Page {
+    let csrf = b.get("/admin").await.field("csrf");
+    b.post(
+        "/admin/sign-in",
+        &[
+            ("csrf", &csrf),
+            ("next", "/admin/policy"),
+            ("user", "boss"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await
+}

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use sspr_app::admin::AdminSignIn;
 use sspr_app::insights::{self, Insights};
 use sspr_app::ports::{AuditFilter, SessionRecord};
 use sspr_app::{AppError, ErrorKind, Lang};
@@ -31,7 +32,7 @@ use sspr_server::routes::{AuditParams, audit_filter, event_dto, events_csv};
 
 use crate::charts;
 use crate::i18n::CATALOG;
-use crate::web::{ADMIN_COOKIE, Gate, Gated, Posted, Web, cookie};
+use crate::web::{ADMIN_COOKIE, Gate, Gated, Posted, SESSION_COOKIE, Web, cookie};
 
 mod audit;
 mod expiry;
@@ -205,10 +206,33 @@ pub async fn sign_in(p: Posted) -> Response {
     let next = next_page(p.get("next"));
     let mut w = p.web;
     let app = w.state.app.clone();
+    let register_secs = app.settings.limits.session_ttl_secs.max(60);
     match app.admin_sign_in(&w.ctx, &user, &password).await {
-        Ok(token) => {
+        Ok(AdminSignIn::Admin(token)) => {
             w.set.push(cookie(ADMIN_COOKIE, &token, SESSION_SECS));
             w.redirect(next)
+        }
+        // Asked to register first: "Register now" is a link to the registration page, on the
+        // session opened beside the admin one; "Skip for now" a link to where they were going.
+        Ok(AdminSignIn::AskedToRegister {
+            admin,
+            register,
+            left,
+        }) => {
+            w.set.push(cookie(ADMIN_COOKIE, &admin, SESSION_SECS));
+            w.set.push(cookie(SESSION_COOKIE, &register, register_secs));
+            w.page(
+                "admin_register.html",
+                json!({ "next": next, "left": left, "required": false }),
+            )
+        }
+        Ok(AdminSignIn::MustRegister { register }) => {
+            w.set.push(cookie(SESSION_COOKIE, &register, register_secs));
+            w.page_status(
+                StatusCode::FORBIDDEN,
+                "admin_register.html",
+                json!({ "next": next, "left": 0, "required": true }),
+            )
         }
         Err(e) => {
             let e = w.audited(e).await;

@@ -3,10 +3,11 @@
 use super::*;
 
 /// Number fields of the policy form: (field name, label key).
-pub(super) const NUMBER_FIELDS: [(&str, &str); 7] = [
+pub(super) const NUMBER_FIELDS: [(&str, &str); 8] = [
     ("methods_required", "admin-pol-methods-required"),
     ("questions_to_register", "admin-pol-q-register"),
     ("questions_to_answer", "admin-pol-q-answer"),
+    ("registration_skips", "admin-pol-skips"),
     ("reconfirm_days", "admin-pol-reconfirm"),
     ("pw_min_length", "admin-pol-min-length"),
     ("pw_max_length", "admin-pol-max-length"),
@@ -45,6 +46,7 @@ pub(super) fn policy_form(p: &Policy) -> HashMap<String, String> {
             .join("\n"),
     );
     put("require_registration", flag(p.require_registration));
+    put("registration_skips", p.registration_skips.to_string());
     put("reconfirm_days", p.reconfirm_days.to_string());
     put("notify_user", flag(p.notify_user));
     put(
@@ -203,6 +205,7 @@ pub(super) fn parse_policy(
         questions_to_answer: r.number("questions_to_answer"),
         custom_questions: custom_questions(r.text("custom_questions"), &saved.custom_questions),
         require_registration: r.flag("require_registration"),
+        registration_skips: r.number("registration_skips"),
         reconfirm_days: r.number("reconfirm_days"),
         notify_user: r.flag("notify_user"),
         notify_admins_on_admin_reset: r.flag("notify_admins_on_admin_reset"),
@@ -303,6 +306,7 @@ pub(super) fn preview(p: &Policy, lang: Lang, directory_rules: Vec<String>) -> V
         "rules": rules,
         "custom": p.custom_questions,
         "require_registration": p.require_registration,
+        "registration_skips": p.registration_skips,
         "reconfirm_days": p.reconfirm_days,
         "notify_user": p.notify_user,
         "problems": p.validate(),
