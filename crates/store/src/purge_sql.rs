@@ -5,8 +5,18 @@ use sspr_domain::clock::UnixTime;
 
 /// Each statement with its `$1`. History is kept a day past expiry for the helpdesk; counters
 /// 8 days (the longest configurable block is 7).
-pub(crate) fn statements(now: UnixTime) -> [(&'static str, UnixTime); 8] {
+pub(crate) fn statements(now: UnixTime) -> [(&'static str, UnixTime); 9] {
     [
+        // A kept invitation holds its link, a bearer secret, in clear: it goes once the
+        // invitation is used, voided by a newer one, or expired (with any notice sent under
+        // the same flow, which holds no secret but cannot be told apart). Before the flows are
+        // deleted, so that the invitation's row is still there to say so.
+        (
+            "UPDATE outbox SET body = '' WHERE body <> '' AND status = 'sent'
+             AND code_id IS NULL AND flow_id IN (SELECT id FROM flows WHERE kind = 'invite'
+                 AND (expires_at <= $1 OR state NOT IN ('verifying', 'verified', 'finishing')))",
+            now,
+        ),
         // A flow still finishing waits for its reconciliation, however old.
         (
             "DELETE FROM flows WHERE expires_at < $1 AND state <> 'finishing'",

@@ -146,6 +146,7 @@ contract_tests!(
     abandoned_flows_are_reported_once_and_finishing_flows_are_kept,
     a_code_is_dead_when_the_clock_reads_before_its_creation,
     a_kept_body_goes_once_its_code_is_used_or_expired,
+    a_kept_invitation_goes_once_it_is_used_voided_or_expired,
     clearing_by_prefix_takes_exactly_the_keys_under_it,
     a_reminder_is_queued_once_however_many_race_for_it,
     recovery_codes_are_spent_once_and_a_new_set_voids_the_old,
@@ -954,6 +955,57 @@ async fn a_kept_body_goes_once_its_code_is_used_or_expired(s: Arc<dyn Store>) {
     assert_eq!(
         bodies(s.outbox_list(10).await.unwrap()),
         ["", "", "a notice"]
+    );
+}
+
+/// The dev outbox keeps an invitation's text, link included, only while the link works.
+async fn a_kept_invitation_goes_once_it_is_used_voided_or_expired(s: Arc<dyn Store>) {
+    let invite = |id: &str, user: &str, expires_at| FlowRecord {
+        kind: FlowKind::Invite,
+        ..flow(id, user, FlowState::Verified, expires_at)
+    };
+    for (id, user) in [
+        ("i-used", "ann"),
+        ("i-old", "ben"),
+        ("i-new", "ben"),
+        ("i-late", "cy"),
+    ] {
+        s.insert_flow(&invite(id, user, if id == "i-late" { 500 } else { 1000 }))
+            .await
+            .unwrap();
+        let mut m = OutboxMessage::new(Channel::Email, "a@b.c", "s", &format!("link {id}"), 0);
+        m.flow_id = Some(id.into());
+        s.enqueue(&m).await.unwrap();
+    }
+    let mut notice = OutboxMessage::new(Channel::Email, "a@b.c", "s", "a notice", 0);
+    notice.flow_id = Some("i-used".into());
+    s.enqueue(&notice).await.unwrap();
+    for m in s.claim_outbox(0, 60, 10, None).await.unwrap() {
+        s.outbox_sent(m.id, true).await.unwrap();
+    }
+    // Used (the password set), and voided by a newer invitation.
+    assert!(
+        s.flow_transition("i-used", FlowState::Verified, FlowState::Completed)
+            .await
+            .unwrap()
+    );
+    s.close_other_flows("ben", "i-new").await.unwrap();
+    let bodies = |list: Vec<OutboxMessage>| {
+        let mut b: Vec<String> = list.into_iter().map(|m| m.body).collect();
+        b.sort();
+        b
+    };
+    s.purge_expired(100).await.unwrap();
+    assert_eq!(
+        bodies(s.outbox_list(10).await.unwrap()),
+        ["", "", "", "link i-late", "link i-new"],
+        "the used and the voided links go, and a notice about the flow with them; live ones stay"
+    );
+    s.purge_expired(600).await.unwrap();
+    assert_eq!(
+        bodies(s.outbox_list(10).await.unwrap()),
+        ["", "", "", "", "link i-new"],
+        "an expired link goes"
     );
 }
 
