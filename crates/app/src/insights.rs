@@ -171,8 +171,10 @@ pub fn compute(
         .into_iter()
         .filter_map(|((_, kind), end)| end.decided().map(|(ok, e)| (kind, ok, e)))
         .chain(loose);
+    // Resets and unlocks come from clients; sspr's own jobs make none.
     let mut by_client: Vec<(String, u32)> = ClientType::ALL
         .iter()
+        .filter(|c| **c != ClientType::System)
         .map(|c| (c.as_str().to_owned(), 0))
         .collect();
     for (kind, ok, e) in decided {

@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 use sspr_domain::Method;
-use sspr_domain::audit::{Activity, Outcome};
+use sspr_domain::audit::{Activity, ClientType, Outcome};
 use sspr_domain::clock::rfc3339;
 use sspr_domain::expiry::{DAY, bucket, days_left, due_reminder};
 
@@ -50,6 +50,15 @@ pub struct ReminderReport {
     pub registration_nudges: usize,
 }
 
+/// Who runs the reminders, as the audit log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReminderRunner {
+    /// The job inside `sspr serve` (actor `system`).
+    Job,
+    /// `sspr reminders run` (actor `local-cli`), or the admin page's dry run.
+    Cli,
+}
+
 impl App {
     /// Whether this instance should run the scheduled job now: one instance in each
     /// `every_secs` window wins, through the store, however many share it.
@@ -61,7 +70,14 @@ impl App {
             .await?)
     }
 
-    pub async fn run_reminders(&self, dry_run: bool) -> Result<ReminderReport, AppError> {
+    /// Finds the passwords that come due and queues their reminders (none on a dry run).
+    /// `by` says who ran it, for the audit log: the job inside `sspr serve`
+    /// ([`ReminderRunner::Job`]) or `sspr reminders run`.
+    pub async fn run_reminders(
+        &self,
+        dry_run: bool,
+        by: ReminderRunner,
+    ) -> Result<ReminderReport, AppError> {
         let days = &self.settings.reminders.days;
         let Some(largest) = days.iter().max() else {
             return Err(AppError::invalid(
@@ -125,13 +141,13 @@ impl App {
                 report.registration_nudges += usize::from(nudge);
                 continue;
             }
-            let ctx = RequestCtx::new(
-                "",
-                sspr_domain::audit::ClientType::Cli,
-                self.settings.reminders.lang,
-            );
+            let (actor, client_type) = match by {
+                ReminderRunner::Job => ("system", ClientType::System),
+                ReminderRunner::Cli => ("local-cli", ClientType::Cli),
+            };
+            let ctx = RequestCtx::new("", client_type, self.settings.reminders.lang);
             let mut ev = self.event(&ctx, Activity::ExpiryReminder, Outcome::Success);
-            ev.actor = "sspr".into();
+            ev.actor = actor.into();
             ev.target = e.user.login.clone();
             ev.details = serde_json::json!({
                 "days": threshold,

@@ -547,7 +547,7 @@ pub struct AuditArgs {
     /// success or failure.
     #[arg(long)]
     result: Option<String>,
-    /// logon_screen, ssh, browser, cli or api.
+    /// logon_screen, ssh, browser, cli, api or system.
     #[arg(long)]
     client_type: Option<String>,
     #[arg(long)]

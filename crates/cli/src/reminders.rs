@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 
+use sspr_app::reminders::ReminderRunner;
+
 use crate::runtime::Runtime;
 
 #[derive(Subcommand, Debug)]
@@ -28,7 +30,7 @@ pub enum Format {
 
 pub async fn reminders(c: RemindersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
     let RemindersCmd::Run { dry_run, format } = c;
-    let report = match rt.app.run_reminders(dry_run).await {
+    let report = match rt.app.run_reminders(dry_run, ReminderRunner::Cli).await {
         Ok(r) => r,
         Err(e) => {
             if !e.log.is_empty() {

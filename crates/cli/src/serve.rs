@@ -192,7 +192,10 @@ async fn reminder_job(
 ) {
     loop {
         match app.reminders_turn(every_secs).await {
-            Ok(true) => match app.run_reminders(false).await {
+            Ok(true) => match app
+                .run_reminders(false, sspr_app::reminders::ReminderRunner::Job)
+                .await
+            {
                 Ok(_) => {}
                 // Nothing expires here (no maximum age): said once per window, quietly.
                 Err(e) if e.kind == sspr_app::ErrorKind::Invalid => {

@@ -23,15 +23,19 @@ pub enum ClientType {
     /// Any other API client.
     #[default]
     Api,
+    /// sspr itself: a job inside `sspr serve` (the expiry reminders). Never taken from a
+    /// request's header.
+    System,
 }
 
 impl ClientType {
-    pub const ALL: [ClientType; 5] = [
+    pub const ALL: [ClientType; 6] = [
         Self::LogonScreen,
         Self::Ssh,
         Self::Browser,
         Self::Cli,
         Self::Api,
+        Self::System,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +45,7 @@ impl ClientType {
             Self::Browser => "browser",
             Self::Cli => "cli",
             Self::Api => "api",
+            Self::System => "system",
         }
     }
 

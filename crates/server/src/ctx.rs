@@ -62,8 +62,10 @@ pub fn ctx_from_parts(parts: &Parts, state: &State) -> RequestCtx {
         .map(|c| c.0.ip());
     let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
     let ip = client_ip(peer, header("x-forwarded-for"), &state.trusted_proxies);
+    // A request may say what kind of client sent it, but never that it is sspr itself.
     let client_type = header(sspr_proto::CLIENT_TYPE_HEADER)
         .and_then(ClientType::parse)
+        .filter(|c| *c != ClientType::System)
         .unwrap_or(ClientType::Api);
     let query_lang = parts
         .uri

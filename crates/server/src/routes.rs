@@ -437,8 +437,10 @@ pub fn audit_filter(p: &AuditParams) -> Result<AuditFilter, String> {
             .client_type
             .as_deref()
             .map(|a| {
-                ClientType::parse(a)
-                    .ok_or("client_type must be logon_screen, ssh, browser, cli or api".to_string())
+                ClientType::parse(a).ok_or(
+                    "client_type must be logon_screen, ssh, browser, cli, api or system"
+                        .to_string(),
+                )
             })
             .transpose()?,
         client_ip: p.ip.clone(),

@@ -236,6 +236,7 @@ admin-client-ssh = SSH login
 admin-client-browser = Web browser
 admin-client-cli = Command line
 admin-client-api = Other API client
+admin-client-system = sspr itself (scheduled job)
 admin-result-success = Success
 admin-result-failure = Failure
 admin-insights-title = Usage and insights

@@ -234,6 +234,7 @@ admin-client-ssh = SSH 登录
 admin-client-browser = 网页浏览器
 admin-client-cli = 命令行
 admin-client-api = 其他 API 客户端
+admin-client-system = sspr 自身（计划任务）
 admin-result-success = 成功
 admin-result-failure = 失败
 admin-insights-title = 使用情况与洞察

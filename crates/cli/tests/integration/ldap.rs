@@ -1288,9 +1288,10 @@ impl SambaAd {
             bind_dn: format!("CN={bind_user},CN=Users,DC=sspr,DC=test"),
             bind_password: pw.into(),
             base_dn: "CN=Users,DC=sspr,DC=test".into(),
-            // These tests are about what AD answers, not how fast: on a loaded CI machine one
-            // Samba bind has taken seconds, past the 5 s default.
-            timeout_secs: 30,
+            // These tests are about what AD answers, not how fast: on a loaded CI machine
+            // Samba can take seconds per operation. 14 s is the most the default finish lease
+            // (60 s ≥ 4 × timeout + 2) allows.
+            timeout_secs: 14,
             ..sspr_ldap::LdapConfig::active_directory()
         }
     }
@@ -1890,7 +1891,7 @@ fn doctor_with(
     let cfg = dir.path().join("sspr.toml");
     let text = format!(
         "data_dir = \"{}\"\ndemo = false\n[directory]\nkind = \"ldap\"\n[directory.ldap]\nurls = [\"{url}\"]\n\
-         ca_file = \"{}\"\nbind_dn = \"{bind_dn}\"\nbind_password_file = \"{}\"\nbase_dn = \"{base}\"\ntimeout_secs = 30\n{extra}",
+         ca_file = \"{}\"\nbind_dn = \"{bind_dn}\"\nbind_password_file = \"{}\"\nbase_dn = \"{base}\"\ntimeout_secs = 14\n{extra}",
         dir.path().join("data").display(),
         ca.display(),
         pw_file.display()

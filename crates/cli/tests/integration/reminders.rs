@@ -62,20 +62,29 @@ async fn builtin_passwords_get_each_reminder_once_and_the_unregistered_a_nudge()
 
     // Nothing is due 20 days before expiry.
     s.clock.advance(10 * DAY);
-    let r = app.run_reminders(false).await.unwrap();
+    let r = app
+        .run_reminders(false, sspr_app::reminders::ReminderRunner::Cli)
+        .await
+        .unwrap();
     assert_eq!((r.due, r.queued), (0, 0), "{r:?}");
 
     // 10 days before: the 14-day reminder. A dry run reports and queues nothing.
     s.clock.advance(10 * DAY);
     let before = s.smtp.messages().len();
-    let r = app.run_reminders(true).await.unwrap();
+    let r = app
+        .run_reminders(true, sspr_app::reminders::ReminderRunner::Cli)
+        .await
+        .unwrap();
     assert_eq!(
         (r.due, r.queued, r.registration_nudges, r.no_address),
         (3, 2, 1, 1),
         "{r:?}"
     );
     assert_eq!(bucket(&r, "14"), 3, "{r:?}");
-    let r = app.run_reminders(false).await.unwrap();
+    let r = app
+        .run_reminders(false, sspr_app::reminders::ReminderRunner::Cli)
+        .await
+        .unwrap();
     assert_eq!((r.queued, r.already_sent), (2, 0), "{r:?}");
     wait_mails(&s, "fay@contoso.test", "expires in 10 days", 1).await;
     wait_mails(&s, "gus@contoso.test", "expires in 10 days", 1).await;
@@ -100,12 +109,18 @@ async fn builtin_passwords_get_each_reminder_once_and_the_unregistered_a_nudge()
     assert_eq!(s.smtp.messages().len(), before + 2);
 
     // Run again, the same day: nothing more.
-    let r = app.run_reminders(false).await.unwrap();
+    let r = app
+        .run_reminders(false, sspr_app::reminders::ReminderRunner::Cli)
+        .await
+        .unwrap();
     assert_eq!((r.queued, r.already_sent), (0, 2), "{r:?}");
 
     // 6 days before: the 7-day reminder.
     s.clock.advance(4 * DAY);
-    let r = app.run_reminders(false).await.unwrap();
+    let r = app
+        .run_reminders(false, sspr_app::reminders::ReminderRunner::Cli)
+        .await
+        .unwrap();
     assert_eq!(r.queued, 2, "{r:?}");
     wait_mails(&s, "fay@contoso.test", "expires in 6 days", 1).await;
 
@@ -118,12 +133,18 @@ async fn builtin_passwords_get_each_reminder_once_and_the_unregistered_a_nudge()
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    let r = app.run_reminders(false).await.unwrap();
+    let r = app
+        .run_reminders(false, sspr_app::reminders::ReminderRunner::Cli)
+        .await
+        .unwrap();
     assert_eq!((r.due, r.queued), (2, 0), "only gus and hal are due: {r:?}");
 
     // Expired: counted, not reminded.
     s.clock.advance(7 * DAY);
-    let r = app.run_reminders(false).await.unwrap();
+    let r = app
+        .run_reminders(false, sspr_app::reminders::ReminderRunner::Cli)
+        .await
+        .unwrap();
     assert_eq!(bucket(&r, "expired"), 2, "{r:?}");
     assert_eq!(r.queued, 0, "{r:?}");
 
@@ -148,7 +169,11 @@ async fn the_scheduled_job_runs_on_one_instance_per_window() {
 #[tokio::test]
 async fn without_a_maximum_age_the_run_says_what_to_set() {
     let s = Server::start().await;
-    let e = s.rt.app.run_reminders(true).await.unwrap_err();
+    let e =
+        s.rt.app
+            .run_reminders(true, sspr_app::reminders::ReminderRunner::Cli)
+            .await
+            .unwrap_err();
     assert!(e.message.contains("password_max_age_days"), "{}", e.message);
     s.stop().await;
 }
@@ -171,15 +196,24 @@ async fn openldap_expiry_comes_from_pwd_changed_time_and_the_policys_max_age() {
         .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let app = &s.rt.app;
-    let r = app.run_reminders(false).await.unwrap();
+    let r = app
+        .run_reminders(false, sspr_app::reminders::ReminderRunner::Cli)
+        .await
+        .unwrap();
     assert_eq!(r.due, 0, "30 days left: {r:?}");
 
     // The test's clock may run a few seconds behind slapd's: an hour more keeps it at 10.
     s.clock.advance(20 * DAY + 3600);
-    let r = app.run_reminders(false).await.unwrap();
+    let r = app
+        .run_reminders(false, sspr_app::reminders::ReminderRunner::Cli)
+        .await
+        .unwrap();
     assert_eq!((r.due, r.queued), (1, 1), "{r:?}");
     wait_mails(&s, "alice@contoso.test", "expires in 10 days", 1).await;
-    let r = app.run_reminders(false).await.unwrap();
+    let r = app
+        .run_reminders(false, sspr_app::reminders::ReminderRunner::Cli)
+        .await
+        .unwrap();
     assert_eq!((r.queued, r.already_sent), (0, 1), "{r:?}");
     s.stop().await;
 }
@@ -195,7 +229,11 @@ async fn active_directory_expiry_is_the_domains_own_computation() {
         c.directory.trust_contacts = true;
     })
     .await;
-    let r = s.rt.app.run_reminders(false).await.unwrap();
+    let r =
+        s.rt.app
+            .run_reminders(false, sspr_app::reminders::ReminderRunner::Cli)
+            .await
+            .unwrap();
     // Every account was created just now (alice, weak, the domain's Administrator): 10 days
     // left, the 14-day reminder. Only alice has an address.
     assert!(bucket(&r, "14") >= 2, "{r:?}");
@@ -252,7 +290,11 @@ async fn openldap_twelve_hundred_accounts_are_read_in_pages_not_one_search_each(
     assert!(e.contains("size.prtotal=unlimited"), "{e}");
 
     let before = slapd.searches();
-    let r = s.rt.app.run_reminders(true).await.unwrap();
+    let r =
+        s.rt.app
+            .run_reminders(true, sspr_app::reminders::ReminderRunner::Cli)
+            .await
+            .unwrap();
     let searches = slapd.searches() - before;
     // alice and mallory (staff, outside the scope) date from slapadd: no pwdChangedTime.
     assert_eq!((r.due, r.queued, r.out_of_scope), (n, n, 0), "{r:?}");
@@ -315,7 +357,11 @@ async fn reminders_go_by_text_too_and_in_chinese_when_configured() {
     s.registered_user("lin").await;
     s.clock.advance(27 * DAY);
     let texts = s.sms.texts().len();
-    let r = s.rt.app.run_reminders(false).await.unwrap();
+    let r =
+        s.rt.app
+            .run_reminders(false, sspr_app::reminders::ReminderRunner::Cli)
+            .await
+            .unwrap();
     assert_eq!(r.queued, 1, "{r:?}");
     wait_mails(&s, "lin@contoso.test", "密码将在 3 天后过期", 1).await;
     for _ in 0..200 {
@@ -330,5 +376,51 @@ async fn reminders_go_by_text_too_and_in_chinese_when_configured() {
     assert!(text.contains("过期") || text.contains("\\u8fc7"), "{text}");
     let ev = s.audit("user=lin&activity=expiry_reminder").await;
     assert_eq!(ev[0]["details"]["to"], json!(["email", "sms"]), "{ev:?}");
+    s.stop().await;
+}
+
+/// The job inside `sspr serve` itself, not a call to the run: with `[reminders] enabled`, a
+/// password that comes due is reminded of at the job's next look (it looks each minute), with
+/// nobody asking, and audited as the system's.
+#[tokio::test]
+async fn the_job_inside_serve_reminds_on_its_own() {
+    let s = Server::start_with(|c| {
+        c.directory.password_max_age_days = 30;
+        c.reminders.enabled = true;
+        c.reminders.every_minutes = 5;
+    })
+    .await;
+    s.registered_user("fay").await;
+    // The job looked at start, when nothing was due. Twenty days on, its next look finds the
+    // 14-day reminder due (the window is new on the server's clock too).
+    s.clock.advance(20 * DAY);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(150);
+    while mails_to(&s, "fay@contoso.test", "expires in 10 days") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reminder from the job within 150 s: {:#?}",
+            s.smtp.messages()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let events = s.audit("user=fay&activity=expiry_reminder").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["actor"], "system", "{events:?}");
+    assert_eq!(events[0]["client_type"], "system", "{events:?}");
+    assert_eq!(mails_to(&s, "fay@contoso.test", "expires in 10 days"), 1);
+
+    // A request cannot pass itself off as sspr's own job.
+    let (st, v) = s
+        .call_as(
+            reqwest::Method::POST,
+            "/api/v1/flow/start",
+            None,
+            Some(json!({ "user": "fay", "kind": "reset" })),
+            "system",
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let started = s.audit("user=fay&activity=reset_started").await;
+    assert_eq!(started[0]["client_type"], "api", "{started:?}");
     s.stop().await;
 }

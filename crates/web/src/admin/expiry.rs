@@ -2,10 +2,11 @@
 //! dry run of `sspr reminders run`, read from the directory when the page opens).
 
 use super::*;
+use sspr_app::reminders::ReminderRunner;
 
 pub async fn expiry_page(Gated(SignedInAdmin(s), w): Gated<SignedInAdmin>) -> Response {
     let lang = w.lang();
-    match w.state.app.run_reminders(true).await {
+    match w.state.app.run_reminders(true, ReminderRunner::Cli).await {
         Ok(r) => {
             // Buckets come smallest first after "expired": each holds the days above the one
             // before it.
