@@ -657,6 +657,9 @@ pub trait UserStore: Send + Sync + 'static {
     async fn users(&self) -> StoreResult<Vec<UserRecord>>;
     /// `false` when there is no such user.
     async fn set_user_flag(&self, id: &str, flag: UserFlag, value: bool) -> StoreResult<bool>;
+    /// Marks the password as one to change at the next sign-in: its change time becomes 0,
+    /// as AD's `pwdLastSet = 0`. Any new password clears it. `false` when there is no such user.
+    async fn expire_user_password(&self, id: &str) -> StoreResult<bool>;
     /// Replaces the hash and unlocks, in one transaction that also moves the replaced hash into
     /// the history and trims the history to `keep` entries.
     async fn set_user_password(

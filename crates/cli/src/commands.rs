@@ -108,6 +108,11 @@ pub enum UsersCmd {
     Enable {
         login: String,
     },
+    /// Require a new password at the next sign-in (built-in directory; AD's "User must change
+    /// password at next logon"). Signing in then leads to the change; any new password clears it.
+    Expire {
+        login: String,
+    },
     /// Send one-time links to set a first password (to the directory's email, or --sms).
     Invite {
         logins: Vec<String>,
@@ -275,6 +280,23 @@ pub async fn users(c: UsersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
         }
         UsersCmd::Disable { login } => flag(rt, &login, Flag::Enabled, false, "disabled").await,
         UsersCmd::Enable { login } => flag(rt, &login, Flag::Enabled, true, "enabled").await,
+        UsersCmd::Expire { login } => {
+            if rt
+                .builtin
+                .expire_password(&login)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?
+            {
+                audit_user_change(rt, &login, "password_expired").await;
+                println!("{login} must change the password at the next sign-in");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "no user {login:?} in the built-in directory (for LDAP or AD, set it there: pwdReset, or pwdLastSet = 0)"
+                );
+                Ok(ExitCode::from(2))
+            }
+        }
     }
 }
 

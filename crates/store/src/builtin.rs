@@ -160,6 +160,16 @@ impl BuiltinDirectory {
     }
 
     /// Sets `enabled` or `locked`. Returns false when there is no such user.
+    /// The user must change the password at the next sign-in. `false` when there is no such
+    /// user.
+    pub async fn expire_password(&self, login: &str) -> Result<bool, String> {
+        let id = canonical_login(login).unwrap_or_default();
+        self.users
+            .expire_user_password(&id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     pub async fn set_flag(&self, login: &str, flag: UserFlag, value: bool) -> Result<bool, String> {
         let id = canonical_login(login).unwrap_or_default();
         self.users
@@ -194,11 +204,13 @@ impl Directory for BuiltinDirectory {
             .verify(password, &u.password_hash)
             .await
             .map_err(herr)?;
-        // A locked account does not sign in anywhere, registration included.
+        // A locked account does not sign in anywhere, registration included. A change time
+        // of 0 is an administrator's "change it at the next sign-in" (`sspr users expire`).
         Ok(if !ok || u.locked {
             PasswordCheck::Wrong
-        } else if self.max_age_secs > 0
-            && u.password_changed_at + self.max_age_secs <= self.clock.now()
+        } else if u.password_changed_at == 0
+            || (self.max_age_secs > 0
+                && u.password_changed_at + self.max_age_secs <= self.clock.now())
         {
             PasswordCheck::MustChange
         } else {

@@ -1148,6 +1148,15 @@ impl UserStore for SqliteStore {
         Ok(r.rows_affected() == 1)
     }
 
+    async fn expire_user_password(&self, id: &str) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE dir_users SET password_changed_at = 0 WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
     async fn set_user_password(
         &self,
         id: &str,

@@ -209,6 +209,17 @@ fn cli_admin_commands_work_on_the_database() {
     }
     let (code, _, _) = run(&["users", "lock", "nobody"], "");
     assert_eq!(code, 2);
+    let (code, out, _) = run(&["users", "expire", "zoe"], "");
+    assert_eq!(
+        (code, out.trim()),
+        (0, "zoe must change the password at the next sign-in")
+    );
+    let (code, _, err) = run(&["users", "expire", "nobody"], "");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("pwdLastSet = 0"),
+        "says where to do it instead: {err}"
+    );
 
     // Login names that look like another: refused in words, nothing created.
     for (login, says) in [

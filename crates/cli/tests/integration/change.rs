@@ -369,6 +369,43 @@ async fn sign_in(s: &Server, user: &str, pw: &str) -> (StatusCode, Value) {
     .await
 }
 
+/// An administrator's "change it at the next sign-in" on the built-in directory (what
+/// `sspr users expire` does; AD's `pwdLastSet = 0`), with no maximum age set: the right
+/// password is sent to the change, and the new password signs in and is not asked again.
+#[tokio::test]
+async fn a_builtin_password_the_admin_expired_is_changed_at_the_next_sign_in() {
+    let s = Server::start().await;
+    s.user("ivy", &["staff"]).await;
+    assert!(s.rt.builtin.expire_password("ivy").await.unwrap());
+    assert!(!s.rt.builtin.expire_password("nobody").await.unwrap());
+    let (st, v) = sign_in(&s, "ivy", PASSWORD).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"], "password_change_required", "{v}");
+    let (st, _) = sign_in(&s, "ivy", "not the password at all").await;
+    assert_eq!(
+        st,
+        StatusCode::UNAUTHORIZED,
+        "a wrong password learns nothing"
+    );
+    let (st, v) = change(&s, "ivy", PASSWORD, NEW).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = sign_in(&s, "ivy", NEW).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // A reset clears it too.
+    assert!(s.rt.builtin.expire_password("ivy").await.unwrap());
+    s.registered("ivy", sspr_domain::Method::Email, "ivy@contoso.test")
+        .await;
+    let t = s.flow("ivy").await;
+    let code = s.email_code(&t, "ivy@contoso.test").await;
+    let (st, v) = s.verify(&t, "email", &code).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = s.set_password(&t, "Amber-Kettle-Moonlight-8").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = sign_in(&s, "ivy", "Amber-Kettle-Moonlight-8").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn an_expired_builtin_password_sends_the_sign_in_to_the_change() {
     let s = Server::start_with(|c| c.directory.password_max_age_days = 30).await;
