@@ -81,7 +81,24 @@ EXPECT = {
         "message": ["Your password is changed.", "Press Enter to sign in."],
         "prompt": "Press Enter to sign in",
     },
+    # Fourth scenario: the password is right but expired (the account phase answers
+    # PAM_NEW_AUTHTOK_REQD); LightDM asks the password stack, where pam_sspr changes it.
+    "expired": {
+        "message": ["Password expired. Choose a new one."],
+        "prompt": "Current password",
+    },
+    "expired-rule": {  # the server's first sentence, after a too short new password
+        "message": ["The password is too short: use", "at least 15 characters."],
+        "prompt": "New password",
+    },
+    # slick-greeter only: a message after the last prompt stays on screen with a "Log In"
+    # button (lightdm-gtk-greeter starts the session at once).
+    "changed": {
+        "message": ["Password changed."],
+        "prompt": "Log In",
+    },
 }
+SLICK_ONLY = {"changed"}
 
 MARK = "written by sspr tests/greeter"
 PAM_SAVED = "/var/tmp/sspr-greeter-pam.d-lightdm.orig"  # survives a killed run
@@ -96,9 +113,10 @@ STEPS = {  # the steps each scenario checks, in order
               "rule-broken", "mismatch", "outcome", "session"],
     "unreachable": ["unreachable", "session"],
     "broken": ["broken", "session"],
+    "expired": ["expired", "expired-rule", "changed", "session", "server"],
 }
 SCENARIOS = {"reset": "a whole reset", "unreachable": "the sspr server unreachable",
-             "broken": "a broken agent config"}
+             "broken": "a broken agent config", "expired": "an expired password changed"}
 SETTLE = float(os.environ.get("SSPR_GREETER_SETTLE", "1.2"))  # s for the greeter to draw a prompt
 ENTRY_MIN = 16  # px of the entry's height that must be in view (it is about 30)
 MATCH = 0.82  # difflib ratio a phrase needs against the OCR text
@@ -241,7 +259,7 @@ class Run:
 
     def agent_port(self):
         """The sspr server's port; in the unreachable scenario a port nothing listens on."""
-        if self.scenario == "reset":
+        if self.scenario in ("reset", "expired"):
             return self.port
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -263,13 +281,31 @@ class Run:
                 f.write(f'server_url = "https://127.0.0.1:{self.agent_port()}"\nca_file = "{self.ca}"\n'
                     f'services = ["lightdm"]\nscreen = "auto"\nlocale = "en"\nenable_logging = 1\n'
                     f'syslog_socket = "{self.syslog.path}"\ntimeout_secs = 10\nconnect_timeout_secs = 3\n')
+        module = os.path.join(DEBUG, "libpam_sspr.so")
+        probe_log = self.p("probe.log")
+        if self.scenario == "expired":
+            # The account is expired until the change is done; the password stack is the one
+            # the README documents, with pam_probe standing in for pam_unix after pam_sspr.
+            self.expired_flag = self.p("expired")
+            self.expected_new = self.p("expected-new-password")
+            with open(self.expired_flag, "w") as f:
+                f.write("expired\n")
+            with open(self.expected_new, "w") as f:
+                f.write(NEW_PASSWORD + "\n")
+            os.chmod(self.expected_new, 0o600)
+            account = f"account required {probe} expired={self.expired_flag} log={probe_log}\n"
+            password = (f"password [success=ok ignore=ignore default=die] {module} config={agent}\n"
+                        f"password required {probe} file={self.expected_new} log={probe_log}\n")
+        else:
+            account = "account required pam_permit.so\n"
+            password = "password required pam_deny.so\n"
         pam = (
             f"#%PAM-1.0\n# {MARK} (the original is restored afterwards, kept meanwhile in {PAM_SAVED})\n"
-            f"auth [success=ok default=ignore] {os.path.join(DEBUG, 'libpam_sspr.so')} config={agent}\n"
-            f"auth required {probe} file={self.expected} log={self.p('probe.log')}\n"
-            "account required pam_permit.so\n"
-            "session required pam_permit.so\n"
-            "password required pam_deny.so\n"
+            f"auth [success=ok default=ignore] {module} config={agent}\n"
+            f"auth required {probe} file={self.expected} log={probe_log}\n"
+            + account
+            + "session required pam_permit.so\n"
+            + password
         )
         target = "/etc/pam.d/lightdm"
         # A run killed before it could restore the file left ours there: put the original back.
@@ -511,7 +547,44 @@ allow-guest=false
             return self.drive_unreachable()
         if self.scenario == "broken":
             return self.drive_broken()
+        if self.scenario == "expired":
+            return self.drive_expired()
         return self.drive_reset()
+
+    def drive_expired(self):
+        """The old password at the first prompt is right but expired: LightDM asks the password
+        stack (pam_chauthtok, flags 0); pam_sspr says so, asks the current password and a new
+        one twice, shows the server's refusal of a too short one, changes it through sspr and
+        hands the new one to pam_probe; the session starts and the server has the change."""
+        steps = [(OLD_PASSWORD, "expired"), (OLD_PASSWORD, None), (SHORT_PASSWORD, None),
+                 (SHORT_PASSWORD, "expired-rule"), (NEW_PASSWORD, None)]
+        n = 40
+        for answer, step in steps:
+            before = self.type_line(answer)
+            if not self.wait_prompt(before):
+                return self.fail_row(step or "expired", "the next prompt (none came)")
+            if step:
+                n += 1
+                self.check(step, self.shot(n, step))
+        self.type_line(NEW_PASSWORD)
+        if self.greeter == "slick":
+            self.wait_log("Authenticate result", 45)
+            time.sleep(2 * SETTLE)
+            n += 1
+            self.check("changed", self.shot(n, "changed"))
+            self.xdo("key", "Return")
+        self.session_started(n + 1, "NEW (handed on by the change)")
+        out = run([os.path.join(DEBUG, "sspr"), "-c", self.cfg, "audit", "--activity", "change_password",
+                   "--format", "json"], capture_output=True, text=True, check=False).stdout
+        try:
+            events = json.loads(out or "[]")
+        except ValueError:
+            events = []
+        done = [e for e in events if e.get("result") == "success" and e.get("target") == USER
+                and e.get("client_type") == "logon_screen"]
+        self.rows.append(("server", "sspr changed it (audit: change_password, logon_screen)",
+                          bool(done), 1.0 if done else 0.0,
+                          f"{len(events)} change_password event(s)"))
 
     def drive_broken(self):
         """A config the agent cannot read: a plain password prompt, and the old password signs
@@ -665,7 +738,7 @@ def report(r):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--greeter", choices=["gtk", "slick", "both"], default="both")
-    ap.add_argument("--scenario", choices=["reset", "unreachable", "broken", "all"], default="all")
+    ap.add_argument("--scenario", choices=["reset", "unreachable", "broken", "expired", "all"], default="all")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, screenshots)")
     ap.add_argument("--docs", action="store_true", help="write docs/greeter/ (screenshots, results.md)")
     ap.add_argument("--break-step", metavar="STEP", choices=list(EXPECT),
@@ -705,7 +778,8 @@ def main():
         reached = {row[0] for row in r.rows}
         for step in STEPS[scenario]:
             # A step with nothing to read on this greeter (GTK shows no prompt text) has no row.
-            nothing_to_read = g != "slick" and step in EXPECT and not EXPECT[step]["message"]
+            nothing_to_read = g != "slick" and step in EXPECT and (
+                not EXPECT[step]["message"] or step in SLICK_ONLY)
             if step not in reached and not nothing_to_read:
                 r.fail_row(step, "not reached")
         r.elapsed = time.time() - t

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use crate::api::{ApiFailure, ResetApi};
 use crate::conversation::Conversation;
 use crate::journal::{Event, Journal};
-use crate::screen::first_sentence;
+use crate::screen::{OnePerPrompt, first_sentence};
 use crate::text::{Lang, T, clean, t};
 
 /// New passwords tried before giving up (each refusal is shown).
@@ -34,11 +34,27 @@ pub struct ChangeRequest<'a> {
     /// The current password, if a module before this one asked for it (PAM_OLDAUTHTOK); else
     /// it is asked for.
     pub current: Option<Zeroizing<String>>,
-    /// A greeter: the server's words are cut to their first sentence.
+    /// A greeter: the server's words are cut to their first sentence, and every message is
+    /// fitted to the greeter (short lines, two at most, one message before each prompt).
     pub short: bool,
 }
 
 pub fn change(
+    conv: &mut dyn Conversation,
+    req: ChangeRequest<'_>,
+    api: &mut dyn ResetApi,
+    journal: &dyn Journal,
+) -> Changed {
+    // slick-greeter cuts a line at about 33 characters: unfitted, "The password is too short:
+    // use at least 15 characters." ended at "use at leas" there.
+    if req.short {
+        let mut fitted = OnePerPrompt::new(conv);
+        return change_on(&mut fitted, req, api, journal);
+    }
+    change_on(conv, req, api, journal)
+}
+
+fn change_on(
     conv: &mut dyn Conversation,
     req: ChangeRequest<'_>,
     api: &mut dyn ResetApi,

@@ -199,3 +199,41 @@ fn an_account_sspr_does_not_know_is_left_to_the_next_module() {
     assert_eq!(api.calls, 2);
     assert!(log.text().contains("result=not_known"), "{}", log.text());
 }
+
+/// On a greeter every message fits: lines of at most 32 columns, two lines at most, so
+/// slick-greeter (which cuts a line at about 33 characters) shows the server's rule whole.
+#[test]
+fn on_a_greeter_every_message_fits_the_greeters_lines() {
+    let mut user = User::new(&[
+        "old password",
+        "short",
+        "short",
+        "a long enough new passphrase",
+        "a long enough new passphrase",
+    ]);
+    let mut api = Changer {
+        down: false,
+        calls: 0,
+    };
+    let got = change(
+        &mut user,
+        ChangeRequest {
+            short: true,
+            ..req(None)
+        },
+        &mut api,
+        &Log::default(),
+    );
+    assert!(matches!(got, Changed::Yes(_)), "{got:?}");
+    assert!(
+        user.saw("error The password is too short: use\nat least 15 characters."),
+        "{}",
+        user.all()
+    );
+    for line in &user.transcript {
+        let (_, text) = line.split_once(' ').unwrap();
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert!(lines.len() <= 2, "{line:?}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 32), "{line:?}");
+    }
+}
