@@ -241,12 +241,36 @@ impl Machine {
         );
     }
 
+    /// The same, with pam_sspr first in the `password` stack too (the README's opt-in for
+    /// expired passwords) and pam_sss after it, as pam-auth-update writes it.
+    pub(crate) fn sspr_sss_stack_with_change(&self, name: &str, agent_config: &Path) {
+        self.sspr_sss_stack(name, agent_config);
+        let path = self.dir.path().join("pam.d").join(name);
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "password required pam_deny.so\n",
+            &format!(
+                "password [success=done ignore=ignore default=die] {module} config={config}\n\
+                 password [success=1 default=ignore] pam_sss.so use_authtok\n\
+                 password requisite pam_deny.so\n\
+                 password required pam_permit.so\n",
+                module = artifact("libpam_sspr.so").display(),
+                config = agent_config.display(),
+            ),
+        );
+        std::fs::write(path, text).unwrap();
+    }
+
     /// pamtester `authenticate` and `acct_mgmt` for `user` on `service`, inside the machine.
     pub(crate) fn pam(&self, service: &str, user: &str) -> Pam {
+        self.pam_ops(service, user, "authenticate acct_mgmt")
+    }
+
+    /// pamtester with these operations for `user` on `service`, inside the machine.
+    pub(crate) fn pam_ops(&self, service: &str, user: &str, ops: &str) -> Pam {
         let mut c = self.command("sh");
         c.args([
             "-c",
-            "exec stdbuf -o0 pamtester -v \"$0\" \"$1\" authenticate acct_mgmt 2>&1",
+            &format!("exec stdbuf -o0 pamtester -v \"$0\" \"$1\" {ops} 2>&1"),
             service,
             user,
         ])

@@ -441,3 +441,72 @@ async fn sssd_offline_after_a_reset_the_new_password_is_the_cached_one() {
     );
     assert_eq!(site.sssd_did(mark), ["cache-hit", "offline"]);
 }
+
+/// An administrator's "change at next sign-in" on OpenLDAP (ppolicy `pwdReset`), at a machine
+/// with SSSD in front: pam_sss lets the password in and its account phase answers
+/// `PAM_NEW_AUTHTOK_REQD`; the login then asks the password stack, where pam_sspr changes it
+/// through sspr (the user's own change, which clears `pwdReset`), and the session opens. The
+/// next login with the new password goes through SSSD online, and the old one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sssd_an_expired_password_at_login_is_changed_through_sspr() {
+    if !system_tests("sssd::") {
+        return;
+    }
+    let site = site("prompt", "", "").await;
+    site.m
+        .sspr_sss_stack_with_change("sspr-test", &site.config);
+    let alice = "uid=alice,ou=people,dc=sspr,dc=test";
+    site.slapd.modify(&format!(
+        "dn: {alice}\nchangetype: modify\nreplace: pwdReset\npwdReset: TRUE\n"
+    ));
+    let new = "Sssd-Changed-Passw0rd-Long";
+
+    // What the account phase says: the password is right, and must be changed first.
+    let mut pam = site
+        .m
+        .pam_ops("sspr-test", "alice", "authenticate acct_mgmt");
+    pam.expect(FIRST_PROMPT).await;
+    pam.send(OLD);
+    let (ok, out) = pam.finish().await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("Authentication token is no longer valid; new one required"),
+        "SSSD asks for a new password:\n{out}\n{}",
+        site.sssd_said(0)
+    );
+
+    // A login does then what LightDM does: the change in the same handle, then the session.
+    let mut pam = site.m.pam_ops(
+        "sspr-test",
+        "alice",
+        "authenticate 'chauthtok(PAM_CHANGE_EXPIRED_AUTHTOK)' open_session",
+    );
+    pam.expect(FIRST_PROMPT).await;
+    pam.send(OLD);
+    pam.expect("Password expired. Choose a new one.").await;
+    pam.expect("Current password:").await;
+    pam.send(OLD);
+    pam.expect("New password:").await;
+    pam.send(new);
+    pam.expect("Retype new password:").await;
+    pam.send(new);
+    pam.expect("Password changed.").await;
+    let (ok, out) = pam.finish().await;
+    assert!(ok, "the login goes on:\n{out}\n{}", site.log.text());
+    assert!(
+        site.slapd.attr(alice, "pwdReset").is_empty(),
+        "the change cleared pwdReset"
+    );
+    let ev = site
+        .s
+        .audit("user=alice&activity=change_password&result=success")
+        .await;
+    assert_eq!(ev[0]["client_type"], "logon_screen", "{ev:?}");
+
+    // The next login: the new password, through SSSD; the old one no more.
+    let (ok, out) = site.login(new).await;
+    assert!(ok, "{out}\n{}", site.sssd_said(0));
+    let (ok, out) = site.login(OLD).await;
+    assert!(!ok, "the old password is refused: {out}");
+    site.s.stop().await;
+}
