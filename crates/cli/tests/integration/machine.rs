@@ -32,6 +32,8 @@ pub(crate) struct Machine {
     pub(crate) dir: tempfile::TempDir,
     wrap: PathBuf,
     sssd: Option<Reaped>,
+    /// The nss-pam-ldapd daemon, on a machine started with [`Machine::start_nslcd`].
+    nslcd: Option<Reaped>,
 }
 
 impl Drop for Machine {
@@ -60,6 +62,101 @@ impl Machine {
     /// `cache_credentials = True`; `domain_extra` goes into the domain section
     /// (`cached_auth_timeout = 3600`). alice becomes a POSIX account in the directory.
     pub(crate) fn start(slapd: &Slapd, domain_extra: &str) -> Machine {
+        let mut m = Self::prepare(slapd, domain_extra);
+        m.start_sssd();
+        m
+    }
+
+    /// A machine with nss-pam-ldapd instead of SSSD: `nslcd` reads `slapd` over LDAPS as the
+    /// weak service account, and `pam_ldap.so` asks it (binding as the user, with ppolicy's
+    /// controls). Its socket directory, /run/nslcd, is the machine's own.
+    ///
+    /// `pam_authc_search NONE`: by default nslcd checks a user's bind with a search as that
+    /// user, which ppolicy refuses while `pwdReset` is set ("Operations are restricted to
+    /// bind/unbind/abandon/StartTLS/modify password"), so the login fails as if the password
+    /// were wrong and no change is ever asked for. The README tells sites the same.
+    pub(crate) fn start_nslcd(slapd: &Slapd) -> Machine {
+        use std::os::unix::fs::PermissionsExt;
+        let mut m = Self::prepare(slapd, "");
+        let d = m.dir.path().to_path_buf();
+        let conf = d.join("nslcd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "uid nslcd\ngid nslcd\nuri ldaps://127.0.0.1:{port}\nbase dc=sspr,dc=test\n\
+                 base passwd ou=people,dc=sspr,dc=test\ntls_cacertfile {ca}\ntls_reqcert demand\n\
+                 binddn cn=weak,dc=sspr,dc=test\nbindpw weak-secret\n\
+                 bind_timelimit 3\ntimelimit 5\npam_authc_search NONE\n",
+                port = slapd.ldaps_port,
+                ca = slapd.ca().display(),
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let sock = d.join("run-nslcd");
+        std::fs::create_dir_all(&sock).unwrap();
+        let chown = Command::new("chown")
+            .args(["nslcd:nslcd", &sock.display().to_string()])
+            .status();
+        assert!(
+            matches!(chown, Ok(s) if s.success()),
+            "nslcd must be installed: nslcd libpam-ldapd (see .ci/run)"
+        );
+        // The mount point on the host: an empty directory, as the package leaves it.
+        std::fs::create_dir_all("/run/nslcd").unwrap();
+        let log = std::fs::File::create(d.join("nslcd.log")).unwrap();
+        let child = m
+            .command("nslcd")
+            .arg("-d")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("nslcd must be installed: nslcd libpam-ldapd (see .ci/run)");
+        m.nslcd = Some(Reaped(child));
+        let t0 = Instant::now();
+        while !sock.join("socket").exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "nslcd did not start within 30 s:\n{}",
+                std::fs::read_to_string(d.join("nslcd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        m
+    }
+
+    /// nslcd's debug log so far.
+    pub(crate) fn nslcd_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nslcd.log")).unwrap_or_default()
+    }
+
+    /// The stack libpam-ldapd's pam-auth-update profile writes, behind pam_sspr in `auth` and
+    /// first in `password` (the README's opt-in for expired passwords).
+    pub(crate) fn sspr_ldap_stack_with_change(&self, name: &str, agent_config: &Path) {
+        self.pam_service(
+            name,
+            &format!(
+                "auth [success=ok default=ignore] {module} config={config}\n\
+                 auth [success=2 default=ignore] pam_unix.so nullok try_first_pass\n\
+                 auth [success=1 default=ignore] pam_ldap.so use_first_pass\n\
+                 auth requisite pam_deny.so\n\
+                 auth required pam_permit.so\n\
+                 account [success=ok new_authtok_reqd=done ignore=ignore user_unknown=ignore authinfo_unavail=ignore default=bad] pam_ldap.so\n\
+                 account required pam_permit.so\n\
+                 password [success=done ignore=ignore default=die] {module} config={config}\n\
+                 password [success=1 default=ignore] pam_ldap.so try_first_pass\n\
+                 password requisite pam_deny.so\n\
+                 password required pam_permit.so\n\
+                 session required pam_permit.so\n",
+                module = artifact("libpam_sspr.so").display(),
+                config = agent_config.display(),
+            ),
+        );
+    }
+
+    /// The machine's directories and the wrapper that enters them; no daemon yet.
+    fn prepare(slapd: &Slapd, domain_extra: &str) -> Machine {
         let ns = Command::new("unshare")
             .args(["-m", "--propagation", "private", "true"])
             .status();
@@ -88,6 +185,7 @@ impl Machine {
             "pam.d",
             "varlog/sssd",
             "run/sshd",
+            "run-nslcd",
         ] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
@@ -137,6 +235,8 @@ impl Machine {
         // MACHINE_RUN: the daemons (sssd: /run/sssd.pid; sshd: /run/sshd, /run/utmp) get the
         // machine's /run; pamtester and the rest see the host's.
         let wrap = d.join("in-machine");
+        // nslcd's config and socket directory are bound where nss-pam-ldapd is installed (an
+        // nslcd machine), and left alone where it is not.
         std::fs::write(
             &wrap,
             format!(
@@ -145,19 +245,20 @@ impl Machine {
                  mount --bind {d}/varlog /var/log && mount --bind {d}/pam.d /etc/pam.d && \
                  mount --bind {d}/nsswitch.conf /etc/nsswitch.conf && \
                  if [ -n \"$MACHINE_RUN\" ]; then mount --bind {d}/run /run; fi && \
+                 if [ -f {d}/nslcd.conf ]; then mount --bind {d}/nslcd.conf /etc/nslcd.conf && \
+                 mkdir -p /run/nslcd && mount --bind {d}/run-nslcd /run/nslcd; fi && \
                  exec \"$@\"' sh \"$@\"\n",
                 d = d.display()
             ),
         )
         .unwrap();
         std::fs::set_permissions(&wrap, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut m = Machine {
+        Machine {
             dir,
             wrap,
             sssd: None,
-        };
-        m.start_sssd();
-        m
+            nslcd: None,
+        }
     }
 
     fn start_sssd(&mut self) {

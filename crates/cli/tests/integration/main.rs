@@ -22,6 +22,7 @@ mod limits;
 mod logon;
 mod machine;
 mod multi;
+mod nslcd;
 mod portal;
 mod proofs;
 mod recovery;

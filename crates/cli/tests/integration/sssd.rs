@@ -453,8 +453,7 @@ async fn sssd_an_expired_password_at_login_is_changed_through_sspr() {
         return;
     }
     let site = site("prompt", "", "").await;
-    site.m
-        .sspr_sss_stack_with_change("sspr-test", &site.config);
+    site.m.sspr_sss_stack_with_change("sspr-test", &site.config);
     let alice = "uid=alice,ou=people,dc=sspr,dc=test";
     site.slapd.modify(&format!(
         "dn: {alice}\nchangetype: modify\nreplace: pwdReset\npwdReset: TRUE\n"
