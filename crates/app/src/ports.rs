@@ -654,7 +654,12 @@ pub trait UserStore: Send + Sync + 'static {
     /// Creates the account with its groups; `false` when the id is taken.
     async fn insert_user(&self, user: &UserRecord, now: UnixTime) -> StoreResult<bool>;
     async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>>;
-    async fn users(&self) -> StoreResult<Vec<UserRecord>>;
+    async fn users(&self) -> StoreResult<Vec<UserRecord>> {
+        self.users_changed_before(UnixTime::MAX).await
+    }
+    /// The users whose password was last set before `before`: what may expire soon, read
+    /// without loading every account of a large directory.
+    async fn users_changed_before(&self, before: UnixTime) -> StoreResult<Vec<UserRecord>>;
     /// `false` when there is no such user.
     async fn set_user_flag(&self, id: &str, flag: UserFlag, value: bool) -> StoreResult<bool>;
     /// Marks the password as one to change at the next sign-in: its change time becomes 0,

@@ -302,7 +302,12 @@ impl Directory for BuiltinDirectory {
         if self.max_age_secs <= 0 {
             return Ok(None);
         }
-        let users = self.users.users().await.map_err(derr)?;
+        // Only the passwords set early enough to expire before `before` are read.
+        let users = self
+            .users
+            .users_changed_before(before - self.max_age_secs)
+            .await
+            .map_err(derr)?;
         Ok(Some(
             users
                 .into_iter()

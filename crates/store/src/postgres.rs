@@ -1209,15 +1209,22 @@ impl UserStore for PgStore {
         user_from(&r, groups).map(Some)
     }
 
-    async fn users(&self) -> StoreResult<Vec<UserRecord>> {
-        let rows = sqlx::query("SELECT * FROM dir_users ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
-        let pairs = sqlx::query("SELECT user_id, grp FROM dir_groups ORDER BY user_id, grp")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
+    async fn users_changed_before(&self, before: UnixTime) -> StoreResult<Vec<UserRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM dir_users WHERE password_changed_at < $1 ORDER BY id")
+                .bind(before)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err)?;
+        let pairs = sqlx::query(
+            "SELECT user_id, grp FROM dir_groups WHERE user_id IN
+               (SELECT id FROM dir_users WHERE password_changed_at < $1)
+             ORDER BY user_id, grp",
+        )
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
         let mut groups: std::collections::HashMap<String, Vec<String>> =
             std::collections::HashMap::new();
         for p in &pairs {
