@@ -596,3 +596,49 @@ async fn a_new_code_can_be_asked_for_from_the_code_page() {
     b.wait_for("#new_password").await;
     s.stop().await;
 }
+
+/// Registration at admin sign-in in Chromium: an administrator without security info is asked
+/// first; "Not now" goes on to the page asked for while skips are left; once they are used up,
+/// only "Register now" is offered, and it opens the security-info page without a second
+/// sign-in.
+#[tokio::test]
+async fn an_unregistered_administrator_is_asked_to_register_at_sign_in() {
+    let s = Server::start().await;
+    s.user("boss", &["sspr-admins"]).await;
+    s.set_policy(|p| {
+        p["require_registration"] = json!(true);
+        p["registration_skips"] = json!(1);
+    })
+    .await;
+    let Some(b) = Browser::start("en").await else {
+        return;
+    };
+    let sign_in = || async {
+        b.open(&s, "/admin/policy").await;
+        b.fill("#admin-user", "boss").await;
+        b.fill("#admin-password", PASSWORD).await;
+        b.click("#admin-sign-in").await;
+        b.wait_for("#register-first").await;
+    };
+    sign_in().await;
+    assert!(
+        b.text("#skips-left").await.contains("last time"),
+        "{}",
+        b.text("#register-first").await
+    );
+    shot(&b, "admin-register-first").await;
+    b.click("#skip-for-now").await;
+    b.wait_for("#nav-policy").await;
+    assert!(b.current_url().await.ends_with("/admin/policy"));
+
+    // The skip is used: the next sign-in offers registration only, and it opens.
+    b.click("#admin-sign-out").await;
+    sign_in().await;
+    assert!(b.text("#register-required").await.contains("register now"));
+    assert!(!b.exists("#skip-for-now").await);
+    b.click("#register-now").await;
+    b.wait_for("#who").await;
+    assert!(b.text("#who").await.contains("boss"));
+    b.close().await;
+    s.stop().await;
+}
