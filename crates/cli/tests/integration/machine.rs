@@ -384,3 +384,46 @@ impl Machine {
         self.sssd_log().get(from..).unwrap_or_default().to_string()
     }
 }
+
+/// The first prompt of pam_sspr in front of a directory's login module.
+pub(crate) const FIRST_PROMPT: &str = "Password (press Enter if you forgot it):";
+
+/// A login with a password the directory says must be changed, as LightDM makes it: the
+/// account phase alone first (`false`, and it must say a new token is required), then
+/// authentication, the change at pam_sspr's prompts and the session in one handle. Returns
+/// whether that login went on, and its transcript.
+pub(crate) async fn login_changing_an_expired_password(
+    m: &Machine,
+    service: &str,
+    user: &str,
+    old: &str,
+    new: &str,
+    explain: impl Fn() -> String,
+) -> (bool, String) {
+    let mut pam = m.pam_ops(service, user, "authenticate acct_mgmt");
+    pam.expect(FIRST_PROMPT).await;
+    pam.send(old);
+    let (ok, out) = pam.finish().await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("Authentication token is no longer valid; new one required"),
+        "the account phase asks for a new password:\n{out}\n{}",
+        explain()
+    );
+    let mut pam = m.pam_ops(
+        service,
+        user,
+        "authenticate 'chauthtok(PAM_CHANGE_EXPIRED_AUTHTOK)' open_session",
+    );
+    pam.expect(FIRST_PROMPT).await;
+    pam.send(old);
+    pam.expect("Password expired. Choose a new one.").await;
+    pam.expect("Current password:").await;
+    pam.send(old);
+    pam.expect("New password:").await;
+    pam.send(new);
+    pam.expect("Retype new password:").await;
+    pam.send(new);
+    pam.expect("Password changed.").await;
+    pam.finish().await
+}

@@ -7,9 +7,7 @@
 
 use crate::ldap::{OLD, Slapd, server_on};
 use crate::logon::{Syslog, agent_config};
-use crate::machine::{Machine, system_tests};
-
-const FIRST_PROMPT: &str = "Password (press Enter if you forgot it):";
+use crate::machine::{FIRST_PROMPT, Machine, login_changing_an_expired_password, system_tests};
 
 /// An administrator's "change at next sign-in" on OpenLDAP (ppolicy `pwdReset`): pam_ldap
 /// lets the password in, and its account phase answers `PAM_NEW_AUTHTOK_REQD` (nslcd reads
@@ -45,35 +43,11 @@ async fn nslcd_an_expired_password_at_login_is_changed_through_sspr() {
     ));
     let new = "Nslcd-Changed-Passw0rd-Long";
 
-    // What the account phase says: the password is right, and must be changed first.
-    let mut pam = m.pam_ops("sspr-test", "alice", "authenticate acct_mgmt");
-    pam.expect(FIRST_PROMPT).await;
-    pam.send(OLD);
-    let (ok, out) = pam.finish().await;
-    assert!(!ok, "{out}");
-    assert!(
-        out.contains("Authentication token is no longer valid; new one required"),
-        "pam_ldap asks for a new password:\n{out}\n{}",
-        m.nslcd_log()
-    );
-
-    // A login does then what LightDM does: the change in the same handle, then the session.
-    let mut pam = m.pam_ops(
-        "sspr-test",
-        "alice",
-        "authenticate 'chauthtok(PAM_CHANGE_EXPIRED_AUTHTOK)' open_session",
-    );
-    pam.expect(FIRST_PROMPT).await;
-    pam.send(OLD);
-    pam.expect("Password expired. Choose a new one.").await;
-    pam.expect("Current password:").await;
-    pam.send(OLD);
-    pam.expect("New password:").await;
-    pam.send(new);
-    pam.expect("Retype new password:").await;
-    pam.send(new);
-    pam.expect("Password changed.").await;
-    let (ok, out) = pam.finish().await;
+    // The account phase says the password is right and must be changed first; the login
+    // then changes it at pam_sspr's prompts and goes on.
+    let (ok, out) =
+        login_changing_an_expired_password(&m, "sspr-test", "alice", OLD, new, || m.nslcd_log())
+            .await;
     assert!(ok, "the login goes on:\n{out}\n{}", log.text());
     assert!(
         slapd.attr(alice, "pwdReset").is_empty(),

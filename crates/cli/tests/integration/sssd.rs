@@ -17,9 +17,8 @@ use std::path::PathBuf;
 use crate::harness::Server;
 use crate::ldap::{OLD, Slapd, server_on};
 use crate::logon::{Pam, Syslog, agent_config};
-use crate::machine::{Machine, system_tests};
+use crate::machine::{FIRST_PROMPT, Machine, login_changing_an_expired_password, system_tests};
 
-const FIRST_PROMPT: &str = "Password (press Enter if you forgot it):";
 const MAIL: &str = "alice@contoso.test";
 
 pub(crate) struct Site {
@@ -460,37 +459,13 @@ async fn sssd_an_expired_password_at_login_is_changed_through_sspr() {
     ));
     let new = "Sssd-Changed-Passw0rd-Long";
 
-    // What the account phase says: the password is right, and must be changed first.
-    let mut pam = site
-        .m
-        .pam_ops("sspr-test", "alice", "authenticate acct_mgmt");
-    pam.expect(FIRST_PROMPT).await;
-    pam.send(OLD);
-    let (ok, out) = pam.finish().await;
-    assert!(!ok, "{out}");
-    assert!(
-        out.contains("Authentication token is no longer valid; new one required"),
-        "SSSD asks for a new password:\n{out}\n{}",
-        site.sssd_said(0)
-    );
-
-    // A login does then what LightDM does: the change in the same handle, then the session.
-    let mut pam = site.m.pam_ops(
-        "sspr-test",
-        "alice",
-        "authenticate 'chauthtok(PAM_CHANGE_EXPIRED_AUTHTOK)' open_session",
-    );
-    pam.expect(FIRST_PROMPT).await;
-    pam.send(OLD);
-    pam.expect("Password expired. Choose a new one.").await;
-    pam.expect("Current password:").await;
-    pam.send(OLD);
-    pam.expect("New password:").await;
-    pam.send(new);
-    pam.expect("Retype new password:").await;
-    pam.send(new);
-    pam.expect("Password changed.").await;
-    let (ok, out) = pam.finish().await;
+    // The account phase says the password is right and must be changed first; the login
+    // then changes it at pam_sspr's prompts and goes on.
+    let (ok, out) =
+        login_changing_an_expired_password(&site.m, "sspr-test", "alice", OLD, new, || {
+            site.sssd_said(0)
+        })
+        .await;
     assert!(ok, "the login goes on:\n{out}\n{}", site.log.text());
     assert!(
         site.slapd.attr(alice, "pwdReset").is_empty(),
