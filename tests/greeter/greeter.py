@@ -220,11 +220,12 @@ class Run:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.cfg = self.p("sspr.toml")
-        with open(self.cfg, "w") as f:
-            f.write(f'data_dir = "{self.p("server")}"\nlisten = "127.0.0.1:{self.port}"\n'
-                    f'public_url = "https://localhost:{self.port}"\n')
-        self.spawn([os.path.join(DEBUG, "sspr"), "-c", self.cfg, "serve"], "server.log")
+        # The zero-config quick start (no config file), so that the demo user exists; only
+        # where its data goes and which port it takes come from the environment.
+        self.server_env = dict(os.environ, SSPR_DATA_DIR=self.p("server"),
+                               SSPR_LISTEN=f"127.0.0.1:{self.port}")
+        self.server_env.pop("SSPR_CONFIG", None)
+        self.spawn([os.path.join(DEBUG, "sspr"), "serve"], "server.log", env=self.server_env)
         self.ca = self.p("server", "tls", "ca.pem")
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -238,8 +239,8 @@ class Run:
         raise SystemExit("the sspr server did not start: see " + self.p("server.log"))
 
     def outbox(self):
-        out = run([os.path.join(DEBUG, "sspr"), "-c", self.cfg, "outbox", "--json", "--limit", "20"],
-                  capture_output=True, text=True).stdout
+        out = run([os.path.join(DEBUG, "sspr"), "outbox", "--json", "--limit", "20"],
+                  capture_output=True, text=True, env=self.server_env).stdout
         return [m for m in json.loads(out) if "demo@" in (m.get("to") or "")]
 
     def create_user(self):
@@ -574,8 +575,9 @@ allow-guest=false
             self.check("changed", self.shot(n, "changed"))
             self.xdo("key", "Return")
         self.session_started(n + 1, "NEW (handed on by the change)")
-        out = run([os.path.join(DEBUG, "sspr"), "-c", self.cfg, "audit", "--activity", "change_password",
-                   "--format", "json"], capture_output=True, text=True, check=False).stdout
+        out = run([os.path.join(DEBUG, "sspr"), "audit", "--activity", "change_password",
+                   "--format", "json"], capture_output=True, text=True, check=False,
+                  env=self.server_env).stdout
         try:
             events = json.loads(out or "[]")
         except ValueError:

@@ -82,6 +82,10 @@ pub enum UsersCmd {
         /// Group membership; repeat for several.
         #[arg(long = "group")]
         groups: Vec<String>,
+        /// An administrator: also a member of the first of `admin_groups` (how the first
+        /// administrator of a new installation is made).
+        #[arg(long)]
+        admin: bool,
     },
     /// Import users from CSV: login,display_name,email,mobile,groups(;-separated),password.
     Import {
@@ -132,8 +136,15 @@ pub async fn users(c: UsersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
             name,
             email,
             mobile,
-            groups,
+            mut groups,
+            admin,
         } => {
+            if admin
+                && let Some(g) = rt.app.settings.admin_groups.first()
+                && !groups.iter().any(|have| have.eq_ignore_ascii_case(g))
+            {
+                groups.push(g.clone());
+            }
             let mut password = String::new();
             if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
                 eprint!("Password for {login}: ");
@@ -719,9 +730,12 @@ pub async fn doctor(cfg: Config, user: Option<&str>) -> anyhow::Result<ExitCode>
     // Choices an admin may make on purpose, but should make knowingly: said, not failed.
     let mut warnings: Vec<(&str, String, &str)> = Vec::new();
     match crate::runtime::open_store(&cfg).await {
-        Ok((store, _)) => match store.ping().await {
+        Ok((store, users)) => match store.ping().await {
             Ok(()) => {
                 checks.push(pass("database", "reachable, schema up to date".into()));
+                if !cfg.demo {
+                    checks.extend(demo_accounts(users.as_ref()).await);
+                }
                 if let Ok(Some(p)) = store.load_policy().await {
                     let req = p.requirement_for(&[]);
                     if req.required < 2 && req.methods.contains(&sspr_domain::Method::Questions) {
@@ -805,6 +819,45 @@ pub async fn doctor(cfg: Config, user: Option<&str>) -> anyhow::Result<ExitCode>
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The quick start's demo accounts, found on an installation that is not the quick start (an
+/// earlier version made them wherever the built-in directory started empty): a failure while
+/// one still has the password the README publishes.
+async fn demo_accounts(users: &dyn sspr_app::ports::UserStore) -> Vec<sspr_ldap::Check> {
+    use crate::runtime::{DEMO_ADMIN, DEMO_ADMIN_PASSWORD, DEMO_PASSWORD, DEMO_USER};
+    let Ok(hasher) = sspr_app::crypto::HashPool::new(1, std::time::Duration::from_secs(10)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (login, published) in [
+        (DEMO_ADMIN, DEMO_ADMIN_PASSWORD),
+        (DEMO_USER, DEMO_PASSWORD),
+    ] {
+        let Ok(Some(u)) = users.user(login).await else {
+            continue;
+        };
+        let known = u.enabled
+            && hasher
+                .verify(published, &u.password_hash)
+                .await
+                .unwrap_or(false);
+        out.push(sspr_ldap::Check {
+            name: "demo accounts".into(),
+            ok: !known,
+            detail: if known {
+                format!(
+                    "{login} exists outside the quick start with the password the README publishes"
+                )
+            } else {
+                format!(
+                    "{login} exists outside the quick start (disabled, or its password changed)"
+                )
+            },
+            fix: format!("sspr users disable {login}, or give it a new password"),
+        });
+    }
+    out
 }
 
 #[derive(Subcommand, Debug)]

@@ -44,7 +44,10 @@ pub struct Config {
     pub web: WebConfig,
     pub connections: ConnectionsConfig,
     pub reminders: RemindersConfig,
-    /// Create the demo user on first start when the built-in directory is empty.
+    /// The zero-config quick start's demo accounts (created on first start when the built-in
+    /// directory is empty; their passwords are in the README). On only without a config file,
+    /// with the dev outbox and the built-in directory: [`Config::load`] turns it off otherwise
+    /// and refuses `demo = true` in a file.
     pub demo: bool,
 }
 
@@ -223,21 +226,34 @@ impl Default for Config {
 impl Config {
     /// Defaults, then the file (if any), then `SSPR_*` variables. Errors name the key.
     pub fn load(file: Option<&Path>) -> Result<Config, String> {
-        let mut f = Figment::from(Serialized::defaults(Config::default()));
+        // What the file and the environment set, apart from the defaults.
+        let mut given = Figment::new();
         if let Some(p) = file {
             if !p.exists() {
                 return Err(format!("the config file {} does not exist", p.display()));
             }
-            f = f.merge(Toml::file(p));
+            given = given.merge(Toml::file(p));
         }
         // SSPR_TEST_* belong to the test suite, SSPR_CONFIG names the file itself.
-        f = f.merge(
+        given = given.merge(
             Env::prefixed("SSPR_")
                 .split("__")
                 .ignore(&["config"])
                 .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_")),
         );
-        let mut cfg = extract(f)?;
+        let mut cfg =
+            extract(Figment::from(Serialized::defaults(Config::default())).merge(given.clone()))?;
+        if file.is_some() && given.contains("demo") && cfg.demo {
+            return Err("demo = true: the demo accounts, whose passwords the README publishes, exist only in the zero-config quick start (no config file). Remove `demo` from the file, and create the first administrator with `sspr users add --admin LOGIN`.".into());
+        }
+        // A file, live delivery or a directory server is a real installation, however the
+        // rest is set: no account with a published password is ever created there.
+        cfg.demo &= file.is_none() && cfg.delivery.mode == "dev" && cfg.directory.kind == "builtin";
+        // Links and the startup message follow the port actually listened on, unless the
+        // public address is set (a proxy in front).
+        if !given.contains("public_url") && cfg.listen.port() != 8443 {
+            cfg.public_url = format!("https://localhost:{}", cfg.listen.port());
+        }
         if let Some(l) = cfg.directory.ldap.as_mut() {
             l.load_secrets()?;
         }

@@ -187,6 +187,13 @@ pub async fn seed_demo(rt: &Runtime) -> anyhow::Result<bool> {
     {
         return Ok(false);
     }
+    create_demo_accounts(rt).await?;
+    Ok(true)
+}
+
+/// The demo accounts and policy, whatever the configuration says: for the quick start (through
+/// [`seed_demo`]) and for test fixtures that need a known user with known answers.
+pub async fn create_demo_accounts(rt: &Runtime) -> anyhow::Result<()> {
     rt.builtin
         .add_user(&NewUser {
             login: DEMO_USER.into(),
@@ -248,5 +255,5 @@ pub async fn seed_demo(rt: &Runtime) -> anyhow::Result<bool> {
         ..rt.app.policy().await.map_err(|e| anyhow::anyhow!("{e}"))?
     };
     rt.store.save_policy(&policy, now).await?;
-    Ok(true)
+    Ok(())
 }

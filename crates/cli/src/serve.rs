@@ -83,7 +83,10 @@ pub async fn run_with(
         tokio::spawn(reminder_job(rt.app.clone(), every, stop_rx));
     }
 
-    banner(&rt, ca.as_deref(), seeded);
+    let nobody = !cfg.demo
+        && cfg.directory.kind == "builtin"
+        && rt.builtin.list().await.is_ok_and(|l| l.is_empty());
+    banner(&rt, ca.as_deref(), seeded, nobody);
     let state = Arc::new(sspr_server::State {
         app: rt.app.clone(),
         trusted_proxies: cfg.trusted_proxies.clone(),
@@ -239,7 +242,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn banner(rt: &Runtime, ca: Option<&std::path::Path>, seeded: bool) {
+fn banner(rt: &Runtime, ca: Option<&std::path::Path>, seeded: bool, nobody: bool) {
     let cfg = &rt.config;
     let url = cfg.public_url.trim_end_matches('/');
     let cacert = ca
@@ -258,7 +261,11 @@ fn banner(rt: &Runtime, ca: Option<&std::path::Path>, seeded: bool) {
             ca.display()
         ));
     }
+    if nobody {
+        s.push_str("  The built-in directory has no account yet: add the first administrator with `sspr users add --admin LOGIN`.\n");
+    }
     if cfg.demo {
+        s.push_str("  QUICK START (no config file): the demo accounts below have passwords published in the README. A config file, live delivery or an LDAP directory turns them off.\n");
         if seeded {
             s.push_str("  Demo user created:\n");
         } else {

@@ -722,3 +722,123 @@ fn add_kim(dir: &std::path::Path, extra: &[&str]) {
     let out = add.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
 }
+
+/// Issue 18's safe defaults: the demo accounts, whose passwords the README publishes, exist
+/// only in the zero-config quick start. A config file (or live delivery, or an LDAP directory)
+/// makes none and refuses `demo = true`; the startup message says how to make the first
+/// administrator, and links follow the port listened on. Demo accounts an earlier version
+/// left on such an installation are a `sspr doctor` failure while their password is the
+/// published one.
+#[tokio::test]
+async fn a_configured_installation_has_no_demo_accounts_and_makes_its_first_admin_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = free_port();
+    let cfg = d.join("sspr.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n",
+            d.join("data").display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str], stdin: &str, env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sspr"))
+            .current_dir(d)
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("SSPR_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(c.stdin.as_mut().unwrap(), stdin.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let c = cfg.to_str().unwrap();
+
+    let log_path = d.join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .args(["-c", c, "serve"])
+        .env_remove("SSPR_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let ca = d.join("data/tls/ca.pem");
+    let mut log = String::new();
+    for _ in 0..300 {
+        log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if ca.exists() && log.contains("sspr is running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        log.contains(&format!("sspr is running at https://localhost:{port}")),
+        "{log}"
+    );
+    assert!(log.contains("sspr users add --admin LOGIN"), "{log}");
+    assert!(!log.contains("sspr-demo-admin-password"), "{log}");
+    let (code, out, _) = run(&["-c", c, "users", "list", "--format", "json"], "", &[]);
+    assert_eq!((code, out.trim()), (0, "[]"), "no demo accounts");
+
+    // demo = true in a file is refused in words; without a file, live delivery turns it off.
+    let demo = d.join("demo.toml");
+    std::fs::write(&demo, "demo = true\n").unwrap();
+    let (code, _, err) = run(&["-c", demo.to_str().unwrap(), "config", "check"], "", &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("only in the zero-config quick start"), "{err}");
+    let (_, out, _) = run(&["config", "show"], "", &[("SSPR_DELIVERY__MODE", "live")]);
+    assert!(out.contains("demo = false"), "{out}");
+
+    // The first administrator.
+    let (code, out, err) = run(
+        &["-c", c, "users", "add", "boss", "--admin"],
+        "violet harbour lantern seventy-two\n",
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = run(&["-c", c, "users", "list", "--format", "json"], "", &[]);
+    let users: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        users[0]["groups"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("sspr-admins")),
+        "{users}"
+    );
+
+    // Demo accounts an earlier version made here: a failure until they are disabled.
+    {
+        let config = sspr::config::Config::load(Some(&cfg)).unwrap();
+        let rt = sspr::runtime::build(config, std::sync::Arc::new(sspr_domain::SystemClock::new()))
+            .await
+            .unwrap();
+        sspr::runtime::create_demo_accounts(&rt).await.unwrap();
+    }
+    let (code, out, _) = run(&["-c", c, "doctor"], "", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL demo accounts")
+            && out.contains(
+                "demo-admin exists outside the quick start with the password the README publishes"
+            ),
+        "{out}"
+    );
+    for login in ["demo-admin", "demo"] {
+        assert_eq!(run(&["-c", c, "users", "disable", login], "", &[]).0, 0);
+    }
+    let (code, out, _) = run(&["-c", c, "doctor"], "", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok   demo accounts"), "{out}");
+}

@@ -68,12 +68,15 @@ impl Sspr {
                 cfg.database.schema.unwrap_or_default()
             );
         }
-        // bench/kill9.sh runs the same loop against a baseline build, which knows no lease.
-        let lease = if std::env::var_os("KILL9_BASELINE").is_some() {
+        // bench/kill9.sh runs the same loop against a baseline build, which knows no lease,
+        // and still made the demo user itself when a config file asked for it.
+        let baseline = std::env::var_os("KILL9_BASELINE").is_some();
+        let lease = if baseline {
             String::new()
         } else {
             format!("finish_lease_secs = {LEASE_SECS}")
         };
+        let demo = if baseline { "demo = true" } else { "" };
         let config = dir.path().join("sspr.toml");
         std::fs::write(
             &config,
@@ -81,7 +84,7 @@ impl Sspr {
                 r#"data_dir = "{data}"
 listen = "127.0.0.1:{port}"
 public_url = "https://localhost:{port}"
-demo = true
+{demo}
 log_level = "info"
 
 [limits]
@@ -110,6 +113,12 @@ ip_starts = {{ max = 100000, secs = 600 }}
             rng: seed,
             password_ms: 150,
         };
+        // A config file never makes the demo accounts: the fixture makes them, in the same
+        // database, before the server starts.
+        if !baseline {
+            let rt = s.inspect().await;
+            sspr::runtime::create_demo_accounts(&rt).await.unwrap();
+        }
         s.start().await;
         s
     }
