@@ -87,8 +87,7 @@ impl App {
             match self.store.skip_registration(&u.id, now, max).await? {
                 Some(used) => {
                     let left = max.saturating_sub(used);
-                    ev.details =
-                        serde_json::json!({ "registration": "skipped", "skips_left": left });
+                    ev.details = serde_json::json!({ "registration": "asked", "skips_left": left });
                     skips_left = Some(left);
                 }
                 None => {

@@ -1019,6 +1019,13 @@ async fn an_administrator_who_could_not_reset_is_asked_to_register_and_may_skip_
     assert!(a.body.contains("admin-signin-form"), "{}", a.body);
 
     let events = s.audit("activity=admin_sign_in&user=boss").await;
+    assert!(
+        events
+            .iter()
+            .all(|e| e["details"]["registration"] == "asked"
+                || e["details"]["registration"] == "required"),
+        "{events:?}"
+    );
     let lefts: Vec<_> = events
         .iter()
         .map(|e| e["details"]["skips_left"].clone())

@@ -213,7 +213,7 @@ pub async fn sign_in(p: Posted) -> Response {
             w.redirect(next)
         }
         // Asked to register first: "Register now" is a link to the registration page, on the
-        // session opened beside the admin one; "Skip for now" a link to where they were going.
+        // session opened beside the admin one; "Not now" a link to where they were going.
         Ok(AdminSignIn::AskedToRegister {
             admin,
             register,
