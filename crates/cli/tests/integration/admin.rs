@@ -326,7 +326,7 @@ async fn audit_queries_filter_and_export_csv() {
         ("result=maybe", "result must be success or failure"),
         (
             "client_type=fax",
-            "client_type must be logon_screen, ssh, browser, cli or api",
+            "client_type must be logon_screen, ssh, browser, cli, api or system",
         ),
         ("colour=blue", "colour"),
     ] {

@@ -633,6 +633,9 @@ async fn an_unregistered_administrator_is_asked_to_register_at_sign_in() {
 
     // The skip is used: the next sign-in offers registration only, and it opens.
     b.click("#admin-sign-out").await;
+    // Signing out lands on the home page; only then is the next page opened (else the
+    // sign-out's redirect may arrive after it).
+    b.wait_for("#go-reset").await;
     sign_in().await;
     assert!(b.text("#register-required").await.contains("register now"));
     assert!(!b.exists("#skip-for-now").await);
