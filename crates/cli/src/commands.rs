@@ -93,8 +93,8 @@ pub enum UsersCmd {
     },
     /// List users with their registration status.
     List {
-        #[arg(long, default_value = "table")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
     },
     /// One user's account and registration.
     Status {
@@ -200,9 +200,9 @@ pub async fn users(c: UsersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
                     methods: methods.iter().map(|m| m.as_str().to_string()).collect(),
                 });
             }
-            match format.as_str() {
-                "json" => println!("{}", serde_json::to_string_pretty(&rows)?),
-                "csv" => {
+            match format {
+                ListFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                ListFormat::Csv => {
                     println!("login,display_name,enabled,locked,groups,registered,methods");
                     for r in rows {
                         println!(
@@ -217,7 +217,7 @@ pub async fn users(c: UsersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
                         );
                     }
                 }
-                _ => {
+                ListFormat::Table => {
                     println!(
                         "{:<20} {:<24} {:<8} {:<7} {:<11} {:<20} GROUPS",
                         "LOGIN", "NAME", "ENABLED", "LOCKED", "REGISTERED", "METHODS"
@@ -433,7 +433,10 @@ async fn import_line(
     rt.builtin
         .add_user(&u)
         .await
-        .map_err(|e| format!("line {lineno}: {login}: {e}"))
+        .map_err(|e| format!("line {lineno}: {login}: {e}"))?;
+    // Each account an import makes is audited as one `users add` is.
+    audit_user_change(rt, &login, "imported").await;
+    Ok(())
 }
 
 #[derive(Subcommand, Debug)]
@@ -589,9 +592,16 @@ pub struct AuditArgs {
     support_code: Option<String>,
     #[arg(long, default_value_t = 100)]
     limit: u32,
-    /// table, json or csv.
-    #[arg(long, default_value = "table")]
-    format: String,
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    format: ListFormat,
+}
+
+/// How a listing is printed. An unknown value is an error that lists these (clap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+    Csv,
 }
 
 pub async fn audit(a: AuditArgs, rt: &Runtime) -> anyhow::Result<ExitCode> {
@@ -622,10 +632,10 @@ pub async fn audit(a: AuditArgs, rt: &Runtime) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(sspr_server::routes::event_dto)
         .collect();
-    match a.format.as_str() {
-        "json" => println!("{}", serde_json::to_string_pretty(&events)?),
-        "csv" => print!("{}", sspr_server::routes::events_csv(&events)),
-        _ => {
+    match a.format {
+        ListFormat::Json => println!("{}", serde_json::to_string_pretty(&events)?),
+        ListFormat::Csv => print!("{}", sspr_server::routes::events_csv(&events)),
+        ListFormat::Table => {
             println!(
                 "{:<20} {:<24} {:<7} {:<16} {:<15} {:<12} {:<22} SUPPORT",
                 "TIME", "ACTIVITY", "RESULT", "USER", "IP", "CLIENT", "REASON"
@@ -652,13 +662,21 @@ pub async fn audit(a: AuditArgs, rt: &Runtime) -> anyhow::Result<ExitCode> {
 pub struct OutboxArgs {
     #[arg(long, default_value_t = 10)]
     limit: u32,
-    #[arg(long)]
+    /// table or json (csv is not offered: message bodies span lines).
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    format: ListFormat,
+    /// The same as --format json (kept for scripts written before --format).
+    #[arg(long, hide = true)]
     json: bool,
 }
 
 pub async fn outbox(a: OutboxArgs, rt: &Runtime) -> anyhow::Result<ExitCode> {
+    if a.format == ListFormat::Csv {
+        eprintln!("error: the outbox is listed as table or json");
+        return Ok(ExitCode::from(2));
+    }
     let msgs = sspr_app::ports::Store::outbox_list(rt.store.as_ref(), a.limit).await?;
-    if a.json {
+    if a.json || a.format == ListFormat::Json {
         let v: Vec<_> = msgs
             .iter()
             .map(|m| {

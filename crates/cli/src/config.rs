@@ -373,6 +373,11 @@ impl Config {
                     }
                     e.extend(permission_problem(p));
                 }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => e.push(format!(
+                    "secret_key_file {} does not exist; create it with: sspr key > {} (then chmod 600)",
+                    p.display(),
+                    p.display()
+                )),
                 Err(err) => e.push(format!(
                     "secret_key_file {} cannot be read: {err}",
                     p.display()

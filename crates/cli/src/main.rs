@@ -57,6 +57,9 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve) {
+        end_quietly_on_a_closed_pipe();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -127,5 +130,17 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 | Command::Doctor { .. } => Ok(std::process::ExitCode::SUCCESS),
             }
         }
+    }
+}
+
+/// `sspr audit | head` ends quietly when `head` has read enough, as other Unix tools do: the
+/// default SIGPIPE ends the process. Rust ignores SIGPIPE so that a closed socket is an error
+/// rather than a death, and printing to a closed pipe then panics; `serve` keeps that.
+#[allow(unsafe_code)]
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called at the start of main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -161,7 +161,7 @@ fn load_key(config: &Config, rng: &dyn Random) -> anyhow::Result<ServerKey> {
     }
     if config.secret_key_file.is_some() {
         anyhow::bail!(
-            "secret_key_file {} does not exist; create it with: sspr key generate > {}",
+            "secret_key_file {} does not exist; create it with: sspr key > {} (then chmod 600)",
             path.display(),
             path.display()
         );

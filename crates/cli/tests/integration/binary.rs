@@ -842,3 +842,108 @@ async fn a_configured_installation_has_no_demo_accounts_and_makes_its_first_admi
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok   demo accounts"), "{out}");
 }
+
+/// Issue 18's CLI conventions: a listing piped into a reader that stops early ends quietly
+/// (it panicked, exit 101); an unknown `--format` is an error that lists the choices (it
+/// printed a table); every listing, the outbox too, takes `--format json`; an import is
+/// audited account by account; a missing key file names the command that exists.
+#[test]
+fn cli_listings_follow_unix_conventions() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let run = |args: &[&str], stdin: &str| {
+        let mut c = sspr(dir.path(), port)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(c.stdin.as_mut().unwrap(), stdin.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let csv = dir.path().join("users.csv");
+    let mut text = String::from("login,display_name,email,mobile,groups,password\n");
+    for i in 0..40 {
+        text.push_str(&format!(
+            "user{i},User {i},user{i}@x.test,,staff,another long passphrase\n"
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let (code, out, err) = run(&["users", "import", csv.to_str().unwrap()], "");
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = run(
+        &[
+            "audit",
+            "--activity",
+            "admin_user_changed",
+            "--format",
+            "json",
+            "--limit",
+            "1000",
+        ],
+        "",
+    );
+    assert_eq!(code, 0);
+    let events: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let imported = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "imported")
+        .count();
+    assert_eq!(imported, 40, "one event per imported account");
+
+    // The reader goes away before the listing is written.
+    for args in [&["audit", "--limit", "1000"][..], &["users", "list"][..]] {
+        let mut c = sspr(dir.path(), port)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(c.stdout.take());
+        let o = c.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(o.status.code(), Some(101), "{args:?}: {err}");
+    }
+
+    for args in [
+        &["users", "list", "--format", "yaml"][..],
+        &["audit", "--format", "xml"][..],
+    ] {
+        let (code, _, err) = run(args, "");
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains("possible values: table, json, csv"), "{err}");
+    }
+    let (code, out, _) = run(&["outbox", "--format", "json"], "");
+    assert_eq!(code, 0);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&out).is_ok(),
+        "{out}"
+    );
+
+    let (code, _, err) = run(&["users", "list"], "");
+    assert_eq!(code, 0, "{err}");
+    let missing = dir.path().join("nowhere.key");
+    let (code, _, err) = {
+        let o = sspr(dir.path(), port)
+            .args(["users", "list"])
+            .env("SSPR_SECRET_KEY_FILE", &missing)
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::new(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    assert_ne!(code, 0);
+    assert!(err.contains("sspr key >"), "{err}");
+}
