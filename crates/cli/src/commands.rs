@@ -782,10 +782,15 @@ pub async fn doctor(cfg: Config, user: Option<&str>) -> anyhow::Result<ExitCode>
             Ok(d) => checks.extend(d.diagnose(user).await),
             Err(e) => checks.push(fail("directory", e, "fix [directory.ldap]")),
         },
-        _ => checks.push(pass(
-            "directory",
-            "built-in (accounts in sspr's database)".into(),
-        )),
+        _ => {
+            checks.push(pass(
+                "directory",
+                "built-in (accounts in sspr's database)".into(),
+            ));
+            if let Some(login) = user {
+                checks.push(builtin_user(&cfg, login).await);
+            }
+        }
     }
     if cfg.delivery.mode == "live" {
         match cfg
@@ -837,6 +842,74 @@ pub async fn doctor(cfg: Config, user: Option<&str>) -> anyhow::Result<ExitCode>
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `doctor --user` on the built-in directory: whether the account exists and can use sspr, and
+/// what it has registered.
+async fn builtin_user(cfg: &Config, login: &str) -> sspr_ldap::Check {
+    let check = |ok: bool, detail: String, fix: &str| sspr_ldap::Check {
+        name: "user".into(),
+        ok,
+        detail,
+        fix: fix.into(),
+    };
+    let Some(id) = sspr_domain::identity::canonical_login(login) else {
+        return check(
+            false,
+            format!("{login:?} is not a login name"),
+            "check the spelling",
+        );
+    };
+    let (store, users) = match crate::runtime::open_store(cfg).await {
+        Ok(s) => s,
+        Err(e) => return check(false, format!("{e:#}"), "see the database check"),
+    };
+    let u = match users.user(&id).await {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            return check(
+                false,
+                format!("no account {id} in the built-in directory"),
+                "check the spelling, or add it: sspr users add LOGIN",
+            );
+        }
+        Err(e) => return check(false, e.to_string(), "see the database check"),
+    };
+    let methods: Vec<&str> = store
+        .methods(&id)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| m.status == sspr_app::ports::MethodStatus::Active)
+        .map(|m| m.method.as_str())
+        .collect();
+    let registered = if methods.is_empty() {
+        "nothing registered".to_string()
+    } else {
+        format!("registered: {}", methods.join(", "))
+    };
+    let expired = if u.password_changed_at == 0 {
+        ", must change the password at the next sign-in"
+    } else {
+        ""
+    };
+    match (u.enabled, u.locked) {
+        (false, _) => check(
+            false,
+            format!("{id} is disabled; {registered}"),
+            "sspr users enable LOGIN",
+        ),
+        (true, true) => check(
+            false,
+            format!("{id} is locked (a reset unlocks it); {registered}"),
+            "sspr users unlock LOGIN, or let the user reset",
+        ),
+        (true, false) => check(
+            true,
+            format!("{id} found, enabled, not locked{expired}; {registered}"),
+            "",
+        ),
+    }
 }
 
 /// The quick start's demo accounts, found on an installation that is not the quick start (an

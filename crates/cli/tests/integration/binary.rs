@@ -818,6 +818,20 @@ async fn a_configured_installation_has_no_demo_accounts_and_makes_its_first_admi
         "{users}"
     );
 
+    // doctor --user on the built-in directory looks the account up (it was ignored).
+    let (code, out, _) = run(&["-c", c, "doctor", "--user", "boss"], "", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("boss found, enabled, not locked; nothing registered"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["-c", c, "doctor", "--user", "nobody"], "", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("no account nobody in the built-in directory"),
+        "{out}"
+    );
+
     // Demo accounts an earlier version made here: a failure until they are disabled.
     {
         let config = sspr::config::Config::load(Some(&cfg)).unwrap();
