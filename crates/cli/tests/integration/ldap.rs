@@ -1128,7 +1128,16 @@ impl SambaAd {
             1,
         );
         std::fs::write(&conf, text).unwrap();
-        let child = Command::new("samba")
+        // The previous domain controller's workers may still hold the ports: an open port
+        // is not yet this one's (a CI run met "connection refused" right after such a wait).
+        let open = |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        for _ in 0..240 {
+            if !open(389) && !open(636) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let mut child = Command::new("samba")
             .arg("-s")
             .arg(&conf)
             .args(["-i", "-d1"])
@@ -1136,14 +1145,40 @@ impl SambaAd {
             .stderr(std::fs::File::create(d.join("samba.log")).unwrap())
             .spawn()
             .unwrap();
-        // Up to 90 s: on a loaded machine Samba has taken far longer than its usual 3 s.
-        for _ in 0..360 {
-            // samba-tool talks to 389 and sspr to 636: both must answer (they open apart).
-            if std::net::TcpStream::connect(("127.0.0.1", 636)).is_ok()
-                && std::net::TcpStream::connect(("127.0.0.1", 389)).is_ok()
-            {
-                break;
+        // Ready when this samba answers an LDAP search on 389 (samba-tool's way in) and
+        // accepts on 636 (sspr's); up to 90 s, as a loaded machine has taken far longer than
+        // the usual 3 s.
+        let answers = || {
+            Command::new("ldapsearch")
+                .args([
+                    "-x",
+                    "-H",
+                    "ldap://127.0.0.1",
+                    "-s",
+                    "base",
+                    "-b",
+                    "",
+                    "-o",
+                    "nettimeout=5",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let t0 = std::time::Instant::now();
+        while !(open(636) && answers()) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "samba exited ({status}):\n{}",
+                    std::fs::read_to_string(d.join("samba.log")).unwrap_or_default()
+                );
             }
+            assert!(
+                t0.elapsed() < Duration::from_secs(90),
+                "samba did not answer within 90 s:\n{}",
+                std::fs::read_to_string(d.join("samba.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(250));
         }
         let ad = SambaAd {
