@@ -267,3 +267,31 @@ async fn an_administrator_invites_from_the_users_page() {
     assert!(!p.body.contains("id=\"invite-sent\""), "{}", p.body);
     s.stop().await;
 }
+
+/// The invitation in Chromium, as the new user meets it: the link's page, then the password
+/// page with the rules, then done with the way to registration. Saves the README's screenshots
+/// with `SSPR_SCREENSHOTS`.
+#[tokio::test]
+async fn an_invitation_in_a_browser_sets_the_first_password() {
+    let s = Server::start().await;
+    add(&s, "nell", Some("nell@contoso.test"), &["staff"]).await;
+    let (st, v) = invite(&s, "nell").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let token = link_token(&s, "nell@contoso.test", 0).await;
+    let Some(b) = crate::browser::Browser::start("en").await else {
+        return;
+    };
+    b.open(&s, &format!("/invite/{token}")).await;
+    b.wait_for("#accept-invite").await;
+    crate::portal::shot(&b, "invite").await;
+    b.click("#accept-invite").await;
+    b.wait_for("#new_password").await;
+    b.fill("#new_password", NEW).await;
+    b.fill("#confirm_password", NEW).await;
+    b.click("#set-password").await;
+    b.wait_for_text("Your password is set").await;
+    crate::portal::shot(&b, "invite-done").await;
+    b.close().await;
+    assert!(s.password_works("nell", NEW).await);
+    s.stop().await;
+}
