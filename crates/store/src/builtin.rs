@@ -159,7 +159,6 @@ impl BuiltinDirectory {
             .collect())
     }
 
-    /// Sets `enabled` or `locked`. Returns false when there is no such user.
     /// The user must change the password at the next sign-in. `false` when there is no such
     /// user.
     pub async fn expire_password(&self, login: &str) -> Result<bool, String> {
@@ -170,6 +169,7 @@ impl BuiltinDirectory {
             .map_err(|e| e.to_string())
     }
 
+    /// Sets `enabled` or `locked`. Returns false when there is no such user.
     pub async fn set_flag(&self, login: &str, flag: UserFlag, value: bool) -> Result<bool, String> {
         let id = canonical_login(login).unwrap_or_default();
         self.users
