@@ -83,10 +83,7 @@ pub async fn run_with(
         tokio::spawn(reminder_job(rt.app.clone(), every, stop_rx));
     }
 
-    let nobody = !cfg.demo
-        && cfg.directory.kind == "builtin"
-        && rt.builtin.list().await.is_ok_and(|l| l.is_empty());
-    banner(&rt, ca.as_deref(), seeded, nobody);
+    banner(&rt, ca.as_deref(), seeded);
     let state = Arc::new(sspr_server::State {
         app: rt.app.clone(),
         trusted_proxies: cfg.trusted_proxies.clone(),
@@ -242,7 +239,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn banner(rt: &Runtime, ca: Option<&std::path::Path>, seeded: bool, nobody: bool) {
+fn banner(rt: &Runtime, ca: Option<&std::path::Path>, seeded: bool) {
     let cfg = &rt.config;
     let url = cfg.public_url.trim_end_matches('/');
     let cacert = ca
@@ -261,8 +258,12 @@ fn banner(rt: &Runtime, ca: Option<&std::path::Path>, seeded: bool, nobody: bool
             ca.display()
         ));
     }
-    if nobody {
-        s.push_str("  The built-in directory has no account yet: add the first administrator with `sspr users add --admin LOGIN`.\n");
+    // Said, not looked up: reading the accounts at every start would cost a large directory
+    // its whole user table.
+    if !cfg.demo && cfg.directory.kind == "builtin" {
+        s.push_str(
+            "  Built-in directory: administrators are added with `sspr users add --admin LOGIN`.\n",
+        );
     }
     if cfg.demo {
         s.push_str("  QUICK START (no config file): the demo accounts below have passwords published in the README. A config file, live delivery or an LDAP directory turns them off.\n");
