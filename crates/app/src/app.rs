@@ -162,6 +162,7 @@ impl App {
     /// Writes the event. An audit write that fails is logged loudly, the whole event with
     /// it (see [`log_unstored`]), but does not turn a user's finished reset into an error.
     pub async fn record(&self, event: AuditEvent) {
+        crate::metrics::metrics().event(&event);
         if let Err(e) = self.store.audit(&event).await {
             log_unstored(&event, &e.to_string());
         }
@@ -174,6 +175,7 @@ impl App {
         let code = support_code(self.rng.as_ref());
         event.outcome = Outcome::Failure;
         event.support_code = Some(code.clone());
+        crate::metrics::metrics().event(&event);
         if !err.log.is_empty() {
             tracing::warn!(activity = event.activity.as_str(), support_code = %code, cause = %err.log, "request failed");
         }

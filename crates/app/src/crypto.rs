@@ -86,10 +86,17 @@ impl HashPool {
         &self,
         f: impl FnOnce(&Params, &mut [Block]) -> T + Send + 'static,
     ) -> Result<T, AppError> {
-        let permit = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| AppError::busy())?
-            .map_err(|_| AppError::busy())?;
+        let asked = std::time::Instant::now();
+        let metrics = crate::metrics::metrics();
+        let permit = match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await
+        {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) | Err(_) => {
+                metrics.hash_busy.inc();
+                return Err(AppError::busy());
+            }
+        };
+        metrics.hash_wait.observe(asked.elapsed().as_secs_f64());
         let mut buf = self.take_buffer();
         let params = self.params.clone();
         let (out, buf) = tokio::task::spawn_blocking(move || {

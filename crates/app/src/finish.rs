@@ -315,7 +315,11 @@ impl App {
             end_sessions: flow.kind != FlowKind::Unlock,
         };
         let queued = !done.notices.is_empty();
-        match self.store.flow_complete(&done).await {
+        let completed = self.store.flow_complete(&done).await;
+        if completed.is_ok() {
+            crate::metrics::metrics().event(&done.event);
+        }
+        match completed {
             Ok(()) if queued => self.wake_outbox(),
             Ok(()) => {}
             Err(e) => {

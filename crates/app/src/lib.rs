@@ -15,6 +15,7 @@ pub mod finish;
 pub mod insights;
 pub mod invite;
 pub mod messages;
+pub mod metrics;
 pub mod passkey;
 pub mod ports;
 pub mod pow;

@@ -479,6 +479,9 @@ pub trait Store: FinishStore + ReminderStore + RecoveryStore + CeremonyStore + S
         error: &str,
     ) -> StoreResult<()>;
     async fn outbox_list(&self, limit: u32) -> StoreResult<Vec<OutboxMessage>>;
+    /// How many messages wait (queued or being sent) and when the oldest of them was queued:
+    /// the backlog the metrics show.
+    async fn outbox_backlog(&self) -> StoreResult<(u64, Option<UnixTime>)>;
 
     async fn audit(&self, event: &AuditEvent) -> StoreResult<()>;
     async fn audit_query(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;

@@ -162,6 +162,7 @@ impl App {
                 sent_at: now,
             };
             if self.store.queue_reminder(&reminder, &messages, &ev).await? {
+                crate::metrics::metrics().event(&ev);
                 report.queued += 1;
                 report.registration_nudges += usize::from(nudge);
             } else {

@@ -44,11 +44,15 @@ pub struct Config {
     pub web: WebConfig,
     pub connections: ConnectionsConfig,
     pub reminders: RemindersConfig,
+    pub metrics: MetricsConfig,
     /// The zero-config quick start's demo accounts (created on first start when the built-in
     /// directory is empty; their passwords are in the README). On only without a config file,
     /// with the dev outbox and the built-in directory: [`Config::load`] turns it off otherwise
     /// and refuses `demo = true` in a file.
     pub demo: bool,
+    /// The file this was read from (none in the quick start), for the startup message.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -163,6 +167,39 @@ pub struct WebConfig {
     pub pow_bits: u8,
 }
 
+/// Prometheus metrics (`GET /metrics`), on a listener of their own.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Plain HTTP address to serve `/metrics` on, e.g. `127.0.0.1:9464`. Empty: no metrics
+    /// listener. Never the portal's address: the numbers are for the monitoring network.
+    pub listen: Option<SocketAddr>,
+    /// File holding a token that scrapes must send as `Authorization: Bearer <token>`
+    /// (Prometheus: `authorization: { credentials_file: ... }`). Empty: no token asked.
+    pub token_file: Option<PathBuf>,
+}
+
+impl MetricsConfig {
+    /// The scrape token from `token_file`, if one is set.
+    pub fn token(&self) -> Result<Option<String>, String> {
+        let Some(p) = &self.token_file else {
+            return Ok(None);
+        };
+        let t = std::fs::read_to_string(p)
+            .map_err(|e| format!("metrics.token_file {}: {e}", p.display()))?;
+        let t = t.trim();
+        if t.len() < 16 {
+            return Err(format!(
+                "metrics.token_file {} holds {} characters; use a random token of at least 16 (e.g. sspr key > {})",
+                p.display(),
+                t.len(),
+                p.display()
+            ));
+        }
+        Ok(Some(t.to_owned()))
+    }
+}
+
 /// How many connections the server holds, and how long a handshake may take.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -218,9 +255,23 @@ impl Default for Config {
             web: WebConfig::default(),
             connections: ConnectionsConfig::default(),
             reminders: RemindersConfig::default(),
+            metrics: MetricsConfig::default(),
             demo: true,
+            source: None,
         }
     }
+}
+
+/// Where the server's Debian package puts the configuration.
+pub const INSTALLED_CONFIG: &str = "/etc/sspr/sspr.toml";
+
+/// The configuration the CLI reads when neither `--config` nor `SSPR_CONFIG` names one: the
+/// installed one, so that `sudo -u sspr sspr users list` on a server finds the service's
+/// database rather than starting a demo in the current directory.
+pub fn installed_config() -> Option<PathBuf> {
+    let p = PathBuf::from(INSTALLED_CONFIG);
+    // Present but unreadable still counts: loading it then says why it cannot be read.
+    std::fs::symlink_metadata(&p).is_ok().then_some(p)
 }
 
 impl Config {
@@ -232,6 +283,19 @@ impl Config {
             if !p.exists() {
                 return Err(format!("the config file {} does not exist", p.display()));
             }
+            // figment reads it too, but its message would not say what to do.
+            if let Err(e) = std::fs::File::open(p) {
+                return Err(format!(
+                    "cannot read the config file {}: {e}{}",
+                    p.display(),
+                    if e.kind() == std::io::ErrorKind::PermissionDenied {
+                        " (the package's is readable by root and the sspr group: run the \
+                         command as the service's user, e.g. sudo -u sspr sspr …)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
             given = given.merge(Toml::file(p));
         }
         // SSPR_TEST_* belong to the test suite, SSPR_CONFIG names the file itself.
@@ -242,12 +306,14 @@ impl Config {
                 .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_")),
         );
         let mut cfg =
-            extract(Figment::from(Serialized::defaults(Config::default())).merge(given.clone()))?;
+            extract(Figment::from(Serialized::defaults(Config::default())).merge(given.clone()))
+                .map_err(|first| every_problem(&given).unwrap_or(first))?;
         if file.is_some() && given.contains("demo") && cfg.demo {
             return Err("demo = true: the demo accounts, whose passwords the README publishes, exist only in the zero-config quick start (no config file). Remove `demo` from the file, and create the first administrator with `sspr users add --admin LOGIN`.".into());
         }
         // A file, live delivery or a directory server is a real installation, however the
         // rest is set: no account with a published password is ever created there.
+        cfg.source = file.map(Path::to_path_buf);
         cfg.demo &= file.is_none() && cfg.delivery.mode == "dev" && cfg.directory.kind == "builtin";
         // Links and the startup message follow the port actually listened on, unless the
         // public address is set (a proxy in front).
@@ -384,6 +450,23 @@ impl Config {
                 )),
             }
         }
+        if self
+            .metrics
+            .listen
+            .is_some_and(|m| m.port() == self.listen.port())
+        {
+            e.push(format!(
+                "metrics.listen ({}) must use another port than listen ({}): the metrics are plain HTTP for the monitoring network",
+                self.metrics.listen.map(|m| m.to_string()).unwrap_or_default(),
+                self.listen
+            ));
+        }
+        if let Some(p) = &self.metrics.token_file {
+            match self.metrics.token() {
+                Ok(_) => e.extend(permission_problem(p)),
+                Err(m) => e.push(m),
+            }
+        }
         if let Some(p) = &self.breached_passwords_file
             && let Err(m) = sspr_app::breached::BreachedFile::open(p)
         {
@@ -450,6 +533,71 @@ impl Config {
 }
 
 /// The configuration out of `f`, every error naming its key.
+/// Every problem of a configuration that does not parse, not only the first: each key that
+/// fails is reported and taken out, and the rest is parsed again, until it parses; then what
+/// is left is checked as [`Config::check`] checks it. `None` if that cannot be worked out
+/// (the caller then reports the first problem alone).
+fn every_problem(given: &Figment) -> Option<String> {
+    use figment::Provider;
+    use figment::value::Dict;
+    let mut data: Dict = given.data().ok()?.remove(&figment::Profile::Default)?;
+    let mut problems = Vec::new();
+    // Each round removes at least one key, so the file's size bounds it; the cap is a guard.
+    for _ in 0..256 {
+        let attempt = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Serialized::defaults(data.clone()));
+        let errors = match attempt.extract::<Config>() {
+            Ok(rest) => {
+                problems.extend(rest.check());
+                break;
+            }
+            Err(e) => e,
+        };
+        let mut removed = false;
+        for e in errors {
+            let key = e.path.join(".");
+            let source = given
+                .find_metadata(&key)
+                .map(|m| match &m.source {
+                    Some(s) => format!(" (in {s})"),
+                    None => format!(" (in {})", m.name),
+                })
+                .unwrap_or_default();
+            problems.push(if key.is_empty() {
+                e.kind.to_string()
+            } else {
+                format!("{key}: {}{source}", e.kind)
+            });
+            removed |= remove_key(&mut data, &e.path);
+        }
+        if !removed {
+            break;
+        }
+    }
+    problems.dedup();
+    match problems.len() {
+        0 => None,
+        1 => problems.pop(),
+        n => Some(format!("{n} problems:\n  - {}", problems.join("\n  - "))),
+    }
+}
+
+/// Takes the value at `path` out of `table`; where the path leads into something that is not
+/// a table (an array's element), the outermost part of it that is goes instead.
+fn remove_key(table: &mut figment::value::Dict, path: &[String]) -> bool {
+    match path {
+        [] => false,
+        [last] => table.remove(last).is_some(),
+        [first, rest @ ..] => {
+            let inner = match table.get_mut(first) {
+                Some(figment::value::Value::Dict(_, d)) => remove_key(d, rest),
+                _ => false,
+            };
+            inner || table.remove(first).is_some()
+        }
+    }
+}
+
 fn extract(f: Figment) -> Result<Config, String> {
     f.extract().map_err(|e| {
         e.into_iter()

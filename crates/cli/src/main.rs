@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "sspr", version, about = "Self-service password reset: server and admin CLI", long_about = None)]
 struct Cli {
-    /// TOML configuration file. Without one, defaults run a demo in ./sspr-data.
+    /// TOML configuration file. Default: /etc/sspr/sspr.toml if it exists (the server
+    /// package's), else none: defaults run a demo in ./sspr-data.
     #[arg(short, long, global = true, env = "SSPR_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -80,8 +81,9 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    let cfg = config::Config::load(cli.config.as_deref())
-        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let file = cli.config.or_else(config::installed_config);
+    let cfg =
+        config::Config::load(file.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     match cli.command {
         Command::Serve => {
             serve::init_logging(&cfg);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sspr_app::crypto::{HashPool, ServerKey};
+use sspr_app::metrics::Metered;
 use sspr_app::ports::UserStore;
 use sspr_app::ports::{MethodRecord, MethodStatus, Store};
 use sspr_app::{App, Settings};
@@ -32,6 +33,7 @@ pub const DEMO_ANSWERS: [(&str, &str); 3] = [("q3", "Rex"), ("q7", "Elm Street")
 /// The store the configuration names: SQLite (the default) or PostgreSQL. Opening it applies
 /// any pending migrations (safely, when several instances start at once).
 pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn UserStore>)> {
+    refuse_root_in_a_service_directory(&config.data_dir)?;
     match config.postgres_url() {
         Some(url) => {
             let pg = match &config.database.schema {
@@ -65,6 +67,7 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runt
             problems.join("\n  - ")
         );
     }
+    refuse_root_in_a_service_directory(&config.data_dir)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         anyhow::anyhow!(
             "cannot create the data directory {}: {e}",
@@ -125,10 +128,10 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runt
     let app = Arc::new(App {
         store: store.clone(),
         directory: match (&config.directory.kind[..], &config.directory.ldap) {
-            ("ldap", Some(l)) => {
-                Arc::new(sspr_ldap::LdapDirectory::new(l.clone()).map_err(|e| anyhow::anyhow!(e))?)
-            }
-            _ => Arc::new(builtin.clone()),
+            ("ldap", Some(l)) => Arc::new(Metered(Arc::new(
+                sspr_ldap::LdapDirectory::new(l.clone()).map_err(|e| anyhow::anyhow!(e))?,
+            ))),
+            _ => Arc::new(Metered(Arc::new(builtin.clone()))),
         },
         clock,
         rng,
@@ -143,6 +146,42 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runt
         store,
         builtin,
         config,
+    })
+}
+
+/// Root running the CLI on the service's data directory (`sudo sspr users add` on a packaged
+/// install) would leave root-owned files there, a new SQLite journal or key, which the
+/// service's user then cannot open: the next start or write fails far from the cause. So it
+/// is refused, naming the user to run as.
+fn refuse_root_in_a_service_directory(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(data_dir) else {
+        return Ok(());
+    };
+    if effective_uid() != 0 || meta.uid() == 0 {
+        return Ok(());
+    }
+    let owner = user_name(meta.uid()).unwrap_or_else(|| format!("uid {}", meta.uid()));
+    anyhow::bail!(
+        "{} belongs to {owner}, and this runs as root: files it created there would be \
+         root's, and the service could not open them. Run it as {owner}: sudo -u {owner} sspr …",
+        data_dir.display()
+    )
+}
+
+#[allow(unsafe_code)]
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The local account's name, from /etc/passwd (system users are local).
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
     })
 }
 

@@ -80,9 +80,26 @@ pub async fn run_with(
     let housekeeping = tokio::spawn(housekeeping(rt.app.clone(), stop_rx.clone()));
     if cfg.reminders.enabled {
         let every = i64::from(cfg.reminders.every_minutes) * 60;
-        tokio::spawn(reminder_job(rt.app.clone(), every, stop_rx));
+        tokio::spawn(reminder_job(rt.app.clone(), every, stop_rx.clone()));
     }
 
+    if let Some(addr) = cfg.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {addr} for metrics (metrics.listen): {e}")
+        })?;
+        let token = cfg.metrics.token().map_err(|e| anyhow::anyhow!(e))?;
+        let mut stop = stop_rx.clone();
+        let app = rt.app.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = sspr_server::metrics::serve(listener, app, token, stopped).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+        tracing::info!(listen = %addr, "metrics at http://{addr}/metrics");
+    }
     banner(&rt, ca.as_deref(), seeded);
     let state = Arc::new(sspr_server::State {
         app: rt.app.clone(),
@@ -245,8 +262,13 @@ fn banner(rt: &Runtime, ca: Option<&std::path::Path>, seeded: bool) {
     let cacert = ca
         .map(|p| format!(" --cacert {}", p.display()))
         .unwrap_or_default();
+    let config = cfg
+        .source
+        .as_ref()
+        .map(|p| format!("config: {}, ", p.display()))
+        .unwrap_or_default();
     let mut s = format!(
-        "\nsspr is running at {url}  (data: {})\n",
+        "\nsspr is running at {url}  ({config}data: {})\n",
         cfg.data_dir.display()
     );
     if cfg.delivery.mode == "dev" {

@@ -37,6 +37,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sspr_app::metrics::metrics;
 use sspr_app::ports::{Channel, OutboxMessage, Store};
 use sspr_app::reset::short_id;
 use sspr_domain::audit::{Activity, AuditEvent, Outcome};
@@ -524,6 +525,7 @@ impl Inner {
                     tracing::error!(id = msg.id, error = %e, "outbox: delivered but could not record it");
                 }
                 tracing::info!(id = msg.id, channel, to = %to, attempt = msg.attempts.max(1), outcome = "sent", "outbox: delivered");
+                metrics().message(channel, "sent");
                 return Ended::Recorded;
             }
             Err(e) => e,
@@ -534,6 +536,7 @@ impl Inner {
         if err.retryable && attempt < self.cfg.max_attempts {
             let retry_at = now + self.cfg.backoff_secs(attempt);
             tracing::warn!(id = msg.id, channel, to = %to, attempt, reason = err.class, detail = %detail, retry_at, outcome = "retry", "outbox: delivery failed, will retry");
+            metrics().message(channel, "retry");
             if let Err(e) = self
                 .store
                 .outbox_failed(msg.id, Some(retry_at), &detail)
@@ -544,6 +547,7 @@ impl Inner {
             return Ended::Recorded;
         }
         tracing::warn!(id = msg.id, channel, to = %to, attempt, reason = err.class, detail = %detail, outcome = "failed", "outbox: delivery failed for good");
+        metrics().message(channel, "failed");
         if let Err(e) = self.store.outbox_failed(msg.id, None, &detail).await {
             tracing::error!(id = msg.id, error = %e, "outbox: could not record the failure");
         }
@@ -562,6 +566,7 @@ impl Inner {
         ev.reason = err.class.into();
         ev.details =
             serde_json::json!({ "channel": channel, "destination": to, "attempts": attempt });
+        metrics().event(&ev);
         if let Err(e) = self.store.audit(&ev).await {
             tracing::error!(id = msg.id, error = %e, "audit write failed");
         }

@@ -322,6 +322,9 @@ impl Store for FakeStore {
             .map(|r| r.msg.clone())
             .collect())
     }
+    async fn outbox_backlog(&self) -> StoreResult<(u64, Option<UnixTime>)> {
+        Ok((0, None))
+    }
     async fn audit(&self, e: &AuditEvent) -> StoreResult<()> {
         self.audit.lock().unwrap().push(e.clone());
         Ok(())

@@ -13,11 +13,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::debian::{PurgeOnPanic, apt_get, build_deb, dpkg_status, run, workspace_root};
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 const PACKAGE: &str = "sspr-logon";
 const PAM_D: &str = "/etc/pam.d";
@@ -28,23 +31,19 @@ const CLIENT: &str = "/usr/bin/sspr-logon";
 
 #[test]
 fn the_package_installs_first_in_the_pam_stack_and_purges_without_a_trace() {
-    if std::env::var("SSPR_TEST_SYSTEM").as_deref() != Ok("1") {
-        eprintln!(
-            "skipped: this test installs and purges the {PACKAGE} package as root and rewrites \
-             /etc/pam.d; set SSPR_TEST_SYSTEM=1 to run it on a disposable Debian machine"
-        );
+    if !common::debian::system_tests_allowed("the sspr-logon package (rewriting /etc/pam.d)") {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = workspace_root();
 
     eprintln!("== 1. the package");
     let deb = match std::env::var_os("SSPR_DEB") {
         Some(p) => root.join(p),
-        None => build_deb(&root),
+        None => build_deb(PACKAGE, &[]),
     };
     let deb = fs::canonicalize(&deb).unwrap_or_else(|e| panic!("{}: {e}", deb.display()));
     eprintln!("{}", deb.display());
-    let status = dpkg_status();
+    let status = dpkg_status(PACKAGE);
     assert!(
         status.is_empty() || status == "not-installed",
         "{PACKAGE} is already on this system ({status}); purge it first (apt-get purge -y \
@@ -56,10 +55,10 @@ fn the_package_installs_first_in_the_pam_stack_and_purges_without_a_trace() {
     eprintln!("{} files", before.len());
 
     eprintln!("== 3. apt-get install (noninteractive, stdin closed)");
-    let _cleanup = PurgeOnPanic;
+    let _cleanup = PurgeOnPanic(PACKAGE);
     apt_get(&["install", "-y", &deb.to_string_lossy()]);
     assert!(
-        is_installed(),
+        common::debian::is_installed(PACKAGE),
         "{PACKAGE} is not installed after apt-get install"
     );
 
@@ -113,7 +112,7 @@ fn the_package_installs_first_in_the_pam_stack_and_purges_without_a_trace() {
     eprintln!("== 5. apt-get purge");
     apt_get(&["purge", "-y", PACKAGE]);
     assert!(
-        !is_installed(),
+        !common::debian::is_installed(PACKAGE),
         "{PACKAGE} is still installed after apt-get purge"
     );
 
@@ -131,35 +130,6 @@ fn the_package_installs_first_in_the_pam_stack_and_purges_without_a_trace() {
         );
     }
     eprintln!("ok");
-}
-
-/// Runs scripts/build-deb, which prints the .deb's path as its only line on stdout. Without
-/// the variables cargo sets for this test (CARGO_MANIFEST_DIR, CARGO_PKG_*...): some build
-/// scripts (ring's) watch them, and the release build would redo them every time.
-fn build_deb(root: &Path) -> PathBuf {
-    let mut cmd = Command::new(root.join("scripts/build-deb"));
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_by_cargo_test = ["CARGO_PKG_", "CARGO_BIN_"]
-            .iter()
-            .any(|p| name.starts_with(p))
-            || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_CRATE_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ]
-            .contains(&&*name);
-        if set_by_cargo_test {
-            cmd.env_remove(&*name);
-        }
-    }
-    let out = run(cmd.stderr(Stdio::inherit()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().rfind(|l| l.ends_with(".deb"));
-    PathBuf::from(line.unwrap_or_else(|| panic!("scripts/build-deb printed no .deb: {stdout}")))
 }
 
 /// The auth stack pam-auth-update wrote: pam_sspr.so first and inert, the password module
@@ -299,66 +269,4 @@ fn line_diff(old: &str, new: &str) -> String {
         }
     }
     out
-}
-
-/// dpkg's state of the package ("installed", "config-files"...); empty when dpkg never saw it.
-fn dpkg_status() -> String {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${db:Status-Status}", PACKAGE])
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
-fn is_installed() -> bool {
-    dpkg_status() == "installed"
-}
-
-/// apt-get as an unattended run would call it: no debconf frontend, nothing on stdin, so any
-/// question would fail the run instead of hanging it.
-fn apt_get(args: &[&str]) {
-    let out = run(Command::new("apt-get")
-        .args(args)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .env("DEBCONF_NONINTERACTIVE_SEEN", "true")
-        .env_remove("DEBIAN_PRIORITY"));
-    eprint!("{}", String::from_utf8_lossy(&out.stdout));
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// Runs `cmd` with stdin closed; panics with its output unless it succeeds.
-fn run(cmd: &mut Command) -> Output {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{shown}: {e}"));
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// If an assertion fails after the install, purge the package so a failed run does not leave
-/// pam_sspr.so in the system's PAM stack.
-struct PurgeOnPanic;
-
-impl Drop for PurgeOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() && !matches!(dpkg_status().as_str(), "" | "not-installed") {
-            eprintln!("test failed: purging {PACKAGE}");
-            let _ = Command::new("apt-get")
-                .args(["purge", "-y", PACKAGE])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdin(Stdio::null())
-                .status();
-        }
-    }
 }

@@ -288,6 +288,7 @@ pub fn shedding(router: axum::Router, max: usize) -> axum::Router {
                 let now = in_flight.load(Ordering::Relaxed);
                 if now > max && !exempt {
                     let n = refused.fetch_add(1, Ordering::Relaxed) + 1;
+                    sspr_app::metrics::metrics().shed.inc();
                     if n.is_power_of_two() {
                         tracing::warn!(
                             in_flight = now,

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod conn;
 pub mod ctx;
+pub mod metrics;
 pub mod respond;
 pub mod routes;
 pub mod tls;
@@ -142,6 +143,7 @@ pub fn router_with(state: Arc<State>, pages: Router<Arc<State>>, fallbacks: Fall
         .merge(pages)
         .fallback_service(fallbacks.not_found.with_state(state.clone()))
         .method_not_allowed_fallback(fallbacks.method_not_allowed.with_state(state.clone()))
+        .layer(axum::middleware::from_fn(measured))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(h(
             header::STRICT_TRANSPORT_SECURITY,
@@ -184,6 +186,26 @@ pub fn router_with(state: Arc<State>, pages: Router<Arc<State>>, fallbacks: Fall
             Duration::from_secs(30),
         ))
         .with_state(state)
+}
+
+/// Times each request into `sspr_http_request_duration_seconds`, under its route's template
+/// (so `/admin/users/alice` is `/api/v1/admin/users/{login}`: no series per user).
+async fn measured(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS") => m.to_owned(),
+        _ => "other".to_owned(),
+    };
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    sspr_app::metrics::metrics().http(route, method, res.status().as_u16(), started.elapsed());
+    res
 }
 
 pub async fn not_found(

@@ -233,7 +233,10 @@ impl Directory for BuiltinDirectory {
         let Some(current) = self.users.user(&user.id).await.map_err(derr)? else {
             return Err(DirError::Other(format!("user {} vanished", user.id)));
         };
-        if self.history > 0 {
+        let reused = async {
+            if self.history == 0 {
+                return Ok::<bool, DirError>(false);
+            }
             let mut previous = self
                 .users
                 .password_history(&user.id, self.history - 1)
@@ -244,21 +247,25 @@ impl Directory for BuiltinDirectory {
                 .into_iter()
                 .map(|h| (new_password.to_owned(), h))
                 .collect();
-            if self
+            Ok(self
                 .hasher
                 .verify_all(pairs)
                 .await
                 .map_err(herr)?
-                .contains(&true)
-            {
-                return Err(DirError::Rejected(vec![Rejection::History]));
-            }
+                .contains(&true))
+        };
+        // The new hash is made beside the history's checks, on another core when one is free;
+        // it is thrown away in the rare case the password was used before.
+        let hashed = async {
+            self.hasher
+                .hash(new_password, self.rng.as_ref())
+                .await
+                .map_err(herr)
+        };
+        let (reused, hash) = tokio::try_join!(reused, hashed)?;
+        if reused {
+            return Err(DirError::Rejected(vec![Rejection::History]));
         }
-        let hash = self
-            .hasher
-            .hash(new_password, self.rng.as_ref())
-            .await
-            .map_err(herr)?;
         self.users
             .set_user_password(&user.id, &hash, self.clock.now(), self.history.max(1))
             .await

@@ -1,7 +1,11 @@
-//! What housekeeping deletes or erases, and the throttle tables, in SQL that SQLite and
-//! PostgreSQL both run unchanged: written once here.
+//! What housekeeping deletes or erases, the throttle tables, and the outbox's backlog, in SQL
+//! that SQLite and PostgreSQL both run unchanged: written once here.
 
 use sspr_domain::clock::UnixTime;
+
+/// Messages waiting and the oldest one's queue time (the `outbox_due` index covers it).
+pub(crate) const OUTBOX_BACKLOG: &str =
+    "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status IN ('queued', 'sending')";
 
 /// Each statement with its `$1`. History is kept a day past expiry for the helpdesk; counters
 /// 8 days (the longest configurable block is 7).

@@ -874,6 +874,14 @@ impl Store for SqliteStore {
         rows.iter().map(outbox_from).collect()
     }
 
+    async fn outbox_backlog(&self) -> StoreResult<(u64, Option<UnixTime>)> {
+        let (n, oldest): (i64, Option<i64>) = sqlx::query_as(crate::purge_sql::OUTBOX_BACKLOG)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok((u64::try_from(n).unwrap_or(0), oldest))
+    }
+
     async fn audit(&self, e: &AuditEvent) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
         insert_audit(&mut conn, e).await

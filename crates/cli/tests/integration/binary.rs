@@ -330,6 +330,30 @@ fn config_check_names_each_problem() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Every problem at once: two keys that do not parse (each with the file it is in), an
+    // unknown one, and what the rest then fails in its checks.
+    std::fs::write(
+        &cfg,
+        "listen = \"nope\"\nbogus = 1\npublic_url = \"http://x.test\"\n[limits]\ncode_digits = 4\nflow_ttl_secs = \"long\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .args(["config", "check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for problem in [
+        "5 problems:",
+        "listen: invalid socket address syntax (in ",
+        "bogus: unknown field",
+        "limits.flow_ttl_secs: invalid type",
+        "public_url must start with https://",
+        "code_digits must be 6, 7 or 8",
+    ] {
+        assert!(said.contains(problem), "no `{problem}` in: {said}");
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_sspr"))
         .args(["config", "check"])
         .current_dir(dir.path())

@@ -21,6 +21,7 @@ mod ldap;
 mod limits;
 mod logon;
 mod machine;
+mod metrics;
 mod multi;
 mod nslcd;
 mod portal;
