@@ -11,6 +11,29 @@ use crate::error::{AppError, ErrorKind};
 use crate::messages::Msg;
 use crate::ports::{AuditFilter, MethodStatus, SessionRecord};
 
+/// What a signed-in member of staff may do on the admin pages. The helpdesk sees users'
+/// registration and the audit log, unblocks, and sends invitations; only an administrator
+/// changes the policy. Audited as the actor `admin:LOGIN` or `helpdesk:LOGIN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaffRole {
+    Admin,
+    Helpdesk,
+}
+
+impl StaffRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Helpdesk => "helpdesk",
+        }
+    }
+
+    /// The audit log's actor for `login` acting in this role.
+    pub fn actor(self, login: &str) -> String {
+        format!("{}:{login}", self.as_str())
+    }
+}
+
 /// What an administrator's sign-in to the admin pages opened.
 #[derive(Debug)]
 pub enum AdminSignIn {
@@ -72,12 +95,13 @@ impl App {
         let u = self
             .check_credentials(ctx, &mut ev, user, password, Msg::NotAnAdmin)
             .await?;
-        if !self.is_admin(&u.groups) {
+        let Some(role) = self.staff_role(&u.groups) else {
             ev.activity = Activity::AdminAuthFailed;
             ev.reason = "not_admin".into();
             let err = AppError::new(ErrorKind::Unauthorized, ctx.t(Msg::NotAnAdmin));
             return Err(self.fail(ev, err).await);
-        }
+        };
+        ev.details = serde_json::json!({ "role": role.as_str() });
         let now = self.now();
         let policy = self.policy().await?;
         let ask = policy.require_registration && self.could_not_reset(&u, &policy).await?;
@@ -87,14 +111,16 @@ impl App {
             match self.store.skip_registration(&u.id, now, max).await? {
                 Some(used) => {
                     let left = max.saturating_sub(used);
-                    ev.details = serde_json::json!({ "registration": "asked", "skips_left": left });
+                    ev.merge_details(
+                        serde_json::json!({ "registration": "asked", "skips_left": left }),
+                    );
                     skips_left = Some(left);
                 }
                 None => {
                     let (register, _) = self.open_registration_session(&u, now).await?;
                     ev.outcome = Outcome::Failure;
                     ev.reason = "registration_required".into();
-                    ev.details = serde_json::json!({ "registration": "required" });
+                    ev.merge_details(serde_json::json!({ "registration": "required" }));
                     self.record(ev).await;
                     return Ok(AdminSignIn::MustRegister { register });
                 }
@@ -131,7 +157,7 @@ impl App {
             return Ok(None);
         }
         Ok(match self.store.session(&admin_session_id(token)).await? {
-            Some(s) if s.expires_at > self.now() && self.is_admin(&s.groups) => Some(s),
+            Some(s) if s.expires_at > self.now() && self.staff_role(&s.groups).is_some() => Some(s),
             _ => None,
         })
     }
@@ -141,12 +167,25 @@ impl App {
     }
 
     pub fn is_admin(&self, groups: &[String]) -> bool {
-        groups.iter().any(|g| {
-            self.settings
-                .admin_groups
+        self.staff_role(groups) == Some(StaffRole::Admin)
+    }
+
+    /// What the admin pages let a member of `groups` do: everything (an `admin_groups`
+    /// member), the helpdesk's part (`helpdesk_groups`), or nothing. Read from the groups at
+    /// each request, so the role follows the session's groups and needs no column of its own.
+    pub fn staff_role(&self, groups: &[String]) -> Option<StaffRole> {
+        let member = |of: &[String]| {
+            groups
                 .iter()
-                .any(|a| a.eq_ignore_ascii_case(g))
-        })
+                .any(|g| of.iter().any(|a| a.eq_ignore_ascii_case(g)))
+        };
+        if member(&self.settings.admin_groups) {
+            Some(StaffRole::Admin)
+        } else if member(&self.settings.helpdesk_groups) {
+            Some(StaffRole::Helpdesk)
+        } else {
+            None
+        }
     }
 
     /// Validates and stores a policy; the audit event carries the old and new values.

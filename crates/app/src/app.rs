@@ -102,6 +102,8 @@ pub struct Settings {
     pub breached: Option<crate::breached::BreachedFile>,
     /// Directory groups allowed into the admin pages.
     pub admin_groups: Vec<String>,
+    /// Directory groups whose members get the helpdesk's part of the admin pages.
+    pub helpdesk_groups: Vec<String>,
     /// Proof-of-work difficulty before a browser may start a flow (0 = off).
     pub pow_bits: u8,
     pub reminders: crate::reminders::ReminderSettings,

@@ -162,6 +162,9 @@ impl Default for DeliveryConfig {
 pub struct WebConfig {
     /// Directory groups whose members may sign in to the admin pages (`/admin`).
     pub admin_groups: Vec<String>,
+    /// Directory groups whose members may use the helpdesk's part of the admin pages: users'
+    /// registration and audit, unblocking, invitations; not the policy.
+    pub helpdesk_groups: Vec<String>,
     /// Work the browser must do before a reset starts: leading zero bits of a SHA-256
     /// proof of work (0 turns the check off; 16 takes well under a second in a browser).
     pub pow_bits: u8,
@@ -230,6 +233,7 @@ impl Default for WebConfig {
     fn default() -> Self {
         Self {
             admin_groups: vec!["sspr-admins".into()],
+            helpdesk_groups: vec!["sspr-helpdesk".into()],
             pow_bits: 16,
         }
     }

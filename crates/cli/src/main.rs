@@ -84,6 +84,32 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let file = cli.config.or_else(config::installed_config);
     let cfg =
         config::Config::load(file.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    // Run in the wrong directory, the CLI would open an empty quick-start database there and
+    // answer from it ("no users"). Say where it looked instead, unless the command is one
+    // that starts an installation.
+    let nothing_here = file.is_none() && cfg.postgres_url().is_none() && !cfg.data_dir.exists();
+    if nothing_here
+        && !matches!(
+            cli.command,
+            Command::Serve | Command::Key | Command::Config(_) | Command::Migrate
+        )
+    {
+        let dir = std::env::current_dir()
+            .map(|d| d.join(&cfg.data_dir))
+            .unwrap_or_else(|_| cfg.data_dir.clone());
+        if !creates_data(&cli.command) {
+            anyhow::bail!(
+                "no sspr installation found: no configuration file (looked for --config, SSPR_CONFIG and {}) and no quick-start data at {}. Run this where `sspr serve` runs, or name the configuration: sspr -c FILE …",
+                config::INSTALLED_CONFIG,
+                dir.display()
+            );
+        }
+        eprintln!(
+            "sspr: no configuration file (looked for --config, SSPR_CONFIG and {}): starting a new quick-start installation at {}",
+            config::INSTALLED_CONFIG,
+            dir.display()
+        );
+    }
     match cli.command {
         Command::Serve => {
             serve::init_logging(&cfg);
@@ -133,6 +159,18 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
     }
+}
+
+/// Commands that make what an installation is built from (users, a policy, an API token), so
+/// that running one in a directory without data is a deliberate start.
+fn creates_data(c: &Command) -> bool {
+    use commands::{PolicyCmd, UsersCmd};
+    matches!(
+        c,
+        Command::Users(UsersCmd::Add { .. } | UsersCmd::Import { .. })
+            | Command::Policy(PolicyCmd::Set { .. } | PolicyCmd::Apply { .. })
+            | Command::Admin(_)
+    )
 }
 
 /// `sspr audit | head` ends quietly when `head` has read enough, as other Unix tools do: the

@@ -100,6 +100,7 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runt
         sms_enabled: !live || config.delivery.sms.is_some(),
         trust_directory_contacts: config.directory.trust_contacts,
         admin_groups: config.web.admin_groups.clone(),
+        helpdesk_groups: config.web.helpdesk_groups.clone(),
         pow_bits: config.web.pow_bits,
         reminders: sspr_app::reminders::ReminderSettings {
             days: sspr_domain::expiry::check_days(&config.reminders.days).unwrap_or_default(),

@@ -985,3 +985,53 @@ fn cli_listings_follow_unix_conventions() {
     assert_ne!(code, 0);
     assert!(err.contains("sspr key >"), "{err}");
 }
+
+/// Run in the wrong directory, a reading command says where it looked instead of answering
+/// from a new, empty database ("no users"); a command that starts an installation says it does.
+#[test]
+fn the_cli_in_a_directory_without_data_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["users", "list"][..],
+        &["audit", "--user", "kim"],
+        &["outbox"],
+        &["policy", "show"],
+    ] {
+        let out = sspr(dir.path(), free_port()).args(args).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(
+            said.contains("no sspr installation found")
+                && said.contains("/etc/sspr/sspr.toml")
+                && said.contains(&format!("{}", dir.path().join("sspr-data").display())),
+            "{args:?}: {said}"
+        );
+        assert!(
+            !dir.path().join("sspr-data").exists(),
+            "{args:?} created sspr-data"
+        );
+    }
+    let mut add = sspr(dir.path(), free_port())
+        .args(["users", "add", "kim"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        add.stdin.as_mut().unwrap(),
+        b"a long enough passphrase for kim\n",
+    )
+    .unwrap();
+    let out = add.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("starting a new quick-start installation at"),
+        "{said}"
+    );
+    let out = sspr(dir.path(), free_port())
+        .args(["users", "list"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kim"));
+}

@@ -295,3 +295,117 @@ async fn an_invitation_in_a_browser_sets_the_first_password() {
     assert!(s.password_works("nell", NEW).await);
     s.stop().await;
 }
+
+/// A member of `web.helpdesk_groups` signs in to the admin pages and gets the helpdesk's part:
+/// users, the audit log (and its export), expiry, invitations and unblocking, each audited
+/// under their name; the policy is neither shown nor changed, and trying is audited too.
+#[tokio::test]
+async fn the_helpdesk_invites_and_unblocks_but_cannot_see_or_change_the_policy() {
+    let s = Server::start().await;
+    s.user("hd1", &["sspr-helpdesk"]).await;
+    s.user("visitor", &["staff"]).await;
+    add(&s, "quincy", Some("quincy@contoso.test"), &["staff"]).await;
+    let before = s.rt.app.policy().await.unwrap();
+
+    // Someone in neither group is refused, as a wrong password would be.
+    let mut b = Browser::new(&s);
+    let csrf = b.get("/admin").await.field("csrf");
+    let p = b
+        .post(
+            "/admin/sign-in",
+            &[
+                ("csrf", &csrf),
+                ("next", "/admin/users"),
+                ("user", "visitor"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::UNAUTHORIZED, "{}", p.body);
+
+    let mut b = Browser::new(&s);
+    let csrf = b.get("/admin").await.field("csrf");
+    let p = b
+        .post(
+            "/admin/sign-in",
+            &[
+                ("csrf", &csrf),
+                ("next", "/admin/users"),
+                ("user", "hd1"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert!(p.status.is_redirection(), "{}", p.body);
+    let signed_in = s.audit("user=hd1&activity=admin_sign_in").await;
+    assert_eq!(signed_in[0]["details"]["role"], "helpdesk", "{signed_in:?}");
+
+    // The helpdesk's pages, without the policy's link.
+    for page in [
+        "/admin/insights",
+        "/admin/users?q=quincy",
+        "/admin/audit",
+        "/admin/expiry",
+    ] {
+        let p = b.get(page).await;
+        assert_eq!(p.status, StatusCode::OK, "{page}: {}", p.body);
+        assert!(
+            p.body.contains("id=\"role-helpdesk\""),
+            "{page}: {}",
+            p.body
+        );
+        assert!(!p.body.contains("id=\"nav-policy\""), "{page}: {}", p.body);
+    }
+    let p = b.get("/admin/audit/export?format=csv").await;
+    assert_eq!(p.status, StatusCode::OK);
+    let exported = s.audit("activity=audit_exported").await;
+    assert_eq!(exported[0]["actor"], "helpdesk:hd1", "{exported:?}");
+
+    // Invitations and unblocking, under the helpdesk's name.
+    let p = b
+        .post(
+            "/admin/users/invite",
+            &[("csrf", &csrf), ("login", "quincy"), ("channel", "email")],
+        )
+        .await;
+    assert!(p.body.contains("id=\"invite-sent\""), "{}", p.body);
+    let sent = s.audit("user=quincy&activity=invitation_sent").await;
+    assert_eq!(sent[0]["actor"], "helpdesk:hd1", "{sent:?}");
+    let p = b
+        .post(
+            "/admin/users/unblock",
+            &[("csrf", &csrf), ("login", "quincy")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    let unblocked = s.audit("user=quincy&activity=admin_user_changed").await;
+    assert_eq!(unblocked[0]["actor"], "helpdesk:hd1", "{unblocked:?}");
+
+    // The policy: not shown, not changed, and the attempts are in the audit log.
+    let p = b.get("/admin/policy").await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    assert!(p.body.contains("Only administrators"), "{}", p.body);
+    assert!(!p.body.contains("id=\"policy-form\""), "{}", p.body);
+    let p = b
+        .post(
+            "/admin/policy",
+            &[("csrf", &csrf), ("methods", "email"), ("required", "1")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    assert_eq!(
+        s.rt.app.policy().await.unwrap(),
+        before,
+        "the policy changed"
+    );
+    let refused = s.audit("activity=admin_auth_failed").await;
+    assert!(
+        refused
+            .iter()
+            .filter(|e| e["actor"] == "helpdesk:hd1" && e["reason"] == "not_admin")
+            .count()
+            == 2,
+        "{refused:?}"
+    );
+    s.stop().await;
+}

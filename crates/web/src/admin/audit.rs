@@ -156,7 +156,7 @@ pub async fn audit_export(
         sspr_domain::audit::Activity::AuditExported,
         sspr_domain::audit::Outcome::Success,
     );
-    ev.actor = format!("admin:{}", s.login);
+    ev.actor = actor(&w, &s);
     ev.target = "audit".into();
     ev.details = json!({ "format": format, "rows": events.len(), "filter": query });
     app.record(ev).await;

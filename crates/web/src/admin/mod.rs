@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sspr_app::admin::AdminSignIn;
+use sspr_app::admin::{AdminSignIn, StaffRole};
 use sspr_app::insights::{self, Insights};
 use sspr_app::ports::{AuditFilter, SessionRecord};
 use sspr_app::{AppError, ErrorKind, Lang};
@@ -128,6 +128,41 @@ impl Gate for SignedInAdmin {
     }
 }
 
+/// A member of `web.admin_groups`, for what only administrators do (the policy). A member of
+/// the helpdesk gets 403, and the attempt is audited under their name.
+pub struct AdminOnly(pub SessionRecord);
+
+impl Gate for AdminOnly {
+    async fn check(w: Web, form: bool) -> Result<(Web, Self), Response> {
+        let (w, SignedInAdmin(s)) = SignedInAdmin::check(w, form).await?;
+        let role = w.state.app.staff_role(&s.groups);
+        if role == Some(StaffRole::Admin) {
+            return Ok((w, AdminOnly(s)));
+        }
+        let app = w.state.app.clone();
+        let mut ev = app.event(
+            &w.ctx,
+            Activity::AdminAuthFailed,
+            sspr_domain::audit::Outcome::Failure,
+        );
+        ev.actor = actor(&w, &s);
+        ev.target = w.path.clone();
+        ev.reason = "not_admin".into();
+        let e = AppError::new(ErrorKind::Forbidden, w.tr("admin-only"));
+        let e = app.fail(ev, e).await;
+        Err(w.error(e))
+    }
+}
+
+/// The audit log's actor for what `s` does: `admin:LOGIN` or `helpdesk:LOGIN`.
+fn actor(w: &Web, s: &SessionRecord) -> String {
+    w.state
+        .app
+        .staff_role(&s.groups)
+        .unwrap_or(StaffRole::Helpdesk)
+        .actor(&s.login)
+}
+
 /// One of [`PAGES`]; anything else (an absolute URL, another site) becomes the first.
 fn next_page(asked: &str) -> &'static str {
     PAGES
@@ -164,6 +199,8 @@ fn signin_page(
 struct AdminPage<T: Serialize> {
     active: &'static str,
     admin: String,
+    /// The helpdesk's pages: no policy link.
+    helpdesk: bool,
     #[serde(flatten)]
     data: T,
 }
@@ -180,12 +217,14 @@ fn admin_page(
     } else {
         format!("{} ({})", s.display_name, s.login)
     };
+    let helpdesk = w.state.app.staff_role(&s.groups) != Some(StaffRole::Admin);
     w.page_status(
         status,
         &format!("admin_{active}.html"),
         AdminPage {
             active,
             admin,
+            helpdesk,
             data,
         },
     )

@@ -334,7 +334,7 @@ pub(super) fn policy_view(f: HashMap<String, String>) -> PolicyView {
     }
 }
 
-pub async fn policy_page(Gated(SignedInAdmin(s), w): Gated<SignedInAdmin>) -> Response {
+pub async fn policy_page(Gated(AdminOnly(s), w): Gated<AdminOnly>) -> Response {
     match w.state.app.policy().await {
         Ok(p) => admin_page(
             w,
@@ -348,7 +348,7 @@ pub async fn policy_page(Gated(SignedInAdmin(s), w): Gated<SignedInAdmin>) -> Re
 }
 
 /// `action=preview` shows what users would see; `action=save` stores the policy.
-pub async fn policy_post(Gated(SignedInAdmin(s), p): Gated<SignedInAdmin, Posted>) -> Response {
+pub async fn policy_post(Gated(AdminOnly(s), p): Gated<AdminOnly, Posted>) -> Response {
     let (mut w, mut form) = (p.web, p.form);
     let app = w.state.app.clone();
     let lang = w.lang();

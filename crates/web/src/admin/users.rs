@@ -30,7 +30,7 @@ pub async fn invite_post(Gated(SignedInAdmin(s), p): Gated<SignedInAdmin, Posted
         .unwrap_or(sspr_app::ports::Channel::Email);
     let w = p.web;
     let app = w.state.app.clone();
-    let actor = format!("admin:{}", s.login);
+    let actor = actor(&w, &s);
     let extra = match app.invite(&w.ctx, &actor, &login, channel).await {
         Ok(r) => json!({ "invited": CATALOG.tr(
             w.lang(),
@@ -54,7 +54,7 @@ pub async fn unblock_post(Gated(SignedInAdmin(s), p): Gated<SignedInAdmin, Poste
     let login = p.get("login").trim().to_string();
     let w = p.web;
     let app = w.state.app.clone();
-    let actor = format!("admin:{}", s.login);
+    let actor = actor(&w, &s);
     let found = match sspr_domain::identity::canonical_login(&login) {
         Some(l) => app.directory.find_user(&l).await.ok().flatten(),
         None => None,
