@@ -9,7 +9,7 @@ use crate::app::{App, RequestCtx};
 use crate::crypto::token_hash;
 use crate::error::{AppError, ErrorKind};
 use crate::messages::Msg;
-use crate::ports::{AuditFilter, MethodStatus, SessionRecord};
+use crate::ports::{AdminToken, AuditFilter, MethodStatus, SessionRecord};
 
 /// What a signed-in member of staff may do on the admin pages. The helpdesk sees users'
 /// registration and the audit log, unblocks, and sends invitations; only an administrator
@@ -26,6 +26,12 @@ impl StaffRole {
             Self::Admin => "admin",
             Self::Helpdesk => "helpdesk",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Admin, Self::Helpdesk]
+            .into_iter()
+            .find(|r| r.as_str() == s)
     }
 
     /// The audit log's actor for `login` acting in this role.
@@ -51,14 +57,22 @@ pub enum AdminSignIn {
 }
 
 impl App {
-    /// The admin behind a bearer token, or 401 (audited).
-    pub async fn admin(&self, ctx: &RequestCtx, bearer: Option<&str>) -> Result<String, AppError> {
-        let name = match bearer {
+    /// The holder of an admin API token, as the audit log's actor (`admin:NAME` or
+    /// `helpdesk:NAME`) with the token's role; or 401 (audited).
+    pub async fn admin(
+        &self,
+        ctx: &RequestCtx,
+        bearer: Option<&str>,
+    ) -> Result<(String, StaffRole), AppError> {
+        let found = match bearer {
             Some(t) if t.len() >= 32 => self.store.admin_token(&token_hash(t)).await?,
             _ => None,
         };
-        match name {
-            Some(n) => Ok(format!("admin:{n}")),
+        match found {
+            Some(t) => {
+                let role = StaffRole::parse(&t.role).unwrap_or(StaffRole::Helpdesk);
+                Ok((role.actor(&t.name), role))
+            }
             None => {
                 let mut ev = self.event(ctx, Activity::AdminAuthFailed, Outcome::Failure);
                 ev.reason = if bearer.is_some() {
@@ -166,6 +180,27 @@ impl App {
         Ok(self.store.delete_session(&admin_session_id(token)).await?)
     }
 
+    /// Lets an administrator through, and refuses the helpdesk with 403, audited under the
+    /// operator's name (`admin_auth_failed`, reason `not_admin`): what only administrators do
+    /// (the policy), from the admin pages and the admin API alike.
+    pub async fn admin_only(
+        &self,
+        ctx: &RequestCtx,
+        actor: &str,
+        role: StaffRole,
+        target: &str,
+    ) -> Result<(), AppError> {
+        if role == StaffRole::Admin {
+            return Ok(());
+        }
+        let mut ev = self.event(ctx, Activity::AdminAuthFailed, Outcome::Failure);
+        ev.actor = actor.into();
+        ev.target = target.into();
+        ev.reason = "not_admin".into();
+        let err = AppError::new(ErrorKind::Forbidden, ctx.t(Msg::AdminOnly));
+        Err(self.fail(ev, err).await)
+    }
+
     pub fn is_admin(&self, groups: &[String]) -> bool {
         self.staff_role(groups) == Some(StaffRole::Admin)
     }
@@ -223,6 +258,7 @@ impl App {
         &self,
         ctx: &RequestCtx,
         name: &str,
+        role: StaffRole,
     ) -> Result<String, AppError> {
         let name = name.trim();
         if name.is_empty()
@@ -237,11 +273,17 @@ impl App {
         }
         let t = format!("{}{}", token(self.rng.as_ref()), token(self.rng.as_ref()));
         self.store
-            .insert_admin_token(name, &token_hash(&t), self.now())
+            .insert_admin_token(&AdminToken {
+                name: name.into(),
+                token_hash: token_hash(&t),
+                created_at: self.now(),
+                role: role.as_str().into(),
+            })
             .await?;
         let mut ev = self.event(ctx, Activity::AdminTokenCreated, Outcome::Success);
         ev.actor = "local-cli".into();
         ev.target = name.into();
+        ev.details = serde_json::json!({ "role": role.as_str() });
         self.record(ev).await;
         Ok(t)
     }

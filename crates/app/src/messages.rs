@@ -93,6 +93,7 @@ pub enum Msg {
     AlreadyFinishing,
     BrowserCheckFailed,
     NotAnAdmin,
+    AdminOnly,
     OutcomeUnknown,
     AlreadyChanged,
     ChangedStillLocked,
@@ -105,7 +106,7 @@ pub enum Msg {
     Busy,
 }
 
-pub const ALL_MSGS: [Msg; 64] = [
+pub const ALL_MSGS: [Msg; 65] = [
     Msg::EnterUserId,
     Msg::ChooseMethod,
     Msg::RegistrationRequired,
@@ -160,6 +161,7 @@ pub const ALL_MSGS: [Msg; 64] = [
     Msg::AlreadyFinishing,
     Msg::BrowserCheckFailed,
     Msg::NotAnAdmin,
+    Msg::AdminOnly,
     Msg::OutcomeUnknown,
     Msg::AlreadyChanged,
     Msg::ChangedStillLocked,
@@ -195,6 +197,12 @@ pub fn t(lang: Lang, m: Msg) -> &'static str {
             "The user name or password is wrong, or this account may not use the admin pages."
         }
         (Lang::Zh, NotAnAdmin) => "用户名或密码错误，或此帐户无权使用管理页面。",
+        (Lang::En, AdminOnly) => {
+            "Only administrators can see or change the policy. Helpdesk staff see users, the audit log and password expiry."
+        }
+        (Lang::Zh, AdminOnly) => {
+            "只有管理员可以查看或更改策略。服务台人员可以查看用户、审计日志和密码到期情况。"
+        }
         (Lang::En, StoreUnavailable) => "The service cannot save right now. Try again in a minute.",
         (Lang::Zh, StoreUnavailable) => "服务暂时无法保存数据。请一分钟后再试。",
         (Lang::En, FlowInvalid) => "This reset session has expired or is not valid. Start again.",

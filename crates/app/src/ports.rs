@@ -72,6 +72,16 @@ pub struct FlowRecord {
     pub lang: crate::messages::Lang,
 }
 
+/// An admin API token as stored: its hash, never the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminToken {
+    pub name: String,
+    pub token_hash: String,
+    pub created_at: UnixTime,
+    /// `admin` or `helpdesk` ([`crate::admin::StaffRole`]).
+    pub role: String,
+}
+
 /// Everything that records a finished directory write, stored in one transaction so that a
 /// changed password never lacks its audit event or its notices.
 #[derive(Debug, Clone, PartialEq)]
@@ -486,16 +496,10 @@ pub trait Store: FinishStore + ReminderStore + RecoveryStore + CeremonyStore + S
     async fn audit(&self, event: &AuditEvent) -> StoreResult<()>;
     async fn audit_query(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
 
-    async fn insert_admin_token(
-        &self,
-        name: &str,
-        token_hash: &str,
-        now: UnixTime,
-    ) -> StoreResult<()>;
-    async fn admin_token(&self, token_hash: &str) -> StoreResult<Option<String>>;
-
-    /// `(name, token hash, created_at)` of every admin token (for `sspr store copy`).
-    async fn admin_tokens(&self) -> StoreResult<Vec<(String, String, UnixTime)>>;
+    async fn insert_admin_token(&self, token: &AdminToken) -> StoreResult<()>;
+    async fn admin_token(&self, token_hash: &str) -> StoreResult<Option<AdminToken>>;
+    /// Every admin token (for `sspr store copy`).
+    async fn admin_tokens(&self) -> StoreResult<Vec<AdminToken>>;
     /// Every user id that has registration data (for `sspr store copy`).
     async fn registration_ids(&self) -> StoreResult<Vec<String>>;
     /// The last TOTP time step the user has used (0 if none).

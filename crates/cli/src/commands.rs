@@ -1032,20 +1032,30 @@ pub async fn store(c: StoreCmd, cfg: Config) -> anyhow::Result<ExitCode> {
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCmd {
-    /// Admin API tokens: `sspr admin token create NAME` prints a new token once.
+    /// Admin API tokens: `sspr admin token create NAME [--helpdesk]` prints a new token once.
     #[command(subcommand)]
     Token(TokenCmd),
 }
 
 #[derive(Subcommand, Debug)]
 pub enum TokenCmd {
-    Create { name: String },
+    Create {
+        name: String,
+        /// A helpdesk token: the audit log, users and invitations, not the policy.
+        #[arg(long)]
+        helpdesk: bool,
+    },
 }
 
 pub async fn admin(c: AdminCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
     match c {
-        AdminCmd::Token(TokenCmd::Create { name }) => {
-            match rt.app.create_admin_token(&cli_ctx(), &name).await {
+        AdminCmd::Token(TokenCmd::Create { name, helpdesk }) => {
+            let role = if helpdesk {
+                sspr_app::admin::StaffRole::Helpdesk
+            } else {
+                sspr_app::admin::StaffRole::Admin
+            };
+            match rt.app.create_admin_token(&cli_ctx(), &name, role).await {
                 Ok(t) => {
                     println!("{t}");
                     eprintln!(

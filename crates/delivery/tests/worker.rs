@@ -332,13 +332,13 @@ impl Store for FakeStore {
     async fn audit_query(&self, _: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
         Ok(vec![])
     }
-    async fn insert_admin_token(&self, _: &str, _: &str, _: UnixTime) -> StoreResult<()> {
+    async fn insert_admin_token(&self, _: &AdminToken) -> StoreResult<()> {
         Ok(())
     }
-    async fn admin_token(&self, _: &str) -> StoreResult<Option<String>> {
+    async fn admin_token(&self, _: &str) -> StoreResult<Option<AdminToken>> {
         Ok(None)
     }
-    async fn admin_tokens(&self) -> StoreResult<Vec<(String, String, UnixTime)>> {
+    async fn admin_tokens(&self) -> StoreResult<Vec<AdminToken>> {
         Ok(Vec::new())
     }
     async fn registration_ids(&self) -> StoreResult<Vec<String>> {

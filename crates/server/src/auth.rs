@@ -25,9 +25,10 @@ pub struct FlowToken(pub String);
 /// The registration session behind the bearer token: present, live and not expired.
 pub struct SignedIn(pub SessionRecord);
 
-/// A valid admin API token; holds its actor name for the audit log (`admin:<token name>`).
-/// (The admin pages' sessions are the portal's, in a cookie.)
-pub struct Admin(pub String);
+/// A valid admin API token: its actor name for the audit log (`admin:<token name>` or
+/// `helpdesk:<token name>`) and its role. (The admin pages' sessions are the portal's, in a
+/// cookie.)
+pub struct Admin(pub String, pub sspr_app::admin::StaffRole);
 
 fn missing(what: &str) -> AppError {
     AppError::new(
@@ -70,7 +71,7 @@ impl FromRequestParts<Arc<State>> for Admin {
         let ctx = ctx_from_parts(parts, s);
         // The service audits a refused admin token itself (`admin_auth_failed`).
         match s.app.admin(&ctx, bearer_token(parts).as_deref()).await {
-            Ok(actor) => Ok(Admin(actor)),
+            Ok((actor, role)) => Ok(Admin(actor, role)),
             Err(e) => Err(error(s, &ctx, e).await),
         }
     }

@@ -366,22 +366,28 @@ pub async fn reconfirm(AxState(s): S, Ctx(ctx): Ctx, SignedIn(sess): SignedIn) -
 // ---------------------------------------------------------------------------------------------
 
 /// The self-service policy.
-#[utoipa::path(get, path = "/api/v1/admin/policy", security(("admin" = [])), responses((status = 200, body = Object), (status = 401, body = ApiError)))]
-pub async fn get_policy(AxState(s): S, Ctx(ctx): Ctx, _: Admin) -> Response {
-    let r = s.app.policy().await;
+#[utoipa::path(get, path = "/api/v1/admin/policy", security(("admin" = [])), responses((status = 200, body = Object), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+pub async fn get_policy(AxState(s): S, Ctx(ctx): Ctx, Admin(actor, role): Admin) -> Response {
+    let r = match s.app.admin_only(&ctx, &actor, role, "policy").await {
+        Ok(()) => s.app.policy().await,
+        Err(e) => Err(e),
+    };
     reply(&s, &ctx, r).await
 }
 
 /// Replaces the policy after validating it; the change is audited with old and new values.
 #[utoipa::path(put, path = "/api/v1/admin/policy", request_body = Object, security(("admin" = [])),
-    responses((status = 200, body = Object), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
+    responses((status = 200, body = Object), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 pub async fn put_policy(
     AxState(s): S,
     Ctx(ctx): Ctx,
-    Admin(actor): Admin,
+    Admin(actor, role): Admin,
     Body(p): Body<Policy>,
 ) -> Response {
-    let r = s.app.set_policy(&ctx, &actor, p).await;
+    let r = match s.app.admin_only(&ctx, &actor, role, "policy").await {
+        Ok(()) => s.app.set_policy(&ctx, &actor, p).await,
+        Err(e) => Err(e),
+    };
     reply(&s, &ctx, r).await
 }
 
@@ -549,7 +555,7 @@ pub async fn audit(
 pub async fn invite(
     AxState(s): S,
     Ctx(ctx): Ctx,
-    Admin(admin): Admin,
+    Admin(admin, _): Admin,
     Body(req): Body<InvitationRequest>,
 ) -> Response {
     let channel = match req.channel.as_deref().map(str::trim) {

@@ -86,8 +86,8 @@ pub async fn copy_installation(
         done.policy = true;
     }
 
-    for (name, hash, created) in from.store.admin_tokens().await? {
-        to.store.insert_admin_token(&name, &hash, created).await?;
+    for t in from.store.admin_tokens().await? {
+        to.store.insert_admin_token(&t).await?;
         done.admin_tokens += 1;
     }
 

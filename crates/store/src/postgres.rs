@@ -11,9 +11,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use sspr_app::Lang;
 use sspr_app::ports::{
-    AuditFilter, Channel, CodeRecord, Completion, FinishStore, FlowRecord, MethodRecord,
-    MethodStatus, OutboxMessage, SessionRecord, Store, StoreError, StoreResult, UserFlag,
-    UserRecord, UserStore,
+    AdminToken, AuditFilter, Channel, CodeRecord, Completion, FinishStore, FlowRecord,
+    MethodRecord, MethodStatus, OutboxMessage, SessionRecord, Store, StoreError, StoreResult,
+    UserFlag, UserRecord, UserStore,
 };
 use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
 use sspr_domain::clock::UnixTime;
@@ -31,6 +31,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         6,
         include_str!("../migrations/postgres/0006_registration_skips.sql"),
+    ),
+    (
+        7,
+        include_str!("../migrations/postgres/0007_admin_token_role.sql"),
     ),
 ];
 
@@ -250,6 +254,15 @@ fn code_from(r: &PgRow) -> StoreResult<CodeRecord> {
         attempts: r.try_get::<i64, _>("attempts").map_err(err)? as u32,
         used: r.try_get("used").map_err(err)?,
         delivery_failed: r.try_get("delivery_failed").map_err(err)?,
+    })
+}
+
+fn admin_token_from(r: &PgRow) -> StoreResult<AdminToken> {
+    Ok(AdminToken {
+        name: r.try_get("name").map_err(err)?,
+        token_hash: r.try_get("token_hash").map_err(err)?,
+        created_at: r.try_get("created_at").map_err(err)?,
+        role: r.try_get("role").map_err(err)?,
     })
 }
 
@@ -1045,46 +1058,39 @@ impl Store for PgStore {
         Ok(out)
     }
 
-    async fn insert_admin_token(
-        &self,
-        name: &str,
-        token_hash: &str,
-        now: UnixTime,
-    ) -> StoreResult<()> {
-        sqlx::query("INSERT INTO admin_tokens (token_hash, name, created_at) VALUES ($1, $2, $3)")
-            .bind(token_hash)
-            .bind(name)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
+    async fn insert_admin_token(&self, t: &AdminToken) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO admin_tokens (token_hash, name, created_at, role) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&t.token_hash)
+        .bind(&t.name)
+        .bind(t.created_at)
+        .bind(&t.role)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
         Ok(())
     }
 
-    async fn admin_token(&self, token_hash: &str) -> StoreResult<Option<String>> {
-        sqlx::query_scalar("SELECT name FROM admin_tokens WHERE token_hash = $1")
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)
+    async fn admin_token(&self, token_hash: &str) -> StoreResult<Option<AdminToken>> {
+        let row = sqlx::query(
+            "SELECT name, token_hash, created_at, role FROM admin_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        row.as_ref().map(admin_token_from).transpose()
     }
 
-    async fn admin_tokens(&self) -> StoreResult<Vec<(String, String, UnixTime)>> {
+    async fn admin_tokens(&self) -> StoreResult<Vec<AdminToken>> {
         let rows = sqlx::query(
-            "SELECT name, token_hash, created_at FROM admin_tokens ORDER BY created_at",
+            "SELECT name, token_hash, created_at, role FROM admin_tokens ORDER BY created_at",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("name").map_err(err)?,
-                    r.try_get("token_hash").map_err(err)?,
-                    r.try_get("created_at").map_err(err)?,
-                ))
-            })
-            .collect()
+        rows.iter().map(admin_token_from).collect()
     }
 
     async fn registration_ids(&self) -> StoreResult<Vec<String>> {

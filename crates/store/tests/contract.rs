@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use sspr_app::ports::{
-    Channel, CodeRecord, Completion, FlowRecord, MethodRecord, MethodStatus, OutboxMessage,
-    RecoveryUse, Store,
+    AdminToken, Channel, CodeRecord, Completion, FlowRecord, MethodRecord, MethodStatus,
+    OutboxMessage, RecoveryUse, Store,
 };
 use sspr_domain::Method;
 use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
@@ -22,7 +22,7 @@ use sspr_domain::{FlowKind, FlowState};
 use sspr_store::{PgStore, SqliteStore};
 
 /// The newest migration both stores apply.
-const LATEST_SCHEMA: i64 = 6;
+const LATEST_SCHEMA: i64 = 7;
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
@@ -153,7 +153,48 @@ contract_tests!(
     one_recovery_code_raced_by_many_is_spent_once,
     registration_skips_raced_by_many_sign_ins_count_to_the_limit,
     reminders_and_skips_read_back_for_a_copy,
+    admin_tokens_keep_their_role,
+    the_outbox_backlog_counts_what_waits_and_its_oldest,
 );
+
+/// A token's role is stored with it and read back by its hash and in the copy's listing; a
+/// token made before roles existed (the column's default) is an administrator's.
+async fn admin_tokens_keep_their_role(s: Arc<dyn Store>) {
+    let token = |name: &str, role: &str| AdminToken {
+        name: name.into(),
+        token_hash: format!("hash-of-{name}"),
+        created_at: 10,
+        role: role.into(),
+    };
+    s.insert_admin_token(&token("ops", "admin")).await.unwrap();
+    s.insert_admin_token(&token("desk", "helpdesk"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.admin_token("hash-of-desk").await.unwrap(),
+        Some(token("desk", "helpdesk"))
+    );
+    assert_eq!(s.admin_token("hash-of-nobody").await.unwrap(), None);
+    let mut all = s.admin_tokens().await.unwrap();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(all, [token("desk", "helpdesk"), token("ops", "admin")]);
+}
+
+/// What the metrics show of the outbox: queued and leased messages count, sent and failed ones
+/// do not, and the oldest waiting one's queue time.
+async fn the_outbox_backlog_counts_what_waits_and_its_oldest(s: Arc<dyn Store>) {
+    assert_eq!(s.outbox_backlog().await.unwrap(), (0, None));
+    for (to, at) in [("a@x.test", 100), ("b@x.test", 200), ("c@x.test", 300)] {
+        s.enqueue(&OutboxMessage::new(Channel::Email, to, "", "", at))
+            .await
+            .unwrap();
+    }
+    // The oldest is leased (sending) and still waits; then it is sent.
+    let claimed = s.claim_outbox(400, 60, 1, None).await.unwrap();
+    assert_eq!(s.outbox_backlog().await.unwrap(), (3, Some(100)));
+    s.outbox_sent(claimed[0].id, false).await.unwrap();
+    assert_eq!(s.outbox_backlog().await.unwrap(), (2, Some(200)));
+}
 
 /// Twenty concurrent sign-ins of one user with three skips allowed: exactly three are counted,
 /// as 1, 2 and 3; the rest find none left. Setting 0 forgets the user.

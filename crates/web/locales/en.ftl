@@ -226,7 +226,6 @@ admin-user = User ID
 admin-password = Password
 admin-sign-in = Sign in
 admin-session-ended = Your administrator session has ended. Sign in again.
-admin-only = Only administrators can change or see the policy. Helpdesk staff see users, the audit log and password expiry.
 admin-role-helpdesk = Helpdesk
 admin-yes = Yes
 admin-no = No

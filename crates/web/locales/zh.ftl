@@ -224,7 +224,6 @@ admin-user = 用户名
 admin-password = 密码
 admin-sign-in = 登录
 admin-session-ended = 你的管理员会话已结束，请重新登录。
-admin-only = 只有管理员可以查看或更改策略。服务台人员可以查看用户、审计日志和密码到期情况。
 admin-role-helpdesk = 服务台
 admin-yes = 是
 admin-no = 否

@@ -524,3 +524,76 @@ async fn answers_in_chinese() {
     );
     s.stop().await;
 }
+
+/// A helpdesk API token (`sspr admin token create NAME --helpdesk`) reads the audit log and
+/// users and sends invitations, under its own name; the policy answers 403, audited.
+#[tokio::test]
+async fn a_helpdesk_token_cannot_read_or_change_the_policy() {
+    let s = Server::start().await;
+    s.registered_user("quincy").await;
+    let desk =
+        s.rt.app
+            .create_admin_token(
+                &crate::harness::ctx(),
+                "desk",
+                sspr_app::admin::StaffRole::Helpdesk,
+            )
+            .await
+            .unwrap();
+    let created = s.audit("activity=admin_token_created").await;
+    assert!(
+        created
+            .iter()
+            .any(|e| e["target"] == "desk" && e["details"]["role"] == "helpdesk"),
+        "{created:?}"
+    );
+    let call = |m: HttpMethod, path: &'static str, body: Option<Value>| {
+        let desk = desk.clone();
+        let s = &s;
+        async move { s.call(m, path, Some(&desk), body).await }
+    };
+    let (st, _) = call(HttpMethod::GET, "/api/v1/admin/audit?user=quincy", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = call(HttpMethod::GET, "/api/v1/admin/users/quincy", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, v) = call(
+        HttpMethod::POST,
+        "/api/v1/admin/invitations",
+        Some(json!({ "user": "quincy" })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let sent = s.audit("user=quincy&activity=invitation_sent").await;
+    assert_eq!(sent[0]["actor"], "helpdesk:desk", "{sent:?}");
+    let before = s.rt.app.policy().await.unwrap();
+    let (st, v) = call(HttpMethod::GET, "/api/v1/admin/policy", None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"], "forbidden", "{v}");
+    assert!(v.get("methods").is_none(), "the policy was shown: {v}");
+    let (st, v) = call(
+        HttpMethod::PUT,
+        "/api/v1/admin/policy",
+        Some({
+            // A valid policy, changed: refused for who sends it, not for what.
+            let mut p = serde_json::to_value(&before).unwrap();
+            p["reconfirm_days"] = json!(p["reconfirm_days"].as_u64().unwrap() + 7);
+            p
+        }),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(s.rt.app.policy().await.unwrap(), before);
+    let refused = s.audit("activity=admin_auth_failed").await;
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|e| e["actor"] == "helpdesk:desk" && e["reason"] == "not_admin")
+            .count(),
+        2,
+        "{refused:?}"
+    );
+    // The administrator's token still does everything.
+    let (st, _) = admin_get(&s, "/api/v1/admin/policy").await;
+    assert_eq!(st, StatusCode::OK);
+    s.stop().await;
+}

@@ -427,7 +427,13 @@ async fn snapshot(cfg: &sspr::config::Config) -> serde_json::Value {
         "users": users,
         "registrations": regs,
         "policy": store.load_policy().await.unwrap(),
-        "tokens": store.admin_tokens().await.unwrap(),
+        "tokens": store
+            .admin_tokens()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.name, t.token_hash, t.created_at, t.role))
+            .collect::<Vec<_>>(),
         "reminders": store.reminders().await.unwrap().iter().map(|r| json!([r.user_id, r.expires_at, r.days, r.sent_at])).collect::<Vec<_>>(),
         "skips": store.all_registration_skips().await.unwrap(),
         "audit": audit,

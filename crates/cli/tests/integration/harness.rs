@@ -251,7 +251,11 @@ impl Server {
         let rt = runtime::build(cfg.clone(), Arc::new(clock.clone()))
             .await
             .unwrap();
-        let admin_token = rt.app.create_admin_token(&ctx(), "tests").await.unwrap();
+        let admin_token = rt
+            .app
+            .create_admin_token(&ctx(), "tests", sspr_app::admin::StaffRole::Admin)
+            .await
+            .unwrap();
         // Administrators in these tests sign in without registering first; the tests of that
         // request (`admin::…asked_to_register…`) turn it back on.
         let policy = sspr_domain::Policy {

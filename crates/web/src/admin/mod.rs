@@ -135,22 +135,16 @@ pub struct AdminOnly(pub SessionRecord);
 impl Gate for AdminOnly {
     async fn check(w: Web, form: bool) -> Result<(Web, Self), Response> {
         let (w, SignedInAdmin(s)) = SignedInAdmin::check(w, form).await?;
-        let role = w.state.app.staff_role(&s.groups);
-        if role == Some(StaffRole::Admin) {
-            return Ok((w, AdminOnly(s)));
-        }
+        let role = w
+            .state
+            .app
+            .staff_role(&s.groups)
+            .unwrap_or(StaffRole::Helpdesk);
         let app = w.state.app.clone();
-        let mut ev = app.event(
-            &w.ctx,
-            Activity::AdminAuthFailed,
-            sspr_domain::audit::Outcome::Failure,
-        );
-        ev.actor = actor(&w, &s);
-        ev.target = w.path.clone();
-        ev.reason = "not_admin".into();
-        let e = AppError::new(ErrorKind::Forbidden, w.tr("admin-only"));
-        let e = app.fail(ev, e).await;
-        Err(w.error(e))
+        match app.admin_only(&w.ctx, &actor(&w, &s), role, &w.path).await {
+            Ok(()) => Ok((w, AdminOnly(s))),
+            Err(e) => Err(w.error(e)),
+        }
     }
 }
 
