@@ -81,6 +81,14 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    // A key needs no configuration (and a user who cannot read the installed one may make it).
+    if matches!(cli.command, Command::Key) {
+        println!(
+            "{}",
+            sspr_app::crypto::ServerKey::generate(&sspr_domain::OsRandom).to_hex()
+        );
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let file = cli.config.or_else(config::installed_config);
     let cfg =
         config::Config::load(file.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
@@ -132,13 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             serve::init_cli_logging();
             commands::store(c, cfg).await
         }
-        Command::Key => {
-            println!(
-                "{}",
-                sspr_app::crypto::ServerKey::generate(&sspr_domain::OsRandom).to_hex()
-            );
-            Ok(std::process::ExitCode::SUCCESS)
-        }
+        Command::Key => Ok(std::process::ExitCode::SUCCESS),
         other => {
             serve::init_cli_logging();
             let rt =

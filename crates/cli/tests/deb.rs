@@ -188,6 +188,13 @@ fn the_server_package_installs_runs_as_its_unit_upgrades_and_purges() {
         "another user running the CLI: {:?} {said}",
         nobody.status
     );
+    // Making a key reads no configuration: anyone may, e.g. for metrics.token_file.
+    let key = cli_as(Some("nobody"), &["key"], "");
+    assert!(
+        key.status.success() && String::from_utf8_lossy(&key.stdout).trim().len() == 64,
+        "sspr key as nobody: {}",
+        String::from_utf8_lossy(&key.stderr)
+    );
     server.stop();
 
     eprintln!("== 6. upgrade: the data and an edited configuration are kept");
