@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit_chain;
 pub mod breached;
 pub mod change;
 pub mod crypto;

@@ -235,7 +235,87 @@ pub struct AuditFilter {
     /// Page forward through the whole log: events with a larger id, oldest first. Without it
     /// the query returns the newest `limit` events.
     pub after_id: Option<i64>,
+    /// Page back from a listing newest first: events that come before this one (by time, then
+    /// id), the next page's [`AuditCursor`].
+    pub before: Option<AuditCursor>,
     pub limit: u32,
+}
+
+/// Where a newest-first page of the audit log ended: the last event's time and id. A keyset,
+/// not an offset, so every page costs the same however deep it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditCursor {
+    pub at: UnixTime,
+    pub id: i64,
+}
+
+impl AuditCursor {
+    pub fn of(e: &AuditEvent) -> Self {
+        Self { at: e.at, id: e.id }
+    }
+
+    /// `TIME.ID`, as the API's `before` parameter and the CLI's `--before` take it.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.at, self.id)
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let (at, id) = s.trim().split_once('.')?;
+        Some(Self {
+            at: at.parse().ok()?,
+            id: id.parse().ok()?,
+        })
+    }
+}
+
+/// One event as the hash chain sees it: its id, the hash stored with it (`None` for events
+/// written before the chain existed) and the canonical bytes the hash covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainedEvent {
+    pub id: i64,
+    pub at: UnixTime,
+    pub chain: Option<String>,
+    pub event: AuditEvent,
+    /// `details` exactly as stored: the hash covers the stored text, not a re-serialisation.
+    pub details_text: String,
+}
+
+/// A signed statement "the log reached event `last_id`, whose chain hash was `chain`", made
+/// periodically (`periodic`) and before old events are deleted (`prune`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    pub id: i64,
+    pub at: UnixTime,
+    pub kind: String,
+    pub last_id: i64,
+    pub chain: String,
+    pub mac: String,
+}
+
+/// The audit log: written by every step, read by the CLI, the API and the admin pages, chained
+/// for tamper evidence and pruned by retention. SQLite and PostgreSQL share one implementation.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    /// Appends `event`, chained to the event before it.
+    async fn audit(&self, event: &AuditEvent) -> StoreResult<()>;
+    async fn audit_query(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
+    /// Events with an id above `after_id`, oldest first, as the chain covers them.
+    async fn audit_chain_page(&self, after_id: i64, limit: u32)
+    -> StoreResult<Vec<ChainedEvent>>;
+    /// The newest event's id and chain hash.
+    async fn audit_head(&self) -> StoreResult<Option<(i64, Option<String>)>>;
+    /// The last event of the oldest `limit` events written before `before`: where the next
+    /// pruning batch would end.
+    async fn audit_prune_end(
+        &self,
+        before: UnixTime,
+        limit: u32,
+    ) -> StoreResult<Option<(i64, Option<String>)>>;
+    /// Deletes every event up to `checkpoint.last_id` and records the (signed) checkpoint, in
+    /// one transaction; returns how many events went.
+    async fn audit_prune(&self, checkpoint: &AuditCheckpoint) -> StoreResult<u64>;
+    async fn insert_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()>;
+    async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>>;
 }
 
 /// The durable bracket around a directory write (see `crate::finish`): the gate before it, the
@@ -386,7 +466,9 @@ pub trait CeremonyStore: Send + Sync + 'static {
 ///
 /// Times are the caller's clock: instances sharing a database must keep their clocks in sync.
 #[async_trait]
-pub trait Store: FinishStore + ReminderStore + RecoveryStore + CeremonyStore + SkipStore {
+pub trait Store:
+    FinishStore + ReminderStore + RecoveryStore + CeremonyStore + SkipStore + AuditStore
+{
     /// Whether the store can write: a small write in a transaction (the heartbeat row), so a
     /// full disk, a read-only file or a database that went away all fail it. Callers bound it
     /// with a deadline.
@@ -492,9 +574,6 @@ pub trait Store: FinishStore + ReminderStore + RecoveryStore + CeremonyStore + S
     /// How many messages wait (queued or being sent) and when the oldest of them was queued:
     /// the backlog the metrics show.
     async fn outbox_backlog(&self) -> StoreResult<(u64, Option<UnixTime>)>;
-
-    async fn audit(&self, event: &AuditEvent) -> StoreResult<()>;
-    async fn audit_query(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
 
     async fn insert_admin_token(&self, token: &AdminToken) -> StoreResult<()>;
     async fn admin_token(&self, token_hash: &str) -> StoreResult<Option<AdminToken>>;

@@ -569,93 +569,12 @@ pub async fn policy(c: PolicyCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
     }
 }
 
-#[derive(Args, Debug)]
-pub struct AuditArgs {
-    /// From (UTC): 2026-11-24 or 2026-11-24T09:00:00Z.
-    #[arg(long)]
-    since: Option<String>,
-    #[arg(long)]
-    until: Option<String>,
-    #[arg(long)]
-    user: Option<String>,
-    #[arg(long)]
-    activity: Option<String>,
-    /// success or failure.
-    #[arg(long)]
-    result: Option<String>,
-    /// logon_screen, ssh, browser, cli, api or system.
-    #[arg(long)]
-    client_type: Option<String>,
-    #[arg(long)]
-    ip: Option<String>,
-    #[arg(long)]
-    support_code: Option<String>,
-    #[arg(long, default_value_t = 100)]
-    limit: u32,
-    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
-    format: ListFormat,
-}
-
 /// How a listing is printed. An unknown value is an error that lists these (clap).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ListFormat {
     Table,
     Json,
     Csv,
-}
-
-pub async fn audit(a: AuditArgs, rt: &Runtime) -> anyhow::Result<ExitCode> {
-    let params = sspr_server::routes::AuditParams {
-        since: a.since,
-        until: a.until,
-        user: a.user,
-        activity: a.activity,
-        result: a.result,
-        client_type: a.client_type,
-        ip: a.ip,
-        support_code: a.support_code,
-        limit: Some(a.limit),
-        format: None,
-        lang: None,
-    };
-    let filter = match sspr_server::routes::audit_filter(&params) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let events: Vec<_> = rt
-        .app
-        .audit_events(&filter)
-        .await?
-        .into_iter()
-        .map(sspr_server::routes::event_dto)
-        .collect();
-    match a.format {
-        ListFormat::Json => println!("{}", serde_json::to_string_pretty(&events)?),
-        ListFormat::Csv => print!("{}", sspr_server::routes::events_csv(&events)),
-        ListFormat::Table => {
-            println!(
-                "{:<20} {:<24} {:<7} {:<16} {:<15} {:<12} {:<22} SUPPORT",
-                "TIME", "ACTIVITY", "RESULT", "USER", "IP", "CLIENT", "REASON"
-            );
-            for e in events {
-                println!(
-                    "{:<20} {:<24} {:<7} {:<16} {:<15} {:<12} {:<22} {}",
-                    e.time,
-                    e.activity,
-                    e.result,
-                    e.target,
-                    e.client_ip,
-                    e.client_type,
-                    e.reason,
-                    e.support_code.unwrap_or_default()
-                );
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args, Debug)]

@@ -45,6 +45,7 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     pub reminders: RemindersConfig,
     pub metrics: MetricsConfig,
+    pub audit: AuditConfig,
     /// The zero-config quick start's demo accounts (created on first start when the built-in
     /// directory is empty; their passwords are in the README). On only without a config file,
     /// with the dev outbox and the built-in directory: [`Config::load`] turns it off otherwise
@@ -170,6 +171,31 @@ pub struct WebConfig {
     pub pow_bits: u8,
 }
 
+/// The audit log's retention and its signed checkpoints (crates/app/src/audit_chain.rs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Events older than this many days are deleted (hourly, in small batches). 0 keeps them
+    /// for ever.
+    pub retention_days: u32,
+    /// Before deleting, write the events to JSON lines files here (`audit-FIRST-LAST.jsonl`),
+    /// synced to disk first. Empty: deleted events are not kept.
+    pub archive_dir: Option<PathBuf>,
+    /// How often a signed checkpoint of the chain is stored and logged; 0: never (then only
+    /// `sspr audit checkpoint` makes one).
+    pub checkpoint_minutes: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 0,
+            archive_dir: None,
+            checkpoint_minutes: 60,
+        }
+    }
+}
+
 /// Prometheus metrics (`GET /metrics`), on a listener of their own.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -260,6 +286,7 @@ impl Default for Config {
             connections: ConnectionsConfig::default(),
             reminders: RemindersConfig::default(),
             metrics: MetricsConfig::default(),
+            audit: AuditConfig::default(),
             demo: true,
             source: None,
         }
@@ -385,6 +412,18 @@ impl Config {
         }
         if let Err(m) = sspr_domain::expiry::check_days(&self.reminders.days) {
             e.push(m);
+        }
+        if self.audit.checkpoint_minutes > 10_080 {
+            e.push(format!(
+                "audit.checkpoint_minutes ({}) must be at most 10080 (a week); 0 turns periodic checkpoints off",
+                self.audit.checkpoint_minutes
+            ));
+        }
+        if self.audit.retention_days > 36_500 {
+            e.push(format!(
+                "audit.retention_days ({}) must be at most 36500; 0 keeps events for ever",
+                self.audit.retention_days
+            ));
         }
         if !(5..=1440).contains(&self.reminders.every_minutes) {
             e.push(format!(

@@ -1,6 +1,7 @@
 //! The `sspr` binary's library half: configuration, the composition root and the commands,
 //! so that integration tests start exactly what `sspr serve` starts.
 
+pub mod audit;
 pub mod commands;
 pub mod config;
 pub mod invite;

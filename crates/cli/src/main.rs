@@ -31,7 +31,7 @@ enum Command {
     #[command(subcommand)]
     Policy(commands::PolicyCmd),
     /// Query the audit log.
-    Audit(commands::AuditArgs),
+    Audit(sspr::audit::AuditArgs),
     /// Show queued and sent messages (in dev mode: the codes that were "sent").
     Outbox(commands::OutboxArgs),
     /// Admin API tokens.
@@ -148,7 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             match other {
                 Command::Users(c) => commands::users(c, &rt).await,
                 Command::Policy(c) => commands::policy(c, &rt).await,
-                Command::Audit(a) => commands::audit(a, &rt).await,
+                Command::Audit(a) => sspr::audit::audit(a, &rt).await,
                 Command::Outbox(a) => commands::outbox(a, &rt).await,
                 Command::Admin(c) => commands::admin(c, &rt).await,
                 Command::Reminders(c) => sspr::reminders::reminders(c, &rt).await,

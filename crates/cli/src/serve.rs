@@ -83,6 +83,12 @@ pub async fn run_with(
         tokio::spawn(reminder_job(rt.app.clone(), every, stop_rx.clone()));
     }
 
+    tokio::spawn(audit_job(
+        rt.app.clone(),
+        cfg.audit.clone(),
+        stop_rx.clone(),
+    ));
+
     if let Some(addr) = cfg.metrics.listen {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {addr} for metrics (metrics.listen): {e}")
@@ -195,6 +201,64 @@ async fn housekeeping(app: Arc<sspr_app::App>, mut stop: tokio::sync::watch::Rec
         }
         tokio::select! {
             _ = tokio::time::sleep(sweep_every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The audit log's upkeep: a signed checkpoint every `checkpoint_minutes` (logged, so a copy
+/// lives outside the database) and, with a retention, old events pruned once an hour. Each
+/// minute every instance asks the store whether it is its turn; one wins each window.
+async fn audit_job(
+    app: Arc<sspr_app::App>,
+    cfg: crate::config::AuditConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use sspr_app::audit_chain;
+    loop {
+        let now = app.now();
+        if cfg.checkpoint_minutes > 0 {
+            let every = i64::from(cfg.checkpoint_minutes) * 60;
+            match app.store.hit_within("audit:checkpoint", now, now - every, 1).await {
+                Ok(true) => match audit_chain::checkpoint(app.store.as_ref(), &app.key, now).await {
+                    Ok(Some(c)) => tracing::info!(
+                        event = c.last_id,
+                        chain = %c.chain,
+                        mac = %c.mac,
+                        "audit checkpoint: keep this line; `sspr audit verify` checks the log against it"
+                    ),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "audit checkpoint failed; the next window tries again"),
+                },
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "audit checkpoint failed; the next window tries again"),
+            }
+        }
+        if cfg.retention_days > 0 {
+            match app.store.hit_within("audit:prune", now, now - 3600, 1).await {
+                Ok(true) => {
+                    let before = now - i64::from(cfg.retention_days) * 86_400;
+                    match audit_chain::prune(
+                        app.store.as_ref(),
+                        &app.key,
+                        now,
+                        before,
+                        crate::audit::PRUNE_BATCH,
+                        cfg.archive_dir.as_deref(),
+                    )
+                    .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(events = n, days = cfg.retention_days, "pruned audit events past their retention"),
+                        Err(e) => tracing::warn!(error = %e, "pruning the audit log failed; nothing past the failed batch was deleted, the next hour tries again"),
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning the audit log failed; the next hour tries again"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
             _ = stop.changed() => return,
         }
     }

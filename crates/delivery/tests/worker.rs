@@ -141,6 +141,39 @@ impl RecoveryStore for FakeStore {
 }
 
 #[async_trait]
+impl AuditStore for FakeStore {
+    async fn audit(&self, e: &AuditEvent) -> StoreResult<()> {
+        self.audit.lock().unwrap().push(e.clone());
+        Ok(())
+    }
+    async fn audit_query(&self, _: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+        Ok(vec![])
+    }
+    async fn audit_chain_page(&self, _: i64, _: u32) -> StoreResult<Vec<ChainedEvent>> {
+        Ok(vec![])
+    }
+    async fn audit_head(&self) -> StoreResult<Option<(i64, Option<String>)>> {
+        Ok(None)
+    }
+    async fn audit_prune_end(
+        &self,
+        _: UnixTime,
+        _: u32,
+    ) -> StoreResult<Option<(i64, Option<String>)>> {
+        Ok(None)
+    }
+    async fn audit_prune(&self, _: &AuditCheckpoint) -> StoreResult<u64> {
+        Ok(0)
+    }
+    async fn insert_audit_checkpoint(&self, _: &AuditCheckpoint) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {
+        Ok(vec![])
+    }
+}
+
+#[async_trait]
 impl Store for FakeStore {
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
@@ -324,13 +357,6 @@ impl Store for FakeStore {
     }
     async fn outbox_backlog(&self) -> StoreResult<(u64, Option<UnixTime>)> {
         Ok((0, None))
-    }
-    async fn audit(&self, e: &AuditEvent) -> StoreResult<()> {
-        self.audit.lock().unwrap().push(e.clone());
-        Ok(())
-    }
-    async fn audit_query(&self, _: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
-        Ok(vec![])
     }
     async fn insert_admin_token(&self, _: &AdminToken) -> StoreResult<()> {
         Ok(())

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State as AxState};
+use axum::extract::{Path, Query, RawQuery, State as AxState};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sspr_app::AppError;
-use sspr_app::ports::AuditFilter;
+use sspr_app::ports::{AuditCursor, AuditFilter};
 use sspr_domain::audit::{Activity, ClientType, Outcome};
 use sspr_domain::clock::{parse_rfc3339, rfc3339};
 use sspr_domain::{FlowKind, Method, Policy};
@@ -398,6 +398,8 @@ pub struct AuditParams {
     pub since: Option<String>,
     /// Before this time.
     pub until: Option<String>,
+    /// The next (older) page: the cursor from a full page's `Link: <…>; rel="next"` header.
+    pub before: Option<String>,
     pub user: Option<String>,
     pub activity: Option<String>,
     /// `success` or `failure`.
@@ -452,6 +454,15 @@ pub fn audit_filter(p: &AuditParams) -> Result<AuditFilter, String> {
         client_ip: p.ip.clone(),
         support_code: p.support_code.clone(),
         after_id: None,
+        before: p
+            .before
+            .as_deref()
+            .map(|c| {
+                AuditCursor::parse(c).ok_or(format!(
+                    "before {c:?} is not a page cursor: pass the value of the previous page's Link header (TIME.ID)"
+                ))
+            })
+            .transpose()?,
         limit: p.limit.unwrap_or(1000),
     })
 }
@@ -515,37 +526,57 @@ pub fn events_csv(events: &[AuditEventDto]) -> String {
     out
 }
 
-/// The audit log, filtered; JSON or CSV.
+/// The audit log, filtered, a page of the newest events (oldest first within the page); JSON
+/// or CSV. A full page carries `Link: <…&before=CURSOR>; rel="next"` to the older events.
 #[utoipa::path(get, path = "/api/v1/admin/audit", params(AuditParams), security(("admin" = [])),
-    responses((status = 200, body = [AuditEventDto]), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
+    responses((status = 200, body = [AuditEventDto], headers(("link" = String, description = "rel=\"next\": the next, older page"))), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
 pub async fn audit(
     AxState(s): S,
     Ctx(ctx): Ctx,
     _: Admin,
+    RawQuery(raw): RawQuery,
     q: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let r = async {
         let Query(p) = q.map_err(|e| AppError::invalid(e.body_text()))?;
         let f = audit_filter(&p).map_err(AppError::invalid)?;
-        let events: Vec<AuditEventDto> = s
-            .app
-            .audit_events(&f)
-            .await?
-            .into_iter()
-            .map(event_dto)
-            .collect();
-        Ok((p.format.unwrap_or_default(), events))
+        let events = s.app.audit_events(&f).await?;
+        let next = (f.limit > 0 && events.len() >= f.limit as usize)
+            .then(|| events.first().map(AuditCursor::of))
+            .flatten()
+            .map(|c| next_link(raw.as_deref().unwrap_or(""), &c));
+        let events: Vec<AuditEventDto> = events.into_iter().map(event_dto).collect();
+        Ok((p.format.unwrap_or_default(), events, next))
     }
     .await;
-    match r {
-        Ok((fmt, events)) if fmt == "csv" => (
+    let (fmt, events, next) = match r {
+        Ok(v) => v,
+        Err(e) => return error(&s, &ctx, e).await,
+    };
+    let mut res = if fmt == "csv" {
+        (
             [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
             events_csv(&events),
         )
-            .into_response(),
-        Ok((_, events)) => axum::Json(events).into_response(),
-        Err(e) => error(&s, &ctx, e).await,
+            .into_response()
+    } else {
+        axum::Json(events).into_response()
+    };
+    if let Some(v) = next.and_then(|l| header::HeaderValue::from_str(&l).ok()) {
+        res.headers_mut().insert(header::LINK, v);
     }
+    res
+}
+
+/// The same query with `before` set to `cursor`: the next page keeps every filter.
+fn next_link(query: &str, cursor: &AuditCursor) -> String {
+    let mut parts: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("before="))
+        .collect();
+    let before = format!("before={}", cursor.encode());
+    parts.push(&before);
+    format!("</api/v1/admin/audit?{}>; rel=\"next\"", parts.join("&"))
 }
 
 /// Invites a user to set their first password: a one-time link to the email address (or

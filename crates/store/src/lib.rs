@@ -6,6 +6,7 @@
 //! Security-relevant updates are conditional (`… WHERE used = 0 AND …`) and report whether
 //! they applied, so single use holds however many requests race.
 
+mod audit_sql;
 mod builtin;
 mod ceremony_sql;
 mod codec;

@@ -11,7 +11,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use sspr_app::Lang;
 use sspr_app::ports::{
-    AdminToken, AuditFilter, Channel, CodeRecord, Completion, FinishStore, FlowRecord,
+    AdminToken, AuditCheckpoint, AuditFilter, AuditStore, Channel, ChainedEvent, CodeRecord,
+    Completion, FinishStore, FlowRecord,
     MethodRecord, MethodStatus, OutboxMessage, SessionRecord, Store, StoreError, StoreResult,
     UserFlag, UserRecord, UserStore,
 };
@@ -36,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/postgres/0007_admin_token_role.sql"),
     ),
+    (8, include_str!("../migrations/postgres/0008_audit_chain.sql")),
 ];
 
 /// Advisory lock key ("ssprmig") held while migrating, so instances starting together apply
@@ -46,6 +48,8 @@ const MIGRATION_LOCK: i64 = 0x0073_7370_726d_6967;
 /// Namespaces (first key of the two-key advisory lock) for the per-key locks below.
 const CODE_LOCK: i32 = 0x7373_7001;
 const USER_LOCK: i32 = 0x7373_7002;
+/// Appending to the audit chain (a key of its own: one-key and two-key locks never meet).
+const AUDIT_LOCK: i64 = 0x0073_7370_7261_7564;
 const THROTTLE_LOCK: i32 = 0x7373_7003;
 
 /// How long a request waits for a connection, connecting included.
@@ -321,6 +325,7 @@ async fn lock_user(tx: &mut Transaction<'_, Postgres>, user_id: &str) -> StoreRe
 }
 
 crate::finish_sql::impl_finish_store!(PgStore);
+crate::audit_sql::impl_audit_store!(PgStore, Postgres);
 crate::reminder_sql::impl_reminder_store!(PgStore);
 crate::skip_sql::impl_skip_store!(PgStore);
 crate::recovery_sql::impl_recovery_store!(PgStore);
@@ -1004,60 +1009,6 @@ impl Store for PgStore {
         Ok((u64::try_from(n).unwrap_or(0), oldest))
     }
 
-    async fn audit(&self, e: &AuditEvent) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await.map_err(err)?;
-        insert_audit(&mut conn, e).await
-    }
-
-    async fn audit_query(&self, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
-        let mut qb = sqlx::QueryBuilder::<Postgres>::new("SELECT * FROM audit WHERE 1 = 1");
-        if let Some(v) = f.since {
-            qb.push(" AND at >= ").push_bind(v);
-        }
-        if let Some(v) = f.until {
-            qb.push(" AND at < ").push_bind(v);
-        }
-        if let Some(v) = &f.user {
-            qb.push(" AND (target = ")
-                .push_bind(v.clone())
-                .push(" OR actor = ")
-                .push_bind(v.clone())
-                .push(")");
-        }
-        if let Some(v) = f.activity {
-            qb.push(" AND activity = ").push_bind(v.as_str());
-        }
-        if let Some(v) = f.outcome {
-            qb.push(" AND outcome = ").push_bind(v.as_str());
-        }
-        if let Some(v) = f.client_type {
-            qb.push(" AND client_type = ").push_bind(v.as_str());
-        }
-        if let Some(v) = &f.client_ip {
-            qb.push(" AND client_ip = ").push_bind(v.clone());
-        }
-        if let Some(v) = &f.support_code {
-            qb.push(" AND support_code = ").push_bind(v.clone());
-        }
-        let limit = if f.limit == 0 {
-            1000
-        } else {
-            f.limit.min(100_000)
-        };
-        if let Some(after) = f.after_id {
-            qb.push(" AND id > ").push_bind(after);
-            qb.push(" ORDER BY id ASC LIMIT ").push_bind(limit as i64);
-            let rows = qb.build().fetch_all(&self.pool).await.map_err(err)?;
-            return rows.iter().map(audit_from).collect();
-        }
-        qb.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(limit));
-        let rows = qb.build().fetch_all(&self.pool).await.map_err(err)?;
-        let mut out: Vec<AuditEvent> = rows.iter().map(audit_from).collect::<StoreResult<_>>()?;
-        out.reverse();
-        Ok(out)
-    }
-
     async fn insert_admin_token(&self, t: &AdminToken) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO admin_tokens (token_hash, name, created_at, role) VALUES ($1, $2, $3, $4)",
@@ -1126,11 +1077,25 @@ impl Store for PgStore {
     }
 }
 
+/// Appends `e` chained to the event before it. Instances append one at a time (a lock held
+/// to the end of the caller's transaction), so the chain has one order and ids follow it.
 async fn insert_audit(conn: &mut sqlx::PgConnection, e: &AuditEvent) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(AUDIT_LOCK)
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+    let prev: Option<Option<String>> =
+        sqlx::query_scalar("SELECT chain FROM audit ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(err)?;
+    let details = e.details.to_string();
+    let chain = sspr_app::audit_chain::link(prev.flatten().as_deref(), e, &details);
     sqlx::query(
-            "INSERT INTO audit (at, activity, actor, target, client_ip, client_type, outcome, reason, flow_id, support_code, details)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
+        "INSERT INTO audit (at, activity, actor, target, client_ip, client_type, outcome, reason, flow_id, support_code, details, chain)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
         .bind(e.at)
         .bind(e.activity.as_str())
         .bind(&e.actor)
@@ -1141,12 +1106,14 @@ async fn insert_audit(conn: &mut sqlx::PgConnection, e: &AuditEvent) -> StoreRes
         .bind(&e.reason)
         .bind(&e.flow_id)
         .bind(&e.support_code)
-        .bind(e.details.to_string())
+        .bind(&details)
+        .bind(&chain)
         .execute(&mut *conn)
         .await
         .map_err(err)?;
     Ok(())
 }
+
 
 async fn insert_outbox(tx: &mut Transaction<'_, Postgres>, m: &OutboxMessage) -> StoreResult<i64> {
     sqlx::query_scalar(

@@ -10,7 +10,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use sspr_app::Lang;
 use sspr_app::ports::{
-    AdminToken, AuditFilter, Channel, CodeRecord, Completion, FinishStore, FlowRecord,
+    AdminToken, AuditCheckpoint, AuditFilter, AuditStore, Channel, ChainedEvent, CodeRecord,
+    Completion, FinishStore, FlowRecord,
     MethodRecord, MethodStatus, OutboxMessage, SessionRecord, Store, StoreError, StoreResult,
     UserFlag, UserRecord, UserStore,
 };
@@ -35,6 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/sqlite/0007_admin_token_role.sql"),
     ),
+    (8, include_str!("../migrations/sqlite/0008_audit_chain.sql")),
 ];
 
 /// How long a statement waits for SQLite's write lock.
@@ -238,6 +240,7 @@ async fn lock_user(_tx: &mut Transaction<'_, Sqlite>, _user_id: &str) -> StoreRe
 }
 
 crate::finish_sql::impl_finish_store!(SqliteStore);
+crate::audit_sql::impl_audit_store!(SqliteStore, Sqlite);
 crate::reminder_sql::impl_reminder_store!(SqliteStore);
 crate::skip_sql::impl_skip_store!(SqliteStore);
 crate::recovery_sql::impl_recovery_store!(SqliteStore);
@@ -895,59 +898,6 @@ impl Store for SqliteStore {
         Ok((u64::try_from(n).unwrap_or(0), oldest))
     }
 
-    async fn audit(&self, e: &AuditEvent) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await.map_err(err)?;
-        insert_audit(&mut conn, e).await
-    }
-
-    async fn audit_query(&self, f: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
-        let mut qb = sqlx::QueryBuilder::<Sqlite>::new("SELECT * FROM audit WHERE 1 = 1");
-        if let Some(v) = f.since {
-            qb.push(" AND at >= ").push_bind(v);
-        }
-        if let Some(v) = f.until {
-            qb.push(" AND at < ").push_bind(v);
-        }
-        if let Some(v) = &f.user {
-            qb.push(" AND (target = ")
-                .push_bind(v.clone())
-                .push(" OR actor = ")
-                .push_bind(v.clone())
-                .push(")");
-        }
-        if let Some(v) = f.activity {
-            qb.push(" AND activity = ").push_bind(v.as_str());
-        }
-        if let Some(v) = f.outcome {
-            qb.push(" AND outcome = ").push_bind(v.as_str());
-        }
-        if let Some(v) = f.client_type {
-            qb.push(" AND client_type = ").push_bind(v.as_str());
-        }
-        if let Some(v) = &f.client_ip {
-            qb.push(" AND client_ip = ").push_bind(v.clone());
-        }
-        if let Some(v) = &f.support_code {
-            qb.push(" AND support_code = ").push_bind(v.clone());
-        }
-        let limit = if f.limit == 0 {
-            1000
-        } else {
-            f.limit.min(100_000)
-        };
-        if let Some(after) = f.after_id {
-            qb.push(" AND id > ").push_bind(after);
-            qb.push(" ORDER BY id ASC LIMIT ").push_bind(limit as i64);
-            let rows = qb.build().fetch_all(&self.pool).await.map_err(err)?;
-            return rows.iter().map(audit_from).collect();
-        }
-        qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64);
-        let rows = qb.build().fetch_all(&self.pool).await.map_err(err)?;
-        let mut out: Vec<AuditEvent> = rows.iter().map(audit_from).collect::<StoreResult<_>>()?;
-        out.reverse();
-        Ok(out)
-    }
-
     async fn insert_admin_token(&self, t: &AdminToken) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO admin_tokens (token_hash, name, created_at, role) VALUES ($1, $2, $3, $4)",
@@ -1022,11 +972,15 @@ impl Store for SqliteStore {
     }
 }
 
+/// Appends `e` chained to the event before it. The insert comes first: it takes SQLite's
+/// one write lock, so the event read just after is the one before this, and stays so.
+/// Callers hold a transaction.
 async fn insert_audit(conn: &mut sqlx::SqliteConnection, e: &AuditEvent) -> StoreResult<()> {
-    sqlx::query(
-            "INSERT INTO audit (at, activity, actor, target, client_ip, client_type, outcome, reason, flow_id, support_code, details)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
+    let details = e.details.to_string();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO audit (at, activity, actor, target, client_ip, client_type, outcome, reason, flow_id, support_code, details)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+    )
         .bind(e.at)
         .bind(e.activity.as_str())
         .bind(&e.actor)
@@ -1037,7 +991,20 @@ async fn insert_audit(conn: &mut sqlx::SqliteConnection, e: &AuditEvent) -> Stor
         .bind(&e.reason)
         .bind(&e.flow_id)
         .bind(&e.support_code)
-        .bind(e.details.to_string())
+        .bind(&details)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err)?;
+    let prev: Option<Option<String>> =
+        sqlx::query_scalar("SELECT chain FROM audit WHERE id < $1 ORDER BY id DESC LIMIT 1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(err)?;
+    let chain = sspr_app::audit_chain::link(prev.flatten().as_deref(), e, &details);
+    sqlx::query("UPDATE audit SET chain = $1 WHERE id = $2")
+        .bind(chain)
+        .bind(id)
         .execute(&mut *conn)
         .await
         .map_err(err)?;

@@ -22,7 +22,7 @@ use sspr_domain::{FlowKind, FlowState};
 use sspr_store::{PgStore, SqliteStore};
 
 /// The newest migration both stores apply.
-const LATEST_SCHEMA: i64 = 7;
+const LATEST_SCHEMA: i64 = 8;
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
@@ -155,7 +155,333 @@ contract_tests!(
     reminders_and_skips_read_back_for_a_copy,
     admin_tokens_keep_their_role,
     the_outbox_backlog_counts_what_waits_and_its_oldest,
+    audit_pages_newest_first_behind_a_cursor_and_a_user_is_actor_or_target,
+    concurrent_appends_make_one_unbroken_chain,
+    pruning_keeps_the_newest_archives_first_and_the_chain_still_verifies,
 );
+
+/// Raw SQL on the database under a store: the tampering an attacker with the file or the
+/// database account could do.
+enum Raw {
+    Sqlite(std::path::PathBuf),
+    Postgres { url: String, schema: String },
+}
+
+impl Raw {
+    async fn exec(&self, sql: &str) {
+        match self {
+            Raw::Sqlite(path) => {
+                let url = format!("sqlite://{}", path.display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                c.execute(AssertSqlSafe(sql.to_string())).await.unwrap();
+                c.close().await.unwrap();
+            }
+            Raw::Postgres { url, schema } => {
+                let mut c = pg_admin(url).await;
+                c.execute(AssertSqlSafe(format!("SET search_path TO {schema}; {sql}")))
+                    .await
+                    .unwrap();
+                c.close().await.unwrap();
+            }
+        }
+    }
+}
+
+/// Like `contract_tests!`, for tests that also need [`Raw`] access.
+macro_rules! raw_contract_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_raw {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let path = dir.path().join("t.db");
+                    let s = sspr_store::SqliteStore::open(&path).await.unwrap();
+                    super::$name(std::sync::Arc::new(s), super::Raw::Sqlite(path)).await;
+                }
+            )*
+        }
+        mod postgres_raw {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let schema = super::PgSchema::create().await;
+                    let s: std::sync::Arc<dyn sspr_app::ports::Store> = schema.instance().await;
+                    let raw = super::Raw::Postgres { url: schema.url.clone(), schema: schema.name.clone() };
+                    super::$name(s, raw).await;
+                }
+            )*
+        }
+    };
+}
+
+raw_contract_tests!(verify_names_the_first_change_deletion_truncation_and_forged_checkpoint);
+
+fn key() -> sspr_app::crypto::ServerKey {
+    sspr_app::crypto::ServerKey::from_bytes([7; 32])
+}
+
+fn event(at: i64, activity: Activity, actor: &str, target: &str) -> AuditEvent {
+    let mut e = AuditEvent::new(at, activity, Outcome::Success);
+    e.actor = actor.into();
+    e.target = target.into();
+    e.client_ip = "192.0.2.1".into();
+    e.details = serde_json::json!({"n": at, "text": "ü \"quoted\""});
+    e
+}
+
+async fn verified(s: &Arc<dyn Store>) -> sspr_app::audit_chain::Verification {
+    sspr_app::audit_chain::verify(s.as_ref(), &key()).await.unwrap()
+}
+
+/// Each kind of tampering is found and named: a changed event (the first broken link, named
+/// once), a deleted one, the newest events cut off after a checkpoint, a checkpoint written
+/// without the key; and a clean log verifies.
+async fn verify_names_the_first_change_deletion_truncation_and_forged_checkpoint(
+    s: Arc<dyn Store>,
+    raw: Raw,
+) {
+    for i in 1..=20 {
+        s.audit(&event(1000 + i, Activity::ResetStarted, "ann", "ann"))
+            .await
+            .unwrap();
+    }
+    let v = verified(&s).await;
+    assert!(v.intact(), "{:?}", v.problems);
+    assert_eq!((v.events, v.first_id, v.last_id), (20, Some(1), Some(20)));
+    let c = sspr_app::audit_chain::checkpoint(s.as_ref(), &key(), 2000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.last_id, 20);
+    // Nothing new: no second checkpoint.
+    assert!(
+        sspr_app::audit_chain::checkpoint(s.as_ref(), &key(), 2001)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    for i in 21..=25 {
+        s.audit(&event(1000 + i, Activity::ResetPassword, "ann", "ann"))
+            .await
+            .unwrap();
+    }
+    assert!(verified(&s).await.intact());
+
+    // A changed outcome: the chain breaks at that event, once.
+    raw.exec("UPDATE audit SET outcome = 'failure' WHERE id = 7").await;
+    let v = verified(&s).await;
+    assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
+    assert!(v.problems[0].contains("breaks at event #7"), "{:?}", v.problems);
+    raw.exec("UPDATE audit SET outcome = 'success' WHERE id = 7").await;
+    assert!(verified(&s).await.intact());
+
+    // A deleted event: the next one no longer follows.
+    raw.exec("DELETE FROM audit WHERE id = 12").await;
+    let v = verified(&s).await;
+    assert!(v.problems[0].contains("breaks at event #13"), "{:?}", v.problems);
+
+    // The newest events cut off, below the checkpoint: the checkpoint says so, although what
+    // is left chains cleanly (an attacker who also recomputed every hash is caught the same).
+    raw.exec("DELETE FROM audit WHERE id >= 12").await;
+    let v = verified(&s).await;
+    assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
+    assert!(
+        v.problems[0].contains("covers event #20, but the log ends at #11"),
+        "{:?}",
+        v.problems
+    );
+
+    // A checkpoint written without the key, to cover the cut.
+    raw.exec("DELETE FROM audit_checkpoints").await;
+    assert!(verified(&s).await.intact());
+    raw.exec(
+        "INSERT INTO audit_checkpoints (at, kind, last_id, chain, mac) VALUES (3000, 'prune', 3, 'aa', 'bb')",
+    )
+    .await;
+    let v = verified(&s).await;
+    assert!(
+        v.problems.iter().any(|p| p.contains("not signed by this server's key")),
+        "{:?}",
+        v.problems
+    );
+    // A forged prune checkpoint is no anchor: the log still has to start the chain.
+    assert!(!v.problems.iter().any(|p| p.contains("older than the pruning")));
+    raw.exec("DELETE FROM audit_checkpoints").await;
+
+    // The oldest events deleted without a pruning checkpoint: the log no longer starts the
+    // chain.
+    raw.exec("DELETE FROM audit WHERE id <= 2").await;
+    let v = verified(&s).await;
+    assert!(
+        v.problems[0].contains("first in the log but does not start the chain"),
+        "{:?}",
+        v.problems
+    );
+}
+
+/// Newest first, page by page behind the cursor, every event once however many share a time;
+/// a user's events are those they did (actor) and those done to them (target), each once.
+async fn audit_pages_newest_first_behind_a_cursor_and_a_user_is_actor_or_target(
+    s: Arc<dyn Store>,
+) {
+    use sspr_app::ports::{AuditCursor, AuditFilter};
+    // 30 events over 10 distinct times (three share each), written out of time order.
+    for i in 0..30 {
+        let at = 5000 + ((i * 7) % 10);
+        let (actor, target) = match i % 3 {
+            0 => ("admin", "bob"),
+            1 => ("bob", "bob"),
+            _ => ("carol", "carol"),
+        };
+        s.audit(&event(at, Activity::ResetStarted, actor, target))
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = s
+            .audit_query(&AuditFilter {
+                before,
+                limit: 7,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        // Oldest first within a page.
+        assert!(page.windows(2).all(|w| (w[0].at, w[0].id) < (w[1].at, w[1].id)));
+        before = Some(AuditCursor::of(&page[0]));
+        seen.extend(page.into_iter().rev().map(|e| (e.at, e.id)));
+    }
+    assert_eq!(seen.len(), 30);
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first, each once");
+
+    let bob = |before| AuditFilter {
+        user: Some("bob".into()),
+        before,
+        limit: 100,
+        ..Default::default()
+    };
+    let all = s.audit_query(&bob(None)).await.unwrap();
+    assert_eq!(all.len(), 20, "10 as target only, 10 as actor and target, each once");
+    assert!(all.iter().all(|e| e.target == "bob" || e.actor == "bob"));
+    let admin = s
+        .audit_query(&AuditFilter {
+            user: Some("admin".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(admin.len(), 10);
+    // A user's second page, and a time window, combined with the cursor.
+    let first = s
+        .audit_query(&AuditFilter { limit: 5, ..bob(None) })
+        .await
+        .unwrap();
+    let second = s
+        .audit_query(&AuditFilter {
+            limit: 100,
+            ..bob(Some(AuditCursor::of(&first[0])))
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.len() + second.len(), 20);
+    let window = s
+        .audit_query(&AuditFilter {
+            since: Some(5002),
+            until: Some(5004),
+            activity: Some(Activity::ResetStarted),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(window.len(), 6);
+    assert!(window.iter().all(|e| (5002..5004).contains(&e.at)));
+}
+
+/// Forty writers at once (several pools on PostgreSQL would behave the same: the lock is in
+/// the database) still make one chain.
+async fn concurrent_appends_make_one_unbroken_chain(s: Arc<dyn Store>) {
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let s = s.clone();
+        set.spawn(async move {
+            s.audit(&event(100 + i, Activity::CodeSent, "x", "y"))
+                .await
+                .unwrap()
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    let v = verified(&s).await;
+    assert!(v.intact(), "{:?}", v.problems);
+    assert_eq!(v.events, 40);
+}
+
+/// Retention deletes events past it in batches, each behind a signed pruning checkpoint and
+/// archived first; the newest event stays whatever its age (the next one chains from it); the
+/// log still verifies, and an event put back below the cut is noticed.
+async fn pruning_keeps_the_newest_archives_first_and_the_chain_still_verifies(
+    s: Arc<dyn Store>,
+) {
+    for i in 0..25 {
+        s.audit(&event(1000 + i, Activity::CodeSent, "x", "y"))
+            .await
+            .unwrap();
+    }
+    let archive = tempfile::tempdir().unwrap();
+    // Everything is older than the cut: all but the newest go, four batches of 7 at most.
+    let gone = sspr_app::audit_chain::prune(s.as_ref(), &key(), 9000, 5000, 7, Some(archive.path()))
+        .await
+        .unwrap();
+    assert_eq!(gone, 24);
+    let v = verified(&s).await;
+    assert!(v.intact(), "{:?}", v.problems);
+    assert_eq!((v.events, v.first_id), (1, Some(25)));
+    let mut files: Vec<_> = std::fs::read_dir(archive.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["audit-1-7.jsonl", "audit-15-21.jsonl", "audit-22-24.jsonl", "audit-8-14.jsonl"]
+    );
+    let lines = std::fs::read_to_string(archive.path().join("audit-8-14.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 7);
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(first["id"], 8);
+    assert!(first["chain"].as_str().unwrap().len() == 64);
+    // Nothing more to prune; new events chain on.
+    assert_eq!(
+        sspr_app::audit_chain::prune(s.as_ref(), &key(), 9000, 5000, 7, None)
+            .await
+            .unwrap(),
+        0
+    );
+    s.audit(&event(8000, Activity::CodeSent, "x", "y")).await.unwrap();
+    assert!(verified(&s).await.intact());
+    // Only what is older than the cut goes.
+    for i in 0..3 {
+        s.audit(&event(9500 + i, Activity::CodeSent, "x", "y"))
+            .await
+            .unwrap();
+    }
+    let gone = sspr_app::audit_chain::prune(s.as_ref(), &key(), 9999, 9000, 100, None)
+        .await
+        .unwrap();
+    assert_eq!(gone, 2);
+    let v = verified(&s).await;
+    assert!(v.intact(), "{:?}", v.problems);
+    assert_eq!(v.events, 3);
+}
 
 /// A token's role is stored with it and read back by its hash and in the copy's listing; a
 /// token made before roles existed (the column's default) is an administrator's.
