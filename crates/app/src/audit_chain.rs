@@ -71,7 +71,13 @@ fn checkpoint_mac(key: &ServerKey, kind: &str, at: UnixTime, last_id: i64, chain
 }
 
 /// A checkpoint for the event `last_id` whose hash is `chain`, signed with `key`.
-pub fn sign(key: &ServerKey, kind: &str, at: UnixTime, last_id: i64, chain: &str) -> AuditCheckpoint {
+pub fn sign(
+    key: &ServerKey,
+    kind: &str,
+    at: UnixTime,
+    last_id: i64,
+    chain: &str,
+) -> AuditCheckpoint {
     AuditCheckpoint {
         id: 0,
         at,
@@ -102,7 +108,13 @@ pub async fn checkpoint(
     if known.iter().any(|c| c.last_id >= last_id) {
         return Ok(None);
     }
-    let c = sign(key, "periodic", now, last_id, chain.as_deref().unwrap_or(GENESIS));
+    let c = sign(
+        key,
+        "periodic",
+        now,
+        last_id,
+        chain.as_deref().unwrap_or(GENESIS),
+    );
     store.insert_audit_checkpoint(&c).await?;
     Ok(Some(c))
 }
@@ -194,7 +206,8 @@ pub async fn verify(store: &dyn AuditStore, key: &ServerKey) -> StoreResult<Veri
             let want = link(prev.as_deref(), &e.event, &e.details_text);
             if !broken && want != *stored {
                 broken = true;
-                v.problems.push(first_break(e, v.events == 1 && anchor.is_none()));
+                v.problems
+                    .push(first_break(e, v.events == 1 && anchor.is_none()));
             }
             // Continue from the stored hash: one altered event is reported once, not with
             // every event after it.
@@ -276,7 +289,13 @@ pub async fn prune(
         if let Some(dir) = archive {
             archive_through(store, dir, last_id).await?;
         }
-        let c = sign(key, "prune", now, last_id, chain.as_deref().unwrap_or(GENESIS));
+        let c = sign(
+            key,
+            "prune",
+            now,
+            last_id,
+            chain.as_deref().unwrap_or(GENESIS),
+        );
         total += store.audit_prune(&c).await.map_err(|e| e.to_string())?;
         tokio::task::yield_now().await;
     }

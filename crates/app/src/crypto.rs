@@ -33,7 +33,9 @@ pub struct HashPool {
     wait: Duration,
     params: Params,
     /// Verified against when a user does not exist, so that the miss costs what a hit costs.
-    dummy: Arc<String>,
+    /// Made on first use (`serve` makes it at start): a CLI command that never hashes does
+    /// not pay a hash to start.
+    dummy: Arc<std::sync::OnceLock<String>>,
 }
 
 impl HashPool {
@@ -49,21 +51,13 @@ impl HashPool {
     ) -> Result<Self, AppError> {
         let params = Params::new(m_kib, t, ARGON2_P, None)
             .map_err(|e| AppError::internal(format!("argon2 params: {e}")))?;
-        let mut pool = Self {
+        let pool = Self {
             slots: Arc::new(Semaphore::new(permits.max(1))),
             buffers: Arc::new(std::sync::Mutex::new(Vec::new())),
             wait,
             params,
-            dummy: Arc::new(String::new()),
+            dummy: Arc::new(std::sync::OnceLock::new()),
         };
-        let mut buf = vec![Block::default(); pool.params.block_count()];
-        pool.dummy = Arc::new(hash_with(
-            &pool.params,
-            b"sspr-timing-equaliser",
-            b"dummysaltdummysalt",
-            &mut buf,
-        )?);
-        pool.give_back(buf);
         Ok(pool)
     }
 
@@ -143,7 +137,21 @@ impl HashPool {
     /// The hash verified against when there is nothing to verify against, so that the miss
     /// costs what a hit costs; the caller ignores what it answers.
     pub fn dummy_hash(&self) -> String {
-        self.dummy.as_ref().clone()
+        self.dummy
+            .get_or_init(|| {
+                let mut buf = self.take_buffer();
+                let h = hash_with(
+                    &self.params,
+                    b"sspr-timing-equaliser",
+                    b"dummysaltdummysalt",
+                    &mut buf,
+                );
+                self.give_back(buf);
+                // Cannot fail with the parameters `with_params` accepted; an empty hash would
+                // only make a miss cheaper, never let anyone in.
+                h.unwrap_or_default()
+            })
+            .clone()
     }
 
     /// Burns the time of one verification; used when there is nothing to verify against.

@@ -300,8 +300,7 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn audit(&self, event: &AuditEvent) -> StoreResult<()>;
     async fn audit_query(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
     /// Events with an id above `after_id`, oldest first, as the chain covers them.
-    async fn audit_chain_page(&self, after_id: i64, limit: u32)
-    -> StoreResult<Vec<ChainedEvent>>;
+    async fn audit_chain_page(&self, after_id: i64, limit: u32) -> StoreResult<Vec<ChainedEvent>>;
     /// The newest event's id and chain hash.
     async fn audit_head(&self) -> StoreResult<Option<(i64, Option<String>)>>;
     /// The last event of the oldest `limit` events written before `before`: where the next

@@ -73,6 +73,8 @@ pub async fn run_with(
     };
     let tls = sspr_server::tls::server_config(&cert, &key).map_err(|e| anyhow::anyhow!(e))?;
     let seeded = runtime::seed_demo(&rt).await?;
+    // Made before the first request, so that the first unknown ID costs what the others do.
+    let _ = rt.app.hasher.dummy_hash();
 
     let worker = build_worker(&rt, clock.clone())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -219,23 +221,37 @@ async fn audit_job(
         let now = app.now();
         if cfg.checkpoint_minutes > 0 {
             let every = i64::from(cfg.checkpoint_minutes) * 60;
-            match app.store.hit_within("audit:checkpoint", now, now - every, 1).await {
-                Ok(true) => match audit_chain::checkpoint(app.store.as_ref(), &app.key, now).await {
-                    Ok(Some(c)) => tracing::info!(
-                        event = c.last_id,
-                        chain = %c.chain,
-                        mac = %c.mac,
-                        "audit checkpoint: keep this line; `sspr audit verify` checks the log against it"
-                    ),
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "audit checkpoint failed; the next window tries again"),
-                },
+            match app
+                .store
+                .hit_within("audit:checkpoint", now, now - every, 1)
+                .await
+            {
+                Ok(true) => {
+                    match audit_chain::checkpoint(app.store.as_ref(), &app.key, now).await {
+                        Ok(Some(c)) => tracing::info!(
+                            event = c.last_id,
+                            chain = %c.chain,
+                            mac = %c.mac,
+                            "audit checkpoint: keep this line; `sspr audit verify` checks the log against it"
+                        ),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "audit checkpoint failed; the next window tries again")
+                        }
+                    }
+                }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "audit checkpoint failed; the next window tries again"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit checkpoint failed; the next window tries again")
+                }
             }
         }
         if cfg.retention_days > 0 {
-            match app.store.hit_within("audit:prune", now, now - 3600, 1).await {
+            match app
+                .store
+                .hit_within("audit:prune", now, now - 3600, 1)
+                .await
+            {
                 Ok(true) => {
                     let before = now - i64::from(cfg.retention_days) * 86_400;
                     match audit_chain::prune(
@@ -249,12 +265,20 @@ async fn audit_job(
                     .await
                     {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(events = n, days = cfg.retention_days, "pruned audit events past their retention"),
-                        Err(e) => tracing::warn!(error = %e, "pruning the audit log failed; nothing past the failed batch was deleted, the next hour tries again"),
+                        Ok(n) => tracing::info!(
+                            events = n,
+                            days = cfg.retention_days,
+                            "pruned audit events past their retention"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "pruning the audit log failed; nothing past the failed batch was deleted, the next hour tries again")
+                        }
                     }
                 }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "pruning the audit log failed; the next hour tries again"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning the audit log failed; the next hour tries again")
+                }
             }
         }
         tokio::select! {

@@ -13,9 +13,7 @@
 /// selective first. Only the first one given is compared as the bare column (which its index
 /// serves); the others as `column || ''`, which no index serves, so that the planner, without
 /// statistics, does not walk a large index (say, every success) for a rare value.
-pub(crate) fn audit_conditions(
-    f: &sspr_app::ports::AuditFilter,
-) -> Vec<(&'static str, String)> {
+pub(crate) fn audit_conditions(f: &sspr_app::ports::AuditFilter) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if let Some(v) = &f.support_code {
         out.push(("support_code", v.clone()));

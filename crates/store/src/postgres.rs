@@ -11,10 +11,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use sspr_app::Lang;
 use sspr_app::ports::{
-    AdminToken, AuditCheckpoint, AuditFilter, AuditStore, Channel, ChainedEvent, CodeRecord,
-    Completion, FinishStore, FlowRecord,
-    MethodRecord, MethodStatus, OutboxMessage, SessionRecord, Store, StoreError, StoreResult,
-    UserFlag, UserRecord, UserStore,
+    AdminToken, AuditCheckpoint, AuditFilter, AuditStore, ChainedEvent, Channel, CodeRecord,
+    Completion, FinishStore, FlowRecord, MethodRecord, MethodStatus, OutboxMessage, SessionRecord,
+    Store, StoreError, StoreResult, UserFlag, UserRecord, UserStore,
 };
 use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
 use sspr_domain::clock::UnixTime;
@@ -37,7 +36,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/postgres/0007_admin_token_role.sql"),
     ),
-    (8, include_str!("../migrations/postgres/0008_audit_chain.sql")),
+    (
+        8,
+        include_str!("../migrations/postgres/0008_audit_chain.sql"),
+    ),
 ];
 
 /// Advisory lock key ("ssprmig") held while migrating, so instances starting together apply
@@ -1113,7 +1115,6 @@ async fn insert_audit(conn: &mut sqlx::PgConnection, e: &AuditEvent) -> StoreRes
         .map_err(err)?;
     Ok(())
 }
-
 
 async fn insert_outbox(tx: &mut Transaction<'_, Postgres>, m: &OutboxMessage) -> StoreResult<i64> {
     sqlx::query_scalar(

@@ -10,10 +10,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use sspr_app::Lang;
 use sspr_app::ports::{
-    AdminToken, AuditCheckpoint, AuditFilter, AuditStore, Channel, ChainedEvent, CodeRecord,
-    Completion, FinishStore, FlowRecord,
-    MethodRecord, MethodStatus, OutboxMessage, SessionRecord, Store, StoreError, StoreResult,
-    UserFlag, UserRecord, UserStore,
+    AdminToken, AuditCheckpoint, AuditFilter, AuditStore, ChainedEvent, Channel, CodeRecord,
+    Completion, FinishStore, FlowRecord, MethodRecord, MethodStatus, OutboxMessage, SessionRecord,
+    Store, StoreError, StoreResult, UserFlag, UserRecord, UserStore,
 };
 use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
 use sspr_domain::clock::UnixTime;

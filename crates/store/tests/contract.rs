@@ -231,7 +231,9 @@ fn event(at: i64, activity: Activity, actor: &str, target: &str) -> AuditEvent {
 }
 
 async fn verified(s: &Arc<dyn Store>) -> sspr_app::audit_chain::Verification {
-    sspr_app::audit_chain::verify(s.as_ref(), &key()).await.unwrap()
+    sspr_app::audit_chain::verify(s.as_ref(), &key())
+        .await
+        .unwrap()
 }
 
 /// Each kind of tampering is found and named: a changed event (the first broken link, named
@@ -269,17 +271,27 @@ async fn verify_names_the_first_change_deletion_truncation_and_forged_checkpoint
     assert!(verified(&s).await.intact());
 
     // A changed outcome: the chain breaks at that event, once.
-    raw.exec("UPDATE audit SET outcome = 'failure' WHERE id = 7").await;
+    raw.exec("UPDATE audit SET outcome = 'failure' WHERE id = 7")
+        .await;
     let v = verified(&s).await;
     assert_eq!(v.problems.len(), 1, "{:?}", v.problems);
-    assert!(v.problems[0].contains("breaks at event #7"), "{:?}", v.problems);
-    raw.exec("UPDATE audit SET outcome = 'success' WHERE id = 7").await;
+    assert!(
+        v.problems[0].contains("breaks at event #7"),
+        "{:?}",
+        v.problems
+    );
+    raw.exec("UPDATE audit SET outcome = 'success' WHERE id = 7")
+        .await;
     assert!(verified(&s).await.intact());
 
     // A deleted event: the next one no longer follows.
     raw.exec("DELETE FROM audit WHERE id = 12").await;
     let v = verified(&s).await;
-    assert!(v.problems[0].contains("breaks at event #13"), "{:?}", v.problems);
+    assert!(
+        v.problems[0].contains("breaks at event #13"),
+        "{:?}",
+        v.problems
+    );
 
     // The newest events cut off, below the checkpoint: the checkpoint says so, although what
     // is left chains cleanly (an attacker who also recomputed every hash is caught the same).
@@ -301,12 +313,18 @@ async fn verify_names_the_first_change_deletion_truncation_and_forged_checkpoint
     .await;
     let v = verified(&s).await;
     assert!(
-        v.problems.iter().any(|p| p.contains("not signed by this server's key")),
+        v.problems
+            .iter()
+            .any(|p| p.contains("not signed by this server's key")),
         "{:?}",
         v.problems
     );
     // A forged prune checkpoint is no anchor: the log still has to start the chain.
-    assert!(!v.problems.iter().any(|p| p.contains("older than the pruning")));
+    assert!(
+        !v.problems
+            .iter()
+            .any(|p| p.contains("older than the pruning"))
+    );
     raw.exec("DELETE FROM audit_checkpoints").await;
 
     // The oldest events deleted without a pruning checkpoint: the log no longer starts the
@@ -322,9 +340,7 @@ async fn verify_names_the_first_change_deletion_truncation_and_forged_checkpoint
 
 /// Newest first, page by page behind the cursor, every event once however many share a time;
 /// a user's events are those they did (actor) and those done to them (target), each once.
-async fn audit_pages_newest_first_behind_a_cursor_and_a_user_is_actor_or_target(
-    s: Arc<dyn Store>,
-) {
+async fn audit_pages_newest_first_behind_a_cursor_and_a_user_is_actor_or_target(s: Arc<dyn Store>) {
     use sspr_app::ports::{AuditCursor, AuditFilter};
     // 30 events over 10 distinct times (three share each), written out of time order.
     for i in 0..30 {
@@ -353,12 +369,18 @@ async fn audit_pages_newest_first_behind_a_cursor_and_a_user_is_actor_or_target(
             break;
         }
         // Oldest first within a page.
-        assert!(page.windows(2).all(|w| (w[0].at, w[0].id) < (w[1].at, w[1].id)));
+        assert!(
+            page.windows(2)
+                .all(|w| (w[0].at, w[0].id) < (w[1].at, w[1].id))
+        );
         before = Some(AuditCursor::of(&page[0]));
         seen.extend(page.into_iter().rev().map(|e| (e.at, e.id)));
     }
     assert_eq!(seen.len(), 30);
-    assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first, each once");
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first, each once"
+    );
 
     let bob = |before| AuditFilter {
         user: Some("bob".into()),
@@ -367,7 +389,11 @@ async fn audit_pages_newest_first_behind_a_cursor_and_a_user_is_actor_or_target(
         ..Default::default()
     };
     let all = s.audit_query(&bob(None)).await.unwrap();
-    assert_eq!(all.len(), 20, "10 as target only, 10 as actor and target, each once");
+    assert_eq!(
+        all.len(),
+        20,
+        "10 as target only, 10 as actor and target, each once"
+    );
     assert!(all.iter().all(|e| e.target == "bob" || e.actor == "bob"));
     let admin = s
         .audit_query(&AuditFilter {
@@ -380,7 +406,10 @@ async fn audit_pages_newest_first_behind_a_cursor_and_a_user_is_actor_or_target(
     assert_eq!(admin.len(), 10);
     // A user's second page, and a time window, combined with the cursor.
     let first = s
-        .audit_query(&AuditFilter { limit: 5, ..bob(None) })
+        .audit_query(&AuditFilter {
+            limit: 5,
+            ..bob(None)
+        })
         .await
         .unwrap();
     let second = s
@@ -428,9 +457,7 @@ async fn concurrent_appends_make_one_unbroken_chain(s: Arc<dyn Store>) {
 /// Retention deletes events past it in batches, each behind a signed pruning checkpoint and
 /// archived first; the newest event stays whatever its age (the next one chains from it); the
 /// log still verifies, and an event put back below the cut is noticed.
-async fn pruning_keeps_the_newest_archives_first_and_the_chain_still_verifies(
-    s: Arc<dyn Store>,
-) {
+async fn pruning_keeps_the_newest_archives_first_and_the_chain_still_verifies(s: Arc<dyn Store>) {
     for i in 0..25 {
         s.audit(&event(1000 + i, Activity::CodeSent, "x", "y"))
             .await
@@ -438,9 +465,10 @@ async fn pruning_keeps_the_newest_archives_first_and_the_chain_still_verifies(
     }
     let archive = tempfile::tempdir().unwrap();
     // Everything is older than the cut: all but the newest go, four batches of 7 at most.
-    let gone = sspr_app::audit_chain::prune(s.as_ref(), &key(), 9000, 5000, 7, Some(archive.path()))
-        .await
-        .unwrap();
+    let gone =
+        sspr_app::audit_chain::prune(s.as_ref(), &key(), 9000, 5000, 7, Some(archive.path()))
+            .await
+            .unwrap();
     assert_eq!(gone, 24);
     let v = verified(&s).await;
     assert!(v.intact(), "{:?}", v.problems);
@@ -452,7 +480,12 @@ async fn pruning_keeps_the_newest_archives_first_and_the_chain_still_verifies(
     files.sort();
     assert_eq!(
         files,
-        ["audit-1-7.jsonl", "audit-15-21.jsonl", "audit-22-24.jsonl", "audit-8-14.jsonl"]
+        [
+            "audit-1-7.jsonl",
+            "audit-15-21.jsonl",
+            "audit-22-24.jsonl",
+            "audit-8-14.jsonl"
+        ]
     );
     let lines = std::fs::read_to_string(archive.path().join("audit-8-14.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 7);
@@ -466,7 +499,9 @@ async fn pruning_keeps_the_newest_archives_first_and_the_chain_still_verifies(
             .unwrap(),
         0
     );
-    s.audit(&event(8000, Activity::CodeSent, "x", "y")).await.unwrap();
+    s.audit(&event(8000, Activity::CodeSent, "x", "y"))
+        .await
+        .unwrap();
     assert!(verified(&s).await.intact());
     // Only what is older than the cut goes.
     for i in 0..3 {

@@ -396,6 +396,7 @@ admin-audit-bad-filter = The filter is not valid: { $why }
 admin-events = Events
 admin-audit-shown = Showing { $n } events, the newest first (at most { $cap }).
 admin-audit-none = No event matches this filter.
+admin-audit-older = Older events
 admin-export-csv = Export CSV
 admin-export-json = Export JSON
 admin-export-note = Exports hold up to 100 000 matching events.

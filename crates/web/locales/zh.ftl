@@ -394,6 +394,7 @@ admin-audit-bad-filter = 筛选条件无效：{ $why }
 admin-events = 事件
 admin-audit-shown = 显示 { $n } 条事件，最新的在前（最多 { $cap } 条）。
 admin-audit-none = 没有符合筛选条件的事件。
+admin-audit-older = 更早的事件
 admin-export-csv = 导出 CSV
 admin-export-json = 导出 JSON
 admin-export-note = 导出最多包含 100 000 条符合条件的事件。

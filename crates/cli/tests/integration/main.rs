@@ -7,6 +7,7 @@
 mod harness;
 
 mod admin;
+mod audit_log;
 mod binary;
 mod browser;
 mod change;

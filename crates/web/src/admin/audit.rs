@@ -1,6 +1,7 @@
 //! The audit log: filters, the newest events, CSV and JSON export.
 
 use super::*;
+use sspr_app::ports::AuditCursor;
 
 /// Empty form fields mean "any".
 pub(super) fn normalise(p: &mut AuditParams) {
@@ -13,6 +14,7 @@ pub(super) fn normalise(p: &mut AuditParams) {
         &mut p.client_type,
         &mut p.ip,
         &mut p.support_code,
+        &mut p.before,
         &mut p.format,
     ] {
         if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
@@ -109,9 +111,13 @@ pub async fn audit_page(
         Ok(e) => e,
         Err(e) => return w.fail(e).await,
     };
+    // A full page: the next one starts below its oldest event.
+    let older = (events.len() >= AUDIT_ROWS as usize)
+        .then(|| events.first().map(|e| AuditCursor::of(e).encode()))
+        .flatten();
     // The store gives the newest events oldest first; the page shows the newest on top.
     let events: Vec<_> = events.into_iter().rev().map(event_dto).collect();
-    let data = merge(common, json!({ "events": events }));
+    let data = merge(common, json!({ "events": events, "older": older }));
     admin_page(w, &s, StatusCode::OK, "audit", data)
 }
 
