@@ -356,6 +356,41 @@ async fn the_helpdesk_invites_and_unblocks_but_cannot_see_or_change_the_policy()
         );
         assert!(!p.body.contains("id=\"nav-policy\""), "{page}: {}", p.body);
     }
+    // A full page of the audit log links to the older events, keeping the filter.
+    for i in 0..205 {
+        let mut e = sspr_domain::audit::AuditEvent::new(
+            1_000_000 + i,
+            sspr_domain::audit::Activity::CodeSent,
+            sspr_domain::audit::Outcome::Success,
+        );
+        e.target = format!("paged{i:03}");
+        s.rt.store.audit(&e).await.unwrap();
+    }
+    let p = b.get("/admin/audit?activity=code_sent").await;
+    assert!(
+        p.body.contains("paged204") && !p.body.contains("paged004"),
+        "{}",
+        p.body
+    );
+    let href = p
+        .body
+        .split("id=\"audit-older\" href=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no Older events link: {}", p.body))
+        .replace("&amp;", "&");
+    assert!(
+        href.starts_with("/admin/audit?activity=code_sent&before="),
+        "{href}"
+    );
+    let p = b.get(&href).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(
+        p.body.contains("paged004") && !p.body.contains("paged204"),
+        "{}",
+        p.body
+    );
+
     let p = b.get("/admin/audit/export?format=csv").await;
     assert_eq!(p.status, StatusCode::OK);
     let exported = s.audit("activity=audit_exported").await;
