@@ -47,6 +47,11 @@ impl Catalog {
         }
     }
 
+    /// Whether `key` has a text (in English, which every other language falls back to).
+    pub fn has(&self, key: &str) -> bool {
+        self.en.has_message(key)
+    }
+
     /// The text for `key`, falling back to English, then to the key itself (logged), so a
     /// missing translation never breaks a page. The test below keeps that from happening.
     pub fn tr(&self, lang: Lang, key: &str, args: &[(&str, String)]) -> String {
@@ -161,6 +166,11 @@ mod tests {
                 let k = format!("{prefix}{m}");
                 assert!(en.contains(&k), "missing {k}");
             }
+        }
+        // The audit viewer names every activity in words (zh follows from the test above).
+        for a in sspr_domain::audit::Activity::ALL {
+            let k = format!("admin-act-{}", a.as_str());
+            assert!(en.contains(&k), "missing {k}");
         }
     }
 

@@ -391,6 +391,28 @@ async fn the_helpdesk_invites_and_unblocks_but_cannot_see_or_change_the_policy()
         p.body
     );
 
+    // Activities and reasons in words, in both languages; a details panel for what an event
+    // carries.
+    let mut e = sspr_domain::audit::AuditEvent::new(
+        2_000_000,
+        sspr_domain::audit::Activity::VerificationFailed,
+        sspr_domain::audit::Outcome::Failure,
+    );
+    e.target = "worded".into();
+    e.reason = "wrong_code".into();
+    e.details = serde_json::json!({"method": "email", "attempt": 2});
+    s.rt.store.audit(&e).await.unwrap();
+    let p = b.get("/admin/audit?user=worded").await;
+    assert!(p.body.contains("Verification failed"), "{}", p.body);
+    assert!(p.body.contains(">wrong code or answer<"), "{}", p.body);
+    assert!(p.body.contains("<details id=\"details-"), "{}", p.body);
+    assert!(p.body.contains("&quot;attempt&quot;: 2"), "{}", p.body);
+    let p = b.get("/admin/audit?user=worded&lang=zh").await;
+    assert!(p.body.contains("验证失败"), "{}", p.body);
+    assert!(p.body.contains(">验证码或答案错误<"), "{}", p.body);
+    assert!(!p.body.contains("Verification failed"), "{}", p.body);
+    let _ = b.get("/admin/audit?lang=en").await;
+
     let p = b.get("/admin/audit/export?format=csv").await;
     assert_eq!(p.status, StatusCode::OK);
     let exported = s.audit("activity=audit_exported").await;

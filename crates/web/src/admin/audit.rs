@@ -116,9 +116,39 @@ pub async fn audit_page(
         .then(|| events.first().map(|e| AuditCursor::of(e).encode()))
         .flatten();
     // The store gives the newest events oldest first; the page shows the newest on top.
-    let events: Vec<_> = events.into_iter().rev().map(event_dto).collect();
+    let events: Vec<Value> = events
+        .into_iter()
+        .rev()
+        .map(|e| in_words(lang, event_dto(e)))
+        .collect();
     let data = merge(common, json!({ "events": events, "older": older }));
     admin_page(w, &s, StatusCode::OK, "audit", data)
+}
+
+/// An event for people: its activity and reason in words (a reason without words keeps its
+/// code), and its details as indented JSON for the details panel.
+fn in_words(lang: Lang, e: sspr_proto::AuditEventDto) -> Value {
+    let activity_text = CATALOG.tr(lang, &format!("admin-act-{}", e.activity), &[]);
+    let reason_key = format!("admin-reason-{}", e.reason);
+    let reason_text = if e.reason.is_empty() {
+        String::new()
+    } else if CATALOG.has(&reason_key) {
+        CATALOG.tr(lang, &reason_key, &[])
+    } else {
+        e.reason.clone()
+    };
+    let details = match &e.details {
+        Value::Null => String::new(),
+        Value::Object(o) if o.is_empty() => String::new(),
+        d => serde_json::to_string_pretty(d).unwrap_or_default(),
+    };
+    let mut v = serde_json::to_value(&e).unwrap_or(Value::Null);
+    if let Value::Object(o) = &mut v {
+        o.insert("activity_text".into(), json!(activity_text));
+        o.insert("reason_text".into(), json!(reason_text));
+        o.insert("details_text".into(), json!(details));
+    }
+    v
 }
 
 pub(super) fn merge(mut a: Value, b: Value) -> Value {
