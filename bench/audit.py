@@ -36,7 +36,7 @@ T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 USERS = 100_000
 
 ACTIVITIES = ["reset_started", "code_sent", "method_verified", "reset_password",
-              "verification_failed", "register_method", "change_password", "admin_sign_in",
+              "verification_failed", "security_info_added", "change_password", "admin_sign_in",
               "flow_expired", "questions_drawn"]
 
 
@@ -135,7 +135,7 @@ def pg_store(binary, d, n, pg, name):
          "SELECT indexname || '|' || indexdef FROM pg_indexes WHERE tablename = 'audit' AND indexname <> 'audit_pkey'"],
         check=True, capture_output=True, text=True).stdout.splitlines() if l]
     script = "".join(f"DROP INDEX {name};\n" for name, _ in idx)
-    script += fill_sql(n, "generate_series(1, %d) AS s(i)" % n) + ";\n"
+    script += fill_sql(n, "generate_series(1::bigint, %d) AS s(i)" % n) + ";\n"
     script += "".join(f"{d};\n" for _, d in idx)
     subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", "SET maintenance_work_mem = '512MB'", "-c", script],
                    check=True)
