@@ -302,7 +302,7 @@ fn zh(what: T<'_>) -> String {
         T::PasswordPrompt { gesture: "" } => "密码（忘记密码请直接按回车）：".into(),
         T::PasswordPrompt { gesture } => format!("密码（忘记密码请输入 {gesture}）："),
         T::Menu { unlock: true } => {
-            "忘记密码了？\n  1  重置我的密码\n  2  解锁我的帐户（我记得密码）\n按回车返回登录。"
+            "忘记密码了？\n  1  重置我的密码\n  2  解锁我的账户（我记得密码）\n按回车返回登录。"
                 .into()
         }
         T::Menu { unlock: false } => "忘记密码了？现在可以重置。".into(),
@@ -346,7 +346,7 @@ fn zh(what: T<'_>) -> String {
         T::GreeterHint { gesture: "" } => "忘记密码？请直接按回车。".into(),
         T::GreeterHint { gesture } => format!("忘记密码？请输入 {gesture}"),
         T::GreeterPassword => "密码".into(),
-        T::GreeterMenu { unlock: true } => "输入 1 重置密码，\n输入 2 解锁帐户。".into(),
+        T::GreeterMenu { unlock: true } => "输入 1 重置密码，\n输入 2 解锁账户。".into(),
         T::GreeterMenu { unlock: false } => "忘记密码了？\n输入 y 立即重置。".into(),
         T::GreeterMenuPrompt { unlock: true } => "1 或 2（回车返回）".into(),
         T::GreeterMenuPrompt { unlock: false } => "y 重置（回车返回）".into(),

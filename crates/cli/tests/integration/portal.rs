@@ -188,7 +188,7 @@ async fn portal_a_locked_user_unlocks_in_chinese_and_the_switcher_changes_langua
     b.open(&s, "/").await;
     let lang = b.execute("return document.documentElement.lang;").await;
     assert_eq!(lang, "zh-CN");
-    assert!(b.page_text().await.contains("解锁我的帐户"));
+    assert!(b.page_text().await.contains("解锁我的账户"));
     shot(&b, "home-zh").await;
 
     b.click("#go-unlock").await;
