@@ -216,6 +216,48 @@ macro_rules! impl_audit_store {
             }
         }
 
+        /// Appends `events` in their order, chained, in multi-row statements: what a bulk
+        /// write (`users import`) audits. The caller's transaction has written already, so on
+        /// SQLite it holds the write lock; on PostgreSQL the chain's lock is taken here.
+        #[allow(dead_code)]
+        async fn insert_audit_batch(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            events: &[AuditEvent],
+        ) -> StoreResult<()> {
+            lock_audit_chain(&mut *conn).await?;
+            let prev: Option<Option<String>> =
+                sqlx::query_scalar("SELECT chain FROM audit ORDER BY id DESC LIMIT 1")
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(err)?;
+            let mut prev = prev.flatten();
+            // 12 parameters a row: well under either database's limit.
+            for chunk in events.chunks(1000) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO audit (at, activity, actor, target, client_ip, client_type, outcome, reason, flow_id, support_code, details, chain) ",
+                );
+                qb.push_values(chunk, |mut b, e| {
+                    let details = e.details.to_string();
+                    let chain = sspr_app::audit_chain::link(prev.as_deref(), e, &details);
+                    b.push_bind(e.at)
+                        .push_bind(e.activity.as_str())
+                        .push_bind(e.actor.clone())
+                        .push_bind(e.target.clone())
+                        .push_bind(e.client_ip.clone())
+                        .push_bind(e.client_type.as_str())
+                        .push_bind(e.outcome.as_str())
+                        .push_bind(e.reason.clone())
+                        .push_bind(e.flow_id.clone())
+                        .push_bind(e.support_code.clone())
+                        .push_bind(details)
+                        .push_bind(chain.clone());
+                    prev = Some(chain);
+                });
+                qb.build().execute(&mut *conn).await.map_err(err)?;
+            }
+            Ok(())
+        }
+
         async fn insert_checkpoint(
             tx: &mut sqlx::Transaction<'_, $db>,
             c: &AuditCheckpoint,

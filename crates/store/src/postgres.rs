@@ -1079,14 +1079,20 @@ impl Store for PgStore {
     }
 }
 
-/// Appends `e` chained to the event before it. Instances append one at a time (a lock held
-/// to the end of the caller's transaction), so the chain has one order and ids follow it.
-async fn insert_audit(conn: &mut sqlx::PgConnection, e: &AuditEvent) -> StoreResult<()> {
+/// Held to the end of the caller's transaction: appends to the audit chain go one at a time.
+async fn lock_audit_chain(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(AUDIT_LOCK)
         .execute(&mut *conn)
         .await
         .map_err(err)?;
+    Ok(())
+}
+
+/// Appends `e` chained to the event before it. Instances append one at a time (a lock held
+/// to the end of the caller's transaction), so the chain has one order and ids follow it.
+async fn insert_audit(conn: &mut sqlx::PgConnection, e: &AuditEvent) -> StoreResult<()> {
+    lock_audit_chain(&mut *conn).await?;
     let prev: Option<Option<String>> =
         sqlx::query_scalar("SELECT chain FROM audit ORDER BY id DESC LIMIT 1")
             .fetch_optional(&mut *conn)

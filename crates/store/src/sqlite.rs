@@ -971,6 +971,11 @@ impl Store for SqliteStore {
     }
 }
 
+/// SQLite has one writer at a time: a transaction that has written holds the chain already.
+async fn lock_audit_chain(_conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
+    Ok(())
+}
+
 /// Appends `e` chained to the event before it. The insert comes first: it takes SQLite's
 /// one write lock, so the event read just after is the one before this, and stays so.
 /// Callers hold a transaction.
