@@ -36,6 +36,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/postgres/0007_admin_token_role.sql"),
     ),
+    (
+        9,
+        include_str!("../migrations/postgres/0009_audit_export.sql"),
+    ),
 ];
 
 /// Advisory lock key ("ssprmig") held while migrating, so instances starting together apply
@@ -323,6 +327,7 @@ async fn lock_user(tx: &mut Transaction<'_, Postgres>, user_id: &str) -> StoreRe
 crate::finish_sql::impl_finish_store!(PgStore);
 crate::reminder_sql::impl_reminder_store!(PgStore);
 crate::skip_sql::impl_skip_store!(PgStore);
+crate::export_sql::impl_export_store!(PgStore);
 crate::recovery_sql::impl_recovery_store!(PgStore);
 crate::ceremony_sql::impl_ceremony_store!(PgStore);
 

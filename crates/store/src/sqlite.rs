@@ -35,6 +35,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/sqlite/0007_admin_token_role.sql"),
     ),
+    (
+        9,
+        include_str!("../migrations/sqlite/0009_audit_export.sql"),
+    ),
 ];
 
 /// How long a statement waits for SQLite's write lock.
@@ -240,6 +244,7 @@ async fn lock_user(_tx: &mut Transaction<'_, Sqlite>, _user_id: &str) -> StoreRe
 crate::finish_sql::impl_finish_store!(SqliteStore);
 crate::reminder_sql::impl_reminder_store!(SqliteStore);
 crate::skip_sql::impl_skip_store!(SqliteStore);
+crate::export_sql::impl_export_store!(SqliteStore);
 crate::recovery_sql::impl_recovery_store!(SqliteStore);
 crate::ceremony_sql::impl_ceremony_store!(SqliteStore);
 

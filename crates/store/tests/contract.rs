@@ -22,7 +22,7 @@ use sspr_domain::{FlowKind, FlowState};
 use sspr_store::{PgStore, SqliteStore};
 
 /// The newest migration both stores apply.
-const LATEST_SCHEMA: i64 = 7;
+const LATEST_SCHEMA: i64 = 9;
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
@@ -155,6 +155,7 @@ contract_tests!(
     reminders_and_skips_read_back_for_a_copy,
     admin_tokens_keep_their_role,
     the_outbox_backlog_counts_what_waits_and_its_oldest,
+    one_instance_holds_the_export_lease_and_the_cursor_moves_by_compare_and_set,
 );
 
 /// A token's role is stored with it and read back by its hash and in the copy's listing; a
@@ -1128,4 +1129,75 @@ mod user_lookup {
         let s = schema.instance().await;
         finds_users_with_their_groups_and_nothing_for_unknown_ids(s.as_ref()).await;
     }
+}
+
+/// The SIEM export's cursor: one holder at a time per sink, taken over only once its lease ran
+/// out, and a move that names a stale position or a lost lease does not apply (so two instances
+/// never both advance it, and a restart resumes where the last acknowledged batch ended).
+async fn one_instance_holds_the_export_lease_and_the_cursor_moves_by_compare_and_set(
+    s: Arc<dyn Store>,
+) {
+    assert_eq!(
+        s.export_lease("siem", "a", 100, 130).await.unwrap(),
+        Some(0)
+    );
+    assert_eq!(
+        s.export_lease("siem", "b", 110, 140).await.unwrap(),
+        None,
+        "a's lease runs"
+    );
+    assert_eq!(
+        s.export_lease("other", "b", 110, 140).await.unwrap(),
+        Some(0),
+        "per sink"
+    );
+    assert!(s.export_advance("siem", "a", 0, 5, 111).await.unwrap());
+    assert!(
+        !s.export_advance("siem", "a", 0, 7, 112).await.unwrap(),
+        "stale position"
+    );
+    assert!(
+        !s.export_advance("siem", "b", 5, 7, 112).await.unwrap(),
+        "b holds no lease"
+    );
+    // a renews, then stops renewing; b takes over after the lease ends, at a's position.
+    assert_eq!(
+        s.export_lease("siem", "a", 120, 150).await.unwrap(),
+        Some(5)
+    );
+    assert_eq!(
+        s.export_lease("siem", "b", 150, 180).await.unwrap(),
+        None,
+        "not yet over"
+    );
+    assert_eq!(
+        s.export_lease("siem", "b", 151, 181).await.unwrap(),
+        Some(5)
+    );
+    assert!(
+        !s.export_advance("siem", "a", 5, 9, 152).await.unwrap(),
+        "a lost the lease"
+    );
+    assert!(s.export_advance("siem", "b", 5, 9, 152).await.unwrap());
+    let cursors = s.export_cursors().await.unwrap();
+    assert_eq!(
+        cursors,
+        vec![("other".into(), 0, 110), ("siem".into(), 9, 152)]
+    );
+
+    // Many instances racing for a free lease: exactly one wins.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let s = s.clone();
+        set.spawn(async move {
+            s.export_lease("race", &format!("i{i}"), 200, 230)
+                .await
+                .unwrap()
+        });
+    }
+    let mut won = 0;
+    while let Some(r) = set.join_next().await {
+        won += usize::from(r.unwrap().is_some());
+    }
+    assert_eq!(won, 1);
 }
