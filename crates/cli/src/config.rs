@@ -45,6 +45,9 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     pub reminders: RemindersConfig,
     pub metrics: MetricsConfig,
+    /// SIEM export: `[[siem]]` sinks, each streaming the audit log as ECS documents over
+    /// syslog (RFC 5424, TCP or TLS) or as JSON lines on stdout (docs/siem.md).
+    pub siem: Vec<sspr_server::siem::SiemConfig>,
     /// The zero-config quick start's demo accounts (created on first start when the built-in
     /// directory is empty; their passwords are in the README). On only without a config file,
     /// with the dev outbox and the built-in directory: [`Config::load`] turns it off otherwise
@@ -260,6 +263,7 @@ impl Default for Config {
             connections: ConnectionsConfig::default(),
             reminders: RemindersConfig::default(),
             metrics: MetricsConfig::default(),
+            siem: Vec::new(),
             demo: true,
             source: None,
         }
@@ -469,6 +473,15 @@ impl Config {
             match self.metrics.token() {
                 Ok(_) => e.extend(permission_problem(p)),
                 Err(m) => e.push(m),
+            }
+        }
+        for (i, sink) in self.siem.iter().enumerate() {
+            e.extend(sink.check());
+            if self.siem[..i].iter().any(|s| s.name == sink.name) {
+                e.push(format!(
+                    "siem: two sinks are named {:?}; each needs its own name (it names its cursor)",
+                    sink.name
+                ));
             }
         }
         if let Some(p) = &self.breached_passwords_file
