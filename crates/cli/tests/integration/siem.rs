@@ -378,6 +378,31 @@ async fn audit_events_reach_rsyslog_at_least_once_across_outages_and_a_crash() {
             counts.get(&e.id)
         );
     }
+    // The one-off export prints the same documents as the stream sent.
+    let out = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .arg("-c")
+        .arg(&s.conf)
+        .args(["audit", "--format", "ecs"])
+        .env_remove("SSPR_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let received = rs.received();
+    for e in &phase3 {
+        let id = json!(e.id.to_string());
+        let one = exported.iter().find(|d| d["event"]["id"] == id);
+        let sent = received.iter().find(|(_, _, d)| d["event"]["id"] == id);
+        assert_eq!(one, sent.map(|(_, _, d)| d), "event {}", e.id);
+    }
     let log = std::fs::read_to_string(&s.log).unwrap_or_default();
     assert!(
         log.contains("SIEM export failed; retrying from the cursor"),
@@ -507,6 +532,13 @@ async fn audit_events_reach_rsyslog_over_tls_verified_against_the_ca_file() {
     let counts = rs.counts();
     for e in &events {
         assert_eq!(counts.get(&e.id), Some(&1), "{counts:?}");
+    }
+    let metrics = sspr_app::metrics::encode(None);
+    for m in [
+        "sspr_siem_exported_events_total{sink=\"tls\"}",
+        "sspr_siem_caught_up_timestamp_seconds{sink=\"tls\"}",
+    ] {
+        assert!(metrics.contains(m), "{m} missing: {metrics}");
     }
     let cursors = srv.rt.store.export_cursors().await.unwrap();
     assert!(
