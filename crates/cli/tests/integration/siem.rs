@@ -550,3 +550,68 @@ async fn audit_events_reach_rsyslog_over_tls_verified_against_the_ca_file() {
     srv.stop().await;
     rs.kill();
 }
+
+/// `target = "stdout"`: JSON lines on the process's stdout (the journal under systemd), each
+/// event once, the same documents as the syslog sinks send; the log (stderr) stays apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_go_to_stdout_as_ecs_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = free_port();
+    let conf = d.join("sspr.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "data_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"https://localhost:{port}\"\n\n\
+             [[siem]]\nname = \"journal\"\ntarget = \"stdout\"\n",
+            d.join("data").display()
+        ),
+    )
+    .unwrap();
+    let stdout = d.join("stdout.jsonl");
+    let child = Command::new(env!("CARGO_BIN_EXE_sspr"))
+        .arg("-c")
+        .arg(&conf)
+        .arg("serve")
+        .env_remove("SSPR_CONFIG")
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(d.join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _child = Reaped(child);
+    let mut s = Sspr {
+        proc: None,
+        port,
+        conf,
+        log: d.join("serve.log"),
+        http: None,
+    };
+    s.ready(&d.join("data/tls/ca.pem")).await;
+    s.reset_for("joe").await;
+    s.reset_for("kim").await;
+    let store = sspr_store::SqliteStore::open(&d.join("data/sspr.db"))
+        .await
+        .unwrap();
+    let events = all_events(&store).await;
+    assert!(events.len() >= 2);
+    let mut lines = Vec::new();
+    for _ in 0..300 {
+        lines = std::fs::read_to_string(&stdout)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        if lines.len() >= events.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|d| d["event"]["id"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(ids, want, "each event once, in order");
+    assert_eq!(lines[0], sspr_server::siem::ecs(&events[0]));
+    assert_eq!(lines[0]["event"]["action"], "reset_started");
+}
