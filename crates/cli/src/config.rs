@@ -705,4 +705,22 @@ mod tests {
         assert!(e.iter().any(|m| m.contains("https://")), "{e:?}");
         assert!(e.iter().any(|m| m.contains("code_ttl_secs")), "{e:?}");
     }
+
+    #[test]
+    fn siem_sinks_are_checked_each_and_named_once() {
+        let c = Config::parse(
+            "[[siem]]\nname = \"soc\"\ntarget = \"tcp://127.0.0.1:514\"\n\
+             [[siem]]\nname = \"soc\"\ntarget = \"udp://127.0.0.1:514\"\n",
+        )
+        .unwrap();
+        let e = c.check().join("\n");
+        assert!(e.contains("two sinks are named \"soc\""), "{e}");
+        assert!(
+            e.contains("tcp://host:port, tls://host:port or stdout"),
+            "{e}"
+        );
+        let e = Config::parse("[[siem]]\nname = \"x\"\ntarget = \"stdout\"\nfacilty = \"auth\"\n")
+            .unwrap_err();
+        assert!(e.contains("facilty"), "{e}");
+    }
 }

@@ -439,8 +439,14 @@ pub struct Exporter {
 }
 
 /// How long an instance's claim on a sink lasts without renewal: another instance takes over
-/// a sink this long after its exporter stopped (a crash, a network split).
-const LEASE_SECS: i64 = 30;
+/// a sink this long after its exporter stopped (a crash, a network split). At least three
+/// deadlines, so that a batch still being written (connect, handshake, write) is not taken
+/// over and sent twice by another instance.
+fn lease_secs(timeout_secs: u64) -> i64 {
+    i64::try_from(timeout_secs.saturating_mul(3))
+        .unwrap_or(i64::MAX)
+        .max(30)
+}
 /// How often an idle exporter looks for new events.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -519,7 +525,12 @@ impl Exporter {
         let name = &self.cfg.name;
         let now = self.app.now();
         let Some(cursor) = store
-            .export_lease(name, &self.holder, now, now + LEASE_SECS)
+            .export_lease(
+                name,
+                &self.holder,
+                now,
+                now + lease_secs(self.cfg.timeout_secs),
+            )
             .await
             .map_err(|e| format!("cannot read the export cursor: {e}"))?
         else {
