@@ -731,7 +731,19 @@ mod postgres_instances {
             .fetch_one(s.pool())
             .await
             .unwrap();
-        assert_eq!(rows, LATEST_SCHEMA, "each migration applied once");
+        // Counted against the files, not LATEST_SCHEMA: versions need not be contiguous while
+        // branches that each add one are merged.
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+            .unwrap()
+            .filter(|f| {
+                f.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "sql")
+            })
+            .count();
+        assert_eq!(rows, files as i64, "each migration applied once");
     }
 
     #[tokio::test]
