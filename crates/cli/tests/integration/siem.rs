@@ -615,3 +615,60 @@ async fn audit_events_go_to_stdout_as_ecs_json_lines() {
     assert_eq!(lines[0], sspr_server::siem::ecs(&events[0]));
     assert_eq!(lines[0]["event"]["action"], "reset_started");
 }
+
+/// Two instances sharing one database (here: a second exporter of the same sink beside the
+/// server's, under another instance's name): one holds the lease, so each event arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_exporting_one_sink_send_each_event_once() {
+    if rsyslogd().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut rs = Rsyslog {
+        dir: dir.path().join("rsyslog"),
+        port: free_port(),
+        tls: None,
+        proc: None,
+    };
+    std::fs::create_dir_all(&rs.dir).unwrap();
+    rs.start();
+    let sink: sspr_server::siem::SiemConfig = serde_json::from_value(json!({
+        "name": "shared", "target": format!("tcp://127.0.0.1:{}", rs.port), "retry_max_secs": 1,
+        // One event a batch, so that both exporters would be busy with the backlog at once.
+        "batch": 1,
+    }))
+    .unwrap();
+    let theirs = sink.clone();
+    let srv = Server::start_with(move |c| c.siem = vec![theirs]).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let other = sspr_server::siem::Exporter::new(
+        sink,
+        srv.rt.app.clone(),
+        "other-host/10.0.0.2:443".into(),
+    )
+    .unwrap();
+    let task = tokio::spawn(other.run(stop_rx));
+    srv.start_flow("lou", "reset").await;
+    // A backlog, written faster than it is sent.
+    for i in 0..40 {
+        let mut e = AuditEvent::new(
+            srv.clock_now(),
+            Activity::AdminUserChanged,
+            Outcome::Success,
+        );
+        e.actor = "admin:tests".into();
+        e.target = format!("user{i}");
+        srv.rt.store.audit(&e).await.unwrap();
+    }
+    let events = all_events(srv.rt.store.as_ref()).await;
+    rs.wait_for(&events).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts = rs.counts();
+    for e in &events {
+        assert_eq!(counts.get(&e.id), Some(&1), "{counts:?}");
+    }
+    let _ = stop_tx.send(true);
+    let _ = task.await;
+    srv.stop().await;
+    rs.kill();
+}
