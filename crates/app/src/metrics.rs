@@ -79,6 +79,7 @@ pub struct Metrics {
     pub shed: Counter,
     pub siem_exported: Family<SinkLabels, Counter>,
     pub siem_caught_up: Family<SinkLabels, Gauge>,
+    pub siem_lag: Family<SinkLabels, Gauge>,
 }
 
 /// 1 ms to ~33 s, doubling: a cached page and an LDAP write that meets its deadline both land
@@ -117,6 +118,7 @@ impl Metrics {
             shed: Counter::default(),
             siem_exported: Family::default(),
             siem_caught_up: Family::default(),
+            siem_lag: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -183,6 +185,12 @@ impl Metrics {
              time); only the instance holding the sink's lease sets it",
             m.siem_caught_up.clone(),
         );
+        registry.register(
+            "siem_lag_events",
+            "Audit events (by id) written but not yet sent, by sink, as of this instance's last \
+             batch; only the instance holding the sink's lease sets it",
+            m.siem_lag.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -198,6 +206,14 @@ impl Metrics {
         self.siem_caught_up
             .get_or_create(&SinkLabels { sink: sink.into() })
             .set(now);
+        self.siem_lag(sink, 0);
+    }
+
+    /// How many events a SIEM sink has left to send.
+    pub fn siem_lag(&self, sink: &str, events: i64) {
+        self.siem_lag
+            .get_or_create(&SinkLabels { sink: sink.into() })
+            .set(events);
     }
 
     /// Counts an audited event (whether or not the store took it: it happened).

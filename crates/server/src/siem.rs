@@ -621,7 +621,26 @@ impl Exporter {
             tracing::warn!(sink = %name, "lost the SIEM export lease to another instance");
             return Ok(Step::NotMine);
         }
-        sspr_app::metrics::metrics().siem_exported(name, events.len() as u64);
+        let m = sspr_app::metrics::metrics();
+        m.siem_exported(name, events.len() as u64);
+        // A full batch may have more behind it: the newest id says how much (ids can skip
+        // after a rolled-back insert, so it is an upper bound). Only asked then, so an export
+        // that keeps up costs no extra query.
+        if events.len() as u64 >= u64::from(self.cfg.batch) {
+            let newest = store
+                .audit_query(&AuditFilter {
+                    limit: 1,
+                    ..AuditFilter::default()
+                })
+                .await
+                .ok()
+                .and_then(|v| v.first().map(|e| e.id));
+            if let Some(newest) = newest {
+                m.siem_lag(name, (newest - last).max(0));
+            }
+        } else {
+            m.siem_lag(name, 0);
+        }
         Ok(Step::Sent(events.len()))
     }
 

@@ -537,6 +537,7 @@ async fn audit_events_reach_rsyslog_over_tls_verified_against_the_ca_file() {
     for m in [
         "sspr_siem_exported_events_total{sink=\"tls\"}",
         "sspr_siem_caught_up_timestamp_seconds{sink=\"tls\"}",
+        "sspr_siem_lag_events{sink=\"tls\"} 0",
     ] {
         assert!(metrics.contains(m), "{m} missing: {metrics}");
     }
