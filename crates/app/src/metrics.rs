@@ -53,6 +53,12 @@ pub struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    /// The `[[siem]]` sink's name.
+    pub sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -71,6 +77,9 @@ pub struct Metrics {
     pub hash_busy: Counter,
     pub http: HistogramFamily<HttpLabels>,
     pub shed: Counter,
+    pub siem_exported: Family<SinkLabels, Counter>,
+    pub siem_caught_up: Family<SinkLabels, Gauge>,
+    pub siem_lag: Family<SinkLabels, Gauge>,
 }
 
 /// 1 ms to ~33 s, doubling: a cached page and an LDAP write that meets its deadline both land
@@ -107,6 +116,9 @@ impl Metrics {
             hash_busy: Counter::default(),
             http: Family::new_with_constructor(latency),
             shed: Counter::default(),
+            siem_exported: Family::default(),
+            siem_caught_up: Family::default(),
+            siem_lag: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -162,7 +174,46 @@ impl Metrics {
              (connections.max_requests)",
             m.shed.clone(),
         );
+        registry.register(
+            "siem_exported_events",
+            "Audit events the SIEM export sent and recorded in its cursor, by sink",
+            m.siem_exported.clone(),
+        );
+        registry.register(
+            "siem_caught_up_timestamp_seconds",
+            "When this instance last found a sink's cursor at the end of the audit log (Unix \
+             time); only the instance holding the sink's lease sets it",
+            m.siem_caught_up.clone(),
+        );
+        registry.register(
+            "siem_lag_events",
+            "Audit events (by id) written but not yet sent, by sink, as of this instance's last \
+             batch; only the instance holding the sink's lease sets it",
+            m.siem_lag.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// A SIEM sink sent `n` events.
+    pub fn siem_exported(&self, sink: &str, n: u64) {
+        self.siem_exported
+            .get_or_create(&SinkLabels { sink: sink.into() })
+            .inc_by(n);
+    }
+
+    /// A SIEM sink's cursor reached the end of the log at `now`.
+    pub fn siem_caught_up(&self, sink: &str, now: i64) {
+        self.siem_caught_up
+            .get_or_create(&SinkLabels { sink: sink.into() })
+            .set(now);
+        self.siem_lag(sink, 0);
+    }
+
+    /// How many events a SIEM sink has left to send.
+    pub fn siem_lag(&self, sink: &str, events: i64) {
+        self.siem_lag
+            .get_or_create(&SinkLabels { sink: sink.into() })
+            .set(events);
     }
 
     /// Counts an audited event (whether or not the store took it: it happened).

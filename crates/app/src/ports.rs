@@ -402,6 +402,36 @@ pub trait SkipStore: Send + Sync + 'static {
     async fn all_registration_skips(&self) -> StoreResult<Vec<(String, u32, UnixTime)>>;
 }
 
+/// The SIEM export's durable cursors, one per sink: the id of the last audit event its receiver
+/// accepted, and a lease so that of the instances sharing a database exactly one exports a sink
+/// at a time (two would send every event twice).
+#[async_trait]
+pub trait ExportStore: Send + Sync + 'static {
+    /// Takes or renews `holder`'s lease on the sink `name` until `until`, creating its cursor
+    /// at 0 (the log's beginning) the first time. The cursor if `holder` holds the lease now;
+    /// `None` while another holder's lease runs.
+    async fn export_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: UnixTime,
+        until: UnixTime,
+    ) -> StoreResult<Option<i64>>;
+    /// Moves the cursor from `from` to `to` if `holder` still holds the lease and the cursor
+    /// still reads `from` (compare and set): whether it moved. Of two instances that both
+    /// believe they export, at most one advances.
+    async fn export_advance(
+        &self,
+        name: &str,
+        holder: &str,
+        from: i64,
+        to: i64,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
+    /// Every cursor: `(sink, last id, last moved at)`.
+    async fn export_cursors(&self) -> StoreResult<Vec<(String, i64, UnixTime)>>;
+}
+
 /// What spending a recovery code found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveryUse {
@@ -466,7 +496,7 @@ pub trait CeremonyStore: Send + Sync + 'static {
 /// Times are the caller's clock: instances sharing a database must keep their clocks in sync.
 #[async_trait]
 pub trait Store:
-    FinishStore + ReminderStore + RecoveryStore + CeremonyStore + SkipStore + AuditStore
+    FinishStore + ReminderStore + RecoveryStore + CeremonyStore + SkipStore + AuditStore + ExportStore
 {
     /// Whether the store can write: a small write in a transaction (the heartbeat row), so a
     /// full disk, a read-only file or a database that went away all fail it. Callers bound it

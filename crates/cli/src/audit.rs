@@ -59,8 +59,18 @@ pub struct QueryArgs {
     before: Option<String>,
     #[arg(long, default_value_t = 100)]
     limit: u32,
-    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
-    format: ListFormat,
+    /// table, json, csv, or ecs: every matching event oldest first (no --limit), one ECS
+    /// document a line, as the SIEM export sends them (docs/siem.md).
+    #[arg(long, value_enum, default_value_t = AuditFormat::Table)]
+    format: AuditFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditFormat {
+    Table,
+    Json,
+    Csv,
+    Ecs,
 }
 
 pub async fn audit(a: AuditArgs, rt: &Runtime) -> anyhow::Result<ExitCode> {
@@ -94,6 +104,12 @@ async fn query(a: QueryArgs, rt: &Runtime) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let format = match a.format {
+        AuditFormat::Ecs => return audit_ecs(filter, rt).await,
+        AuditFormat::Table => ListFormat::Table,
+        AuditFormat::Json => ListFormat::Json,
+        AuditFormat::Csv => ListFormat::Csv,
+    };
     let found = rt.app.audit_events(&filter).await?;
     let next = (a.limit > 0 && found.len() >= a.limit as usize)
         .then(|| found.first().map(sspr_app::ports::AuditCursor::of))
@@ -102,7 +118,7 @@ async fn query(a: QueryArgs, rt: &Runtime) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(sspr_server::routes::event_dto)
         .collect();
-    match a.format {
+    match format {
         ListFormat::Json => println!("{}", serde_json::to_string_pretty(&events)?),
         ListFormat::Csv => print!("{}", sspr_server::routes::events_csv(&events)),
         ListFormat::Table => {
@@ -131,6 +147,31 @@ async fn query(a: QueryArgs, rt: &Runtime) -> anyhow::Result<ExitCode> {
             c.encode()
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pages through the whole matching log by id, so an export of millions of events holds one
+/// page in memory, and a line is written as soon as its page is read.
+async fn audit_ecs(
+    mut filter: sspr_app::ports::AuditFilter,
+    rt: &Runtime,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    filter.after_id = Some(0);
+    filter.before = None;
+    filter.limit = 1000;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let page = rt.app.audit_events(&filter).await?;
+        let Some(last) = page.last().map(|e| e.id) else {
+            break;
+        };
+        for e in &page {
+            writeln!(out, "{}", sspr_server::siem::ecs(e))?;
+        }
+        filter.after_id = Some(last);
+    }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -46,6 +46,9 @@ pub struct Config {
     pub reminders: RemindersConfig,
     pub metrics: MetricsConfig,
     pub audit: AuditConfig,
+    /// SIEM export: `[[siem]]` sinks, each streaming the audit log as ECS documents over
+    /// syslog (RFC 5424, TCP or TLS) or as JSON lines on stdout (docs/siem.md).
+    pub siem: Vec<sspr_server::siem::SiemConfig>,
     /// The zero-config quick start's demo accounts (created on first start when the built-in
     /// directory is empty; their passwords are in the README). On only without a config file,
     /// with the dev outbox and the built-in directory: [`Config::load`] turns it off otherwise
@@ -287,6 +290,7 @@ impl Default for Config {
             reminders: RemindersConfig::default(),
             metrics: MetricsConfig::default(),
             audit: AuditConfig::default(),
+            siem: Vec::new(),
             demo: true,
             source: None,
         }
@@ -510,6 +514,15 @@ impl Config {
                 Err(m) => e.push(m),
             }
         }
+        for (i, sink) in self.siem.iter().enumerate() {
+            e.extend(sink.check());
+            if self.siem[..i].iter().any(|s| s.name == sink.name) {
+                e.push(format!(
+                    "siem: two sinks are named {:?}; each needs its own name (it names its cursor)",
+                    sink.name
+                ));
+            }
+        }
         if let Some(p) = &self.breached_passwords_file
             && let Err(m) = sspr_app::breached::BreachedFile::open(p)
         {
@@ -730,5 +743,23 @@ mod tests {
         let e = c.check();
         assert!(e.iter().any(|m| m.contains("https://")), "{e:?}");
         assert!(e.iter().any(|m| m.contains("code_ttl_secs")), "{e:?}");
+    }
+
+    #[test]
+    fn siem_sinks_are_checked_each_and_named_once() {
+        let c = Config::parse(
+            "[[siem]]\nname = \"soc\"\ntarget = \"tcp://127.0.0.1:514\"\n\
+             [[siem]]\nname = \"soc\"\ntarget = \"udp://127.0.0.1:514\"\n",
+        )
+        .unwrap();
+        let e = c.check().join("\n");
+        assert!(e.contains("two sinks are named \"soc\""), "{e}");
+        assert!(
+            e.contains("tcp://host:port, tls://host:port or stdout"),
+            "{e}"
+        );
+        let e = Config::parse("[[siem]]\nname = \"x\"\ntarget = \"stdout\"\nfacilty = \"auth\"\n")
+            .unwrap_err();
+        assert!(e.contains("facilty"), "{e}");
     }
 }

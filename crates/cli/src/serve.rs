@@ -84,6 +84,14 @@ pub async fn run_with(
         let every = i64::from(cfg.reminders.every_minutes) * 60;
         tokio::spawn(reminder_job(rt.app.clone(), every, stop_rx.clone()));
     }
+    for sink in &cfg.siem {
+        // Host and listen address: stable across this instance's restarts, distinct between
+        // instances, so a restart takes its lease back at once.
+        let holder = format!("{}/{}", hostname(), cfg.listen);
+        let exporter = sspr_server::siem::Exporter::new(sink.clone(), rt.app.clone(), holder)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        tokio::spawn(exporter.run(stop_rx.clone()));
+    }
 
     tokio::spawn(audit_job(
         rt.app.clone(),
@@ -320,6 +328,12 @@ async fn reminder_job(
             _ = stop.changed() => return,
         }
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 async fn shutdown_signal() {

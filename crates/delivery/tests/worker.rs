@@ -118,6 +118,32 @@ impl SkipStore for FakeStore {
 }
 
 #[async_trait]
+impl ExportStore for FakeStore {
+    async fn export_lease(
+        &self,
+        _: &str,
+        _: &str,
+        _: UnixTime,
+        _: UnixTime,
+    ) -> StoreResult<Option<i64>> {
+        Ok(None)
+    }
+    async fn export_advance(
+        &self,
+        _: &str,
+        _: &str,
+        _: i64,
+        _: i64,
+        _: UnixTime,
+    ) -> StoreResult<bool> {
+        Ok(false)
+    }
+    async fn export_cursors(&self) -> StoreResult<Vec<(String, i64, UnixTime)>> {
+        Ok(Vec::new())
+    }
+}
+
+#[async_trait]
 impl CeremonyStore for FakeStore {
     async fn put_ceremony(&self, _: &str, _: &str, _: &str, _: UnixTime) -> StoreResult<()> {
         Ok(())

@@ -10,6 +10,7 @@ pub mod ctx;
 pub mod metrics;
 pub mod respond;
 pub mod routes;
+pub mod siem;
 pub mod tls;
 
 use std::net::SocketAddr;

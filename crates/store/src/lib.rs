@@ -11,6 +11,7 @@ mod builtin;
 mod ceremony_sql;
 mod codec;
 pub mod copy;
+mod export_sql;
 mod finish_sql;
 mod postgres;
 mod purge_sql;

@@ -40,6 +40,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../migrations/postgres/0008_audit_chain.sql"),
     ),
+    (
+        9,
+        include_str!("../migrations/postgres/0009_audit_export.sql"),
+    ),
 ];
 
 /// Advisory lock key ("ssprmig") held while migrating, so instances starting together apply
@@ -330,6 +334,7 @@ crate::finish_sql::impl_finish_store!(PgStore);
 crate::audit_sql::impl_audit_store!(PgStore, Postgres);
 crate::reminder_sql::impl_reminder_store!(PgStore);
 crate::skip_sql::impl_skip_store!(PgStore);
+crate::export_sql::impl_export_store!(PgStore);
 crate::recovery_sql::impl_recovery_store!(PgStore);
 crate::ceremony_sql::impl_ceremony_store!(PgStore);
 

@@ -36,6 +36,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0007_admin_token_role.sql"),
     ),
     (8, include_str!("../migrations/sqlite/0008_audit_chain.sql")),
+    (
+        9,
+        include_str!("../migrations/sqlite/0009_audit_export.sql"),
+    ),
 ];
 
 /// How long a statement waits for SQLite's write lock.
@@ -242,6 +246,7 @@ crate::finish_sql::impl_finish_store!(SqliteStore);
 crate::audit_sql::impl_audit_store!(SqliteStore, Sqlite);
 crate::reminder_sql::impl_reminder_store!(SqliteStore);
 crate::skip_sql::impl_skip_store!(SqliteStore);
+crate::export_sql::impl_export_store!(SqliteStore);
 crate::recovery_sql::impl_recovery_store!(SqliteStore);
 crate::ceremony_sql::impl_ceremony_store!(SqliteStore);
 

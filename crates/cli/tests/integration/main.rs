@@ -31,6 +31,7 @@ mod recovery;
 mod register;
 mod reminders;
 mod reset;
+mod siem;
 mod ssh;
 mod sssd;
 mod transport;
