@@ -3,6 +3,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod import;
 pub mod invite;
 pub mod reminders;
 pub mod runtime;
