@@ -269,7 +269,7 @@ fn check_line(rt: &Runtime, policy: &Policy, lineno: usize, line: &str) -> Resul
         mobile: get(3),
     };
     let (hash, plain) = if foreign_hash::claimed(&password).is_some() {
-        let _scheme = foreign_hash::check(&password).map_err(|e| {
+        foreign_hash::check(&password).map_err(|e| {
             format!("line {lineno}: {login}: {e}: export the hash unchanged, or give the password in plaintext")
         })?;
         (password, None)
