@@ -89,7 +89,8 @@ def write_csv(path, n, hashed):
 
 def psql(url, sql):
     subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql], check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, PGOPTIONS="-c client_min_messages=warning"))
 
 
 def setup(store, d):
