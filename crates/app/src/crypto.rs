@@ -113,12 +113,29 @@ impl HashPool {
             .await?
     }
 
-    /// Whether `secret` matches `phc`. A malformed stored hash never matches.
+    /// Whether `secret` matches `phc`. A malformed stored hash never matches. Imported bcrypt
+    /// and `{SSHA}` hashes (see [`crate::foreign_hash`]) verify too, on the same bounded pool,
+    /// so sign-in and the history check work for them as for Argon2.
     pub async fn verify(&self, secret: &str, phc: &str) -> Result<bool, AppError> {
         let secret = secret.to_owned();
         let phc = phc.to_owned();
-        self.run(move |params, buf| verify_with(params, secret.as_bytes(), &phc, buf))
-            .await
+        self.run(move |params, buf| {
+            crate::foreign_hash::verify_foreign(secret.as_bytes(), &phc)
+                .unwrap_or_else(|| verify_with(params, secret.as_bytes(), &phc, buf))
+        })
+        .await
+    }
+
+    /// Whether a hash that just verified should be replaced by one of this pool's: any other
+    /// scheme (imported bcrypt or `{SSHA}`), Argon2i, or Argon2id with other costs.
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        let current = format!(
+            "$argon2id$v=19$m={},t={},p={}$",
+            self.params.m_cost(),
+            self.params.t_cost(),
+            self.params.p_cost()
+        );
+        !stored.starts_with(&current)
     }
 
     /// Whether each `(secret, phc)` pair matches, in order. The verifications run side by side,

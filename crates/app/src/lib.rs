@@ -13,6 +13,7 @@ pub mod change;
 pub mod crypto;
 pub mod error;
 pub mod finish;
+pub mod foreign_hash;
 pub mod insights;
 pub mod invite;
 pub mod messages;

@@ -762,6 +762,10 @@ pub enum UserFlag {
     Locked,
 }
 
+/// Makes the audit event of one imported account (a type of its own so that `async_trait`
+/// leaves the reference's lifetime alone).
+pub type ImportAudit = dyn Fn(&UserRecord) -> AuditEvent + Sync;
+
 /// Where the built-in directory keeps its accounts: the same database as everything else,
 /// so SQLite and PostgreSQL installations both have one.
 #[async_trait]
@@ -791,4 +795,20 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// The `n` most recent earlier hashes, newest first.
     async fn password_history(&self, id: &str, n: usize) -> StoreResult<Vec<String>>;
+    /// Which of `ids` are taken, in any order.
+    async fn existing_user_ids(&self, ids: &[String]) -> StoreResult<Vec<String>>;
+    /// Creates every account with its groups, and the event `audit` makes for each, in one
+    /// transaction: all of them or, on any error (an id taken meanwhile included), none.
+    /// `progress` is told how many accounts have been written so far.
+    async fn import_users(
+        &self,
+        users: &[UserRecord],
+        audit: &ImportAudit,
+        now: UnixTime,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> StoreResult<()>;
+    /// Replaces the hash with an equivalent one (the same password, a stronger scheme) when it
+    /// is still `old`; the password's age, lock and history stay as they are. `false` when
+    /// the hash changed meanwhile (a reset won the race, and its hash stays).
+    async fn upgrade_user_hash(&self, id: &str, old: &str, new: &str) -> StoreResult<bool>;
 }

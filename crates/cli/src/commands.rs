@@ -14,11 +14,11 @@ use sspr_store::{Flag, NewUser};
 use crate::config::Config;
 use crate::runtime::Runtime;
 
-fn cli_ctx() -> RequestCtx {
+pub(crate) fn cli_ctx() -> RequestCtx {
     RequestCtx::new("local", ClientType::Cli, Lang::En)
 }
 
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())
@@ -88,6 +88,8 @@ pub enum UsersCmd {
         admin: bool,
     },
     /// Import users from CSV: login,display_name,email,mobile,groups(;-separated),password.
+    /// The password is plaintext (checked against the policy) or a hash: argon2, bcrypt,
+    /// {SSHA}/{SSHA256}/{SSHA512}. All or nothing: any bad line, and no account is created.
     Import {
         file: std::path::PathBuf,
     },
@@ -181,7 +183,7 @@ pub async fn users(c: UsersCmd, rt: &Runtime) -> anyhow::Result<ExitCode> {
             println!("added {login}");
             Ok(ExitCode::SUCCESS)
         }
-        UsersCmd::Import { file } => import(rt, &file).await,
+        UsersCmd::Import { file } => crate::import::import(rt, &file).await,
         UsersCmd::Invite { logins, sms, csv } => {
             crate::invite::invite(rt, &logins, sms, csv.as_deref(), &cli_ctx(), &actor()).await
         }
@@ -358,85 +360,6 @@ pub(crate) fn csv_fields(line: &str) -> Vec<String> {
     }
     out.push(cur);
     out.into_iter().map(|s| s.trim().to_string()).collect()
-}
-
-async fn import(rt: &Runtime, file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-    let lines: Vec<(usize, &str)> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .filter(|(i, l)| !(*i == 0 && l.to_ascii_lowercase().starts_with("login")))
-        .collect();
-    let total = lines.len();
-    let policy = rt.app.policy().await?;
-    let (mut added, mut failed) = (0usize, 0usize);
-    for (n, (i, line)) in lines.into_iter().enumerate() {
-        match import_line(rt, &policy, i + 1, line).await {
-            Ok(()) => added += 1,
-            Err(e) => {
-                eprintln!("{e}");
-                failed += 1;
-            }
-        }
-        if (n + 1) % 25 == 0 || n + 1 == total {
-            eprintln!(
-                "imported {}/{total} ({added} added, {failed} failed)",
-                n + 1
-            );
-        }
-    }
-    println!("{added} added, {failed} failed");
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
-}
-
-/// One CSV line; the error names the line and says what is wrong.
-async fn import_line(
-    rt: &Runtime,
-    policy: &Policy,
-    lineno: usize,
-    line: &str,
-) -> Result<(), String> {
-    let f = csv_fields(line);
-    let get = |k: usize| f.get(k).cloned().filter(|s| !s.is_empty());
-    let login = get(0).ok_or(format!("line {lineno}: the login (column 1) is empty"))?;
-    let display = get(1).unwrap_or_default();
-    let password = get(5).ok_or(format!(
-        "line {lineno}: {login}: the password (column 6) is empty"
-    ))?;
-    let rejections = policy.password.check(
-        &password,
-        &PasswordContext {
-            login: &login,
-            display_name: &display,
-        },
-    );
-    if let Some(r) = rejections.first() {
-        return Err(format!("line {lineno}: {login}: {}", r.message("en")));
-    }
-    let groups = get(4)
-        .map(|g| g.split(';').map(str::to_string).collect())
-        .unwrap_or_default();
-    let u = NewUser {
-        login: login.clone(),
-        display_name: display,
-        password,
-        groups,
-        email: get(2),
-        mobile: get(3),
-    };
-    rt.builtin
-        .add_user(&u)
-        .await
-        .map_err(|e| format!("line {lineno}: {login}: {e}"))?;
-    // Each account an import makes is audited as one `users add` is.
-    audit_user_change(rt, &login, "imported").await;
-    Ok(())
 }
 
 #[derive(Subcommand, Debug)]

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod commands;
 pub mod config;
+pub mod import;
 pub mod invite;
 pub mod reminders;
 pub mod runtime;

@@ -101,18 +101,37 @@ impl BuiltinDirectory {
 
     /// Creates an account. The password must already satisfy the policy (the CLI checks).
     pub async fn add_user(&self, u: &NewUser) -> Result<(), String> {
+        if u.password.trim().is_empty() {
+            return Err("the password cannot be empty".into());
+        }
+        // Checked before the hash is paid for.
+        self.record(u, String::new())?;
+        let password_hash = self.hash_password(&u.password).await?;
+        let record = self.record(u, password_hash)?;
+        let id = record.id.clone();
+        match self.users.insert_user(&record, self.clock.now()).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("user {id} already exists")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// An Argon2id hash of `password` on the directory's bounded pool.
+    pub async fn hash_password(&self, password: &str) -> Result<String, String> {
+        self.hasher
+            .hash(password, self.rng.as_ref())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The row `u` becomes with `password_hash`: the login checked and in canonical form
+    /// (RFC 8265), groups lower-cased, sorted and deduplicated, the display name defaulting
+    /// to the login. `u.password` is not read.
+    pub fn record(&self, u: &NewUser, password_hash: String) -> Result<UserRecord, String> {
         if let Some(problem) = login_problem(&u.login) {
             return Err(problem);
         }
         let id = canonical_login(&u.login).ok_or("the login is empty or has control characters")?;
-        if u.password.trim().is_empty() {
-            return Err("the password cannot be empty".into());
-        }
-        let password_hash = self
-            .hasher
-            .hash(&u.password, self.rng.as_ref())
-            .await
-            .map_err(|e| e.to_string())?;
         let mut groups: Vec<String> = u
             .groups
             .iter()
@@ -121,13 +140,13 @@ impl BuiltinDirectory {
             .collect();
         groups.sort();
         groups.dedup();
-        let record = UserRecord {
+        Ok(UserRecord {
             display_name: if u.display_name.is_empty() {
                 u.login.clone()
             } else {
                 u.display_name.clone()
             },
-            id: id.clone(),
+            id,
             enabled: true,
             locked: false,
             password_hash,
@@ -135,12 +154,29 @@ impl BuiltinDirectory {
             email: u.email.clone(),
             mobile: u.mobile.clone(),
             groups,
-        };
-        match self.users.insert_user(&record, self.clock.now()).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(format!("user {id} already exists")),
-            Err(e) => Err(e.to_string()),
-        }
+        })
+    }
+
+    /// Which of these canonical logins already have an account.
+    pub async fn taken(&self, ids: &[String]) -> Result<Vec<String>, String> {
+        self.users
+            .existing_user_ids(ids)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Creates every account, each with the event `audit` makes for it, in one transaction:
+    /// all or none.
+    pub async fn import(
+        &self,
+        records: &[UserRecord],
+        audit: &sspr_app::ports::ImportAudit,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<(), String> {
+        self.users
+            .import_users(records, audit, self.clock.now(), progress)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     pub async fn list(&self) -> Result<Vec<UserRow>, String> {
@@ -179,6 +215,27 @@ impl BuiltinDirectory {
     }
 }
 
+impl BuiltinDirectory {
+    /// Replaces an imported (bcrypt, `{SSHA}`) or older Argon2 hash with the pool's Argon2id
+    /// while the password is at hand, so that weak hashes leave the database as their owners
+    /// sign in. The password's age and history stay: it is the same password. A failure only
+    /// postpones the upgrade to the next sign-in, so it does not fail this one.
+    async fn upgrade_hash(&self, id: &str, old: &str, password: &str) {
+        let new = match self.hasher.hash(password, self.rng.as_ref()).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(user = id, error = %e, "password hash upgrade postponed");
+                return;
+            }
+        };
+        match self.users.upgrade_user_hash(id, old, &new).await {
+            Ok(true) => tracing::info!(user = id, "password hash upgraded to Argon2id"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(user = id, error = %e, "password hash upgrade postponed"),
+        }
+    }
+}
+
 #[async_trait]
 impl Directory for BuiltinDirectory {
     async fn find_user(&self, login: &str) -> Result<Option<DirUser>, DirError> {
@@ -204,6 +261,9 @@ impl Directory for BuiltinDirectory {
             .verify(password, &u.password_hash)
             .await
             .map_err(herr)?;
+        if ok && self.hasher.needs_rehash(&u.password_hash) {
+            self.upgrade_hash(&u.id, &u.password_hash, password).await;
+        }
         // A locked account does not sign in anywhere, registration included. A change time
         // of 0 is an administrator's "change it at the next sign-in" (`sspr users expire`).
         Ok(if !ok || u.locked {

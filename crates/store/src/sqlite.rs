@@ -247,6 +247,7 @@ crate::audit_sql::impl_audit_store!(SqliteStore, Sqlite);
 crate::reminder_sql::impl_reminder_store!(SqliteStore);
 crate::skip_sql::impl_skip_store!(SqliteStore);
 crate::export_sql::impl_export_store!(SqliteStore);
+crate::user_import_sql::impl_user_import!(SqliteStore);
 crate::recovery_sql::impl_recovery_store!(SqliteStore);
 crate::ceremony_sql::impl_ceremony_store!(SqliteStore);
 
@@ -1198,6 +1199,24 @@ impl UserStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(err)
+    }
+
+    async fn existing_user_ids(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        self.existing_user_ids_sql(ids).await
+    }
+
+    async fn import_users(
+        &self,
+        users: &[UserRecord],
+        audit: &sspr_app::ports::ImportAudit,
+        now: UnixTime,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> StoreResult<()> {
+        self.import_users_sql(users, audit, now, progress).await
+    }
+
+    async fn upgrade_user_hash(&self, id: &str, old: &str, new: &str) -> StoreResult<bool> {
+        self.upgrade_user_hash_sql(id, old, new).await
     }
 }
 

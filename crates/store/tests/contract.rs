@@ -1574,3 +1574,235 @@ async fn one_instance_holds_the_export_lease_and_the_cursor_moves_by_compare_and
     }
     assert_eq!(won, 1);
 }
+
+/// `sspr users import` on both stores: a file goes in whole or not at all, each account with
+/// its audit event; imported bcrypt, `{SSHA}` and foreign Argon2 hashes sign in through the
+/// built-in directory and are replaced by its own Argon2id on the way.
+mod user_import {
+    use std::time::Duration;
+
+    use sspr_app::crypto::HashPool;
+    use sspr_app::ports::{AuditFilter, DirError, Directory, PasswordCheck, UserRecord, UserStore};
+    use sspr_domain::{OsRandom, Rejection, SystemClock};
+    use sspr_store::{BuiltinDirectory, NewUser};
+
+    use super::*;
+
+    fn record(id: &str, hash: &str) -> UserRecord {
+        UserRecord {
+            id: id.into(),
+            display_name: format!("{id} display"),
+            enabled: true,
+            locked: false,
+            password_hash: hash.into(),
+            password_changed_at: 10,
+            email: Some(format!("{id}@example.test")),
+            mobile: None,
+            groups: vec!["staff".into(), "it".into()],
+        }
+    }
+
+    fn imported(u: &UserRecord) -> AuditEvent {
+        let mut e = AuditEvent::new(10, Activity::AdminUserChanged, Outcome::Success);
+        e.target = u.id.clone();
+        e.reason = "imported".into();
+        e
+    }
+
+    async fn audited(s: &dyn Store) -> usize {
+        s.audit_query(&AuditFilter {
+            activity: Some(Activity::AdminUserChanged),
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len()
+    }
+
+    /// 2,500 accounts span three multi-row statements; the last one collides with an existing
+    /// account, so the first two statements' rows must go too.
+    async fn an_import_is_all_or_nothing_and_audits_each_account(s: &dyn Store, u: &dyn UserStore) {
+        assert!(u.insert_user(&record("taken", "x"), 10).await.unwrap());
+        let mut batch: Vec<UserRecord> = (0..2_499)
+            .map(|i| record(&format!("user{i:04}"), "{SSHA}x"))
+            .collect();
+        batch.push(record("taken", "{SSHA}x"));
+        let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
+        assert_eq!(u.existing_user_ids(&ids).await.unwrap(), vec!["taken"]);
+        let seen = std::sync::Mutex::new(Vec::new());
+        let failed = u
+            .import_users(&batch, &imported, 20, &|n| seen.lock().unwrap().push(n))
+            .await;
+        assert!(failed.is_err(), "the duplicate fails the import");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![1_000, 2_000],
+            "earlier statements ran"
+        );
+        assert_eq!(
+            u.existing_user_ids(&ids).await.unwrap(),
+            vec!["taken"],
+            "and were rolled back"
+        );
+        assert_eq!(
+            audited(s).await,
+            0,
+            "no event of a rolled-back import remains"
+        );
+
+        batch.pop();
+        seen.lock().unwrap().clear();
+        u.import_users(&batch, &imported, 20, &|n| seen.lock().unwrap().push(n))
+            .await
+            .unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![1_000, 2_000, 2_499]);
+        let mut taken = u.existing_user_ids(&ids).await.unwrap();
+        taken.sort();
+        assert_eq!(taken.len(), 2_500);
+        let mut want = record("user1234", "{SSHA}x");
+        want.groups.sort();
+        assert_eq!(u.user("user1234").await.unwrap(), Some(want));
+        assert_eq!(audited(s).await, 2_499, "one event per account");
+    }
+
+    fn directory(u: Arc<dyn UserStore>, history: usize) -> (BuiltinDirectory, HashPool) {
+        let pool = HashPool::with_params(2, Duration::from_secs(30), 1_024, 1).unwrap();
+        let dir = BuiltinDirectory::new(
+            u,
+            pool.clone(),
+            Arc::new(OsRandom),
+            Arc::new(SystemClock::default()),
+            history,
+        );
+        (dir, pool)
+    }
+
+    async fn imported_hashes_sign_in_and_are_upgraded_to_argon2id(u: Arc<dyn UserStore>) {
+        let (dir, _) = directory(u.clone(), 3);
+        let other_argon = HashPool::with_params(1, Duration::from_secs(30), 2_048, 2)
+            .unwrap()
+            .hash("argon passphrase", &OsRandom)
+            .await
+            .unwrap();
+        let accounts = [
+            (
+                "bc",
+                "bcrypt passphrase",
+                bcrypt::hash("bcrypt passphrase", 4).unwrap(),
+            ),
+            (
+                "ss",
+                "ssha passphrase",
+                sspr_app::foreign_hash::ssha1("ssha passphrase", b"s4lt"),
+            ),
+            ("ar", "argon passphrase", other_argon),
+        ];
+        let records: Vec<UserRecord> = accounts
+            .iter()
+            .map(|(id, _, hash)| {
+                let user = NewUser {
+                    login: id.to_string(),
+                    ..Default::default()
+                };
+                dir.record(&user, hash.clone()).unwrap()
+            })
+            .collect();
+        dir.import(&records, &imported, &|_| {}).await.unwrap();
+        for (id, password, hash) in &accounts {
+            let user = dir.find_user(id).await.unwrap().unwrap();
+            assert_eq!(
+                dir.check_password(&user, "wrong passphrase").await.unwrap(),
+                PasswordCheck::Wrong,
+                "{id}"
+            );
+            assert_eq!(
+                u.user(id).await.unwrap().unwrap().password_hash,
+                *hash,
+                "{id}: kept"
+            );
+            assert_eq!(
+                dir.check_password(&user, password).await.unwrap(),
+                PasswordCheck::Right,
+                "{id}"
+            );
+            let now = u.user(id).await.unwrap().unwrap();
+            assert!(
+                now.password_hash
+                    .starts_with("$argon2id$v=19$m=1024,t=1,p=1$"),
+                "{id}: upgraded at sign-in: {}",
+                now.password_hash
+            );
+            let before = records.iter().find(|r| r.id == *id).unwrap();
+            assert_eq!(
+                now.password_changed_at, before.password_changed_at,
+                "{id}: same age"
+            );
+            assert_eq!(
+                dir.check_password(&user, password).await.unwrap(),
+                PasswordCheck::Right,
+                "{id}: the new hash verifies"
+            );
+            assert!(
+                u.password_history(id, 5).await.unwrap().is_empty(),
+                "{id}: same password, no history"
+            );
+        }
+
+        // The history check reads legacy hashes too: a reset to the imported password, not
+        // yet upgraded, is refused as reuse.
+        let legacy = dir
+            .record(
+                &NewUser {
+                    login: "old".into(),
+                    ..Default::default()
+                },
+                sspr_app::foreign_hash::ssha1("legacy passphrase", b"salt"),
+            )
+            .unwrap();
+        dir.import(&[legacy], &imported, &|_| {}).await.unwrap();
+        let old = dir.find_user("old").await.unwrap().unwrap();
+        assert!(matches!(
+            dir.reset_password(&old, "legacy passphrase").await,
+            Err(DirError::Rejected(r)) if r == vec![Rejection::History]
+        ));
+        dir.reset_password(&old, "a brand new passphrase")
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                dir.reset_password(&old, "legacy passphrase").await,
+                Err(DirError::Rejected(r)) if r == vec![Rejection::History]
+            ),
+            "the legacy hash in the history still counts"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        an_import_is_all_or_nothing_and_audits_each_account(&s, &s).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_all_or_nothing() {
+        let schema = PgSchema::create().await;
+        let s = schema.instance().await;
+        an_import_is_all_or_nothing_and_audits_each_account(s.as_ref(), s.as_ref()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_hashes_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        imported_hashes_sign_in_and_are_upgraded_to_argon2id(Arc::new(s)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_hashes_upgrade() {
+        let schema = PgSchema::create().await;
+        let s = schema.instance().await;
+        imported_hashes_sign_in_and_are_upgraded_to_argon2id(s).await;
+    }
+}

@@ -189,11 +189,21 @@ fn cli_admin_commands_work_on_the_database() {
     std::fs::write(&csv, "login,display_name,email,mobile,groups,password\nyan,Yan,yan@x.test,+4915100000001,staff;it,another long passphrase\nbad,,,,,short\n").unwrap();
     let (code, out, err) = run(&["users", "import", csv.to_str().unwrap()], "");
     assert_eq!(code, 2, "one line failed: {out}{err}");
-    assert!(out.contains("1 added, 1 failed"), "{out}");
-    assert!(
-        err.contains("line 3") && err.contains("imported 2/2"),
-        "{err}"
+    assert!(out.contains("0 added, 1 failed"), "{out}");
+    assert!(err.contains("line 3: bad:"), "{err}");
+    let (code, out, _) = run(&["users", "list", "--format", "json"], "");
+    assert_eq!(code, 0);
+    let users: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        users.as_array().unwrap().len(),
+        1,
+        "all or nothing: yan was not imported: {out}"
     );
+    std::fs::write(&csv, "login,display_name,email,mobile,groups,password\nyan,Yan,yan@x.test,+4915100000001,staff;it,another long passphrase\n").unwrap();
+    let (code, out, err) = run(&["users", "import", csv.to_str().unwrap()], "");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 added, 0 failed"), "{out}");
+    assert!(err.contains("inserted accounts: 1/1"), "{err}");
     let (code, out, _) = run(&["users", "list", "--format", "json"], "");
     assert_eq!(code, 0);
     let users: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -1040,4 +1050,175 @@ fn the_cli_in_a_directory_without_data_says_where_it_looked() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("kim"));
+}
+
+/// Issue 19 item 6: `sspr users import` checks the whole file first and writes all of it or
+/// nothing; pre-hashed passwords (argon2, bcrypt, {SSHA}) are taken as they are, sign in, and
+/// are upgraded to sspr's Argon2id at that sign-in; each account is audited. On PostgreSQL too
+/// with `SSPR_TEST_DB=postgres`.
+#[tokio::test]
+async fn import_is_all_or_nothing_and_pre_hashed_accounts_sign_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg_path = d.join("sspr.toml");
+    let base = format!(
+        "data_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n",
+        d.join("data").display(),
+        free_port()
+    );
+    std::fs::write(&cfg_path, &base).unwrap();
+    let mut config = sspr::config::Config::load(Some(&cfg_path)).unwrap();
+    crate::harness::use_postgres_if_asked(&mut config).await;
+    if let Some(schema) = &config.database.schema {
+        std::fs::write(
+            &cfg_path,
+            format!(
+                "{base}[database]\nurl = \"{}\"\nschema = \"{schema}\"\n",
+                config.database.url
+            ),
+        )
+        .unwrap();
+    }
+    let c = cfg_path.to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_sspr"))
+            .current_dir(d)
+            .args(["-c", &c])
+            .args(args)
+            .env_remove("SSPR_CONFIG")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let count_users = || {
+        let (code, out, err) = run(&["users", "list", "--format", "json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = count_users();
+
+    let bcrypt = bcrypt::hash("bcrypt passphrase 1", 4).unwrap();
+    let ssha = sspr_app::foreign_hash::ssha1("ssha passphrase 1", b"s4lt");
+    let argon = sspr_app::crypto::HashPool::with_params(1, Duration::from_secs(30), 1_024, 1)
+        .unwrap()
+        .hash("argon passphrase 1", &sspr_domain::OsRandom)
+        .await
+        .unwrap();
+    let mut good = String::from("login,display_name,email,mobile,groups,password\n");
+    for i in 0..300 {
+        good.push_str(&format!("user{i},User {i},user{i}@x.test,,staff,{ssha}\n"));
+    }
+    good.push_str(&format!(
+        "bc,Bc,,,,{bcrypt}\nss,Ss,,,,{ssha}\nar,\"Ar, Argon\",,,,{argon}\n"
+    ));
+    good.push_str("pl,Pl,pl@x.test,,staff;it,a plaintext long passphrase\n");
+
+    // The same lines with four mistakes: nothing of the 300 good lines may land.
+    let mut bad: Vec<String> = good.lines().map(str::to_string).collect();
+    bad[50] = "User7,dup,,,,another long passphrase".into(); // line 51, duplicate of line 9
+    bad[120] = "weak,Weak,,,,short".into(); // line 121
+    bad[200] = "brk,Brk,,,,$2b$04$tooshort".into(); // line 201
+    bad[250] = "sha,Sha,,,,{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=".into(); // line 251
+    let file = d.join("bad.csv");
+    std::fs::write(&file, bad.join("\n")).unwrap();
+    let (code, out, err) = run(&["users", "import", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.contains("0 added, 4 failed") && out.contains("nothing was imported"),
+        "{out}{err}"
+    );
+    for want in [
+        "line 51: user7: the same login as line 9",
+        "line 121: weak: ",
+        "line 201: brk: a bcrypt hash is 60 characters",
+        "line 251: sha: the password looks like an unsalted",
+    ] {
+        assert!(err.contains(want), "{want:?} in {err}");
+    }
+    assert_eq!(count_users(), before, "nothing half-imported");
+
+    let file = d.join("good.csv");
+    std::fs::write(&file, &good).unwrap();
+    let (code, out, err) = run(&["users", "import", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("304 added, 0 failed in "), "{out}");
+    assert!(
+        err.contains("hashed passwords: 1/1") && err.contains("inserted accounts: 304/304"),
+        "{err}"
+    );
+    assert_eq!(count_users(), before + 304);
+
+    // Again: every line is now an existing account, and says so.
+    let (code, _, err) = run(&["users", "import", file.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("line 2: user0: an account with this login already exists"),
+        "{err}"
+    );
+
+    let (code, out, _) = run(&[
+        "audit",
+        "--activity",
+        "admin_user_changed",
+        "--format",
+        "json",
+        "--limit",
+        "1000",
+    ]);
+    assert_eq!(code, 0);
+    let events: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let imported = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "imported")
+        .count();
+    assert_eq!(imported, 304, "one event per imported account");
+
+    let config = sspr::config::Config::load(Some(&cfg_path)).unwrap();
+    let rt = sspr::runtime::build(config, std::sync::Arc::new(sspr_domain::SystemClock::new()))
+        .await
+        .unwrap();
+    use sspr_app::ports::{Directory, PasswordCheck};
+    for (login, password) in [
+        ("bc", "bcrypt passphrase 1"),
+        ("ss", "ssha passphrase 1"),
+        ("ar", "argon passphrase 1"),
+        ("pl", "a plaintext long passphrase"),
+    ] {
+        let user = rt.builtin.find_user(login).await.unwrap().unwrap();
+        assert_eq!(
+            rt.builtin
+                .check_password(&user, "not the passphrase")
+                .await
+                .unwrap(),
+            PasswordCheck::Wrong,
+            "{login}"
+        );
+        assert_eq!(
+            rt.builtin.check_password(&user, password).await.unwrap(),
+            PasswordCheck::Right,
+            "{login}"
+        );
+        let stamp = rt.builtin.password_stamp(&user).await.unwrap();
+        assert_eq!(
+            rt.builtin.check_password(&user, password).await.unwrap(),
+            PasswordCheck::Right,
+            "{login}: the upgraded hash verifies"
+        );
+        assert_eq!(
+            rt.builtin.password_stamp(&user).await.unwrap(),
+            stamp,
+            "{login}: upgraded once, to sspr's own Argon2id, then left alone"
+        );
+    }
 }
