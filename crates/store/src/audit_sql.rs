@@ -219,7 +219,6 @@ macro_rules! impl_audit_store {
         /// Appends `events` in their order, chained, in multi-row statements: what a bulk
         /// write (`users import`) audits. The caller's transaction has written already, so on
         /// SQLite it holds the write lock; on PostgreSQL the chain's lock is taken here.
-        #[allow(dead_code)]
         async fn insert_audit_batch(
             conn: &mut <$db as sqlx::Database>::Connection,
             events: &[AuditEvent],

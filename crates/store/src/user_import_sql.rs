@@ -1,6 +1,6 @@
 //! Bulk account import and hash upgrades for the built-in directory, in SQL that SQLite and
 //! PostgreSQL both run unchanged: written once here, expanded in each store's module (where
-//! `insert_audit` and `err` are that database's own) and called from its `UserStore` impl.
+//! `insert_audit_batch` and `err` are that database's own) and called from its `UserStore` impl.
 
 /// Rows per multi-row `INSERT`: 9 parameters each stays under SQLite's 32,766 and
 /// PostgreSQL's 65,535 bound parameters, and a statement this size is well past the point
@@ -91,11 +91,14 @@ macro_rules! impl_user_import {
                         }
                         q.execute(&mut *tx).await.map_err(err)?;
                     }
-                    for u in chunk {
-                        insert_audit(&mut tx, &audit(u)).await?;
-                    }
                     done += chunk.len();
                     progress(done);
+                }
+                // The audit events last, multi-row and chained: the chain's lock (PostgreSQL)
+                // is held from here to the commit only, not through the whole file.
+                for chunk in users.chunks(crate::user_import_sql::ROWS_PER_STATEMENT) {
+                    let events: Vec<_> = chunk.iter().map(audit).collect();
+                    insert_audit_batch(&mut tx, &events).await?;
                 }
                 tx.commit().await.map_err(err)
             }
@@ -106,8 +109,12 @@ macro_rules! impl_user_import {
                 old: &str,
                 new: &str,
             ) -> StoreResult<bool> {
+                // Not while a reset of this account is writing: the hash is the reset's
+                // password stamp, and a changed stamp would tell its recovery after a crash
+                // that the new password had landed.
                 let r = sqlx::query(
-                    "UPDATE dir_users SET password_hash = $1 WHERE id = $2 AND password_hash = $3",
+                    "UPDATE dir_users SET password_hash = $1 WHERE id = $2 AND password_hash = $3
+                     AND NOT EXISTS (SELECT 1 FROM flows WHERE user_id = $2 AND state = 'finishing')",
                 )
                 .bind(new)
                 .bind(id)

@@ -1664,6 +1664,11 @@ mod user_import {
         want.groups.sort();
         assert_eq!(u.user("user1234").await.unwrap(), Some(want));
         assert_eq!(audited(s).await, 2_499, "one event per account");
+        // Written in multi-row statements, still one chain with what came before and after.
+        s.audit(&imported(&record("after", "x"))).await.unwrap();
+        let v = sspr_app::audit_chain::verify(s, &key()).await.unwrap();
+        assert!(v.intact(), "{:?}", v.problems);
+        assert_eq!(v.events, 2_500);
     }
 
     fn directory(u: Arc<dyn UserStore>, history: usize) -> (BuiltinDirectory, HashPool) {
