@@ -33,6 +33,33 @@ impl App {
         display_name: &str,
         new_password: &str,
     ) -> Result<(), AppError> {
+        let rejections = self
+            .password_rejections(login, display_name, new_password)
+            .await?;
+        if rejections.is_empty() {
+            return Ok(());
+        }
+        if ev.activity == Activity::ResetPassword {
+            ev.activity = Activity::PasswordRejected;
+        }
+        ev.reason = rejections
+            .iter()
+            .map(|r| r.code())
+            .collect::<Vec<_>>()
+            .join(",");
+        Err(self
+            .fail(ev.clone(), AppError::password(&rejections, ctx.lang.tag()))
+            .await)
+    }
+
+    /// What the rules (the policy and the breached-password list) say of a new password: the
+    /// one check behind a reset's, a change's and the strength meter's verdict.
+    async fn password_rejections(
+        &self,
+        login: &str,
+        display_name: &str,
+        new_password: &str,
+    ) -> Result<Vec<Rejection>, AppError> {
         let policy = self.policy().await?;
         let words = PasswordContext {
             login,
@@ -53,20 +80,27 @@ impl App {
                 Err(e) => tracing::error!(error = %e, "breached-password check failed"),
             }
         }
-        if rejections.is_empty() {
-            return Ok(());
-        }
-        if ev.activity == Activity::ResetPassword {
-            ev.activity = Activity::PasswordRejected;
-        }
-        ev.reason = rejections
+        Ok(rejections)
+    }
+
+    /// The strength meter's question while a user types: would the rules take this password,
+    /// and if not, why, in the user's words. The same check a reset or change runs (without
+    /// the display name, which would need a directory lookup; and the directory's own rules,
+    /// such as its history, still speak only when the password is set). Nothing is stored
+    /// or audited.
+    pub async fn password_verdict(
+        &self,
+        lang: crate::Lang,
+        login: &str,
+        new_password: &str,
+    ) -> Result<Vec<String>, AppError> {
+        let login = sspr_domain::identity::canonical_login(login).unwrap_or_default();
+        Ok(self
+            .password_rejections(&login, "", new_password)
+            .await?
             .iter()
-            .map(|r| r.code())
-            .collect::<Vec<_>>()
-            .join(",");
-        Err(self
-            .fail(ev.clone(), AppError::password(&rejections, ctx.lang.tag()))
-            .await)
+            .map(|r| r.message(lang.tag()))
+            .collect())
     }
 
     /// Changes the password of `user`, who proves it is them with `current`.

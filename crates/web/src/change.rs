@@ -53,6 +53,30 @@ pub async fn submit(p: Posted) -> Response {
 
 /// A sign-in whose password is right but must be changed first lands here: the change form,
 /// saying why, with the user ID filled in.
+/// `POST /password/check`: the strength meter asks whether the rules would take what the user
+/// is typing (the same check a reset or change runs) and shows the answer in words, so it
+/// never says "Strong" for a password the server then refuses. A page's own form (its CSRF
+/// token) is needed; the answer is `{"accepted": bool, "problems": [..]}`, never stored.
+pub async fn check(p: Posted) -> Response {
+    use axum::response::IntoResponse;
+    let login = p.get("user").trim().to_string();
+    let new = p.get("new_password").to_string();
+    let w = p.web;
+    let mut res = match w.state.app.password_verdict(w.ctx.lang, &login, &new).await {
+        Ok(problems) => {
+            axum::Json(json!({ "accepted": problems.is_empty(), "problems": problems }))
+                .into_response()
+        }
+        // The meter falls back to its own guess; submitting still runs the real check.
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    };
+    res.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    res
+}
+
 pub(crate) async fn required(w: Web, status: StatusCode, e: AppError, user: &str) -> Response {
     form(w, status, Some(e), user).await
 }

@@ -93,6 +93,7 @@ pub fn routes() -> Router<Arc<State>> {
         .route("/flow/unlock", post(pages::do_unlock))
         .route("/flow/cancel", post(pages::cancel))
         .route("/change", get(change::page).post(change::submit))
+        .route("/password/check", post(change::check))
         .route("/invite/{token}", get(invite::page))
         .route("/invite", post(invite::accept))
         .merge(register::routes())

@@ -23,11 +23,56 @@ pub(crate) async fn shot(b: &Browser, name: &str) {
 }
 
 /// The strength meter's reading.
+/// The meter's score once the server has answered what was typed (or the page fell back to
+/// its guess).
 async fn meter(b: &Browser) -> u64 {
+    for _ in 0..100 {
+        let verdict = b
+            .execute("return document.querySelector('#strength-text').dataset.verdict || '';")
+            .await;
+        if verdict.as_str().is_some_and(|v| v != "pending") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     b.execute("return document.querySelector('#strength').value;")
         .await
         .as_f64()
         .unwrap() as u64
+}
+
+/// The strength meter asks the server's rules: a password with the user ID in it, or too
+/// short, is never praised, and the meter says why in the rules' words; a good one is.
+#[tokio::test]
+async fn the_strength_meter_says_what_the_server_will_say() {
+    let s = Server::start().await;
+    let Some(b) = Browser::start("en").await else {
+        return;
+    };
+    b.open(&s, "/change").await;
+    b.fill("#user", "quinn").await;
+    let verdict = || async {
+        b.execute("return document.querySelector('#strength-text').dataset.verdict;")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // Long and varied, so a guess would call it strong; but it holds the user ID.
+    b.fill("#new_password", "Quinn-Violet-Harbour-77!").await;
+    assert_eq!(meter(&b).await, 0);
+    assert_eq!(verdict().await, "refused");
+    let words = b.text("#strength-text").await;
+    assert!(words.contains("user"), "{words}");
+    // Varied but short: the minimum length speaks.
+    b.fill("#new_password", "Xy7#kq9!Lm").await;
+    assert_eq!(meter(&b).await, 0);
+    assert!(b.text("#strength-text").await.contains("too short"));
+    // A passphrase the rules take.
+    b.fill("#new_password", NEW_PASSWORD).await;
+    assert!(meter(&b).await >= 2);
+    assert_eq!(verdict().await, "accepted");
+    b.close().await;
 }
 
 fn totp_now(secret_b32: &str, now: i64) -> String {
