@@ -172,10 +172,10 @@ pub async fn verify(store: &dyn AuditStore, key: &ServerKey) -> StoreResult<Veri
         // Events at or before the anchor should be gone; one left over means the log was
         // pruned by something else, or rows were put back.
         let early = store.audit_chain_page(0, 1).await?;
-        if let Some(e) = early.first().filter(|e| e.id <= a.last_id) {
+        if let Some(e) = early.first().filter(|e| e.event.id <= a.last_id) {
             v.problems.push(format!(
                 "event #{} is older than the pruning checkpoint at event #{}: it should have been deleted",
-                e.id, a.last_id
+                e.event.id, a.last_id
             ));
             after = 0;
             prev = None;
@@ -184,18 +184,18 @@ pub async fn verify(store: &dyn AuditStore, key: &ServerKey) -> StoreResult<Veri
     loop {
         let page = store.audit_chain_page(after, 5000).await?;
         let Some(last) = page.last() else { break };
-        after = last.id;
+        after = last.event.id;
         for e in &page {
             v.events += 1;
-            v.first_id.get_or_insert(e.id);
-            v.last_id = Some(e.id);
+            v.first_id.get_or_insert(e.event.id);
+            v.last_id = Some(e.event.id);
             let Some(stored) = &e.chain else {
                 if chained_seen && !broken {
                     broken = true;
                     v.problems.push(format!(
                         "event #{} ({}) has no hash although events before it do: it was inserted by hand or by a server older than this log",
-                        e.id,
-                        sspr_domain::clock::rfc3339(e.at)
+                        e.event.id,
+                        sspr_domain::clock::rfc3339(e.event.at)
                     ));
                 }
                 v.unchained += 1;
@@ -212,9 +212,9 @@ pub async fn verify(store: &dyn AuditStore, key: &ServerKey) -> StoreResult<Veri
             // Continue from the stored hash: one altered event is reported once, not with
             // every event after it.
             prev = Some(stored.clone());
-            while let Some(c) = pending.front().copied().filter(|c| c.last_id <= e.id) {
+            while let Some(c) = pending.front().copied().filter(|c| c.last_id <= e.event.id) {
                 pending.pop_front();
-                if c.last_id < e.id {
+                if c.last_id < e.event.id {
                     v.problems.push(format!(
                         "checkpoint {} names event #{}, which is missing: events were deleted",
                         c.id, c.last_id
@@ -222,7 +222,7 @@ pub async fn verify(store: &dyn AuditStore, key: &ServerKey) -> StoreResult<Veri
                 } else if c.chain != *stored {
                     v.problems.push(format!(
                         "event #{} does not have the hash its checkpoint {} ({}) recorded: it or an event before it was changed",
-                        e.id,
+                        e.event.id,
                         c.id,
                         sspr_domain::clock::rfc3339(c.at)
                     ));
@@ -253,14 +253,14 @@ fn first_break(e: &ChainedEvent, first: bool) -> String {
     if first {
         format!(
             "event #{} ({}) is the first in the log but does not start the chain: events before it were deleted without a signed pruning checkpoint, or it was changed",
-            e.id,
-            sspr_domain::clock::rfc3339(e.at)
+            e.event.id,
+            sspr_domain::clock::rfc3339(e.event.at)
         )
     } else {
         format!(
             "the chain breaks at event #{} ({}, {}): it was changed, or an event just before it was changed, inserted or deleted",
-            e.id,
-            sspr_domain::clock::rfc3339(e.at),
+            e.event.id,
+            sspr_domain::clock::rfc3339(e.event.at),
             e.event.activity.as_str()
         )
     }
@@ -316,11 +316,11 @@ async fn archive_through(store: &dyn AuditStore, dir: &Path, last_id: i64) -> Re
             break;
         }
         for e in page {
-            if e.id > last_id {
+            if e.event.id > last_id {
                 break 'pages;
             }
-            after = e.id;
-            first.get_or_insert(e.id);
+            after = e.event.id;
+            first.get_or_insert(e.event.id);
             let mut v = serde_json::to_value(&e.event).map_err(|e| e.to_string())?;
             if let Some(o) = v.as_object_mut() {
                 o.insert("chain".into(), serde_json::json!(e.chain));

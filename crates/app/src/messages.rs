@@ -106,6 +106,23 @@ pub enum Msg {
     Busy,
 }
 
+/// The Chinese variants docs/zh-glossary.md rules out: the tests of these messages and of
+/// the portal's catalogue fail on any of them.
+pub const NOT_IN_GLOSSARY: [&str; 12] = [
+    "帐户",
+    "帐号",
+    "账号",
+    "确认码",
+    "校验码",
+    "重设",
+    "认证方式",
+    "密保",
+    "备用码",
+    "服务台",
+    "政策",
+    "您",
+];
+
 pub const ALL_MSGS: [Msg; 65] = [
     Msg::EnterUserId,
     Msg::ChooseMethod,
@@ -564,22 +581,6 @@ mod tests {
             assert!(!zh.is_ascii(), "{m:?} has no Chinese text");
         }
     }
-
-    /// The variants docs/zh-glossary.md rules out.
-    pub const NOT_IN_GLOSSARY: [&str; 12] = [
-        "帐户",
-        "帐号",
-        "账号",
-        "确认码",
-        "校验码",
-        "重设",
-        "认证方式",
-        "密保",
-        "备用码",
-        "服务台",
-        "政策",
-        "您",
-    ];
 
     #[test]
     fn chinese_messages_use_the_glossary() {

@@ -268,12 +268,10 @@ impl AuditCursor {
     }
 }
 
-/// One event as the hash chain sees it: its id, the hash stored with it (`None` for events
+/// One event as the hash chain sees it: the hash stored with it (`None` for events
 /// written before the chain existed) and the canonical bytes the hash covers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChainedEvent {
-    pub id: i64,
-    pub at: UnixTime,
     pub chain: Option<String>,
     pub event: AuditEvent,
     /// `details` exactly as stored: the hash covers the stored text, not a re-serialisation.

@@ -67,8 +67,6 @@ macro_rules! impl_audit_store {
         fn chained_from(r: &<$db as sqlx::Database>::Row) -> StoreResult<ChainedEvent> {
             let event = audit_from(r)?;
             Ok(ChainedEvent {
-                id: event.id,
-                at: event.at,
                 chain: r.try_get("chain").map_err(err)?,
                 details_text: r.try_get("details").map_err(err)?,
                 event,
@@ -216,9 +214,10 @@ macro_rules! impl_audit_store {
             }
         }
 
-        /// Appends `events` in their order, chained, in multi-row statements: what a bulk
-        /// write (`users import`) audits. The caller's transaction has written already, so on
-        /// SQLite it holds the write lock; on PostgreSQL the chain's lock is taken here.
+        /// Appends `events` in their order, chained, in multi-row statements (on PostgreSQL
+        /// every append, one event or a bulk write's many). On SQLite the caller's transaction
+        /// has written already, so it holds the write lock; on PostgreSQL the chain's lock is
+        /// taken here and held to the caller's commit.
         async fn insert_audit_batch(
             conn: &mut <$db as sqlx::Database>::Connection,
             events: &[AuditEvent],

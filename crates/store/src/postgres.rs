@@ -1095,37 +1095,10 @@ async fn lock_audit_chain(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
     Ok(())
 }
 
-/// Appends `e` chained to the event before it. Instances append one at a time (a lock held
-/// to the end of the caller's transaction), so the chain has one order and ids follow it.
+/// Appends `e` chained to the event before it: a batch of one, so that the lock, the read of
+/// the chain's end and the insert are written once.
 async fn insert_audit(conn: &mut sqlx::PgConnection, e: &AuditEvent) -> StoreResult<()> {
-    lock_audit_chain(&mut *conn).await?;
-    let prev: Option<Option<String>> =
-        sqlx::query_scalar("SELECT chain FROM audit ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(err)?;
-    let details = e.details.to_string();
-    let chain = sspr_app::audit_chain::link(prev.flatten().as_deref(), e, &details);
-    sqlx::query(
-        "INSERT INTO audit (at, activity, actor, target, client_ip, client_type, outcome, reason, flow_id, support_code, details, chain)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-        .bind(e.at)
-        .bind(e.activity.as_str())
-        .bind(&e.actor)
-        .bind(&e.target)
-        .bind(&e.client_ip)
-        .bind(e.client_type.as_str())
-        .bind(e.outcome.as_str())
-        .bind(&e.reason)
-        .bind(&e.flow_id)
-        .bind(&e.support_code)
-        .bind(&details)
-        .bind(&chain)
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    Ok(())
+    insert_audit_batch(conn, std::slice::from_ref(e)).await
 }
 
 async fn insert_outbox(tx: &mut Transaction<'_, Postgres>, m: &OutboxMessage) -> StoreResult<i64> {
