@@ -410,6 +410,73 @@ impl App {
         }
     }
 
+    /// The challenge waiting for an answer, as its page shows it again after a redirect, a
+    /// reload or a language switch. It sends and draws nothing (a reload must not resend a
+    /// code); `None` when nothing of `method` is waiting: no code out, no questions drawn.
+    pub async fn current_challenge(
+        &self,
+        ctx: &RequestCtx,
+        flow_token: &str,
+        method: &str,
+    ) -> Result<Option<ChallengeResponse>, AppError> {
+        let flow = self.open_flow(ctx, flow_token).await?;
+        let Some(method) = Method::parse(method.trim()) else {
+            return Ok(None);
+        };
+        if flow.state != FlowState::Verifying
+            || !remaining_methods(&flow.usable, &flow.verified).contains(&method)
+        {
+            return Ok(None);
+        }
+        let waiting = |message: Msg| ChallengeResponse {
+            method: method.as_str().into(),
+            message: ctx.t(message),
+            sent_to: None,
+            questions: Vec::new(),
+            expires_in: None,
+            passkey: None,
+        };
+        Ok(match method {
+            Method::Email | Method::Sms => {
+                let now = self.now();
+                match self.store.latest_code(&flow.id, method.as_str()).await? {
+                    Some(rec)
+                        if !rec.used
+                            && !rec.delivery_failed
+                            && rec.expires_at > now
+                            && rec.attempts < self.settings.limits.code_max_attempts =>
+                    {
+                        Some(ChallengeResponse {
+                            sent_to: Some(mask_destination(method, &rec.destination)),
+                            expires_in: Some(rec.expires_at - now),
+                            ..waiting(Msg::CodeSent)
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            Method::Questions if flow.questions.is_empty() => None,
+            Method::Questions => {
+                let policy = self.policy().await?;
+                Some(ChallengeResponse {
+                    questions: flow
+                        .questions
+                        .iter()
+                        .map(|id| QuestionText {
+                            id: id.clone(),
+                            text: policy.question_text(id, ctx.lang.tag()).unwrap_or_default(),
+                        })
+                        .collect(),
+                    ..waiting(Msg::AnswerQuestions)
+                })
+            }
+            Method::Totp => Some(waiting(Msg::EnterTotp)),
+            Method::RecoveryCode => Some(waiting(Msg::EnterRecoveryCode)),
+            // A passkey's options belong to the challenge the page ran; a new one is asked for.
+            Method::Passkey => None,
+        })
+    }
+
     /// Step 3: check a code or the answers. Enough different methods → ready for step 4.
     pub async fn verify(
         &self,

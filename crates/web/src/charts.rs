@@ -132,8 +132,10 @@ pub fn stacked_bars(title: &str, labels: &[String], series: &[(&str, &str, Vec<u
 }
 
 /// Horizontal bars, one per row, the label on the left and the value printed after the bar.
-/// Bar lengths are proportional to the values, the longest filling the width.
-pub fn hbars(title: &str, rows: &[(String, u32)]) -> String {
+/// Bar lengths are proportional to the values, the longest filling the width. A row's class
+/// (`s-ok`, `s-bad`, or empty) colours its bar, so that passes and failures read apart at a
+/// glance; its label says which it is too, for those who cannot tell the colours apart.
+pub fn hbars(title: &str, rows: &[(String, u32, &str)]) -> String {
     const ROW: f64 = 26.0;
     const TOP: f64 = 6.0;
     let height = (TOP * 2.0 + ROW * rows.len() as f64).max(24.0);
@@ -145,7 +147,7 @@ pub fn hbars(title: &str, rows: &[(String, u32)]) -> String {
 
     let mut out = open_svg("chart chart-hbars", title, height);
     out.push_str(r#"<g class="chart-bars">"#);
-    for (i, (label, v)) in rows.iter().enumerate() {
+    for (i, (label, v, class)) in rows.iter().enumerate() {
         let y = TOP + ROW * i as f64;
         let w = length(*v);
         let _ = write!(
@@ -159,11 +161,16 @@ pub fn hbars(title: &str, rows: &[(String, u32)]) -> String {
         if *v > 0 {
             let _ = write!(
                 out,
-                r#"<rect class="chart-bar" x="{x}" y="{y}" width="{w}" height="18" fill="{f}"/>"#,
+                r#"<rect class="chart-bar {c}" x="{x}" y="{y}" width="{w}" height="18" fill="{f}"/>"#,
+                c = esc(class),
                 x = num(left),
                 y = num(y + 4.0),
                 w = num(w),
-                f = PALETTE[2],
+                f = match *class {
+                    "s-ok" => PALETTE[0],
+                    "s-bad" => PALETTE[1],
+                    _ => PALETTE[2],
+                },
             );
         }
         let _ = write!(
@@ -304,7 +311,7 @@ mod tests {
         assert!(svg.contains(
             "aria-label=\"&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;q&#39;\""
         ));
-        let svg = hbars(evil, &[(evil.to_owned(), 2)]);
+        let svg = hbars(evil, &[(evil.to_owned(), 2, "")]);
         assert_clean(&svg);
         assert!(svg.contains("&lt;script&gt;"));
     }
@@ -320,12 +327,12 @@ mod tests {
                 &[("ok", "ok", vec![0; 30]), ("failed", "failed", vec![])],
             ),
             hbars("Nothing", &[]),
-            hbars("Zeros", &[("email".into(), 0), ("sms".into(), 0)]),
+            hbars("Zeros", &[("email".into(), 0, ""), ("sms".into(), 0, "")]),
         ] {
             assert_clean(&svg);
             assert!(attrs(&svg, "chart-bar", "height").is_empty(), "{svg}");
         }
-        let svg = hbars("Zeros", &[("email".into(), 0)]);
+        let svg = hbars("Zeros", &[("email".into(), 0, "")]);
         assert!(svg.contains(">email</text>") && svg.contains(">0</text>"));
     }
 
@@ -371,10 +378,10 @@ mod tests {
         let svg = hbars(
             "Registrations",
             &[
-                ("email".into(), 10),
-                ("sms".into(), 5),
-                ("questions".into(), 0),
-                ("totp".into(), 2),
+                ("email".into(), 10, ""),
+                ("sms".into(), 5, ""),
+                ("questions".into(), 0, ""),
+                ("totp".into(), 2, ""),
             ],
         );
         assert_clean(&svg);
@@ -385,6 +392,25 @@ mod tests {
         for v in ["10", "5", "0", "2"] {
             assert!(svg.contains(&format!(">{v}</text>")), "{v}");
         }
+    }
+
+    #[test]
+    fn passed_and_failed_bars_differ_in_colour() {
+        let svg = hbars(
+            "Verifications",
+            &[
+                ("email passed".into(), 3, "s-ok"),
+                ("email failed".into(), 2, "s-bad"),
+            ],
+        );
+        assert_clean(&svg);
+        let fill = |class: &str| {
+            let at = svg.find(&format!("chart-bar {class}")).expect(class);
+            let rest = &svg[at..];
+            let f = rest.find("fill=\"").expect("fill") + 6;
+            rest[f..f + 7].to_string()
+        };
+        assert_ne!(fill("s-ok"), fill("s-bad"));
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/start"),
     ("GET", "/flow"),
     ("POST", "/flow/challenge"),
+    ("GET", "/flow/verify"),
     ("POST", "/flow/verify"),
     ("POST", "/flow/password"),
     ("POST", "/flow/unlock"),
@@ -88,7 +89,7 @@ pub fn routes() -> Router<Arc<State>> {
         .route("/start", post(pages::start))
         .route("/flow", get(pages::flow))
         .route("/flow/challenge", post(pages::challenge))
-        .route("/flow/verify", post(pages::verify))
+        .route("/flow/verify", get(pages::verify_page).post(pages::verify))
         .route("/flow/password", post(pages::password))
         .route("/flow/unlock", post(pages::do_unlock))
         .route("/flow/cancel", post(pages::cancel))

@@ -157,14 +157,54 @@ pub async fn challenge(Gated(InFlow(t), p): Gated<InFlow, Posted>) -> Response {
     let method = p.get("method").to_string();
     let w = p.web;
     match w.state.app.clone().challenge(&w.ctx, &t, &method).await {
-        Ok(c) => {
+        // The passkey's page runs its challenge at once; it has no page to come back to.
+        Ok(c) if c.passkey.is_some() => {
             let passkey = c.passkey.as_ref().map(|o| o.to_string());
             w.page(
                 "verify.html",
                 json!({ "c": c, "passkey_options": passkey, "error": null }),
             )
         }
+        // Post/redirect/get: a reload, Back or a language switch then shows the code's page
+        // again without sending another code or drawing other questions.
+        Ok(c) => w.redirect(&verify_path(&c.method)),
         Err(e) => flow_error(w, &t, e).await,
+    }
+}
+
+/// The page of the challenge waiting for `method`.
+fn verify_path(method: &str) -> String {
+    let method: String = method
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    format!("/flow/verify?method={method}")
+}
+
+#[derive(serde::Deserialize)]
+pub struct MethodQuery {
+    #[serde(default)]
+    method: String,
+}
+
+/// The page of the challenge under way (after the redirect above, a reload, a language
+/// switch); the methods when nothing is waiting, e.g. the code expired or was used.
+pub async fn verify_page(
+    axum::extract::Query(q): axum::extract::Query<MethodQuery>,
+    Gated(InFlow(t), mut w): Gated<InFlow>,
+) -> Response {
+    let app = w.state.app.clone();
+    match app.current_challenge(&w.ctx, &t, &q.method).await {
+        Ok(Some(c)) => {
+            w.path = verify_path(&c.method);
+            w.page("verify.html", json!({ "c": c, "error": null }))
+        }
+        Ok(None) => w.redirect("/flow"),
+        Err(e) if e.kind == ErrorKind::Unauthorized => {
+            w.set.push(cookie(FLOW_COOKIE, "", 0));
+            no_flow(w)
+        }
+        Err(e) => w.fail(e).await,
     }
 }
 
@@ -236,6 +276,8 @@ pub async fn verify(Gated(InFlow(t), p): Gated<InFlow, Posted>) -> Response {
             flow_error(w, &t, e).await
         }
         Err(e) if e.kind == ErrorKind::VerificationFailed || e.kind == ErrorKind::Invalid => {
+            let mut w = w;
+            w.path = verify_path(&method);
             let e = w.audited(e).await;
             let mut questions = questions;
             questions.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));

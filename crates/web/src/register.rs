@@ -90,14 +90,24 @@ fn signin_page(w: Web, status: StatusCode, error: Option<AppError>, user: &str) 
     )
 }
 
-/// GET /register: the registration page, or the sign-in form.
-pub async fn home(Gated(SignedIn(s), w): Gated<SignedIn>) -> Response {
+/// GET /register: the registration page, or the sign-in form. After a change it shows what
+/// the change did, once (see [`after_change`]).
+pub async fn home(Gated(SignedIn(s), mut w): Gated<SignedIn>) -> Response {
     let app = w.state.app.clone();
+    let mut v = View::default();
+    if let Some((focus, notice)) = w.take_notice() {
+        v.focus = FOCUSABLE.iter().copied().find(|f| *f == focus);
+        v.notice = Some(notice);
+    }
     match app.my_status(&w.ctx, &s).await {
-        Ok(st) => home_page(w, &s, st, View::default()),
+        Ok(st) => home_page(w, &s, st, v),
         Err(e) => w.fail(e).await,
     }
 }
+
+/// The fields a change may leave focused (a code field after a code was sent): the notice's
+/// tag.
+const FOCUSABLE: [&str; 2] = ["email-code", "phone-code"];
 
 /// Signs in with the user ID and current password; the session goes into a cookie.
 pub async fn sign_in(p: Posted) -> Response {
@@ -235,9 +245,10 @@ fn home_page(mut w: Web, s: &SessionRecord, st: RegistrationStatus, v: View) -> 
     )
 }
 
-/// The registration page after a change: the service's message on success, with the
-/// status read again so that the page's status line says where the registration stands;
-/// the error and the current status on failure.
+/// The registration page after a change. On success: post/redirect/get, so that a reload or
+/// Back does not send the form again (another code, another removal); the page then shows
+/// the service's message and the status read again. On failure: the error and the current
+/// status, with what the user typed.
 async fn after_change(
     w: Web,
     s: &SessionRecord,
@@ -248,16 +259,7 @@ async fn after_change(
 ) -> Response {
     let app = w.state.app.clone();
     match r {
-        Ok(st) => {
-            let notice = st.message.clone();
-            let st = app.my_status(&w.ctx, s).await.unwrap_or(st);
-            v.notice = Some(notice);
-            v.focus = focus_ok;
-            // Nothing to give back: the change went through.
-            v.email.clear();
-            v.phone.clear();
-            home_page(w, s, st, v)
-        }
+        Ok(st) => w.redirect_with_notice("/register", focus_ok.unwrap_or(""), &st.message),
         Err(e) => {
             let e = w.audited(e).await;
             match app.my_status(&w.ctx, s).await {

@@ -32,6 +32,9 @@ pub const LANG_COOKIE: &str = "__Host-sspr-lang";
 pub const FLOW_COOKIE: &str = "__Host-sspr-flow";
 pub const SESSION_COOKIE: &str = "__Host-sspr-session";
 pub const ADMIN_COOKIE: &str = "__Host-sspr-admin";
+/// What a form did, carried from its POST to the page the browser is sent to (see
+/// [`Web::redirect_with_notice`]).
+pub const NOTICE_COOKIE: &str = "__Host-sspr-notice";
 
 /// The strict policy of every page: scripts and styles from this origin only, no inline
 /// code, forms post only here, never framed.
@@ -123,10 +126,11 @@ fn web_from_parts(parts: &Parts, state: &Arc<State>) -> Web {
     }
 }
 
-/// The page a language switch reloads: this one for a GET, the page a form came from for a
-/// POST (a POST's URL cannot be fetched).
+/// The page a language switch reloads: this one for a GET; for a POST (whose URL cannot be
+/// fetched) the page at the same address when there is one, else the page its form is on.
+/// Handlers that know better (a challenge's page) set [`Web::path`] themselves.
 fn here(method: &str, path: &str) -> String {
-    if crate::ROUTES.contains(&(method, path)) && method == "GET" {
+    if crate::ROUTES.contains(&("GET", path)) {
         return path.to_string();
     }
     // An invitation's page: the link itself (the token is in it already).
@@ -208,6 +212,33 @@ impl Web {
     /// A 303 to a path of this site (never built from the Host header).
     pub fn redirect(self, to: &str) -> Response {
         self.finish(Redirect::to(to).into_response())
+    }
+
+    /// Post/redirect/get for a form that changed something: a 303 to `to`, whose page shows
+    /// `notice` once (see [`Web::take_notice`]), so that a reload or Back does not send the
+    /// form again. `tag` says what happened in a word the page can act on (`[a-z-]`).
+    pub fn redirect_with_notice(mut self, to: &str, tag: &str, notice: &str) -> Response {
+        let tag: String = tag
+            .chars()
+            .filter(|c| c.is_ascii_lowercase() || *c == '-')
+            .collect();
+        let notice =
+            percent_encoding::utf8_percent_encode(notice, percent_encoding::NON_ALPHANUMERIC);
+        self.set
+            .push(cookie(NOTICE_COOKIE, &format!("{tag}.{notice}"), 120));
+        self.redirect(to)
+    }
+
+    /// The notice a redirect carried here, `(tag, text)`; read once.
+    pub fn take_notice(&mut self) -> Option<(String, String)> {
+        let raw = self.cookie(NOTICE_COOKIE)?.to_string();
+        self.set.push(cookie(NOTICE_COOKIE, "", 0));
+        let (tag, text) = raw.split_once('.')?;
+        let text = percent_encoding::percent_decode_str(text)
+            .decode_utf8()
+            .ok()?
+            .into_owned();
+        Some((tag.to_string(), text))
     }
 
     /// The error page: what happened in the user's language, and the support code that

@@ -243,6 +243,10 @@ async fn an_administrator_invites_from_the_users_page() {
             &[("csrf", &csrf), ("login", "quincy"), ("channel", "email")],
         )
         .await;
+    // Post/redirect/get: the user's page says where it went, once.
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert_eq!(p.headers["location"], "/admin/users?q=quincy");
+    let p = b.get("/admin/users?q=quincy").await;
     assert_eq!(p.status, StatusCode::OK, "{}", p.body);
     assert!(p.body.contains("id=\"invite-sent\""), "{}", p.body);
     assert!(
@@ -255,6 +259,13 @@ async fn an_administrator_invites_from_the_users_page() {
     assert_eq!(st, StatusCode::OK, "{v}");
     let sent = s.audit("user=quincy&activity=invitation_sent").await;
     assert_eq!(sent[0]["actor"], "admin:boss", "{sent:?}");
+    let p = b.get("/admin/users?q=quincy").await;
+    assert!(
+        !p.body.contains("id=\"invite-sent\""),
+        "shown twice: {}",
+        p.body
+    );
+    assert_eq!(sent.len(), 1, "{sent:?}");
 
     // A refusal is shown on the page, in words.
     let p = b
@@ -425,6 +436,8 @@ async fn the_helpdesk_invites_and_unblocks_but_cannot_see_or_change_the_policy()
             &[("csrf", &csrf), ("login", "quincy"), ("channel", "email")],
         )
         .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let p = b.get("/admin/users?q=quincy").await;
     assert!(p.body.contains("id=\"invite-sent\""), "{}", p.body);
     let sent = s.audit("user=quincy&activity=invitation_sent").await;
     assert_eq!(sent[0]["actor"], "helpdesk:hd1", "{sent:?}");
@@ -434,7 +447,9 @@ async fn the_helpdesk_invites_and_unblocks_but_cannot_see_or_change_the_policy()
             &[("csrf", &csrf), ("login", "quincy")],
         )
         .await;
-    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let p = b.get("/admin/users?q=quincy").await;
+    assert!(p.body.contains("id=\"unblocked\""), "{}", p.body);
     let unblocked = s.audit("user=quincy&activity=admin_user_changed").await;
     assert_eq!(unblocked[0]["actor"], "helpdesk:hd1", "{unblocked:?}");
 

@@ -34,5 +34,6 @@ mod reset;
 mod siem;
 mod ssh;
 mod sssd;
+mod steps;
 mod transport;
 mod web;

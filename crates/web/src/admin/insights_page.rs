@@ -102,10 +102,10 @@ pub(super) fn insights_view(lang: Lang, ins: &Insights, days: u32) -> Value {
             (&failed, "s-bad", per_day(|d| d.unlocks_failed)),
         ],
     );
-    let reg_rows: Vec<(String, u32)> = ins
+    let reg_rows: Vec<(String, u32, &str)> = ins
         .registrations_by_method
         .iter()
-        .map(|(m, n)| (method_label(lang, m), *n))
+        .map(|(m, n)| (method_label(lang, m), *n, ""))
         .collect();
     let registrations = charts::hbars(
         &CATALOG.tr(lang, "admin-chart-registrations", &[]),
@@ -117,10 +117,12 @@ pub(super) fn insights_view(lang: Lang, ins: &Insights, days: u32) -> Value {
         verif_rows.push((
             CATALOG.tr(lang, "admin-verif-ok-row", &[("method", method.clone())]),
             *passed,
+            "s-ok",
         ));
         verif_rows.push((
             CATALOG.tr(lang, "admin-verif-failed-row", &[("method", method)]),
             *failed,
+            "s-bad",
         ));
     }
     let verifications = charts::hbars(

@@ -348,15 +348,20 @@ mod tests {
         let e = parse_policy(&f, &p, Lang::En).unwrap_err();
         assert_eq!(e.len(), 4, "{e:?}");
         let label = CATALOG.tr(Lang::En, "admin-pol-q-register", &[]);
-        assert!(e.iter().any(|m| m.contains(&label)), "{e:?}");
-        let label = CATALOG.tr(Lang::En, "admin-pol-reconfirm", &[]);
         assert!(
             e.iter()
-                .any(|m| m.contains(&label) && m.contains("too large")),
+                .any(|m| m.field == "questions_to_register" && m.text.contains(&label)),
+            "{e:?}"
+        );
+        let label = CATALOG.tr(Lang::En, "admin-pol-reconfirm", &[]);
+        assert!(
+            e.iter().any(|m| m.field == "reconfirm_days"
+                && m.text.contains(&label)
+                && m.text.contains("too large")),
             "{e:?}"
         );
         let e = parse_policy(&f, &p, Lang::Zh).unwrap_err();
-        assert!(e.iter().all(|m| !m.contains("whole number")), "{e:?}");
+        assert!(e.iter().all(|m| !m.text.contains("whole number")), "{e:?}");
         f.insert("scope".into(), "everyone".into());
         f.insert("pw_max_length".into(), "1e9".into());
         assert_eq!(parse_policy(&f, &p, Lang::En).unwrap_err().len(), 6);

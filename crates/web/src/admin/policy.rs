@@ -71,11 +71,20 @@ pub(super) fn policy_form(p: &Policy) -> HashMap<String, String> {
     f
 }
 
+/// A field the policy form could not read, and what to do about it. The page shows it at the
+/// top with a link to the field, and next to the field, which points to it
+/// (`aria-describedby`), so a screen reader says it there too.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct Problem {
+    pub field: String,
+    pub text: String,
+}
+
 /// Reads the policy form, collecting a sentence for every field that cannot be read.
 pub(super) struct FormReader<'a> {
     form: &'a HashMap<String, String>,
     lang: Lang,
-    problems: Vec<String>,
+    problems: Vec<Problem>,
 }
 
 impl FormReader<'_> {
@@ -107,21 +116,16 @@ impl FormReader<'_> {
         let lang = self.lang;
         let field = CATALOG.tr(lang, label_key, &[]);
         let digits = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
-        match raw.parse::<u64>().ok().map(T::try_from) {
+        let why = match raw.parse::<u64>().ok().map(T::try_from) {
             Some(Ok(v)) => return v,
-            Some(Err(_)) => {
-                self.problems
-                    .push(CATALOG.tr(lang, "admin-too-large", &[("field", field)]));
-            }
-            None if digits => {
-                self.problems
-                    .push(CATALOG.tr(lang, "admin-too-large", &[("field", field)]));
-            }
-            None => {
-                self.problems
-                    .push(CATALOG.tr(lang, "admin-bad-number", &[("field", field)]));
-            }
-        }
+            Some(Err(_)) => "admin-too-large",
+            None if digits => "admin-too-large",
+            None => "admin-bad-number",
+        };
+        self.problems.push(Problem {
+            field: k.to_string(),
+            text: CATALOG.tr(lang, why, &[("field", field)]),
+        });
         T::default()
     }
 }
@@ -165,7 +169,7 @@ pub(super) fn parse_policy(
     form: &HashMap<String, String>,
     saved: &Policy,
     lang: Lang,
-) -> Result<Policy, Vec<String>> {
+) -> Result<Policy, Vec<Problem>> {
     let mut r = FormReader {
         form,
         lang,
@@ -176,7 +180,10 @@ pub(super) fn parse_policy(
         "groups" => Scope::Groups,
         "none" => Scope::None,
         _ => {
-            r.problems.push(CATALOG.tr(lang, "admin-bad-scope", &[]));
+            r.problems.push(Problem {
+                field: "scope-all".into(),
+                text: CATALOG.tr(lang, "admin-bad-scope", &[]),
+            });
             saved.scope
         }
     };
@@ -318,7 +325,9 @@ pub(super) struct PolicyView {
     f: HashMap<String, String>,
     methods_all: Vec<&'static str>,
     /// The form could not be read.
-    problems: Vec<String>,
+    problems: Vec<Problem>,
+    /// The same, by field id, for the fields' own messages.
+    invalid: HashMap<String, String>,
     error: Option<String>,
     details: Vec<String>,
     support_code: Option<String>,
@@ -334,14 +343,19 @@ pub(super) fn policy_view(f: HashMap<String, String>) -> PolicyView {
     }
 }
 
-pub async fn policy_page(Gated(AdminOnly(s), w): Gated<AdminOnly>) -> Response {
+pub async fn policy_page(Gated(AdminOnly(s), mut w): Gated<AdminOnly>) -> Response {
+    // Saving redirects here (post/redirect/get), saying so once.
+    let saved = w.take_notice().is_some_and(|(tag, _)| tag == "saved");
     match w.state.app.policy().await {
         Ok(p) => admin_page(
             w,
             &s,
             StatusCode::OK,
             "policy",
-            policy_view(policy_form(&p)),
+            PolicyView {
+                saved,
+                ..policy_view(policy_form(&p))
+            },
         ),
         Err(e) => w.fail(e).await,
     }
@@ -363,6 +377,10 @@ pub async fn policy_post(Gated(AdminOnly(s), p): Gated<AdminOnly, Posted>) -> Re
         Ok(p) => p,
         Err(problems) => {
             let view = PolicyView {
+                invalid: problems
+                    .iter()
+                    .map(|p| (p.field.clone(), p.text.clone()))
+                    .collect(),
                 problems,
                 ..policy_view(form)
             };
@@ -385,13 +403,7 @@ pub async fn policy_post(Gated(AdminOnly(s), p): Gated<AdminOnly, Posted>) -> Re
     }
     let actor = format!("admin:{}", s.login);
     match app.set_policy(&w.ctx, &actor, policy).await {
-        Ok(stored) => {
-            let view = PolicyView {
-                saved: true,
-                ..policy_view(policy_form(&stored))
-            };
-            admin_page(w, &s, StatusCode::OK, "policy", view)
-        }
+        Ok(_) => w.redirect_with_notice("/admin/policy", "saved", ""),
         Err(e) => {
             let e = w.audited(e).await;
             // A policy the service refuses comes with its problems, one sentence each.

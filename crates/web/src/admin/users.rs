@@ -8,7 +8,7 @@ pub struct UserParams {
 }
 
 pub async fn users_page(
-    Gated(SignedInAdmin(s), w): Gated<SignedInAdmin>,
+    Gated(SignedInAdmin(s), mut w): Gated<SignedInAdmin>,
     q: Result<Query<UserParams>, QueryRejection>,
 ) -> Response {
     let q = q
@@ -16,10 +16,22 @@ pub async fn users_page(
         .and_then(|Query(p)| p.q)
         .map(|q| q.trim().to_string())
         .filter(|q| !q.is_empty());
+    // What an invitation or an unblock just did (they redirect here).
+    let extra = match w.take_notice() {
+        Some((tag, text)) if tag == "invited" || tag == "unblocked" => json!({ tag: text }),
+        _ => json!({}),
+    };
     match q {
-        Some(q) => user_lookup(w, &s, q, json!({})).await,
+        Some(q) => user_lookup(w, &s, q, extra).await,
         None => registered_list(w, &s).await,
     }
+}
+
+/// The user's page, where a change made on it redirects (post/redirect/get: a reload must not
+/// send a second invitation).
+fn user_page_path(login: &str) -> String {
+    let q = percent_encoding::utf8_percent_encode(login, percent_encoding::NON_ALPHANUMERIC);
+    format!("/admin/users?q={q}")
 }
 
 /// `POST /admin/users/invite`: an invitation to set the first password, sent from the user's
@@ -32,14 +44,17 @@ pub async fn invite_post(Gated(SignedInAdmin(s), p): Gated<SignedInAdmin, Posted
     let app = w.state.app.clone();
     let actor = actor(&w, &s);
     let extra = match app.invite(&w.ctx, &actor, &login, channel).await {
-        Ok(r) => json!({ "invited": CATALOG.tr(
-            w.lang(),
-            "admin-invite-sent",
-            &[
-                ("to", r.sent_to),
-                ("hours", (r.expires_in / 3600).to_string()),
-            ],
-        ) }),
+        Ok(r) => {
+            let sent = CATALOG.tr(
+                w.lang(),
+                "admin-invite-sent",
+                &[
+                    ("to", r.sent_to),
+                    ("hours", (r.expires_in / 3600).to_string()),
+                ],
+            );
+            return w.redirect_with_notice(&user_page_path(&login), "invited", &sent);
+        }
         Err(e) => {
             let e = w.audited(e).await;
             json!({ "invite_error": e.message, "support_code": e.support_code })
@@ -61,7 +76,10 @@ pub async fn unblock_post(Gated(SignedInAdmin(s), p): Gated<SignedInAdmin, Poste
     };
     let extra = match found {
         Some(u) => match app.unblock(&w.ctx, &actor, &u.id, &u.login).await {
-            Ok(()) => json!({ "unblocked": w.tr("admin-unblocked") }),
+            Ok(()) => {
+                let done = w.tr("admin-unblocked");
+                return w.redirect_with_notice(&user_page_path(&login), "unblocked", &done);
+            }
             Err(e) => {
                 let e = w.audited(e).await;
                 json!({ "unblock_error": e.message, "support_code": e.support_code })
