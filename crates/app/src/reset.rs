@@ -285,7 +285,9 @@ impl App {
         }
     }
 
-    /// The flow's current state.
+    /// The flow's current state. An account blocked after too many failed verifications is
+    /// `blocked`, with no methods: every step would be refused until the block ends, so none
+    /// is offered.
     pub async fn flow_status(
         &self,
         ctx: &RequestCtx,
@@ -293,7 +295,20 @@ impl App {
     ) -> Result<FlowResponse, AppError> {
         let flow = self.open_own_flow(ctx, flow_token).await?;
         let records = self.store.methods(&flow.user_id).await?;
-        Ok(self.flow_response(ctx, &flow, &records))
+        let mut r = self.flow_response(ctx, &flow, &records);
+        if flow.state == FlowState::Verifying
+            && self
+                .store
+                .blocked_until(&keys::account_block(&flow.user_id), self.now())
+                .await?
+                .is_some()
+        {
+            r.status = "blocked".into();
+            r.message = ctx.t(Msg::Blocked);
+            r.methods.clear();
+            r.browser_only.clear();
+        }
+        Ok(r)
     }
 
     /// Step 2: send a code, draw questions, or ask for the authenticator code.
@@ -777,6 +792,7 @@ impl App {
                 .fail(ev, AppError::new(ErrorKind::VerificationFailed, ctx.t(msg)))
                 .await;
         }
+        // Whether this miss blocked the account: then it says so now, not "try again" first.
         let counted = async {
             self.store
                 .hit(&keys::account_failures(&flow.user_id), now)
@@ -797,14 +813,21 @@ impl App {
                 b.activity = Activity::BlockedFromReset;
                 b.reason = format!("{n} failed verifications");
                 self.record(b).await;
+                return Ok(true);
             }
-            Ok::<_, AppError>(())
+            Ok::<_, AppError>(false)
         };
-        if let Err(e) = counted.await {
-            return e;
+        match counted.await {
+            Err(e) => e,
+            Ok(true) => {
+                let err = self.too_many(ctx, Msg::Blocked, limits.block_secs);
+                self.fail(ev, err).await
+            }
+            Ok(false) => {
+                self.fail(ev, AppError::new(ErrorKind::VerificationFailed, ctx.t(msg)))
+                    .await
+            }
         }
-        self.fail(ev, AppError::new(ErrorKind::VerificationFailed, ctx.t(msg)))
-            .await
     }
 
     /// Generates a code, keeps only its MAC, and queues its message, in one transaction.

@@ -55,7 +55,9 @@ pub struct FlowResponse {
     /// Bearer token for the next calls of this flow (`Authorization: Bearer …`). Keep it secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow_token: Option<String>,
-    /// `choose_method`, `registration_required`, `set_password`, `ready_to_unlock`, `completed`.
+    /// `choose_method`, `registration_required`, `set_password`, `ready_to_unlock`, `completed`;
+    /// `blocked` (from `GET /api/v1/flow` only) when too many failed verifications block the
+    /// account for a while: no method is offered until the block ends.
     pub status: String,
     pub kind: String,
     /// What to tell the user now.

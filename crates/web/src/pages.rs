@@ -133,6 +133,11 @@ async fn flow_page(mut w: Web, token: &str, r: FlowResponse) -> Response {
             )
         }
         "ready_to_unlock" => w.page("unlock.html", common),
+        // One message, no choices: every method would be refused until the block ends.
+        "blocked" => {
+            w.set.push(cookie(FLOW_COOKIE, "", 0));
+            w.fail(AppError::new(ErrorKind::TooMany, r.message)).await
+        }
         _ => {
             w.set.push(cookie(FLOW_COOKIE, "", 0));
             w.page("done.html", common)

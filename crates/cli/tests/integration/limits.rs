@@ -169,10 +169,18 @@ async fn a_new_code_does_not_reset_the_failure_count_and_the_block_lasts_block_s
         assert_eq!(st, StatusCode::BAD_REQUEST);
     }
     let code = s.email_code(&t, "alice@contoso.test").await;
-    for _ in 0..2 {
-        let (st, v) = s.verify(&t, "email", &wrong(&code)).await;
-        assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
-    }
+    let (st, v) = s.verify(&t, "email", &wrong(&code)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    // The fifth miss blocks, and its answer says so (not "wrong code, try again").
+    let (st, h, v) = post_raw(
+        &s,
+        "/api/v1/flow/verify",
+        Some(&t),
+        json!({ "method": "email", "code": wrong(&code) }),
+    )
+    .await;
+    assert_too_many(st, &h, &v);
+    assert!(v["message"].as_str().unwrap().contains("blocked"), "{v}");
     let blocks = s.audit("user=alice&activity=blocked_from_reset").await;
     assert_eq!(blocks.len(), 1, "{blocks:?}");
 

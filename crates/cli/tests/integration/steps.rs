@@ -250,3 +250,52 @@ async fn the_policy_form_keeps_unsaved_edits_across_a_language_switch_and_ties_e
     b.close().await;
     s.stop().await;
 }
+
+/// The wrong code that blocks the account says so at once (not "try again", then "blocked"),
+/// and the flow offers no method while the block lasts.
+#[tokio::test]
+async fn the_miss_that_blocks_an_account_says_so_and_nothing_more_is_offered() {
+    let s = Server::start().await;
+    s.registered_user("bo").await;
+    let to = "bo@contoso.test";
+    let Some(b) = Browser::start("en").await else {
+        return;
+    };
+    b.open(&s, "/reset").await;
+    b.fill("#user", "bo").await;
+    b.click("#next").await;
+    b.wait_for("#method-email").await;
+    let before = s.mail_count(to);
+    b.click("#method-email").await;
+    b.wait_for("#code").await;
+    let code = s.wait_mail_code(to, before).await;
+    // Four misses: "not right", with the code field to try again.
+    for _ in 0..4 {
+        b.fill("#code", &wrong(&code)).await;
+        b.click("#verify").await;
+        b.wait_for_text("not right").await;
+        b.wait_for("#code").await;
+    }
+    // The fifth blocks the account: that is what the page says, and only that.
+    b.fill("#code", &wrong(&code)).await;
+    b.click("#verify").await;
+    b.wait_for_text("temporarily blocked").await;
+    let text = b.page_text().await;
+    assert!(!text.contains("not right"), "{text}");
+    assert!(!b.exists("#code").await, "the code field is still offered");
+    assert!(
+        !b.exists("[id^=method-]").await,
+        "methods are still offered"
+    );
+    // Coming back to the flow: the same message, no methods.
+    b.open(&s, "/flow").await;
+    b.wait_for_text("temporarily blocked").await;
+    assert!(
+        !b.exists("[id^=method-]").await,
+        "methods are offered while blocked"
+    );
+    let ev = s.audit("user=bo&activity=blocked_from_reset").await;
+    assert!(!ev.is_empty(), "{ev:?}");
+    b.close().await;
+    s.stop().await;
+}
