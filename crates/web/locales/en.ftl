@@ -70,6 +70,7 @@ code-sent-to = We sent a code to { $to }. It can take a minute to arrive.
 code-hint-totp = Open your authenticator app and enter the 6-digit code it shows for this account.
 resend = Send a new code
 resend-hint = No code after a few minutes? Check your spam folder, then:
+resend-wait = You can ask for a new code in { $seconds } s.
 other-method = Use another method
 password-title = Choose a new password
 password-rules = Your new password must follow these rules

@@ -68,6 +68,7 @@ code-sent-to = 我们已向 { $to } 发送验证码，可能需要一分钟才�
 code-hint-totp = 打开身份验证器应用，输入它为此账户显示的 6 位验证码。
 resend = 重新发送验证码
 resend-hint = 几分钟后仍未收到验证码？请先检查垃圾邮件，然后：
+resend-wait = { $seconds } 秒后可以重新发送验证码。
 other-method = 使用其他方式
 password-title = 设置新密码
 password-rules = 新密码必须符合以下规则

@@ -1,4 +1,4 @@
-//! The portal's static files (one stylesheet, four scripts), compiled into the binary and
+//! The portal's static files (one stylesheet, five scripts), compiled into the binary and
 //! served under a name that carries a hash of their content: a page names the version it was
 //! rendered with, so browsers may keep each file for a year, and a new release is fetched at
 //! once. The plain names still answer, revalidated each time, for anything linked from outside.
@@ -19,7 +19,7 @@ struct Asset {
     body: &'static str,
 }
 
-const FILES: [(&str, &str, &str); 5] = [
+const FILES: [(&str, &str, &str); 6] = [
     (
         "app.css",
         "text/css; charset=utf-8",
@@ -44,6 +44,11 @@ const FILES: [(&str, &str, &str); 5] = [
         "keep.js",
         "text/javascript; charset=utf-8",
         include_str!("../static/keep.js"),
+    ),
+    (
+        "resend.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/resend.js"),
     ),
 ];
 

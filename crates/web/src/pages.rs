@@ -177,6 +177,9 @@ pub async fn challenge(Gated(InFlow(t), p): Gated<InFlow, Posted>) -> Response {
     }
 }
 
+/// Seconds after a code is sent before the page offers a new one.
+const RESEND_AFTER_SECS: i64 = 30;
+
 /// The page of the challenge waiting for `method`.
 fn verify_path(method: &str) -> String {
     let method: String = method
@@ -202,7 +205,16 @@ pub async fn verify_page(
     match app.current_challenge(&w.ctx, &t, &q.method).await {
         Ok(Some(c)) => {
             w.path = verify_path(&c.method);
-            w.page("verify.html", json!({ "c": c, "error": null }))
+            // A new code is offered once this one has had time to arrive: a user who asks at
+            // once spends the hour's codes on mail still on its way.
+            let age = c
+                .expires_in
+                .map(|left| app.settings.limits.code_ttl_secs - left);
+            let resend_in = age.map(|a| (RESEND_AFTER_SECS - a).max(0));
+            w.page(
+                "verify.html",
+                json!({ "c": c, "error": null, "resend_in": resend_in }),
+            )
         }
         Ok(None) => w.redirect("/flow"),
         Err(e) if e.kind == ErrorKind::Unauthorized => {

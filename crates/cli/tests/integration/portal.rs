@@ -610,7 +610,8 @@ async fn a_reset_starts_in_chromium_with_javascript_off() {
     s.stop().await;
 }
 
-/// "Send a new code" on the code page: a new code goes out and the old one stops working;
+/// "Send a new code" on the code page, offered once the first code has had 30 s to arrive
+/// (a countdown says how long): a new code goes out and the old one stops working;
 /// asked for too often, the code limit answers with when to try again.
 #[tokio::test]
 async fn a_new_code_can_be_asked_for_from_the_code_page() {
@@ -628,6 +629,26 @@ async fn a_new_code_can_be_asked_for_from_the_code_page() {
     b.click("#method-email").await;
     b.wait_for("#code").await;
     let first = s.wait_mail_code(to, before).await;
+    // Not at once: the code just sent has time to arrive, and the page says how long.
+    b.wait_for_text("You can ask for a new code in").await;
+    assert_eq!(
+        b.execute("return document.getElementById('resend').disabled;")
+            .await,
+        true
+    );
+    s.clock.advance(30);
+    b.client().refresh().await.unwrap();
+    b.wait_for("#code").await;
+    assert_eq!(
+        b.execute("return document.getElementById('resend').disabled;")
+            .await,
+        false
+    );
+    assert!(
+        !b.page_text()
+            .await
+            .contains("You can ask for a new code in")
+    );
     let before = s.mail_count(to);
     b.click("#resend").await;
     b.wait_for("#code").await;
