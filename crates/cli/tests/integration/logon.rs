@@ -146,6 +146,20 @@ except Exception:
 }
 
 /// pamtester driven like a person at the prompt: wait for a text, type a line.
+/// Whether one of pam_wrapper's directories (`/tmp/pam.X`) is that of process `pid`.
+fn wrapper_dir_holds(pid: &str) -> bool {
+    let Ok(dirs) = std::fs::read_dir("/tmp") else {
+        return false;
+    };
+    dirs.flatten().any(|d| {
+        let name = d.file_name();
+        let name = name.to_string_lossy();
+        name.len() == 5
+            && name.starts_with("pam.")
+            && std::fs::read_to_string(d.path().join("pid")).is_ok_and(|p| p.trim() == pid)
+    })
+}
+
 pub(crate) struct Pam {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -181,7 +195,7 @@ impl Pam {
             .env("PAM_WRAPPER", "1")
             .env("PAM_WRAPPER_SERVICE_DIR", services)
             .env("LANG", lang);
-        Pam::spawn(command)
+        Pam::spawn_wrapped(command)
     }
 
     /// pamtester running `ops` (`chauthtok`, `authenticate chauthtok(PAM_CHANGE_EXPIRED_AUTHTOK)`)
@@ -199,7 +213,34 @@ impl Pam {
             .env("PAM_WRAPPER", "1")
             .env("PAM_WRAPPER_SERVICE_DIR", services)
             .env("LANG", "C.UTF-8");
-        Pam::spawn(command)
+        Pam::spawn_wrapped(command)
+    }
+
+    /// Spawns a program under pam_wrapper, one at a time. pam_wrapper picks its directory
+    /// (`/tmp/pam.X`, one character) by seeing that the name is free and then creating it, so
+    /// two programs starting together can pick the same one, and one of them then runs with
+    /// the other's PAM configuration (a flaky "wrong module" failure). Each start holds a file
+    /// lock (parallel test processes wait too) until its directory holds its pid, or it has
+    /// ended, or 10 s have passed.
+    fn spawn_wrapped(command: Command) -> Pam {
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/tmp/sspr-tests-pam-wrapper.lock")
+            .unwrap();
+        lock.lock().unwrap();
+        let mut pam = Pam::spawn(command);
+        let pid = pam.child.id().to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline
+            && !wrapper_dir_holds(&pid)
+            && matches!(pam.child.try_wait(), Ok(None))
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(lock);
+        pam
     }
 
     /// Drives any program this way (pamtester in a test machine, an ssh client under a pty):
