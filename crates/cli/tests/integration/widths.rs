@@ -56,18 +56,24 @@ impl Walk<'_> {
 
     /// Checks the page the browser shows now, as `name`.
     async fn page(&mut self, name: &str) {
+        self.page_at(name, None).await;
+    }
+
+    /// [`Walk::page`], its screenshots showing the part of the page from `css` down (the part
+    /// a narrow screen changed most).
+    async fn page_at(&mut self, name: &str, css: Option<&str>) {
         assert!(
             !self.pages.iter().any(|p| p == name),
             "page {name} visited twice"
         );
         self.pages.push(name.to_string());
         match self.check {
-            Check::Widths => self.widths(name).await,
+            Check::Widths => self.widths(name, css).await,
             Check::Chinese => self.chinese(name).await,
         }
     }
 
-    async fn widths(&mut self, name: &str) {
+    async fn widths(&mut self, name: &str, css: Option<&str>) {
         for width in WIDTHS {
             set_viewport(self.b, width).await;
             let allowed: Vec<&str> = SCROLL_BOXES
@@ -75,10 +81,7 @@ impl Walk<'_> {
                 .filter(|(p, _)| *p == name)
                 .map(|(_, sel)| *sel)
                 .collect();
-            let v = self
-                .b
-                .execute_with(OVERFLOW_JS, vec![json!(allowed)])
-                .await;
+            let v = self.b.execute_with(OVERFLOW_JS, vec![json!(allowed)]).await;
             for problem in v.as_array().into_iter().flatten() {
                 self.found.push(format!(
                     "{name} ({}, {width} px): {}",
@@ -87,6 +90,14 @@ impl Walk<'_> {
                 ));
             }
             if let Ok(dir) = std::env::var("SSPR_SCREENSHOTS") {
+                if let Some(css) = css {
+                    self.b
+                        .execute_with(
+                            "document.querySelector(arguments[0]).scrollIntoView();",
+                            vec![json!(css)],
+                        )
+                        .await;
+                }
                 let dir = Path::new(&dir).join("widths");
                 std::fs::create_dir_all(&dir).unwrap();
                 self.b
@@ -109,8 +120,10 @@ impl Walk<'_> {
         for text in &texts {
             for (source, english) in self.english {
                 if contains_words(text, english) {
-                    self.found
-                        .push(format!("{name}: {english:?} ({source}) in {:?}", excerpt(text, english)));
+                    self.found.push(format!(
+                        "{name}: {english:?} ({source}) in {:?}",
+                        excerpt(text, english)
+                    ));
                 }
             }
             for run in english_runs(text) {
@@ -149,6 +162,8 @@ async fn set_viewport(b: &Browser, width: u32) {
 /// inside one already named is not named again. `arguments[0]`: selectors of boxes allowed to
 /// scroll.
 const OVERFLOW_JS: &str = r#"
+// Rectangles are measured from the viewport: scrolled sideways, one past the edge would hide.
+window.scrollTo(0, 0);
 const allowed = arguments[0];
 const doc = document.documentElement;
 const vw = doc.clientWidth;
@@ -241,7 +256,11 @@ return out;
 fn english_catalogue() -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut add = |source: String, text: &str| {
-        for piece in text.split(['{', '}']).enumerate().filter(|(i, _)| i % 2 == 0) {
+        for piece in text
+            .split(['{', '}'])
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 0)
+        {
             let piece = piece
                 .1
                 .trim_matches(|c: char| c.is_whitespace() || ".,:;()“”\"'…?!·-".contains(c));
@@ -274,8 +293,9 @@ fn zh_messages() -> String {
 /// Whether `text` holds `words` as whole words (so "Next" is not found in "Nextcloud").
 fn contains_words(text: &str, words: &str) -> bool {
     let edge = |c: Option<char>| !c.is_some_and(|c| c.is_ascii_alphanumeric());
-    text.match_indices(words)
-        .any(|(i, _)| edge(text[..i].chars().last()) && edge(text[i + words.len()..].chars().next()))
+    text.match_indices(words).any(|(i, _)| {
+        edge(text[..i].chars().last()) && edge(text[i + words.len()..].chars().next())
+    })
 }
 
 /// Three or more English words in a row: a sentence left untranslated, wherever it came from.
@@ -304,7 +324,8 @@ fn english_runs(text: &str) -> Vec<String> {
                 flush(&mut words);
             }
             // Identifiers (reset_password, jdoe@example.com) are not words.
-            let glued = i < text.len() && matches!(bytes[i], b'_' | b'@' | b'.' | b'-')
+            let glued = i < text.len()
+                && matches!(bytes[i], b'_' | b'@' | b'.' | b'-')
                 && text[i + 1..].starts_with(|c: char| c.is_ascii_alphanumeric());
             if text[start..i].len() >= 2 && !glued {
                 words.push((start, i));
@@ -321,12 +342,11 @@ fn english_runs(text: &str) -> Vec<String> {
 
 fn excerpt(text: &str, needle: &str) -> String {
     let i = text.find(needle).unwrap_or(0);
-    let start = text[..i]
-        .char_indices()
-        .rev()
-        .nth(20)
-        .map_or(0, |(j, _)| j);
-    text[start..].chars().take(needle.chars().count() + 40).collect()
+    let start = text[..i].char_indices().rev().nth(20).map_or(0, |(j, _)| j);
+    text[start..]
+        .chars()
+        .take(needle.chars().count() + 40)
+        .collect()
 }
 
 /// The server both languages walk through: a policy that offers every verification page, and
@@ -348,12 +368,11 @@ async fn users(s: &Server, k: &str) {
     let amy = format!("amy{k}");
     s.registered_user(&amy).await;
     s.answered(&amy, &["q1", "q3", "q7"], "answer").await;
-    let secret = s
-        .rt
-        .app
-        .key
-        .seal("totp", b"12345678901234567890", s.rt.app.rng.as_ref())
-        .unwrap();
+    let secret =
+        s.rt.app
+            .key
+            .seal("totp", b"12345678901234567890", s.rt.app.rng.as_ref())
+            .unwrap();
     s.registered(&amy, Method::Totp, &secret).await;
     let lou = format!("lou{k}");
     s.registered_user(&lou).await;
@@ -364,8 +383,13 @@ async fn users(s: &Server, k: &str) {
     s.user(&format!("neo{k}"), &["staff"]).await;
     s.user(&format!("reg{k}"), &["staff"]).await;
     s.user(&format!("boss{k}"), &["sspr-admins"]).await;
-    crate::invite::add(s, &format!("nel{k}"), Some(&format!("nel{k}@contoso.test")), &["staff"])
-        .await;
+    crate::invite::add(
+        s,
+        &format!("nel{k}"),
+        Some(&format!("nel{k}@contoso.test")),
+        &["staff"],
+    )
+    .await;
 }
 
 /// Every page, in the order a user and an administrator meet them.
@@ -406,7 +430,7 @@ async fn walk(w: &mut Walk<'_>) {
     b.fill("#code", &wrong(&code)).await;
     b.click("#verify").await;
     b.wait_for("#error .support-code").await;
-    w.page("verify-code-wrong").await;
+    w.page_at("verify-code-wrong", Some("#error")).await;
     b.fill("#code", &code).await;
     b.click("#verify").await;
     b.wait_for("#new_password").await;
@@ -416,7 +440,7 @@ async fn walk(w: &mut Walk<'_>) {
     b.fill("#confirm_password", PASSWORD).await;
     b.click("#set-password").await;
     b.wait_for("#error").await;
-    w.page("password-refused").await;
+    w.page_at("password-refused", Some("#error")).await;
     b.fill("#new_password", NEW_PASSWORD).await;
     b.fill("#confirm_password", NEW_PASSWORD).await;
     b.click("#set-password").await;
@@ -463,7 +487,7 @@ async fn walk(w: &mut Walk<'_>) {
     b.open(s, "/register").await;
     b.click("#enrol-totp").await;
     b.wait_for("#totp-secret").await;
-    w.page("register-totp").await;
+    w.page_at("register-totp", Some("#totp-qr")).await;
     b.open(s, "/register").await;
     b.click("#add-passkey").await;
     b.wait_for("#create-passkey").await;
@@ -510,33 +534,32 @@ async fn walk(w: &mut Walk<'_>) {
     b.wait_for("#nav-insights").await;
     b.open(s, "/admin/insights").await;
     b.wait_for("#chart-resets svg").await;
-    w.page("insights").await;
+    w.page_at("insights", Some("#totals-h")).await;
     b.click("#nav-policy").await;
     b.wait_for("#policy-form").await;
     w.page("policy").await;
     // No method at all: the preview and the save both say what is wrong.
-    b.execute(
-        "for (const c of document.querySelectorAll('input[name^=m_]')) c.checked = false;",
-    )
-    .await;
+    b.execute("for (const c of document.querySelectorAll('input[name^=m_]')) c.checked = false;")
+        .await;
     b.click("#preview").await;
     b.wait_for("#preview-result").await;
-    w.page("policy-preview-invalid").await;
+    w.page_at("policy-preview-invalid", Some("#preview-result"))
+        .await;
     b.click("#save").await;
     b.wait_for("#error").await;
-    w.page("policy-invalid").await;
+    w.page_at("policy-invalid", Some("#error")).await;
     b.click("#nav-users").await;
     b.wait_for("#user-q").await;
     w.page("users").await;
     b.fill("#user-q", &amy).await;
     b.click("#user-search").await;
     b.wait_for("#user-summary").await;
-    w.page("users-one").await;
+    w.page_at("users-one", Some("#summary-h")).await;
     b.click("#nav-audit").await;
     b.wait_for("#audit-table").await;
     b.click("#audit-table details summary").await;
     b.wait_for("#audit-table details[open]").await;
-    w.page("audit").await;
+    w.page_at("audit", Some("#events-h")).await;
     b.click("#nav-expiry").await;
     b.wait_for("#expiry-table").await;
     w.page("expiry").await;
@@ -612,13 +635,24 @@ async fn chinese_pages_show_no_english_text() {
 }
 
 #[test]
-fn english_runs_are_sentences_not_identifiers() {
+fn english_is_found_in_sentences_not_identifiers() {
     assert_eq!(
         english_runs("你不能 You cannot reuse any of your last 5 passwords."),
         ["You cannot reuse any of your last"]
     );
     assert!(english_runs("reset_password jdoe@example.com 重置 TOTP 验证码").is_empty());
     assert!(english_runs("A b c").is_empty(), "one-letter words");
+    let english = english_catalogue();
+    for piece in [
+        "Reset your password",
+        "Verify your identity",
+        "Try again in",
+    ] {
+        assert!(
+            english.iter().any(|(_, e)| e == piece),
+            "{piece:?} not read"
+        );
+    }
     assert!(contains_words("请点 Next 继续", "Next"));
     assert!(!contains_words("Nextcloud", "Next"));
 }
