@@ -340,10 +340,13 @@ impl<D: Directory + ?Sized> Directory for Metered<D> {
         )
         .await
     }
-    async fn password_rules(&self) -> Result<Vec<String>, DirError> {
+    async fn password_rules(&self) -> Result<Vec<sspr_domain::DirectoryRule>, DirError> {
         timed("password_rules", self.0.password_rules()).await
     }
-    async fn password_rules_for(&self, user: &DirUser) -> Result<Vec<String>, DirError> {
+    async fn password_rules_for(
+        &self,
+        user: &DirUser,
+    ) -> Result<Vec<sspr_domain::DirectoryRule>, DirError> {
         timed("password_rules", self.0.password_rules_for(user)).await
     }
     async fn password_stamp(&self, user: &DirUser) -> Result<Option<String>, DirError> {

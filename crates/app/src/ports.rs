@@ -708,10 +708,13 @@ pub trait Directory: Send + Sync + 'static {
         self.reset_password(user, new_password).await
     }
     /// The directory's own password rules, in words, to show before the user types.
-    async fn password_rules(&self) -> Result<Vec<String>, DirError>;
+    async fn password_rules(&self) -> Result<Vec<sspr_domain::DirectoryRule>, DirError>;
     /// The rules that apply to this user (AD fine-grained policies, a ppolicy of their own).
     /// Only for a verified user: the answer can reveal group membership.
-    async fn password_rules_for(&self, user: &DirUser) -> Result<Vec<String>, DirError> {
+    async fn password_rules_for(
+        &self,
+        user: &DirUser,
+    ) -> Result<Vec<sspr_domain::DirectoryRule>, DirError> {
         let _ = user;
         self.password_rules().await
     }

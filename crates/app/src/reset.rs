@@ -248,7 +248,7 @@ impl App {
         match own {
             Some(extra) => rules.extend(extra),
             None => match self.directory.password_rules().await {
-                Ok(extra) => rules.extend(extra),
+                Ok(extra) => rules.extend(extra.iter().map(|r| r.message(ctx.lang.tag()))),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read the directory's password rules")
                 }
@@ -277,7 +277,7 @@ impl App {
         }
         let user = self.directory.find_user(&flow.login).await.ok()??;
         match self.directory.password_rules_for(&user).await {
-            Ok(rules) => Some(rules),
+            Ok(rules) => Some(rules.iter().map(|r| r.message(ctx.lang.tag())).collect()),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the user's password rules");
                 None

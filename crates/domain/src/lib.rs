@@ -23,6 +23,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use flow::{FlowKind, FlowState};
 pub use limits::{Limits, Window};
 pub use method::Method;
-pub use password::{PasswordContext, PasswordRules, Rejection};
-pub use policy::{Policy, Scope};
+pub use password::{DirectoryRule, PasswordContext, PasswordRules, Rejection};
+pub use policy::{Policy, PolicyProblem, Scope};
 pub use random::{OsRandom, Random};

@@ -151,6 +151,75 @@ impl Rejection {
     }
 }
 
+/// A rule of the directory's own, told before the user types (sspr's built-in directory,
+/// an OpenLDAP ppolicy, an AD domain or fine-grained policy). The directories say what holds;
+/// the words are here, in each user's language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectoryRule {
+    /// The built-in directory refuses a password it has stored among the last `count`.
+    NoReuse { count: usize },
+    /// An LDAP directory's minimum length.
+    MinLength { min: i64 },
+    /// An LDAP directory's password history, held for sspr's resets too.
+    History { count: i64 },
+    /// AD's "password must meet complexity requirements".
+    Complexity,
+    /// A minimum age: the password cannot be changed again for this many seconds.
+    MinAge { secs: i64 },
+    /// A history the directory keeps that sspr's resets are not checked against.
+    HistoryNotChecked,
+}
+
+impl DirectoryRule {
+    /// The sentence shown to the user, in English (`en`) or Simplified Chinese (`zh`).
+    pub fn message(&self, lang: &str) -> String {
+        let zh = lang.starts_with("zh");
+        match self {
+            Self::NoReuse { count } if zh => format!("不能使用最近 {count} 个用过的密码。"),
+            Self::NoReuse { count } => {
+                format!("You cannot reuse any of your last {count} passwords.")
+            }
+            Self::MinLength { min } if zh => format!("目录服务要求至少 {min} 个字符。"),
+            Self::MinLength { min } => format!("The directory requires at least {min} characters."),
+            Self::History { count } if zh => format!("目录服务不接受你最近用过的 {count} 个密码。"),
+            Self::History { count } => format!("The directory refuses your last {count} passwords."),
+            Self::Complexity if zh => {
+                "域要求包含以下四类中的三类：大写字母、小写字母、数字、符号；且不能包含你的用户名。".into()
+            }
+            Self::Complexity => "The domain requires three of: uppercase letters, lowercase letters, digits, symbols; and not your account name.".into(),
+            Self::MinAge { secs } if zh => {
+                format!("密码设置后，{}内不能再次更改。", duration_words(*secs, true))
+            }
+            Self::MinAge { secs } => format!(
+                "Once set, the password cannot be changed again for {}.",
+                duration_words(*secs, false)
+            ),
+            Self::HistoryNotChecked if zh => {
+                "在这里重置密码时不会检查你以前用过的密码：请选择一个没有用过的密码。".into()
+            }
+            Self::HistoryNotChecked => "A reset here is not checked against your earlier passwords: choose one you have not used before.".into(),
+        }
+    }
+}
+
+/// A span of seconds in words: "2 days", "1 hour", "30 minutes"; "2 天", "1 小时".
+pub fn duration_words(secs: i64, zh: bool) -> String {
+    let (n, unit, unit_zh) = if secs >= 86_400 && secs % 86_400 == 0 {
+        (secs / 86_400, "day", "天")
+    } else if secs >= 3_600 && secs % 3_600 == 0 {
+        (secs / 3_600, "hour", "小时")
+    } else if secs >= 60 {
+        ((secs + 59) / 60, "minute", "分钟")
+    } else {
+        (secs, "second", "秒")
+    };
+    if zh {
+        format!("{n} {unit_zh}")
+    } else {
+        format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+    }
+}
+
 /// What the checker knows about the user, for context-specific words.
 #[derive(Debug, Clone, Default)]
 pub struct PasswordContext<'a> {
@@ -187,29 +256,31 @@ fn fold(s: &str) -> String {
 
 impl PasswordRules {
     pub fn validate(&self) -> Vec<String> {
+        self.problems().iter().map(ToString::to_string).collect()
+    }
+
+    /// What is wrong with these rules, as part of [`crate::Policy::problems`].
+    pub fn problems(&self) -> Vec<crate::policy::PolicyProblem> {
+        use crate::policy::PolicyProblem as P;
         let mut e = Vec::new();
         if self.min_length < 8 {
-            e.push("password.min_length must be at least 8 (NIST SP 800-63B)".into());
+            e.push(P::MinLength);
         }
         if !(256..=HARD_MAX_LEN).contains(&self.max_length) {
-            e.push(format!(
-                "password.max_length must be between 256 and {HARD_MAX_LEN}"
-            ));
+            e.push(P::MaxLength { max: HARD_MAX_LEN });
         }
         if self.min_length > self.max_length.min(HARD_MAX_LEN) {
-            e.push("password.min_length cannot exceed password.max_length".into());
+            e.push(P::MinAboveMax);
         }
         if self.min_character_classes > 4 {
-            e.push("password.min_character_classes must be between 0 and 4".into());
+            e.push(P::CharacterClasses);
         }
         if let Some(w) = self
             .banned_words
             .iter()
             .find(|w| w.trim().chars().count() < 4)
         {
-            e.push(format!(
-                "banned word {w:?} is shorter than 4 characters; it would ban too much"
-            ));
+            e.push(P::BannedWordTooShort { word: w.clone() });
         }
         e
     }
@@ -324,6 +395,26 @@ pub fn is_repetitive(password: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directory_rules_are_worded_in_both_languages() {
+        for rule in [
+            DirectoryRule::NoReuse { count: 3 },
+            DirectoryRule::MinLength { min: 7 },
+            DirectoryRule::History { count: 24 },
+            DirectoryRule::Complexity,
+            DirectoryRule::MinAge { secs: 86_400 },
+            DirectoryRule::HistoryNotChecked,
+        ] {
+            let (en, zh) = (rule.message("en"), rule.message("zh"));
+            assert!(en.is_ascii() && en.ends_with('.'), "{en}");
+            assert!(!zh.chars().any(|c| c.is_ascii_alphabetic()), "{zh}");
+        }
+        assert_eq!(
+            DirectoryRule::NoReuse { count: 3 }.message("zh"),
+            "不能使用最近 3 个用过的密码。"
+        );
+    }
 
     fn ctx() -> PasswordContext<'static> {
         PasswordContext {

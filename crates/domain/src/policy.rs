@@ -25,6 +25,152 @@ pub struct CustomQuestion {
     pub text: String,
 }
 
+/// One thing wrong with a policy. Its `Display` names the settings as the policy file and the
+/// API spell them (`methods_required must be 1 or 2`), for the people who write those; the admin
+/// pages say the same in words of the form instead, from [`PolicyProblem::key`] and
+/// [`PolicyProblem::args`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyProblem {
+    NoGroups,
+    NoMethods,
+    MethodTwice,
+    MethodsRequired,
+    MoreRequiredThanEnabled { required: u8, enabled: usize },
+    QuestionsOnly,
+    QuestionsToRegister,
+    QuestionsToAnswer { registered: u8 },
+    TooManyCustomQuestions,
+    CustomQuestionLength { id: String, text: String },
+    CustomQuestionId { id: String },
+    CustomQuestionIdTwice { id: String },
+    RegistrationSkips,
+    ReconfirmDays,
+    AdminNotify,
+    MinLength,
+    MaxLength { max: usize },
+    MinAboveMax,
+    CharacterClasses,
+    BannedWordTooShort { word: String },
+}
+
+impl PolicyProblem {
+    /// The problem's name, the end of its key in the portal's catalogue (`policy-problem-…`).
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::NoGroups => "no-groups",
+            Self::NoMethods => "no-methods",
+            Self::MethodTwice => "method-twice",
+            Self::MethodsRequired => "methods-required",
+            Self::MoreRequiredThanEnabled { .. } => "more-required-than-enabled",
+            Self::QuestionsOnly => "questions-only",
+            Self::QuestionsToRegister => "questions-to-register",
+            Self::QuestionsToAnswer { .. } => "questions-to-answer",
+            Self::TooManyCustomQuestions => "too-many-custom-questions",
+            Self::CustomQuestionLength { .. } => "custom-question-length",
+            Self::CustomQuestionId { .. } => "custom-question-id",
+            Self::CustomQuestionIdTwice { .. } => "custom-question-id-twice",
+            Self::RegistrationSkips => "registration-skips",
+            Self::ReconfirmDays => "reconfirm-days",
+            Self::AdminNotify => "admin-notify",
+            Self::MinLength => "min-length",
+            Self::MaxLength { .. } => "max-length",
+            Self::MinAboveMax => "min-above-max",
+            Self::CharacterClasses => "character-classes",
+            Self::BannedWordTooShort { .. } => "banned-word-too-short",
+        }
+    }
+
+    /// Every key, for the test that the catalogue words each one.
+    pub const KEYS: [&'static str; 20] = [
+        "no-groups",
+        "no-methods",
+        "method-twice",
+        "methods-required",
+        "more-required-than-enabled",
+        "questions-only",
+        "questions-to-register",
+        "questions-to-answer",
+        "too-many-custom-questions",
+        "custom-question-length",
+        "custom-question-id",
+        "custom-question-id-twice",
+        "registration-skips",
+        "reconfirm-days",
+        "admin-notify",
+        "min-length",
+        "max-length",
+        "min-above-max",
+        "character-classes",
+        "banned-word-too-short",
+    ];
+
+    /// The values the words need, by name.
+    pub fn args(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::MoreRequiredThanEnabled { required, enabled } => {
+                vec![
+                    ("required", required.to_string()),
+                    ("enabled", enabled.to_string()),
+                ]
+            }
+            Self::QuestionsToAnswer { registered } => vec![("registered", registered.to_string())],
+            Self::CustomQuestionLength { id, text } => {
+                vec![("id", id.clone()), ("text", text.trim().to_string())]
+            }
+            Self::CustomQuestionId { id } | Self::CustomQuestionIdTwice { id } => {
+                vec![("id", id.clone())]
+            }
+            Self::MaxLength { max } => vec![("max", max.to_string())],
+            Self::BannedWordTooShort { word } => vec![("word", word.clone())],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoGroups => f.write_str("scope is \"groups\" but no group is listed: add at least one to groups"),
+            Self::NoMethods => f.write_str("methods is empty: enable at least one of email, sms, questions, totp, recovery_code, passkey"),
+            Self::MethodTwice => f.write_str("methods lists a method twice"),
+            Self::MethodsRequired => f.write_str("methods_required must be 1 or 2"),
+            Self::MoreRequiredThanEnabled { required, enabled } => write!(
+                f,
+                "methods_required is {required} but only {enabled} method(s) are enabled: enable more methods or require fewer"
+            ),
+            Self::QuestionsOnly => f.write_str("security questions cannot be the only method (NIST SP 800-63B): enable email, sms, totp, recovery_code or passkey too"),
+            Self::QuestionsToRegister => f.write_str("questions_to_register must be between 3 and 5"),
+            Self::QuestionsToAnswer { registered } => write!(
+                f,
+                "questions_to_answer must be between 1 and questions_to_register ({registered})"
+            ),
+            Self::TooManyCustomQuestions => f.write_str("at most 20 custom_questions are allowed"),
+            Self::CustomQuestionLength { id, .. } => {
+                write!(f, "custom question {id:?} must be 3–200 characters long")
+            }
+            Self::CustomQuestionId { id } => {
+                write!(f, "custom question id {id:?} must look like c1, c2, …")
+            }
+            Self::CustomQuestionIdTwice { id } => write!(f, "custom question id {id:?} is used twice"),
+            Self::RegistrationSkips => f.write_str("registration_skips must be between 0 and 10"),
+            Self::ReconfirmDays => f.write_str("reconfirm_days must be between 0 (never) and 730"),
+            Self::AdminNotify => f.write_str("admin_notify must hold email addresses"),
+            Self::MinLength => f.write_str("password.min_length must be at least 8 (NIST SP 800-63B)"),
+            Self::MaxLength { max } => {
+                write!(f, "password.max_length must be between 256 and {max}")
+            }
+            Self::MinAboveMax => f.write_str("password.min_length cannot exceed password.max_length"),
+            Self::CharacterClasses => {
+                f.write_str("password.min_character_classes must be between 0 and 4")
+            }
+            Self::BannedWordTooShort { word } => write!(
+                f,
+                "banned word {word:?} is shorter than 4 characters; it would ban too much"
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
@@ -105,79 +251,80 @@ pub struct UserRequirement {
 }
 
 impl Policy {
-    /// Every problem with this policy, in words that say what to change.
+    /// Every problem with this policy, in words that say what to change, naming the settings
+    /// as the policy file and the API spell them.
     pub fn validate(&self) -> Vec<String> {
+        self.problems().iter().map(ToString::to_string).collect()
+    }
+
+    /// Every problem with this policy. The admin pages word them for people, in their language
+    /// (`crates/web/locales`, `policy-problem-*`), without the settings' names.
+    pub fn problems(&self) -> Vec<PolicyProblem> {
+        use PolicyProblem as P;
         let mut e = Vec::new();
         if self.scope == Scope::Groups && self.groups.iter().all(|g| g.trim().is_empty()) {
-            e.push("scope is \"groups\" but no group is listed: add at least one to groups".into());
+            e.push(P::NoGroups);
         }
         if self.methods.is_empty() {
-            e.push("methods is empty: enable at least one of email, sms, questions, totp, recovery_code, passkey".into());
+            e.push(P::NoMethods);
         }
         let mut seen = self.methods.clone();
         seen.sort();
         seen.dedup();
         if seen.len() != self.methods.len() {
-            e.push("methods lists a method twice".into());
+            e.push(P::MethodTwice);
         }
         if !(1..=2).contains(&self.methods_required) {
-            e.push("methods_required must be 1 or 2".into());
+            e.push(P::MethodsRequired);
         } else if (self.methods_required as usize) > seen.len() {
-            e.push(format!(
-                "methods_required is {} but only {} method(s) are enabled: enable more methods or require fewer",
-                self.methods_required,
-                seen.len()
-            ));
+            e.push(P::MoreRequiredThanEnabled {
+                required: self.methods_required,
+                enabled: seen.len(),
+            });
         }
         if self.methods == [Method::Questions] {
-            e.push(
-                "security questions cannot be the only method (NIST SP 800-63B): enable email, sms, totp, recovery_code or passkey too".into(),
-            );
+            e.push(P::QuestionsOnly);
         }
         if !(3..=5).contains(&self.questions_to_register) {
-            e.push("questions_to_register must be between 3 and 5".into());
+            e.push(P::QuestionsToRegister);
         }
         if self.questions_to_answer == 0 || self.questions_to_answer > self.questions_to_register {
-            e.push(format!(
-                "questions_to_answer must be between 1 and questions_to_register ({})",
-                self.questions_to_register
-            ));
+            e.push(P::QuestionsToAnswer {
+                registered: self.questions_to_register,
+            });
         }
         if self.custom_questions.len() > 20 {
-            e.push("at most 20 custom_questions are allowed".into());
+            e.push(P::TooManyCustomQuestions);
         }
         let mut ids = std::collections::HashSet::new();
         for q in &self.custom_questions {
             let len = q.text.trim().chars().count();
             if !(3..=200).contains(&len) {
-                e.push(format!(
-                    "custom question {:?} must be 3–200 characters long",
-                    q.id
-                ));
+                e.push(P::CustomQuestionLength {
+                    id: q.id.clone(),
+                    text: q.text.clone(),
+                });
             }
             if !q.id.starts_with('c')
                 || q.id.len() < 2
                 || !q.id[1..].bytes().all(|b| b.is_ascii_digit())
             {
-                e.push(format!(
-                    "custom question id {:?} must look like c1, c2, …",
-                    q.id
-                ));
+                e.push(P::CustomQuestionId { id: q.id.clone() });
             }
             if !ids.insert(q.id.as_str()) {
-                e.push(format!("custom question id {:?} is used twice", q.id));
+                e.push(P::CustomQuestionIdTwice { id: q.id.clone() });
             }
         }
         if self.registration_skips > 10 {
-            e.push("registration_skips must be between 0 and 10".into());
+            e.push(P::RegistrationSkips);
         }
         if self.reconfirm_days > 730 {
-            e.push("reconfirm_days must be between 0 (never) and 730".into());
+            e.push(P::ReconfirmDays);
         }
         if self.notify_admins_on_admin_reset && self.admin_notify.iter().any(|a| !a.contains('@')) {
-            e.push("admin_notify must hold email addresses".into());
+            e.push(P::AdminNotify);
         }
-        e.extend(self.password.validate());
+        e.extend(self.password.problems());
         e
     }
 
@@ -271,6 +418,23 @@ mod tests {
         assert!(e.iter().any(|m| m.contains("questions_to_answer")));
         assert!(e.iter().any(|m| m.contains("reconfirm_days")));
         assert!(e.iter().any(|m| m.contains("registration_skips")));
+    }
+
+    #[test]
+    fn every_problem_has_a_listed_key() {
+        let p = Policy {
+            scope: Scope::Groups,
+            methods: vec![Method::Questions, Method::Questions],
+            methods_required: 3,
+            questions_to_register: 6,
+            questions_to_answer: 0,
+            reconfirm_days: 800,
+            registration_skips: 11,
+            ..Policy::default()
+        };
+        for problem in p.problems() {
+            assert!(PolicyProblem::KEYS.contains(&problem.key()), "{problem:?}");
+        }
     }
 
     #[test]

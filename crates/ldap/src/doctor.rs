@@ -387,7 +387,10 @@ impl LdapDirectory {
         let enforced = self.resets_keep_history(ldap).await.unwrap_or(false);
         match self.policy_entry(ldap, &dn, kind).await {
             Ok(Some(e)) => {
-                let rules = policy_rules(&e, kind, enforced);
+                let rules: Vec<String> = policy_rules(&e, kind, enforced)
+                    .iter()
+                    .map(|r| r.message("en"))
+                    .collect();
                 Check::pass(
                     name,
                     format!(

@@ -336,11 +336,14 @@ impl Directory for LdapDirectory {
     /// The directory's own rules in words: OpenLDAP's ppolicy entry, or the AD domain's
     /// password policy. Rules that depend on the user (AD fine-grained policies, OpenLDAP's
     /// `pwdPolicySubentry`) come from [`LdapDirectory::rules_for_login`].
-    async fn password_rules(&self) -> Result<Vec<String>, DirError> {
+    async fn password_rules(&self) -> Result<Vec<sspr_domain::DirectoryRule>, DirError> {
         pooled_read!(self, |l| self.default_rules(l))
     }
 
-    async fn password_rules_for(&self, user: &DirUser) -> Result<Vec<String>, DirError> {
+    async fn password_rules_for(
+        &self,
+        user: &DirUser,
+    ) -> Result<Vec<sspr_domain::DirectoryRule>, DirError> {
         self.rules_for_login(&user.lookup).await
     }
 

@@ -5,6 +5,7 @@ use ldap3::{Ldap, LdapError, Scope, SearchEntry};
 use sspr_app::ports::DirError;
 #[cfg(doc)]
 use sspr_app::ports::Directory;
+use sspr_domain::DirectoryRule;
 
 use crate::connection::pooled_read;
 use crate::search::first;
@@ -44,20 +45,6 @@ impl PolicyKind {
     }
 }
 
-/// A span of seconds in words: "2 days", "1 hour", "30 minutes".
-fn duration_words(secs: i64) -> String {
-    let (n, unit) = if secs >= 86_400 && secs % 86_400 == 0 {
-        (secs / 86_400, "day")
-    } else if secs >= 3_600 && secs % 3_600 == 0 {
-        (secs / 3_600, "hour")
-    } else if secs >= 60 {
-        ((secs + 59) / 60, "minute")
-    } else {
-        (secs, "second")
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
-}
-
 /// A policy entry's rules in words. Where a reset by sspr is not held to the history and
 /// minimum-age rules (`resets_keep_history` false: AD without the policy-hints control),
 /// those rules are not claimed; the user is told the history is not checked here instead.
@@ -65,7 +52,7 @@ pub(crate) fn policy_rules(
     e: &SearchEntry,
     kind: PolicyKind,
     resets_keep_history: bool,
-) -> Vec<String> {
+) -> Vec<DirectoryRule> {
     let num = |a: &str| {
         first(e, a)
             .and_then(|v| v.trim().parse::<i64>().ok())
@@ -96,30 +83,19 @@ pub(crate) fn policy_rules(
     };
     let mut rules = Vec::new();
     if min > 0 {
-        rules.push(format!("The directory requires at least {min} characters."));
+        rules.push(DirectoryRule::MinLength { min });
     }
     if history > 0 && resets_keep_history {
-        rules.push(format!(
-            "The directory refuses your last {history} passwords."
-        ));
+        rules.push(DirectoryRule::History { count: history });
     }
     if complex {
-        rules.push(
-            "The domain requires three of: uppercase letters, lowercase letters, digits, symbols; and not your account name."
-                .into(),
-        );
+        rules.push(DirectoryRule::Complexity);
     }
     if min_age_secs > 0 && resets_keep_history {
-        rules.push(format!(
-            "Once set, the password cannot be changed again for {}.",
-            duration_words(min_age_secs)
-        ));
+        rules.push(DirectoryRule::MinAge { secs: min_age_secs });
     }
     if history > 0 && !resets_keep_history {
-        rules.push(
-            "A reset here is not checked against your earlier passwords: choose one you have not used before."
-                .into(),
-        );
+        rules.push(DirectoryRule::HistoryNotChecked);
     }
     rules
 }
@@ -173,7 +149,10 @@ impl LdapDirectory {
     }
 
     /// The rules that apply when nothing about the user is known.
-    pub(crate) async fn default_rules(&self, ldap: &mut Ldap) -> Result<Vec<String>, DirError> {
+    pub(crate) async fn default_rules(
+        &self,
+        ldap: &mut Ldap,
+    ) -> Result<Vec<DirectoryRule>, DirError> {
         let (dn, kind) = match self.cfg.flavor {
             Flavor::OpenLdap => match &self.cfg.policy_dn {
                 Some(dn) => (dn.clone(), PolicyKind::Ppolicy),
@@ -223,11 +202,15 @@ impl LdapDirectory {
     /// the policy named by the user's `pwdPolicySubentry`. Otherwise, or when that policy
     /// cannot be read (AD lets only administrators read PSOs unless delegated), the same
     /// rules as [`Directory::password_rules`].
-    pub async fn rules_for_login(&self, login: &str) -> Result<Vec<String>, DirError> {
+    pub async fn rules_for_login(&self, login: &str) -> Result<Vec<DirectoryRule>, DirError> {
         pooled_read!(self, |l| self.rules_for(l, login))
     }
 
-    async fn rules_for(&self, ldap: &mut Ldap, login: &str) -> Result<Vec<String>, DirError> {
+    async fn rules_for(
+        &self,
+        ldap: &mut Ldap,
+        login: &str,
+    ) -> Result<Vec<DirectoryRule>, DirError> {
         if let Some(dn) = self.user_policy_dn(ldap, login).await? {
             let kind = match self.cfg.flavor {
                 Flavor::Ad => PolicyKind::AdPso,
@@ -252,13 +235,19 @@ mod tests {
     use super::*;
     use crate::ad::supported_hints;
 
+    fn words(rules: Vec<DirectoryRule>) -> Vec<String> {
+        rules.iter().map(|r| r.message("en")).collect()
+    }
+
     #[test]
     fn policy_durations_read_as_words() {
-        assert_eq!(duration_words(86_400), "1 day");
-        assert_eq!(duration_words(2 * 86_400), "2 days");
-        assert_eq!(duration_words(7_200), "2 hours");
-        assert_eq!(duration_words(90), "2 minutes");
-        assert_eq!(duration_words(1), "1 second");
+        use sspr_domain::password::duration_words;
+        assert_eq!(duration_words(86_400, false), "1 day");
+        assert_eq!(duration_words(2 * 86_400, false), "2 days");
+        assert_eq!(duration_words(7_200, false), "2 hours");
+        assert_eq!(duration_words(90, false), "2 minutes");
+        assert_eq!(duration_words(1, false), "1 second");
+        assert_eq!(duration_words(7_200, true), "2 小时");
         // AD: msDS-MinimumPasswordAge of one day, in negative 100 ns intervals.
         let pso = SearchEntry {
             dn: "CN=p".into(),
@@ -273,7 +262,7 @@ mod tests {
             .collect(),
             bin_attrs: Default::default(),
         };
-        let rules = policy_rules(&pso, PolicyKind::AdPso, true);
+        let rules = words(policy_rules(&pso, PolicyKind::AdPso, true));
         assert_eq!(rules.len(), 3, "{rules:?}");
         assert!(rules[0].contains("at least 14 characters"));
         assert!(rules[1].contains("three of"));
@@ -295,10 +284,10 @@ mod tests {
             .collect(),
             bin_attrs: Default::default(),
         };
-        let held = policy_rules(&domain, PolicyKind::AdDomain, true).join(" ");
+        let held = words(policy_rules(&domain, PolicyKind::AdDomain, true)).join(" ");
         assert!(held.contains("refuses your last 24 passwords"), "{held}");
         assert!(held.contains("for 1 day"), "{held}");
-        let not_held = policy_rules(&domain, PolicyKind::AdDomain, false).join(" ");
+        let not_held = words(policy_rules(&domain, PolicyKind::AdDomain, false)).join(" ");
         assert!(!not_held.contains("refuses your last"), "{not_held}");
         assert!(!not_held.contains("cannot be changed again"), "{not_held}");
         assert!(

@@ -351,12 +351,11 @@ impl Directory for BuiltinDirectory {
             .map(|u| token_hash(&u.password_hash)))
     }
 
-    async fn password_rules(&self) -> Result<Vec<String>, DirError> {
+    async fn password_rules(&self) -> Result<Vec<sspr_domain::DirectoryRule>, DirError> {
         Ok(if self.history > 0 {
-            vec![format!(
-                "You cannot reuse any of your last {} passwords.",
-                self.history
-            )]
+            vec![sspr_domain::DirectoryRule::NoReuse {
+                count: self.history,
+            }]
         } else {
             Vec::new()
         })

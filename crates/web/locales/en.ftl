@@ -511,3 +511,25 @@ admin-reason-verification_failed = verification failed
 admin-reason-conflict = changed meanwhile
 admin-details = Details
 admin-details-flow = Flow
+# A policy the form could be read into but that cannot be saved, in the form's words (the API
+# and the policy file name the settings instead).
+policy-problem-no-groups = "Members of these groups" is chosen but no group is listed: add at least one group, or choose "Everyone".
+policy-problem-no-methods = No verification method is ticked: tick at least one under "Methods users may register and use".
+policy-problem-method-twice = A verification method is listed twice.
+policy-problem-methods-required = Users can be asked for one method or for two different ones, no other number.
+policy-problem-more-required-than-enabled = Users would need { $required } methods but only { $enabled } can be used: tick more methods, or ask for fewer.
+policy-problem-questions-only = Security questions cannot be the only method (NIST SP 800-63B): tick email, text message, authenticator app, recovery codes or passkey too.
+policy-problem-questions-to-register = Each user registers 3 to 5 security questions.
+policy-problem-questions-to-answer = The questions asked at a reset must be at least 1 and at most the { $registered } each user registers.
+policy-problem-too-many-custom-questions = At most 20 questions of your own are allowed.
+policy-problem-custom-question-length = Your question "{ $text }" must be 3 to 200 characters long.
+policy-problem-custom-question-id = The question identifier "{ $id }" is not valid: identifiers look like c1, c2 and so on.
+policy-problem-custom-question-id-twice = Two of your questions have the identifier "{ $id }".
+policy-problem-registration-skips = Sign-ins that may skip registering must be 0 to 10.
+policy-problem-reconfirm-days = The days before users re-confirm their security info must be 0 (never) to 730.
+policy-problem-admin-notify = Every entry under "Administrators' email addresses" must be an email address.
+policy-problem-min-length = The minimum password length must be at least 8 characters (NIST SP 800-63B).
+policy-problem-max-length = The maximum password length must be 256 to { $max } characters.
+policy-problem-min-above-max = The minimum password length cannot be more than the maximum.
+policy-problem-character-classes = Character types required must be 0 to 4.
+policy-problem-banned-word-too-short = The banned word "{ $word }" is shorter than 4 characters; it would ban too much.

@@ -506,3 +506,25 @@ admin-reason-verification_failed = 验证失败
 admin-reason-conflict = 期间已被更改
 admin-details = 详细信息
 admin-details-flow = 流程
+# A policy the form could be read into but that cannot be saved, in the form's words (the API
+# and the policy file name the settings instead).
+policy-problem-no-groups = 已选择“以下组的成员”，但没有列出任何组：请至少添加一个组，或选择“所有人”。
+policy-problem-no-methods = 没有勾选任何验证方式：请在“用户可以注册和使用的验证方式”下至少勾选一种。
+policy-problem-method-twice = 有一种验证方式列出了两次。
+policy-problem-methods-required = 只能要求用户通过一种或两种不同的验证方式。
+policy-problem-more-required-than-enabled = 用户需要通过 { $required } 种验证方式，但只有 { $enabled } 种可用：请勾选更多验证方式，或减少要求的数量。
+policy-problem-questions-only = 安全问题不能是唯一的验证方式（NIST SP 800-63B）：请同时勾选电子邮件、短信、身份验证器应用、恢复码或通行密钥。
+policy-problem-questions-to-register = 每位用户注册的安全问题数必须是 3 到 5 个。
+policy-problem-questions-to-answer = 重置时需要回答的问题数必须至少 1 个，最多为每位用户注册的 { $registered } 个。
+policy-problem-too-many-custom-questions = 自定义问题最多 20 个。
+policy-problem-custom-question-length = 自定义问题“{ $text }”必须是 3 到 200 个字符。
+policy-problem-custom-question-id = 问题标识“{ $id }”无效：标识的格式为 c1、c2 等。
+policy-problem-custom-question-id-twice = 有两个自定义问题使用了同一个标识“{ $id }”。
+policy-problem-registration-skips = 可跳过注册的登录次数必须是 0 到 10。
+policy-problem-reconfirm-days = 重新确认安全信息的间隔天数必须是 0（从不）到 730。
+policy-problem-admin-notify = “管理员的邮箱地址”中的每一项都必须是邮箱地址。
+policy-problem-min-length = 密码最短长度不能少于 8 个字符（NIST SP 800-63B）。
+policy-problem-max-length = 密码最长长度必须是 256 到 { $max } 个字符。
+policy-problem-min-above-max = 密码最短长度不能大于最长长度。
+policy-problem-character-classes = 要求的字符类型数必须是 0 到 4。
+policy-problem-banned-word-too-short = 禁用词“{ $word }”少于 4 个字符，会禁止太多密码。

@@ -176,6 +176,11 @@ mod tests {
                 assert!(en.contains(&k), "missing {k}");
             }
         }
+        // The policy editor words every problem a policy can have.
+        for k in sspr_domain::PolicyProblem::KEYS {
+            let k = format!("policy-problem-{k}");
+            assert!(en.contains(&k), "missing {k}");
+        }
         // The audit viewer names every activity in words (zh follows from the test above).
         for a in sspr_domain::audit::Activity::ALL {
             let k = format!("admin-act-{}", a.as_str());

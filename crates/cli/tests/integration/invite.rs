@@ -11,7 +11,7 @@ use crate::harness::{PASSWORD, Server};
 use crate::ldap::{NEW, Slapd};
 use crate::web::Browser;
 
-async fn invite(s: &Server, user: &str) -> (StatusCode, Value) {
+pub(crate) async fn invite(s: &Server, user: &str) -> (StatusCode, Value) {
     s.call(
         reqwest::Method::POST,
         "/api/v1/admin/invitations",
@@ -22,7 +22,7 @@ async fn invite(s: &Server, user: &str) -> (StatusCode, Value) {
 }
 
 /// The link token in the newest invitation mailed to `to`.
-async fn link_token(s: &Server, to: &str, nth: usize) -> String {
+pub(crate) async fn link_token(s: &Server, to: &str, nth: usize) -> String {
     for _ in 0..200 {
         let mails: Vec<String> = s
             .smtp
@@ -40,7 +40,7 @@ async fn link_token(s: &Server, to: &str, nth: usize) -> String {
     panic!("no invitation number {nth} to {to}");
 }
 
-async fn add(s: &Server, login: &str, email: Option<&str>, groups: &[&str]) {
+pub(crate) async fn add(s: &Server, login: &str, email: Option<&str>, groups: &[&str]) {
     s.rt.builtin
         .add_user(&NewUser {
             login: login.into(),

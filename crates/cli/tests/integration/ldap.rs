@@ -800,7 +800,7 @@ async fn a_users_own_ppolicy_is_read_per_user() {
     let cfg = ldap_config(&slapd, url, "cn=sspr,dc=sspr,dc=test", "service-secret");
     let dir = sspr_ldap::LdapDirectory::new(cfg).unwrap();
     assert_eq!(
-        dir.rules_for_login("alice").await.unwrap(),
+        words(dir.rules_for_login("alice").await.unwrap()),
         vec![
             "The directory requires at least 20 characters.".to_string(),
             "The directory refuses your last 6 passwords.".to_string(),
@@ -808,7 +808,7 @@ async fn a_users_own_ppolicy_is_read_per_user() {
         ]
     );
     assert_eq!(
-        dir.rules_for_login("mallory").await.unwrap(),
+        words(dir.rules_for_login("mallory").await.unwrap()),
         vec![
             "The directory requires at least 12 characters.".to_string(),
             "The directory refuses your last 3 passwords.".to_string(),
@@ -1614,8 +1614,8 @@ async fn ad_rules_claim_the_history_only_where_resets_enforce_it() {
     dir.reset_password(&alice, pw).await.unwrap();
     assert!(ad.binds("alice", pw));
     for rules in [
-        dir.password_rules().await.unwrap(),
-        dir.password_rules_for(&alice).await.unwrap(),
+        words(dir.password_rules().await.unwrap()),
+        words(dir.password_rules_for(&alice).await.unwrap()),
     ] {
         let rules = rules.join(" ");
         assert!(
@@ -1834,7 +1834,7 @@ async fn fine_grained_password_policies_are_read_per_user() {
     let dir = sspr_ldap::LdapDirectory::new(ad.config("Administrator", AD_ADMIN_PW)).unwrap();
     // Without a user: the domain's policy, as before. Samba lists no policy-hints control, so
     // the history and minimum age, which a reset here is not held to, are not claimed.
-    let domain = dir.password_rules().await.unwrap();
+    let domain = words(dir.password_rules().await.unwrap());
     let not_checked = "A reset here is not checked against your earlier passwords: choose one you have not used before.";
     assert_eq!(
         domain,
@@ -1846,14 +1846,14 @@ async fn fine_grained_password_policies_are_read_per_user() {
     );
     // alice is in the group the PSO applies to: its rules replace the domain's for her.
     assert_eq!(
-        dir.rules_for_login("alice").await.unwrap(),
+        words(dir.rules_for_login("alice").await.unwrap()),
         vec![
             "The directory requires at least 14 characters.".to_string(),
             not_checked.to_string(),
         ]
     );
     // bob is not: the domain's rules.
-    assert_eq!(dir.rules_for_login("bob").await.unwrap(), domain);
+    assert_eq!(words(dir.rules_for_login("bob").await.unwrap()), domain);
     // The words match what the domain enforces: 12 characters pass for bob, not for alice.
     let twelve = "Harbour-Lamp";
     let bob = dir.find_user("bob").await.unwrap().unwrap();
@@ -1869,7 +1869,7 @@ async fn fine_grained_password_policies_are_read_per_user() {
     // A service account that may not read PSOs (AD's default for non-administrators) sees
     // alice's msDS-ResultantPSO but not its settings: it shows the domain's rules.
     let weak = sspr_ldap::LdapDirectory::new(ad.config("weak", "Weak-Passw0rd!")).unwrap();
-    assert_eq!(weak.rules_for_login("alice").await.unwrap(), domain);
+    assert_eq!(words(weak.rules_for_login("alice").await.unwrap()), domain);
 
     // sspr doctor lists the PSOs and the one that applies to the sample user.
     let ca = ad.dir.path().join("tls/ca.pem");
@@ -2054,4 +2054,9 @@ fn doctor_explains_each_directory_problem_with_its_fix() {
     );
     assert_eq!(code, 1);
     assert!(out.contains("FAIL tls") && out.contains("ca_file"), "{out}");
+}
+
+/// The directory's rules as an English-speaking user reads them.
+fn words(rules: Vec<sspr_domain::DirectoryRule>) -> Vec<String> {
+    rules.iter().map(|r| r.message("en")).collect()
 }

@@ -37,3 +37,4 @@ mod sssd;
 mod steps;
 mod transport;
 mod web;
+mod widths;

@@ -267,6 +267,14 @@ pub(super) fn rule_words(p: &PasswordRules, lang: Lang) -> Vec<String> {
     rules
 }
 
+/// What is wrong with a policy, in the form's words rather than the settings' names.
+pub(super) fn problem_words(p: &Policy, lang: Lang) -> Vec<String> {
+    p.problems()
+        .iter()
+        .map(|x| CATALOG.tr(lang, &format!("policy-problem-{}", x.key()), &x.args()))
+        .collect()
+}
+
 pub(super) fn join(lang: Lang, items: &[String]) -> String {
     items.join(if lang == Lang::Zh { "、" } else { ", " })
 }
@@ -316,7 +324,7 @@ pub(super) fn preview(p: &Policy, lang: Lang, directory_rules: Vec<String>) -> V
         "registration_skips": p.registration_skips,
         "reconfirm_days": p.reconfirm_days,
         "notify_user": p.notify_user,
-        "problems": p.validate(),
+        "problems": problem_words(p, lang),
     })
 }
 
@@ -389,7 +397,7 @@ pub async fn policy_post(Gated(AdminOnly(s), p): Gated<AdminOnly, Posted>) -> Re
     };
     if !save {
         let directory_rules = match app.directory.password_rules().await {
-            Ok(r) => r,
+            Ok(r) => r.iter().map(|r| r.message(lang.tag())).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the directory's password rules");
                 Vec::new()
@@ -402,19 +410,23 @@ pub async fn policy_post(Gated(AdminOnly(s), p): Gated<AdminOnly, Posted>) -> Re
         return admin_page(w, &s, StatusCode::OK, "policy", view);
     }
     let actor = format!("admin:{}", s.login);
-    match app.set_policy(&w.ctx, &actor, policy).await {
+    match app.set_policy(&w.ctx, &actor, policy.clone()).await {
         Ok(_) => w.redirect_with_notice("/admin/policy", "saved", ""),
         Err(e) => {
             let e = w.audited(e).await;
-            // A policy the service refuses comes with its problems, one sentence each.
-            let error = if e.details.is_empty() {
-                e.message.clone()
+            // A policy the service refuses comes with its problems, one sentence each; they
+            // name the settings as the API spells them, so the page words them itself.
+            let (error, details) = if e.details.is_empty() {
+                (e.message.clone(), Vec::new())
             } else {
-                CATALOG.tr(lang, "admin-invalid-policy", &[])
+                (
+                    CATALOG.tr(lang, "admin-invalid-policy", &[]),
+                    problem_words(&policy, lang),
+                )
             };
             let view = PolicyView {
                 error: Some(error),
-                details: e.details.clone(),
+                details,
                 support_code: e.support_code.clone(),
                 ..policy_view(form)
             };
