@@ -85,6 +85,13 @@ async fn form(w: Web, status: StatusCode, error: Option<AppError>, user: &str) -
     // The general rules only: a user's own (an AD fine-grained policy) could reveal their
     // groups to whoever types their ID.
     let policy = w.state.app.password_policy_view(&w.ctx, None).await.ok();
+    // The field the error is about, marked invalid: the current password when it was wrong,
+    // the new one when it was refused or typed differently twice.
+    let invalid = error.as_ref().and_then(|e| match e.kind {
+        ErrorKind::Unauthorized => Some("current_password"),
+        ErrorKind::PasswordRejected | ErrorKind::Invalid => Some("new_password"),
+        _ => None,
+    });
     w.page_status(
         status,
         "change.html",
@@ -95,6 +102,7 @@ async fn form(w: Web, status: StatusCode, error: Option<AppError>, user: &str) -
             "details": error.as_ref().map(|e| &e.details),
             "support_code": error.as_ref().and_then(|e| e.support_code.clone()),
             "retry_minutes": error.as_ref().and_then(retry_minutes),
+            "invalid": invalid,
         }),
     )
 }

@@ -299,3 +299,46 @@ async fn the_miss_that_blocks_an_account_says_so_and_nothing_more_is_offered() {
     b.close().await;
     s.stop().await;
 }
+
+/// The change form and the admin sign-in tie their error to the field it is about.
+#[tokio::test]
+async fn sign_in_and_change_errors_are_tied_to_their_fields() {
+    let s = Server::start().await;
+    s.user("cam", &["staff"]).await;
+    let Some(b) = Browser::start("en").await else {
+        return;
+    };
+    b.open(&s, "/change").await;
+    b.fill("#user", "cam").await;
+    b.fill("#current_password", "not the password at all").await;
+    b.fill("#new_password", "violet tuba harbour forty-two")
+        .await;
+    b.fill("#confirm_password", "violet tuba harbour forty-two")
+        .await;
+    b.click("button[type=submit]").await;
+    b.wait_for("#error").await;
+    let error = b.text("#error p").await;
+    assert_eq!(attr(&b, "#current_password", "aria-invalid").await, "true");
+    assert!(described_by(&b, "#current_password", &error).await);
+    assert_eq!(attr(&b, "#new_password", "aria-invalid").await, "");
+
+    b.fill("#current_password", PASSWORD).await;
+    b.fill("#new_password", "aaaaaaaaaaaaaaaa").await;
+    b.fill("#confirm_password", "aaaaaaaaaaaaaaaa").await;
+    b.click("button[type=submit]").await;
+    b.wait_for("#error").await;
+    let error = b.text("#error p").await;
+    assert_eq!(attr(&b, "#new_password", "aria-invalid").await, "true");
+    assert!(described_by(&b, "#new_password", &error).await);
+
+    b.open(&s, "/admin").await;
+    b.fill("#admin-user", "cam").await;
+    b.fill("#admin-password", "wrong").await;
+    b.click("#admin-sign-in").await;
+    b.wait_for("#error").await;
+    let error = b.text("#error p").await;
+    assert_eq!(attr(&b, "#admin-password", "aria-invalid").await, "true");
+    assert!(described_by(&b, "#admin-password", &error).await);
+    b.close().await;
+    s.stop().await;
+}
