@@ -342,3 +342,45 @@ async fn sign_in_and_change_errors_are_tied_to_their_fields() {
     b.close().await;
     s.stop().await;
 }
+
+/// A policy that reads but cannot be saved (no method left) lists its problems as links to the
+/// fields to fix, and each field says what is wrong with it.
+#[tokio::test]
+async fn a_policy_that_cannot_be_saved_points_to_the_fields_to_fix() {
+    let s = Server::start().await;
+    s.user("boss", &["sspr-admins"]).await;
+    let before = s.rt.app.policy().await.unwrap();
+    let Some(b) = Browser::start("en").await else {
+        return;
+    };
+    b.open(&s, "/admin/policy").await;
+    b.fill("#admin-user", "boss").await;
+    b.fill("#admin-password", PASSWORD).await;
+    b.click("#admin-sign-in").await;
+    b.wait_for("#m_email").await;
+    b.execute(
+        "document.querySelectorAll('input[id^=m_]').forEach(function (e) { e.checked = false; });",
+    )
+    .await;
+    b.click("#save").await;
+    b.wait_for("#error").await;
+    assert!(
+        b.text("#error").await.contains("cannot be saved"),
+        "{}",
+        b.text("#error").await
+    );
+    assert!(b.exists("#error a[href='#m_email']").await);
+    let why = b.text("#error a[href='#m_email']").await;
+    assert_eq!(attr(&b, "#m_email", "aria-invalid").await, "true");
+    assert!(described_by(&b, "#m_email", &why).await, "{why}");
+    assert!(b.exists("#error a[href='#methods_required']").await);
+    assert_eq!(s.rt.app.policy().await.unwrap(), before, "saved anyway");
+
+    // The preview says the same, beside the fields too.
+    b.click("#preview").await;
+    b.wait_for("#preview-result").await;
+    assert!(b.exists("#preview-result a[href='#m_email']").await);
+    assert_eq!(attr(&b, "#m_email", "aria-invalid").await, "true");
+    b.close().await;
+    s.stop().await;
+}

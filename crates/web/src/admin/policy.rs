@@ -267,12 +267,53 @@ pub(super) fn rule_words(p: &PasswordRules, lang: Lang) -> Vec<String> {
     rules
 }
 
-/// What is wrong with a policy, in the form's words rather than the settings' names.
-pub(super) fn problem_words(p: &Policy, lang: Lang) -> Vec<String> {
+/// What is wrong with a policy, in the form's words rather than the settings' names, each
+/// with the form field to fix.
+pub(super) fn problem_words(p: &Policy, lang: Lang) -> Vec<Problem> {
     p.problems()
         .iter()
-        .map(|x| CATALOG.tr(lang, &format!("policy-problem-{}", x.key()), &x.args()))
+        .map(|x| Problem {
+            field: problem_field(x).into(),
+            text: CATALOG.tr(lang, &format!("policy-problem-{}", x.key()), &x.args()),
+        })
         .collect()
+}
+
+/// The id of the policy form's field a problem is fixed in.
+fn problem_field(x: &sspr_domain::policy::PolicyProblem) -> &'static str {
+    use sspr_domain::policy::PolicyProblem as P;
+    match x {
+        P::NoGroups => "groups",
+        P::NoMethods | P::MethodTwice | P::QuestionsOnly => "m_email",
+        P::MethodsRequired | P::MoreRequiredThanEnabled { .. } => "methods_required",
+        P::QuestionsToRegister => "questions_to_register",
+        P::QuestionsToAnswer { .. } => "questions_to_answer",
+        P::TooManyCustomQuestions
+        | P::CustomQuestionLength { .. }
+        | P::CustomQuestionId { .. }
+        | P::CustomQuestionIdTwice { .. } => "custom_questions",
+        P::RegistrationSkips => "registration_skips",
+        P::ReconfirmDays => "reconfirm_days",
+        P::AdminNotify => "admin_notify",
+        P::MinLength | P::MinAboveMax => "pw_min_length",
+        P::MaxLength { .. } => "pw_max_length",
+        P::CharacterClasses => "pw_min_character_classes",
+        P::BannedWordTooShort { .. } => "pw_banned_words",
+    }
+}
+
+/// Problems by field id, for the fields' own messages (several on one field are joined).
+fn by_field(problems: &[Problem]) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = HashMap::new();
+    for p in problems {
+        out.entry(p.field.clone())
+            .and_modify(|t| {
+                t.push(' ');
+                t.push_str(&p.text);
+            })
+            .or_insert_with(|| p.text.clone());
+    }
+    out
 }
 
 pub(super) fn join(lang: Lang, items: &[String]) -> String {
@@ -332,8 +373,9 @@ pub(super) fn preview(p: &Policy, lang: Lang, directory_rules: Vec<String>) -> V
 pub(super) struct PolicyView {
     f: HashMap<String, String>,
     methods_all: Vec<&'static str>,
-    /// The form could not be read.
+    /// The form could not be read, or holds a policy that cannot be saved (`refused`).
     problems: Vec<Problem>,
+    refused: bool,
     /// The same, by field id, for the fields' own messages.
     invalid: HashMap<String, String>,
     error: Option<String>,
@@ -385,10 +427,7 @@ pub async fn policy_post(Gated(AdminOnly(s), p): Gated<AdminOnly, Posted>) -> Re
         Ok(p) => p,
         Err(problems) => {
             let view = PolicyView {
-                invalid: problems
-                    .iter()
-                    .map(|p| (p.field.clone(), p.text.clone()))
-                    .collect(),
+                invalid: by_field(&problems),
                 problems,
                 ..policy_view(form)
             };
@@ -403,8 +442,10 @@ pub async fn policy_post(Gated(AdminOnly(s), p): Gated<AdminOnly, Posted>) -> Re
                 Vec::new()
             }
         };
+        // A preview shows what is wrong too, beside the fields, though nothing is saved.
         let view = PolicyView {
             preview: Some(preview(&policy, lang, directory_rules)),
+            invalid: by_field(&problem_words(&policy, lang)),
             ..policy_view(form)
         };
         return admin_page(w, &s, StatusCode::OK, "policy", view);
@@ -415,20 +456,23 @@ pub async fn policy_post(Gated(AdminOnly(s), p): Gated<AdminOnly, Posted>) -> Re
         Err(e) => {
             let e = w.audited(e).await;
             // A policy the service refuses comes with its problems, one sentence each; they
-            // name the settings as the API spells them, so the page words them itself.
-            let (error, details) = if e.details.is_empty() {
-                (e.message.clone(), Vec::new())
+            // name the settings as the API spells them, so the page words them itself, each
+            // linked to its field.
+            let view = if e.details.is_empty() {
+                PolicyView {
+                    error: Some(e.message.clone()),
+                    support_code: e.support_code.clone(),
+                    ..policy_view(form)
+                }
             } else {
-                (
-                    CATALOG.tr(lang, "admin-invalid-policy", &[]),
-                    problem_words(&policy, lang),
-                )
-            };
-            let view = PolicyView {
-                error: Some(error),
-                details,
-                support_code: e.support_code.clone(),
-                ..policy_view(form)
+                let problems = problem_words(&policy, lang);
+                PolicyView {
+                    invalid: by_field(&problems),
+                    problems,
+                    refused: true,
+                    support_code: e.support_code.clone(),
+                    ..policy_view(form)
+                }
             };
             let status = w.status_for(&e);
             admin_page(w, &s, status, "policy", view)
