@@ -438,8 +438,14 @@ impl App {
         let Some(method) = Method::parse(method.trim()) else {
             return Ok(None);
         };
+        // A blocked account has nothing to answer: the flow's page says why.
         if flow.state != FlowState::Verifying
             || !remaining_methods(&flow.usable, &flow.verified).contains(&method)
+            || self
+                .store
+                .blocked_until(&keys::account_block(&flow.user_id), self.now())
+                .await?
+                .is_some()
         {
             return Ok(None);
         }

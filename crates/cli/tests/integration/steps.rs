@@ -287,9 +287,13 @@ async fn the_miss_that_blocks_an_account_says_so_and_nothing_more_is_offered() {
         !b.exists("[id^=method-]").await,
         "methods are still offered"
     );
-    // Coming back to the flow: the same message, no methods.
-    b.open(&s, "/flow").await;
+    // Coming back to the code page: it leads to the flow, which says the same, and no more.
+    b.open(&s, "/flow/verify?method=email").await;
     b.wait_for_text("temporarily blocked").await;
+    assert!(
+        !b.exists("#code").await,
+        "the code field is offered while blocked"
+    );
     assert!(
         !b.exists("[id^=method-]").await,
         "methods are offered while blocked"
