@@ -378,7 +378,10 @@ async fn sqlite_on_a_full_disk_is_not_ready_and_answers_503_in_words() {
         .await;
     let verify_code = assert_unavailable("flow verify (Chinese)", &a, "无法保存");
 
-    // Space again: ready again, and the flow goes on where it was.
+    // Space again: ready again, and the flow goes on where it was. Known defect, not fixed:
+    // now and then (1 run in 14 to 34 here) SQLite's write lock stays taken for seconds after
+    // the disk was full ("database is locked" past the 2 s busy timeout), so this request
+    // gets 503 although /readyz said ready; the server's log is shown when it happens.
     fs.unfill();
     let took = s.wait_ready(Duration::from_secs(30)).await;
     println!("ready again {took:?} after freeing space");
@@ -390,7 +393,13 @@ async fn sqlite_on_a_full_disk_is_not_ready_and_answers_503_in_words() {
             json!({"method": "email", "code": code}),
         )
         .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}\n--- server log ---\n{}",
+        a.body,
+        s.log_text()
+    );
     assert_eq!(a.body["status"], "set_password", "{}", a.body);
 
     s.assert_support_code_in_log(&start_code);
@@ -466,7 +475,13 @@ async fn postgres_stopped_mid_flow_is_not_ready_answers_503_and_the_flow_recover
             json!({"method": "email", "code": code}),
         )
         .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}\n--- server log ---\n{}",
+        a.body,
+        s.log_text()
+    );
     assert_eq!(a.body["status"], "set_password", "{}", a.body);
     let a = s
         .post(
