@@ -4,6 +4,22 @@
 use sspr_app::ports::StoreError;
 use sspr_domain::Method;
 
+/// When the store last failed as unavailable (milliseconds since the Unix epoch; 0: never).
+static LAST_UNAVAILABLE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Whether the store failed as unavailable within the last `ms` milliseconds.
+pub(crate) fn unavailable_within(ms: u64) -> bool {
+    let last = LAST_UNAVAILABLE_MS.load(std::sync::atomic::Ordering::Relaxed);
+    last != 0 && now_ms().saturating_sub(last) <= ms
+}
+
 /// A driver error, marked unavailable when it is about the store rather than the statement:
 /// no connection in time, the connection lost, an I/O error, a full disk, a read-only file or
 /// database, a lock held too long, a statement cancelled by its deadline, a server shutting
@@ -24,6 +40,7 @@ pub(crate) fn err(e: sqlx::Error) -> StoreError {
         _ => false,
     };
     if unavailable {
+        LAST_UNAVAILABLE_MS.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         StoreError::unavailable(e.to_string())
     } else {
         StoreError(e.to_string())
