@@ -4,7 +4,9 @@
 use sspr_app::ports::StoreError;
 use sspr_domain::Method;
 
-/// When the store last failed as unavailable (milliseconds since the Unix epoch; 0: never).
+/// When an SQLite write last failed on its file (full disk, I/O error, read-only, cannot
+/// open), in milliseconds since the Unix epoch; 0: never. Load (a busy lock, a pool timeout)
+/// does not count: closing connections then would only add work.
 static LAST_UNAVAILABLE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn now_ms() -> u64 {
@@ -14,8 +16,8 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Whether the store failed as unavailable within the last `ms` milliseconds.
-pub(crate) fn unavailable_within(ms: u64) -> bool {
+/// Whether an SQLite file fault happened within the last `ms` milliseconds.
+pub(crate) fn file_fault_within(ms: u64) -> bool {
     let last = LAST_UNAVAILABLE_MS.load(std::sync::atomic::Ordering::Relaxed);
     last != 0 && now_ms().saturating_sub(last) <= ms
 }
@@ -25,6 +27,19 @@ pub(crate) fn unavailable_within(ms: u64) -> bool {
 /// database, a lock held too long, a statement cancelled by its deadline, a server shutting
 /// down.
 pub(crate) fn err(e: sqlx::Error) -> StoreError {
+    let file_fault = match &e {
+        sqlx::Error::Database(d) => {
+            d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_none()
+                && d.code()
+                    .and_then(|c| c.parse::<i64>().ok())
+                    .is_some_and(|n| matches!(n & 0xff, 8 | 10 | 13 | 14))
+        }
+        _ => false,
+    };
+    if file_fault {
+        LAST_UNAVAILABLE_MS.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
     let unavailable = match &e {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
@@ -40,7 +55,6 @@ pub(crate) fn err(e: sqlx::Error) -> StoreError {
         _ => false,
     };
     if unavailable {
-        LAST_UNAVAILABLE_MS.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         StoreError::unavailable(e.to_string())
     } else {
         StoreError(e.to_string())

@@ -69,24 +69,25 @@ impl SqliteStore {
             // Deleted and overwritten content (a sent code's message) is zeroed, not left in
             // free pages where a copy of the file would still show it.
             .pragma("secure_delete", "ON");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .min_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            // A connection whose write failed on a full disk or an I/O error can keep SQLite's
-            // write lock (its statement's transaction left open) until it is used again, and
-            // every other write then waits and fails. For a while after such a failure, idle
-            // connections are closed rather than reused, which releases the lock; new ones
-            // are opened as needed. Nothing changes while the store is healthy.
-            .before_acquire(|_conn, meta| {
-                Box::pin(async move {
-                    Ok(!(meta.idle_for > Duration::ZERO
-                        && crate::codec::unavailable_within(30_000)))
+        let pool =
+            SqlitePoolOptions::new()
+                .max_connections(8)
+                .min_connections(1)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                // A connection whose write failed on a full disk or an I/O error can keep SQLite's
+                // write lock (its statement's transaction left open) until it is used again, and
+                // every other write then waits and fails. For 30 s after such a failure, idle
+                // connections are closed rather than reused, which releases the lock; new ones
+                // are opened as needed. Nothing changes while the file is healthy.
+                .before_acquire(|_conn, meta| {
+                    Box::pin(async move {
+                        Ok(!(meta.idle_for > Duration::ZERO
+                            && crate::codec::file_fault_within(30_000)))
+                    })
                 })
-            })
-            .connect_with(opts)
-            .await
-            .map_err(err)?;
+                .connect_with(opts)
+                .await
+                .map_err(err)?;
         let store = Self { pool };
         store.migrate().await?;
         restrict_permissions(path);
