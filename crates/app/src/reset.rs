@@ -98,10 +98,7 @@ impl App {
             .map(|u| u.id.clone())
             .unwrap_or_else(|| login.clone());
         let records = self.store.methods(&id_for_lookup).await?;
-        let blocked = self
-            .store
-            .blocked_until(&keys::account_block(&id_for_lookup), now)
-            .await?;
+        let blocked = self.account_blocked_until(&id_for_lookup).await?;
 
         let empty = Vec::new();
         let (exists, enabled, groups) = match &found {
@@ -297,11 +294,7 @@ impl App {
         let records = self.store.methods(&flow.user_id).await?;
         let mut r = self.flow_response(ctx, &flow, &records);
         if flow.state == FlowState::Verifying
-            && self
-                .store
-                .blocked_until(&keys::account_block(&flow.user_id), self.now())
-                .await?
-                .is_some()
+            && self.account_blocked_until(&flow.user_id).await?.is_some()
         {
             r.status = "blocked".into();
             r.message = ctx.t(Msg::Blocked);
@@ -441,11 +434,7 @@ impl App {
         // A blocked account has nothing to answer: the flow's page says why.
         if flow.state != FlowState::Verifying
             || !remaining_methods(&flow.usable, &flow.verified).contains(&method)
-            || self
-                .store
-                .blocked_until(&keys::account_block(&flow.user_id), self.now())
-                .await?
-                .is_some()
+            || self.account_blocked_until(&flow.user_id).await?.is_some()
         {
             return Ok(None);
         }
@@ -737,6 +726,17 @@ impl App {
         }
     }
 
+    /// Until when the account is blocked from self-service after failed verifications.
+    async fn account_blocked_until(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<sspr_domain::clock::UnixTime>, AppError> {
+        Ok(self
+            .store
+            .blocked_until(&keys::account_block(user_id), self.now())
+            .await?)
+    }
+
     async fn check_not_blocked(
         &self,
         ctx: &RequestCtx,
@@ -744,11 +744,7 @@ impl App {
         mut ev: sspr_domain::AuditEvent,
     ) -> Result<(), AppError> {
         let now = self.now();
-        if let Some(until) = self
-            .store
-            .blocked_until(&keys::account_block(&flow.user_id), now)
-            .await?
-        {
+        if let Some(until) = self.account_blocked_until(&flow.user_id).await? {
             ev.activity = Activity::BlockedFromReset;
             ev.reason = "blocked".into();
             let err = self.too_many(ctx, Msg::Blocked, until - now);

@@ -7,7 +7,7 @@ use sspr_domain::Method;
 /// When an SQLite write last failed on its file (full disk, I/O error, read-only, cannot
 /// open), in milliseconds since the Unix epoch; 0: never. Load (a busy lock, a pool timeout)
 /// does not count: closing connections then would only add work.
-static LAST_UNAVAILABLE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static LAST_FILE_FAULT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -18,7 +18,7 @@ fn now_ms() -> u64 {
 
 /// Whether an SQLite file fault happened within the last `ms` milliseconds.
 pub(crate) fn file_fault_within(ms: u64) -> bool {
-    let last = LAST_UNAVAILABLE_MS.load(std::sync::atomic::Ordering::Relaxed);
+    let last = LAST_FILE_FAULT_MS.load(std::sync::atomic::Ordering::Relaxed);
     last != 0 && now_ms().saturating_sub(last) <= ms
 }
 
@@ -38,7 +38,7 @@ pub(crate) fn err(e: sqlx::Error) -> StoreError {
         _ => false,
     };
     if file_fault {
-        LAST_UNAVAILABLE_MS.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        LAST_FILE_FAULT_MS.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
     }
     let unavailable = match &e {
         sqlx::Error::PoolTimedOut

@@ -159,6 +159,17 @@ impl Sspr {
     }
 
     /// The support code finds no audit event (the store could not take it) but a line in
+    /// A 200, or the failure with the server's log, which says why the flow did not go on.
+    fn assert_ok(&self, a: &Answer) {
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "{}\n--- server log ---\n{}",
+            a.body,
+            self.log_text()
+        );
+    }
+
     /// the server's log, as the troubleshooting text says.
     fn assert_support_code_in_log(&self, code: &str) {
         let out = self.cli(&["audit", "--support-code", code, "--format", "json"]);
@@ -404,13 +415,7 @@ async fn sqlite_on_a_full_disk_is_not_ready_and_answers_503_in_words() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     println!("the flow went on after {refused} refusal(s) once ready");
-    assert_eq!(
-        a.status,
-        StatusCode::OK,
-        "{}\n--- server log ---\n{}",
-        a.body,
-        s.log_text()
-    );
+    s.assert_ok(&a);
     assert_eq!(a.body["status"], "set_password", "{}", a.body);
 
     s.assert_support_code_in_log(&start_code);
@@ -486,13 +491,7 @@ async fn postgres_stopped_mid_flow_is_not_ready_answers_503_and_the_flow_recover
             json!({"method": "email", "code": code}),
         )
         .await;
-    assert_eq!(
-        a.status,
-        StatusCode::OK,
-        "{}\n--- server log ---\n{}",
-        a.body,
-        s.log_text()
-    );
+    s.assert_ok(&a);
     assert_eq!(a.body["status"], "set_password", "{}", a.body);
     let a = s
         .post(

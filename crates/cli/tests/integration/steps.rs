@@ -34,6 +34,19 @@ async fn described_by(b: &Browser, field: &str, text: &str) -> bool {
     .unwrap_or(false)
 }
 
+/// Starts a reset for `user` and chooses email: the code page is open. The code, and how
+/// many mails `to` had before it.
+async fn email_code_page(b: &Browser, s: &Server, user: &str, to: &str) -> (String, usize) {
+    b.open(s, "/reset").await;
+    b.fill("#user", user).await;
+    b.click("#next").await;
+    b.wait_for("#method-email").await;
+    let before = s.mail_count(to);
+    b.click("#method-email").await;
+    b.wait_for("#code").await;
+    (s.wait_mail_code(to, before).await, before)
+}
+
 #[tokio::test]
 async fn a_code_page_survives_reload_a_language_switch_and_back_without_a_second_code() {
     let s = Server::start().await;
@@ -42,14 +55,7 @@ async fn a_code_page_survives_reload_a_language_switch_and_back_without_a_second
     let Some(b) = Browser::start("en").await else {
         return;
     };
-    b.open(&s, "/reset").await;
-    b.fill("#user", "rita").await;
-    b.click("#next").await;
-    b.wait_for("#method-email").await;
-    let before = s.mail_count(to);
-    b.click("#method-email").await;
-    b.wait_for("#code").await;
-    let code = s.wait_mail_code(to, before).await;
+    let (code, before) = email_code_page(&b, &s, "rita", to).await;
     let url = b.current_url().await;
     assert!(
         url.ends_with("/flow/verify?method=email"),
@@ -261,14 +267,7 @@ async fn the_miss_that_blocks_an_account_says_so_and_nothing_more_is_offered() {
     let Some(b) = Browser::start("en").await else {
         return;
     };
-    b.open(&s, "/reset").await;
-    b.fill("#user", "bo").await;
-    b.click("#next").await;
-    b.wait_for("#method-email").await;
-    let before = s.mail_count(to);
-    b.click("#method-email").await;
-    b.wait_for("#code").await;
-    let code = s.wait_mail_code(to, before).await;
+    let (code, _) = email_code_page(&b, &s, "bo", to).await;
     // Four misses: "not right", with the code field to try again.
     for _ in 0..4 {
         b.fill("#code", &wrong(&code)).await;
