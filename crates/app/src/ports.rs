@@ -465,6 +465,60 @@ pub trait RecoveryStore: Send + Sync + 'static {
     async fn recovery_codes(&self, user_id: &str) -> StoreResult<Vec<String>>;
 }
 
+/// What a verification spends: the proof is used up in the same transaction as the flow's
+/// step, so that a failure between them cannot use a code up without counting it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    /// A code sent by email or SMS, if unused, unexpired and within its attempts.
+    Code { id: i64, max_attempts: u32 },
+    /// An authenticator's time step, if later than the last one used (no replay).
+    TotpStep { step: i64 },
+    /// A saved recovery code, by its MAC.
+    RecoveryCode { digest: String },
+    /// Security questions and passkeys spend nothing in the store.
+    Nothing,
+}
+
+/// One method proven on a flow: its proof spent, the flow moved from `before` to `after`
+/// verified methods, and the audit event stored, all in one transaction.
+#[derive(Debug, Clone)]
+pub struct VerifiedStep {
+    pub flow_id: String,
+    pub user_id: String,
+    pub before: Vec<Method>,
+    pub after: Vec<Method>,
+    pub state: FlowState,
+    pub proof: Proof,
+    pub now: UnixTime,
+    pub event: AuditEvent,
+}
+
+/// What [`StepStore::verify_step`] did. Only `Verified` changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepResult {
+    /// `recovery_left`: the codes left after spending a recovery code.
+    Verified { recovery_left: Option<u32> },
+    /// The proof was spent, expired or replayed before.
+    ProofSpent,
+    /// A recovery code that is not in the user's current set.
+    ProofUnknown,
+    /// A concurrent request changed the flow first; the proof is not spent.
+    FlowMoved,
+}
+
+/// Spending proofs. Each call is one transaction.
+#[async_trait]
+pub trait StepStore: Send + Sync + 'static {
+    /// Marks the code used if it is unused, unexpired and has attempts left. Exactly once.
+    async fn consume_code(&self, id: i64, now: UnixTime, max_attempts: u32) -> StoreResult<bool>;
+    /// Accepts a TOTP time step only if it is later than the last one used (no replay).
+    async fn totp_use_step(&self, user_id: &str, step: i64) -> StoreResult<bool>;
+    /// Spends the step's proof, records its method on the flow (if the flow's verified
+    /// methods are still `before`) and stores its event; all of it, or nothing. The event of
+    /// a spent recovery code gets `codes_left` in its details.
+    async fn verify_step(&self, step: &VerifiedStep) -> StoreResult<StepResult>;
+}
+
 /// Passkey ceremonies between their two requests.
 #[async_trait]
 pub trait CeremonyStore: Send + Sync + 'static {
@@ -494,7 +548,14 @@ pub trait CeremonyStore: Send + Sync + 'static {
 /// Times are the caller's clock: instances sharing a database must keep their clocks in sync.
 #[async_trait]
 pub trait Store:
-    FinishStore + ReminderStore + RecoveryStore + CeremonyStore + SkipStore + AuditStore + ExportStore
+    FinishStore
+    + StepStore
+    + ReminderStore
+    + RecoveryStore
+    + CeremonyStore
+    + SkipStore
+    + AuditStore
+    + ExportStore
 {
     /// Whether the store can write: a small write in a transaction (the heartbeat row), so a
     /// full disk, a read-only file or a database that went away all fail it. Callers bound it
@@ -506,14 +567,6 @@ pub trait Store:
 
     async fn insert_flow(&self, flow: &FlowRecord) -> StoreResult<()>;
     async fn flow(&self, id: &str) -> StoreResult<Option<FlowRecord>>;
-    /// Records one more verified method, if `verified` is still what the caller read.
-    async fn flow_verified(
-        &self,
-        id: &str,
-        before: &[Method],
-        after: &[Method],
-        state: FlowState,
-    ) -> StoreResult<bool>;
     async fn flow_questions(&self, id: &str, questions: &[String]) -> StoreResult<()>;
     async fn flow_transition(&self, id: &str, from: FlowState, to: FlowState) -> StoreResult<bool>;
     /// Ends every other open flow of the user (a success revokes the rest).
@@ -525,8 +578,6 @@ pub trait Store:
     async fn issue_code(&self, code: &CodeRecord, message: &OutboxMessage) -> StoreResult<i64>;
     /// The newest code of the owner for `purpose`, live or not.
     async fn latest_code(&self, owner: &str, purpose: &str) -> StoreResult<Option<CodeRecord>>;
-    /// Marks the code used if it is unused, unexpired and has attempts left. Exactly once.
-    async fn consume_code(&self, id: i64, now: UnixTime, max_attempts: u32) -> StoreResult<bool>;
     async fn code_attempt_failed(&self, id: i64) -> StoreResult<()>;
     async fn code_delivery_failed(&self, id: i64) -> StoreResult<()>;
 
@@ -565,8 +616,6 @@ pub trait Store:
         answers: &[(String, String)],
         now: UnixTime,
     ) -> StoreResult<()>;
-    /// Accepts a TOTP time step only if it is later than the last one used (no replay).
-    async fn totp_use_step(&self, user_id: &str, step: i64) -> StoreResult<bool>;
     async fn confirmed_at(&self, user_id: &str) -> StoreResult<Option<UnixTime>>;
     async fn confirm(&self, user_id: &str, now: UnixTime) -> StoreResult<()>;
 

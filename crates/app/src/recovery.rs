@@ -9,8 +9,7 @@ use sspr_proto::RecoveryCodes;
 use crate::app::{App, RequestCtx};
 use crate::error::AppError;
 use crate::messages::Msg;
-use crate::ports::{FlowRecord, MethodRecord, RecoveryUse, SessionRecord};
-use crate::reset::Miss;
+use crate::ports::{FlowRecord, MethodRecord, SessionRecord};
 
 /// Domain separation: a recovery code's MAC can never equal an emailed code's.
 fn owner(user_id: &str) -> String {
@@ -63,30 +62,18 @@ impl App {
         })
     }
 
-    /// Spends a typed code: `Ok(codes left)`, or the miss. A well-formed code that is not in
-    /// the set counts as a wrong guess, like a wrong emailed code; one spent before does not.
-    pub(crate) async fn check_recovery_code(
+    /// The MAC under which a typed recovery code is stored: what a reset step spends
+    /// ([`crate::ports::Proof::RecoveryCode`]). An unreadable code is refused before any lookup.
+    pub(crate) fn recovery_digest(
         &self,
         ctx: &RequestCtx,
         user_id: &str,
         code: Option<&str>,
-    ) -> Result<Result<u32, Miss>, AppError> {
+    ) -> Result<String, AppError> {
         let Some(code) = recovery::normalise(code.unwrap_or("")) else {
             return Err(AppError::invalid(ctx.t(Msg::RecoveryCodeFormat)));
         };
-        let digest = self.key.code_mac(&owner(user_id), &code);
-        Ok(
-            match self
-                .store
-                .use_recovery_code(user_id, &digest, self.now())
-                .await?
-            {
-                RecoveryUse::Spent { left } => Ok(left),
-                // Not a guess: a second tab, a double submit, or a code used and forgotten.
-                RecoveryUse::UsedBefore => Err(Miss::Expired),
-                RecoveryUse::Unknown => Err(Miss::Wrong),
-            },
-        )
+        Ok(self.key.code_mac(&owner(user_id), &code))
     }
 
     /// Tells every address of record that a recovery code was spent, and how many are left: a

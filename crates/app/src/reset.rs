@@ -15,6 +15,7 @@ use crate::finish::Write;
 use crate::messages::{Lang, Msg, code_message};
 use crate::ports::{
     Channel, CodeRecord, DirError, DirUser, FlowRecord, MethodRecord, MethodStatus, OutboxMessage,
+    Proof, StepResult, VerifiedStep,
 };
 
 /// Why a verification failed; recorded in the audit log as the reason.
@@ -500,37 +501,31 @@ impl App {
         self.check_not_blocked(ctx, &flow, ev.clone()).await?;
         ev.merge_details(serde_json::json!({ "method": method }));
 
-        let mut codes_left = None;
-        let outcome = match method {
-            Method::Email | Method::Sms => {
-                self.check_code(ctx, &flow.id, method, req.code.as_deref())
-                    .await?
-            }
-            Method::Totp => {
-                self.check_totp(ctx, &flow.user_id, req.code.as_deref())
-                    .await?
-            }
+        let proof = match method {
+            Method::Email | Method::Sms => self
+                .match_code(ctx, &flow.id, method, req.code.as_deref())
+                .await?
+                .map(|id| Proof::Code {
+                    id,
+                    max_attempts: self.settings.limits.code_max_attempts,
+                }),
+            Method::Totp => self
+                .match_totp(ctx, &flow.user_id, req.code.as_deref())
+                .await?
+                .map(|step| Proof::TotpStep { step }),
             Method::Passkey => match self
                 .check_passkey(ctx, &flow, req.credential.as_ref())
                 .await?
             {
-                Ok(()) => Ok(()),
+                Ok(()) => Ok(Proof::Nothing),
                 Err((miss, why)) => {
                     ev.merge_details(serde_json::json!({ "passkey": why }));
                     Err(miss)
                 }
             },
-            Method::RecoveryCode => match self
-                .check_recovery_code(ctx, &flow.user_id, req.code.as_deref())
-                .await?
-            {
-                Ok(left) => {
-                    codes_left = Some(left);
-                    ev.merge_details(serde_json::json!({ "codes_left": left }));
-                    Ok(())
-                }
-                Err(miss) => Err(miss),
-            },
+            Method::RecoveryCode => Ok(Proof::RecoveryCode {
+                digest: self.recovery_digest(ctx, &flow.user_id, req.code.as_deref())?,
+            }),
             Method::Questions => {
                 let r = self
                     .check_answers(&flow, req.answers.as_deref().unwrap_or_default())
@@ -539,12 +534,13 @@ impl App {
                 if r.is_err() {
                     self.store.flow_questions(&flow.id, &[]).await?;
                 }
-                r
+                r.map(|()| Proof::Nothing)
             }
         };
-        if let Err(miss) = outcome {
-            return Err(self.verification_failed(ctx, &flow, method, miss, ev).await);
-        }
+        let proof = match proof {
+            Ok(p) => p,
+            Err(miss) => return Err(self.verification_failed(ctx, &flow, method, miss, ev).await),
+        };
 
         let mut verified = flow.verified.clone();
         verified.push(method);
@@ -553,18 +549,43 @@ impl App {
         } else {
             FlowState::Verifying
         };
-        if !self
-            .store
-            .flow_verified(&flow.id, &flow.verified, &verified, state)
-            .await?
-        {
-            // A concurrent request changed the flow first; report where it stands now.
-            return Err(AppError::new(
-                ErrorKind::Conflict,
-                ctx.t(Msg::AlreadyFinishing),
-            ));
+        let mut step = VerifiedStep {
+            flow_id: flow.id.clone(),
+            user_id: flow.user_id.clone(),
+            before: flow.verified.clone(),
+            after: verified.clone(),
+            state,
+            proof,
+            now: self.now(),
+            event: ev,
+        };
+        // One transaction spends the proof, moves the flow and stores the event: a store that
+        // fails in between can no longer use a code up without the flow counting it.
+        let codes_left = match self.store.verify_step(&step).await? {
+            StepResult::Verified { recovery_left } => recovery_left,
+            StepResult::ProofSpent => {
+                return Err(self
+                    .verification_failed(ctx, &flow, method, Miss::Expired, step.event)
+                    .await);
+            }
+            StepResult::ProofUnknown => {
+                return Err(self
+                    .verification_failed(ctx, &flow, method, Miss::Wrong, step.event)
+                    .await);
+            }
+            StepResult::FlowMoved => {
+                // A concurrent request changed the flow first; nothing was spent.
+                return Err(AppError::new(
+                    ErrorKind::Conflict,
+                    ctx.t(Msg::AlreadyFinishing),
+                ));
+            }
+        };
+        if let Some(left) = codes_left {
+            step.event
+                .merge_details(serde_json::json!({ "codes_left": left }));
         }
-        self.record(ev).await;
+        crate::metrics::metrics().event(&step.event);
         let records = self.store.methods(&flow.user_id).await?;
         if let Some(left) = codes_left {
             self.recovery_code_used(ctx, &flow, &records, left).await;
@@ -887,6 +908,31 @@ impl App {
         method: Method,
         code: Option<&str>,
     ) -> Result<Result<(), Miss>, AppError> {
+        let id = match self.match_code(ctx, owner, method, code).await? {
+            Ok(id) => id,
+            Err(miss) => return Ok(Err(miss)),
+        };
+        let limits = &self.settings.limits;
+        if self
+            .store
+            .consume_code(id, self.now(), limits.code_max_attempts)
+            .await?
+        {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(Miss::Expired))
+        }
+    }
+
+    /// The id of `owner`'s latest code for `method` if `code` is it; spends nothing but the
+    /// attempt of a wrong code.
+    async fn match_code(
+        &self,
+        ctx: &RequestCtx,
+        owner: &str,
+        method: Method,
+        code: Option<&str>,
+    ) -> Result<Result<i64, Miss>, AppError> {
         let code = code.unwrap_or("").trim();
         let digits = self.settings.limits.code_digits as usize;
         if code.len() != digits || !code.bytes().all(|b| b.is_ascii_digit()) {
@@ -901,28 +947,20 @@ impl App {
                 ctx.t(Msg::DeliveryFailed),
             ));
         }
-        let limits = &self.settings.limits;
         if !self.key.code_matches(owner, code, &rec.code_mac) {
             self.store.code_attempt_failed(rec.id).await?;
             return Ok(Err(Miss::Wrong));
         }
-        if self
-            .store
-            .consume_code(rec.id, self.now(), limits.code_max_attempts)
-            .await?
-        {
-            Ok(Ok(()))
-        } else {
-            Ok(Err(Miss::Expired))
-        }
+        Ok(Ok(rec.id))
     }
 
-    async fn check_totp(
+    /// The time step `code` belongs to, if it is the user's authenticator's; spends nothing.
+    async fn match_totp(
         &self,
         ctx: &RequestCtx,
         user_id: &str,
         code: Option<&str>,
-    ) -> Result<Result<(), Miss>, AppError> {
+    ) -> Result<Result<i64, Miss>, AppError> {
         let code = code.unwrap_or("").trim();
         if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(AppError::invalid(ctx.t(Msg::CodeFormat)));
@@ -935,12 +973,8 @@ impl App {
             return Ok(Err(Miss::NoCode));
         };
         let secret = self.key.open("totp", &rec.value)?;
-        match crate::totp::matching_step(&secret, code, self.now()) {
-            Some(step) if self.store.totp_use_step(user_id, step).await? => Ok(Ok(())),
-            // A code from an already used step is a replay.
-            Some(_) => Ok(Err(Miss::Expired)),
-            None => Ok(Err(Miss::Wrong)),
-        }
+        // A code from an already used step is a replay: the spend refuses it.
+        Ok(crate::totp::matching_step(&secret, code, self.now()).ok_or(Miss::Wrong))
     }
 
     async fn check_answers(

@@ -242,6 +242,9 @@ pub struct ConnectionsConfig {
     pub per_ip: usize,
     /// Seconds for a TLS handshake.
     pub handshake_timeout_secs: u64,
+    /// Seconds the kernel keeps a silent new connection from the server (Linux's
+    /// TCP_DEFER_ACCEPT); 0 hands every connection over at once.
+    pub defer_accept_secs: u64,
     /// Requests handled at once; more get 503 `busy` with `Retry-After` at once, rather
     /// than queueing until every answer is late (`/healthz` and `/readyz` are exempt).
     pub max_requests: usize,
@@ -253,6 +256,7 @@ impl Default for ConnectionsConfig {
             max: 20_000,
             per_ip: 256,
             handshake_timeout_secs: 5,
+            defer_accept_secs: 30,
             max_requests: 1024,
         }
     }
@@ -548,6 +552,12 @@ impl Config {
             e.push(format!(
                 "connections.handshake_timeout_secs is {}: use 1 to 60",
                 c.handshake_timeout_secs
+            ));
+        }
+        if c.defer_accept_secs > 600 {
+            e.push(format!(
+                "connections.defer_accept_secs is {}: use 0 (off) to 600",
+                c.defer_accept_secs
             ));
         }
         if !["text", "json"].contains(&self.log_format.as_str()) {

@@ -127,6 +127,7 @@ pub async fn run_with(
         max: cfg.connections.max,
         per_ip: cfg.connections.per_ip,
         handshake: Duration::from_secs(cfg.connections.handshake_timeout_secs),
+        defer_accept: Duration::from_secs(cfg.connections.defer_accept_secs),
         exempt: cfg.trusted_proxies.clone(),
         requests: cfg.connections.max_requests,
     };

@@ -62,6 +62,19 @@ impl FakeStore {
 }
 
 #[async_trait]
+impl StepStore for FakeStore {
+    async fn consume_code(&self, _: i64, _: UnixTime, _: u32) -> StoreResult<bool> {
+        Ok(false)
+    }
+    async fn totp_use_step(&self, _: &str, _: i64) -> StoreResult<bool> {
+        Ok(false)
+    }
+    async fn verify_step(&self, _: &VerifiedStep) -> StoreResult<StepResult> {
+        Ok(StepResult::FlowMoved)
+    }
+}
+
+#[async_trait]
 impl FinishStore for FakeStore {
     async fn flow_begin_finish(&self, _: &str, _: i64, _: Option<&str>) -> StoreResult<bool> {
         Ok(false)
@@ -216,15 +229,6 @@ impl Store for FakeStore {
     async fn flow(&self, _: &str) -> StoreResult<Option<FlowRecord>> {
         Ok(None)
     }
-    async fn flow_verified(
-        &self,
-        _: &str,
-        _: &[Method],
-        _: &[Method],
-        _: FlowState,
-    ) -> StoreResult<bool> {
-        Ok(false)
-    }
     async fn flow_questions(&self, _: &str, _: &[String]) -> StoreResult<()> {
         Ok(())
     }
@@ -239,9 +243,6 @@ impl Store for FakeStore {
     }
     async fn latest_code(&self, _: &str, _: &str) -> StoreResult<Option<CodeRecord>> {
         Ok(None)
-    }
-    async fn consume_code(&self, _: i64, _: UnixTime, _: u32) -> StoreResult<bool> {
-        Ok(false)
     }
     async fn code_attempt_failed(&self, _: i64) -> StoreResult<()> {
         Ok(())
@@ -285,9 +286,6 @@ impl Store for FakeStore {
     }
     async fn put_answers(&self, _: &str, _: &[(String, String)], _: UnixTime) -> StoreResult<()> {
         Ok(())
-    }
-    async fn totp_use_step(&self, _: &str, _: i64) -> StoreResult<bool> {
-        Ok(false)
     }
     async fn confirmed_at(&self, _: &str) -> StoreResult<Option<UnixTime>> {
         Ok(None)

@@ -34,6 +34,8 @@ pub struct ConnLimits {
     pub per_ip: usize,
     /// Time for the TLS handshake.
     pub handshake: Duration,
+    /// Time the kernel keeps a silent new connection to itself (see [`defer_accept`]).
+    pub defer_accept: Duration,
     /// Addresses exempt from `per_ip` (the reverse proxies in front).
     pub exempt: Vec<IpNet>,
     /// Requests handled at once (see [`shedding`]).
@@ -46,6 +48,7 @@ impl Default for ConnLimits {
             max: 20_000,
             per_ip: 256,
             handshake: Duration::from_secs(5),
+            defer_accept: Duration::from_secs(30),
             exempt: Vec::new(),
             requests: 1024,
         }
@@ -102,6 +105,41 @@ fn raise_fd_limit() -> Option<u64> {
         "open-file limit for connections"
     );
     Some(lim.rlim_cur)
+}
+
+/// Asks the kernel to hand over a new connection only once its first bytes arrive, or after
+/// `wait` (Linux's `TCP_DEFER_ACCEPT`, nginx's `listen … deferred`). Every TLS client speaks
+/// first (its ClientHello), so a real client is handed over at once. A socket opened and left
+/// silent is not seen by the server in that time: it costs no file descriptor, no task and no
+/// handshake timer, and is not closed early, so the attacker does not reconnect (that churn,
+/// not the idle sockets, took the cores in `bench/connections.py`). Elsewhere, or if refused,
+/// connections are accepted at once and the handshake timeout alone bounds them.
+#[allow(unsafe_code)]
+pub fn defer_accept(listener: &std::net::TcpListener, wait: Duration) {
+    if wait.is_zero() {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let secs = libc::c_int::try_from(wait.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: setsockopt reads one c_int from a valid pointer of the given length, on a
+        // descriptor the listener owns for the whole call.
+        let rc = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&secs as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::warn!(error = %io::Error::last_os_error(), "cannot defer accepting silent connections; the handshake timeout alone bounds them");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = listener;
 }
 
 /// Counts held connections, in total and per address.
@@ -352,9 +390,8 @@ mod tests {
         Gate::new(ConnLimits {
             max,
             per_ip,
-            handshake: Duration::from_secs(5),
             exempt: exempt.iter().filter_map(|n| n.parse().ok()).collect(),
-            requests: 1024,
+            ..ConnLimits::default()
         })
     }
 

@@ -247,6 +247,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    conn::defer_accept(&listener, limits.defer_accept);
     let handshake = limits.handshake;
     let router = conn::shedding(router, limits.requests);
     let gate = conn::Gate::new(limits.fitted_to_the_fd_limit());

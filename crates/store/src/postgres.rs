@@ -336,7 +336,8 @@ crate::reminder_sql::impl_reminder_store!(PgStore);
 crate::skip_sql::impl_skip_store!(PgStore);
 crate::export_sql::impl_export_store!(PgStore);
 crate::user_import_sql::impl_user_import!(PgStore);
-crate::recovery_sql::impl_recovery_store!(PgStore);
+crate::recovery_sql::impl_recovery_store!(PgStore, Postgres);
+crate::step_sql::impl_step_store!(PgStore, Postgres);
 crate::ceremony_sql::impl_ceremony_store!(PgStore);
 
 #[async_trait]
@@ -423,27 +424,6 @@ impl Store for PgStore {
     // The single conditional UPDATEs below are race-free as they stand: a second writer
     // blocks on the row lock, then PostgreSQL re-evaluates the WHERE clause against the
     // committed row and matches nothing.
-    async fn flow_verified(
-        &self,
-        id: &str,
-        before: &[Method],
-        after: &[Method],
-        state: FlowState,
-    ) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "UPDATE flows SET verified = $1, state = $2, questions = ''
-             WHERE id = $3 AND verified = $4 AND state = 'verifying'",
-        )
-        .bind(methods_csv(after))
-        .bind(state.as_str())
-        .bind(id)
-        .bind(methods_csv(before))
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
-        Ok(r.rows_affected() == 1)
-    }
-
     async fn flow_questions(&self, id: &str, questions: &[String]) -> StoreResult<()> {
         sqlx::query("UPDATE flows SET questions = $1 WHERE id = $2")
             .bind(join(questions))
@@ -522,20 +502,6 @@ impl Store for PgStore {
         .await
         .map_err(err)?;
         row.as_ref().map(code_from).transpose()
-    }
-
-    async fn consume_code(&self, id: i64, now: UnixTime, max_attempts: u32) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "UPDATE codes SET used = TRUE
-             WHERE id = $1 AND used = FALSE AND delivery_failed = FALSE AND expires_at > $2 AND created_at <= $2 AND attempts < $3",
-        )
-        .bind(id)
-        .bind(now)
-        .bind(i64::from(max_attempts))
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
-        Ok(r.rows_affected() == 1)
     }
 
     async fn code_attempt_failed(&self, id: i64) -> StoreResult<()> {
@@ -824,21 +790,6 @@ impl Store for PgStore {
         .await
         .map_err(err)?;
         tx.commit().await.map_err(err)
-    }
-
-    async fn totp_use_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        ensure_registration(&mut tx, user_id).await?;
-        // Conditional on the stored step, so of two racing uses of one step only the first
-        // matches once the second has waited for its row lock.
-        let r = sqlx::query("UPDATE registrations SET totp_last_step = $1 WHERE user_id = $2 AND totp_last_step < $1")
-            .bind(step)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)?;
-        Ok(r.rows_affected() == 1)
     }
 
     async fn confirmed_at(&self, user_id: &str) -> StoreResult<Option<UnixTime>> {

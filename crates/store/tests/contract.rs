@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use sspr_app::ports::{
     AdminToken, Channel, CodeRecord, Completion, FlowRecord, MethodRecord, MethodStatus,
-    OutboxMessage, RecoveryUse, Store,
+    OutboxMessage, RecoveryUse, StepStore, Store,
 };
 use sspr_domain::Method;
 use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};

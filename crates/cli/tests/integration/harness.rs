@@ -62,10 +62,14 @@ impl SmtpSink {
             .stderr(Stdio::null())
             .spawn()
             .expect("python3 with aiosmtpd must be installed (see .ci/run)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
+        // Ready means the 220 greeting, not just an open port: a send to a sink that is still
+        // starting fails as retryable, and its retry waits on the tests' frozen clock for ever.
+        let ready = Instant::now();
+        while !smtp_greets(port) {
+            assert!(
+                ready.elapsed() < Duration::from_secs(60),
+                "the SMTP sink on port {port} did not greet within 60 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         SmtpSink {
@@ -91,6 +95,16 @@ impl SmtpSink {
         }
         out
     }
+}
+
+fn smtp_greets(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut buf = [0u8; 3];
+    c.read_exact(&mut buf).is_ok() && &buf == b"220"
 }
 
 /// A non-ASCII (e.g. Chinese) message is sent base64-encoded; tests read its text, so the
@@ -176,6 +190,54 @@ impl Drop for Server {
             let _ = s.send(());
         }
     }
+}
+
+/// One HTTP/1.1 request over TLS on a socket the caller opened; returns the status and body.
+pub async fn https_get_over(sock: tokio::net::TcpStream, ca: &Path, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let sock = sock.into_std().unwrap();
+    sock.set_nonblocking(false).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let pem = std::fs::read(ca).unwrap();
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let conn =
+            rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().unwrap()).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        write!(
+            tls,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        // The server may close without close_notify; what arrived is the answer.
+        let _ = tls.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    })
+    .await
+    .unwrap()
 }
 
 pub fn client_for(ca: &Path) -> reqwest::Client {
@@ -312,6 +374,35 @@ impl Server {
                 matches!(r, Ok(Ok(Ok(())))),
                 "server did not stop cleanly: {r:?}"
             );
+        }
+    }
+
+    /// Runs SQL straight on this server's database (SQLite file or PostgreSQL schema), as
+    /// an operator or a fault would: for faults the store must meet, such as a trigger that
+    /// makes one kind of write fail.
+    pub async fn exec_sql(&self, sql: &str) {
+        use sqlx::Connection;
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match &self.rt.config.database.schema {
+            Some(schema) => {
+                let mut c = sqlx::PgConnection::connect(&self.rt.config.database.url)
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}")))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+                c.close().await.unwrap();
+            }
+            None => {
+                let db = self.rt.config.data_dir.join("sspr.db");
+                let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+                c.close().await.unwrap();
+            }
         }
     }
 
@@ -481,7 +572,23 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("no mail to {to} arrived");
+        use sspr_domain::Clock;
+        let outbox = self.rt.store.outbox_list(20).await;
+        let outbox: Vec<String> = outbox
+            .iter()
+            .flatten()
+            .map(|m| {
+                format!(
+                    "#{} {} {} attempts={} next_at={} error={:?}",
+                    m.id, m.recipient, m.status, m.attempts, m.next_attempt_at, m.last_error
+                )
+            })
+            .collect();
+        panic!(
+            "no mail to {to} arrived within 10 s; the outbox (clock at {}):\n{}",
+            self.clock.now(),
+            outbox.join("\n")
+        );
     }
 
     pub async fn sms_code(&self, token: &str) -> String {

@@ -898,3 +898,66 @@ async fn a_passkey_answer_that_is_not_one_adds_nothing() {
         "{me}"
     );
 }
+
+/// Makes every update of a flow fail (`on`) or work again, as a full disk or a database gone
+/// away would at that one write.
+async fn flow_updates_fail(s: &Server, on: bool) {
+    let postgres = s.rt.config.database.schema.is_some();
+    let sql = match (postgres, on) {
+        (false, true) => {
+            "CREATE TRIGGER test_fault BEFORE UPDATE ON flows \
+             BEGIN SELECT RAISE(ABORT, 'injected fault'); END;"
+        }
+        (false, false) => "DROP TRIGGER test_fault;",
+        (true, true) => {
+            "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql \
+             AS $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$; \
+             CREATE TRIGGER test_fault BEFORE UPDATE ON flows \
+             FOR EACH ROW EXECUTE FUNCTION test_fault();"
+        }
+        (true, false) => "DROP TRIGGER test_fault ON flows; DROP FUNCTION test_fault();",
+    };
+    s.exec_sql(sql).await;
+}
+
+#[tokio::test]
+async fn a_store_fault_as_a_proof_is_accepted_spends_nothing_and_the_retry_works() {
+    let s = Server::start().await;
+    s.user("rita", &["staff"]).await;
+    s.registered("rita", Method::Email, "rita@contoso.test")
+        .await;
+    let session = sign_in(&s, "rita").await;
+    let codes = make_codes(&s, &session).await;
+    let by_mail = s.flow("rita").await;
+    let code = s.email_code(&by_mail, "rita@contoso.test").await;
+
+    // The store fails at the flow's write, after the proof was found right.
+    flow_updates_fail(&s, true).await;
+    let (st, v) = s.verify(&by_mail, "email", &code).await;
+    assert!(st.is_server_error(), "{st} {v}");
+    let (st, v) = verify_with(&s, "rita", &codes[0]).await;
+    assert!(st.is_server_error(), "{st} {v}");
+    let by_recovery = v["flow_token"].as_str().unwrap().to_string();
+    flow_updates_fail(&s, false).await;
+
+    // Nothing was spent: the same emailed code and the same recovery code prove it now.
+    let (st, v) = s.verify(&by_mail, "email", &code).await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "the emailed code was used up by the failed step: {v}"
+    );
+    assert_eq!(v["status"], "set_password", "{v}");
+    let (st, v) = s.verify(&by_recovery, "recovery_code", &codes[0]).await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "the recovery code was used up by the failed step: {v}"
+    );
+    assert_eq!(codes_left(&s, &session).await, Some(9));
+    // One event per proof that counted, each with what it spent.
+    let ev = s.audit("user=rita&activity=method_verified").await;
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert!(ev.iter().any(|e| e["details"]["codes_left"] == 9), "{ev:?}");
+    s.stop().await;
+}

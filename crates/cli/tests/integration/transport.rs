@@ -164,6 +164,8 @@ async fn idle_connections_from_one_address_cannot_lock_the_others_out() {
         c.connections.per_ip = 20;
         // Long enough that no connection below the share is closed for being slow here.
         c.connections.handshake_timeout_secs = 60;
+        // The share is what this test is about: silent sockets reach the server at once.
+        c.connections.defer_accept_secs = 0;
     })
     .await;
     let port = s.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
@@ -221,13 +223,52 @@ async fn idle_connections_from_one_address_cannot_lock_the_others_out() {
 
 #[tokio::test]
 async fn a_connection_that_never_starts_tls_is_closed_after_the_handshake_timeout() {
-    let s = Server::start_with(|c| c.connections.handshake_timeout_secs = 1).await;
+    let s = Server::start_with(|c| {
+        c.connections.handshake_timeout_secs = 1;
+        c.connections.defer_accept_secs = 1;
+    })
+    .await;
     let port = s.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
     let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
     // Bounded, not timed: it must close at some point well before the 30 s limit.
     assert!(closed_within(&mut sock, std::time::Duration::from_secs(30)).await);
+}
+
+#[tokio::test]
+async fn silent_sockets_stay_in_the_kernel_and_take_no_share_of_the_server() {
+    // The default: connections that send nothing are not handed to the server for 30 s.
+    let s = Server::start_with(|c| c.connections.per_ip = 20).await;
+    let port = s.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut idle = Vec::new();
+    for _ in 0..60 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Three times the address's share, and none is closed: the server never saw them, so
+    // an attacker has nothing to reconnect...
+    let mut closed = 0;
+    for sock in idle.iter_mut() {
+        if closed_within(sock, std::time::Duration::from_millis(300)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 0, "silent sockets were handed to the server");
+    // ...and a real client from the same address is served meanwhile: the silent ones took
+    // none of its share of 20.
+    let fresh = crate::harness::client_for(&s.ca());
+    let r = fresh
+        .get(format!("{}/healthz", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // A slow client that speaks at last is served: a whole request over one of the sockets.
+    let sock = idle.pop().unwrap();
+    let (status, _) = crate::harness::https_get_over(sock, &s.ca(), "/healthz").await;
+    assert_eq!(status, 200);
+    s.stop().await;
 }
 
 /// A request held in flight: its headers sent over a real TLS connection, its body never.

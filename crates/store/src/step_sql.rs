@@ -1,0 +1,123 @@
+//! Spending proofs ([`sspr_app::ports::StepStore`]) in SQL that SQLite and PostgreSQL both
+//! run unchanged (SQLite reads `TRUE` and `FALSE` as 1 and 0): written once here, expanded in
+//! each store's module, where `ensure_registration`, `spend_recovery_code`, `insert_audit` and
+//! `err` are that database's own.
+
+macro_rules! impl_step_store {
+    ($store:ty, $db:ty) => {
+        #[async_trait]
+        impl sspr_app::ports::StepStore for $store {
+            async fn consume_code(
+                &self,
+                id: i64,
+                now: UnixTime,
+                max_attempts: u32,
+            ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(err)?;
+                let spent = spend_code(&mut tx, id, now, max_attempts).await?;
+                tx.commit().await.map_err(err)?;
+                Ok(spent)
+            }
+
+            async fn totp_use_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(err)?;
+                let spent = spend_totp_step(&mut tx, user_id, step).await?;
+                tx.commit().await.map_err(err)?;
+                Ok(spent)
+            }
+
+            async fn verify_step(
+                &self,
+                s: &sspr_app::ports::VerifiedStep,
+            ) -> StoreResult<sspr_app::ports::StepResult> {
+                use sspr_app::ports::{Proof, RecoveryUse, StepResult};
+                // Every early return drops the transaction, which rolls it back: a refused
+                // proof or a moved flow leaves nothing changed.
+                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut recovery_left = None;
+                let mut event = s.event.clone();
+                let spent = match &s.proof {
+                    Proof::Code { id, max_attempts } => {
+                        spend_code(&mut tx, *id, s.now, *max_attempts).await?
+                    }
+                    Proof::TotpStep { step } => spend_totp_step(&mut tx, &s.user_id, *step).await?,
+                    Proof::RecoveryCode { digest } => {
+                        match spend_recovery_code(&mut tx, &s.user_id, digest, s.now).await? {
+                            RecoveryUse::Spent { left } => {
+                                recovery_left = Some(left);
+                                event.merge_details(serde_json::json!({ "codes_left": left }));
+                                true
+                            }
+                            RecoveryUse::UsedBefore => false,
+                            RecoveryUse::Unknown => return Ok(StepResult::ProofUnknown),
+                        }
+                    }
+                    Proof::Nothing => true,
+                };
+                if !spent {
+                    return Ok(StepResult::ProofSpent);
+                }
+                let moved = sqlx::query(
+                    "UPDATE flows SET verified = $1, state = $2, questions = ''
+                     WHERE id = $3 AND verified = $4 AND state = 'verifying'",
+                )
+                .bind(methods_csv(&s.after))
+                .bind(s.state.as_str())
+                .bind(&s.flow_id)
+                .bind(methods_csv(&s.before))
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+                if moved.rows_affected() != 1 {
+                    return Ok(StepResult::FlowMoved);
+                }
+                insert_audit(&mut tx, &event).await?;
+                tx.commit().await.map_err(err)?;
+                Ok(StepResult::Verified { recovery_left })
+            }
+        }
+
+        /// Marks the code used if it is unused, unexpired and has attempts left.
+        async fn spend_code(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            id: i64,
+            now: UnixTime,
+            max_attempts: u32,
+        ) -> StoreResult<bool> {
+            let r = sqlx::query(
+                "UPDATE codes SET used = TRUE
+                 WHERE id = $1 AND used = FALSE AND delivery_failed = FALSE
+                   AND expires_at > $2 AND created_at <= $2 AND attempts < $3",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(i64::from(max_attempts))
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+            Ok(r.rows_affected() == 1)
+        }
+
+        /// Conditional on the stored step, so of two racing uses of one step only the first
+        /// matches once the second has waited for its row lock.
+        async fn spend_totp_step(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            user_id: &str,
+            step: i64,
+        ) -> StoreResult<bool> {
+            ensure_registration(tx, user_id).await?;
+            let r = sqlx::query(
+                "UPDATE registrations SET totp_last_step = $1
+                 WHERE user_id = $2 AND totp_last_step < $1",
+            )
+            .bind(step)
+            .bind(user_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+            Ok(r.rows_affected() == 1)
+        }
+    };
+}
+
+pub(crate) use impl_step_store;
