@@ -234,12 +234,16 @@ impl App {
         windows: &[(String, sspr_domain::Window)],
     ) -> Result<Option<i64>, AppError> {
         let now = self.now();
-        for (key, w) in windows {
-            if !self.store.hit_within(key, now, now - w.secs, w.max).await? {
-                return Ok(Some(w.secs));
-            }
-        }
-        Ok(None)
+        let slots: Vec<crate::ports::Slot> = windows
+            .iter()
+            .map(|(key, w)| crate::ports::Slot {
+                key: key.clone(),
+                since: now - w.secs,
+                max: w.max,
+            })
+            .collect();
+        let full = self.store.take_slots(&slots, now).await?;
+        Ok(full.and_then(|i| windows.get(i)).map(|(_, w)| w.secs))
     }
 
     /// Counts a failure from the client's IP and blocks the IP once it has too many.

@@ -506,9 +506,25 @@ pub enum StepResult {
     FlowMoved,
 }
 
-/// Spending proofs. Each call is one transaction.
+/// One slot to take in a rate-limit window: a hit on `key`, if it has fewer than `max` hits
+/// after `since`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub key: String,
+    pub since: UnixTime,
+    pub max: u32,
+}
+
+/// A flow step's writes: each call is one transaction.
 #[async_trait]
 pub trait StepStore: Send + Sync + 'static {
+    /// Takes a slot in each window, in order, stopping at the first full one, whose index is
+    /// returned. Slots taken before it stay taken (counted as tries). Atomic per key against
+    /// concurrent callers on any instance.
+    async fn take_slots(&self, slots: &[Slot], now: UnixTime) -> StoreResult<Option<usize>>;
+    async fn insert_flow(&self, flow: &FlowRecord) -> StoreResult<()>;
+    /// Stores a new flow and the event of its start.
+    async fn start_flow(&self, flow: &FlowRecord, event: &AuditEvent) -> StoreResult<()>;
     /// Marks the code used if it is unused, unexpired and has attempts left. Exactly once.
     async fn consume_code(&self, id: i64, now: UnixTime, max_attempts: u32) -> StoreResult<bool>;
     /// Accepts a TOTP time step only if it is later than the last one used (no replay).
@@ -565,7 +581,6 @@ pub trait Store:
     async fn load_policy(&self) -> StoreResult<Option<Policy>>;
     async fn save_policy(&self, policy: &Policy, now: UnixTime) -> StoreResult<()>;
 
-    async fn insert_flow(&self, flow: &FlowRecord) -> StoreResult<()>;
     async fn flow(&self, id: &str) -> StoreResult<Option<FlowRecord>>;
     async fn flow_questions(&self, id: &str, questions: &[String]) -> StoreResult<()>;
     async fn flow_transition(&self, id: &str, from: FlowState, to: FlowState) -> StoreResult<bool>;

@@ -158,13 +158,13 @@ impl App {
             flow.required = req.required;
             flow.usable = req.methods.clone();
         }
-        self.store.insert_flow(&flow).await?;
-
+        // The flow and its event go in one transaction (with the slots above, two in all).
         match verdict {
             Err(why) => {
                 ev.outcome = Outcome::Failure;
                 ev.reason = why.reason().into();
-                self.record(ev).await;
+                self.store.start_flow(&flow, &ev).await?;
+                crate::metrics::metrics().event(&ev);
                 Ok(FlowResponse {
                     flow_token: Some(flow_token),
                     status: "registration_required".into(),
@@ -180,6 +180,7 @@ impl App {
             }
             Ok(_) => {
                 if let Some(until) = blocked {
+                    self.store.insert_flow(&flow).await?;
                     ev.activity = Activity::BlockedFromReset;
                     ev.reason = "blocked".into();
                     let err = self.too_many(ctx, Msg::Blocked, until - now);
@@ -188,7 +189,8 @@ impl App {
                 ev.merge_details(
                     serde_json::json!({ "methods": flow.usable, "required": flow.required }),
                 );
-                self.record(ev).await;
+                self.store.start_flow(&flow, &ev).await?;
+                crate::metrics::metrics().event(&ev);
                 let mut r = self.flow_response(ctx, &flow, &records);
                 r.flow_token = Some(flow_token);
                 Ok(r)

@@ -63,6 +63,15 @@ impl FakeStore {
 
 #[async_trait]
 impl StepStore for FakeStore {
+    async fn take_slots(&self, _: &[Slot], _: UnixTime) -> StoreResult<Option<usize>> {
+        Ok(None)
+    }
+    async fn insert_flow(&self, _: &FlowRecord) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn start_flow(&self, _: &FlowRecord, _: &AuditEvent) -> StoreResult<()> {
+        Ok(())
+    }
     async fn consume_code(&self, _: i64, _: UnixTime, _: u32) -> StoreResult<bool> {
         Ok(false)
     }
@@ -221,9 +230,6 @@ impl Store for FakeStore {
         Ok(None)
     }
     async fn save_policy(&self, _: &Policy, _: UnixTime) -> StoreResult<()> {
-        Ok(())
-    }
-    async fn insert_flow(&self, _: &FlowRecord) -> StoreResult<()> {
         Ok(())
     }
     async fn flow(&self, _: &str) -> StoreResult<Option<FlowRecord>> {

@@ -325,6 +325,24 @@ async fn ensure_registration(tx: &mut Transaction<'_, Postgres>, user_id: &str) 
     Ok(())
 }
 
+/// Under READ COMMITTED two transactions could both count below a limit; a lock per key
+/// serialises them across instances. Taken in one order (by lock id), so two transactions
+/// that share keys cannot wait on each other.
+async fn lock_throttle(tx: &mut Transaction<'_, Postgres>, keys: &[&str]) -> StoreResult<()> {
+    let mut ids: Vec<i32> = keys.iter().map(|k| lock_key(&[k])).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(THROTTLE_LOCK)
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
 /// Serialises read-then-write transactions on one user's registration across instances.
 async fn lock_user(tx: &mut Transaction<'_, Postgres>, user_id: &str) -> StoreResult<()> {
     advisory_lock(tx, USER_LOCK, &[user_id]).await
@@ -375,37 +393,6 @@ impl Store for PgStore {
         )
         .bind(body)
         .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
-        Ok(())
-    }
-
-    async fn insert_flow(&self, f: &FlowRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO flows (id, kind, state, user_id, login, display_name, privileged, required, usable, verified,
-                                questions, created_at, expires_at, client_type, client_ip, finishing_at, dir_stamp, lang, account)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-        )
-        .bind(&f.id)
-        .bind(f.kind.as_str())
-        .bind(f.state.as_str())
-        .bind(&f.user_id)
-        .bind(&f.login)
-        .bind(&f.display_name)
-        .bind(f.privileged)
-        .bind(i64::from(f.required))
-        .bind(methods_csv(&f.usable))
-        .bind(methods_csv(&f.verified))
-        .bind(join(&f.questions))
-        .bind(f.created_at)
-        .bind(f.expires_at)
-        .bind(f.client_type.as_str())
-        .bind(&f.client_ip)
-        .bind(f.finishing_at)
-        .bind(&f.dir_stamp)
-        .bind(f.lang.tag())
-        .bind(&f.account)
         .execute(&self.pool)
         .await
         .map_err(err)?;

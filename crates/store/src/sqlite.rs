@@ -249,6 +249,11 @@ async fn ensure_registration(tx: &mut Transaction<'_, Sqlite>, user_id: &str) ->
     Ok(())
 }
 
+/// SQLite has one writer at a time: a write transaction already serialises counting.
+async fn lock_throttle(_tx: &mut Transaction<'_, Sqlite>, _keys: &[&str]) -> StoreResult<()> {
+    Ok(())
+}
+
 /// SQLite has one writer at a time: a write transaction is already a per-user lock.
 async fn lock_user(_tx: &mut Transaction<'_, Sqlite>, _user_id: &str) -> StoreResult<()> {
     Ok(())
@@ -301,37 +306,6 @@ impl Store for SqliteStore {
         )
         .bind(body)
         .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
-        Ok(())
-    }
-
-    async fn insert_flow(&self, f: &FlowRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO flows (id, kind, state, user_id, login, display_name, privileged, required, usable, verified,
-                                questions, created_at, expires_at, client_type, client_ip, finishing_at, dir_stamp, lang, account)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-        )
-        .bind(&f.id)
-        .bind(f.kind.as_str())
-        .bind(f.state.as_str())
-        .bind(&f.user_id)
-        .bind(&f.login)
-        .bind(&f.display_name)
-        .bind(f.privileged as i64)
-        .bind(f.required as i64)
-        .bind(methods_csv(&f.usable))
-        .bind(methods_csv(&f.verified))
-        .bind(join(&f.questions))
-        .bind(f.created_at)
-        .bind(f.expires_at)
-        .bind(f.client_type.as_str())
-        .bind(&f.client_ip)
-        .bind(f.finishing_at)
-        .bind(&f.dir_stamp)
-        .bind(f.lang.tag())
-        .bind(&f.account)
         .execute(&self.pool)
         .await
         .map_err(err)?;

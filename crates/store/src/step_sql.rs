@@ -1,12 +1,57 @@
-//! Spending proofs ([`sspr_app::ports::StepStore`]) in SQL that SQLite and PostgreSQL both
-//! run unchanged (SQLite reads `TRUE` and `FALSE` as 1 and 0): written once here, expanded in
-//! each store's module, where `ensure_registration`, `spend_recovery_code`, `insert_audit` and
-//! `err` are that database's own.
+//! A flow step's writes ([`sspr_app::ports::StepStore`]): rate-limit slots, a new flow with
+//! its event, a proof spent with the flow's move and its event; each one transaction, in SQL
+//! that SQLite and PostgreSQL both run unchanged (SQLite reads `TRUE` and `FALSE` as 1 and 0).
+//! Written once here, expanded in each store's module, where `lock_throttle`,
+//! `ensure_registration`, `spend_recovery_code`, `insert_audit` and `err` are that database's
+//! own.
 
 macro_rules! impl_step_store {
     ($store:ty, $db:ty) => {
         #[async_trait]
         impl sspr_app::ports::StepStore for $store {
+            async fn take_slots(
+                &self,
+                slots: &[sspr_app::ports::Slot],
+                now: UnixTime,
+            ) -> StoreResult<Option<usize>> {
+                let mut tx = self.pool.begin().await.map_err(err)?;
+                let keys: Vec<&str> = slots.iter().map(|s| s.key.as_str()).collect();
+                lock_throttle(&mut tx, &keys).await?;
+                let mut full = None;
+                for (i, s) in slots.iter().enumerate() {
+                    let r = sqlx::query(
+                        "INSERT INTO throttle_hits (key, at) SELECT $1, $2
+                         WHERE (SELECT COUNT(*) FROM throttle_hits WHERE key = $1 AND at > $3) < $4",
+                    )
+                    .bind(&s.key)
+                    .bind(now)
+                    .bind(s.since)
+                    .bind(i64::from(s.max))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                    if r.rows_affected() != 1 {
+                        full = Some(i);
+                        break;
+                    }
+                }
+                tx.commit().await.map_err(err)?;
+                Ok(full)
+            }
+
+            async fn insert_flow(&self, f: &FlowRecord) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(err)?;
+                insert_flow_row(&mut tx, f).await?;
+                tx.commit().await.map_err(err)
+            }
+
+            async fn start_flow(&self, f: &FlowRecord, event: &AuditEvent) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(err)?;
+                insert_flow_row(&mut tx, f).await?;
+                insert_audit(&mut tx, event).await?;
+                tx.commit().await.map_err(err)
+            }
+
             async fn consume_code(
                 &self,
                 id: i64,
@@ -75,6 +120,41 @@ macro_rules! impl_step_store {
                 tx.commit().await.map_err(err)?;
                 Ok(StepResult::Verified { recovery_left })
             }
+        }
+
+        async fn insert_flow_row(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            f: &FlowRecord,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "INSERT INTO flows (id, kind, state, user_id, login, display_name, privileged, required,
+                                    usable, verified, questions, created_at, expires_at, client_type,
+                                    client_ip, finishing_at, dir_stamp, lang, account)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+            )
+            .bind(&f.id)
+            .bind(f.kind.as_str())
+            .bind(f.state.as_str())
+            .bind(&f.user_id)
+            .bind(&f.login)
+            .bind(&f.display_name)
+            .bind(f.privileged)
+            .bind(i64::from(f.required))
+            .bind(methods_csv(&f.usable))
+            .bind(methods_csv(&f.verified))
+            .bind(join(&f.questions))
+            .bind(f.created_at)
+            .bind(f.expires_at)
+            .bind(f.client_type.as_str())
+            .bind(&f.client_ip)
+            .bind(f.finishing_at)
+            .bind(&f.dir_stamp)
+            .bind(f.lang.tag())
+            .bind(&f.account)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+            Ok(())
         }
 
         /// Marks the code used if it is unused, unexpired and has attempts left.

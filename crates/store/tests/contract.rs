@@ -136,6 +136,8 @@ contract_tests!(
     fifty_concurrent_consumers_of_one_code_one_wins,
     a_new_code_retires_the_old_and_queues_its_message,
     expiry_boundary_and_attempts,
+    a_verified_step_spends_moves_and_records_together_or_not_at_all,
+    slots_are_taken_in_order_up_to_the_first_full_window,
     throttle_windows_blocks_and_clearing,
     outbox_lease_expires_and_is_claimed_again,
     outbox_claims_one_channel_and_release_gives_messages_back,
@@ -735,6 +737,157 @@ async fn expiry_boundary_and_attempts(s: Arc<dyn Store>) {
     assert!(!s.consume_code(id, 1, 3).await.unwrap(), "no attempts left");
     let id = s.issue_code(&code("f3", "m", 600), &msg).await.unwrap();
     assert!(s.consume_code(id, 599, 3).await.unwrap());
+}
+
+async fn slots_are_taken_in_order_up_to_the_first_full_window(s: Arc<dyn Store>) {
+    use sspr_app::ports::Slot;
+    let slot = |key: &str, max| Slot {
+        key: key.into(),
+        since: 0,
+        max,
+    };
+    let both = [slot("ip", 3), slot("login", 1)];
+    assert_eq!(s.take_slots(&both, 10).await.unwrap(), None);
+    // The second window is full: its index comes back, and the first's slot stays taken.
+    assert_eq!(s.take_slots(&both, 11).await.unwrap(), Some(1));
+    assert_eq!(s.hits_since("ip", 0).await.unwrap(), 2);
+    assert_eq!(s.hits_since("login", 0).await.unwrap(), 1);
+    assert_eq!(s.take_slots(&both, 12).await.unwrap(), Some(1));
+    assert_eq!(s.take_slots(&both, 13).await.unwrap(), Some(0));
+    assert_eq!(s.hits_since("ip", 0).await.unwrap(), 3);
+    // Hits at or before `since` are out of the window.
+    assert_eq!(
+        s.take_slots(
+            &[Slot {
+                since: 12,
+                ..slot("ip", 3)
+            }],
+            14
+        )
+        .await
+        .unwrap(),
+        None
+    );
+
+    // Fifty at once on one window across the pool: exactly its max get a slot.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let s = s.clone();
+        set.spawn(async move {
+            s.take_slots(&[slot("race", 7), slot("other", 100)], 20)
+                .await
+                .unwrap()
+        });
+    }
+    let mut free = 0;
+    while let Some(r) = set.join_next().await {
+        free += u32::from(r.unwrap().is_none());
+    }
+    assert_eq!(free, 7);
+
+    // A new flow and the event of its start are stored together.
+    let f = flow("f9", "bob", FlowState::Verifying, 900);
+    s.start_flow(&f, &event(30, Activity::ResetStarted, "bob", "bob"))
+        .await
+        .unwrap();
+    assert!(s.flow("f9").await.unwrap().is_some());
+    let ev = s
+        .audit_query(&sspr_app::ports::AuditFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(ev.len(), 1);
+}
+
+async fn a_verified_step_spends_moves_and_records_together_or_not_at_all(s: Arc<dyn Store>) {
+    use sspr_app::ports::{Proof, StepResult, VerifiedStep};
+    let mut f = flow("f1", "alice", FlowState::Verifying, 900);
+    f.required = 2;
+    f.verified = Vec::new();
+    s.insert_flow(&f).await.unwrap();
+    let msg = OutboxMessage::new(Channel::Email, "a@b.c", "s", "b", 0);
+    let id = s.issue_code(&code("f1", "m", 600), &msg).await.unwrap();
+    let step = |before: Vec<Method>, proof: Proof| VerifiedStep {
+        flow_id: "f1".into(),
+        user_id: "alice".into(),
+        after: [before.clone(), vec![Method::Email]].concat(),
+        before,
+        state: FlowState::Verifying,
+        proof,
+        now: 10,
+        event: event(10, Activity::MethodVerified, "alice", "alice"),
+    };
+    let events = || async {
+        s.audit_query(&sspr_app::ports::AuditFilter::default())
+            .await
+            .unwrap()
+            .len()
+    };
+
+    // The flow moved on meanwhile (its verified methods are not what the caller read): the
+    // code is not spent and no event is stored.
+    let moved = step(
+        vec![Method::Sms],
+        Proof::Code {
+            id,
+            max_attempts: 3,
+        },
+    );
+    assert_eq!(s.verify_step(&moved).await.unwrap(), StepResult::FlowMoved);
+    assert_eq!(events().await, 0);
+    let right = step(
+        Vec::new(),
+        Proof::Code {
+            id,
+            max_attempts: 3,
+        },
+    );
+    assert_eq!(
+        s.verify_step(&right).await.unwrap(),
+        StepResult::Verified {
+            recovery_left: None
+        }
+    );
+    let stored = s.flow("f1").await.unwrap().unwrap();
+    assert_eq!(stored.verified, vec![Method::Email]);
+    assert_eq!(events().await, 1);
+    // Spent once: the same code again changes nothing.
+    let again = step(
+        vec![Method::Email],
+        Proof::Code {
+            id,
+            max_attempts: 3,
+        },
+    );
+    assert_eq!(s.verify_step(&again).await.unwrap(), StepResult::ProofSpent);
+    assert_eq!(
+        s.flow("f1").await.unwrap().unwrap().verified,
+        stored.verified
+    );
+    assert_eq!(events().await, 1);
+
+    // An authenticator step is spent once, and not before a later one.
+    let totp = |n| step(vec![Method::Email], Proof::TotpStep { step: n });
+    assert!(s.totp_use_step("alice", 100).await.unwrap());
+    assert_eq!(
+        s.verify_step(&totp(100)).await.unwrap(),
+        StepResult::ProofSpent
+    );
+    let mut t = totp(101);
+    t.after = vec![Method::Email, Method::Totp];
+    t.state = FlowState::Verified;
+    assert!(matches!(
+        s.verify_step(&t).await.unwrap(),
+        StepResult::Verified { .. }
+    ));
+    assert!(
+        !s.totp_use_step("alice", 101).await.unwrap(),
+        "step 101 spent"
+    );
+    assert_eq!(
+        s.flow("f1").await.unwrap().unwrap().state,
+        FlowState::Verified
+    );
+    assert_eq!(events().await, 2);
 }
 
 async fn throttle_windows_blocks_and_clearing(s: Arc<dyn Store>) {

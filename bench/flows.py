@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Flow starts under concurrency: the first request of every reset, against this tree and a
+baseline commit built in the same run, on the zero-config server (SQLite, built-in directory).
+Prints one table row per build and concurrency (the machine is shared: compare the rows of
+one run, not figures across runs).
+
+    bench/flows.py [--baseline 7447088] [--conns 1,16,64] [--secs 10] [--user demo]
+
+The load is wrk (apt-get install wrk): POST /api/v1/flow/start for the demo user over kept-
+alive TLS connections, two client threads. Each build and concurrency gets a fresh server and
+data directory, its rate limits raised (the bench measures the server, not its limits), and
+the builds alternate at each concurrency. Besides throughput and latency the table shows what
+one start costs the server: CPU time, context switches and bytes written (from /proc), and
+the SQLite write-ahead log's size when the load ends.
+"""
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Sspr-Client"] = "api"
+wrk.body = '{"user":"%s","kind":"reset"}'
+"""
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Server:
+    def __init__(self, binary):
+        self.dir = tempfile.mkdtemp(prefix="sspr-flow-bench.")
+        self.port = free_port()
+        env = dict(os.environ, SSPR_LISTEN=f"127.0.0.1:{self.port}",
+                   SSPR_PUBLIC_URL=f"https://localhost:{self.port}", RUST_LOG="warn",
+                   SSPR_LIMITS__ACCOUNT_STARTS__MAX="100000000",
+                   SSPR_LIMITS__IP_STARTS__MAX="100000000")
+        env.pop("SSPR_CONFIG", None)
+        self.log = open(os.path.join(self.dir, "server.log"), "w")
+        self.proc = subprocess.Popen([binary, "serve"], cwd=self.dir, env=env,
+                                     stdout=self.log, stderr=self.log)
+        for _ in range(600):
+            if self.healthy():
+                return
+            time.sleep(0.1)
+        raise SystemExit(f"the server did not start; see {self.dir}/server.log")
+
+    def healthy(self):
+        ca = os.path.join(self.dir, "sspr-data", "tls", "ca.pem")
+        if not os.path.exists(ca):
+            return False
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", ca,
+                            f"https://localhost:{self.port}/healthz"],
+                           capture_output=True, text=True)
+        return r.stdout == "200"
+
+    def counters(self):
+        """(cpu seconds, context switches, bytes written) of the server so far."""
+        pid = self.proc.pid
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        switches = 0
+        for t in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{t}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                            switches += int(line.split()[1])
+            except OSError:
+                pass
+        written = 0
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    written = int(line.split()[1])
+        return cpu, switches, written
+
+    def rss_mib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return -1
+
+    def wal_mib(self):
+        p = os.path.join(self.dir, "sspr-data", "sspr.db-wal")
+        return os.path.getsize(p) / 2**20 if os.path.exists(p) else 0.0
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    v = float(m.group(1))
+    return {"us": v / 1000, "ms": v, "s": v * 1000}[m.group(2)]
+
+
+def wrk(port, conns, secs, script):
+    out = subprocess.run(["wrk", "-t", str(min(2, conns)), "-c", str(conns), "-d", f"{secs}s",
+                          "--latency", "-s", script, f"https://localhost:{port}/api/v1/flow/start"],
+                         capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    lat = {p: ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M)}
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return rate, total, lat.get("50"), lat.get("99"), int(bad.group(1)) if bad else 0, \
+        errors.group(1) if errors else ""
+
+
+def cargo_build(cwd, env=None):
+    subprocess.run(["cargo", "build", "-q", "--release", "-p", "sspr", "--bin", "sspr"],
+                   cwd=cwd, check=True, env=env)
+
+
+def build(commit):
+    wt = tempfile.mkdtemp(prefix="sspr-flow-base.")
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", wt, commit], cwd=ROOT, check=True)
+    target = os.path.join(ROOT, "target", "bench-baseline")
+    try:
+        cargo_build(wt, dict(os.environ, CARGO_TARGET_DIR=target))
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", wt], cwd=ROOT)
+    return os.path.join(target, "release", "sspr")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--baseline", default="7447088", help="commit to compare with")
+    ap.add_argument("--conns", default="1,16,64")
+    ap.add_argument("--secs", type=int, default=10)
+    ap.add_argument("--user", default="demo", help="the user ID every start names")
+    a = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip()
+    print("== building this tree", flush=True)
+    cargo_build(ROOT)
+    builds = [(f"this tree ({head})", os.path.join(ROOT, "target", "release", "sspr"))]
+    print(f"== building the baseline {a.baseline}", flush=True)
+    builds.append((f"baseline {a.baseline}", build(a.baseline)))
+    script = os.path.join(tempfile.mkdtemp(prefix="sspr-flow-lua."), "start.lua")
+    with open(script, "w") as f:
+        f.write(LUA % a.user)
+
+    print(f"\n{os.cpu_count()} cores; {a.secs} s per row; every start names {a.user!r}\n")
+    print("| build | connections | starts/s | p50 ms | p99 ms | non-2xx | CPU ms/start | "
+          "switches/start | KB written/start | WAL MiB at end | RSS MiB idle → loaded |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    rates = {}
+    for conns in [int(c) for c in a.conns.split(",")]:
+        for label, binary in builds:
+            s = Server(binary)
+            try:
+                time.sleep(1)
+                idle = s.rss_mib()
+                cpu0, sw0, wr0 = s.counters()
+                rate, total, p50, p99, bad, errors = wrk(s.port, conns, a.secs, script)
+                cpu1, sw1, wr1 = s.counters()
+                n = max(total, 1)
+                rates[(label, conns)] = rate
+                print(f"| {label} | {conns} | {rate:,.0f} | {p50:.1f} | {p99:.1f} | {bad} "
+                      f"{('(' + errors + ')') if errors else ''}| {1000 * (cpu1 - cpu0) / n:.2f} | "
+                      f"{(sw1 - sw0) / n:.1f} | {(wr1 - wr0) / 1024 / n:.1f} | {s.wal_mib():.1f} | "
+                      f"{idle:.0f} → {s.rss_mib():.0f} |", flush=True)
+            finally:
+                s.stop()
+    this, base = builds[0][0], builds[1][0]
+    print()
+    for conns in [int(c) for c in a.conns.split(",")]:
+        b = rates.get((base, conns))
+        if b:
+            print(f"{conns} connections: this tree / baseline = {rates[(this, conns)] / b:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
