@@ -40,6 +40,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         9,
         include_str!("../migrations/sqlite/0009_audit_export.sql"),
     ),
+    (
+        10,
+        include_str!("../migrations/sqlite/0010_throttle_counts.sql"),
+    ),
 ];
 
 /// How long a statement waits for SQLite's write lock.
@@ -414,12 +418,15 @@ impl Store for SqliteStore {
     }
 
     async fn hit(&self, key: &str, now: UnixTime) -> StoreResult<()> {
-        sqlx::query("INSERT INTO throttle_hits (key, at) VALUES ($1, $2)")
-            .bind(key)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
+        sqlx::query(
+            "INSERT INTO throttle_hits (key, at, n) VALUES ($1, $2, 1)
+             ON CONFLICT (key, at) DO UPDATE SET n = throttle_hits.n + 1",
+        )
+        .bind(key)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
         Ok(())
     }
 
@@ -430,24 +437,21 @@ impl Store for SqliteStore {
         since: UnixTime,
         max: u32,
     ) -> StoreResult<bool> {
-        // One statement: SQLite's single writer makes the count and the insert atomic.
-        let r = sqlx::query(
-            "INSERT INTO throttle_hits (key, at) SELECT $1, $2
-             WHERE (SELECT COUNT(*) FROM throttle_hits WHERE key = $1 AND at > $3) < $4",
-        )
-        .bind(key)
-        .bind(now)
-        .bind(since)
-        .bind(max as i64)
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
-        Ok(r.rows_affected() == 1)
+        let slot = sspr_app::ports::Slot {
+            key: key.into(),
+            since,
+            max,
+        };
+        Ok(sspr_app::ports::StepStore::take_slots(self, &[slot], now)
+            .await?
+            .is_none())
     }
 
     async fn hits_since(&self, key: &str, since: UnixTime) -> StoreResult<u32> {
         let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM throttle_hits WHERE key = $1 AND at > $2")
+            sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM throttle_hits WHERE key = $1 AND at > $2",
+            )
                 .bind(key)
                 .bind(since)
                 .fetch_one(&self.pool)

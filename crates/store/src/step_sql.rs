@@ -20,8 +20,10 @@ macro_rules! impl_step_store {
                 let mut full = None;
                 for (i, s) in slots.iter().enumerate() {
                     let r = sqlx::query(
-                        "INSERT INTO throttle_hits (key, at) SELECT $1, $2
-                         WHERE (SELECT COUNT(*) FROM throttle_hits WHERE key = $1 AND at > $3) < $4",
+                        "INSERT INTO throttle_hits (key, at, n) SELECT $1, $2, 1
+                         WHERE (SELECT COALESCE(SUM(n), 0) FROM throttle_hits
+                                WHERE key = $1 AND at > $3) < $4
+                         ON CONFLICT (key, at) DO UPDATE SET n = throttle_hits.n + 1",
                     )
                     .bind(&s.key)
                     .bind(now)
