@@ -24,8 +24,9 @@ pub const ARGON2_P: u32 = 1;
 /// memory buffers allocated once and reused. Memory therefore stays at `permits × 19 MiB`
 /// however many requests arrive: allocating 19 MiB per call instead lets the allocator keep
 /// freed blocks in per-thread arenas, and resident memory grew past a gigabyte under load.
-/// A caller that cannot get a slot in time is told the server is busy rather than queued
-/// without end.
+/// After [`KEEP_BUFFERS`] without a hash the buffers are dropped, so an idle server does not
+/// hold them. A caller that cannot get a slot in time is told the server is busy rather than
+/// queued without end.
 #[derive(Clone)]
 pub struct HashPool {
     slots: Arc<Semaphore>,
@@ -36,6 +37,19 @@ pub struct HashPool {
     /// Made on first use (`serve` makes it at start): a CLI command that never hashes does
     /// not pay a hash to start.
     dummy: Arc<std::sync::OnceLock<String>>,
+    idle: Arc<Idle>,
+    keep_buffers: Duration,
+}
+
+/// How long the pool keeps its buffers after the last hash. A burst reuses them; a server
+/// that then sits idle gives the 19 MiB each back.
+pub const KEEP_BUFFERS: Duration = Duration::from_secs(10);
+
+/// Counts hashes and whether a task is waiting to drop the buffers.
+#[derive(Default)]
+struct Idle {
+    hashes: std::sync::atomic::AtomicU64,
+    waiting: std::sync::atomic::AtomicBool,
 }
 
 impl HashPool {
@@ -57,6 +71,8 @@ impl HashPool {
             wait,
             params,
             dummy: Arc::new(std::sync::OnceLock::new()),
+            idle: Arc::new(Idle::default()),
+            keep_buffers: KEEP_BUFFERS,
         };
         Ok(pool)
     }
@@ -74,6 +90,38 @@ impl HashPool {
             Ok(mut b) => b.push(buf),
             Err(p) => p.into_inner().push(buf),
         }
+        self.drop_buffers_when_idle();
+    }
+
+    /// One task at a time waits until a whole [`KEEP_BUFFERS`] passes without a hash, then
+    /// drops the buffers (a hash under way keeps its own; the next allocates afresh).
+    fn drop_buffers_when_idle(&self) {
+        use std::sync::atomic::Ordering;
+        self.idle.hashes.fetch_add(1, Ordering::Relaxed);
+        if self.idle.waiting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.idle.waiting.store(false, Ordering::Release);
+            return;
+        };
+        let (idle, buffers, keep) = (self.idle.clone(), self.buffers.clone(), self.keep_buffers);
+        rt.spawn(async move {
+            loop {
+                let seen = idle.hashes.load(Ordering::Relaxed);
+                tokio::time::sleep(keep).await;
+                if idle.hashes.load(Ordering::Relaxed) == seen {
+                    break;
+                }
+            }
+            // Cleared first: a hash that ends from here on waits anew for its own buffer.
+            idle.waiting.store(false, Ordering::Release);
+            let dropped = match buffers.lock() {
+                Ok(mut b) => std::mem::take(&mut *b),
+                Err(p) => std::mem::take(&mut *p.into_inner()),
+            };
+            drop(dropped);
+        });
     }
 
     async fn run<T: Send + 'static>(
@@ -403,6 +451,28 @@ mod tests {
         }
         // Every buffer came back, and no more were ever made than there are slots.
         assert_eq!(pool.buffers.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_idle_pool_drops_its_buffers_and_hashes_on_afterwards() {
+        let mut pool = HashPool::with_params(2, Duration::from_secs(5), 8_192, 1).unwrap();
+        pool.keep_buffers = Duration::from_millis(300);
+        let held = |p: &HashPool| p.buffers.lock().unwrap().len();
+        let h = pool.hash("pw", &OsRandom).await.unwrap();
+        assert!(pool.verify("pw", &h).await.unwrap());
+        // Bounded, not timed: once no hash came for the whole wait, the buffer goes.
+        let mut waited = Duration::ZERO;
+        while held(&pool) > 0 && waited < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += Duration::from_millis(50);
+        }
+        assert_eq!(
+            held(&pool),
+            0,
+            "the buffers were still held after {waited:?}"
+        );
+        assert!(pool.verify("pw", &h).await.unwrap());
+        assert_eq!(held(&pool), 1);
     }
 
     #[tokio::test]

@@ -61,6 +61,7 @@ fn main() -> std::process::ExitCode {
     if !matches!(cli.command, Command::Serve) {
         end_quietly_on_a_closed_pipe();
     }
+    give_large_blocks_back();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -178,6 +179,21 @@ fn creates_data(c: &Command) -> bool {
 /// `sspr audit | head` ends quietly when `head` has read enough, as other Unix tools do: the
 /// default SIGPIPE ends the process. Rust ignores SIGPIPE so that a closed socket is an error
 /// rather than a death, and printing to a closed pipe then panics; `serve` keeps that.
+/// glibc serves a block of 128 KiB or more with its own mapping, returned to the system when
+/// freed, but after the first such free it raises that threshold to the freed size, so later
+/// 19 MiB Argon2 buffers come from the heap and stay resident after they are freed. A fixed
+/// threshold keeps large blocks as mappings: the hash pool's buffers, dropped when it goes
+/// idle, then leave resident memory for good.
+#[allow(unsafe_code)]
+fn give_large_blocks_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called at the start of main, before any other thread exists; mallopt only
+    // changes the allocator's thresholds.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 #[allow(unsafe_code)]
 fn end_quietly_on_a_closed_pipe() {
     // SAFETY: called at the start of main, before any other thread exists; SIG_DFL is a valid
