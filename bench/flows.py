@@ -141,7 +141,7 @@ def cargo_build(cwd, env=None):
 def build(commit):
     wt = tempfile.mkdtemp(prefix="sspr-flow-base.")
     subprocess.run(["git", "worktree", "add", "-q", "--detach", wt, commit], cwd=ROOT, check=True)
-    target = os.path.join(ROOT, "target", "bench-baseline")
+    target = os.path.join(ROOT, "target", "conn-baseline")
     try:
         cargo_build(wt, dict(os.environ, CARGO_TARGET_DIR=target))
     finally:

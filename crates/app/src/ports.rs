@@ -522,6 +522,17 @@ pub trait StepStore: Send + Sync + 'static {
     /// returned. Slots taken before it stay taken (counted as tries). Atomic per key against
     /// concurrent callers on any instance.
     async fn take_slots(&self, slots: &[Slot], now: UnixTime) -> StoreResult<Option<usize>>;
+    async fn hit(&self, key: &str, now: UnixTime) -> StoreResult<()>;
+    async fn hits_since(&self, key: &str, since: UnixTime) -> StoreResult<u32>;
+    /// Records a hit only if `key` has fewer than `max` hits after `since`, atomically: of any
+    /// number of concurrent callers on any instance, at most `max` get `true` in a window.
+    async fn hit_within(
+        &self,
+        key: &str,
+        now: UnixTime,
+        since: UnixTime,
+        max: u32,
+    ) -> StoreResult<bool>;
     async fn insert_flow(&self, flow: &FlowRecord) -> StoreResult<()>;
     /// Stores a new flow and the event of its start.
     async fn start_flow(&self, flow: &FlowRecord, event: &AuditEvent) -> StoreResult<()>;
@@ -596,17 +607,6 @@ pub trait Store:
     async fn code_attempt_failed(&self, id: i64) -> StoreResult<()>;
     async fn code_delivery_failed(&self, id: i64) -> StoreResult<()>;
 
-    async fn hit(&self, key: &str, now: UnixTime) -> StoreResult<()>;
-    async fn hits_since(&self, key: &str, since: UnixTime) -> StoreResult<u32>;
-    /// Records a hit only if `key` has fewer than `max` hits after `since`, atomically: of any
-    /// number of concurrent callers on any instance, at most `max` get `true` in a window.
-    async fn hit_within(
-        &self,
-        key: &str,
-        now: UnixTime,
-        since: UnixTime,
-        max: u32,
-    ) -> StoreResult<bool>;
     async fn block(&self, key: &str, until: UnixTime) -> StoreResult<()>;
     async fn blocked_until(&self, key: &str, now: UnixTime) -> StoreResult<Option<UnixTime>>;
     async fn clear_throttle(&self, keys: &[String]) -> StoreResult<()>;

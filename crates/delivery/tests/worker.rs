@@ -66,6 +66,15 @@ impl StepStore for FakeStore {
     async fn take_slots(&self, _: &[Slot], _: UnixTime) -> StoreResult<Option<usize>> {
         Ok(None)
     }
+    async fn hit(&self, _: &str, _: UnixTime) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn hits_since(&self, _: &str, _: UnixTime) -> StoreResult<u32> {
+        Ok(0)
+    }
+    async fn hit_within(&self, _: &str, _: UnixTime, _: UnixTime, _: u32) -> StoreResult<bool> {
+        Ok(true)
+    }
     async fn insert_flow(&self, _: &FlowRecord) -> StoreResult<()> {
         Ok(())
     }
@@ -257,12 +266,6 @@ impl Store for FakeStore {
         self.undeliverable_codes.lock().unwrap().push(id);
         Ok(())
     }
-    async fn hit(&self, _: &str, _: UnixTime) -> StoreResult<()> {
-        Ok(())
-    }
-    async fn hits_since(&self, _: &str, _: UnixTime) -> StoreResult<u32> {
-        Ok(0)
-    }
     async fn block(&self, _: &str, _: UnixTime) -> StoreResult<()> {
         Ok(())
     }
@@ -402,9 +405,6 @@ impl Store for FakeStore {
     }
     async fn totp_last_step(&self, _: &str) -> StoreResult<i64> {
         Ok(0)
-    }
-    async fn hit_within(&self, _: &str, _: UnixTime, _: UnixTime, _: u32) -> StoreResult<bool> {
-        Ok(true)
     }
     async fn purge_expired(&self, _: UnixTime) -> StoreResult<u64> {
         Ok(0)

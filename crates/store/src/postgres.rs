@@ -513,49 +513,6 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn hit(&self, key: &str, now: UnixTime) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO throttle_hits (key, at, n) VALUES ($1, $2, 1)
-             ON CONFLICT (key, at) DO UPDATE SET n = throttle_hits.n + 1",
-        )
-        .bind(key)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
-        Ok(())
-    }
-
-    async fn hit_within(
-        &self,
-        key: &str,
-        now: UnixTime,
-        since: UnixTime,
-        max: u32,
-    ) -> StoreResult<bool> {
-        let slot = sspr_app::ports::Slot {
-            key: key.into(),
-            since,
-            max,
-        };
-        Ok(sspr_app::ports::StepStore::take_slots(self, &[slot], now)
-            .await?
-            .is_none())
-    }
-
-    async fn hits_since(&self, key: &str, since: UnixTime) -> StoreResult<u32> {
-        let n: i64 =
-            sqlx::query_scalar(
-                "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM throttle_hits WHERE key = $1 AND at > $2",
-            )
-                .bind(key)
-                .bind(since)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(err)?;
-        Ok(n as u32)
-    }
-
     async fn block(&self, key: &str, until: UnixTime) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO throttle_blocks (key, until) VALUES ($1, $2)

@@ -41,6 +41,47 @@ macro_rules! impl_step_store {
                 Ok(full)
             }
 
+            async fn hit(&self, key: &str, now: UnixTime) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO throttle_hits (key, at, n) VALUES ($1, $2, 1)
+                     ON CONFLICT (key, at) DO UPDATE SET n = throttle_hits.n + 1",
+                )
+                .bind(key)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(err)?;
+                Ok(())
+            }
+
+            async fn hits_since(&self, key: &str, since: UnixTime) -> StoreResult<u32> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM throttle_hits
+                     WHERE key = $1 AND at > $2",
+                )
+                .bind(key)
+                .bind(since)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(err)?;
+                Ok(u32::try_from(n).unwrap_or(u32::MAX))
+            }
+
+            async fn hit_within(
+                &self,
+                key: &str,
+                now: UnixTime,
+                since: UnixTime,
+                max: u32,
+            ) -> StoreResult<bool> {
+                let slot = sspr_app::ports::Slot {
+                    key: key.into(),
+                    since,
+                    max,
+                };
+                Ok(self.take_slots(&[slot], now).await?.is_none())
+            }
+
             async fn insert_flow(&self, f: &FlowRecord) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await.map_err(err)?;
                 insert_flow_row(&mut tx, f).await?;
