@@ -107,6 +107,10 @@ fn raise_fd_limit() -> Option<u64> {
     Some(lim.rlim_cur)
 }
 
+/// Connections the kernel may queue for the server: accepted ones, and half-open or deferred
+/// ones.
+pub const BACKLOG: libc::c_int = 4096;
+
 /// Asks the kernel to hand over a new connection only once its first bytes arrive, or after
 /// `wait` (Linux's `TCP_DEFER_ACCEPT`, nginx's `listen … deferred`). Every TLS client speaks
 /// first (its ClientHello), so a real client is handed over at once. A socket opened and left
@@ -114,14 +118,22 @@ fn raise_fd_limit() -> Option<u64> {
 /// handshake timer, and is not closed early, so the attacker does not reconnect (that churn,
 /// not the idle sockets, took the cores in `bench/connections.py`). Elsewhere, or if refused,
 /// connections are accepted at once and the handshake timeout alone bounds them.
+///
+/// The kernel keeps deferred connections in the listener's queue of half-open ones, as long as
+/// the listen backlog; beyond it SYN cookies hand them over at once. The backlog is therefore
+/// raised from Rust's 128 to [`BACKLOG`] (the kernel caps it at `net.core.somaxconn`).
 #[allow(unsafe_code)]
 pub fn defer_accept(listener: &std::net::TcpListener, wait: Duration) {
-    if wait.is_zero() {
-        return;
-    }
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
+        // SAFETY: listen on a socket that is already listening only changes its backlog.
+        if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+            tracing::warn!(error = %io::Error::last_os_error(), "cannot raise the listen backlog");
+        }
+        if wait.is_zero() {
+            return;
+        }
         let secs = libc::c_int::try_from(wait.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
         // SAFETY: setsockopt reads one c_int from a valid pointer of the given length, on a
         // descriptor the listener owns for the whole call.
@@ -139,7 +151,7 @@ pub fn defer_accept(listener: &std::net::TcpListener, wait: Duration) {
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = listener;
+    let _ = (listener, wait);
 }
 
 /// Counts held connections, in total and per address.
