@@ -551,7 +551,7 @@ impl App {
         } else {
             FlowState::Verifying
         };
-        let mut step = VerifiedStep {
+        let step = VerifiedStep {
             flow_id: flow.id.clone(),
             user_id: flow.user_id.clone(),
             before: flow.verified.clone(),
@@ -583,10 +583,8 @@ impl App {
                 ));
             }
         };
-        if let Some(left) = codes_left {
-            step.event
-                .merge_details(serde_json::json!({ "codes_left": left }));
-        }
+        // The stored event also carries `codes_left` (the store adds it); the metrics read
+        // only the activity and the method.
         crate::metrics::metrics().event(&step.event);
         let records = self.store.methods(&flow.user_id).await?;
         if let Some(left) = codes_left {

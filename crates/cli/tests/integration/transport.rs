@@ -158,6 +158,24 @@ async fn closed_within(sock: &mut tokio::net::TcpStream, limit: std::time::Durat
     )
 }
 
+/// `n` sockets from 127.0.0.1 that send nothing, and how many of them the server closed
+/// within 300 ms each.
+async fn silent_sockets(s: &Server, n: usize) -> (Vec<tokio::net::TcpStream>, usize) {
+    let port = s.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut idle = Vec::new();
+    for _ in 0..n {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut closed = 0;
+    for sock in idle.iter_mut() {
+        if closed_within(sock, std::time::Duration::from_millis(300)).await {
+            closed += 1;
+        }
+    }
+    (idle, closed)
+}
+
 #[tokio::test]
 async fn idle_connections_from_one_address_cannot_lock_the_others_out() {
     let s = Server::start_with(|c| {
@@ -168,20 +186,9 @@ async fn idle_connections_from_one_address_cannot_lock_the_others_out() {
         c.connections.defer_accept_secs = 0;
     })
     .await;
-    let port = s.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     // Sixty sockets from 127.0.0.1 that never start TLS: twenty are held, the rest closed at
     // once, before any handshake work.
-    let mut idle = Vec::new();
-    for _ in 0..60 {
-        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
-    }
-    let mut closed = 0;
-    for sock in idle.iter_mut() {
-        if closed_within(sock, std::time::Duration::from_millis(300)).await {
-            closed += 1;
-        }
-    }
+    let (idle, closed) = silent_sockets(&s, 60).await;
     // The harness's own client may hold a keep-alive connection from the same address.
     let held = 60 - closed;
     assert!(
@@ -240,20 +247,9 @@ async fn a_connection_that_never_starts_tls_is_closed_after_the_handshake_timeou
 async fn silent_sockets_stay_in_the_kernel_and_take_no_share_of_the_server() {
     // The default: connections that send nothing are not handed to the server for 30 s.
     let s = Server::start_with(|c| c.connections.per_ip = 20).await;
-    let port = s.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut idle = Vec::new();
-    for _ in 0..60 {
-        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
-    }
     // Three times the address's share, and none is closed: the server never saw them, so
     // an attacker has nothing to reconnect...
-    let mut closed = 0;
-    for sock in idle.iter_mut() {
-        if closed_within(sock, std::time::Duration::from_millis(300)).await {
-            closed += 1;
-        }
-    }
+    let (mut idle, closed) = silent_sockets(&s, 60).await;
     assert_eq!(closed, 0, "silent sockets were handed to the server");
     // ...and a real client from the same address is served meanwhile: the silent ones took
     // none of its share of 20.
