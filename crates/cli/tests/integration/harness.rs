@@ -240,6 +240,15 @@ pub async fn https_get_over(sock: tokio::net::TcpStream, ca: &Path, path: &str) 
     .unwrap()
 }
 
+/// Whether the file holds at least one certificate and nothing unreadable: written whole.
+fn whole_pem(path: &Path) -> bool {
+    let Ok(pem) = std::fs::read(path) else {
+        return false;
+    };
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice()).collect();
+    !certs.is_empty() && certs.iter().all(|c| c.is_ok())
+}
+
 pub fn client_for(ca: &Path) -> reqwest::Client {
     client_builder(ca).build().unwrap()
 }
@@ -337,18 +346,21 @@ impl Server {
         ));
         let ca = cfg.data_dir.join("tls/ca.pem");
         for _ in 0..200 {
-            if ca.exists() {
+            if whole_pem(&ca) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let http = client_for(&ca);
         let url = format!("https://localhost:{port}");
+        // The CA file can exist before it is whole: a client built from a half-written file
+        // trusts nothing (UnknownIssuer). Read it again until a health check gets through.
+        let mut http = client_for(&ca);
         for _ in 0..200 {
             if http.get(format!("{url}/healthz")).send().await.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
+            http = client_for(&ca);
         }
         Server {
             dir,
