@@ -139,14 +139,25 @@ def cargo_build(cwd, env=None):
 
 
 def build(commit):
-    wt = tempfile.mkdtemp(prefix="sspr-flow-base.")
+    """The release binary of a commit, built once and kept as target/bench-bin/sspr-<commit>
+    (a fixed worktree path, so a rebuild reuses cargo's cache)."""
+    full = subprocess.run(["git", "rev-parse", "--short", commit], cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    kept = os.path.join(ROOT, "target", "bench-bin", f"sspr-{full}")
+    if os.path.exists(kept):
+        return kept
+    wt = os.path.join(tempfile.gettempdir(), "sspr-bench-baseline")
+    subprocess.run(["git", "worktree", "remove", "--force", wt], cwd=ROOT, capture_output=True)
+    shutil.rmtree(wt, ignore_errors=True)
     subprocess.run(["git", "worktree", "add", "-q", "--detach", wt, commit], cwd=ROOT, check=True)
     target = os.path.join(ROOT, "target", "conn-baseline")
     try:
         cargo_build(wt, dict(os.environ, CARGO_TARGET_DIR=target))
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", wt], cwd=ROOT)
-    return os.path.join(target, "release", "sspr")
+    os.makedirs(os.path.dirname(kept), exist_ok=True)
+    shutil.copy2(os.path.join(target, "release", "sspr"), kept)
+    return kept
 
 
 def main():

@@ -171,6 +171,7 @@ fn build_worker(rt: &Runtime, clock: Arc<dyn Clock>) -> anyhow::Result<OutboxWor
                 let sender =
                     SmsSender::new(s).map_err(|e| anyhow::anyhow!("delivery.sms: {}", e.0))?;
                 let d = sender.deadline();
+                wc.sms_concurrency = s.concurrency as usize;
                 (Some(Arc::new(sender)), d)
             }
             None => (None, Duration::from_secs(1)),

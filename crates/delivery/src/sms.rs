@@ -73,6 +73,8 @@ pub struct SmsConfig {
     pub from: String,
     /// Deadline for one request, connect and answer included.
     pub timeout_secs: u64,
+    /// Most SMS sent at the same time (requests open to the gateway).
+    pub concurrency: u32,
     /// Text a 2xx answer must contain to count as delivered, e.g. `"\"status\":\"queued\""`.
     /// Without it, `json` needs a JSON answer that reports no error.
     pub success_match: Option<String>,
@@ -96,6 +98,7 @@ impl Default for SmsConfig {
             auth_token_file: None,
             from: String::new(),
             timeout_secs: 10,
+            concurrency: 4,
             success_match: None,
             ca_file: None,
             allowed_prefixes: Vec::new(),
@@ -116,6 +119,7 @@ impl fmt::Debug for SmsConfig {
             .field("auth_token_file", &self.auth_token_file)
             .field("from", &self.from)
             .field("timeout_secs", &self.timeout_secs)
+            .field("concurrency", &self.concurrency)
             .field("success_match", &self.success_match)
             .field("ca_file", &self.ca_file)
             .field("allowed_prefixes", &self.allowed_prefixes)
@@ -182,6 +186,9 @@ impl SmsConfig {
             return Err(ConfigError::new(
                 "sms.timeout_secs must be between 1 and 40",
             ));
+        }
+        if self.concurrency == 0 || self.concurrency > 64 {
+            return Err(ConfigError::new("sms.concurrency must be between 1 and 64"));
         }
         if self.success_match.as_deref().is_some_and(|m| m.is_empty()) {
             return Err(ConfigError::new(
@@ -551,6 +558,15 @@ mod tests {
     #[test]
     fn validation_says_what_to_fix() {
         assert!(json().validate().is_ok());
+        for bad in [0, 65] {
+            let e = SmsConfig {
+                concurrency: bad,
+                ..json()
+            }
+            .validate()
+            .unwrap_err();
+            assert!(e.0.contains("sms.concurrency"), "{e}");
+        }
         let e = SmsConfig {
             url: "http://sms.example.com/send".into(),
             ..json()
@@ -654,6 +670,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.kind, SmsKind::Twilio);
         assert_eq!(c.timeout_secs, 10);
+        assert_eq!(c.concurrency, 4);
         assert!(toml::from_str::<SmsConfig>("kind = \"carrier-pigeon\"").is_err());
         assert!(toml::from_str::<SmsConfig>("urll = \"x\"").is_err());
         assert!(toml::from_str::<SmsConfig>("token = \"x\"").is_err());

@@ -24,28 +24,31 @@
 //!
 //! # TLS
 //!
-//! lettre's rustls backend, built from [`lettre::transport::smtp::client::TlsParameters`]:
-//! Mozilla's roots (webpki-roots) plus the optional `ca_file`, minimum TLS 1.2 (rustls has no
-//! older versions at all). lettre 0.11 offers no way to hand it a ready `rustls::ClientConfig`;
-//! it uses the process-wide default crypto provider if one is installed and ring otherwise
-//! (the `ring` feature). Either way only rustls' safe defaults are in play.
+//! rustls in both cases: Mozilla's roots (webpki-roots) plus the optional `ca_file`, TLS 1.2
+//! and 1.3 only (rustls has no older versions at all). STARTTLS is lettre's, built from
+//! [`lettre::transport::smtp::client::TlsParameters`] (lettre 0.11 takes no ready
+//! `rustls::ClientConfig`; it uses ring, the `ring` feature). Implicit TLS (port 465) is done
+//! here with tokio-rustls and the configuration the SMS client uses ([`crate::tls`]), because
+//! the socket is opened here (next section) and handed to lettre already encrypted.
 //!
 //! # Nagle (`TCP_NODELAY`)
 //!
-//! Checked in lettre 0.11.23 (`transport/smtp/client/async_net.rs`, `connect_tokio1`): the
-//! tokio `TcpSocket` is connected and wrapped as is; lettre never calls `set_nodelay`, and the
-//! pool offers no hook to reach the socket. Commands are one `write_all` + `flush` each,
-//! followed by a read, so they are not delayed; but the end of DATA is written as the body and
-//! then a separate `"\r\n.\r\n"`, a write-write-read pattern in which Nagle may hold the
-//! terminator until the server's delayed ACK arrives (up to ~40 ms on Linux) per message. That
-//! is harmless at sspr's volumes, so lettre is used unmodified; a fix belongs upstream.
-
-use std::sync::Mutex;
-use std::time::Instant;
+//! The end of DATA is written as the body and then a separate `"\r\n.\r\n"`, then the reply
+//! is read: a write-write-read pattern in which Nagle holds the terminator until the relay's
+//! delayed ACK of the body arrives, up to ~40 ms on Linux, on every message of a reused
+//! connection. That capped a burst at about 170 messages/s whatever `pool_size` said (see
+//! `bench/delivery.py`). lettre 0.11 never calls `set_nodelay` on the sockets it opens, so the
+//! socket is opened here, with Nagle off, and handed to lettre
+//! (`AsyncSmtpConnection::connect_with_transport`).
 
 use std::fmt;
+use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lettre::Message;
@@ -54,12 +57,16 @@ use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{
-    AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters, TlsVersion,
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters, TlsVersion,
 };
 use lettre::transport::smtp::extension::ClientId;
 use serde::Deserialize;
 use sspr_app::ports::OutboxMessage;
 use sspr_domain::mask;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::secret::{read_secret_file, redact};
 use crate::{ConfigError, SendError, Sender};
@@ -211,7 +218,10 @@ pub struct SmtpSender {
     host: String,
     port: u16,
     tls: SmtpTls,
+    /// STARTTLS (lettre's).
     tls_params: Option<TlsParameters>,
+    /// Implicit TLS (ours): the connector and the name the certificate must carry.
+    implicit: Option<(TlsConnector, ServerName<'static>)>,
     credentials: Option<Credentials>,
     hello: ClientId,
     timeout: Duration,
@@ -252,9 +262,10 @@ impl SmtpSender {
             ));
         }
         let host = cfg.host.trim().to_string();
-        let tls_params = match cfg.tls {
-            SmtpTls::None => None,
-            SmtpTls::Starttls | SmtpTls::Implicit => Some(tls_parameters(cfg, &host)?),
+        let (tls_params, implicit) = match cfg.tls {
+            SmtpTls::None => (None, None),
+            SmtpTls::Starttls => (Some(tls_parameters(cfg, &host)?), None),
+            SmtpTls::Implicit => (None, Some(implicit_tls(cfg, &host)?)),
         };
         let credentials = (!cfg.username.is_empty())
             .then(|| Credentials::new(cfg.username.clone(), cfg.password.clone()));
@@ -263,6 +274,7 @@ impl SmtpSender {
             port: cfg.effective_port(),
             tls: cfg.tls,
             tls_params,
+            implicit,
             credentials,
             hello: ClientId::default(),
             timeout: Duration::from_secs(cfg.timeout_secs),
@@ -303,20 +315,40 @@ impl SmtpSender {
             })
     }
 
-    /// A new connection: TCP (lettre's connect timeout), TLS, greeting, EHLO, STARTTLS, AUTH.
-    async fn connect(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
-        let wrapper = match self.tls {
-            SmtpTls::Implicit => self.tls_params.clone(),
-            SmtpTls::Starttls | SmtpTls::None => None,
+    /// A TCP connection to the relay with Nagle off, to the first of its addresses that
+    /// accepts. Bounded by the send's deadline, like everything else in it.
+    async fn tcp(&self) -> io::Result<TcpStream> {
+        let mut last = None;
+        for addr in tokio::net::lookup_host((self.host.as_str(), self.port)).await? {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    return Ok(stream);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} resolves to no address", self.host),
+            )
+        }))
+    }
+
+    /// A new connection: TCP, implicit TLS, greeting, EHLO, STARTTLS, AUTH.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, Failed> {
+        let tcp = self.tcp().await.map_err(Failed::Connect)?;
+        let stream: Box<dyn AsyncTokioStream> = match &self.implicit {
+            Some((connector, name)) => Box::new(ImplicitTls(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(Failed::Connect)?,
+            )),
+            None => Box::new(tcp),
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (self.host.as_str(), self.port),
-            Some(self.timeout),
-            &self.hello,
-            wrapper,
-            None,
-        )
-        .await?;
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello).await?;
         if let (SmtpTls::Starttls, Some(params)) = (self.tls, &self.tls_params) {
             // Required: fails when the relay does not offer STARTTLS.
             conn.starttls(params.clone(), &self.hello).await?;
@@ -332,7 +364,7 @@ impl SmtpSender {
     }
 
     /// A parked connection that still answers NOOP, or a new one.
-    async fn connection(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+    async fn connection(&self) -> Result<AsyncSmtpConnection, Failed> {
         loop {
             let parked = self.idle().pop();
             let Some((mut conn, since)) = parked else {
@@ -347,11 +379,7 @@ impl SmtpSender {
 
     /// One transaction. Returns right after the relay's answer to the end of DATA; the
     /// connection is parked for the next message without another round trip.
-    async fn transaction(
-        &self,
-        envelope: &Envelope,
-        raw: &[u8],
-    ) -> Result<(), lettre::transport::smtp::Error> {
+    async fn transaction(&self, envelope: &Envelope, raw: &[u8]) -> Result<(), Failed> {
         let mut conn = self.connection().await?;
         conn.send(envelope, raw).await?;
         if !conn.has_broken() {
@@ -364,6 +392,97 @@ impl SmtpSender {
         close(conn);
         Ok(())
     }
+}
+
+/// Why a transaction failed.
+#[derive(Debug)]
+enum Failed {
+    /// lettre's: a reply, or its I/O once connected.
+    Smtp(lettre::transport::smtp::Error),
+    /// Ours, before lettre has the connection: name lookup, TCP, implicit TLS.
+    Connect(io::Error),
+}
+
+impl From<lettre::transport::smtp::Error> for Failed {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        Self::Smtp(e)
+    }
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Smtp(e) => e.fmt(f),
+            Self::Connect(e) => write!(f, "cannot connect: {e}"),
+        }
+    }
+}
+
+impl Failed {
+    fn kind(&self) -> SmtpFailure {
+        match self {
+            Self::Smtp(e) => SmtpFailure::of(e),
+            Self::Connect(e) if e.kind() == io::ErrorKind::TimedOut => SmtpFailure::Timeout,
+            Self::Connect(e) if crate::tls::is_tls_error(e) => SmtpFailure::Tls,
+            Self::Connect(_) => SmtpFailure::Connection,
+        }
+    }
+}
+
+/// A connection with implicit TLS, in the shape lettre takes a ready stream.
+#[derive(Debug)]
+struct ImplicitTls(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+/// The connector for implicit TLS: the same trust as STARTTLS (public roots plus `ca_file`).
+fn implicit_tls(
+    cfg: &SmtpConfig,
+    host: &str,
+) -> Result<(TlsConnector, ServerName<'static>), ConfigError> {
+    let extra = match &cfg.ca_file {
+        Some(path) => crate::tls::load_ca_file(path, "smtp.ca_file")?,
+        None => Vec::new(),
+    };
+    let config = crate::tls::client_config(&extra, "smtp.ca_file")?;
+    let name = ServerName::try_from(host.to_string()).map_err(|_| {
+        ConfigError::new(format!(
+            "smtp.host {host:?} is not a name or address a certificate can be checked against"
+        ))
+    })?;
+    Ok((TlsConnector::from(Arc::new(config)), name))
 }
 
 /// Says QUIT and closes, in the background and within a few seconds: nobody waits for it.
@@ -471,7 +590,7 @@ impl Sender for SmtpSender {
                 // reply may quote the recipient, which the log should only see masked.
                 let detail = format!("smtp: {e}")
                     .replace(msg.recipient.trim(), &mask::email(&msg.recipient));
-                Err(SmtpFailure::of(&e).into_error(detail))
+                Err(e.kind().into_error(detail))
             }
             // The transaction, and its connection, are dropped: nothing half-done is reused.
             Err(_) => Err(SmtpFailure::Timeout.into_error(format!(
@@ -634,6 +753,25 @@ mod tests {
     fn new_outside_a_runtime_is_an_error_not_a_panic() {
         let e = SmtpSender::new(&base()).err().unwrap();
         assert!(e.0.contains("tokio runtime"));
+    }
+
+    /// With Nagle on, the end of DATA waited for the relay's delayed ACK on every message of a
+    /// reused connection (a burst capped at ~170 messages/s, `bench/delivery.py`).
+    #[tokio::test]
+    async fn relay_sockets_have_nagle_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = SmtpConfig {
+            host: "localhost".into(),
+            port: Some(listener.local_addr().unwrap().port()),
+            tls: SmtpTls::None,
+            allow_insecure: true,
+            ..base()
+        };
+        let s = SmtpSender::new(&cfg).unwrap();
+        // `localhost` may resolve to ::1 first, where nothing listens: the next address is
+        // tried.
+        let stream = s.tcp().await.unwrap();
+        assert!(stream.nodelay().unwrap());
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
 //! The TLS paths with a private CA: SMS over HTTPS (axum-server + rustls) and SMTP with
-//! STARTTLS (aiosmtpd). Certificates are made on the fly with rcgen.
+//! STARTTLS and implicit TLS (aiosmtpd). Certificates are made on the fly with rcgen.
 
 // Test helpers live outside `#[test]` functions, where clippy.toml's allow-*-in-tests does
 // not reach; failing loudly is what a test should do.
@@ -116,14 +116,18 @@ impl Drop for Server {
     }
 }
 
-const STARTTLS_SERVER: &str = r#"
+/// aiosmtpd with STARTTLS required, or with TLS from the first byte (port 465 style).
+const TLS_RELAY: &str = r#"
 import ssl, sys, threading
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Mailbox
-port, cert, key, maildir = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+port, cert, key, maildir, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 ctx.load_cert_chain(cert, key)
-c = Controller(Mailbox(maildir), hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=True)
+if mode == "implicit":
+    c = Controller(Mailbox(maildir), hostname="127.0.0.1", port=port, ssl_context=ctx)
+else:
+    c = Controller(Mailbox(maildir), hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=True)
 c.start()
 threading.Event().wait()
 "#;
@@ -150,9 +154,25 @@ fn count_new(maildir: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_starttls_with_a_private_ca() {
+    smtp_tls_with_a_private_ca(SmtpTls::Starttls).await;
+}
+
+/// Implicit TLS is set up by sspr itself (on a socket with Nagle off), not by lettre: the
+/// same trust rules must hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_implicit_tls_with_a_private_ca() {
+    smtp_tls_with_a_private_ca(SmtpTls::Implicit).await;
+}
+
+async fn smtp_tls_with_a_private_ca(tls: SmtpTls) {
     if !aiosmtpd_available() {
         return;
     }
+    let mode = if tls == SmtpTls::Implicit {
+        "implicit"
+    } else {
+        "starttls"
+    };
     let pki = Pki::new();
     let maildir = pki.path("maildir");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -161,10 +181,11 @@ async fn smtp_starttls_with_a_private_ca() {
         .unwrap()
         .port();
     let child = Command::new("python3")
-        .args(["-c", STARTTLS_SERVER, &port.to_string()])
+        .args(["-c", TLS_RELAY, &port.to_string()])
         .arg(pki.path("cert.pem"))
         .arg(pki.path("key.pem"))
         .arg(&maildir)
+        .arg(mode)
         .stdout(Stdio::null())
         // The refused handshake below makes aiosmtpd print a traceback; expected, so hidden.
         .stderr(Stdio::null())
@@ -184,7 +205,7 @@ async fn smtp_starttls_with_a_private_ca() {
     let base = SmtpConfig {
         host: "127.0.0.1".into(),
         port: Some(port),
-        tls: SmtpTls::Starttls,
+        tls,
         from: "sspr@example.com".into(),
         timeout_secs: 10,
         ..Default::default()
