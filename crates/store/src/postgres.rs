@@ -48,6 +48,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../migrations/postgres/0010_throttle_counts.sql"),
     ),
+    (
+        11,
+        include_str!("../migrations/postgres/0011_outbox_claim.sql"),
+    ),
 ];
 
 /// Advisory lock key ("ssprmig") held while migrating, so instances starting together apply
@@ -820,21 +824,42 @@ impl Store for PgStore {
         // skips such rows instead of waiting, so workers on different instances take disjoint
         // batches without queueing behind each other. ARRAY(…) makes the sub-select an
         // InitPlan, run exactly once; under `IN (…)` the planner may re-scan it.
-        let rows = sqlx::query(
+        //
+        // Due messages and lapsed leases are each walked in order on `outbox_claim` and cut
+        // at the limit before they are merged: a claim reads about `limit` rows however long
+        // the queue. Both are ordered by when they were due, so a message whose worker died
+        // keeps its place. FOR UPDATE is not allowed in a UNION's members, hence the CTEs. Rows the
+        // merge leaves out stay locked only until this statement commits.
+        // Without a channel (tests, one-off tools) the walk is per status only.
+        let sql = if channel.is_some() {
+            "WITH due AS MATERIALIZED (
+                 SELECT id, next_attempt_at AS t FROM outbox
+                  WHERE status = 'queued' AND channel = $4 AND next_attempt_at <= $2
+                  ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED),
+             lapsed AS MATERIALIZED (
+                 SELECT id, next_attempt_at AS t FROM outbox
+                  WHERE status = 'sending' AND channel = $4 AND lease_until <= $2
+                  ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+             UPDATE outbox SET status = 'sending', lease_until = $1, attempts = attempts + 1
+             WHERE id = ANY(ARRAY(SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM lapsed) AS c
+                                  ORDER BY t, id LIMIT $3))
+             RETURNING *"
+        } else {
             "UPDATE outbox SET status = 'sending', lease_until = $1, attempts = attempts + 1
              WHERE id = ANY(ARRAY(SELECT id FROM outbox
                           WHERE ((status = 'queued' AND next_attempt_at <= $2) OR (status = 'sending' AND lease_until <= $2))
-                            AND ($4::text IS NULL OR channel = $4)
+                            AND $4::text IS NULL
                           ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED))
-             RETURNING *",
-        )
-        .bind(now + lease)
-        .bind(now)
-        .bind(i64::from(limit))
-        .bind(channel.map(|c| c.as_str()))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
+             RETURNING *"
+        };
+        let rows = sqlx::query(sql)
+            .bind(now + lease)
+            .bind(now)
+            .bind(i64::from(limit))
+            .bind(channel.map(|c| c.as_str()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
         let mut out: Vec<OutboxMessage> =
             rows.iter().map(outbox_from).collect::<StoreResult<_>>()?;
         out.sort_by_key(|m| m.id);

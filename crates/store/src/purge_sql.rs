@@ -3,7 +3,7 @@
 
 use sspr_domain::clock::UnixTime;
 
-/// Messages waiting and the oldest one's queue time (the `outbox_due` index covers it).
+/// Messages waiting and the oldest one's queue time (the `outbox_claim` index covers it).
 pub(crate) const OUTBOX_BACKLOG: &str =
     "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status IN ('queued', 'sending')";
 

@@ -44,6 +44,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../migrations/sqlite/0010_throttle_counts.sql"),
     ),
+    (
+        11,
+        include_str!("../migrations/sqlite/0011_outbox_claim.sql"),
+    ),
 ];
 
 /// How long a statement waits for SQLite's write lock.
@@ -707,21 +711,38 @@ impl Store for SqliteStore {
         limit: u32,
         channel: Option<Channel>,
     ) -> StoreResult<Vec<OutboxMessage>> {
-        let rows = sqlx::query(
+        // Due messages and lapsed leases, each walked in order on `outbox_claim` and cut at
+        // the limit before they are merged: a claim reads about `limit` rows however long the
+        // queue. Both are ordered by when they were due, so a message whose worker died
+        // keeps its place. Without a channel (tests, one-off tools) the walk is per status only.
+        let sql = if channel.is_some() {
+            "UPDATE outbox SET status = 'sending', lease_until = $1, attempts = attempts + 1
+             WHERE id IN (SELECT id FROM (
+                 SELECT * FROM (SELECT id, next_attempt_at AS due FROM outbox
+                                WHERE status = 'queued' AND channel = $4 AND next_attempt_at <= $2
+                                ORDER BY next_attempt_at, id LIMIT $3)
+                 UNION ALL
+                 SELECT * FROM (SELECT id, next_attempt_at AS due FROM outbox
+                                WHERE status = 'sending' AND channel = $4 AND lease_until <= $2
+                                ORDER BY next_attempt_at, id LIMIT $3))
+               ORDER BY due, id LIMIT $3)
+             RETURNING *"
+        } else {
             "UPDATE outbox SET status = 'sending', lease_until = $1, attempts = attempts + 1
              WHERE id IN (SELECT id FROM outbox
                           WHERE ((status = 'queued' AND next_attempt_at <= $2) OR (status = 'sending' AND lease_until <= $2))
-                            AND ($4 IS NULL OR channel = $4)
+                            AND $4 IS NULL
                           ORDER BY id LIMIT $3)
-             RETURNING *",
-        )
-        .bind(now + lease)
-        .bind(now)
-        .bind(limit as i64)
-        .bind(channel.map(|c| c.as_str()))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
+             RETURNING *"
+        };
+        let rows = sqlx::query(sql)
+            .bind(now + lease)
+            .bind(now)
+            .bind(limit as i64)
+            .bind(channel.map(|c| c.as_str()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
         let mut out: Vec<OutboxMessage> =
             rows.iter().map(outbox_from).collect::<StoreResult<_>>()?;
         out.sort_by_key(|m| m.id);

@@ -22,7 +22,7 @@ use sspr_domain::{FlowKind, FlowState};
 use sspr_store::{PgStore, SqliteStore};
 
 /// The newest migration both stores apply.
-const LATEST_SCHEMA: i64 = 10;
+const LATEST_SCHEMA: i64 = 11;
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
@@ -141,6 +141,7 @@ contract_tests!(
     throttle_windows_blocks_and_clearing,
     outbox_lease_expires_and_is_claimed_again,
     outbox_claims_one_channel_and_release_gives_messages_back,
+    a_channel_claim_takes_the_earliest_due_lapsed_leases_included_within_one_limit,
     pending_address_waits_beside_the_active_one,
     totp_steps_are_single_use,
     one_writer_passes_the_finish_gate_and_its_completion_is_one_transaction,
@@ -980,6 +981,63 @@ async fn outbox_claims_one_channel_and_release_gives_messages_back(s: Arc<dyn St
     let sent = s.outbox_list(10).await.unwrap();
     let m2 = sent.iter().find(|m| m.id == mail2).unwrap();
     assert_eq!(m2.status, "sent", "a sent message is not released");
+}
+
+async fn a_channel_claim_takes_the_earliest_due_lapsed_leases_included_within_one_limit(
+    s: Arc<dyn Store>,
+) {
+    let mail = |body: &str, at| OutboxMessage::new(Channel::Email, "a@b.c", "s", body, at);
+    // Delivered messages before the queue, as after a long run.
+    for _ in 0..20 {
+        let id = s.enqueue(&mail("old", 0)).await.unwrap();
+        s.claim_outbox(0, 60, 1, Some(Channel::Email))
+            .await
+            .unwrap();
+        s.outbox_sent(id, false).await.unwrap();
+    }
+    let lapsed = s.enqueue(&mail("lapsed", 0)).await.unwrap();
+    let got = s
+        .claim_outbox(0, 60, 1, Some(Channel::Email))
+        .await
+        .unwrap();
+    assert_eq!(got[0].id, lapsed);
+    let later = s.enqueue(&mail("later", 5)).await.unwrap();
+    let retrying = s.enqueue(&mail("retrying", 1)).await.unwrap();
+    s.claim_outbox(1, 60, 1, Some(Channel::Email))
+        .await
+        .unwrap();
+    s.outbox_failed(retrying, Some(100), "deferred")
+        .await
+        .unwrap();
+    let sooner = s.enqueue(&mail("sooner", 2)).await.unwrap();
+    s.enqueue(&OutboxMessage::new(
+        Channel::Sms,
+        "+4915112345678",
+        "",
+        "sms",
+        0,
+    ))
+    .await
+    .unwrap();
+
+    // At 70: the lapsed lease (due at 0) first, then the queue by when each is due; never
+    // more than the limit in all, never the other channel, never a retry before its time.
+    let ids = |v: Vec<OutboxMessage>| v.iter().map(|m| m.id).collect::<Vec<_>>();
+    let got = s
+        .claim_outbox(70, 60, 2, Some(Channel::Email))
+        .await
+        .unwrap();
+    assert_eq!(ids(got), vec![lapsed, sooner]);
+    let got = s
+        .claim_outbox(70, 60, 10, Some(Channel::Email))
+        .await
+        .unwrap();
+    assert_eq!(ids(got), vec![later]);
+    let got = s
+        .claim_outbox(100, 60, 10, Some(Channel::Email))
+        .await
+        .unwrap();
+    assert_eq!(ids(got), vec![retrying]);
 }
 
 async fn pending_address_waits_beside_the_active_one(s: Arc<dyn Store>) {
