@@ -36,8 +36,8 @@
 //! The end of DATA is written as the body and then a separate `"\r\n.\r\n"`, then the reply
 //! is read: a write-write-read pattern in which Nagle holds the terminator until the relay's
 //! delayed ACK of the body arrives, up to ~40 ms on Linux, on every message of a reused
-//! connection. That capped a burst at about 170 messages/s whatever `pool_size` said (see
-//! `bench/delivery.py`). lettre 0.11 never calls `set_nodelay` on the sockets it opens, so the
+//! connection: about 22 messages/s per connection, 90/s with the default `pool_size` of 4
+//! (`bench/delivery.py`). lettre 0.11 never calls `set_nodelay` on the sockets it opens, so the
 //! socket is opened here, with Nagle off, and handed to lettre
 //! (`AsyncSmtpConnection::connect_with_transport`).
 
