@@ -278,7 +278,7 @@ def main():
                                 {"user": login, "password": passwords[login]})
                 if st != 200:
                     raise RuntimeError(f"sign-in {st}")
-            time.sleep(11)  # the pool gives its buffers back after 10 s idle
+            time.sleep(16)  # the pool gives its buffers back 10–15 s after the last hash
             idle, _ = server.memory()
             bound = Load(server, a.slots + 2, max(a.secs // 2, 5), sign_in, users)
             ops_per_s = bound.ops / bound.elapsed

@@ -139,17 +139,20 @@ impl HashPool {
             }
         };
         metrics.hash_wait.observe(asked.elapsed().as_secs_f64());
-        let mut buf = self.take_buffer();
-        let params = self.params.clone();
-        let (out, buf) = tokio::task::spawn_blocking(move || {
-            let r = f(&params, &mut buf);
-            (r, buf)
+        // The slot and the buffer belong to the hash, not to its caller: a caller dropped
+        // mid-hash (a client gone, or `verify_all` giving up on its siblings when one is
+        // refused) leaves the hash running on the blocking pool, and a slot freed then would
+        // let a third hash run and a third buffer be allocated on two slots.
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut buf = pool.take_buffer();
+            let out = f(&pool.params, &mut buf);
+            pool.give_back(buf);
+            drop(permit);
+            out
         })
         .await
-        .map_err(|e| AppError::internal(format!("hash task: {e}")))?;
-        self.give_back(buf);
-        drop(permit);
-        Ok(out)
+        .map_err(|e| AppError::internal(format!("hash task: {e}")))
     }
 
     /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) with a fresh 16-byte salt.
@@ -473,6 +476,35 @@ mod tests {
         );
         assert!(pool.verify("pw", &h).await.unwrap());
         assert_eq!(held(&pool), 1);
+    }
+
+    /// Under 200 concurrent resets a refused verification made `verify_all` drop its
+    /// siblings mid-hash; their slots were freed while their hashes still ran, and five
+    /// 19 MiB buffers were seen on two slots (`bench/resets.py`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_dropped_mid_hash_keeps_its_slot_until_the_hash_ends() {
+        let pool = HashPool::with_params(1, Duration::from_secs(30), 1_024, 400).unwrap();
+        let caller = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.hash("pw", &OsRandom).await })
+        };
+        let mut waited = Duration::ZERO;
+        while pool.slots.available_permits() > 0 && waited < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            waited += Duration::from_millis(1);
+        }
+        assert_eq!(pool.slots.available_permits(), 0, "the hash never started");
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        assert_eq!(
+            pool.slots.available_permits(),
+            0,
+            "the slot was freed while its hash still ran"
+        );
+        // The next caller gets the slot, and the one buffer, once the hash is done.
+        pool.hash("pw", &OsRandom).await.unwrap();
+        assert_eq!(pool.slots.available_permits(), 1);
+        assert_eq!(pool.buffers.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
