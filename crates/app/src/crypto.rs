@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use sspr_domain::Random;
 use sspr_domain::random::hex;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use crate::error::AppError;
 
@@ -27,9 +27,15 @@ pub const ARGON2_P: u32 = 1;
 /// After [`KEEP_BUFFERS`] without a hash the buffers are dropped, so an idle server does not
 /// hold them. A caller that cannot get a slot in time is told the server is busy rather than
 /// queued without end.
+///
+/// The last step of a reset (the new password's history checks and hash) is served before
+/// anything else waiting ([`HashPool::first_in_line`]): under overload the refusals fall on
+/// the steps before it, not on a person who has already proved who they are.
 #[derive(Clone)]
 pub struct HashPool {
-    slots: Arc<Semaphore>,
+    slots: Arc<Gate>,
+    /// Served before the others waiting.
+    urgent: bool,
     buffers: Arc<std::sync::Mutex<Vec<Vec<Block>>>>,
     wait: Duration,
     params: Params,
@@ -66,7 +72,8 @@ impl HashPool {
         let params = Params::new(m_kib, t, ARGON2_P, None)
             .map_err(|e| AppError::internal(format!("argon2 params: {e}")))?;
         let pool = Self {
-            slots: Arc::new(Semaphore::new(permits.max(1))),
+            slots: Gate::new(permits.max(1)),
+            urgent: false,
             buffers: Arc::new(std::sync::Mutex::new(Vec::new())),
             wait,
             params,
@@ -130,13 +137,9 @@ impl HashPool {
     ) -> Result<T, AppError> {
         let asked = std::time::Instant::now();
         let metrics = crate::metrics::metrics();
-        let permit = match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await
-        {
-            Ok(Ok(p)) => p,
-            Ok(Err(_)) | Err(_) => {
-                metrics.hash_busy.inc();
-                return Err(AppError::busy());
-            }
+        let Some(permit) = self.slots.acquire(self.urgent, self.wait).await else {
+            metrics.hash_busy.inc();
+            return Err(AppError::busy());
         };
         metrics.hash_wait.observe(asked.elapsed().as_secs_f64());
         // The slot and the buffer belong to the hash, not to its caller: a caller dropped
@@ -153,6 +156,15 @@ impl HashPool {
         })
         .await
         .map_err(|e| AppError::internal(format!("hash task: {e}")))
+    }
+
+    /// The same pool, whose callers are served before everyone else waiting (in arrival
+    /// order among themselves): for the last step of a reset.
+    pub fn first_in_line(&self) -> Self {
+        Self {
+            urgent: true,
+            ..self.clone()
+        }
     }
 
     /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) with a fresh 16-byte salt.
@@ -225,6 +237,102 @@ impl HashPool {
     /// Burns the time of one verification; used when there is nothing to verify against.
     pub async fn verify_dummy(&self, secret: &str) -> Result<bool, AppError> {
         self.verify(secret, &self.dummy_hash()).await.map(|_| false)
+    }
+}
+
+/// The pool's slots: a counting semaphore with two queues, the urgent one served first, each
+/// in arrival order. A waiter that gives up leaves its place behind; it is skipped.
+struct Gate {
+    state: std::sync::Mutex<GateState>,
+}
+
+struct GateState {
+    free: usize,
+    urgent: std::collections::VecDeque<oneshot::Sender<Slot>>,
+    normal: std::collections::VecDeque<oneshot::Sender<Slot>>,
+}
+
+/// One slot, given back (to the next waiter, or as free) when dropped.
+struct Slot {
+    gate: Option<Arc<Gate>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(gate) = self.gate.take() {
+            gate.release();
+        }
+    }
+}
+
+impl Gate {
+    fn new(slots: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: std::sync::Mutex::new(GateState {
+                free: slots,
+                urgent: Default::default(),
+                normal: Default::default(),
+            }),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        // Every change under the lock is a single push, pop or count: consistent even if a
+        // holder panicked.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot within `wait`, or `None`.
+    async fn acquire(self: &Arc<Self>, urgent: bool, wait: Duration) -> Option<Slot> {
+        let rx = {
+            let mut st = self.state();
+            if st.free > 0 {
+                st.free -= 1;
+                return Some(Slot {
+                    gate: Some(self.clone()),
+                });
+            }
+            let (tx, rx) = oneshot::channel();
+            if urgent {
+                st.urgent.push_back(tx);
+            } else {
+                st.normal.push_back(tx);
+            }
+            rx
+        };
+        // A slot sent just as the wait ends is dropped with the receiver, and so passed on.
+        tokio::time::timeout(wait, rx).await.ok()?.ok()
+    }
+
+    /// Hands a slot to the first waiter still waiting, urgent ones first, or frees it.
+    fn release(self: &Arc<Self>) {
+        loop {
+            let next = {
+                let mut st = self.state();
+                match st.urgent.pop_front().or_else(|| st.normal.pop_front()) {
+                    Some(tx) => tx,
+                    None => {
+                        st.free += 1;
+                        return;
+                    }
+                }
+            };
+            let slot = Slot {
+                gate: Some(self.clone()),
+            };
+            match next.send(slot) {
+                Ok(()) => return,
+                // That waiter gave up: the slot goes to the next one, not back through drop.
+                Err(mut unsent) => {
+                    unsent.gate = None;
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn free(&self) -> usize {
+        self.state().free
     }
 }
 
@@ -489,21 +597,21 @@ mod tests {
             tokio::spawn(async move { pool.hash("pw", &OsRandom).await })
         };
         let mut waited = Duration::ZERO;
-        while pool.slots.available_permits() > 0 && waited < Duration::from_secs(30) {
+        while pool.slots.free() > 0 && waited < Duration::from_secs(30) {
             tokio::time::sleep(Duration::from_millis(1)).await;
             waited += Duration::from_millis(1);
         }
-        assert_eq!(pool.slots.available_permits(), 0, "the hash never started");
+        assert_eq!(pool.slots.free(), 0, "the hash never started");
         caller.abort();
         assert!(caller.await.unwrap_err().is_cancelled());
         assert_eq!(
-            pool.slots.available_permits(),
+            pool.slots.free(),
             0,
             "the slot was freed while its hash still ran"
         );
         // The next caller gets the slot, and the one buffer, once the hash is done.
         pool.hash("pw", &OsRandom).await.unwrap();
-        assert_eq!(pool.slots.available_permits(), 1);
+        assert_eq!(pool.slots.free(), 1);
         assert_eq!(pool.buffers.lock().unwrap().len(), 1);
     }
 
@@ -517,11 +625,47 @@ mod tests {
         assert_eq!(pool.verify("wrong", &h).await.ok(), Some(false));
     }
 
+    /// Under 200 concurrent resets a fifth of the password steps, the last step of a reset,
+    /// were refused as busy behind answer checks that came later (`bench/resets.py`).
+    #[tokio::test]
+    async fn the_last_step_of_a_reset_is_served_before_earlier_steps_waiting() {
+        let gate = Gate::new(1);
+        let held = gate.acquire(false, Duration::ZERO).await.unwrap();
+        let queued = |g: &Gate| {
+            let st = g.state();
+            (st.normal.len(), st.urgent.len())
+        };
+        let (g1, g2, g3) = (gate.clone(), gate.clone(), gate.clone());
+        let gave_up = tokio::spawn(async move { g1.acquire(false, Duration::ZERO).await });
+        assert!(gave_up.await.unwrap().is_none(), "no slot within no time");
+        let earlier = tokio::spawn(async move { g2.acquire(false, Duration::from_secs(30)).await });
+        while queued(&gate).0 < 2 {
+            tokio::task::yield_now().await;
+        }
+        let last = tokio::spawn(async move { g3.acquire(true, Duration::from_secs(30)).await });
+        while queued(&gate).1 < 1 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        let slot = last
+            .await
+            .unwrap()
+            .expect("the urgent waiter is served first");
+        assert!(!earlier.is_finished());
+        drop(slot);
+        // The waiter that gave up is skipped; the one still waiting gets the slot.
+        let slot = earlier.await.unwrap().expect("then the one still waiting");
+        assert_eq!(gate.free(), 0);
+        drop(slot);
+        assert_eq!(gate.free(), 1);
+        assert_eq!(queued(&gate), (0, 0));
+    }
+
     #[tokio::test]
     async fn pool_refuses_when_every_slot_stays_busy() {
         let pool = HashPool::new(1, Duration::from_millis(1)).unwrap();
-        let held = pool.slots.clone().acquire_owned().await;
-        assert!(held.is_ok());
+        let held = pool.slots.acquire(false, Duration::ZERO).await;
+        assert!(held.is_some());
         assert!(
             matches!(pool.verify("x", "y").await, Err(e) if e.kind == crate::error::ErrorKind::Busy)
         );
