@@ -22,16 +22,14 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from flows import ROOT, build, cargo_build, free_port  # noqa: E402
+import flows  # noqa: E402
+from flows import free_port  # noqa: E402
 
 CODE_TTL = 300
 
@@ -115,55 +113,26 @@ class Sink:
             raise SystemExit("the SMTP listener did not start")
 
     def cpu(self):
-        return proc_cpu(self.proc.pid)
+        return flows.proc_cpu(self.proc.pid)
 
     def stop(self):
         self.proc.terminate()
         self.proc.join(5)
 
 
-def proc_cpu(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Server:
+class Server(flows.Server):
     def __init__(self, binary, smtp_port, pool, postgres):
-        self.dir = tempfile.mkdtemp(prefix="sspr-delivery-bench.")
-        self.port = free_port()
         self.postgres = postgres
-        env = dict(os.environ, SSPR_LISTEN=f"127.0.0.1:{self.port}",
-                   SSPR_PUBLIC_URL=f"https://localhost:{self.port}", RUST_LOG="warn",
-                   SSPR_DELIVERY__MODE="live",
-                   SSPR_DELIVERY__SMTP__HOST="127.0.0.1",
-                   SSPR_DELIVERY__SMTP__PORT=str(smtp_port),
-                   SSPR_DELIVERY__SMTP__TLS="none",
-                   SSPR_DELIVERY__SMTP__ALLOW_INSECURE="true",
-                   SSPR_DELIVERY__SMTP__FROM="Password reset <sspr@bench.test>",
-                   SSPR_DELIVERY__SMTP__POOL_SIZE=str(pool))
+        extra = dict(SSPR_DELIVERY__MODE="live",
+                     SSPR_DELIVERY__SMTP__HOST="127.0.0.1",
+                     SSPR_DELIVERY__SMTP__PORT=str(smtp_port),
+                     SSPR_DELIVERY__SMTP__TLS="none",
+                     SSPR_DELIVERY__SMTP__ALLOW_INSECURE="true",
+                     SSPR_DELIVERY__SMTP__FROM="Password reset <sspr@bench.test>",
+                     SSPR_DELIVERY__SMTP__POOL_SIZE=str(pool))
         if postgres:
-            env["SSPR_DATABASE__URL"] = postgres
-        env.pop("SSPR_CONFIG", None)
-        self.log = open(os.path.join(self.dir, "server.log"), "w")
-        self.proc = subprocess.Popen([binary, "serve"], cwd=self.dir, env=env,
-                                     stdout=self.log, stderr=self.log)
-        for _ in range(600):
-            if self.healthy():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise SystemExit(f"the server did not start; see {self.dir}/server.log")
-
-    def healthy(self):
-        ca = os.path.join(self.dir, "sspr-data", "tls", "ca.pem")
-        if not os.path.exists(ca):
-            return False
-        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", ca,
-                            f"https://localhost:{self.port}/healthz"],
-                           capture_output=True, text=True)
-        return r.stdout == "200"
+            extra["SSPR_DATABASE__URL"] = postgres
+        super().__init__(binary, extra)
 
     def enqueue(self, n):
         """Writes n queued emails in one transaction; returns the commit's time."""
@@ -187,18 +156,6 @@ class Server:
         t = time.time()
         db.close()
         return t
-
-    def cpu(self):
-        return proc_cpu(self.proc.pid)
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def reset_postgres(url):
@@ -244,14 +201,7 @@ def main():
     ap.add_argument("--timeout", type=int, default=240, help="seconds to wait for a burst")
     ap.add_argument("--skip-baseline", action="store_true")
     a = ap.parse_args()
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip()
-    print("== building this tree", flush=True)
-    cargo_build(ROOT)
-    builds = [(f"this tree ({head})", os.path.join(ROOT, "target", "release", "sspr"))]
-    if not a.skip_baseline:
-        print(f"== building the baseline {a.baseline}", flush=True)
-        builds.append((f"baseline {a.baseline}", build(a.baseline)))
+    builds = flows.builds(a.baseline, a.skip_baseline)
     store = "PostgreSQL" if a.postgres else "SQLite"
     print(f"\n{os.cpu_count()} cores; {store}; a burst of {a.messages:,} emails per row\n")
     print("| build | pool_size | burst | delivered | messages/s | last one waited s | "

@@ -42,22 +42,30 @@ def free_port():
 
 
 class Server:
-    def __init__(self, binary):
-        self.dir = tempfile.mkdtemp(prefix="sspr-flow-bench.")
+    """The zero-config server in a directory of its own, start limits raised; `extra_env`
+    adds settings (`SSPR_…` variables). The other bench scripts build on it."""
+
+    def __init__(self, binary, extra_env=None):
+        self.dir = tempfile.mkdtemp(prefix="sspr-bench.")
         self.port = free_port()
-        env = dict(os.environ, SSPR_LISTEN=f"127.0.0.1:{self.port}",
-                   SSPR_PUBLIC_URL=f"https://localhost:{self.port}", RUST_LOG="warn",
-                   SSPR_LIMITS__ACCOUNT_STARTS__MAX="100000000",
-                   SSPR_LIMITS__IP_STARTS__MAX="100000000")
-        env.pop("SSPR_CONFIG", None)
+        self.env = dict(os.environ, SSPR_LISTEN=f"127.0.0.1:{self.port}",
+                        SSPR_PUBLIC_URL=f"https://localhost:{self.port}", RUST_LOG="warn",
+                        SSPR_LIMITS__ACCOUNT_STARTS__MAX="100000000",
+                        SSPR_LIMITS__IP_STARTS__MAX="100000000", **(extra_env or {}))
+        self.env.pop("SSPR_CONFIG", None)
         self.log = open(os.path.join(self.dir, "server.log"), "w")
-        self.proc = subprocess.Popen([binary, "serve"], cwd=self.dir, env=env,
+        self.proc = subprocess.Popen([binary, "serve"], cwd=self.dir, env=self.env,
                                      stdout=self.log, stderr=self.log)
         for _ in range(600):
             if self.healthy():
                 return
+            if self.proc.poll() is not None:
+                break
             time.sleep(0.1)
         raise SystemExit(f"the server did not start; see {self.dir}/server.log")
+
+    def cpu(self):
+        return proc_cpu(self.proc.pid)
 
     def healthy(self):
         ca = os.path.join(self.dir, "sspr-data", "tls", "ca.pem")
@@ -103,13 +111,37 @@ class Server:
         return os.path.getsize(p) / 2**20 if os.path.exists(p) else 0.0
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        terminate(self.proc)
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def terminate(proc):
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def proc_cpu(pid):
+    """CPU seconds (user + system) a process has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def builds(baseline, skip_baseline=False):
+    """[(label, binary)]: this tree's release build, then the baseline's (built once)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip()
+    print("== building this tree", flush=True)
+    cargo_build(ROOT)
+    out = [(f"this tree ({head})", os.path.join(ROOT, "target", "release", "sspr"))]
+    if not skip_baseline:
+        print(f"== building the baseline {baseline}", flush=True)
+        out.append((f"baseline {baseline}", build(baseline)))
+    return out
 
 
 def ms(text):
@@ -169,13 +201,7 @@ def main():
     a = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip()
-    print("== building this tree", flush=True)
-    cargo_build(ROOT)
-    builds = [(f"this tree ({head})", os.path.join(ROOT, "target", "release", "sspr"))]
-    print(f"== building the baseline {a.baseline}", flush=True)
-    builds.append((f"baseline {a.baseline}", build(a.baseline)))
+    built = builds(a.baseline)
     script = os.path.join(tempfile.mkdtemp(prefix="sspr-flow-lua."), "start.lua")
     with open(script, "w") as f:
         f.write(LUA % a.user)
@@ -186,7 +212,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     rates = {}
     for conns in [int(c) for c in a.conns.split(",")]:
-        for label, binary in builds:
+        for label, binary in built:
             s = Server(binary)
             try:
                 time.sleep(1)
@@ -202,7 +228,7 @@ def main():
                       f"{idle:.0f} → {s.rss_mib():.0f} |", flush=True)
             finally:
                 s.stop()
-    this, base = builds[0][0], builds[1][0]
+    this, base = built[0][0], built[1][0]
     print()
     for conns in [int(c) for c in a.conns.split(",")]:
         b = rates.get((base, conns))

@@ -23,7 +23,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from flows import LUA, ROOT, Server as ZeroConfig, build, cargo_build, free_port, wrk  # noqa: E402
+from flows import LUA, Server as ZeroConfig, builds, free_port, terminate, wrk  # noqa: E402
 
 SCHEMA = "sspr_bench_instances"
 USER = "bench-user"
@@ -150,12 +150,7 @@ http {{
 
     def stop(self):
         for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            terminate(p)
         for log in self.logs:
             log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -174,14 +169,7 @@ def main():
     for tool in ("wrk", "nginx", "openssl", "psql"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is needed (apt-get install {tool})")
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip()
-    print("== building this tree", flush=True)
-    cargo_build(ROOT)
-    builds = [(f"this tree ({head})", os.path.join(ROOT, "target", "release", "sspr"))]
-    if not a.skip_baseline:
-        print(f"== building the baseline {a.baseline}", flush=True)
-        builds.append((f"baseline {a.baseline}", build(a.baseline)))
+    built = builds(a.baseline, a.skip_baseline)
     lua_dir = tempfile.mkdtemp(prefix="sspr-instances-lua.")
     scripts = {}
     for user in ("demo", USER):
@@ -194,7 +182,7 @@ def main():
     setups = [("SQLite, 1 instance", None), ("PostgreSQL, 1 instance", 1),
               (f"PostgreSQL, {a.instances} instances + nginx", a.instances)]
     for conns in [int(c) for c in a.conns.split(",")]:
-        for label, binary in builds:
+        for label, binary in built:
             for name, n in setups:
                 if n is None:
                     s, user = ZeroConfig(binary), "demo"

@@ -28,17 +28,15 @@ import json
 import os
 import re
 import secrets
-import shutil
 import ssl
-import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from flows import ROOT, build, cargo_build, free_port  # noqa: E402
+import flows  # noqa: E402
+from flows import free_port  # noqa: E402
 
 
 
@@ -47,29 +45,12 @@ def answer(question_id):
     return f"the bench's answer to {question_id}"
 
 
-class Server:
+class Server(flows.Server):
     def __init__(self, binary):
         self.binary = binary
-        self.dir = tempfile.mkdtemp(prefix="sspr-reset-bench.")
-        self.port = free_port()
         self.metrics_port = free_port()
-        self.env = dict(os.environ, SSPR_LISTEN=f"127.0.0.1:{self.port}",
-                        SSPR_PUBLIC_URL=f"https://localhost:{self.port}", RUST_LOG="warn",
-                        SSPR_METRICS__LISTEN=f"127.0.0.1:{self.metrics_port}",
-                        SSPR_LIMITS__ACCOUNT_STARTS__MAX="100000000",
-                        SSPR_LIMITS__IP_STARTS__MAX="100000000")
-        self.env.pop("SSPR_CONFIG", None)
-        self.log = open(os.path.join(self.dir, "server.log"), "w")
-        self.proc = subprocess.Popen([binary, "serve"], cwd=self.dir, env=self.env,
-                                     stdout=self.log, stderr=self.log)
         self._ctx = None
-        for _ in range(600):
-            if self.healthy():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise SystemExit(f"the server did not start; see {self.dir}/server.log")
+        super().__init__(binary, {"SSPR_METRICS__LISTEN": f"127.0.0.1:{self.metrics_port}"})
 
     def ctx(self):
         if self._ctx is None:
@@ -79,14 +60,6 @@ class Server:
 
     def connect(self):
         return http.client.HTTPSConnection("localhost", self.port, context=self.ctx(), timeout=60)
-
-    def healthy(self):
-        if not os.path.exists(os.path.join(self.dir, "sspr-data", "tls", "ca.pem")):
-            return False
-        try:
-            return request(self.connect(), "GET", "/healthz")[0] == 200
-        except Exception:
-            return False
 
     def cli(self, *args):
         subprocess.run([self.binary, *args], cwd=self.dir, env=self.env, check=True,
@@ -110,15 +83,6 @@ class Server:
                 elif line.startswith("RssAnon:"):
                     anon = int(line.split()[1]) / 1024
         return rss, anon
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def request(conn, method, path, body=None, token=None):
@@ -254,14 +218,7 @@ def main():
     ap.add_argument("--slots", type=int, default=2, help="limits.argon2_concurrency (default 2)")
     ap.add_argument("--skip-baseline", action="store_true")
     a = ap.parse_args()
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip()
-    print("== building this tree", flush=True)
-    cargo_build(ROOT)
-    builds = [(f"this tree ({head})", os.path.join(ROOT, "target", "release", "sspr"))]
-    if not a.skip_baseline:
-        print(f"== building the baseline {a.baseline}", flush=True)
-        builds.append((f"baseline {a.baseline}", build(a.baseline)))
+    builds = flows.builds(a.baseline, a.skip_baseline)
     concs = [int(c) for c in a.conc.split(",")]
     print(f"\n{os.cpu_count()} cores; {a.users} accounts; {a.secs} s per row\n")
     print("| build | clients | resets/s | Argon2 ops per reset | bound resets/s | share of the "
@@ -278,7 +235,7 @@ def main():
                                 {"user": login, "password": passwords[login]})
                 if st != 200:
                     raise RuntimeError(f"sign-in {st}")
-            time.sleep(16)  # the pool gives its buffers back 10–15 s after the last hash
+            time.sleep(21)  # the pool gives its buffers back 10–20 s after the last hash
             idle, _ = server.memory()
             bound = Load(server, a.slots + 2, max(a.secs // 2, 5), sign_in, users)
             ops_per_s = bound.ops / bound.elapsed
