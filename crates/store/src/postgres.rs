@@ -828,9 +828,9 @@ impl Store for PgStore {
         // Due messages and lapsed leases are each walked in order on `outbox_claim` and cut
         // at the limit before they are merged: a claim reads about `limit` rows however long
         // the queue. Both are ordered by when they were due, so a message whose worker died
-        // keeps its place. FOR UPDATE is not allowed in a UNION's members, hence the CTEs. Rows the
-        // merge leaves out stay locked only until this statement commits.
-        // Without a channel (tests, one-off tools) the walk is per status only.
+        // keeps its place. FOR UPDATE is not allowed in a UNION's members, hence the CTEs;
+        // rows the merge leaves out stay locked only until this statement commits. Without a
+        // channel (tests, one-off tools) the walk is per status only.
         let sql = if channel.is_some() {
             "WITH due AS MATERIALIZED (
                  SELECT id, next_attempt_at AS t FROM outbox
