@@ -875,6 +875,12 @@ async fn a_hanging_relay_holds_back_neither_sms_nor_the_rest_of_email() {
     .await;
     let m = store.row(hanging);
     assert_eq!((m.status.as_str(), m.attempts), ("queued", 1));
+    // The relay's reader sees the hang-up on its own task, possibly after the failure is
+    // recorded: wait for it rather than expect it already logged.
+    wait_for("the relay to see the hang-up", || {
+        ev.lock().unwrap().contains(&"smtp closed".to_string())
+    })
+    .await;
     assert_eq!(
         ev.lock().unwrap().clone(),
         vec!["smtp accepted", "sms received", "smtp closed"]
