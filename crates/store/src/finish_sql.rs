@@ -91,7 +91,7 @@ macro_rules! impl_finish_store {
                 )
                 .bind(before)
                 .bind(limit as i64)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await
                 .map_err(err)?;
                 rows.iter().map(flow_from).collect()

@@ -74,6 +74,9 @@ const STATEMENT_TIMEOUT: &str = "5s";
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// The same pool: PostgreSQL's writers do not get in each other's way as SQLite's do, and
+    /// the SQL both stores share reads through `reads`.
+    reads: PgPool,
 }
 
 impl PgStore {
@@ -139,7 +142,10 @@ impl PgStore {
             .connect_with(opts)
             .await
             .map_err(err)?;
-        Ok(Self { pool })
+        Ok(Self {
+            reads: pool.clone(),
+            pool,
+        })
     }
 
     pub fn pool(&self) -> &PgPool {

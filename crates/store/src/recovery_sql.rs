@@ -65,7 +65,7 @@ macro_rules! impl_recovery_store {
                      WHERE user_id = $1 AND used_at IS NULL ORDER BY digest",
                 )
                 .bind(user_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await
                 .map_err(err)
             }

@@ -55,9 +55,33 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a request waits for a pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Connections that only read (`PRAGMA query_only`): readers never wait for the writer in
+/// WAL mode, so a few serve the two cores this runs on.
+const READERS: u32 = 4;
+
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
+    /// The single writing connection; every write, and every read inside a write, goes here.
     pool: SqlitePool,
+    /// Reads that stand alone.
+    reads: SqlitePool,
+}
+
+fn pool_options(max: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A connection whose write failed on a full disk or an I/O error can keep SQLite's
+        // write lock (its statement's transaction left open) until it is used again, and
+        // every other write then waits and fails. For 30 s after such a failure, idle
+        // connections are closed rather than reused, which releases the lock; new ones are
+        // opened as needed. Nothing changes while the file is healthy.
+        .before_acquire(|_conn, meta| {
+            Box::pin(async move {
+                Ok(!(meta.idle_for > Duration::ZERO && crate::codec::file_fault_within(30_000)))
+            })
+        })
 }
 
 impl SqliteStore {
@@ -77,26 +101,20 @@ impl SqliteStore {
             // Deleted and overwritten content (a sent code's message) is zeroed, not left in
             // free pages where a copy of the file would still show it.
             .pragma("secure_delete", "ON");
-        let pool =
-            SqlitePoolOptions::new()
-                .max_connections(8)
-                .min_connections(1)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                // A connection whose write failed on a full disk or an I/O error can keep SQLite's
-                // write lock (its statement's transaction left open) until it is used again, and
-                // every other write then waits and fails. For 30 s after such a failure, idle
-                // connections are closed rather than reused, which releases the lock; new ones
-                // are opened as needed. Nothing changes while the file is healthy.
-                .before_acquire(|_conn, meta| {
-                    Box::pin(async move {
-                        Ok(!(meta.idle_for > Duration::ZERO
-                            && crate::codec::file_fault_within(30_000)))
-                    })
-                })
-                .connect_with(opts)
-                .await
-                .map_err(err)?;
-        let store = Self { pool };
+        // One connection writes; the others only read. SQLite takes one writer at a time
+        // anyway, but when several connections race for its lock, the losers sleep in its busy
+        // handler (1, 2, 5 … 100 ms) and retry, even after the lock is free again: under load
+        // that sleeping, not the work, set the tail latency. Waiting in the pool's queue for
+        // the one writer is a fair FIFO without sleeps, bounded by the same two seconds.
+        let pool = pool_options(1)
+            .connect_with(opts.clone())
+            .await
+            .map_err(err)?;
+        let reads = pool_options(READERS)
+            .connect_with(opts.pragma("query_only", "ON"))
+            .await
+            .map_err(err)?;
+        let store = Self { pool, reads };
         store.migrate().await?;
         restrict_permissions(path);
         Ok(store)
@@ -136,7 +154,7 @@ impl SqliteStore {
 
     pub async fn schema_version(&self) -> StoreResult<i64> {
         sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await
             .map_err(err)
     }
@@ -295,7 +313,7 @@ impl Store for SqliteStore {
 
     async fn load_policy(&self) -> StoreResult<Option<Policy>> {
         let body: Option<String> = sqlx::query_scalar("SELECT body FROM policy WHERE id = 1")
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await
             .map_err(err)?;
         match body {
@@ -323,7 +341,7 @@ impl Store for SqliteStore {
     async fn flow(&self, id: &str) -> StoreResult<Option<FlowRecord>> {
         let row = sqlx::query("SELECT * FROM flows WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await
             .map_err(err)?;
         row.as_ref().map(flow_from).transpose()
@@ -397,7 +415,7 @@ impl Store for SqliteStore {
         )
         .bind(owner)
         .bind(purpose)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await
         .map_err(err)?;
         row.as_ref().map(code_from).transpose()
@@ -438,7 +456,7 @@ impl Store for SqliteStore {
         sqlx::query_scalar("SELECT until FROM throttle_blocks WHERE key = $1 AND until > $2")
             .bind(key)
             .bind(now)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await
             .map_err(err)
     }
@@ -476,7 +494,7 @@ impl Store for SqliteStore {
     async fn methods(&self, user_id: &str) -> StoreResult<Vec<MethodRecord>> {
         let rows = sqlx::query("SELECT * FROM methods WHERE user_id = $1 ORDER BY method, status")
             .bind(user_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await
             .map_err(err)?;
         rows.iter()
@@ -584,7 +602,7 @@ impl Store for SqliteStore {
             "SELECT question_id, answer_hash FROM answers WHERE user_id = $1 ORDER BY question_id",
         )
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await
         .map_err(err)?;
         rows.iter()
@@ -637,7 +655,7 @@ impl Store for SqliteStore {
         let v: Option<Option<i64>> =
             sqlx::query_scalar("SELECT confirmed_at FROM registrations WHERE user_id = $1")
                 .bind(user_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await
                 .map_err(err)?;
         Ok(v.flatten())
@@ -673,7 +691,7 @@ impl Store for SqliteStore {
     async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
         let row = sqlx::query("SELECT * FROM sessions WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await
             .map_err(err)?;
         let Some(r) = row else { return Ok(None) };
@@ -810,7 +828,7 @@ impl Store for SqliteStore {
     async fn outbox_list(&self, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
         let rows = sqlx::query("SELECT * FROM outbox ORDER BY id DESC LIMIT $1")
             .bind(limit as i64)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await
             .map_err(err)?;
         rows.iter().map(outbox_from).collect()
@@ -818,7 +836,7 @@ impl Store for SqliteStore {
 
     async fn outbox_backlog(&self) -> StoreResult<(u64, Option<UnixTime>)> {
         let (n, oldest): (i64, Option<i64>) = sqlx::query_as(crate::purge_sql::OUTBOX_BACKLOG)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await
             .map_err(err)?;
         Ok((u64::try_from(n).unwrap_or(0), oldest))
@@ -843,7 +861,7 @@ impl Store for SqliteStore {
             "SELECT name, token_hash, created_at, role FROM admin_tokens WHERE token_hash = $1",
         )
         .bind(token_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await
         .map_err(err)?;
         row.as_ref().map(admin_token_from).transpose()
@@ -853,7 +871,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT name, token_hash, created_at, role FROM admin_tokens ORDER BY created_at",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await
         .map_err(err)?;
         rows.iter().map(admin_token_from).collect()
@@ -863,7 +881,7 @@ impl Store for SqliteStore {
         sqlx::query_scalar(
             "SELECT user_id FROM methods UNION SELECT user_id FROM answers UNION SELECT user_id FROM registrations ORDER BY 1",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await
         .map_err(err)
     }
@@ -872,7 +890,7 @@ impl Store for SqliteStore {
         let v: Option<i64> =
             sqlx::query_scalar("SELECT totp_last_step FROM registrations WHERE user_id = $1")
                 .bind(user_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await
                 .map_err(err)?;
         Ok(v.unwrap_or(0))
@@ -1007,7 +1025,7 @@ impl UserStore for SqliteStore {
              FROM (SELECT $1 AS id) AS w LEFT JOIN dir_users AS u ON u.id = w.id",
         )
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await
         .map_err(err)?;
         let grps: String = r.try_get("grps").map_err(err)?;
@@ -1025,7 +1043,7 @@ impl UserStore for SqliteStore {
         let rows =
             sqlx::query("SELECT * FROM dir_users WHERE password_changed_at < $1 ORDER BY id")
                 .bind(before)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await
                 .map_err(err)?;
         let pairs = sqlx::query(
@@ -1034,7 +1052,7 @@ impl UserStore for SqliteStore {
              ORDER BY user_id, grp",
         )
         .bind(before)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await
         .map_err(err)?;
         let mut groups: std::collections::HashMap<String, Vec<String>> =
@@ -1117,7 +1135,7 @@ impl UserStore for SqliteStore {
         )
         .bind(id)
         .bind(n as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await
         .map_err(err)
     }
