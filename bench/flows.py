@@ -5,13 +5,15 @@ Prints one table row per build and concurrency (the machine is shared: compare t
 one run, not figures across runs).
 
     bench/flows.py [--baseline 7447088] [--conns 1,16,64] [--secs 10] [--user demo]
+                   [--paced-conns 16]
 
 The load is wrk (apt-get install wrk): POST /api/v1/flow/start for the demo user over kept-
 alive TLS connections, two client threads. Each build and concurrency gets a fresh server and
 data directory, its rate limits raised (the bench measures the server, not its limits), and
 the builds alternate at each concurrency. Besides throughput and latency the table shows what
 one start costs the server: CPU time, context switches and bytes written (from /proc), and
-the SQLite write-ahead log's size when the load ends.
+the SQLite write-ahead log's size when the load ends. A last table holds each build at half
+its own peak (connections that pause between starts) and shows the latency there.
 """
 import argparse
 import os
@@ -152,6 +154,13 @@ def ms(text):
     return {"us": v / 1000, "ms": v, "s": v * 1000}[m.group(2)]
 
 
+PACED = """
+function delay()
+  return %d
+end
+"""
+
+
 def wrk(port, conns, secs, script):
     out = subprocess.run(["wrk", "-t", str(min(2, conns)), "-c", str(conns), "-d", f"{secs}s",
                           "--latency", "-s", script, f"https://localhost:{port}/api/v1/flow/start"],
@@ -198,6 +207,9 @@ def main():
     ap.add_argument("--conns", default="1,16,64")
     ap.add_argument("--secs", type=int, default=10)
     ap.add_argument("--user", default="demo", help="the user ID every start names")
+    ap.add_argument("--paced-conns", type=int, default=16,
+                    help="connections of the paced rows (0: none), which hold each build at "
+                         "half its peak to read the latency a sized server sees")
     a = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -228,12 +240,37 @@ def main():
                       f"{idle:.0f} → {s.rss_mib():.0f} |", flush=True)
             finally:
                 s.stop()
+    if a.paced_conns:
+        paced_rows(built, rates, a, script)
     this, base = built[0][0], built[1][0]
     print()
     for conns in [int(c) for c in a.conns.split(",")]:
         b = rates.get((base, conns))
         if b:
             print(f"{conns} connections: this tree / baseline = {rates[(this, conns)] / b:.2f}×")
+
+
+def paced_rows(built, rates, a, script):
+    """Each build at half its own peak: every connection waits between its starts so that
+    all of them together ask for half the build's best starts/s of the table above."""
+    print(f"\nAt half the peak rate ({a.paced_conns} connections, each pausing between "
+          "starts):\n")
+    print("| build | peak starts/s | asked starts/s | got starts/s | p50 ms | p99 ms | non-2xx |")
+    print("|---|---|---|---|---|---|---|", flush=True)
+    for label, binary in built:
+        peak = max(r for (l, _), r in rates.items() if l == label)
+        target = peak / 2
+        paced = script + ".paced.lua"
+        with open(script) as f, open(paced, "w") as out:
+            out.write(f.read() + PACED % round(1000 * a.paced_conns / target))
+        s = Server(binary)
+        try:
+            time.sleep(1)
+            rate, _, p50, p99, bad, errors = wrk(s.port, a.paced_conns, a.secs, paced)
+            print(f"| {label} | {peak:,.0f} | {target:,.0f} | {rate:,.0f} | {p50:.1f} | "
+                  f"{p99:.1f} | {bad} {('(' + errors + ')') if errors else ''}|", flush=True)
+        finally:
+            s.stop()
 
 
 if __name__ == "__main__":
