@@ -72,6 +72,10 @@ fn pool_options(max: u32) -> SqlitePoolOptions {
         .max_connections(max)
         .min_connections(1)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        // The pool's default pings each connection it hands out: on SQLite that is one more
+        // trip to the connection's thread and back per store call, and a local file has no
+        // other end to lose (a failed write is handled below).
+        .test_before_acquire(false)
         // A connection whose write failed on a full disk or an I/O error can keep SQLite's
         // write lock (its statement's transaction left open) until it is used again, and
         // every other write then waits and fails. For 30 s after such a failure, idle
