@@ -89,7 +89,8 @@ macro_rules! impl_audit_store {
             async fn audit(&self, e: &AuditEvent) -> StoreResult<()> {
                 // A transaction of its own: the chain's read of the event before and the
                 // append must not be split by another writer.
-                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
                 insert_audit(&mut tx, e).await?;
                 tx.commit().await.map_err(err)
             }
@@ -181,13 +182,14 @@ macro_rules! impl_audit_store {
                 )
                 .bind(before)
                 .bind(i64::from(limit))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.writer().await?)
                 .await
                 .map_err(err)
             }
 
             async fn audit_prune(&self, c: &AuditCheckpoint) -> StoreResult<u64> {
-                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
                 let gone = sqlx::query("DELETE FROM audit WHERE id <= $1")
                     .bind(c.last_id)
                     .execute(&mut *tx)
@@ -200,7 +202,8 @@ macro_rules! impl_audit_store {
             }
 
             async fn insert_audit_checkpoint(&self, c: &AuditCheckpoint) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
                 insert_checkpoint(&mut tx, c).await?;
                 tx.commit().await.map_err(err)
             }

@@ -22,7 +22,7 @@ macro_rules! impl_ceremony_store {
                 .bind(owner)
                 .bind(state)
                 .bind(expires_at)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await
                 .map_err(err)?;
                 Ok(())
@@ -34,7 +34,7 @@ macro_rules! impl_ceremony_store {
                     "DELETE FROM webauthn_ceremonies WHERE id = $1 RETURNING state, expires_at",
                 )
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.writer().await?)
                 .await
                 .map_err(err)?;
                 Ok(row

@@ -9,7 +9,7 @@ use sspr_domain::Method;
 /// does not count: closing connections then would only add work.
 static LAST_FILE_FAULT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -17,6 +17,12 @@ fn now_ms() -> u64 {
 }
 
 /// Whether an SQLite file fault happened within the last `ms` milliseconds.
+/// Whether a file fault was seen at or after `ms` (a time from [`now_ms`]).
+pub(crate) fn file_fault_since(ms: u64) -> bool {
+    let last = LAST_FILE_FAULT_MS.load(std::sync::atomic::Ordering::Relaxed);
+    last != 0 && last >= ms
+}
+
 pub(crate) fn file_fault_within(ms: u64) -> bool {
     let last = LAST_FILE_FAULT_MS.load(std::sync::atomic::Ordering::Relaxed);
     last != 0 && now_ms().saturating_sub(last) <= ms

@@ -27,7 +27,7 @@ macro_rules! impl_export_store {
                 .bind(holder)
                 .bind(now)
                 .bind(until)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.writer().await?)
                 .await
                 .map_err(err)
             }
@@ -49,7 +49,7 @@ macro_rules! impl_export_store {
                 .bind(from)
                 .bind(to)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await
                 .map_err(err)?;
                 Ok(r.rows_affected() == 1)

@@ -19,7 +19,7 @@ macro_rules! impl_finish_store {
                 .bind(at)
                 .bind(stamp)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await
                 .map_err(err)?;
                 Ok(r.rows_affected() == 1)
@@ -32,14 +32,15 @@ macro_rules! impl_finish_store {
                 )
                 .bind(id)
                 .bind(at)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await
                 .map_err(err)?;
                 Ok(r.rows_affected() == 1)
             }
 
             async fn flow_complete(&self, done: &Completion) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
                 sqlx::query("UPDATE flows SET state = 'completed' WHERE id = $1")
                     .bind(&done.flow_id)
                     .execute(&mut *tx)
@@ -113,7 +114,7 @@ macro_rules! impl_finish_store {
                 )
                 .bind(now)
                 .bind(limit as i64)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.writer().await?)
                 .await
                 .map_err(err)?;
                 rows.iter().map(flow_from).collect()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Connection, Postgres, Row, Transaction};
 use sspr_app::Lang;
 use sspr_app::ports::{
     AdminToken, AuditCheckpoint, AuditFilter, AuditStore, ChainedEvent, Channel, CodeRecord,
@@ -150,6 +150,11 @@ impl PgStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// A connection for writes (the SQL both stores share asks for one; see `SqliteStore`).
+    async fn writer(&self) -> StoreResult<sqlx::pool::PoolConnection<Postgres>> {
+        self.pool.acquire().await.map_err(err)
     }
 
     async fn migrate(&self) -> StoreResult<()> {

@@ -12,7 +12,8 @@ macro_rules! impl_recovery_store {
                 digests: &[String],
                 now: UnixTime,
             ) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
                 lock_user(&mut tx, user_id).await?;
                 ensure_registration(&mut tx, user_id).await?;
                 sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
@@ -51,7 +52,8 @@ macro_rules! impl_recovery_store {
                 digest: &str,
                 now: UnixTime,
             ) -> StoreResult<sspr_app::ports::RecoveryUse> {
-                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
                 let used = spend_recovery_code(&mut tx, user_id, digest, now).await?;
                 if matches!(used, sspr_app::ports::RecoveryUse::Spent { .. }) {
                     tx.commit().await.map_err(err)?;

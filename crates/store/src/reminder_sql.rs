@@ -12,7 +12,8 @@ macro_rules! impl_reminder_store {
                 messages: &[OutboxMessage],
                 event: &AuditEvent,
             ) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
                 // The primary key decides: of any number of instances, one inserts the row.
                 let fresh = sqlx::query(
                     "INSERT INTO password_reminders (user_id, expires_at, days, sent_at)
@@ -51,7 +52,7 @@ macro_rules! impl_reminder_store {
                 .bind(user_id)
                 .bind(expires_at)
                 .bind(i64::from(days))
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.writer().await?)
                 .await
                 .map_err(err)?;
                 Ok(n > 0)
@@ -62,7 +63,7 @@ macro_rules! impl_reminder_store {
                     "SELECT user_id, expires_at, CAST(days AS BIGINT), sent_at FROM password_reminders
                      ORDER BY user_id, expires_at, days",
                 )
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.writer().await?)
                 .await
                 .map_err(err)?;
                 Ok(rows
@@ -87,7 +88,7 @@ macro_rules! impl_reminder_store {
                 .bind(r.expires_at)
                 .bind(i64::from(r.days))
                 .bind(r.sent_at)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await
                 .map_err(err)?;
                 Ok(())

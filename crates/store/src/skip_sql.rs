@@ -37,7 +37,7 @@ macro_rules! impl_skip_store {
                 .bind(user_id)
                 .bind(now)
                 .bind(i64::from(max))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.writer().await?)
                 .await
                 .map_err(err)?;
                 Ok(n.map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
@@ -52,7 +52,7 @@ macro_rules! impl_skip_store {
                 if skips == 0 {
                     sqlx::query("DELETE FROM registration_skips WHERE user_id = $1")
                         .bind(user_id)
-                        .execute(&self.pool)
+                        .execute(&mut *self.writer().await?)
                         .await
                         .map_err(err)?;
                     return Ok(());
@@ -65,7 +65,7 @@ macro_rules! impl_skip_store {
                 .bind(user_id)
                 .bind(i64::from(skips))
                 .bind(at)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await
                 .map_err(err)?;
                 Ok(())

@@ -7,7 +7,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Connection, Row, Sqlite, SqliteConnection, Transaction};
+use std::sync::Arc;
+use tokio::sync::{MappedMutexGuard, MutexGuard};
 use sspr_app::Lang;
 use sspr_app::ports::{
     AdminToken, AuditCheckpoint, AuditFilter, AuditStore, ChainedEvent, Channel, CodeRecord,
@@ -62,9 +64,24 @@ const READERS: u32 = 4;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     /// The single writing connection; every write, and every read inside a write, goes here.
-    pool: SqlitePool,
+    writer: Arc<Writer>,
     /// Reads that stand alone.
     reads: SqlitePool,
+}
+
+/// The writing connection, lent to one caller at a time in the order they asked (a fair
+/// mutex). Not a pool: sqlx's pool pings every connection given back, one more trip to the
+/// connection's thread per store call, and on the one writer everyone would wait for it.
+#[derive(Debug)]
+struct Writer {
+    conn: tokio::sync::Mutex<Lent>,
+    opts: SqliteConnectOptions,
+}
+
+#[derive(Debug)]
+struct Lent {
+    conn: SqliteConnection,
+    opened_ms: u64,
 }
 
 fn pool_options(max: u32) -> SqlitePoolOptions {
@@ -110,31 +127,55 @@ impl SqliteStore {
         // handler (1, 2, 5 … 100 ms) and retry, even after the lock is free again: under load
         // that sleeping, not the work, set the tail latency. Waiting in the pool's queue for
         // the one writer is a fair FIFO without sleeps, bounded by the same two seconds.
-        let pool = pool_options(1)
-            .connect_with(opts.clone())
-            .await
-            .map_err(err)?;
+        let conn = SqliteConnection::connect_with(&opts).await.map_err(err)?;
+        let writer = Arc::new(Writer {
+            conn: tokio::sync::Mutex::new(Lent {
+                conn,
+                opened_ms: crate::codec::now_ms(),
+            }),
+            opts: opts.clone(),
+        });
         let reads = pool_options(READERS)
             .connect_with(opts.pragma("query_only", "ON"))
             .await
             .map_err(err)?;
-        let store = Self { pool, reads };
+        let store = Self { writer, reads };
         store.migrate().await?;
         restrict_permissions(path);
         Ok(store)
     }
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The writing connection, when its turn comes (at most `ACQUIRE_TIMEOUT`). A write that
+    /// failed on a full disk or an I/O error can leave SQLite's write lock held by its
+    /// connection (the statement's transaction left open), and every other write would then
+    /// wait and fail: a connection opened before the last such failure is replaced first.
+    async fn writer(&self) -> StoreResult<MappedMutexGuard<'_, SqliteConnection>> {
+        let mut lent = tokio::time::timeout(ACQUIRE_TIMEOUT, self.writer.conn.lock())
+            .await
+            .map_err(|_| err(sqlx::Error::PoolTimedOut))?;
+        if crate::codec::file_fault_since(lent.opened_ms) {
+            let fresh = tokio::time::timeout(
+                ACQUIRE_TIMEOUT,
+                SqliteConnection::connect_with(&self.writer.opts),
+            )
+            .await
+            .map_err(|_| err(sqlx::Error::PoolTimedOut))?
+            .map_err(err)?;
+            let old = std::mem::replace(&mut lent.conn, fresh);
+            lent.opened_ms = crate::codec::now_ms();
+            let _ = old.close_hard().await;
+        }
+        Ok(MutexGuard::map(lent, |l| &mut l.conn))
     }
 
     async fn migrate(&self) -> StoreResult<()> {
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(err)?;
         for (version, sql) in MIGRATIONS {
-            let mut tx = self.pool.begin().await.map_err(err)?;
+            let mut w = self.writer().await?;
+            let mut tx = w.begin().await.map_err(err)?;
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(version)
@@ -304,7 +345,8 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         // The value always changes: SQLite skips rewriting a row that is byte for byte the
         // same, and such a "write" would pass on a full disk.
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await.map_err(err)?;
         sqlx::query(
             "INSERT INTO heartbeat (id, at) VALUES (1, CAST(strftime('%s','now') AS INTEGER))
              ON CONFLICT (id) DO UPDATE SET at = MAX(excluded.at, heartbeat.at + 1)",
@@ -336,7 +378,7 @@ impl Store for SqliteStore {
         )
         .bind(body)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await
         .map_err(err)?;
         Ok(())
@@ -355,7 +397,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE flows SET questions = $1 WHERE id = $2")
             .bind(join(questions))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(err)?;
         Ok(())
@@ -366,7 +408,7 @@ impl Store for SqliteStore {
             .bind(to.as_str())
             .bind(id)
             .bind(from.as_str())
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(err)?;
         Ok(r.rows_affected() == 1)
@@ -378,14 +420,15 @@ impl Store for SqliteStore {
         )
         .bind(user_id)
         .bind(keep)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await
         .map_err(err)?;
         Ok(())
     }
 
     async fn issue_code(&self, code: &CodeRecord, m: &OutboxMessage) -> StoreResult<i64> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await.map_err(err)?;
         // Retire earlier codes first: only the newest code of an owner is ever live.
         sqlx::query("UPDATE codes SET used = 1 WHERE owner = $1 AND purpose = $2 AND used = 0")
             .bind(&code.owner)
@@ -428,7 +471,7 @@ impl Store for SqliteStore {
     async fn code_attempt_failed(&self, id: i64) -> StoreResult<()> {
         sqlx::query("UPDATE codes SET attempts = attempts + 1 WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(err)?;
         Ok(())
@@ -437,7 +480,7 @@ impl Store for SqliteStore {
     async fn code_delivery_failed(&self, id: i64) -> StoreResult<()> {
         sqlx::query("UPDATE codes SET delivery_failed = 1 WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(err)?;
         Ok(())
@@ -450,7 +493,7 @@ impl Store for SqliteStore {
         )
         .bind(key)
         .bind(until)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await
         .map_err(err)?;
         Ok(())
@@ -466,7 +509,8 @@ impl Store for SqliteStore {
     }
 
     async fn clear_throttle(&self, keys: &[String]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await.map_err(err)?;
         for k in keys {
             sqlx::query("DELETE FROM throttle_hits WHERE key = $1")
                 .bind(k)
@@ -484,7 +528,8 @@ impl Store for SqliteStore {
 
     async fn clear_throttle_prefix(&self, prefix: &str) -> StoreResult<()> {
         // substr, not LIKE: a key may hold `%` or `_` (it holds what users typed).
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await.map_err(err)?;
         for sql in crate::purge_sql::CLEAR_THROTTLE_PREFIX {
             sqlx::query(sql)
                 .bind(prefix)
@@ -523,7 +568,8 @@ impl Store for SqliteStore {
     }
 
     async fn put_method(&self, m: &MethodRecord) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await.map_err(err)?;
         ensure_registration(&mut tx, &m.user_id).await?;
         sqlx::query(
             "INSERT INTO methods (user_id, method, status, value, created_at, verified_at) VALUES ($1, $2, $3, $4, $5, $6)
@@ -548,7 +594,8 @@ impl Store for SqliteStore {
         method: Method,
         now: UnixTime,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await.map_err(err)?;
         let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM methods WHERE user_id = $1 AND method = $2 AND status = 'pending'")
             .bind(user_id)
             .bind(method.as_str())
@@ -576,7 +623,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_method(&self, user_id: &str, method: Method) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await.map_err(err)?;
         let r = sqlx::query("DELETE FROM methods WHERE user_id = $1 AND method = $2")
             .bind(user_id)
             .bind(method.as_str())
@@ -625,7 +673,8 @@ impl Store for SqliteStore {
         answers: &[(String, String)],
         now: UnixTime,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await.map_err(err)?;
         ensure_registration(&mut tx, user_id).await?;
         sqlx::query("DELETE FROM answers WHERE user_id = $1")
             .bind(user_id)
@@ -672,7 +721,7 @@ impl Store for SqliteStore {
         )
         .bind(user_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await
         .map_err(err)?;
         Ok(())
@@ -686,7 +735,7 @@ impl Store for SqliteStore {
             .bind(&s.display_name)
             .bind(serde_json::to_string(&s.groups).unwrap_or_else(|_| "[]".into()))
             .bind(s.expires_at)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(err)?;
         Ok(())
@@ -713,14 +762,15 @@ impl Store for SqliteStore {
     async fn delete_session(&self, id: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(err)?;
         Ok(())
     }
 
     async fn enqueue(&self, m: &OutboxMessage) -> StoreResult<i64> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await.map_err(err)?;
         let id = insert_outbox(&mut tx, m).await?;
         tx.commit().await.map_err(err)?;
         Ok(id)
@@ -762,7 +812,7 @@ impl Store for SqliteStore {
             .bind(now)
             .bind(limit as i64)
             .bind(channel.map(|c| c.as_str()))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.writer().await?)
             .await
             .map_err(err)?;
         let mut out: Vec<OutboxMessage> =
@@ -775,7 +825,8 @@ impl Store for SqliteStore {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await.map_err(err)?;
         for id in ids {
             sqlx::query(
                 "UPDATE outbox SET status = 'queued', lease_until = 0, attempts = MAX(attempts - 1, 0)
@@ -799,7 +850,7 @@ impl Store for SqliteStore {
         };
         sqlx::query(sql)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(err)?;
         Ok(())
@@ -816,13 +867,13 @@ impl Store for SqliteStore {
                 .bind(id)
                 .bind(at)
                 .bind(error)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await
                 .map_err(err)?,
             None => sqlx::query("UPDATE outbox SET status = 'failed', last_error = $2, body = '' WHERE id = $1")
                 .bind(id)
                 .bind(error)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await
                 .map_err(err)?,
         };
@@ -854,7 +905,7 @@ impl Store for SqliteStore {
         .bind(&t.name)
         .bind(t.created_at)
         .bind(&t.role)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await
         .map_err(err)?;
         Ok(())
@@ -905,7 +956,7 @@ impl Store for SqliteStore {
         for (sql, cutoff) in crate::purge_sql::statements(now) {
             n += sqlx::query(sql)
                 .bind(cutoff)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await
                 .map_err(err)?
                 .rows_affected();
@@ -913,7 +964,7 @@ impl Store for SqliteStore {
         // Erased rows leave their bytes in the WAL until it is truncated (secure_delete
         // zeroes them in the database file itself).
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(err)?;
         Ok(n)
@@ -986,7 +1037,8 @@ async fn insert_outbox(tx: &mut Transaction<'_, Sqlite>, m: &OutboxMessage) -> S
 #[async_trait]
 impl UserStore for SqliteStore {
     async fn insert_user(&self, u: &UserRecord, now: UnixTime) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await.map_err(err)?;
         let r = sqlx::query(
             "INSERT INTO dir_users (id, display_name, enabled, locked, password_hash, email, mobile, created_at, password_changed_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
@@ -1083,7 +1135,7 @@ impl UserStore for SqliteStore {
         let r = sqlx::query(sql)
             .bind(value as i64)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(err)?;
         Ok(r.rows_affected() == 1)
@@ -1092,7 +1144,7 @@ impl UserStore for SqliteStore {
     async fn expire_user_password(&self, id: &str) -> StoreResult<bool> {
         let r = sqlx::query("UPDATE dir_users SET password_changed_at = 0 WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(err)?;
         Ok(r.rows_affected() == 1)
@@ -1105,7 +1157,8 @@ impl UserStore for SqliteStore {
         now: UnixTime,
         keep: usize,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut w = self.writer().await?;
+        let mut tx = w.begin().await.map_err(err)?;
         // The old hash moves into the history in the same transaction that replaces it.
         sqlx::query("INSERT INTO dir_history (user_id, hash, at) SELECT id, password_hash, $2 FROM dir_users WHERE id = $1")
             .bind(id)

@@ -14,7 +14,8 @@ macro_rules! impl_step_store {
                 slots: &[sspr_app::ports::Slot],
                 now: UnixTime,
             ) -> StoreResult<Option<usize>> {
-                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
                 let keys: Vec<&str> = slots.iter().map(|s| s.key.as_str()).collect();
                 lock_throttle(&mut tx, &keys).await?;
                 let mut full = None;
@@ -48,7 +49,7 @@ macro_rules! impl_step_store {
                 )
                 .bind(key)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await
                 .map_err(err)?;
                 Ok(())
@@ -83,13 +84,15 @@ macro_rules! impl_step_store {
             }
 
             async fn insert_flow(&self, f: &FlowRecord) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
                 insert_flow_row(&mut tx, f).await?;
                 tx.commit().await.map_err(err)
             }
 
             async fn start_flow(&self, f: &FlowRecord, event: &AuditEvent) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
                 insert_flow_row(&mut tx, f).await?;
                 insert_audit(&mut tx, event).await?;
                 tx.commit().await.map_err(err)
@@ -101,14 +104,16 @@ macro_rules! impl_step_store {
                 now: UnixTime,
                 max_attempts: u32,
             ) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
                 let spent = spend_code(&mut tx, id, now, max_attempts).await?;
                 tx.commit().await.map_err(err)?;
                 Ok(spent)
             }
 
             async fn totp_use_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
                 let spent = spend_totp_step(&mut tx, user_id, step).await?;
                 tx.commit().await.map_err(err)?;
                 Ok(spent)
@@ -121,7 +126,8 @@ macro_rules! impl_step_store {
                 use sspr_app::ports::{Proof, RecoveryUse, StepResult};
                 // Every early return drops the transaction, which rolls it back: a refused
                 // proof or a moved flow leaves nothing changed.
-                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
                 let mut recovery_left = None;
                 let mut event = s.event.clone();
                 let spent = match &s.proof {

@@ -53,7 +53,8 @@ macro_rules! impl_user_import {
             ) -> StoreResult<()> {
                 // One transaction for the whole file: if any statement fails, the rollback
                 // leaves no account of it behind (dropping `tx` without commit rolls back).
-                let mut tx = self.pool.begin().await.map_err(err)?;
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
                 let mut done = 0;
                 for chunk in users.chunks(crate::user_import_sql::ROWS_PER_STATEMENT) {
                     // A plain INSERT: an id taken since the check fails the whole import
@@ -119,7 +120,7 @@ macro_rules! impl_user_import {
                 .bind(new)
                 .bind(id)
                 .bind(old)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await
                 .map_err(err)?;
                 Ok(r.rows_affected() == 1)
