@@ -114,7 +114,7 @@ macro_rules! impl_audit_store {
                     }
                     push_audit_conditions(&mut qb, f, true);
                     qb.push(" ORDER BY id ASC LIMIT ").push_bind(limit);
-                    let rows = qb.build().fetch_all(&self.reads).await.map_err(err)?;
+                    let rows = qb.build().fetch_all(&mut *self.reader().await?).await.map_err(err)?;
                     return rows.iter().map(audit_from).collect();
                 }
                 let mut qb = sqlx::QueryBuilder::<$db>::new("");
@@ -138,7 +138,7 @@ macro_rules! impl_audit_store {
                     }
                 }
                 qb.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(limit);
-                let rows = qb.build().fetch_all(&self.reads).await.map_err(err)?;
+                let rows = qb.build().fetch_all(&mut *self.reader().await?).await.map_err(err)?;
                 let mut out: Vec<AuditEvent> =
                     rows.iter().map(audit_from).collect::<StoreResult<_>>()?;
                 // Callers read a page oldest first, as a log reads.
@@ -154,7 +154,7 @@ macro_rules! impl_audit_store {
                 let rows = sqlx::query("SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT $2")
                     .bind(after_id)
                     .bind(i64::from(limit))
-                    .fetch_all(&self.reads)
+                    .fetch_all(&mut *self.reader().await?)
                     .await
                     .map_err(err)?;
                 rows.iter().map(chained_from).collect()
@@ -162,7 +162,7 @@ macro_rules! impl_audit_store {
 
             async fn audit_head(&self) -> StoreResult<Option<(i64, Option<String>)>> {
                 sqlx::query_as("SELECT id, chain FROM audit ORDER BY id DESC LIMIT 1")
-                    .fetch_optional(&self.reads)
+                    .fetch_optional(&mut *self.reader().await?)
                     .await
                     .map_err(err)
             }
@@ -210,7 +210,7 @@ macro_rules! impl_audit_store {
 
             async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {
                 let rows = sqlx::query("SELECT * FROM audit_checkpoints ORDER BY id")
-                    .fetch_all(&self.reads)
+                    .fetch_all(&mut *self.reader().await?)
                     .await
                     .map_err(err)?;
                 rows.iter().map(checkpoint_from).collect()

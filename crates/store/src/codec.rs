@@ -4,28 +4,14 @@
 use sspr_app::ports::StoreError;
 use sspr_domain::Method;
 
-/// When an SQLite write last failed on its file (full disk, I/O error, read-only, cannot
-/// open), in milliseconds since the Unix epoch; 0: never. Load (a busy lock, a pool timeout)
-/// does not count: closing connections then would only add work.
-static LAST_FILE_FAULT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// How many times an SQLite statement has failed on its file (full disk, I/O error,
+/// read-only, cannot open). A connection opened before the latest one is replaced before it is
+/// lent again (see `sqlite_conn`). A count, not a time: a clock that jumps cannot hide a
+/// fault. Load (a busy lock, a timeout) does not count: reopening then would only add work.
+static FILE_FAULTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Whether an SQLite file fault happened within the last `ms` milliseconds.
-/// Whether a file fault was seen at or after `ms` (a time from [`now_ms`]).
-pub(crate) fn file_fault_since(ms: u64) -> bool {
-    let last = LAST_FILE_FAULT_MS.load(std::sync::atomic::Ordering::Relaxed);
-    last != 0 && last >= ms
-}
-
-pub(crate) fn file_fault_within(ms: u64) -> bool {
-    let last = LAST_FILE_FAULT_MS.load(std::sync::atomic::Ordering::Relaxed);
-    last != 0 && now_ms().saturating_sub(last) <= ms
+pub(crate) fn file_faults() -> u64 {
+    FILE_FAULTS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A driver error, marked unavailable when it is about the store rather than the statement:
@@ -44,7 +30,7 @@ pub(crate) fn err(e: sqlx::Error) -> StoreError {
         _ => false,
     };
     if file_fault {
-        LAST_FILE_FAULT_MS.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        FILE_FAULTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let unavailable = match &e {
         sqlx::Error::PoolTimedOut

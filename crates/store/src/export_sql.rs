@@ -59,7 +59,7 @@ macro_rules! impl_export_store {
                 sqlx::query_as(
                     "SELECT name, last_id, updated_at FROM audit_export_cursor ORDER BY name",
                 )
-                .fetch_all(&self.reads)
+                .fetch_all(&mut *self.reader().await?)
                 .await
                 .map_err(err)
             }

@@ -92,7 +92,7 @@ macro_rules! impl_finish_store {
                 )
                 .bind(before)
                 .bind(limit as i64)
-                .fetch_all(&self.reads)
+                .fetch_all(&mut *self.reader().await?)
                 .await
                 .map_err(err)?;
                 rows.iter().map(flow_from).collect()

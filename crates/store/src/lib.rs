@@ -19,6 +19,7 @@ mod recovery_sql;
 mod reminder_sql;
 mod skip_sql;
 mod sqlite;
+mod sqlite_conn;
 mod step_sql;
 mod user_import_sql;
 

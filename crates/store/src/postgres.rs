@@ -74,9 +74,6 @@ const STATEMENT_TIMEOUT: &str = "5s";
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
-    /// The same pool: PostgreSQL's writers do not get in each other's way as SQLite's do, and
-    /// the SQL both stores share reads through `reads`.
-    reads: PgPool,
 }
 
 impl PgStore {
@@ -142,19 +139,22 @@ impl PgStore {
             .connect_with(opts)
             .await
             .map_err(err)?;
-        Ok(Self {
-            reads: pool.clone(),
-            pool,
-        })
+        Ok(Self { pool })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    /// A connection for writes (the SQL both stores share asks for one; see `SqliteStore`).
+    /// A connection from the pool. The SQL both stores share asks for a writer or a reader,
+    /// which SQLite keeps apart (see `sqlite_conn`); PostgreSQL's writers do not get in each
+    /// other's way, so both come from the one pool.
     async fn writer(&self) -> StoreResult<sqlx::pool::PoolConnection<Postgres>> {
         self.pool.acquire().await.map_err(err)
+    }
+
+    async fn reader(&self) -> StoreResult<sqlx::pool::PoolConnection<Postgres>> {
+        self.writer().await
     }
 
     async fn migrate(&self) -> StoreResult<()> {

@@ -67,7 +67,7 @@ macro_rules! impl_recovery_store {
                      WHERE user_id = $1 AND used_at IS NULL ORDER BY digest",
                 )
                 .bind(user_id)
-                .fetch_all(&self.reads)
+                .fetch_all(&mut *self.reader().await?)
                 .await
                 .map_err(err)
             }

@@ -9,7 +9,7 @@ macro_rules! impl_skip_store {
                 let n: Option<i64> =
                     sqlx::query_scalar("SELECT CAST(skips AS BIGINT) FROM registration_skips WHERE user_id = $1")
                         .bind(user_id)
-                        .fetch_optional(&self.reads)
+                        .fetch_optional(&mut *self.reader().await?)
                         .await
                         .map_err(err)?;
                 Ok(n.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
@@ -75,7 +75,7 @@ macro_rules! impl_skip_store {
                 let rows: Vec<(String, i64, i64)> = sqlx::query_as(
                     "SELECT user_id, CAST(skips AS BIGINT), last_at FROM registration_skips ORDER BY user_id",
                 )
-                .fetch_all(&self.reads)
+                .fetch_all(&mut *self.reader().await?)
                 .await
                 .map_err(err)?;
                 Ok(rows

@@ -3,13 +3,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::{Connection, Row, Sqlite, SqliteConnection, Transaction};
-use std::sync::Arc;
-use tokio::sync::{MappedMutexGuard, MutexGuard};
 use sspr_app::Lang;
 use sspr_app::ports::{
     AdminToken, AuditCheckpoint, AuditFilter, AuditStore, ChainedEvent, Channel, CodeRecord,
@@ -19,8 +14,11 @@ use sspr_app::ports::{
 use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
 use sspr_domain::clock::UnixTime;
 use sspr_domain::{FlowKind, FlowState, Method, Policy};
+use std::sync::Arc;
+use tokio::sync::MappedMutexGuard;
 
 use crate::codec::{err, join, methods_csv, parse_methods, split};
+use crate::sqlite_conn::{Connections, Reader};
 
 /// Versioned migrations, applied in order, each once, each in its own transaction.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -54,55 +52,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 /// How long a statement waits for SQLite's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a request waits for a pooled connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Connections that only read (`PRAGMA query_only`): readers never wait for the writer in
-/// WAL mode, so a few serve the two cores this runs on.
-const READERS: u32 = 4;
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    /// The single writing connection; every write, and every read inside a write, goes here.
-    writer: Arc<Writer>,
-    /// Reads that stand alone.
-    reads: SqlitePool,
-}
-
-/// The writing connection, lent to one caller at a time in the order they asked (a fair
-/// mutex). Not a pool: sqlx's pool pings every connection given back, one more trip to the
-/// connection's thread per store call, and on the one writer everyone would wait for it.
-#[derive(Debug)]
-struct Writer {
-    conn: tokio::sync::Mutex<Lent>,
-    opts: SqliteConnectOptions,
-}
-
-#[derive(Debug)]
-struct Lent {
-    conn: SqliteConnection,
-    opened_ms: u64,
-}
-
-fn pool_options(max: u32) -> SqlitePoolOptions {
-    SqlitePoolOptions::new()
-        .max_connections(max)
-        .min_connections(1)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        // The pool's default pings each connection it hands out: on SQLite that is one more
-        // trip to the connection's thread and back per store call, and a local file has no
-        // other end to lose (a failed write is handled below).
-        .test_before_acquire(false)
-        // A connection whose write failed on a full disk or an I/O error can keep SQLite's
-        // write lock (its statement's transaction left open) until it is used again, and
-        // every other write then waits and fails. For 30 s after such a failure, idle
-        // connections are closed rather than reused, which releases the lock; new ones are
-        // opened as needed. Nothing changes while the file is healthy.
-        .before_acquire(|_conn, meta| {
-            Box::pin(async move {
-                Ok(!(meta.idle_for > Duration::ZERO && crate::codec::file_fault_within(30_000)))
-            })
-        })
+    conns: Arc<Connections>,
 }
 
 impl SqliteStore {
@@ -122,50 +75,22 @@ impl SqliteStore {
             // Deleted and overwritten content (a sent code's message) is zeroed, not left in
             // free pages where a copy of the file would still show it.
             .pragma("secure_delete", "ON");
-        // One connection writes; the others only read. SQLite takes one writer at a time
-        // anyway, but when several connections race for its lock, the losers sleep in its busy
-        // handler (1, 2, 5 … 100 ms) and retry, even after the lock is free again: under load
-        // that sleeping, not the work, set the tail latency. Waiting in the pool's queue for
-        // the one writer is a fair FIFO without sleeps, bounded by the same two seconds.
-        let conn = SqliteConnection::connect_with(&opts).await.map_err(err)?;
-        let writer = Arc::new(Writer {
-            conn: tokio::sync::Mutex::new(Lent {
-                conn,
-                opened_ms: crate::codec::now_ms(),
-            }),
-            opts: opts.clone(),
-        });
-        let reads = pool_options(READERS)
-            .connect_with(opts.pragma("query_only", "ON"))
-            .await
-            .map_err(err)?;
-        let store = Self { writer, reads };
+        let store = Self {
+            conns: Arc::new(Connections::open(opts).await?),
+        };
         store.migrate().await?;
         restrict_permissions(path);
         Ok(store)
     }
 
-    /// The writing connection, when its turn comes (at most `ACQUIRE_TIMEOUT`). A write that
-    /// failed on a full disk or an I/O error can leave SQLite's write lock held by its
-    /// connection (the statement's transaction left open), and every other write would then
-    /// wait and fail: a connection opened before the last such failure is replaced first.
+    /// The writing connection (see [`crate::sqlite_conn`]).
     async fn writer(&self) -> StoreResult<MappedMutexGuard<'_, SqliteConnection>> {
-        let mut lent = tokio::time::timeout(ACQUIRE_TIMEOUT, self.writer.conn.lock())
-            .await
-            .map_err(|_| err(sqlx::Error::PoolTimedOut))?;
-        if crate::codec::file_fault_since(lent.opened_ms) {
-            let fresh = tokio::time::timeout(
-                ACQUIRE_TIMEOUT,
-                SqliteConnection::connect_with(&self.writer.opts),
-            )
-            .await
-            .map_err(|_| err(sqlx::Error::PoolTimedOut))?
-            .map_err(err)?;
-            let old = std::mem::replace(&mut lent.conn, fresh);
-            lent.opened_ms = crate::codec::now_ms();
-            let _ = old.close_hard().await;
-        }
-        Ok(MutexGuard::map(lent, |l| &mut l.conn))
+        self.conns.writer().await
+    }
+
+    /// A reading connection (see [`crate::sqlite_conn`]).
+    async fn reader(&self) -> StoreResult<Reader<'_>> {
+        self.conns.reader().await
     }
 
     async fn migrate(&self) -> StoreResult<()> {
@@ -199,7 +124,7 @@ impl SqliteStore {
 
     pub async fn schema_version(&self) -> StoreResult<i64> {
         sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            .fetch_one(&self.reads)
+            .fetch_one(&mut *self.reader().await?)
             .await
             .map_err(err)
     }
@@ -359,7 +284,7 @@ impl Store for SqliteStore {
 
     async fn load_policy(&self) -> StoreResult<Option<Policy>> {
         let body: Option<String> = sqlx::query_scalar("SELECT body FROM policy WHERE id = 1")
-            .fetch_optional(&self.reads)
+            .fetch_optional(&mut *self.reader().await?)
             .await
             .map_err(err)?;
         match body {
@@ -387,7 +312,7 @@ impl Store for SqliteStore {
     async fn flow(&self, id: &str) -> StoreResult<Option<FlowRecord>> {
         let row = sqlx::query("SELECT * FROM flows WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.reads)
+            .fetch_optional(&mut *self.reader().await?)
             .await
             .map_err(err)?;
         row.as_ref().map(flow_from).transpose()
@@ -462,7 +387,7 @@ impl Store for SqliteStore {
         )
         .bind(owner)
         .bind(purpose)
-        .fetch_optional(&self.reads)
+        .fetch_optional(&mut *self.reader().await?)
         .await
         .map_err(err)?;
         row.as_ref().map(code_from).transpose()
@@ -503,7 +428,7 @@ impl Store for SqliteStore {
         sqlx::query_scalar("SELECT until FROM throttle_blocks WHERE key = $1 AND until > $2")
             .bind(key)
             .bind(now)
-            .fetch_optional(&self.reads)
+            .fetch_optional(&mut *self.reader().await?)
             .await
             .map_err(err)
     }
@@ -543,7 +468,7 @@ impl Store for SqliteStore {
     async fn methods(&self, user_id: &str) -> StoreResult<Vec<MethodRecord>> {
         let rows = sqlx::query("SELECT * FROM methods WHERE user_id = $1 ORDER BY method, status")
             .bind(user_id)
-            .fetch_all(&self.reads)
+            .fetch_all(&mut *self.reader().await?)
             .await
             .map_err(err)?;
         rows.iter()
@@ -654,7 +579,7 @@ impl Store for SqliteStore {
             "SELECT question_id, answer_hash FROM answers WHERE user_id = $1 ORDER BY question_id",
         )
         .bind(user_id)
-        .fetch_all(&self.reads)
+        .fetch_all(&mut *self.reader().await?)
         .await
         .map_err(err)?;
         rows.iter()
@@ -708,7 +633,7 @@ impl Store for SqliteStore {
         let v: Option<Option<i64>> =
             sqlx::query_scalar("SELECT confirmed_at FROM registrations WHERE user_id = $1")
                 .bind(user_id)
-                .fetch_optional(&self.reads)
+                .fetch_optional(&mut *self.reader().await?)
                 .await
                 .map_err(err)?;
         Ok(v.flatten())
@@ -744,7 +669,7 @@ impl Store for SqliteStore {
     async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
         let row = sqlx::query("SELECT * FROM sessions WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.reads)
+            .fetch_optional(&mut *self.reader().await?)
             .await
             .map_err(err)?;
         let Some(r) = row else { return Ok(None) };
@@ -883,7 +808,7 @@ impl Store for SqliteStore {
     async fn outbox_list(&self, limit: u32) -> StoreResult<Vec<OutboxMessage>> {
         let rows = sqlx::query("SELECT * FROM outbox ORDER BY id DESC LIMIT $1")
             .bind(limit as i64)
-            .fetch_all(&self.reads)
+            .fetch_all(&mut *self.reader().await?)
             .await
             .map_err(err)?;
         rows.iter().map(outbox_from).collect()
@@ -891,7 +816,7 @@ impl Store for SqliteStore {
 
     async fn outbox_backlog(&self) -> StoreResult<(u64, Option<UnixTime>)> {
         let (n, oldest): (i64, Option<i64>) = sqlx::query_as(crate::purge_sql::OUTBOX_BACKLOG)
-            .fetch_one(&self.reads)
+            .fetch_one(&mut *self.reader().await?)
             .await
             .map_err(err)?;
         Ok((u64::try_from(n).unwrap_or(0), oldest))
@@ -916,7 +841,7 @@ impl Store for SqliteStore {
             "SELECT name, token_hash, created_at, role FROM admin_tokens WHERE token_hash = $1",
         )
         .bind(token_hash)
-        .fetch_optional(&self.reads)
+        .fetch_optional(&mut *self.reader().await?)
         .await
         .map_err(err)?;
         row.as_ref().map(admin_token_from).transpose()
@@ -926,7 +851,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT name, token_hash, created_at, role FROM admin_tokens ORDER BY created_at",
         )
-        .fetch_all(&self.reads)
+        .fetch_all(&mut *self.reader().await?)
         .await
         .map_err(err)?;
         rows.iter().map(admin_token_from).collect()
@@ -936,7 +861,7 @@ impl Store for SqliteStore {
         sqlx::query_scalar(
             "SELECT user_id FROM methods UNION SELECT user_id FROM answers UNION SELECT user_id FROM registrations ORDER BY 1",
         )
-        .fetch_all(&self.reads)
+        .fetch_all(&mut *self.reader().await?)
         .await
         .map_err(err)
     }
@@ -945,7 +870,7 @@ impl Store for SqliteStore {
         let v: Option<i64> =
             sqlx::query_scalar("SELECT totp_last_step FROM registrations WHERE user_id = $1")
                 .bind(user_id)
-                .fetch_optional(&self.reads)
+                .fetch_optional(&mut *self.reader().await?)
                 .await
                 .map_err(err)?;
         Ok(v.unwrap_or(0))
@@ -1081,7 +1006,7 @@ impl UserStore for SqliteStore {
              FROM (SELECT $1 AS id) AS w LEFT JOIN dir_users AS u ON u.id = w.id",
         )
         .bind(id)
-        .fetch_one(&self.reads)
+        .fetch_one(&mut *self.reader().await?)
         .await
         .map_err(err)?;
         let grps: String = r.try_get("grps").map_err(err)?;
@@ -1099,7 +1024,7 @@ impl UserStore for SqliteStore {
         let rows =
             sqlx::query("SELECT * FROM dir_users WHERE password_changed_at < $1 ORDER BY id")
                 .bind(before)
-                .fetch_all(&self.reads)
+                .fetch_all(&mut *self.reader().await?)
                 .await
                 .map_err(err)?;
         let pairs = sqlx::query(
@@ -1108,7 +1033,7 @@ impl UserStore for SqliteStore {
              ORDER BY user_id, grp",
         )
         .bind(before)
-        .fetch_all(&self.reads)
+        .fetch_all(&mut *self.reader().await?)
         .await
         .map_err(err)?;
         let mut groups: std::collections::HashMap<String, Vec<String>> =
@@ -1192,7 +1117,7 @@ impl UserStore for SqliteStore {
         )
         .bind(id)
         .bind(n as i64)
-        .fetch_all(&self.reads)
+        .fetch_all(&mut *self.reader().await?)
         .await
         .map_err(err)
     }

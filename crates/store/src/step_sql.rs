@@ -62,7 +62,7 @@ macro_rules! impl_step_store {
                 )
                 .bind(key)
                 .bind(since)
-                .fetch_one(&self.reads)
+                .fetch_one(&mut *self.reader().await?)
                 .await
                 .map_err(err)?;
                 Ok(u32::try_from(n).unwrap_or(u32::MAX))

@@ -39,7 +39,7 @@ macro_rules! impl_user_import {
                     for id in chunk {
                         q = q.bind(id);
                     }
-                    taken.extend(q.fetch_all(&self.reads).await.map_err(err)?);
+                    taken.extend(q.fetch_all(&mut *self.reader().await?).await.map_err(err)?);
                 }
                 Ok(taken)
             }
