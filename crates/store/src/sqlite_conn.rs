@@ -155,3 +155,104 @@ async fn within<T>(f: impl Future<Output = T>) -> StoreResult<T> {
         .await
         .map_err(|_| err(sqlx::Error::PoolTimedOut))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+    use std::sync::{Arc, Mutex as StdMutex};
+
+    async fn open(dir: &tempfile::TempDir) -> Arc<Connections> {
+        let path = dir.path().join("t.db");
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .unwrap()
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_millis(100));
+        let c = Connections::open(opts).await.unwrap();
+        sqlx::raw_sql("CREATE TABLE t (n INTEGER)")
+            .execute(&mut *c.writer().await.unwrap())
+            .await
+            .unwrap();
+        Arc::new(c)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn writers_take_their_turns_in_the_order_they_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(&dir).await;
+        let order = Arc::new(StdMutex::new(Vec::new()));
+        let first = c.writer().await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..5 {
+            let (c, order) = (c.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut w = c.writer().await.unwrap();
+                sqlx::query("INSERT INTO t (n) VALUES ($1)")
+                    .bind(i)
+                    .execute(&mut *w)
+                    .await
+                    .unwrap();
+                order.lock().unwrap().push(i);
+            }));
+            // On this one thread, the task just spawned runs up to its wait for the writer.
+            tokio::task::yield_now().await;
+        }
+        drop(first);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn readers_read_and_refuse_to_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(&dir).await;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut *c.reader().await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+        let refused = sqlx::query("INSERT INTO t (n) VALUES (1)")
+            .execute(&mut *c.reader().await.unwrap())
+            .await;
+        assert!(refused.is_err(), "a reader wrote");
+    }
+
+    #[tokio::test]
+    async fn a_writer_left_in_a_transaction_is_replaced_after_a_file_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(&dir).await;
+        // As a write that failed on a full disk can: the transaction stays open, and with it
+        // SQLite's write lock.
+        {
+            let mut w = c.writer().await.unwrap();
+            sqlx::raw_sql("BEGIN IMMEDIATE; INSERT INTO t (n) VALUES (1)")
+                .execute(&mut *w)
+                .await
+                .unwrap();
+        }
+        // A statement failing on the file (here: SQLITE_READONLY from a reader) is counted.
+        let e = sqlx::query("INSERT INTO t (n) VALUES (2)")
+            .execute(&mut *c.reader().await.unwrap())
+            .await
+            .unwrap_err();
+        let _ = err(e);
+        // The writer lent next is a new connection: its own transaction starts and commits,
+        // and the abandoned one was rolled back with its connection.
+        let mut w = c.writer().await.unwrap();
+        let mut tx = w.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (n) VALUES (3)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        drop(w);
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT n FROM t ORDER BY n")
+            .fetch_all(&mut *c.reader().await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![3]);
+    }
+}
