@@ -1,5 +1,6 @@
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +15,6 @@ use sspr_app::ports::{
 use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
 use sspr_domain::clock::UnixTime;
 use sspr_domain::{FlowKind, FlowState, Method, Policy};
-use std::sync::Arc;
 use tokio::sync::MappedMutexGuard;
 
 use crate::codec::{err, join, methods_csv, parse_methods, split};

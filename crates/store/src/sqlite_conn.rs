@@ -23,7 +23,7 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, Semaphore, SemaphorePermi
 use crate::codec::{err, file_faults};
 
 /// How long a caller waits for a connection (the write lock, in effect, for the writer).
-pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connections that only read: a few serve the two cores this runs on.
 const READERS: usize = 4;
@@ -87,8 +87,7 @@ impl Connections {
     /// The writing connection, when its turn comes; every write, and every read inside a
     /// write, goes through it.
     pub(crate) async fn writer(&self) -> StoreResult<MappedMutexGuard<'_, SqliteConnection>> {
-        let lent = within(self.writer.0.lock()).await?;
-        self.writer.lend(lent, &self.write_opts).await
+        lend(within(self.writer.0.lock()).await?, &self.write_opts).await
     }
 
     /// A reading connection, for reads that stand alone.
@@ -97,22 +96,18 @@ impl Connections {
             .await?
             .map_err(|_| err(sqlx::Error::PoolClosed))?;
         // A turn means one slot is free; the first one found is taken.
-        let (slot, lent) = match self
-            .readers
-            .iter()
-            .find_map(|s| s.0.try_lock().ok().map(|l| (s, l)))
-        {
-            Some(found) => found,
+        let lent = match self.readers.iter().find_map(|s| s.0.try_lock().ok()) {
+            Some(free) => free,
             None => {
                 let slot = self
                     .readers
                     .first()
                     .ok_or_else(|| err(sqlx::Error::PoolClosed))?;
-                (slot, within(slot.0.lock()).await?)
+                within(slot.0.lock()).await?
             }
         };
         Ok(Reader {
-            conn: slot.lend(lent, &self.read_opts).await?,
+            conn: lend(lent, &self.read_opts).await?,
             _turn: turn,
         })
     }
@@ -125,25 +120,24 @@ impl Slot {
             faults: file_faults(),
         })))
     }
+}
 
-    /// A write that failed on a full disk or an I/O error can leave SQLite's write lock held
-    /// by its connection (the statement's transaction left open), and every other write would
-    /// then wait and fail: a connection opened before the last such failure is replaced
-    /// before it is lent again.
-    async fn lend<'a>(
-        &'a self,
-        mut lent: MutexGuard<'a, Lent>,
-        opts: &SqliteConnectOptions,
-    ) -> StoreResult<MappedMutexGuard<'a, SqliteConnection>> {
-        let faults = file_faults();
-        if faults != lent.faults {
-            let fresh = connect(opts).await?;
-            let old = std::mem::replace(&mut lent.conn, fresh);
-            lent.faults = faults;
-            let _ = old.close_hard().await;
-        }
-        Ok(MutexGuard::map(lent, |l| &mut l.conn))
+/// A write that failed on a full disk or an I/O error can leave SQLite's write lock held
+/// by its connection (the statement's transaction left open), and every other write would
+/// then wait and fail: a connection opened before the last such failure is replaced before it
+/// is lent again.
+async fn lend<'a>(
+    mut lent: MutexGuard<'a, Lent>,
+    opts: &SqliteConnectOptions,
+) -> StoreResult<MappedMutexGuard<'a, SqliteConnection>> {
+    let faults = file_faults();
+    if faults != lent.faults {
+        let fresh = connect(opts).await?;
+        let old = std::mem::replace(&mut lent.conn, fresh);
+        lent.faults = faults;
+        let _ = old.close_hard().await;
     }
+    Ok(MutexGuard::map(lent, |l| &mut l.conn))
 }
 
 async fn connect(opts: &SqliteConnectOptions) -> StoreResult<SqliteConnection> {
