@@ -207,24 +207,25 @@ impl App {
 
     /// The first of `checks` that is exhausted, as the seconds to wait before trying again:
     /// a block's remaining time, or the full window of a spent limit (waiting that long is
-    /// always enough). `None` when every check passes.
+    /// always enough). `None` when every check passes. Reads only, in one statement.
     pub async fn first_exceeded(
         &self,
         blocks: &[String],
         windows: &[(String, sspr_domain::Window)],
     ) -> Result<Option<i64>, AppError> {
         let now = self.now();
-        for b in blocks {
-            if let Some(until) = self.store.blocked_until(b, now).await? {
-                return Ok(Some(until - now));
-            }
+        let state = self
+            .store
+            .throttle_state(blocks, &slots(windows, now), now)
+            .await?;
+        if let Some(until) = state.blocked_until.iter().flatten().next() {
+            return Ok(Some(until - now));
         }
-        for (key, w) in windows {
-            if !self.within(key, *w).await? {
-                return Ok(Some(w.secs));
-            }
-        }
-        Ok(None)
+        Ok(windows
+            .iter()
+            .zip(&state.hits)
+            .find(|((_, w), hits)| **hits >= w.max)
+            .map(|((_, w), _)| w.secs))
     }
 
     /// Takes one slot in each window, atomically per window; the first full window's length
@@ -234,15 +235,7 @@ impl App {
         windows: &[(String, sspr_domain::Window)],
     ) -> Result<Option<i64>, AppError> {
         let now = self.now();
-        let slots: Vec<crate::ports::Slot> = windows
-            .iter()
-            .map(|(key, w)| crate::ports::Slot {
-                key: key.clone(),
-                since: now - w.secs,
-                max: w.max,
-            })
-            .collect();
-        let full = self.store.take_slots(&slots, now).await?;
+        let full = self.store.take_slots(&slots(windows, now), now).await?;
         Ok(full.and_then(|i| windows.get(i)).map(|(_, w)| w.secs))
     }
 
@@ -368,4 +361,19 @@ pub mod keys {
     pub fn destination(dest: &str) -> String {
         format!("dest:{}", dest.to_lowercase())
     }
+}
+
+/// Rate-limit windows as the store's slots, each reaching back its length from `now`.
+pub(crate) fn slots(
+    windows: &[(String, sspr_domain::Window)],
+    now: sspr_domain::clock::UnixTime,
+) -> Vec<crate::ports::Slot> {
+    windows
+        .iter()
+        .map(|(key, w)| crate::ports::Slot {
+            key: key.clone(),
+            since: now - w.secs,
+            max: w.max,
+        })
+        .collect()
 }

@@ -515,9 +515,25 @@ pub struct Slot {
     pub max: u32,
 }
 
+/// What a rate-limit check reads, in one statement: for each block key, the end of the block
+/// if it is still in force; for each window, the hits it holds after its `since`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThrottleState {
+    pub blocked_until: Vec<Option<UnixTime>>,
+    pub hits: Vec<u32>,
+}
+
 /// A flow step's writes: each call is one transaction.
 #[async_trait]
 pub trait StepStore: Send + Sync + 'static {
+    /// Reads blocks and windows together, in one statement and without writing: the cheap
+    /// check a step makes before it does any work, ahead of taking its slots for real.
+    async fn throttle_state(
+        &self,
+        blocks: &[String],
+        windows: &[Slot],
+        now: UnixTime,
+    ) -> StoreResult<ThrottleState>;
     /// Takes a slot in each window, in order, stopping at the first full one, whose index is
     /// returned. Slots taken before it stay taken (counted as tries). Atomic per key against
     /// concurrent callers on any instance.
@@ -534,8 +550,29 @@ pub trait StepStore: Send + Sync + 'static {
         max: u32,
     ) -> StoreResult<bool>;
     async fn insert_flow(&self, flow: &FlowRecord) -> StoreResult<()>;
-    /// Stores a new flow and the event of its start.
-    async fn start_flow(&self, flow: &FlowRecord, event: &AuditEvent) -> StoreResult<()>;
+    /// Takes `slots` as [`StepStore::take_slots`] does (at the flow's `created_at`) and, if
+    /// none is full, stores the new flow and the event of its start: one transaction. When a
+    /// window is full its index comes back, and neither the flow nor the event is stored.
+    async fn start_flow(
+        &self,
+        flow: &FlowRecord,
+        event: &AuditEvent,
+        slots: &[Slot],
+    ) -> StoreResult<Option<usize>>;
+    /// Retires the owner's earlier codes for `purpose`, stores the new one and queues its
+    /// message, all in one transaction: a code is never live without its message, nor queued
+    /// without its code.
+    async fn issue_code(&self, code: &CodeRecord, message: &OutboxMessage) -> StoreResult<i64>;
+    /// Takes `slots` (at the code's `created_at`) and, if none is full, issues the code as
+    /// [`StepStore::issue_code`] does and stores `event`: one transaction, so a code never
+    /// goes out unrecorded. When a window is full its index comes back and no code is made.
+    async fn send_code(
+        &self,
+        code: &CodeRecord,
+        message: &OutboxMessage,
+        slots: &[Slot],
+        event: &AuditEvent,
+    ) -> StoreResult<Option<usize>>;
     /// Marks the code used if it is unused, unexpired and has attempts left. Exactly once.
     async fn consume_code(&self, id: i64, now: UnixTime, max_attempts: u32) -> StoreResult<bool>;
     /// Accepts a TOTP time step only if it is later than the last one used (no replay).
@@ -598,10 +635,6 @@ pub trait Store:
     /// Ends every other open flow of the user (a success revokes the rest).
     async fn close_other_flows(&self, user_id: &str, keep: &str) -> StoreResult<()>;
 
-    /// Retires the owner's earlier codes for `purpose`, stores the new one and queues its
-    /// message, all in one transaction: a code is never live without its message, nor queued
-    /// without its code.
-    async fn issue_code(&self, code: &CodeRecord, message: &OutboxMessage) -> StoreResult<i64>;
     /// The newest code of the owner for `purpose`, live or not.
     async fn latest_code(&self, owner: &str, purpose: &str) -> StoreResult<Option<CodeRecord>>;
     async fn code_attempt_failed(&self, id: i64) -> StoreResult<()>;

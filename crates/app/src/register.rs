@@ -331,6 +331,9 @@ impl App {
                 verified_at: None,
             })
             .await?;
+        // The slots were taken above, before the pending address was stored; the code, its
+        // message and this event go in one transaction.
+        ev.details = serde_json::json!({ "method": method, "destination": mask_destination(method, &value) });
         self.send_code(
             ctx,
             &reg_owner(&s.user_id),
@@ -339,10 +342,10 @@ impl App {
             false,
             &s.login,
             None,
+            &[],
+            &ev,
         )
         .await?;
-        ev.details = serde_json::json!({ "method": method, "destination": mask_destination(method, &value) });
-        self.record(ev).await;
         let mut st = self.my_status(ctx, s).await?;
         st.message = ctx.t(Msg::AddedPending);
         Ok(st)

@@ -1,7 +1,7 @@
 //! Reset and unlock: start with a user ID, prove identity with as many different methods as
 //! the policy requires, then set a new password or unlock.
 
-use sspr_domain::audit::{Activity, Outcome};
+use sspr_domain::audit::{Activity, AuditEvent, Outcome};
 use sspr_domain::flow::{Applicant, eligibility, remaining_methods};
 use sspr_domain::identity::canonical_login;
 use sspr_domain::random::{numeric_code, token};
@@ -58,26 +58,31 @@ impl App {
         let limits = &self.settings.limits;
         let now = self.now();
 
-        // The block is read; the windows are taken atomically, so concurrent requests on any
-        // instance cannot all slip under a limit at once.
+        // The block and the windows are read first, so a spent limit stops a request before
+        // it costs the directory anything. The slots themselves are taken atomically in the
+        // transaction that stores the flow, so concurrent requests on any instance cannot all
+        // slip under a limit at once: a start is one transaction.
         let source = ctx.source(&login);
-        let mut wait = self.first_exceeded(&[keys::ip_block(&source)], &[]).await?;
-        if wait.is_none() {
-            let mut windows = vec![
-                (keys::ip_starts(&source), limits.ip_starts),
-                (keys::login_starts(&login), limits.account_starts),
-            ];
-            if let Some(machine) = ctx.machine_cap() {
-                let mut w = limits.ip_starts;
-                w.max = w.max.saturating_mul(crate::app::MACHINE_SHARE);
-                windows.push((machine, w));
-            }
-            wait = self.reserve(&windows).await?;
+        let mut windows = vec![
+            (keys::ip_starts(&source), limits.ip_starts),
+            (keys::login_starts(&login), limits.account_starts),
+        ];
+        if let Some(machine) = ctx.machine_cap() {
+            let mut w = limits.ip_starts;
+            w.max = w.max.saturating_mul(crate::app::MACHINE_SHARE);
+            windows.push((machine, w));
         }
-        if let Some(wait) = wait {
+        let slots = crate::app::slots(&windows, now);
+        let rate_limited = |mut ev: AuditEvent, wait: i64| {
             ev.activity = Activity::RateLimited;
             ev.reason = "start_rate".into();
-            let err = self.too_many(ctx, Msg::TooManyRequests, wait);
+            (ev, self.too_many(ctx, Msg::TooManyRequests, wait))
+        };
+        if let Some(wait) = self
+            .first_exceeded(&[keys::ip_block(&source)], &windows)
+            .await?
+        {
+            let (ev, err) = rate_limited(ev, wait);
             return Err(self.fail(ev, err).await);
         }
 
@@ -91,7 +96,12 @@ impl App {
         }
         let found = match self.directory.find_user(&login).await {
             Ok(u) => u,
-            Err(e) => return Err(self.directory_failure(ctx, ev, e).await),
+            Err(e) => {
+                // A lookup that failed counts against the limits as a start would, so a
+                // failing directory cannot be asked past them.
+                self.reserve(&windows).await?;
+                return Err(self.directory_failure(ctx, ev, e).await);
+            }
         };
         // Read registrations whether or not the user exists: the same queries either way.
         let id_for_lookup = found
@@ -158,12 +168,22 @@ impl App {
             flow.required = req.required;
             flow.usable = req.methods.clone();
         }
-        // The flow and its event go in one transaction (with the slots above, two in all).
+        // The slots, the flow and its event go in one transaction. A window filled since the
+        // check above (a concurrent start) leaves no flow and no start event behind.
+        let windows = &windows;
+        let full = |ev: AuditEvent, i: usize| async move {
+            let wait = windows.get(i).map_or(0, |(_, w)| w.secs);
+            let (mut ev, err) = rate_limited(ev, wait);
+            ev.flow_id = None;
+            self.fail(ev, err).await
+        };
         match verdict {
             Err(why) => {
                 ev.outcome = Outcome::Failure;
                 ev.reason = why.reason().into();
-                self.store.start_flow(&flow, &ev).await?;
+                if let Some(i) = self.store.start_flow(&flow, &ev, &slots).await? {
+                    return Err(full(ev, i).await);
+                }
                 crate::metrics::metrics().event(&ev);
                 Ok(FlowResponse {
                     flow_token: Some(flow_token),
@@ -180,6 +200,7 @@ impl App {
             }
             Ok(_) => {
                 if let Some(until) = blocked {
+                    self.reserve(windows).await?;
                     self.store.insert_flow(&flow).await?;
                     ev.activity = Activity::BlockedFromReset;
                     ev.reason = "blocked".into();
@@ -189,7 +210,9 @@ impl App {
                 ev.merge_details(
                     serde_json::json!({ "methods": flow.usable, "required": flow.required }),
                 );
-                self.store.start_flow(&flow, &ev).await?;
+                if let Some(i) = self.store.start_flow(&flow, &ev, &slots).await? {
+                    return Err(full(ev, i).await);
+                }
                 crate::metrics::metrics().event(&ev);
                 let mut r = self.flow_response(ctx, &flow, &records);
                 r.flow_token = Some(flow_token);
@@ -328,25 +351,30 @@ impl App {
                     (keys::account_codes(&flow.user_id), limits.account_codes),
                     (keys::destination(&dest), limits.destination_codes),
                 ];
-                if let Some(wait) = self.reserve(&windows).await? {
+                let masked = mask_destination(method, &dest);
+                ev.merge_details(serde_json::json!({ "method": method, "destination": masked }));
+                // The slots, the code, its message and this event: one transaction.
+                let slots = crate::app::slots(&windows, self.now());
+                let full = self
+                    .send_code(
+                        ctx,
+                        &flow.id,
+                        method,
+                        &dest,
+                        true,
+                        &flow.account,
+                        Some(flow.id.clone()),
+                        &slots,
+                        &ev,
+                    )
+                    .await?;
+                if let Some(i) = full {
                     ev.activity = Activity::RateLimited;
                     ev.reason = "code_rate".into();
+                    let wait = windows.get(i).map_or(0, |(_, w)| w.secs);
                     let err = self.too_many(ctx, Msg::TooManyCodes, wait);
                     return Err(self.fail(ev, err).await);
                 }
-                let masked = mask_destination(method, &dest);
-                self.send_code(
-                    ctx,
-                    &flow.id,
-                    method,
-                    &dest,
-                    true,
-                    &flow.account,
-                    Some(flow.id.clone()),
-                )
-                .await?;
-                ev.merge_details(serde_json::json!({ "method": method, "destination": masked }));
-                self.record(ev).await;
                 Ok(ChallengeResponse {
                     method: method.as_str().into(),
                     message: ctx.t(Msg::CodeSent),
@@ -853,7 +881,8 @@ impl App {
         }
     }
 
-    /// Generates a code, keeps only its MAC, and queues its message, in one transaction.
+    /// Generates a code, keeps only its MAC, and queues its message with `event`, taking
+    /// `slots`: one transaction. `Some(i)` when window `i` is full: no code, no event.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn send_code(
         &self,
@@ -864,7 +893,9 @@ impl App {
         for_reset: bool,
         target: &str,
         flow_id: Option<String>,
-    ) -> Result<(), AppError> {
+        slots: &[crate::ports::Slot],
+        event: &AuditEvent,
+    ) -> Result<Option<usize>, AppError> {
         let limits = &self.settings.limits;
         let now = self.now();
         let code = numeric_code(self.rng.as_ref(), limits.code_digits);
@@ -895,9 +926,12 @@ impl App {
         let mut msg = OutboxMessage::new(channel, dest, &subject, &body, now);
         msg.flow_id = flow_id;
         msg.target = target.into();
-        self.store.issue_code(&record, &msg).await?;
-        self.wake_outbox();
-        Ok(())
+        let full = self.store.send_code(&record, &msg, slots, event).await?;
+        if full.is_none() {
+            crate::metrics::metrics().event(event);
+            self.wake_outbox();
+        }
+        Ok(full)
     }
 
     /// Checks a code for `owner`; consumes it exactly once.

@@ -78,8 +78,34 @@ impl StepStore for FakeStore {
     async fn insert_flow(&self, _: &FlowRecord) -> StoreResult<()> {
         Ok(())
     }
-    async fn start_flow(&self, _: &FlowRecord, _: &AuditEvent) -> StoreResult<()> {
-        Ok(())
+    async fn throttle_state(
+        &self,
+        _: &[String],
+        _: &[Slot],
+        _: UnixTime,
+    ) -> StoreResult<ThrottleState> {
+        Ok(ThrottleState::default())
+    }
+    async fn start_flow(
+        &self,
+        _: &FlowRecord,
+        _: &AuditEvent,
+        _: &[Slot],
+    ) -> StoreResult<Option<usize>> {
+        Ok(None)
+    }
+    async fn issue_code(&self, _: &CodeRecord, m: &OutboxMessage) -> StoreResult<i64> {
+        Ok(self.push(m.clone()))
+    }
+    async fn send_code(
+        &self,
+        _: &CodeRecord,
+        m: &OutboxMessage,
+        _: &[Slot],
+        _: &AuditEvent,
+    ) -> StoreResult<Option<usize>> {
+        self.push(m.clone());
+        Ok(None)
     }
     async fn consume_code(&self, _: i64, _: UnixTime, _: u32) -> StoreResult<bool> {
         Ok(false)
@@ -252,9 +278,6 @@ impl Store for FakeStore {
     }
     async fn close_other_flows(&self, _: &str, _: &str) -> StoreResult<()> {
         Ok(())
-    }
-    async fn issue_code(&self, _: &CodeRecord, m: &OutboxMessage) -> StoreResult<i64> {
-        Ok(self.push(m.clone()))
     }
     async fn latest_code(&self, _: &str, _: &str) -> StoreResult<Option<CodeRecord>> {
         Ok(None)

@@ -347,6 +347,16 @@ async fn ensure_registration(tx: &mut Transaction<'_, Postgres>, user_id: &str) 
 /// Under READ COMMITTED two transactions could both count below a limit; a lock per key
 /// serialises them across instances. Taken in one order (by lock id), so two transactions
 /// that share keys cannot wait on each other.
+/// Two concurrent issues for one owner would each retire only the codes they can see and
+/// both leave theirs live; SQLite's single writer rules that out, this lock does the same here.
+async fn lock_code(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: &str,
+    purpose: &str,
+) -> StoreResult<()> {
+    advisory_lock(tx, CODE_LOCK, &[owner, purpose]).await
+}
+
 async fn lock_throttle(tx: &mut Transaction<'_, Postgres>, keys: &[&str]) -> StoreResult<()> {
     let mut ids: Vec<i32> = keys.iter().map(|k| lock_key(&[k])).collect();
     ids.sort_unstable();
@@ -461,41 +471,6 @@ impl Store for PgStore {
         .await
         .map_err(err)?;
         Ok(())
-    }
-
-    async fn issue_code(&self, code: &CodeRecord, m: &OutboxMessage) -> StoreResult<i64> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        // Two concurrent issues for one owner would each retire only the codes they can see
-        // and both leave theirs live; SQLite's single writer rules that out, this lock does
-        // the same here.
-        advisory_lock(&mut tx, CODE_LOCK, &[&code.owner, &code.purpose]).await?;
-        // Retire earlier codes first: only the newest code of an owner is ever live.
-        sqlx::query(
-            "UPDATE codes SET used = TRUE WHERE owner = $1 AND purpose = $2 AND used = FALSE",
-        )
-        .bind(&code.owner)
-        .bind(&code.purpose)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO codes (owner, purpose, code_mac, destination, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(&code.owner)
-        .bind(&code.purpose)
-        .bind(&code.code_mac)
-        .bind(&code.destination)
-        .bind(code.created_at)
-        .bind(code.expires_at)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err)?;
-        let mut m = m.clone();
-        m.code_id = Some(id);
-        insert_outbox(&mut tx, &m).await?;
-        tx.commit().await.map_err(err)?;
-        Ok(id)
     }
 
     async fn latest_code(&self, owner: &str, purpose: &str) -> StoreResult<Option<CodeRecord>> {

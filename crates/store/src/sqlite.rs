@@ -250,6 +250,15 @@ async fn lock_throttle(_tx: &mut Transaction<'_, Sqlite>, _keys: &[&str]) -> Sto
     Ok(())
 }
 
+/// SQLite has one writer at a time: a write transaction already orders code issues.
+async fn lock_code(
+    _tx: &mut Transaction<'_, Sqlite>,
+    _owner: &str,
+    _purpose: &str,
+) -> StoreResult<()> {
+    Ok(())
+}
+
 /// SQLite has one writer at a time: a write transaction is already a per-user lock.
 async fn lock_user(_tx: &mut Transaction<'_, Sqlite>, _user_id: &str) -> StoreResult<()> {
     Ok(())
@@ -349,36 +358,6 @@ impl Store for SqliteStore {
         .await
         .map_err(err)?;
         Ok(())
-    }
-
-    async fn issue_code(&self, code: &CodeRecord, m: &OutboxMessage) -> StoreResult<i64> {
-        let mut w = self.writer().await?;
-        let mut tx = w.begin().await.map_err(err)?;
-        // Retire earlier codes first: only the newest code of an owner is ever live.
-        sqlx::query("UPDATE codes SET used = 1 WHERE owner = $1 AND purpose = $2 AND used = 0")
-            .bind(&code.owner)
-            .bind(&code.purpose)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO codes (owner, purpose, code_mac, destination, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(&code.owner)
-        .bind(&code.purpose)
-        .bind(&code.code_mac)
-        .bind(&code.destination)
-        .bind(code.created_at)
-        .bind(code.expires_at)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err)?;
-        let mut m = m.clone();
-        m.code_id = Some(id);
-        insert_outbox(&mut tx, &m).await?;
-        tx.commit().await.map_err(err)?;
-        Ok(id)
     }
 
     async fn latest_code(&self, owner: &str, purpose: &str) -> StoreResult<Option<CodeRecord>> {

@@ -1,9 +1,10 @@
-//! A flow step's writes ([`sspr_app::ports::StepStore`]): rate-limit slots, a new flow with
-//! its event, a proof spent with the flow's move and its event; each one transaction, in SQL
-//! that SQLite and PostgreSQL both run unchanged (SQLite reads `TRUE` and `FALSE` as 1 and 0).
-//! Written once here, expanded in each store's module, where `lock_throttle`,
-//! `ensure_registration`, `spend_recovery_code`, `insert_audit` and `err` are that database's
-//! own.
+//! A flow step's writes ([`sspr_app::ports::StepStore`]): rate-limit slots; a new flow with
+//! its slots and its event; a code with its slots, its message and its event; a proof spent
+//! with the flow's move and its event. Each is one transaction, in SQL that SQLite and
+//! PostgreSQL both run unchanged (SQLite reads `TRUE` and `FALSE` as 1 and 0). Written once
+//! here, expanded in each store's module, where `lock_throttle`, `lock_code`,
+//! `ensure_registration`, `spend_recovery_code`, `insert_audit`, `insert_outbox` and `err` are
+//! that database's own.
 
 macro_rules! impl_step_store {
     ($store:ty, $db:ty) => {
@@ -16,30 +17,67 @@ macro_rules! impl_step_store {
             ) -> StoreResult<Option<usize>> {
                 let mut w = self.writer().await?;
                 let mut tx = w.begin().await.map_err(err)?;
-                let keys: Vec<&str> = slots.iter().map(|s| s.key.as_str()).collect();
-                lock_throttle(&mut tx, &keys).await?;
-                let mut full = None;
-                for (i, s) in slots.iter().enumerate() {
-                    let r = sqlx::query(
-                        "INSERT INTO throttle_hits (key, at, n) SELECT $1, $2, 1
-                         WHERE (SELECT COALESCE(SUM(n), 0) FROM throttle_hits
-                                WHERE key = $1 AND at > $3) < $4
-                         ON CONFLICT (key, at) DO UPDATE SET n = throttle_hits.n + 1",
-                    )
-                    .bind(&s.key)
-                    .bind(now)
-                    .bind(s.since)
-                    .bind(i64::from(s.max))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-                    if r.rows_affected() != 1 {
-                        full = Some(i);
-                        break;
-                    }
-                }
+                let full = take_slots_in(&mut tx, slots, now).await?;
                 tx.commit().await.map_err(err)?;
                 Ok(full)
+            }
+
+            async fn throttle_state(
+                &self,
+                blocks: &[String],
+                windows: &[sspr_app::ports::Slot],
+                now: UnixTime,
+            ) -> StoreResult<sspr_app::ports::ThrottleState> {
+                if blocks.is_empty() && windows.is_empty() {
+                    return Ok(sspr_app::ports::ThrottleState::default());
+                }
+                // One row of scalar subqueries: $1 is now (only if there are blocks:
+                // PostgreSQL refuses a parameter no statement uses), then a key per block and a
+                // key and a start per window.
+                let mut cols = Vec::with_capacity(blocks.len() + windows.len());
+                let mut n = usize::from(!blocks.is_empty());
+                for _ in blocks {
+                    n += 1;
+                    cols.push(format!(
+                        "(SELECT MAX(until) FROM throttle_blocks WHERE key = ${n} AND until > $1)"
+                    ));
+                }
+                for _ in windows {
+                    cols.push(format!(
+                        "(SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM throttle_hits
+                          WHERE key = ${} AND at > ${})",
+                        n + 1,
+                        n + 2
+                    ));
+                    n += 2;
+                }
+                let sql = format!("SELECT {}", cols.join(", "));
+                // Built from literals and parameter numbers only: nothing of the caller's.
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                if !blocks.is_empty() {
+                    q = q.bind(now);
+                }
+                for b in blocks {
+                    q = q.bind(b);
+                }
+                for w in windows {
+                    q = q.bind(&w.key).bind(w.since);
+                }
+                let row = q
+                    .fetch_one(&mut *self.reader().await?)
+                    .await
+                    .map_err(err)?;
+                let mut state = sspr_app::ports::ThrottleState::default();
+                for i in 0..blocks.len() {
+                    state
+                        .blocked_until
+                        .push(row.try_get::<Option<i64>, _>(i).map_err(err)?);
+                }
+                for i in 0..windows.len() {
+                    let hits: i64 = row.try_get(blocks.len() + i).map_err(err)?;
+                    state.hits.push(u32::try_from(hits).unwrap_or(u32::MAX));
+                }
+                Ok(state)
             }
 
             async fn hit(&self, key: &str, now: UnixTime) -> StoreResult<()> {
@@ -90,12 +128,49 @@ macro_rules! impl_step_store {
                 tx.commit().await.map_err(err)
             }
 
-            async fn start_flow(&self, f: &FlowRecord, event: &AuditEvent) -> StoreResult<()> {
+            async fn start_flow(
+                &self,
+                f: &FlowRecord,
+                event: &AuditEvent,
+                slots: &[sspr_app::ports::Slot],
+            ) -> StoreResult<Option<usize>> {
                 let mut w = self.writer().await?;
                 let mut tx = w.begin().await.map_err(err)?;
-                insert_flow_row(&mut tx, f).await?;
-                insert_audit(&mut tx, event).await?;
-                tx.commit().await.map_err(err)
+                let full = take_slots_in(&mut tx, slots, f.created_at).await?;
+                // A full window still keeps the slots taken before it (counted as tries).
+                if full.is_none() {
+                    insert_flow_row(&mut tx, f).await?;
+                    insert_audit(&mut tx, event).await?;
+                }
+                tx.commit().await.map_err(err)?;
+                Ok(full)
+            }
+
+            async fn issue_code(&self, code: &CodeRecord, m: &OutboxMessage) -> StoreResult<i64> {
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
+                let id = issue_code_in(&mut tx, code, m).await?;
+                tx.commit().await.map_err(err)?;
+                Ok(id)
+            }
+
+            async fn send_code(
+                &self,
+                code: &CodeRecord,
+                m: &OutboxMessage,
+                slots: &[sspr_app::ports::Slot],
+                event: &AuditEvent,
+            ) -> StoreResult<Option<usize>> {
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
+                let full = take_slots_in(&mut tx, slots, code.created_at).await?;
+                // A full window still keeps the slots taken before it (counted as tries).
+                if full.is_none() {
+                    issue_code_in(&mut tx, code, m).await?;
+                    insert_audit(&mut tx, event).await?;
+                }
+                tx.commit().await.map_err(err)?;
+                Ok(full)
             }
 
             async fn consume_code(
@@ -169,6 +244,70 @@ macro_rules! impl_step_store {
                 tx.commit().await.map_err(err)?;
                 Ok(StepResult::Verified { recovery_left })
             }
+        }
+
+        /// Retires the owner's earlier codes for the purpose (only the newest is ever live),
+        /// stores the new one and queues its message.
+        async fn issue_code_in(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            code: &CodeRecord,
+            m: &OutboxMessage,
+        ) -> StoreResult<i64> {
+            lock_code(tx, &code.owner, &code.purpose).await?;
+            sqlx::query(
+                "UPDATE codes SET used = TRUE WHERE owner = $1 AND purpose = $2 AND used = FALSE",
+            )
+            .bind(&code.owner)
+            .bind(&code.purpose)
+            .execute(&mut **tx)
+            .await
+            .map_err(err)?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO codes (owner, purpose, code_mac, destination, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(&code.owner)
+            .bind(&code.purpose)
+            .bind(&code.code_mac)
+            .bind(&code.destination)
+            .bind(code.created_at)
+            .bind(code.expires_at)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(err)?;
+            let mut m = m.clone();
+            m.code_id = Some(id);
+            insert_outbox(tx, &m).await?;
+            Ok(id)
+        }
+
+        /// Takes a slot in each window, in order, up to the first full one (its index).
+        async fn take_slots_in(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            slots: &[sspr_app::ports::Slot],
+            now: UnixTime,
+        ) -> StoreResult<Option<usize>> {
+            let keys: Vec<&str> = slots.iter().map(|s| s.key.as_str()).collect();
+            lock_throttle(tx, &keys).await?;
+            for (i, s) in slots.iter().enumerate() {
+                let r = sqlx::query(
+                    "INSERT INTO throttle_hits (key, at, n) SELECT $1, $2, 1
+                     WHERE (SELECT COALESCE(SUM(n), 0) FROM throttle_hits
+                            WHERE key = $1 AND at > $3) < $4
+                     ON CONFLICT (key, at) DO UPDATE SET n = throttle_hits.n + 1",
+                )
+                .bind(&s.key)
+                .bind(now)
+                .bind(s.since)
+                .bind(i64::from(s.max))
+                .execute(&mut **tx)
+                .await
+                .map_err(err)?;
+                if r.rows_affected() != 1 {
+                    return Ok(Some(i));
+                }
+            }
+            Ok(None)
         }
 
         async fn insert_flow_row(

@@ -135,9 +135,11 @@ contract_tests!(
     concurrent_hits_never_exceed_a_window,
     fifty_concurrent_consumers_of_one_code_one_wins,
     a_new_code_retires_the_old_and_queues_its_message,
+    a_sent_code_takes_its_slots_and_records_its_event_or_nothing,
     expiry_boundary_and_attempts,
     a_verified_step_spends_moves_and_records_together_or_not_at_all,
     slots_are_taken_in_order_up_to_the_first_full_window,
+    throttle_state_reads_blocks_and_windows_in_one_go,
     throttle_windows_blocks_and_clearing,
     outbox_lease_expires_and_is_claimed_again,
     outbox_claims_one_channel_and_release_gives_messages_back,
@@ -724,6 +726,46 @@ async fn a_new_code_retires_the_old_and_queues_its_message(s: Arc<dyn Store>) {
     assert_eq!(queued[0].code_id, Some(second));
 }
 
+async fn a_sent_code_takes_its_slots_and_records_its_event_or_nothing(s: Arc<dyn Store>) {
+    use sspr_app::ports::{AuditFilter, Slot};
+    let msg = OutboxMessage::new(Channel::Email, "a@b.c", "s", "b", 0);
+    let slots = [
+        Slot {
+            key: "codes-acct".into(),
+            since: 0,
+            max: 5,
+        },
+        Slot {
+            key: "codes-dest".into(),
+            since: 0,
+            max: 1,
+        },
+    ];
+    let c = |mac: &str| CodeRecord {
+        created_at: 10,
+        ..code("f1", mac, 1000)
+    };
+    let ev = event(10, Activity::CodeSent, "bob", "bob");
+    let sent = s.send_code(&c("m1"), &msg, &slots, &ev).await.unwrap();
+    assert_eq!(sent, None);
+    let first = s.latest_code("f1", "email").await.unwrap().unwrap();
+    assert_eq!(first.code_mac, "m1");
+    assert_eq!(s.outbox_list(10).await.unwrap().len(), 1);
+    let all = AuditFilter::default();
+    assert_eq!(s.audit_query(&all).await.unwrap().len(), 1);
+    assert_eq!(s.hits_since("codes-dest", 0).await.unwrap(), 1);
+
+    // The destination's window is full: no new code (the first stays live), no message, no
+    // event; the account's slot before it stays taken.
+    let refused = s.send_code(&c("m2"), &msg, &slots, &ev).await.unwrap();
+    assert_eq!(refused, Some(1));
+    let latest = s.latest_code("f1", "email").await.unwrap().unwrap();
+    assert_eq!((latest.id, latest.used), (first.id, false));
+    assert_eq!(s.outbox_list(10).await.unwrap().len(), 1);
+    assert_eq!(s.audit_query(&all).await.unwrap().len(), 1);
+    assert_eq!(s.hits_since("codes-acct", 0).await.unwrap(), 2);
+}
+
 async fn expiry_boundary_and_attempts(s: Arc<dyn Store>) {
     let msg = OutboxMessage::new(Channel::Email, "a@b.c", "s", "b", 0);
     let id = s.issue_code(&code("f1", "m", 600), &msg).await.unwrap();
@@ -786,17 +828,89 @@ async fn slots_are_taken_in_order_up_to_the_first_full_window(s: Arc<dyn Store>)
     }
     assert_eq!(free, 7);
 
-    // A new flow and the event of its start are stored together.
-    let f = flow("f9", "bob", FlowState::Verifying, 900);
-    s.start_flow(&f, &event(30, Activity::ResetStarted, "bob", "bob"))
+    // A new flow, its slots and the event of its start are stored together.
+    let f = FlowRecord {
+        created_at: 30,
+        ..flow("f9", "bob", FlowState::Verifying, 900)
+    };
+    let start = [slot("start-ip", 5), slot("start-bob", 1)];
+    let started = s
+        .start_flow(&f, &event(30, Activity::ResetStarted, "bob", "bob"), &start)
         .await
         .unwrap();
+    assert_eq!(started, None);
     assert!(s.flow("f9").await.unwrap().is_some());
-    let ev = s
-        .audit_query(&sspr_app::ports::AuditFilter::default())
+    let all = sspr_app::ports::AuditFilter::default();
+    assert_eq!(s.audit_query(&all).await.unwrap().len(), 1);
+    assert_eq!(s.hits_since("start-bob", 0).await.unwrap(), 1);
+    // A window already full: no flow and no event; the slots before it stay taken.
+    let g = FlowRecord {
+        created_at: 31,
+        ..flow("f10", "bob", FlowState::Verifying, 900)
+    };
+    let refused = s
+        .start_flow(&g, &event(31, Activity::ResetStarted, "bob", "bob"), &start)
         .await
         .unwrap();
-    assert_eq!(ev.len(), 1);
+    assert_eq!(refused, Some(1));
+    assert!(s.flow("f10").await.unwrap().is_none());
+    assert_eq!(s.audit_query(&all).await.unwrap().len(), 1);
+    assert_eq!(s.hits_since("start-ip", 0).await.unwrap(), 2);
+    assert_eq!(s.hits_since("start-bob", 0).await.unwrap(), 1);
+
+    // Fifty concurrent starts against a window of three: three flows, three events.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let s = s.clone();
+        set.spawn(async move {
+            let f = FlowRecord {
+                created_at: 40,
+                ..flow(&format!("race-{i}"), "cy", FlowState::Verifying, 900)
+            };
+            let ev = event(40, Activity::ResetStarted, "cy", "cy");
+            s.start_flow(&f, &ev, &[slot("start-cy", 3)]).await.unwrap()
+        });
+    }
+    let mut started = 0;
+    while let Some(r) = set.join_next().await {
+        started += u32::from(r.unwrap().is_none());
+    }
+    assert_eq!(started, 3);
+    assert_eq!(s.audit_query(&all).await.unwrap().len(), 4);
+}
+
+async fn throttle_state_reads_blocks_and_windows_in_one_go(s: Arc<dyn Store>) {
+    use sspr_app::ports::{Slot, ThrottleState};
+    let slot = |key: &str, since| Slot {
+        key: key.into(),
+        since,
+        max: 1,
+    };
+    let none = s.throttle_state(&[], &[], 100).await.unwrap();
+    assert_eq!(none, ThrottleState::default());
+    s.hit("w", 50).await.unwrap();
+    s.hit("w", 60).await.unwrap();
+    s.hit("w", 60).await.unwrap();
+    s.block("b-live", 200).await.unwrap();
+    s.block("b-over", 90).await.unwrap();
+    let st = s
+        .throttle_state(
+            &["b-live".into(), "b-over".into(), "b-none".into()],
+            &[slot("w", 0), slot("w", 50), slot("empty", 0)],
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.blocked_until, vec![Some(200), None, None]);
+    assert_eq!(st.hits, vec![3, 2, 0]);
+    // Windows alone (no block to read) and blocks alone.
+    let st = s.throttle_state(&[], &[slot("w", 55)], 100).await.unwrap();
+    assert_eq!((st.blocked_until.len(), st.hits), (0, vec![2]));
+    let st = s
+        .throttle_state(&["b-live".into()], &[], 100)
+        .await
+        .unwrap();
+    assert_eq!((st.blocked_until, st.hits.len()), (vec![Some(200)], 0));
 }
 
 async fn a_verified_step_spends_moves_and_records_together_or_not_at_all(s: Arc<dyn Store>) {
