@@ -217,10 +217,10 @@ macro_rules! impl_audit_store {
             }
         }
 
-        /// Appends `events` in their order, chained, in multi-row statements (on PostgreSQL
-        /// every append, one event or a bulk write's many). On SQLite the caller's transaction
-        /// has written already, so it holds the write lock; on PostgreSQL the chain's lock is
-        /// taken here and held to the caller's commit.
+        /// Appends `events` in their order, chained, in multi-row statements: every append,
+        /// one event or a bulk write's many. On SQLite the caller's transaction began
+        /// `IMMEDIATE`, so it holds the write lock; on PostgreSQL the chain's lock is taken
+        /// here and held to the caller's commit.
         async fn insert_audit_batch(
             conn: &mut <$db as sqlx::Database>::Connection,
             events: &[AuditEvent],

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
-use sqlx::{Connection, Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Row, Sqlite, Transaction};
 use sspr_app::Lang;
 use sspr_app::ports::{
     AdminToken, AuditCheckpoint, AuditFilter, AuditStore, ChainedEvent, Channel, CodeRecord,
@@ -15,10 +15,9 @@ use sspr_app::ports::{
 use sspr_domain::audit::{Activity, AuditEvent, ClientType, Outcome};
 use sspr_domain::clock::UnixTime;
 use sspr_domain::{FlowKind, FlowState, Method, Policy};
-use tokio::sync::MappedMutexGuard;
 
 use crate::codec::{err, join, methods_csv, parse_methods, split};
-use crate::sqlite_conn::{Connections, Reader};
+use crate::sqlite_conn::{Connections, Reader, Writer};
 
 /// Versioned migrations, applied in order, each once, each in its own transaction.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -84,7 +83,7 @@ impl SqliteStore {
     }
 
     /// The writing connection (see [`crate::sqlite_conn`]).
-    async fn writer(&self) -> StoreResult<MappedMutexGuard<'_, SqliteConnection>> {
+    async fn writer(&self) -> StoreResult<Writer<'_>> {
         self.conns.writer().await
     }
 
@@ -875,48 +874,16 @@ impl Store for SqliteStore {
     }
 }
 
-/// SQLite has one writer at a time: a transaction that has written holds the chain already.
+/// SQLite has one writer at a time, and the writer's transactions begin `IMMEDIATE`: a
+/// transaction holds the chain from its start.
 async fn lock_audit_chain(_conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
     Ok(())
 }
 
-/// Appends `e` chained to the event before it. The insert comes first: it takes SQLite's
-/// one write lock, so the event read just after is the one before this, and stays so.
-/// Callers hold a transaction.
+/// Appends `e` chained to the newest event: a read, then the insert. The caller's
+/// transaction began `IMMEDIATE` (see [`Writer`]), so no other writer can append in between.
 async fn insert_audit(conn: &mut sqlx::SqliteConnection, e: &AuditEvent) -> StoreResult<()> {
-    let details = e.details.to_string();
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO audit (at, activity, actor, target, client_ip, client_type, outcome, reason, flow_id, support_code, details)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-    )
-        .bind(e.at)
-        .bind(e.activity.as_str())
-        .bind(&e.actor)
-        .bind(&e.target)
-        .bind(&e.client_ip)
-        .bind(e.client_type.as_str())
-        .bind(e.outcome.as_str())
-        .bind(&e.reason)
-        .bind(&e.flow_id)
-        .bind(&e.support_code)
-        .bind(&details)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(err)?;
-    let prev: Option<Option<String>> =
-        sqlx::query_scalar("SELECT chain FROM audit WHERE id < $1 ORDER BY id DESC LIMIT 1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(err)?;
-    let chain = sspr_app::audit_chain::link(prev.flatten().as_deref(), e, &details);
-    sqlx::query("UPDATE audit SET chain = $1 WHERE id = $2")
-        .bind(chain)
-        .bind(id)
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    Ok(())
+    insert_audit_batch(conn, std::slice::from_ref(e)).await
 }
 
 async fn insert_outbox(tx: &mut Transaction<'_, Sqlite>, m: &OutboxMessage) -> StoreResult<i64> {

@@ -16,7 +16,7 @@ use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, Sqlite, SqliteConnection, Transaction};
 use sspr_app::ports::StoreResult;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, Semaphore, SemaphorePermit};
 
@@ -45,6 +45,32 @@ struct Lent {
     conn: SqliteConnection,
     /// [`file_faults`] when it was opened.
     faults: u64,
+}
+
+/// The writer, lent until dropped. Its transactions begin `IMMEDIATE`, taking SQLite's write
+/// lock at once: what one reads before its first write stays true until it commits, even
+/// against another process (the CLI) writing the same file. The audit chain relies on it: an
+/// append reads the newest event, then writes its successor.
+pub(crate) struct Writer<'a>(MappedMutexGuard<'a, SqliteConnection>);
+
+impl Writer<'_> {
+    /// Shadows [`Connection::begin`], which begins `DEFERRED`.
+    pub(crate) async fn begin(&mut self) -> Result<Transaction<'_, Sqlite>, sqlx::Error> {
+        self.0.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl Deref for Writer<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.0
+    }
+}
+
+impl DerefMut for Writer<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.0
+    }
 }
 
 /// A reader, lent until dropped.
@@ -86,8 +112,9 @@ impl Connections {
 
     /// The writing connection, when its turn comes; every write, and every read inside a
     /// write, goes through it.
-    pub(crate) async fn writer(&self) -> StoreResult<MappedMutexGuard<'_, SqliteConnection>> {
-        lend(within(self.writer.0.lock()).await?, &self.write_opts).await
+    pub(crate) async fn writer(&self) -> StoreResult<Writer<'_>> {
+        let lent = lend(within(self.writer.0.lock()).await?, &self.write_opts).await?;
+        Ok(Writer(lent))
     }
 
     /// A reading connection, for reads that stand alone.

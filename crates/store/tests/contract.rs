@@ -460,6 +460,32 @@ async fn concurrent_appends_make_one_unbroken_chain(s: Arc<dyn Store>) {
     assert_eq!(v.events, 40);
 }
 
+/// The server and the CLI are two processes on one SQLite file, each with its own writer: their
+/// appends still make one chain (an append reads the newest event, then writes after it, and
+/// no other writer can come between the two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sqlite_stores_on_one_file_append_one_unbroken_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        set.spawn(async move {
+            s.audit(&event(100 + i, Activity::CodeSent, "x", "y"))
+                .await
+                .unwrap()
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    let v = verified(&a).await;
+    assert!(v.intact(), "{:?}", v.problems);
+    assert_eq!(v.events, 60);
+}
+
 /// Retention deletes events past it in batches, each behind a signed pruning checkpoint and
 /// archived first; the newest event stays whatever its age (the next one chains from it); the
 /// log still verifies, and an event put back below the cut is noticed.
