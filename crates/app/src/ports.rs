@@ -573,6 +573,14 @@ pub trait StepStore: Send + Sync + 'static {
         slots: &[Slot],
         event: &AuditEvent,
     ) -> StoreResult<Option<usize>>;
+    /// Stores the questions drawn for a flow and the event that records the draw: one
+    /// transaction.
+    async fn draw_questions(
+        &self,
+        flow_id: &str,
+        questions: &[String],
+        event: &AuditEvent,
+    ) -> StoreResult<()>;
     /// Marks the code used if it is unused, unexpired and has attempts left. Exactly once.
     async fn consume_code(&self, id: i64, now: UnixTime, max_attempts: u32) -> StoreResult<bool>;
     /// Accepts a TOTP time step only if it is later than the last one used (no replay).

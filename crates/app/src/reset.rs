@@ -404,9 +404,9 @@ impl App {
                 }
                 shuffle(&mut ids, self.rng.as_ref());
                 ids.truncate(policy.questions_to_answer as usize);
-                self.store.flow_questions(&flow.id, &ids).await?;
                 ev.activity = Activity::QuestionsDrawn;
-                self.record(ev).await;
+                self.store.draw_questions(&flow.id, &ids, &ev).await?;
+                crate::metrics::metrics().event(&ev);
                 let questions = ids
                     .iter()
                     .map(|id| QuestionText {

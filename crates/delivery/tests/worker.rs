@@ -107,6 +107,9 @@ impl StepStore for FakeStore {
         self.push(m.clone());
         Ok(None)
     }
+    async fn draw_questions(&self, _: &str, _: &[String], _: &AuditEvent) -> StoreResult<()> {
+        Ok(())
+    }
     async fn consume_code(&self, _: i64, _: UnixTime, _: u32) -> StoreResult<bool> {
         Ok(false)
     }

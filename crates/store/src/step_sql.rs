@@ -1,6 +1,6 @@
 //! A flow step's writes ([`sspr_app::ports::StepStore`]): rate-limit slots; a new flow with
-//! its slots and its event; a code with its slots, its message and its event; a proof spent
-//! with the flow's move and its event. Each is one transaction, in SQL that SQLite and
+//! its slots and its event; a code with its slots, its message and its event; questions drawn
+//! with their event; a proof spent with the flow's move and its event. Each is one transaction, in SQL that SQLite and
 //! PostgreSQL both run unchanged (SQLite reads `TRUE` and `FALSE` as 1 and 0). Written once
 //! here, expanded in each store's module, where `lock_throttle`, `lock_code`,
 //! `ensure_registration`, `spend_recovery_code`, `insert_audit`, `insert_outbox` and `err` are
@@ -171,6 +171,24 @@ macro_rules! impl_step_store {
                 }
                 tx.commit().await.map_err(err)?;
                 Ok(full)
+            }
+
+            async fn draw_questions(
+                &self,
+                flow_id: &str,
+                questions: &[String],
+                event: &AuditEvent,
+            ) -> StoreResult<()> {
+                let mut w = self.writer().await?;
+                let mut tx = w.begin().await.map_err(err)?;
+                sqlx::query("UPDATE flows SET questions = $1 WHERE id = $2")
+                    .bind(join(questions))
+                    .bind(flow_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                insert_audit(&mut tx, event).await?;
+                tx.commit().await.map_err(err)
             }
 
             async fn consume_code(

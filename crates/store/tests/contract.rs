@@ -140,6 +140,7 @@ contract_tests!(
     a_verified_step_spends_moves_and_records_together_or_not_at_all,
     slots_are_taken_in_order_up_to_the_first_full_window,
     throttle_state_reads_blocks_and_windows_in_one_go,
+    questions_drawn_are_stored_with_their_event,
     throttle_windows_blocks_and_clearing,
     outbox_lease_expires_and_is_claimed_again,
     outbox_claims_one_channel_and_release_gives_messages_back,
@@ -903,6 +904,20 @@ async fn slots_are_taken_in_order_up_to_the_first_full_window(s: Arc<dyn Store>)
     }
     assert_eq!(started, 3);
     assert_eq!(s.audit_query(&all).await.unwrap().len(), 4);
+}
+
+async fn questions_drawn_are_stored_with_their_event(s: Arc<dyn Store>) {
+    s.insert_flow(&flow("fq", "bob", FlowState::Verifying, 900))
+        .await
+        .unwrap();
+    let ids = vec!["q3".to_string(), "q7".to_string()];
+    let ev = event(20, Activity::QuestionsDrawn, "bob", "bob");
+    s.draw_questions("fq", &ids, &ev).await.unwrap();
+    assert_eq!(s.flow("fq").await.unwrap().unwrap().questions, ids);
+    let all = sspr_app::ports::AuditFilter::default();
+    let events = s.audit_query(&all).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].activity, Activity::QuestionsDrawn);
 }
 
 async fn throttle_state_reads_blocks_and_windows_in_one_go(s: Arc<dyn Store>) {
