@@ -199,12 +199,6 @@ impl App {
         support_code(self.rng.as_ref())
     }
 
-    /// Whether `key` has fewer than `window.max` hits within the window.
-    pub async fn within(&self, key: &str, window: sspr_domain::Window) -> Result<bool, AppError> {
-        let n = self.store.hits_since(key, self.now() - window.secs).await?;
-        Ok(n < window.max)
-    }
-
     /// The first of `checks` that is exhausted, as the seconds to wait before trying again:
     /// a block's remaining time, or the full window of a spent limit (waiting that long is
     /// always enough). `None` when every check passes. Reads only, in one statement.
