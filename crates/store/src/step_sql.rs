@@ -1,10 +1,12 @@
 //! A flow step's writes ([`sspr_app::ports::StepStore`]): rate-limit slots; a new flow with
 //! its slots and its event; a code with its slots, its message and its event; questions drawn
-//! with their event; a proof spent with the flow's move and its event. Each is one transaction, in SQL that SQLite and
-//! PostgreSQL both run unchanged (SQLite reads `TRUE` and `FALSE` as 1 and 0). Written once
-//! here, expanded in each store's module, where `lock_throttle`, `lock_code`,
-//! `ensure_registration`, `spend_recovery_code`, `insert_audit`, `insert_outbox` and `err` are
-//! that database's own.
+//! with their event; a proof spent with the flow's move and its event. Each is one
+//! transaction, in SQL that SQLite and PostgreSQL both run unchanged (SQLite reads `TRUE` and
+//! `FALSE` as 1 and 0). Written once here, expanded in each store's module, where
+//! `lock_throttle`, `lock_code`, `ensure_registration`, `spend_recovery_code`, `insert_audit`,
+//! `insert_outbox` and `err` are that database's own. On PostgreSQL these transactions take
+//! their locks in one order (throttle keys, then a code's owner, then the audit chain, which
+//! every writer takes last), so they cannot deadlock one another.
 
 macro_rules! impl_step_store {
     ($store:ty, $db:ty) => {
