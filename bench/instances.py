@@ -4,7 +4,7 @@ SQLite and one on PostgreSQL, in the same run; for this tree and a baseline comm
 the same run (the machine is shared: compare the rows of one run, not figures across runs).
 
     bench/instances.py --postgres URL [--baseline 8104d9c] [--conns 16,64] [--secs 10]
-                       [--instances 3]
+                       [--instances 3] [--spread]
 
 The load is wrk (apt-get install wrk), as in bench/flows.py: POST /api/v1/flow/start for one
 user over kept-alive TLS connections, start limits raised. The PostgreSQL rows use a schema of
@@ -26,6 +26,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from flows import LUA, Server as ZeroConfig, builds, free_port, terminate, wrk  # noqa: E402
 
 SCHEMA = "sspr_bench_instances"
+
+# --spread: every start names a new (unknown) user from a new address (X-Forwarded-For, which
+# the instances trust from 127.0.0.1), so no two starts share a rate-limit key, as when many
+# people reset at once; the default load is one user from one address, every start on the
+# same keys, as behind a NAT at its worst.
+SPREAD = """
+wrk.method = "POST"
+request = function()
+  local ip = "10." .. math.random(0, 255) .. "." .. math.random(0, 255) .. "." .. math.random(1, 254)
+  local body = '{"user":"u' .. math.random(1, 1000000) .. '","kind":"reset"}'
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json",
+                                  ["X-Sspr-Client"] = "api", ["X-Forwarded-For"] = ip}, body)
+end
+"""
 USER = "bench-user"
 
 
@@ -165,6 +179,8 @@ def main():
     ap.add_argument("--conns", default="16,64")
     ap.add_argument("--secs", type=int, default=10)
     ap.add_argument("--instances", type=int, default=3)
+    ap.add_argument("--spread", action="store_true",
+                    help="each PostgreSQL start a new user from a new address (no shared key)")
     a = ap.parse_args()
     for tool in ("wrk", "nginx", "openssl", "psql"):
         if shutil.which(tool) is None:
@@ -176,6 +192,10 @@ def main():
         scripts[user] = os.path.join(lua_dir, f"{user}.lua")
         with open(scripts[user], "w") as f:
             f.write(LUA % user)
+    if a.spread:
+        scripts[USER] = os.path.join(lua_dir, "spread.lua")
+        with open(scripts[USER], "w") as f:
+            f.write(SPREAD)
     print(f"\n{os.cpu_count()} cores; {a.secs} s per row\n")
     print("| build | setup | connections | starts/s | p50 ms | p99 ms | non-2xx |")
     print("|---|---|---|---|---|---|---|", flush=True)
