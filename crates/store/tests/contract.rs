@@ -444,21 +444,7 @@ async fn audit_pages_newest_first_behind_a_cursor_and_a_user_is_actor_or_target(
 /// Forty writers at once (several pools on PostgreSQL would behave the same: the lock is in
 /// the database) still make one chain.
 async fn concurrent_appends_make_one_unbroken_chain(s: Arc<dyn Store>) {
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..40 {
-        let s = s.clone();
-        set.spawn(async move {
-            s.audit(&event(100 + i, Activity::CodeSent, "x", "y"))
-                .await
-                .unwrap()
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        r.unwrap();
-    }
-    let v = verified(&s).await;
-    assert!(v.intact(), "{:?}", v.problems);
-    assert_eq!(v.events, 40);
+    append_at_once_and_verify(&[s], 40).await;
 }
 
 /// The server and the CLI are two processes on one SQLite file, each with its own writer: their
@@ -470,9 +456,14 @@ async fn two_sqlite_stores_on_one_file_append_one_unbroken_chain() {
     let path = dir.path().join("t.db");
     let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
     let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    append_at_once_and_verify(&[a, b], 60).await;
+}
+
+/// `n` appends at once, spread over `stores` in turn; the chain must verify with all of them.
+async fn append_at_once_and_verify(stores: &[Arc<dyn Store>], n: i64) {
     let mut set = tokio::task::JoinSet::new();
-    for i in 0..60 {
-        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+    for (i, s) in (0..n).zip(stores.iter().cycle()) {
+        let s = s.clone();
         set.spawn(async move {
             s.audit(&event(100 + i, Activity::CodeSent, "x", "y"))
                 .await
@@ -482,9 +473,9 @@ async fn two_sqlite_stores_on_one_file_append_one_unbroken_chain() {
     while let Some(r) = set.join_next().await {
         r.unwrap();
     }
-    let v = verified(&a).await;
+    let v = verified(&stores[0]).await;
     assert!(v.intact(), "{:?}", v.problems);
-    assert_eq!(v.events, 60);
+    assert_eq!(i64::try_from(v.events).unwrap(), n);
 }
 
 /// Retention deletes events past it in batches, each behind a signed pruning checkpoint and
