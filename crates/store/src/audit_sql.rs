@@ -1,7 +1,8 @@
 //! The audit log ([`sspr_app::ports::AuditStore`]) in SQL that SQLite and PostgreSQL both run
 //! unchanged: written once here, expanded in each store's module, where `audit_from`,
-//! `insert_audit` (which chains each event under that database's write lock) and `err` are
-//! that database's own.
+//! `lock_audit_chain` (what holds the chain's end until commit) and `err` are that database's
+//! own. `insert_audit` and `insert_audit_batch`, defined here, are what the other shared
+//! modules append with.
 //!
 //! Queries stay fast at millions of events because each one walks an index in the order it
 //! returns, and stops after one page: every filter column has an index `(column, at)` (with
@@ -215,6 +216,15 @@ macro_rules! impl_audit_store {
                     .map_err(err)?;
                 rows.iter().map(checkpoint_from).collect()
             }
+        }
+
+        /// Appends `e` chained to the newest event: a batch of one, so that the lock, the read
+        /// of the chain's end and the insert are written once.
+        async fn insert_audit(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            e: &AuditEvent,
+        ) -> StoreResult<()> {
+            insert_audit_batch(conn, std::slice::from_ref(e)).await
         }
 
         /// Appends `events` in their order, chained, in multi-row statements: every append,

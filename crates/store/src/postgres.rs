@@ -344,9 +344,6 @@ async fn ensure_registration(tx: &mut Transaction<'_, Postgres>, user_id: &str) 
     Ok(())
 }
 
-/// Under READ COMMITTED two transactions could both count below a limit; a lock per key
-/// serialises them across instances. Taken in one order (by lock id), so two transactions
-/// that share keys cannot wait on each other.
 /// Two concurrent issues for one owner would each retire only the codes they can see and
 /// both leave theirs live; SQLite's single writer rules that out, this lock does the same here.
 async fn lock_code(
@@ -357,6 +354,9 @@ async fn lock_code(
     advisory_lock(tx, CODE_LOCK, &[owner, purpose]).await
 }
 
+/// Under READ COMMITTED two transactions could both count below a limit; a lock per key
+/// serialises them across instances. Taken in one order (by lock id), so two transactions
+/// that share keys cannot wait on each other.
 async fn lock_throttle(tx: &mut Transaction<'_, Postgres>, keys: &[&str]) -> StoreResult<()> {
     let mut ids: Vec<i32> = keys.iter().map(|k| lock_key(&[k])).collect();
     ids.sort_unstable();
@@ -999,12 +999,6 @@ async fn lock_audit_chain(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
         .await
         .map_err(err)?;
     Ok(())
-}
-
-/// Appends `e` chained to the event before it: a batch of one, so that the lock, the read of
-/// the chain's end and the insert are written once.
-async fn insert_audit(conn: &mut sqlx::PgConnection, e: &AuditEvent) -> StoreResult<()> {
-    insert_audit_batch(conn, std::slice::from_ref(e)).await
 }
 
 async fn insert_outbox(tx: &mut Transaction<'_, Postgres>, m: &OutboxMessage) -> StoreResult<i64> {

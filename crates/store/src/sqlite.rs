@@ -880,12 +880,6 @@ async fn lock_audit_chain(_conn: &mut sqlx::SqliteConnection) -> StoreResult<()>
     Ok(())
 }
 
-/// Appends `e` chained to the newest event: a read, then the insert. The caller's
-/// transaction began `IMMEDIATE` (see [`Writer`]), so no other writer can append in between.
-async fn insert_audit(conn: &mut sqlx::SqliteConnection, e: &AuditEvent) -> StoreResult<()> {
-    insert_audit_batch(conn, std::slice::from_ref(e)).await
-}
-
 async fn insert_outbox(tx: &mut Transaction<'_, Sqlite>, m: &OutboxMessage) -> StoreResult<i64> {
     sqlx::query_scalar(
         "INSERT INTO outbox (channel, recipient, subject, body, status, attempts, created_at, next_attempt_at, code_id, flow_id, target)
